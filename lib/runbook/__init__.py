@@ -1,0 +1,1 @@
+"""Dealix runbook library."""

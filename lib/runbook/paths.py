@@ -1,0 +1,40 @@
+"""Where the project's parts are, from any checkout location."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+
+@cache
+def project_root() -> Path:
+    """The checkout: `$RUNBOOK_HOME`, else the folder above lib/ holding pyproject.toml."""
+    env = os.environ.get("RUNBOOK_HOME")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").exists() and (parent / "parameters").is_dir():
+            return parent
+    return Path.cwd()
+
+
+def parameters_dir() -> Path:
+    return project_root() / "parameters"
+
+
+def notebooks_dir() -> Path:
+    return project_root() / "notebooks"
+
+
+def outputs_dir() -> Path:
+    """Where evidence goes: `$RUNBOOK_OUTPUTS`, else outputs/ in the checkout."""
+    env = os.environ.get("RUNBOOK_OUTPUTS")
+    return Path(env).resolve() if env else project_root() / "outputs"
+
+
+def sandbox_state_dir() -> Path:
+    """The sandbox's state dir: `$RUNBOOK_SANDBOX_DIR`, else .sandbox/ in the checkout."""
+    env = os.environ.get("RUNBOOK_SANDBOX_DIR")
+    return Path(env).resolve() if env else project_root() / ".sandbox"

@@ -1,0 +1,122 @@
+"""Redaction: the single choke point every string passes before it is shown or stored.
+
+Secrets loaded by a session are registered here with their common
+encodings (URL-encoded, base64 at every alignment, JSON-escaped); a second
+net of patterns catches well-known token formats and passwords in URLs.
+Redaction works on whole lines: callers that stream output split it into
+lines first, so a secret split across two chunks is still caught.
+
+Example::
+
+    >>> r = Redactor()
+    >>> r.register("ADMIN_KEY", "s3cr3t-value-123")
+    >>> r.redact("curl -H 'X-API-Key: s3cr3t-value-123' http://x")
+    "curl -H 'X-API-Key: [redacted:ADMIN_KEY]' http://x"
+    >>> r.redact("postgresql://dealix:hunter22@127.0.0.1/dealix")
+    'postgresql://dealix:[redacted]@127.0.0.1/dealix'
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import urllib.parse
+from typing import Any
+
+# Secrets shorter than this are refused: masking "abc" everywhere would
+# make every log unreadable and a short secret is a finding in itself.
+MIN_SECRET_LENGTH = 6
+
+_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # scheme://user:password@host -> keep the user, hide the password
+    (re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@'\"]+:)[^\s@/'\"]+(?=@)"), r"\g<pre>[redacted]"),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)"), "[redacted private key]"),
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"), "[redacted]"),
+    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}\b"), "[redacted]"),
+    (re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}"), "[redacted]"),
+    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "[redacted]"),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), "[redacted]"),
+    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), "[redacted]"),
+    (re.compile(r"\bphx_[A-Za-z0-9]{20,}\b"), "[redacted]"),
+    (re.compile(r"\bsntrys_[A-Za-z0-9_=+/.-]{20,}"), "[redacted]"),
+    (re.compile(r"(?i)\b(authorization:\s*(?:bearer|token|basic)\s+)[^\s'\"]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)\b(x-api-key:\s*)[^\s'\"]+"), r"\1[redacted]"),
+]
+
+
+def _encodings(value: str) -> set[str]:
+    """The forms a secret commonly takes on its way into a log."""
+    raw = value.encode()
+    forms = {
+        value,
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote_plus(value, safe=""),
+        json.dumps(value)[1:-1],
+    }
+    # base64 of the secret inside a longer blob (Basic auth, JSON in base64)
+    # depends on its offset modulo 3: keep only the characters that the
+    # secret's bytes alone determine, for each of the three offsets.
+    for pad in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            enc = encode(b"\0" * pad + raw).decode().rstrip("=")
+            start = -(-8 * pad // 6)
+            stop = (8 * (pad + len(raw))) // 6
+            stable = enc[start:stop]
+            if len(stable) >= 8:
+                forms.add(stable)
+    return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
+
+
+class Redactor:
+    """Masks registered secrets and well-known token formats, line by line."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._forms: dict[str, str] = {}
+        self._regex: re.Pattern[str] | None = None
+        self.names: list[str] = []
+
+    def register(self, name: str, value: str) -> None:
+        """Register a secret; every encoding of it is masked from now on."""
+        if not value:
+            return
+        if len(value) < MIN_SECRET_LENGTH:
+            # Refusing silently would leak it; registering it would shred logs.
+            raise ValueError(
+                f"secret {name} is shorter than {MIN_SECRET_LENGTH} characters; "
+                "use a real secret (a short value cannot be masked safely)"
+            )
+        with self._lock:
+            for form in _encodings(value):
+                self._forms.setdefault(form, name)
+            if name not in self.names:
+                self.names.append(name)
+            ordered = sorted(self._forms, key=len, reverse=True)
+            self._regex = re.compile("|".join(re.escape(f) for f in ordered))
+
+    def is_secret(self, value: str) -> bool:
+        """True if `value` is (an encoding of) a registered secret."""
+        return value in self._forms
+
+    def redact(self, text: str) -> str:
+        """Return `text` with every secret and token-like value masked."""
+        if not text:
+            return text
+        regex = self._regex
+        if regex is not None:
+            text = regex.sub(lambda m: f"[redacted:{self._forms[m.group(0)]}]", text)
+        for pattern, repl in _PATTERNS:
+            text = pattern.sub(repl, text)
+        return text
+
+    def redact_obj(self, obj: Any) -> Any:
+        """Redact every string inside a JSON-like structure (keys included)."""
+        if isinstance(obj, str):
+            return self.redact(obj)
+        if isinstance(obj, dict):
+            return {self.redact_obj(k): self.redact_obj(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.redact_obj(v) for v in obj]
+        return obj

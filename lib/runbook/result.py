@@ -1,0 +1,106 @@
+"""`Result`: what one command did, bounded and redacted.
+
+Example::
+
+    >>> from datetime import datetime, timezone
+    >>> r = Result(command="true", target="local", exit_code=0, stdout="", stderr="",
+    ...            started=datetime.now(timezone.utc), duration=0.01)
+    >>> r.ok, r.check() is r
+    (True, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from runbook.errors import CommandFailed
+
+
+@dataclass(frozen=True)
+class Result:
+    """One finished command.
+
+    `stdout` and `stderr` are bounded captures (head and tail, with an
+    "N lines elided" marker); the full streams are in `stdout_log` /
+    `stderr_log` when they did not fit. `exit_code` is None when the
+    process was killed by a signal (`signal` names it) or never reported.
+    Everything here has passed through the session's redactor.
+    """
+
+    command: str
+    target: str
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    started: datetime
+    duration: float
+    signal: str | None = None
+    accepted: tuple[int, ...] = (0,)
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    stdout_lines: int = 0
+    stderr_lines: int = 0
+    stdout_log: Path | None = None
+    stderr_log: Path | None = None
+    timed_out: bool = False
+    interrupted: str | None = None
+    dry_run: bool = False
+    meta: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the command ran and its exit code is accepted."""
+        if self.dry_run:
+            return True
+        return self.exit_code is not None and self.exit_code in self.accepted
+
+    @property
+    def status(self) -> str:
+        """Human words for how it ended: 'exit 0', 'killed by signal TERM', …"""
+        if self.dry_run:
+            return "not run (dry run)"
+        if self.interrupted:
+            return f"interrupted: {self.interrupted}"
+        if self.timed_out:
+            return "timed out (stopped on the target)"
+        if self.exit_code is None:
+            return f"killed by signal {self.signal}" if self.signal else "killed (no exit status)"
+        return f"exit {self.exit_code}"
+
+    def lines(self, stream: str = "stdout") -> list[str]:
+        text = self.stdout if stream == "stdout" else self.stderr
+        return text.splitlines()
+
+    def tail(self, n: int = 10, stream: str = "both") -> str:
+        """The last `n` lines of stdout, stderr or both (stderr last)."""
+        if stream == "both":
+            return "\n".join(self.stdout.splitlines()[-n:] + self.stderr.splitlines()[-n:])
+        return "\n".join(self.lines(stream)[-n:])
+
+    def check(self) -> Result:
+        """Return self when ok, else raise `CommandFailed` carrying this result."""
+        if not self.ok:
+            raise CommandFailed(describe_failure(self), self)
+        return self
+
+    def __str__(self) -> str:
+        return self.stdout
+
+
+def describe_failure(result: Result, lines: int = 10) -> str:
+    """The message of a failed command: what ran, where, how it ended, last lines."""
+    msg = f"command failed on {result.target}: {result.command}\n  {result.status}"
+    if result.duration:
+        msg += f" after {result.duration:.1f}s"
+    for name, text, log in (
+        ("stdout", result.stdout, result.stdout_log),
+        ("stderr", result.stderr, result.stderr_log),
+    ):
+        tail = text.splitlines()[-lines:]
+        if tail:
+            msg += f"\n  last {name} lines:\n" + "\n".join("    " + t for t in tail)
+        if log:
+            msg += f"\n  full {name}: {log}"
+    return msg
