@@ -189,7 +189,8 @@ def load_profile(name: str, *, directory: Path | None = None) -> Profile:
     if not path.exists():
         known = sorted(p.stem for p in directory.glob("*.yaml"))
         raise ParameterError(
-            f"no profile for environment {name!r}: {path} does not exist (known: {', '.join(known)})",
+            f"no profile for environment {name!r}: {path} does not exist "
+            f"(known: {', '.join(known)})",
             key="env",
             source=str(path),
         )
@@ -275,7 +276,9 @@ def _interpolate(data: Any, path: Path) -> Any:
 def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
     if not isinstance(data, dict):
         raise ParameterError(
-            f"{prefix or 'profile'} must be a mapping in {source}", key=prefix or None, source=source
+            f"{prefix or 'profile'} must be a mapping in {source}",
+            key=prefix or None,
+            source=source,
         )
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)} - {"source"}
@@ -315,7 +318,7 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     if args and type(None) in args:
         if value is None:
             return None
-        inner = [a for a in args if a is not type(None)][0]
+        inner = next(a for a in args if a is not type(None))
         return _coerce(inner, value, key, source)
     if tp is bool:
         if not isinstance(value, bool):

@@ -31,8 +31,14 @@ MIN_SECRET_LENGTH = 6
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # scheme://user:password@host -> keep the user, hide the password
-    (re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@'\"]+:)[^\s@/'\"]+(?=@)"), r"\g<pre>[redacted]"),
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)"), "[redacted private key]"),
+    (
+        re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@'\"]+:)[^\s@/'\"]+(?=@)"),
+        r"\g<pre>[redacted]",
+    ),
+    (
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)"),
+        "[redacted private key]",
+    ),
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"), "[redacted]"),
     (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}\b"), "[redacted]"),
     (re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}"), "[redacted]"),

@@ -1,0 +1,199 @@
+"""Appendix A, the health check cheat sheet: every signal with its expected value.
+
+Each signal is measured, recorded as a check (so `session.done()` fails
+when one is red) and returned as one row of a table. A signal that cannot
+be measured on this target (no fail2ban on the loopback sandbox) is "not
+available", never "passed".
+
+Example (in a notebook)::
+
+    table = health.check_all(s)
+    table
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from runbook.errors import RunbookError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from runbook.session import Session
+
+GREEN = "green"
+
+
+def _row(
+    s: Session,
+    signal: str,
+    command: str,
+    expected: str,
+    actual: Any,
+    passed: bool | None,
+    note: str = "",
+) -> dict[str, Any]:
+    c = s.check(signal, expected=expected, actual=actual, passed=passed, note=note)
+    return {
+        "signal": signal,
+        "runbook command": command,
+        "expected": expected,
+        "actual": c.actual,
+        "status": c.status,
+        "note": c.note,
+    }
+
+
+def liveness(s: Session) -> dict[str, Any]:
+    r = s.api.health()
+    return _row(
+        s,
+        "Liveness",
+        "curl -sf https://api.dealix.me/health",
+        "200 OK",
+        f"{r.status}",
+        r.status == 200,
+        f"sha {(r.json() or {}).get('sha', '?')}",
+    )
+
+
+def deep_health(s: Session) -> dict[str, Any]:
+    body = s.api.deep_health()
+    parts = {
+        k: (body.get(k) or {}).get("status", "missing")
+        for k in ("postgres", "redis", "llm_providers")
+    }
+    red = {k: v for k, v in parts.items() if v != GREEN}
+    note = "; ".join(f"{k}: {(body.get(k) or {}).get('detail', '')}" for k in red)
+    actual = ", ".join(f"{k} {v}" for k, v in parts.items())
+    return _row(
+        s,
+        "Deep health",
+        "curl -sf https://api.dealix.me/health/deep",
+        "postgres + redis + llm_providers green",
+        actual,
+        not red,
+        note,
+    )
+
+
+def ci_status(s: Session) -> dict[str, Any]:
+    green, runs = s.github.ci_green(3)
+    actual = ", ".join(f"{r.status}/{r.conclusion}" for r in runs.itertuples()) or "no runs"
+    return _row(
+        s,
+        "CI status",
+        f"gh run list --repo {s.profile.github.repo} --limit 3",
+        "success",
+        actual,
+        green,
+    )
+
+
+def dlq_depth(s: Session) -> dict[str, Any]:
+    queues = s.api.dlq_stats().get("queues", {})
+    total = sum(int(v) for v in queues.values())
+    actual = ", ".join(f"{k} {v}" for k, v in queues.items())
+    return _row(
+        s,
+        "DLQ depth",
+        "GET /api/v1/admin/dlq/stats",
+        "0 across all queues",
+        actual,
+        total == 0 and bool(queues),
+    )
+
+
+def pending_approvals(s: Session) -> dict[str, Any]:
+    limit = s.profile.targets.pending_approvals_max
+    n = int(s.api.pending_approvals().get("count", 0))
+    return _row(
+        s, "Pending approvals", "GET /api/v1/admin/approvals/pending", f"< {limit}", n, n < limit
+    )
+
+
+def service_status(s: Session) -> dict[str, Any]:
+    st = s.services.status("api")
+    return _row(
+        s,
+        "Service status",
+        f"systemctl status {st.name}",
+        "active (running)",
+        st.words,
+        st.active,
+        f"pid {st.pid}" if st.pid else st.detail,
+    )
+
+
+def fail2ban(s: Session) -> dict[str, Any]:
+    cmd = "fail2ban-client status sshd"
+    if not s.profile.services.fail2ban:
+        return _row(
+            s,
+            "fail2ban",
+            cmd,
+            "jail active",
+            "not available on this target",
+            None,
+            f"no fail2ban on {s.env} (services.fail2ban is empty in its profile)",
+        )
+    r = s.probe(
+        ["fail2ban-client", "status", "sshd"], warn=True, sudo=s.profile.target.user != "root"
+    )
+    active = r.ok and "Status for the jail: sshd" in r.stdout
+    banned = next(
+        (ln.split(":", 1)[1].strip() for ln in r.stdout.splitlines() if "Currently banned" in ln),
+        "?",
+    )
+    return _row(
+        s,
+        "fail2ban",
+        cmd,
+        "jail active",
+        "jail active" if active else r.status,
+        active,
+        f"currently banned: {banned}" if active else r.tail(3),
+    )
+
+
+def nginx(s: Session) -> dict[str, Any]:
+    if not s.profile.services.nginx:
+        return _row(
+            s,
+            "Nginx",
+            "systemctl status nginx",
+            "active (running)",
+            "not available on this target",
+            None,
+        )
+    st = s.services.status("nginx")
+    return _row(s, "Nginx", f"systemctl status {st.name}", "active (running)", st.words, st.active)
+
+
+SIGNALS: list[tuple[str, Callable[[Session], dict[str, Any]]]] = [
+    ("Liveness", liveness),
+    ("Deep health", deep_health),
+    ("CI status", ci_status),
+    ("DLQ depth", dlq_depth),
+    ("Pending approvals", pending_approvals),
+    ("Service status", service_status),
+    ("fail2ban", fail2ban),
+    ("Nginx", nginx),
+]
+
+
+def check_all(s: Session) -> pd.DataFrame:
+    """Measure every signal of appendix A; one failing probe never hides the others."""
+    import pandas as pd
+
+    rows = []
+    for name, fn in SIGNALS:
+        with s.step(f"Signal: {name}"):
+            try:
+                rows.append(fn(s))
+            except RunbookError as exc:
+                # a signal we could not even measure is red, with the reason
+                rows.append(_row(s, name, "", "measurable", "error", False, str(exc)[:300]))
+    return pd.DataFrame(rows)

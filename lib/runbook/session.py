@@ -1,0 +1,745 @@
+"""The session: one per notebook run, opened in the first cell after the parameters.
+
+It knows the environment (profile), the target, the secrets, dry-run and
+confirmation state, the evidence folder and the clock; everything else
+hangs off it::
+
+    s = open_session("health_check", env="sandbox")
+    with s.step("1. Liveness"):
+        r = s.api.get("/health", accept=(200, 503))
+        s.check("Liveness", expected="200 OK", actual=r.status, passed=r.status == 200)
+    s.probe(["git", "-C", s.profile.app.dir, "rev-parse", "HEAD"]).stdout
+    s.done()        # the definition-of-done table; raises if a check failed
+
+Read-only calls (`probe`) always run. Changing calls (`run`) are skipped in
+dry-run and shown as what would run; on any environment but sandbox they
+need the operator's confirmation (typed interactively, or the parameter
+`confirm="<environment>"` headless), once per run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from runbook.checks import FAILED, Check, checks_frame
+from runbook.errors import (
+    CommandFailed,
+    CommandInterrupted,
+    CommandTimedOut,
+    DefinitionOfDoneNotMet,
+    NotConfirmed,
+    ParameterError,
+    RunbookError,
+)
+from runbook.evidence import RECORD_SCHEMA, Evidence, iso, new_run_dir, utc_now
+from runbook.output import StreamCapture
+from runbook.paths import project_root
+from runbook.profile import Profile, load_profile
+from runbook.redact import Redactor
+from runbook.result import Result, describe_failure
+from runbook.secrets import SecretStore
+from runbook.transport import LocalTransport, SSHTarget, SSHTransport, Transport, quote_command
+
+Command = str | Sequence[str]
+
+
+@dataclass
+class Step:
+    name: str
+    started: datetime
+    finished: datetime | None = None
+    status: str = "running"
+    error: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.finished is None:
+            return None
+        return (self.finished - self.started).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "started": iso(self.started),
+            "finished": iso(self.finished),
+            "duration_s": None if self.duration is None else round(self.duration, 3),
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Change:
+    """Something a changing call did (or, in dry-run, would have done)."""
+
+    kind: str
+    what: str
+    step: str | None
+    at: datetime = field(default_factory=utc_now)
+    done: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "what": self.what, "step": self.step, "at": iso(self.at)}
+
+
+class Session:
+    """See the module docstring. Use `open_session()` to make one."""
+
+    def __init__(
+        self,
+        scenario: str,
+        env: str = "sandbox",
+        *,
+        dry_run: bool = False,
+        confirm: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        run_dir: Path | str | None = None,
+        profile: Profile | None = None,
+        interactive: bool | None = None,
+    ):
+        self.started = utc_now()
+        self._t0 = time.monotonic()
+        self.scenario = scenario
+        self.redactor = Redactor()
+        self.profile = profile or load_profile(env)
+        self.env = self.profile.name
+        self.dry_run = bool(dry_run)
+        self._confirm = confirm
+        self._confirmed = False
+        self.interactive = interactive
+        self.secrets = SecretStore(
+            self.redactor, self.profile.secrets.file, source=self.profile.source
+        )
+        self.parameters = dict(parameters or {})
+        self._check_parameters()
+        chosen = run_dir or os.environ.get("RUNBOOK_RUN_DIR")
+        path = Path(chosen) if chosen else new_run_dir(self.env, scenario)
+        self.evidence = Evidence(path, self.redactor)
+        self.run_dir = path
+        self.steps: list[Step] = []
+        self.checks: list[Check] = []
+        self.changes: list[Change] = []
+        self.would_change: list[Change] = []
+        self._current: Step | None = None
+        self._transport: Transport | None = None
+        self._outcome = "running"
+        self._error: dict[str, str] | None = None
+        self._failed_step: str | None = None
+        self.commands_run = 0
+        self.evidence.append(
+            {
+                "kind": "session",
+                "event": "open",
+                "scenario": scenario,
+                "environment": self.env,
+                "dry_run": self.dry_run,
+            }
+        )
+        self._write_record()
+        _install_ipython_hook(self)
+
+    # ----------------------------------------------------------------- basics
+    def __repr__(self) -> str:
+        mode = " dry-run" if self.dry_run else ""
+        return f"<Session {self.scenario} on {self.env}{mode}, evidence in {self.run_dir}>"
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the session opened."""
+        return time.monotonic() - self._t0
+
+    @property
+    def current_step(self) -> str | None:
+        return self._current.name if self._current else None
+
+    def _check_parameters(self) -> None:
+        secrets = set(self.secrets.known_values())
+        for name, value in self.parameters.items():
+            if (
+                isinstance(value, str)
+                and value
+                and (value in secrets or self.redactor.is_secret(value))
+            ):
+                raise ParameterError(
+                    f"parameter {name!r} holds a secret value; secrets are never parameters "
+                    "(papermill copies parameters into the output notebook twice). Put it in "
+                    "the environment or the profile's secrets file instead.",
+                    key=name,
+                )
+
+    @cached_property
+    def transport(self) -> Transport:
+        """The connection to the target, opened on first use."""
+        t = self.profile.target
+        if t.transport == "local":
+            self._transport = LocalTransport(target=f"local:{self.env}")
+        else:
+            jump = None
+            if t.jump:
+                user, _, hostport = t.jump.rpartition("@")
+                host, _, port = hostport.partition(":")
+                jump = SSHTarget(
+                    host=host,
+                    user=user or t.user,
+                    port=int(port or 22),
+                    key_path=t.key,
+                    host_keys=list(t.host_key),
+                    known_hosts=t.known_hosts,
+                    source=self.profile.source,
+                )
+            self._transport = SSHTransport(
+                SSHTarget(
+                    host=t.host,
+                    user=t.user,
+                    port=t.port,
+                    key_path=t.key,
+                    host_keys=list(t.host_key),
+                    known_hosts=t.known_hosts,
+                    jump=jump,
+                    connect_timeout=t.connect_timeout,
+                    max_sessions=t.max_sessions,
+                    use_agent=t.use_agent,
+                    source=self.profile.source,
+                )
+            )
+        return self._transport
+
+    # ------------------------------------------------------------- commands
+    def probe(self, command: Command, **kw: Any) -> Result:
+        """Run a read-only command: always runs, in dry-run too."""
+        return self._execute(command, changing=False, **kw)
+
+    def run(self, command: Command, **kw: Any) -> Result:
+        """Run a changing command: skipped in dry-run, needs confirmation off the sandbox."""
+        return self._execute(command, changing=True, **kw)
+
+    def _execute(
+        self,
+        command: Command,
+        *,
+        changing: bool,
+        shell: bool = False,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        sudo: bool | str = False,
+        timeout: float | None = None,
+        warn: bool = False,
+        accept: Sequence[int] = (0,),
+        stdin: bytes | None = None,
+        label: str | None = None,
+        echo: bool | None = None,
+    ) -> Result:
+        text = build_command(command, shell=shell, cwd=cwd, env=env, sudo=sudo)
+        shown = self.redactor.redact(text)
+        target = (self.profile.target.transport == "local" and f"local:{self.env}") or (
+            f"{self.profile.target.user}@{self.profile.target.host}:{self.profile.target.port}"
+        )
+        self.guard_command(text, changing=changing)
+        if changing and not self._allow_change(shown, kind="command"):
+            return Result(
+                command=shown,
+                target=target,
+                exit_code=None,
+                stdout="",
+                stderr="",
+                started=utc_now(),
+                duration=0.0,
+                dry_run=True,
+            )
+        seq = self.evidence.next_seq()
+        name = label or _label(command)
+        out = StreamCapture(self.redactor, log_path=self.evidence.log_path(seq, name, "stdout"))
+        err = StreamCapture(self.redactor, log_path=self.evidence.log_path(seq, name, "stderr"))
+        started = utc_now()
+        t0 = time.monotonic()
+        limit = self.profile.target.command_timeout if timeout is None else timeout
+        if echo if echo is not None else changing:
+            print(f"$ {shown}")
+        try:
+            outcome = self.transport.execute(
+                text, on_stdout=out.feed, on_stderr=err.feed, timeout=limit, stdin=stdin
+            )
+        except RunbookError as exc:
+            self.evidence.append(
+                {
+                    "kind": "command",
+                    "seq": seq,
+                    "step": self.current_step,
+                    "target": target,
+                    "command": shown,
+                    "changing": changing,
+                    "error": str(exc),
+                }
+            )
+            raise
+        duration = time.monotonic() - t0
+        stdout, stderr = out.close(), err.close()
+        self.commands_run += 1
+        result = Result(
+            command=shown,
+            target=target,
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            stdout=stdout,
+            stderr=stderr,
+            started=started,
+            duration=duration,
+            accepted=tuple(accept),
+            stdout_bytes=out.bytes,
+            stderr_bytes=err.bytes,
+            stdout_lines=out.lines,
+            stderr_lines=err.lines,
+            stdout_log=out.full_log,
+            stderr_log=err.full_log,
+            timed_out=outcome.timed_out,
+            interrupted=outcome.interrupted,
+        )
+        self.evidence.append(
+            {
+                "kind": "command",
+                "seq": seq,
+                "step": self.current_step,
+                "target": target,
+                "command": shown,
+                "changing": changing,
+                "exit_code": outcome.exit_code,
+                "signal": outcome.signal,
+                "status": result.status,
+                "duration_s": round(duration, 4),
+                "bytes_out": out.bytes,
+                "bytes_err": err.bytes,
+                "log": [
+                    str(p.relative_to(self.run_dir)) for p in (out.full_log, err.full_log) if p
+                ],
+            }
+        )
+        if changing:
+            self.changes.append(Change("command", shown, self.current_step))
+        if outcome.interrupted:
+            raise CommandInterrupted(
+                describe_failure(result)
+                + "\n  the command was NOT re-run; check the server's state before retrying",
+                result,
+            )
+        if outcome.timed_out:
+            raise CommandTimedOut(
+                describe_failure(result).replace("command failed", f"command timed out ({limit}s)"),
+                result,
+            )
+        if not result.ok and not warn:
+            raise CommandFailed(describe_failure(result), result)
+        return result
+
+    def guard_command(self, command: str, *, changing: bool) -> None:
+        """Hook for the runbook's rules (the safety model); refuses with `Forbidden`."""
+
+    # ------------------------------------------------------- confirmation
+    def _allow_change(self, what: str, *, kind: str) -> bool:
+        """True if a changing call may go ahead now; False in dry-run (recorded)."""
+        if self.dry_run:
+            self.would_change.append(Change(kind, what, self.current_step, done=False))
+            self.evidence.append(
+                {"kind": kind, "step": self.current_step, "would_run": what, "dry_run": True}
+            )
+            print(f"[dry run] would run: {what}")
+            return False
+        self.require_confirmation(what)
+        return True
+
+    def require_confirmation(self, what: str = "a change") -> None:
+        """Fail closed unless the operator confirmed changes on this environment."""
+        if self.profile.is_sandbox or self._confirmed:
+            return
+        if self._confirm is not None:
+            if self._confirm == self.env:
+                self._confirmed = True
+                self.evidence.append(
+                    {"kind": "confirmation", "environment": self.env, "how": "parameter"}
+                )
+                return
+            raise NotConfirmed(
+                f"confirm={self._confirm!r} does not match the environment {self.env!r}: a "
+                "confirmation for one environment never counts for another. Nothing was changed.",
+                environment=self.env,
+            )
+        answer = _ask(
+            f"About to change {self.env.upper()} ({self.profile.target.host}): {what}\n"
+            f"Type the environment name ({self.env}) to confirm: ",
+            self.interactive,
+        )
+        if answer is not None and answer.strip() == self.env:
+            self._confirmed = True
+            self.evidence.append({"kind": "confirmation", "environment": self.env, "how": "typed"})
+            return
+        raise NotConfirmed(
+            f"changes on {self.env!r} need confirmation and none was given "
+            f"({'wrong answer' if answer is not None else 'no one to ask: headless run'}). "
+            f"Nothing was changed. Headless, add:  -p confirm {self.env}  (papermill) or "
+            f"--confirm {self.env}  (runbook run).",
+            environment=self.env,
+        )
+
+    # ---------------------------------------------------- steps and checks
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[Step]:
+        """Time a runbook step; a failure inside marks it failed and is re-raised."""
+        step = Step(name, utc_now())
+        self.steps.append(step)
+        outer, self._current = self._current, step
+        self.evidence.append({"kind": "step", "event": "start", "step": name})
+        try:
+            yield step
+        except BaseException as exc:
+            step.status = "failed"
+            step.error = self.redactor.redact(f"{type(exc).__name__}: {exc}")
+            if self._failed_step is None:
+                self._failed_step = name
+            raise
+        else:
+            step.status = "ok"
+        finally:
+            step.finished = utc_now()
+            self._current = outer
+            self.evidence.append(
+                {
+                    "kind": "step",
+                    "event": "end",
+                    "step": name,
+                    "status": step.status,
+                    "duration_s": step.duration,
+                }
+            )
+            self._write_record()
+
+    def check(
+        self,
+        name: str,
+        *,
+        expected: Any,
+        actual: Any,
+        passed: bool | None,
+        note: str = "",
+    ) -> Check:
+        """Record a check (passed True/False, or None when not available here)."""
+        c = Check(
+            name=name,
+            expected=self.redactor.redact(str(expected)),
+            actual=self.redactor.redact(str(actual)),
+            passed=passed,
+            note=self.redactor.redact(note),
+            step=self.current_step,
+        )
+        self.checks.append(c)
+        self.evidence.append({"kind": "check", **c.to_dict()})
+        return c
+
+    def checks_table(self):  # -> pandas.DataFrame
+        return checks_frame(self.checks)
+
+    def steps_table(self):  # -> pandas.DataFrame
+        import pandas as pd
+
+        rows = [s.to_dict() for s in self.steps]
+        return pd.DataFrame(rows, columns=["name", "started", "finished", "duration_s", "status"])
+
+    # ------------------------------------------------------------- verdict
+    def done(self) -> Any:
+        """Render the definition of done, write the record, raise if a check failed.
+
+        Call it in the notebook's last cell, after cleanup cells, so cleanup
+        always runs before the verdict.
+        """
+        failed = [c for c in self.checks if c.status == FAILED]
+        self._outcome = "dod_not_met" if failed else "ok"
+        self._write_record()
+        table = self.checks_table()
+        _display_verdict(self, table)
+        if failed:
+            raise DefinitionOfDoneNotMet(self.checks)
+        return table
+
+    def record_failure(self, exc: BaseException) -> None:
+        """Note an uncaught error in the record (called from the IPython hook)."""
+        from runbook.errors import Forbidden
+
+        if isinstance(exc, DefinitionOfDoneNotMet):
+            self._outcome = "dod_not_met"
+        elif isinstance(exc, (Forbidden, NotConfirmed)):
+            self._outcome = "refused"
+        elif isinstance(exc, CommandTimedOut):
+            self._outcome = "timed_out"
+        elif isinstance(exc, KeyboardInterrupt):
+            self._outcome = "interrupted"
+        else:
+            self._outcome = "failed"
+        self._error = {
+            "type": type(exc).__name__,
+            "message": self.redactor.redact(str(exc))[:4000],
+        }
+        self._write_record()
+
+    def record(self) -> dict[str, Any]:
+        """The machine-readable record (what record.json holds)."""
+        finished = utc_now()
+        return {
+            "schema": RECORD_SCHEMA,
+            "scenario": self.scenario,
+            "environment": self.env,
+            "environment_kind": self.profile.kind,
+            "target": self.profile.target.host,
+            "run_dir": str(self.run_dir),
+            "operator": _operator(),
+            "operator_host": socket.gethostname(),
+            "runbook_sha": _runbook_sha(),
+            "parameters": self.parameters,
+            "dry_run": self.dry_run,
+            "started": iso(self.started),
+            "updated": iso(finished),
+            "duration_s": round(self.elapsed, 3),
+            "outcome": self._outcome,
+            "failed_step": self._failed_step,
+            "error": self._error,
+            "steps": [s.to_dict() for s in self.steps],
+            "checks": [c.to_dict() for c in self.checks],
+            "changes": [c.to_dict() for c in self.changes],
+            "would_change": [c.to_dict() for c in self.would_change],
+            "commands_run": self.commands_run,
+        }
+
+    def _write_record(self) -> None:
+        self.evidence.write_record(self.record())
+
+    def close(self) -> None:
+        """Close connections (the record stays as written)."""
+        for client in ("_api",):
+            obj = self.__dict__.get(client)
+            if obj is not None:
+                obj.close()
+        if self._transport is not None:
+            self._transport.close()
+
+    # ------------------------------------------------------ log helpers
+    def _log_http(
+        self,
+        name: str,
+        shown: str,
+        status: int | None,
+        duration: float,
+        size: int,
+        changing: bool,
+        error: str | None = None,
+    ) -> None:
+        self.evidence.append(
+            {
+                "kind": "http",
+                "service": name,
+                "step": self.current_step,
+                "request": shown,
+                "status": status,
+                "duration_s": round(duration, 4),
+                "bytes": size,
+                "changing": changing,
+                "error": error,
+            }
+        )
+        if changing and status is not None:
+            self.changes.append(Change("http", shown, self.current_step))
+
+    # ------------------------------------------------------- operations
+    @cached_property
+    def api(self):  # -> runbook.api.DealixAPI
+        """The Dealix API (admin key from the secrets, never a parameter)."""
+        from runbook.api import DealixAPI
+
+        return DealixAPI(self)
+
+    @cached_property
+    def services(self):  # -> runbook.services.Services
+        from runbook.services import Services
+
+        return Services(self)
+
+    @cached_property
+    def db(self):  # -> runbook.postgres.Postgres
+        from runbook.postgres import Postgres
+
+        return Postgres(self)
+
+    @cached_property
+    def github(self):  # -> runbook.github.GitHub
+        from runbook.github import GitHub
+
+        return GitHub(self)
+
+
+def open_session(scenario: str, env: str = "sandbox", **kw: Any) -> Session:
+    """Open the session of a notebook run. See `Session` for the keywords."""
+    return Session(scenario, env, **kw)
+
+
+def build_command(
+    command: Command,
+    *,
+    shell: bool = False,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    sudo: bool | str = False,
+) -> str:
+    """The shell string for a command: arguments quoted, env as quoted `env K=V`.
+
+    >>> build_command(["echo", "a b; rm -rf /"], env={"X": "1; touch y"})
+    "env 'X=1; touch y' echo 'a b; rm -rf /'"
+    >>> build_command(["systemctl", "restart", "dealix-api"], sudo=True)
+    'sudo -n -- systemctl restart dealix-api'
+    """
+    if isinstance(command, str):
+        if not shell:
+            raise ParameterError(
+                f"command {command!r} is a string: pass an argument list (quoted for you), or "
+                "shell=True to run a raw shell string on purpose",
+                key="command",
+            )
+        body = command
+        if env or sudo:
+            body = "sh -c " + quote_command([command])
+    else:
+        if shell:
+            raise ParameterError("shell=True needs a string command", key="command")
+        if not command:
+            raise ParameterError("empty command", key="command")
+        body = quote_command(list(command))
+    if env:
+        for key in env:
+            if not key.replace("_", "a").isalnum() or key[0].isdigit():
+                raise ParameterError(f"bad environment variable name {key!r}", key="env")
+        body = "env " + quote_command([f"{k}={v}" for k, v in env.items()]) + " " + body
+    if sudo:
+        prefix = ["sudo", "-n"]
+        if isinstance(sudo, str):
+            prefix += ["-u", sudo]
+        body = quote_command([*prefix, "--"]) + " " + body
+    if cwd:
+        body = f"cd {quote_command([cwd])} && " + body
+    return body
+
+
+def _label(command: Command) -> str:
+    if isinstance(command, str):
+        return command.split()[0] if command.split() else "shell"
+    parts = [Path(str(p)).name for p in list(command)[:2]]
+    return "-".join(parts)
+
+
+def _ask(prompt: str, interactive: bool | None) -> str | None:
+    """Ask the operator; None when nobody can answer (papermill, cron)."""
+    if interactive is False:
+        return None
+    try:
+        return input(prompt)
+    except (EOFError, OSError):
+        return None
+    except Exception as exc:  # ipykernel's StdinNotImplementedError under papermill
+        if type(exc).__name__ == "StdinNotImplementedError":
+            return None
+        raise
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def _runbook_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(project_root()), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def _install_ipython_hook(session: Session) -> None:
+    """In a kernel, record any uncaught cell error in the record before the traceback."""
+    ip = _ipython()
+    if ip is None:
+        return
+
+    def handler(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None):
+        with contextlib.suppress(Exception):
+            session.record_failure(value)
+        # our errors already say what happened and carry redacted evidence;
+        # the full traceback would only repeat it
+        if isinstance(value, RunbookError):
+            shell.showtraceback((etype, value, tb), tb_offset=tb_offset, exception_only=True)
+        else:
+            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+
+    ip.set_custom_exc((BaseException,), handler)
+
+
+def _ipython() -> Any:
+    mod = sys.modules.get("IPython")
+    if mod is None:
+        return None
+    try:
+        return mod.get_ipython()
+    except Exception:
+        return None
+
+
+def _display_verdict(session: Session, table: Any) -> None:
+    failed = int((table["status"] == "failed").sum()) if len(table) else 0
+    verdict = (
+        "DEFINITION OF DONE MET" if not failed else f"DEFINITION OF DONE NOT MET ({failed} failed)"
+    )
+    ip = _ipython()
+    if ip is None:
+        print(verdict)
+        print(table.to_string(index=False))
+        return
+    from IPython.display import HTML, display
+
+    colors = {"passed": "#1a7f37", "failed": "#cf222e", "not available": "#9a6700"}
+    styled = table.style.map(
+        lambda v: f"color: {colors.get(v, 'inherit')}; font-weight: bold", subset=["status"]
+    ).hide(axis="index")
+    color = "#1a7f37" if not failed else "#cf222e"
+    display(
+        HTML(
+            f'<h3 style="color:{color}">{verdict}</h3>'
+            f"<p>{session.scenario} on <b>{session.env}</b>"
+            f"{' (dry run)' if session.dry_run else ''}, {session.elapsed:.1f}s, "
+            f"evidence in <code>{session.run_dir}</code></p>"
+        )
+    )
+    display(styled)
+    display(
+        {
+            "application/vnd.dealix.runbook.record+json": {
+                "scenario": session.scenario,
+                "environment": session.env,
+                "outcome": session._outcome,
+                "record": str(session.evidence.record_path),
+            },
+            "text/plain": f"record: {session.evidence.record_path}",
+        },
+        raw=True,
+    )
