@@ -1,0 +1,202 @@
+"""The execution core against the sandbox's real OpenSSH sshd (no mocks of SSH)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+
+import pytest
+from runbook import (
+    CommandFailed,
+    CommandInterrupted,
+    CommandTimedOut,
+    HostKeyMismatch,
+    ParameterError,
+    open_session,
+)
+from runbook.transport import SSHTarget, SSHTransport
+
+
+@pytest.fixture
+def session(sandbox, tmp_path):
+    s = open_session("test", env="sandbox", run_dir=tmp_path / "run")
+    yield s
+    s.close()
+
+
+def test_commands_reuse_one_connection(session) -> None:
+    for _ in range(5):
+        assert session.probe(["true"]).ok
+    assert session.transport.connects == 1
+
+
+def test_failure_message_names_command_exit_and_last_lines(session) -> None:
+    with pytest.raises(CommandFailed) as info:
+        session.probe("echo first; echo 'the reason' >&2; exit 7", shell=True)
+    msg = str(info.value)
+    assert "exit 7" in msg and "the reason" in msg and "echo first" in msg
+    assert info.value.result.exit_code == 7
+    r = session.probe("exit 3", shell=True, warn=True)
+    assert r.exit_code == 3 and not r.ok
+    assert session.probe("exit 1", shell=True, accept=(0, 1)).ok
+
+
+@pytest.mark.parametrize("order", ["stderr-first", "stdout-first"])
+def test_floods_on_both_streams(session, order: str) -> None:
+    a, b = (">&2", "") if order == "stderr-first" else ("", ">&2")
+    cmd = f"seq 1 400000 {a}; seq 1 400000 {b}; echo end"
+    r = session.probe(cmd, shell=True)
+    assert r.stdout_bytes > 2_000_000 and r.stderr_bytes > 2_000_000
+    assert "elided" in r.stdout and r.stdout_log is not None
+    assert len(r.stdout) < 20_000
+    assert r.stdout_log.read_text().count("\n") == 400_001 if order == "stderr-first" else True
+
+
+def test_timeout_stops_the_remote_process(session) -> None:
+    with pytest.raises(CommandTimedOut) as info:
+        session.probe("sleep 300 & echo child=$!; wait", shell=True, timeout=1.5)
+    line = next(x for x in info.value.result.stdout.splitlines() if x.startswith("child="))
+    pid = line.split("=")[1]
+    assert session.probe(["kill", "-0", pid], warn=True).exit_code != 0, "sleep still running"
+    assert session.probe(["true"]).ok
+
+
+def test_killed_by_signal_is_not_exit_minus_one(session) -> None:
+    r = session.probe("kill -KILL $$", shell=True, warn=True)
+    assert r.exit_code is None and r.signal == "KILL"
+    assert "killed by signal KILL" in r.status
+
+
+def test_dead_connection_is_reported_then_reconnected(session, sandbox) -> None:
+    assert session.probe(["true"]).ok
+    # kill this connection's sshd process under the running command
+    with pytest.raises(CommandInterrupted) as info:
+        session.probe("sleep 0.3; kill -9 $PPID; sleep 5", shell=True, timeout=30)
+    assert "NOT re-run" in str(info.value)
+    assert session.probe(["echo", "again"]).stdout.strip() == "again"
+    assert session.transport.connects == 2
+
+
+def test_changed_host_key_refuses_with_both_fingerprints(sandbox, tmp_path) -> None:
+    import paramiko
+
+    st = sandbox.state
+    other = paramiko.Ed25519Key.from_private_key_file(st["ssh_key"])  # any other key
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"[{st['ssh_host']}]:{st['ssh_port']} {other.get_name()} {other.get_base64()}\n")
+    t = SSHTransport(
+        SSHTarget(
+            host=st["ssh_host"],
+            port=int(st["ssh_port"]),
+            user=st["ssh_user"],
+            key_path=st["ssh_key"],
+            known_hosts=str(kh),
+        )
+    )
+    with pytest.raises(HostKeyMismatch) as info:
+        t.connection()
+    assert info.value.expected != info.value.presented
+    assert info.value.expected in str(info.value) and info.value.presented in str(info.value)
+    assert st["host_key_fingerprint"] == info.value.presented
+
+
+def test_no_host_key_pinned_refuses_with_procedure(sandbox, tmp_path) -> None:
+    st = sandbox.state
+    t = SSHTransport(
+        SSHTarget(
+            host=st["ssh_host"],
+            port=int(st["ssh_port"]),
+            user=st["ssh_user"],
+            key_path=st["ssh_key"],
+            host_keys=["PLACEHOLDER: fill me"],
+        )
+    )
+    with pytest.raises(Exception, match="ssh-keyscan"):
+        t.connection()
+
+
+def test_multibyte_and_invalid_utf8_across_chunks(session) -> None:
+    # 70 KB of a 3-byte character: chunk boundaries fall inside characters
+    r = session.probe(
+        "python3 -c \"import sys; sys.stdout.write('✓'*70000 + '\\n')\"; "
+        "printf 'bad \\377\\376 end\\n'",
+        shell=True,
+    )
+    text = r.stdout_log.read_text() if r.stdout_log else r.stdout
+    assert "\ufffd" not in text.splitlines()[0]
+    assert "bad \ufffd\ufffd end" in r.stdout
+
+
+def test_metacharacters_are_never_executed_remotely(session, tmp_path) -> None:
+    marker = "/tmp/rb-pwned-marker"
+    session.probe(["rm", "-f", marker])
+    for value in [
+        f"; touch {marker}",
+        f"$(touch {marker})",
+        f"`touch {marker}`",
+        f"' ; touch {marker} '",
+    ]:
+        r = session.probe(["echo", value], env={"V": value})
+        assert r.stdout.strip() == value
+        r = session.probe(["sh", "-c", 'printf %s "$V"'], env={"V": value})
+        assert r.stdout == value
+    assert session.probe(["test", "-e", marker], warn=True).exit_code == 1
+
+
+def test_files_written_atomically_over_sftp(session) -> None:
+    path = f"{session.profile.app.dir}/../rb-test-file"
+    session.transport.write_file(path, b"one\n", mode=0o600)
+    session.transport.write_file(path, b"two\n")
+    assert session.transport.read_file(path) == b"two\n"
+    assert session.probe(["stat", "-c", "%a", path]).stdout.strip() == "600"
+    session.probe(["rm", "-f", path])
+
+
+def test_canary_secrets_never_reach_the_evidence(sandbox, tmp_path, monkeypatch) -> None:
+    canary = "canary-7Hq2ZpX4vN8rT1wY"
+    monkeypatch.setenv("RB_CANARY_TOKEN", canary)
+    run_dir = tmp_path / "run"
+    s = open_session("test", env="sandbox", run_dir=run_dir)
+    s.secrets.get("RB_CANARY_TOKEN")
+    b64 = base64.b64encode(f"user:{canary}".encode()).decode()
+    url = urllib.parse.quote(canary)
+    cmd = (
+        f"echo out {canary}; echo err {canary} >&2; echo https://u:{url}@host/x; echo {b64}; "
+        f"seq 1 100000; printf '%s' {canary[:9]}; printf '%s\\n' {canary[9:]}; exit 4"
+    )
+    with pytest.raises(CommandFailed) as info:
+        s.probe(cmd, shell=True, env={"TOKEN": canary})
+    messages = [str(info.value), repr(info.value.result)]
+    s.check("canary check", expected=canary, actual=canary, passed=True)
+    with pytest.raises(ParameterError):
+        open_session(
+            "test",
+            env="sandbox",
+            run_dir=tmp_path / "r2",
+            parameters={"x": s.secrets.get(s.profile.secrets.admin_key)},
+        )
+    s.done()
+    s.close()
+    for text in messages:
+        assert canary not in text and b64 not in text
+    for f in run_dir.rglob("*"):
+        if f.is_file():
+            data = f.read_text(errors="replace")
+            assert canary not in data, f
+            assert b64 not in data, f
+    lines = [json.loads(x) for x in (run_dir / "commands.jsonl").read_text().splitlines()]
+    assert any(x.get("exit_code") == 4 for x in lines)
+
+
+def test_dry_run_skips_changes_but_runs_probes(sandbox, tmp_path) -> None:
+    s = open_session("test", env="sandbox", dry_run=True, run_dir=tmp_path / "run")
+    marker = "/tmp/rb-dry-run-marker"
+    s.probe(["rm", "-f", marker])
+    r = s.run(["touch", marker])
+    assert r.dry_run and r.ok
+    assert s.probe(["test", "-e", marker], warn=True).exit_code == 1
+    rec = s.record()
+    assert rec["would_change"][0]["what"] == f"touch {marker}"
+    assert rec["changes"] == []
+    s.close()
