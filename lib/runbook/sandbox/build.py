@@ -503,7 +503,7 @@ def app_env(state: dict[str, Any], sec: dict[str, str], internal: dict[str, str]
         "OPENAI_API_KEY": sec["OPENAI_API_KEY"],
         "GOOGLE_API_KEY": sec["GOOGLE_API_KEY"],
         "ANTHROPIC_BASE_URL": f"{stubs}/anthropic",
-        "OPENAI_BASE_URL": f"{stubs}/openai/v1",
+        "OPENAI_BASE_URL": f"{stubs}/openai",
         "GOOGLE_BASE_URL": f"{stubs}/google",
         "LLM_PROVIDER_PRIORITY": "anthropic,openai,google",
         "BREAKER_FAILURE_THRESHOLD": "3",

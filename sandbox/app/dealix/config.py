@@ -156,9 +156,7 @@ def load_settings(env_file: Path | str | None = None) -> Settings:
         redis_url=values.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0",
         admin_key=values.get("ADMIN_KEY", ""),
         webhook_secret=values.get("WEBHOOK_SECRET", ""),
-        provider_keys={
-            name: values.get(f"{name.upper()}_API_KEY", "") for name in KNOWN_PROVIDERS
-        },
+        provider_keys={name: values.get(f"{name.upper()}_API_KEY", "") for name in KNOWN_PROVIDERS},
         provider_base_urls={
             name: (values.get(f"{name.upper()}_BASE_URL", "").strip() or DEFAULT_BASE_URLS[name])
             for name in KNOWN_PROVIDERS

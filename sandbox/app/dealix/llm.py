@@ -13,7 +13,6 @@ import httpx
 from .breaker import CircuitBreaker
 from .config import KNOWN_PROVIDERS, Settings
 
-
 # Short enough that a hung provider trips the breaker within a few ticks
 # instead of stalling the worker and the drain endpoint.
 PROVIDER_TIMEOUT_SECONDS = 3.0

@@ -97,7 +97,10 @@ class SentryClient:
                 {"filename": f.filename, "function": f.name, "lineno": f.lineno}
                 for f in traceback.extract_tb(exc.__traceback__)
             ]
-            value: dict[str, Any] = {"type": type(exc).__name__, "value": " ".join(str(exc).split())}
+            value: dict[str, Any] = {
+                "type": type(exc).__name__,
+                "value": " ".join(str(exc).split()),
+            }
             if frames:
                 value["stacktrace"] = {"frames": frames}
             event["exception"] = {"values": [value]}
@@ -159,9 +162,7 @@ class SentryClient:
     def _ensure_thread(self) -> None:
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="sentry-sender", daemon=True
-                )
+                self._thread = threading.Thread(target=self._run, name="sentry-sender", daemon=True)
                 self._thread.start()
 
     def _run(self) -> None:
