@@ -52,6 +52,7 @@ class App:
     venv: str = "/opt/dealix/.venv"
     env_file: str = "/opt/dealix/.env"
     last_good_sha_file: str = "/opt/dealix/.last_good_sha"
+    lock_path: str = "/var/lock/dealix-runbook.lock"
 
 
 @dataclass(frozen=True)

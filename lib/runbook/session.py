@@ -39,11 +39,14 @@ from runbook.errors import (
     CommandInterrupted,
     CommandTimedOut,
     DefinitionOfDoneNotMet,
+    Forbidden,
     NotConfirmed,
     ParameterError,
     RunbookError,
 )
 from runbook.evidence import RECORD_SCHEMA, Evidence, iso, new_run_dir, utc_now
+from runbook.guards import Guards, forbid
+from runbook.lock import HostLock
 from runbook.output import StreamCapture
 from runbook.paths import project_root
 from runbook.profile import Profile, load_profile
@@ -108,6 +111,9 @@ class Session:
         run_dir: Path | str | None = None,
         profile: Profile | None = None,
         interactive: bool | None = None,
+        approved_by: str | None = None,
+        procedure: str | None = None,
+        break_stale_lock: bool = False,
     ):
         self.started = utc_now()
         self._t0 = time.monotonic()
@@ -122,8 +128,18 @@ class Session:
         self.secrets = SecretStore(
             self.redactor, self.profile.secrets.file, source=self.profile.source
         )
-        self.parameters = dict(parameters or {})
+        self.parameters = {
+            "env": self.env,
+            "dry_run": self.dry_run,
+            **({"confirm": confirm} if confirm else {}),
+            **({"approved_by": approved_by} if approved_by else {}),
+            **dict(parameters or {}),
+        }
         self._check_parameters()
+        self.approved_by = approved_by
+        self.guards = Guards(self.profile, approved_by=approved_by, procedure=procedure)
+        self.break_stale_lock = break_stale_lock
+        self.lock: HostLock | None = None
         chosen = run_dir or os.environ.get("RUNBOOK_RUN_DIR")
         path = Path(chosen) if chosen else new_run_dir(self.env, scenario)
         self.evidence = Evidence(path, self.redactor)
@@ -343,7 +359,97 @@ class Session:
         return result
 
     def guard_command(self, command: str, *, changing: bool) -> None:
-        """Hook for the runbook's rules (the safety model); refuses with `Forbidden`."""
+        """Apply the runbook's rules to a command before it runs (in dry-run too)."""
+        try:
+            self.guards.check_command(command)
+        except Forbidden as exc:
+            self.evidence.append(
+                {
+                    "kind": "refused",
+                    "step": self.current_step,
+                    "rule": exc.rule,
+                    "command": self.redactor.redact(command),
+                    "message": str(exc),
+                }
+            )
+            raise Forbidden(exc.rule, self.redactor.redact(exc.action), source=exc.source) from None
+
+    # ------------------------------------------------------------------ files
+    def read_file(self, path: str) -> bytes:
+        """Read a file on the target (read-only)."""
+        data = self.transport.read_file(path)
+        self.evidence.append(
+            {
+                "kind": "file",
+                "op": "read",
+                "path": path,
+                "bytes": len(data),
+                "step": self.current_step,
+            }
+        )
+        return data
+
+    def write_file(self, path: str, data: bytes, *, mode: int | None = None) -> bool:
+        """Write a file on the target atomically (changing). False in dry-run."""
+        self.guards.check_write(path, f"write {path}")
+        if not self._allow_change(f"write {len(data)} bytes to {path}", kind="file"):
+            return False
+        self.transport.write_file(path, data, mode)
+        self.changes.append(Change("file", f"write {path}", self.current_step))
+        self.evidence.append(
+            {
+                "kind": "file",
+                "op": "write",
+                "path": path,
+                "bytes": len(data),
+                "step": self.current_step,
+                "changing": True,
+            }
+        )
+        return True
+
+    def edit_env_var(self, key: str, value: str) -> dict[str, str]:
+        """The ONLY allowed in-place .env edit (runbook scenario 4 step 4).
+
+        Backs `.env` up to `.env.bak.<UTC>` first, changes the one line, writes
+        atomically keeping the file's mode, and returns the masked diff.
+        """
+        if key != "LLM_PROVIDER_PRIORITY":
+            raise forbid(
+                "env-edit-only-llm-priority",
+                f"edit {key} in .env",
+                "every other .env change goes through a PR and the deploy",
+            )
+        path = self.profile.app.env_file
+        old = self.read_file(path).decode()
+        new, before = replace_env_line(old, key, value)
+        stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
+        self.run(["cp", "-p", path, f"{path}.bak.{stamp}"], label="backup-env")
+        self.guards.env_edit_allowed = True
+        try:
+            self.write_file(path, new.encode())
+        finally:
+            self.guards.env_edit_allowed = False
+        diff = {
+            "key": key,
+            "before": self.redactor.redact(before or "(unset)"),
+            "after": self.redactor.redact(value),
+            "backup": f"{path}.bak.{stamp}",
+        }
+        self.evidence.append({"kind": "env-edit", "step": self.current_step, **diff})
+        return diff
+
+    # ------------------------------------------------------------------- lock
+    def acquire_lock(self) -> HostLock:
+        """Take the host lock: one changing run per host at a time."""
+        if self.lock is None:
+            self.lock = HostLock(self, break_stale=self.break_stale_lock)
+        self.lock.acquire()
+        return self.lock
+
+    def release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     # ------------------------------------------------------- confirmation
     def _allow_change(self, what: str, *, kind: str) -> bool:
@@ -463,6 +569,7 @@ class Session:
         """
         failed = [c for c in self.checks if c.status == FAILED]
         self._outcome = "dod_not_met" if failed else "ok"
+        self.release_lock()
         self._write_record()
         table = self.checks_table()
         _display_verdict(self, table)
@@ -472,8 +579,6 @@ class Session:
 
     def record_failure(self, exc: BaseException) -> None:
         """Note an uncaught error in the record (called from the IPython hook)."""
-        from runbook.errors import Forbidden
-
         if isinstance(exc, DefinitionOfDoneNotMet):
             self._outcome = "dod_not_met"
         elif isinstance(exc, (Forbidden, NotConfirmed)):
@@ -516,13 +621,17 @@ class Session:
             "changes": [c.to_dict() for c in self.changes],
             "would_change": [c.to_dict() for c in self.would_change],
             "commands_run": self.commands_run,
+            "approved_by": self.approved_by,
+            "lock": self.lock.info() if self.lock is not None else None,
         }
 
     def _write_record(self) -> None:
         self.evidence.write_record(self.record())
 
     def close(self) -> None:
-        """Close connections (the record stays as written)."""
+        """Release the lock and close connections (the record stays as written)."""
+        with contextlib.suppress(Exception):
+            self.release_lock()
         for client in ("_api",):
             obj = self.__dict__.get(client)
             if obj is not None:
@@ -633,6 +742,28 @@ def build_command(
     if cwd:
         body = f"cd {quote_command([cwd])} && " + body
     return body
+
+
+def replace_env_line(text: str, key: str, value: str) -> tuple[str, str | None]:
+    """Set `key` in .env text, keeping every other line as it is.
+
+    >>> replace_env_line('A=1\nLLM_PROVIDER_PRIORITY="a,b"\n', "LLM_PROVIDER_PRIORITY", "b,a")
+    ('A=1\nLLM_PROVIDER_PRIORITY="b,a"\n', '"a,b"')
+    """
+    lines = text.splitlines(keepends=True)
+    before = None
+    for i, line in enumerate(lines):
+        name = line.split("=", 1)[0].strip().removeprefix("export ").strip()
+        if "=" in line and name == key:
+            before = line.split("=", 1)[1].strip()
+            end = "\n" if line.endswith("\n") else ""
+            lines[i] = f'{key}="{value}"{end}'
+            break
+    else:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines.append(f'{key}="{value}"\n')
+    return "".join(lines), before
 
 
 def _label(command: Command) -> str:

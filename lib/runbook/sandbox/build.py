@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import pwd
@@ -78,7 +79,8 @@ def project_python() -> Path:
 
 def pg_bindir() -> Path:
     """PostgreSQL 15's binaries (Debian keeps them out of PATH)."""
-    for cand in (Path("/usr/lib/postgresql/15/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"))):
+    others = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    for cand in (Path("/usr/lib/postgresql/15/bin"), *others):
         if (cand / "postgres").exists():
             return cand
     found = shutil.which("pg_config")
@@ -202,7 +204,8 @@ def write_env_file(path: Path, values: dict[str, str], header: str = "") -> None
 
 def ensure_ssh_keys(lay: Layout) -> None:
     lay.ssh_dir.mkdir(parents=True, exist_ok=True)
-    for key, comment in ((lay.host_key, "dealix-sandbox-host"), (lay.client_key, "dealix-sandbox-operator")):
+    keys = ((lay.host_key, "dealix-sandbox-host"), (lay.client_key, "dealix-sandbox-operator"))
+    for key, comment in keys:
         if not key.exists():
             for stale in (key, key.with_suffix(".pub")):
                 stale.unlink(missing_ok=True)
@@ -274,6 +277,24 @@ def check_sshd_config(lay: Layout) -> None:
 # PostgreSQL
 
 
+def scram_verifier(password: str, iterations: int = 4096, salt: bytes | None = None) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677).
+
+    Example::
+
+        >>> scram_verifier("pw", salt=b"0123456789abcdef").split("$")[1]
+        '4096:MDEyMzQ1Njc4OWFiY2RlZg=='
+    """
+    salt = salt or secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = base64.b64encode
+    return (f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+            f"${b64(stored_key).decode()}:{b64(server_key).decode()}")
+
+
 def chown_to_db_owner(*paths: Path) -> None:
     if is_root():
         for p in paths:
@@ -303,7 +324,8 @@ def start_initdb(lay: Layout, superuser: str) -> subprocess.Popen[bytes]:
 def finish_initdb(lay: Layout, proc: subprocess.Popen[bytes]) -> None:
     rc = proc.wait(timeout=120)
     if rc != 0:
-        raise SandboxError("postgresql", f"initdb exited {rc}", log_tail=tail(lay.root / "build.log"))
+        raise SandboxError("postgresql", f"initdb exited {rc}",
+                           log_tail=tail(lay.root / "build.log"))
     conf = lay.pgdata / "postgresql.conf"
     with conf.open("a") as fh:
         fh.write("\n# The sandbox's settings (ports, sockets, logging) live here:\n"
@@ -349,7 +371,8 @@ host    all       dealix        127.0.0.1/32   scram-sha-256
 sandbox    {superuser:<16} {superuser}
 sandbox    {os_user:<16} {superuser}
 """
-    for name, text in (("sandbox.conf", sandbox_conf), ("pg_hba.conf", hba), ("pg_ident.conf", ident)):
+    files = (("sandbox.conf", sandbox_conf), ("pg_hba.conf", hba), ("pg_ident.conf", ident))
+    for name, text in files:
         path = lay.pgdata / name
         path.write_text(text)
         os.chmod(path, 0o600)
@@ -365,7 +388,8 @@ def prepare_sockets(lay: Layout) -> None:
         st = sock.lstat()
         if sock.is_symlink() or st.st_uid != os.geteuid():
             raise SandboxError("sockets", f"{sock} exists and is not ours: remove it") from None
-    os.chmod(sock, 0o755)
+    # 0755: the postgres user (when we are root) must reach its socket dir below.
+    os.chmod(sock, 0o755)  # noqa: S103
     lay.pg_socket_dir.mkdir(mode=0o755, exist_ok=True)
     chown_to_db_owner(lay.pg_socket_dir)
 
@@ -402,7 +426,8 @@ def _split_history(work: Path) -> tuple[list[str], list[str]]:
     """Files of commit 1 and of commit 2: the newest migration lands in commit 2."""
     files = sorted(str(p.relative_to(work)) for p in work.rglob("*")
                    if p.is_file() and ".git" not in p.relative_to(work).parts)
-    migrations = sorted(f for f in files if f.startswith("migrations/versions/") and f.endswith(".py"))
+    migrations = sorted(f for f in files
+                        if f.startswith("migrations/versions/") and f.endswith(".py"))
     later = migrations[-1:] if len(migrations) > 1 else []
     return [f for f in files if f not in later], later
 
@@ -626,27 +651,22 @@ def _user_exists(name: str) -> bool:
         return False
 
 
-def stubs_config(state: dict[str, Any], sec: dict[str, str]) -> dict[str, Any]:
+def stubs_config(state: dict[str, Any], sec: dict[str, str]) -> dict[str, str]:
     """The SaaS stubs' configuration: which credentials each fake service accepts."""
     return {
-        "github": {"token": sec["GITHUB_TOKEN"], "repo": GITHUB_REPO},
-        "sentry": {
-            "auth_token": sec["SENTRY_AUTH_TOKEN"],
-            "public_key": state["sentry_public_key"],
-            "project_id": state["sentry_project_id"],
-            "org": "dealix",
-            "project": "dealix-api",
-        },
-        "posthog": {
-            "project_api_key": sec["POSTHOG_PROJECT_API_KEY"],
-            "personal_api_key": sec["POSTHOG_PERSONAL_API_KEY"],
-            "project_id": state["posthog_project_id"],
-        },
-        "llm": {
-            "anthropic": {"api_key": sec["ANTHROPIC_API_KEY"]},
-            "openai": {"api_key": sec["OPENAI_API_KEY"]},
-            "google": {"api_key": sec["GOOGLE_API_KEY"]},
-        },
+        "github_repo": GITHUB_REPO,
+        "github_token": sec["GITHUB_TOKEN"],
+        "sentry_org": "dealix",
+        "sentry_project": "dealix-api",
+        "sentry_project_id": state["sentry_project_id"],
+        "sentry_public_key": state["sentry_public_key"],
+        "sentry_auth_token": sec["SENTRY_AUTH_TOKEN"],
+        "posthog_project_id": state["posthog_project_id"],
+        "posthog_project_api_key": sec["POSTHOG_PROJECT_API_KEY"],
+        "posthog_personal_api_key": sec["POSTHOG_PERSONAL_API_KEY"],
+        "anthropic_api_key": sec["ANTHROPIC_API_KEY"],
+        "openai_api_key": sec["OPENAI_API_KEY"],
+        "google_api_key": sec["GOOGLE_API_KEY"],
     }
 
 

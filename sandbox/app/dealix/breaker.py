@@ -27,8 +27,12 @@ STATUS_BY_STATE = {CLOSED: "green", HALF_OPEN: "yellow", OPEN: "red"}
 class CircuitOpenError(Exception):
     """Raised instead of calling a provider whose breaker is open."""
 
-    def __init__(self, name: str, retry_in: float) -> None:
-        super().__init__(f"circuit for {name} is open; next trial in {max(retry_in, 0.0):.1f}s")
+    def __init__(self, name: str, retry_in: float, trial_in_flight: bool = False) -> None:
+        if trial_in_flight:
+            message = f"circuit for {name} is half-open and its trial call is in flight"
+        else:
+            message = f"circuit for {name} is open; next trial in {max(retry_in, 0.0):.1f}s"
+        super().__init__(message)
         self.name = name
         self.retry_in = retry_in
 
@@ -76,7 +80,9 @@ class CircuitBreaker:
                 self._trial_in_flight = True
                 return
             elapsed = self._clock() - (self._opened_mono or 0.0)
-            raise CircuitOpenError(self.name, self.reset_seconds - elapsed)
+            raise CircuitOpenError(
+                self.name, self.reset_seconds - elapsed, trial_in_flight=state == HALF_OPEN
+            )
 
     def record_success(self) -> None:
         with self._lock:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from .breaker import CircuitBreaker
-from .config import KNOWN_PROVIDERS, Settings
+from .config import DEFAULT_BASE_URLS, KNOWN_PROVIDERS, Settings
 
 # Short enough that a hung provider trips the breaker within a few ticks
 # instead of stalling the worker and the drain endpoint.
@@ -135,7 +135,9 @@ class Providers:
         self.primary = self.priority[0]
         self.clients = {
             name: ProviderClient(
-                name, settings.provider_base_urls[name], settings.provider_keys.get(name, "")
+                name,
+                settings.provider_base_urls.get(name) or DEFAULT_BASE_URLS[name],
+                settings.provider_keys.get(name, ""),
             )
             for name in self.priority
         }

@@ -108,6 +108,14 @@ def _json_error(status: int, error: str, detail: str | None = None, **extra: Any
     return JSONResponse(body, status_code=status)
 
 
+def _log_safe(text: str, limit: int = 300) -> str:
+    # Paths are percent-decoded and headers are client-controlled: escape
+    # quotes and control characters so no one can forge an access-log line.
+    return "".join(
+        ch if ch.isprintable() and ch != '"' else f"\\x{ord(ch):02x}" for ch in text[:limit]
+    )
+
+
 def _client_ip(scope: Scope, headers: Headers) -> str:
     peer = scope.get("client")
     ip = peer[0] if peer else "-"
@@ -160,34 +168,37 @@ class RequestMiddleware:
         except Exception as exc:
             response = self._error_response(exc, scope)
             if response_started:
-                log.error("error after response started on %s: %s", path, db.error_text(exc))
+                log.error(
+                    "error after response started on %s: %s", _log_safe(path), db.error_text(exc)
+                )
             else:
                 await response(scope, receive, send_wrapper)
         finally:
             elapsed_ms = (time.perf_counter() - started_at) * 1000
             access_log.info(
                 '%s "%s %s" %d %.1fms key=%s',
-                _client_ip(scope, headers),
-                scope["method"],
-                path,
+                _log_safe(_client_ip(scope, headers), 64),
+                _log_safe(scope["method"], 16),
+                _log_safe(path),
                 status,
                 elapsed_ms,
                 key,
             )
 
     def _error_response(self, exc: Exception, scope: Scope) -> Response:
-        tags = {"method": scope["method"], "path": scope["path"]}
+        method, path = _log_safe(scope["method"], 16), _log_safe(scope["path"])
+        tags = {"method": method, "path": path}
         if isinstance(exc, psycopg.OperationalError):
             detail = db.error_text(exc)
-            log.error("%s %s: OperationalError: %s", scope["method"], scope["path"], detail)
+            log.error("%s %s: OperationalError: %s", method, path, detail)
             self.state.sentry.capture(level="error", exc=exc, tags=tags)
             return _json_error(500, "OperationalError", detail)
         if isinstance(exc, redis.RedisError):
             detail = db.error_text(exc)
-            log.error("%s %s: %s: %s", scope["method"], scope["path"], type(exc).__name__, detail)
+            log.error("%s %s: %s: %s", method, path, type(exc).__name__, detail)
             self.state.sentry.capture(level="error", exc=exc, tags=tags)
             return _json_error(503, type(exc).__name__, detail)
-        log.exception("%s %s: unhandled %s", scope["method"], scope["path"], type(exc).__name__)
+        log.exception("%s %s: unhandled %s", method, path, type(exc).__name__)
         self.state.sentry.capture(level="error", exc=exc, tags=tags)
         return _json_error(500, type(exc).__name__, "internal error")
 
@@ -234,11 +245,15 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+class _BadJson(Exception):
+    pass
+
+
 async def _json_body(request: Request) -> Any:
     try:
         return json.loads(await _read_body(request))
     except ValueError:
-        raise _Invalid("body is not valid JSON") from None
+        raise _BadJson from None
 
 
 LEAD_COLUMNS = "id, user_id, company, contact_name, email, phone, source, status, score, created_at"
@@ -382,6 +397,8 @@ def build_app(settings: Settings | None = None, app_dir: Path | None = None) -> 
             lead = validate_lead(await _json_body(request))
         except _Invalid as exc:
             return _json_error(422, "validation_error", str(exc))
+        except _BadJson:
+            return _json_error(400, "invalid_json", "body is not valid JSON")
         except _TooLarge:
             return _json_error(413, "payload_too_large")
 
@@ -435,17 +452,20 @@ def build_app(settings: Settings | None = None, app_dir: Path | None = None) -> 
                 "source": source,
                 "event_id": event_id,
                 "payload": payload,
-                "received_at": worker._now_iso(),
+                "received_at": worker.now_iso(),
             }
             await run_in_threadpool(state.redis.rpush, worker.WEBHOOKS_DLQ, json.dumps(item))
             log.warning(
                 "webhook %s %s queued to %s: %s",
                 source,
-                event_id,
+                _log_safe(event_id, 100),
                 worker.WEBHOOKS_DLQ,
                 db.error_text(exc),
             )
             return JSONResponse({"queued": worker.WEBHOOKS_DLQ}, status_code=202)
+        except psycopg.DataError as exc:
+            # Valid JSON that jsonb refuses (e.g. \u0000): the sender's problem.
+            return _json_error(422, "validation_error", db.error_text(exc))
         return JSONResponse({"stored": True, "duplicate": not stored_new})
 
     # ---- admin (X-API-Key checked by RequestMiddleware) -------------------

@@ -87,7 +87,7 @@ _LAST = (
 _SOURCES = ("website", "linkedin", "referral", "whatsapp", "event", "cold_outbound")
 
 
-def _now_iso() -> str:
+def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
@@ -218,11 +218,14 @@ class Workload:
                 log.exception("workload tick failed")
 
     def _note_db_error(self, exc: psycopg.Error) -> None:
-        # One Sentry event per outage, not one per tick.
+        # One Sentry event and one log line per outage, not one per tick.
         if self._db_ok:
             self.sentry.capture(level="error", exc=exc, tags={"component": "worker"})
+            log.warning(
+                "workload: database unavailable, skipping DB work until it is back: %s",
+                db.error_text(exc),
+            )
         self._db_ok = False
-        log.warning("workload: database unavailable, skipping DB work: %s", db.error_text(exc))
 
     def tick(self) -> None:
         conn: psycopg.Connection[Any] | None = None
@@ -283,7 +286,7 @@ class Workload:
             "kind": kind,
             "lead_id": lead_id,
             "provider": provider,
-            "failed_at": _now_iso(),
+            "failed_at": now_iso(),
             "error": error,
         }
         try:

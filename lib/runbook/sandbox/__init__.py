@@ -1,0 +1,32 @@
+"""The sandbox: a disposable Dealix server built from real parts.
+
+OpenSSH sshd, PostgreSQL 15, Redis, nginx, the stand-in Dealix API deployed
+from a git origin, and one stub server for the SaaS we cannot reach, run by
+supervisord from a state dir (see sandbox/README.md for the contract).
+
+Example::
+
+    >>> from runbook.sandbox import Sandbox
+    >>> sb = Sandbox()                    # $RUNBOOK_SANDBOX_DIR or <project>/.sandbox
+    >>> sb.up()["base_url"]               # doctest: +SKIP
+    'http://127.0.0.1:40123'
+    >>> "postgres-down" in Sandbox.fault_names()
+    True
+"""
+
+from runbook.sandbox.faults import FAULTS, Fault, UnknownFault, register
+from runbook.sandbox.layout import Layout, default_state_dir, project_root
+from runbook.sandbox.manager import Sandbox
+from runbook.sandbox.procs import SandboxError
+
+__all__ = [
+    "FAULTS",
+    "Fault",
+    "Layout",
+    "Sandbox",
+    "SandboxError",
+    "UnknownFault",
+    "default_state_dir",
+    "project_root",
+    "register",
+]

@@ -1,0 +1,56 @@
+"""Shared fixtures.
+
+`sandbox` (session scope): a real sandbox, built fresh once per test
+session in `$RUNBOOK_TEST_SANDBOX_DIR` (default `<project>/.sandbox-test`,
+never the operator's `.sandbox`) and taken down at the end. While it runs,
+`RUNBOOK_SANDBOX_DIR` points at it, so subprocesses (the `runbook` CLI,
+papermill kernels) find the same sandbox. `RUNBOOK_TEST_SANDBOX_REUSE=1`
+keeps a running one between sessions (quicker when iterating; the seed
+data then ages).
+
+`healed`: the sandbox again, healed after the test; use it in every test
+that applies a fault::
+
+    def test_something_under_postgres_down(healed):
+        healed.fault("postgres-down")
+        ...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runbook.sandbox import Sandbox, project_root
+
+
+def _test_state_dir() -> Path:
+    env = os.environ.get("RUNBOOK_TEST_SANDBOX_DIR")
+    return Path(env).expanduser().resolve() if env else project_root() / ".sandbox-test"
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    reuse = os.environ.get("RUNBOOK_TEST_SANDBOX_REUSE") == "1"
+    sb = Sandbox(_test_state_dir())
+    previous = os.environ.get("RUNBOOK_SANDBOX_DIR")
+    os.environ["RUNBOOK_SANDBOX_DIR"] = str(sb.state_dir)
+    try:
+        sb.up(fresh=not reuse)
+        yield sb
+    finally:
+        if not reuse:
+            sb.down()
+        if previous is None:
+            os.environ.pop("RUNBOOK_SANDBOX_DIR", None)
+        else:
+            os.environ["RUNBOOK_SANDBOX_DIR"] = previous
+
+
+@pytest.fixture
+def healed(sandbox: Sandbox) -> Iterator[Sandbox]:
+    yield sandbox
+    sandbox.heal()
