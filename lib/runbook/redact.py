@@ -47,8 +47,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), "[redacted]"),
     (re.compile(r"\bphx_[A-Za-z0-9]{20,}\b"), "[redacted]"),
     (re.compile(r"\bsntrys_[A-Za-z0-9_=+/.-]{20,}"), "[redacted]"),
-    (re.compile(r"(?i)\b(authorization:\s*(?:bearer|token|basic)\s+)[^\s'\"]+"), r"\1[redacted]"),
-    (re.compile(r"(?i)\b(x-api-key:\s*)[^\s'\"]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)\b(authorization:\s*(?:bearer|token|basic)\s+)(?!\[redacted)[^\s'\"]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)\b(x-api-key:\s*)(?!\[redacted)[^\s'\"]+"), r"\1[redacted]"),
 ]
 
 

@@ -745,7 +745,7 @@ def build_command(
 
 
 def replace_env_line(text: str, key: str, value: str) -> tuple[str, str | None]:
-    """Set `key` in .env text, keeping every other line as it is.
+    r"""Set `key` in .env text, keeping every other line as it is.
 
     >>> replace_env_line('A=1\nLLM_PROVIDER_PRIORITY="a,b"\n', "LLM_PROVIDER_PRIORITY", "b,a")
     ('A=1\nLLM_PROVIDER_PRIORITY="b,a"\n', '"a,b"')
