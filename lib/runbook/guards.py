@@ -285,15 +285,14 @@ class Guards:
                     action,
                     "a push without a refspec may push main; name the branch",
                 )
-            for ref in refs:
-                src, _, dst = ref.lstrip("+").rpartition(":") if ":" in ref else ("", "", ref)
+            for raw in refs:
+                ref = raw.lstrip("+")
+                src, colon, dst = ref.rpartition(":")
                 dst_name = dst.removeprefix("refs/heads/")
-                if dst_name in protected or (not src and ":" not in ref and ref in protected):
+                if dst_name in protected and not (deleting or (colon and not src)):
                     raise forbid("no-push-to-main", action, f"{dst_name} is protected")
-                if (deleting or (":" in ref and not src)) and dst_name in kept:
-                    raise forbid(
-                        "no-force-delete-branch", action, f"{dst_name} is kept as evidence"
-                    )
+                if (deleting or (colon and not src)) and dst_name in kept | protected:
+                    raise forbid("no-force-delete-branch", action, f"{dst_name} is kept")
         if sub == "branch":
             force = any(a in ("-D", "--force", "-f") for a in rest) and any(
                 a in ("-d", "-D", "--delete") for a in rest
