@@ -1,9 +1,10 @@
 """Streaming capture of a command's output: bounded memory, bounded evidence.
 
 Bytes arrive in chunks of any size. They are decoded incrementally (a
-multibyte character split across chunks survives), cut into lines, and
-every line is redacted before it is kept or written: a secret split across
-a chunk boundary is whole again by then. The capture keeps the first
+multibyte character split across chunks survives) and cut at the last
+newline; the complete lines are redacted as one block before they are kept
+or written, so a secret split across a chunk boundary is whole again by
+then (no redaction pattern spans a newline). The capture keeps the first
 `head` and last `tail` lines; once the output outgrows that, the whole
 redacted stream goes to a log file and the capture says where.
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import codecs
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -47,19 +47,17 @@ class StreamCapture:
         head: int = 40,
         tail: int = 40,
         log_path: Path | None = None,
-        on_line: Callable[[str], None] | None = None,
     ):
         self.redactor = redactor
         self.head_max = head
         self.tail_max = tail
         self.log_path = log_path
-        self.on_line = on_line
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
         self._head: list[str] = []
         self._tail: deque[str] = deque(maxlen=tail)
         self._log: TextIO | None = None
-        self._log_used = False
+        self._overflowed = False
         self.bytes = 0
         self.lines = 0
 
@@ -69,50 +67,54 @@ class StreamCapture:
             return
         self.bytes += len(data)
         text = self._pending + self._decoder.decode(data)
-        parts = text.split("\n")
-        self._pending = parts.pop()
-        for line in parts:
-            self._line(line)
+        cut = text.rfind("\n")
+        if cut < 0:
+            self._pending = text
+        else:
+            self._pending = text[cut + 1 :]
+            self._block(text[: cut + 1])
         while len(self._pending) > MAX_LINE_CHARS:
-            self._line(self._pending[:MAX_LINE_CHARS])
-            self._pending = self._pending[MAX_LINE_CHARS:]
+            piece, self._pending = self._pending[:MAX_LINE_CHARS], self._pending[MAX_LINE_CHARS:]
+            self._block(piece + "\n")
 
-    def _line(self, raw: str) -> None:
-        line = self.redactor.redact(raw.rstrip("\r"))
-        self.lines += 1
-        if self.on_line is not None:
-            self.on_line(line)
-        if self._log is not None:
-            self._log.write(line + "\n")
-        if len(self._head) < self.head_max:
-            self._head.append(line)
-            return
-        if len(self._tail) == self.tail_max and self._log is None:
-            self._open_log()
-            # the line about to fall out of the tail was never written
+    def _block(self, block: str) -> None:
+        """Take complete lines (ending in a newline), redacted as one block."""
+        block = self.redactor.redact(block.replace("\r\n", "\n"))
+        n = block.count("\n")
+        self.lines += n
+        if self._overflowed:
             assert self._log is not None
-            self._log.write(line + "\n")
-        self._tail.append(line)
+            self._log.write(block)
+            self._tail.extend(block.rsplit("\n", self.tail_max + 1)[-self.tail_max - 1 : -1])
+            return
+        lines = block.split("\n")[:-1]
+        room = self.head_max - len(self._head)
+        if room > 0:
+            self._head.extend(lines[:room])
+            lines = lines[room:]
+        if len(self._tail) + len(lines) > self.tail_max:
+            # the first line is about to fall out of the tail: from now on the
+            # whole stream goes to the log, starting with everything seen so far
+            self._open_log()
+            assert self._log is not None
+            self._log.write("".join(x + "\n" for x in lines))
+        self._tail.extend(lines)
 
     def _open_log(self) -> None:
+        self._overflowed = True
         if self.log_path is None:
-            # no evidence folder: keep head and tail only; the marker says so
-            self._log_used = False
-            self._log = _NullLog()
+            self._log = _NullLog()  # type: ignore[assignment]
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w", encoding="utf-8")
-        self._log_used = True
-        # everything seen so far: the head plus the tail (nothing else was dropped yet)
-        for line in [*self._head, *self._tail]:
-            self._log.write(line + "\n")
+        self._log.write("".join(x + "\n" for x in [*self._head, *self._tail]))
 
     def close(self) -> str:
         """Flush the last partial line; return the bounded capture."""
         rest = self._pending + self._decoder.decode(b"", final=True)
         self._pending = ""
         if rest:
-            self._line(rest)
+            self._block(rest + "\n")
         if self._log is not None:
             self._log.close()
         return self.text()
@@ -120,14 +122,14 @@ class StreamCapture:
     @property
     def full_log(self) -> Path | None:
         """The log file holding the whole stream, if it was needed."""
-        return self.log_path if self._log_used else None
+        return self.log_path if self._overflowed and self.log_path is not None else None
 
     def text(self) -> str:
-        shown = self._head + list(self._tail)
-        elided = self.lines - len(shown)
+        shown = len(self._head) + len(self._tail)
+        elided = self.lines - shown
         lines = [_shorten(x) for x in self._head]
         if elided > 0:
-            where = f", full log at {self.log_path}" if self._log_used else ""
+            where = f", full log at {self.log_path}" if self.full_log else ""
             noun = "line" if elided == 1 else "lines"
             lines.append(f"… {elided} {noun} elided{where} …")
         lines.extend(_shorten(x) for x in self._tail)

@@ -25,30 +25,78 @@ import threading
 import urllib.parse
 from typing import Any
 
+try:  # RE2 scans for every secret and pattern at once, in linear time
+    import re2 as _re2
+except ImportError:  # pragma: no cover - the slower pure-Python path still redacts
+    _re2 = None
+
 # Secrets shorter than this are refused: masking "abc" everywhere would
 # make every log unreadable and a short secret is a finding in itself.
 MIN_SECRET_LENGTH = 6
 
-_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+# (pattern, replacement, markers): a pattern runs only when one of its
+# literal markers is in the text (checked on the lower-cased text), which
+# keeps redaction of large outputs fast. No pattern spans a newline.
+_PATTERNS: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
     # scheme://user:password@host -> keep the user, hide the password
     (
         re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@'\"]+:)[^\s@/'\"]+(?=@)"),
         r"\g<pre>[redacted]",
+        ("://",),
     ),
     (
-        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)"),
+        re.compile(
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.M
+        ),
         "[redacted private key]",
+        ("-----begin",),
     ),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"), "[redacted]"),
-    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}\b"), "[redacted]"),
-    (re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}"), "[redacted]"),
-    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "[redacted]"),
-    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), "[redacted]"),
-    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), "[redacted]"),
-    (re.compile(r"\bphx_[A-Za-z0-9]{20,}\b"), "[redacted]"),
-    (re.compile(r"\bsntrys_[A-Za-z0-9_=+/.-]{20,}"), "[redacted]"),
-    (re.compile(r"(?i)\b(authorization:\s*(?:bearer|token|basic)\s+)(?!\[redacted)[^\s'\"]+"), r"\1[redacted]"),
-    (re.compile(r"(?i)\b(x-api-key:\s*)(?!\[redacted)[^\s'\"]+"), r"\1[redacted]"),
+    (
+        re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),
+        "[redacted]",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+    ),
+    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}\b"), "[redacted]", ("github_pat_",)),
+    (re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}"), "[redacted]", ("sk-",)),
+    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "[redacted]", ("akia",)),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), "[redacted]", ("aiza",)),
+    (
+        re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+        "[redacted]",
+        ("xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"),
+    ),
+    (re.compile(r"\bphx_[A-Za-z0-9]{20,}\b"), "[redacted]", ("phx_",)),
+    (re.compile(r"\bsntrys_[A-Za-z0-9_=+/.-]{20,}"), "[redacted]", ("sntrys_",)),
+    (
+        re.compile(
+            r"(?i)\b(authorization:[ \t]*(?:bearer|token|basic)[ \t]+)(?!\[redacted)[^\s'\"]+"
+        ),
+        r"\1[redacted]",
+        ("authorization",),
+    ),
+    (
+        re.compile(r"(?i)\b(x-api-key:[ \t]*)(?!\[redacted)[^\s'\"]+"),
+        r"\1[redacted]",
+        ("x-api-key",),
+    ),
+]
+
+
+# One necessary substring per pattern above: a line with none of these (and
+# no registered secret) cannot need redaction, so RE2 rules it out in one pass.
+_PREFILTER = [
+    r"://[^\s:/@'\"]+:[^\s@/'\"]+@",
+    r"-----BEGIN",
+    r"\bgh[pousr]_",
+    r"\bgithub_pat_",
+    r"\bsk-",
+    r"\bAKIA",
+    r"\bAIza",
+    r"\bxox[abprs]-",
+    r"\bphx_",
+    r"\bsntrys_",
+    r"(?i:authorization:)",
+    r"(?i:x-api-key:)",
 ]
 
 
@@ -72,7 +120,7 @@ def _encodings(value: str) -> set[str]:
             stable = enc[start:stop]
             if len(stable) >= 8:
                 forms.add(stable)
-    return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
+    return {f for f in forms if len(f) >= MIN_SECRET_LENGTH and "\n" not in f}
 
 
 class Redactor:
@@ -82,6 +130,7 @@ class Redactor:
         self._lock = threading.Lock()
         self._forms: dict[str, str] = {}
         self._regex: re.Pattern[str] | None = None
+        self._prefilter: Any = self._compile_prefilter()
         self.names: list[str] = []
 
     def register(self, name: str, value: str) -> None:
@@ -101,6 +150,13 @@ class Redactor:
                 self.names.append(name)
             ordered = sorted(self._forms, key=len, reverse=True)
             self._regex = re.compile("|".join(re.escape(f) for f in ordered))
+            self._prefilter = self._compile_prefilter()
+
+    def _compile_prefilter(self) -> Any:
+        if _re2 is None:
+            return None
+        literals = [re.escape(f) for f in sorted(self._forms, key=len, reverse=True)]
+        return _re2.compile("|".join([*literals, *_PREFILTER]))
 
     def is_secret(self, value: str) -> bool:
         """True if `value` is (an encoding of) a registered secret."""
@@ -110,11 +166,34 @@ class Redactor:
         """Return `text` with every secret and token-like value masked."""
         if not text:
             return text
+        pre = self._prefilter
+        if pre is None:
+            return self._redact_all(text)
+        if pre.search(text) is None:
+            return text
+        # redact only the lines the prefilter points at
+        out: list[str] = []
+        pos = 0
+        for m in pre.finditer(text):
+            if m.start() < pos:
+                continue
+            start = text.rfind("\n", 0, m.start()) + 1
+            end = text.find("\n", m.end())
+            end = len(text) if end < 0 else end
+            out.append(text[pos:start])
+            out.append(self._redact_all(text[start:end]))
+            pos = end
+        out.append(text[pos:])
+        return "".join(out)
+
+    def _redact_all(self, text: str) -> str:
         regex = self._regex
         if regex is not None:
             text = regex.sub(lambda m: f"[redacted:{self._forms[m.group(0)]}]", text)
-        for pattern, repl in _PATTERNS:
-            text = pattern.sub(repl, text)
+        low = text.lower()
+        for pattern, repl, markers in _PATTERNS:
+            if any(m in low for m in markers):
+                text = pattern.sub(repl, text)
         return text
 
     def redact_obj(self, obj: Any) -> Any:

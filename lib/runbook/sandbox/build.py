@@ -269,6 +269,28 @@ def ensure_privsep_dir() -> None:
                            "run `sudo mkdir -p -m0755 /run/sshd` once")
 
 
+def check_account_usable(user: str) -> None:
+    """Refuse early when sshd would refuse `user` whatever the key.
+
+    Without PAM, sshd treats an account whose password field starts with
+    "!" as locked (a fresh `useradd` account, some images' root). Only root
+    can read /etc/shadow; unprivileged, the login check in `status` tells.
+    We never change accounts ourselves: the fix is the operator's.
+    """
+    if not is_root():
+        return
+    try:
+        lines = Path("/etc/shadow").read_text().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        name, _, rest = line.partition(":")
+        if name == user and rest.startswith("!"):
+            raise SandboxError("sshd", f"the account {user!r} is locked (its /etc/shadow password "
+                               "field starts with '!'), so sshd refuses it even with a valid key; "
+                               f"allow key logins with `usermod -p '*' {user}`")
+
+
 def check_sshd_config(lay: Layout) -> None:
     run(["/usr/sbin/sshd", "-t", "-f", str(lay.sshd_config)], "sshd")
 

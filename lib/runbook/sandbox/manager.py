@@ -68,6 +68,7 @@ DEPENDS = {
 }
 
 READY_TIMEOUT = 30.0
+DLQS = {"webhooks": "WEBHOOKS_DLQ", "outbound": "OUTBOUND_DLQ", "enrichment": "ENRICHMENT_DLQ"}
 
 
 def _now() -> str:
@@ -148,6 +149,9 @@ class Sandbox:
                 raise SandboxError("state", f"{self.layout.state_file} was written by another "
                                    "version of the sandbox: run `runbook sandbox up --fresh`")
             if state.get("ready") and self._running_and_healthy(state):
+                pids = self._record_pids()
+                if pids != state.get("pids"):  # restarted by hand since: keep state.json true
+                    self._update(pids=pids)
                 if state.get("faults"):
                     self._heal()
                 return self.state
@@ -313,6 +317,7 @@ class Sandbox:
         lay.run_dir.mkdir(parents=True, exist_ok=True)
         lay.sshd_config.write_text(build.sshd_config_text(state, lay))
         build.ensure_privsep_dir()
+        build.check_account_usable(state["ssh_user"])
         build.check_sshd_config(lay)
         build.write_pg_config(state, lay)
         build.write_redis_config(state, lay)
@@ -510,21 +515,28 @@ class Sandbox:
         """The program's PID (0 when not running)."""
         return int(self.programs()[program]["pid"])
 
+    def pids(self) -> dict[str, int]:
+        """Live PIDs: supervisord and every running program (also kept in state.json)."""
+        return self._record_pids()
+
     def stop(self, program: str) -> None:
+        """As `supervisorctl stop NAME`; waits until it has stopped."""
         info = self.programs()[program]
         if info["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
             self.rpc(timeout=60).supervisor.stopProcess(program, True)
+        self._update(pids=self._record_pids())
 
     def start(self, program: str) -> None:
+        """As `supervisorctl start NAME`; waits for supervisord's RUNNING (startsecs)."""
         info = self.programs()[program]
         if info["statename"] not in ("RUNNING", "STARTING"):
             self.rpc(timeout=60).supervisor.startProcess(program, True)
+        self._update(pids=self._record_pids())
 
     def restart(self, program: str) -> None:
         """As `supervisorctl restart NAME` (systemctl restart on production)."""
         self.stop(program)
         self.start(program)
-        self._update(pids=self._record_pids())
 
     # ------------------------------------------------------------------ clients
 
@@ -653,6 +665,7 @@ class Sandbox:
                               f"PING 127.0.0.1:{state['redis_port']}"))
         row("api /health", lambda: self._check_health(state))
         row("api /health/deep", lambda: self._check_deep())
+        row("api dlq", lambda: self._check_dlq())
         row("saas stubs", lambda: self._check_stubs(state))
         row("ci main", lambda: self._check_ci())
         row("backups", lambda: seed.backups_summary(lay.backups_dir))
@@ -702,6 +715,10 @@ class Sandbox:
             return False, f"{status} {str(body)[:100]}"
         parts = [f"{k} {v.get('status')}" for k, v in body.items() if isinstance(v, dict)]
         return status == 200 and body.get("status") == "green", f"{status}: " + ", ".join(parts)
+
+    def _check_dlq(self) -> tuple[bool, str]:
+        queues = self._dlq_depths()
+        return not any(queues.values()), ", ".join(f"{k} {v}" for k, v in queues.items())
 
     def _check_stubs(self, state: dict[str, Any]) -> tuple[bool, str]:
         status, _ = http_get(state["stubs_url"] + "/_stub/health", timeout=5)
@@ -760,7 +777,38 @@ class Sandbox:
             self._update(faults=[f for f in self.state.get("faults", []) if f != spec])
         if errors:
             raise SandboxError("heal", "could not heal " + "; ".join(errors))
+        if healed:
+            self._settle()
         return healed
+
+    def _settle(self, timeout: float = READY_TIMEOUT) -> None:
+        """Back to the baseline after a heal: deep health all green and the DLQs empty.
+
+        Work the background workload could not do during the fault waits in
+        the DLQs; replaying it (the admin drain, as the runbook does) keeps
+        one drill's leftovers out of the next one's signals.
+        """
+        wait_for("dealix-api", lambda: self.api("/health/deep", timeout=5)[0] == 200, timeout,
+                 log=self.layout.program_log("dealix-api"), what="/health/deep is not all green")
+        deadline = time.monotonic() + timeout
+        while True:
+            queues = self._dlq_depths()
+            if not any(queues.values()):
+                return
+            if time.monotonic() > deadline:
+                raise SandboxError("heal", f"DLQs still hold items after draining: {queues}",
+                                   log_tail=tail(self.layout.program_log("dealix-api")))
+            for name, queue in DLQS.items():
+                if queues.get(queue):
+                    self.api(f"/api/v1/admin/dlq/{name}/drain?limit=1000", method="POST",
+                             admin=True, timeout=60)
+            time.sleep(0.2)
+
+    def _dlq_depths(self) -> dict[str, int]:
+        status, body = self.api("/api/v1/admin/dlq/stats", admin=True, timeout=5)
+        if status != 200 or not isinstance(body, dict):
+            raise SandboxError("dealix-api", f"/api/v1/admin/dlq/stats answered {status}")
+        return {k: int(v) for k, v in body["queues"].items()}
 
     def logs(self, program: str, lines: int = 50) -> list[str]:
         """The last lines of a program's log (as `supervisorctl tail`)."""
