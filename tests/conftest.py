@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from runbook.sandbox import Sandbox, project_root
 
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from runbook.errors import ParameterError
 from runbook.profile import load_profile
 from runbook.session import build_command

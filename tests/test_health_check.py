@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from runbook import runner
 
 ROOT = Path(__file__).resolve().parents[1]

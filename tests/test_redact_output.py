@@ -7,6 +7,7 @@ import json
 import urllib.parse
 
 import pytest
+
 from runbook.output import StreamCapture
 from runbook.redact import Redactor
 

@@ -7,6 +7,7 @@ import json
 import urllib.parse
 
 import pytest
+
 from runbook import (
     CommandFailed,
     CommandInterrupted,

@@ -58,6 +58,7 @@ class StreamCapture:
         self._tail: deque[str] = deque(maxlen=tail)
         self._log: TextIO | None = None
         self._overflowed = False
+        self._no_final_newline = False
         self.bytes = 0
         self.lines = 0
 
@@ -115,6 +116,7 @@ class StreamCapture:
         self._pending = ""
         if rest:
             self._block(rest + "\n")
+            self._no_final_newline = True
         if self._log is not None:
             self._log.close()
         return self.text()
@@ -133,7 +135,8 @@ class StreamCapture:
             noun = "line" if elided == 1 else "lines"
             lines.append(f"… {elided} {noun} elided{where} …")
         lines.extend(_shorten(x) for x in self._tail)
-        return "\n".join(lines) + ("\n" if lines else "")
+        end = "\n" if lines and not self._no_final_newline else ""
+        return "\n".join(lines) + end
 
 
 class _NullLog:

@@ -202,7 +202,7 @@ class Sandbox:
             "known_hosts": str(lay.known_hosts),
             "app_dir": str(lay.app_dir),
             "origin_dir": str(lay.origin_dir),
-            "origin_url": f"file://{lay.origin_dir}",
+            "origin_url": str(lay.origin_dir),  # what `git remote get-url origin` shows
             "backups_dir": str(lay.backups_dir),
             "pgdata": str(lay.pgdata),
             "log_dir": str(lay.log_dir),
@@ -293,11 +293,10 @@ class Sandbox:
         if "database" not in state["built"]:
             self._step(state, "database", lambda: self._build_database(state))
             build.write_supervisor_config(state, lay, with_api=True)
-            rpc = self.rpc()
-            rpc.supervisor.reloadConfig()
-            with contextlib.suppress(Exception):  # already added by a previous attempt
-                rpc.supervisor.addProcessGroup("dealix-api")
+            self._add_new_programs()
         else:
+            # An earlier `up` may have stopped between the schema and the API.
+            self._add_new_programs()
             made = seed.ensure_daily_backups(self, state)
             if made:
                 self._echo(f"  backups    made {', '.join(made)}")
@@ -336,6 +335,13 @@ class Sandbox:
         wait_for("supervisord", lambda: supervisor_state(lay.supervisor_socket) == "RUNNING",
                  15, log=lay.supervisor_dir / "supervisord.log")
         self._echo(f"  supervisord {time.monotonic() - t0:4.1f} s")
+
+    def _add_new_programs(self) -> None:
+        """Make a running supervisord pick up programs added to its config since it started."""
+        rpc = self.rpc()
+        added, _changed, _removed = rpc.supervisor.reloadConfig()[0]
+        for name in added:
+            rpc.supervisor.addProcessGroup(name)
 
     def _start_all(self) -> None:
         """Start every configured program that is not running (a no-op when all are)."""

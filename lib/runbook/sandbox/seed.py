@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import random
@@ -302,6 +301,7 @@ def backup_name(day: date) -> str:
 def seed_and_backup(sb: Sandbox, state: dict[str, Any], now: datetime | None = None) -> None:
     """Load the seed in phases with one nightly dump between phases."""
     now = now or datetime.now(UTC)
+    state["seeded_at"] = now.isoformat(timespec="seconds")
     data = generate(now)
     backups = Path(state["backups_dir"])
     backups.mkdir(parents=True, exist_ok=True)
@@ -340,8 +340,3 @@ def backups_summary(backups_dir: Path) -> tuple[bool, str]:
     return ok, (f"{len(files)} files, newest {newest.name} "
                 f"({age_h:.1f} h old, {st.st_size // 1024} KiB)")
 
-
-def gunzip_text(path: Path) -> str:
-    """The SQL inside a backup (small sandbox dumps only)."""
-    with gzip.open(path, "rt") as fh:
-        return fh.read()
