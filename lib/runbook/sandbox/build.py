@@ -257,6 +257,11 @@ Subsystem sftp internal-sftp
 # VERBOSE records every login with the key's fingerprint in auth.log.
 LogLevel VERBOSE
 PrintMotd no
+# Bash sources ~/.bashrc for commands run over SSH only in a top-level shell
+# (SHLVL < 2). This machine's root .bashrc (pyenv init) adds ~100 ms to every
+# command, which a production server's stock .bashrc does not; starting one
+# level down keeps the sandbox's per-command cost like production's.
+SetEnv SHLVL=1
 """
 
 
