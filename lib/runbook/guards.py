@@ -250,7 +250,7 @@ class Guards:
                 "pg_wal holds active WAL; rotate old backups instead",
             )
         env_file = self.profile.app.env_file
-        if path == env_file or (name == ".env" and not self.env_edit_allowed):
+        if not self.env_edit_allowed and (path == env_file or name == ".env"):
             raise forbid(
                 "env-edit-only-llm-priority",
                 action,

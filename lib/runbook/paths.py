@@ -21,7 +21,9 @@ def project_root() -> Path:
 
 
 def parameters_dir() -> Path:
-    return project_root() / "parameters"
+    """Environment profiles: `$RUNBOOK_PARAMETERS_DIR`, else parameters/ in the checkout."""
+    env = os.environ.get("RUNBOOK_PARAMETERS_DIR")
+    return Path(env).resolve() if env else project_root() / "parameters"
 
 
 def notebooks_dir() -> Path:

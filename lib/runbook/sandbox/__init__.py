@@ -8,8 +8,6 @@ Example::
 
     >>> from runbook.sandbox import Sandbox
     >>> sb = Sandbox()                    # $RUNBOOK_SANDBOX_DIR or <project>/.sandbox
-    >>> sb.up()["base_url"]               # doctest: +SKIP
-    'http://127.0.0.1:40123'
     >>> "postgres-down" in Sandbox.fault_names()
     True
 """

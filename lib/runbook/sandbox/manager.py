@@ -3,16 +3,14 @@
 A cold `up` takes a few seconds; a second one, on a healthy sandbox, well
 under one.
 
-Example::
+Example (tests/test_sandbox.py runs all of this for real)::
 
-    >>> sb = Sandbox()                       # doctest: +SKIP
-    >>> state = sb.up()                      # doctest: +SKIP
-    >>> state["base_url"]                    # doctest: +SKIP
-    'http://127.0.0.1:40123'
-    >>> [r["name"] for r in sb.status() if not r["healthy"]]   # doctest: +SKIP
-    []
-    >>> sb.fault("postgres-down"); sb.heal()                  # doctest: +SKIP
-    >>> sb.down()                            # doctest: +SKIP
+    sb = Sandbox()
+    state = sb.up()
+    state["base_url"]                                # 'http://127.0.0.1:40123'
+    [r["name"] for r in sb.status() if not r["healthy"]]   # []
+    sb.fault("postgres-down"); sb.heal()
+    sb.down()
 """
 
 from __future__ import annotations

@@ -1,0 +1,312 @@
+"""The safety model end to end against the sandbox: rules refuse and the server is
+unchanged, dry-run tells the truth, confirmations fail closed headless, one
+changing run per host, bad input fails before any command runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from runbook import Forbidden, NotConfirmed, ParameterError, open_session
+from runbook.paths import project_root
+
+ROOT = project_root()
+
+
+def snapshot(sb) -> dict:
+    """What a refused command must leave untouched: HEAD, files, databases, .env."""
+    st = sb.state
+    app = Path(st["app_dir"])
+    head = subprocess.run(
+        ["git", "-C", str(app), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    branches = subprocess.run(
+        ["git", "-C", str(app), "branch", "--list"], capture_output=True, text=True, check=True
+    ).stdout
+    dbs = sorted(r[0] for r in sb.query("SELECT datname FROM pg_database", dbname="postgres"))
+    return {
+        "head": head,
+        "branches": branches,
+        "files": sorted(p.name for p in app.iterdir()),
+        "env_sha": hashlib.sha256((app / ".env").read_bytes()).hexdigest(),
+        "databases": dbs,
+        "wal": sorted(p.name for p in (Path(st["pgdata"]) / "pg_wal").iterdir()),
+    }
+
+
+@pytest.fixture
+def session(sandbox, tmp_path):
+    s = open_session("safety-test", env="sandbox", run_dir=tmp_path / "run")
+    yield s
+    s.close()
+
+
+def _rules_and_commands(st: dict) -> list[tuple[str, list[str] | str]]:
+    app = st["app_dir"]
+    psql = st["psql"]
+    return [
+        ("no-push-to-main", ["git", "-C", app, "push", "origin", "HEAD:main"]),
+        ("no-commit-on-server", ["git", "-C", app, "commit", "--allow-empty", "-m", "hotfix"]),
+        ("keep-protected-files", ["rm", "-f", f"{app}/.env.pre-v3.0.0.bak"]),
+        (
+            "no-force-delete-branch",
+            ["git", "-C", app, "branch", "-D", "server-backup-20260423-084442"],
+        ),
+        ("keep-corrupt-db-7-days", f"{psql} -c 'DROP DATABASE IF EXISTS dealix_corrupt_29991231'"),
+        ("one-downgrade-step", f"cd {app} && .venv/bin/alembic downgrade -2"),
+        (
+            "no-restore-into-production-db",
+            f"gunzip -c {st['backups_dir']}/$(ls {st['backups_dir']} | tail -1) | {psql} dealix",
+        ),
+        ("env-edit-only-llm-priority", f"sed -i 's/^ADMIN_KEY=.*/ADMIN_KEY=owned/' {app}/.env"),
+        ("no-delete-active-wal", f"rm -f {st['pgdata']}/pg_wal/0000000100000000000000*"),
+    ]
+
+
+def test_each_rule_refuses_and_the_server_is_unchanged(sandbox, session) -> None:
+    before = snapshot(sandbox)
+    for rule, command in _rules_and_commands(sandbox.state):
+        shell = isinstance(command, str)
+        for call in (session.run, session.probe):
+            with pytest.raises(Forbidden) as info:
+                call(command, shell=shell)
+            assert info.value.rule == rule, command
+    assert snapshot(sandbox) == before
+    refused = [
+        json.loads(x)
+        for x in (session.run_dir / "commands.jsonl").read_text().splitlines()
+        if '"refused"' in x
+    ]
+    assert len(refused) == 2 * len(_rules_and_commands(sandbox.state))
+    assert session.commands_run == 0
+
+
+def test_library_env_edit_is_the_only_allowed_one(sandbox, session) -> None:
+    app = Path(sandbox.state["app_dir"])
+    env = app / ".env"
+    before = env.read_text()
+    mode = env.stat().st_mode
+    with pytest.raises(Forbidden, match="env-edit-only-llm-priority"):
+        session.edit_env_var("ADMIN_KEY", "x" * 20)
+    with pytest.raises(Forbidden):
+        session.write_file(str(env), b"ADMIN_KEY=owned\n")
+    assert env.read_text() == before
+    diff = session.edit_env_var("LLM_PROVIDER_PRIORITY", "openai,google,anthropic")
+    try:
+        after = env.read_text()
+        assert 'LLM_PROVIDER_PRIORITY="openai,google,anthropic"' in after
+        changed = [
+            a for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b
+        ]
+        assert len(changed) == 1 and changed[0].startswith("LLM_PROVIDER_PRIORITY")
+        assert env.stat().st_mode == mode
+        assert Path(diff["backup"]).read_text() == before
+    finally:
+        env.write_text(before)
+        Path(diff["backup"]).unlink()
+
+
+def test_dry_run_changes_nothing_but_shows_the_real_state(sandbox, tmp_path) -> None:
+    before = snapshot(sandbox)
+    s = open_session("safety-test", env="sandbox", dry_run=True, run_dir=tmp_path / "run")
+    app = sandbox.state["app_dir"]
+    sha = s.probe(["git", "-C", app, "rev-parse", "HEAD"]).stdout.strip()
+    assert sha == before["head"]
+    s.run(["git", "-C", app, "checkout", "--detach", "HEAD~1"])
+    s.services.restart("api")
+    s.db.execute("CREATE DATABASE dealix_dry_run_should_not_exist")
+    s.write_file(f"{app}/dry-run-file", b"x")
+    pid_before = sandbox.pid("dealix-api")
+    rec = s.record()
+    s.close()
+    assert snapshot(sandbox) == before
+    assert sandbox.pid("dealix-api") == pid_before
+    would = [c["what"] for c in rec["would_change"]]
+    assert len(would) == 4 and rec["changes"] == []
+    assert any("checkout --detach 'HEAD~1'" in w for w in would)
+    assert any("restart dealix-api" in w for w in would)
+
+
+@pytest.fixture
+def rehearsal(sandbox, tmp_path, monkeypatch):
+    """A non-sandbox environment (kind: staging) that points at the sandbox."""
+    params = tmp_path / "parameters"
+    shutil.copytree(ROOT / "parameters", params)
+    text = (params / "sandbox.yaml").read_text()
+    text = text.replace("name: sandbox", "name: rehearsal").replace(
+        "kind: sandbox", "kind: staging"
+    )
+    (params / "rehearsal.yaml").write_text(text)
+    monkeypatch.setenv("RUNBOOK_PARAMETERS_DIR", str(params))
+    return "rehearsal"
+
+
+def test_changes_off_the_sandbox_need_confirmation(sandbox, rehearsal, tmp_path) -> None:
+    marker = tmp_path / "changed"
+    s = open_session("safety-test", env=rehearsal, run_dir=tmp_path / "a", interactive=False)
+    assert s.probe(["true"]).ok  # read-only calls need no confirmation
+    with pytest.raises(NotConfirmed, match=f"-p confirm {rehearsal}"):
+        s.run(["touch", str(marker)])
+    assert not marker.exists()
+    s.close()
+    s = open_session(
+        "safety-test",
+        env=rehearsal,
+        confirm="production",
+        run_dir=tmp_path / "b",
+        interactive=False,
+    )
+    with pytest.raises(NotConfirmed, match="never counts for another"):
+        s.run(["touch", str(marker)])
+    s.close()
+    assert not marker.exists()
+    s = open_session("safety-test", env=rehearsal, confirm=rehearsal, run_dir=tmp_path / "c")
+    s.run(["touch", str(marker)])
+    s.run(["rm", str(marker)])
+    s.close()
+    events = (tmp_path / "c" / "commands.jsonl").read_text()
+    assert events.count('"kind": "confirmation"') == 1  # once per run
+
+
+def _notebook(path: Path, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "dealix-runbook",
+        "display_name": "Dealix runbook",
+        "language": "python",
+    }
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            'env = "sandbox"\nconfirm = None\nmarker = ""', metadata={"tags": ["parameters"]}
+        ),
+        nbformat.v4.new_code_cell(body),
+    ]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_headless_without_confirm_fails_closed_with_the_flag(sandbox, rehearsal, tmp_path) -> None:
+    marker = tmp_path / "changed"
+    nb = _notebook(
+        tmp_path / "change.ipynb",
+        "from runbook import open_session\n"
+        "s = open_session('change', env=env, confirm=confirm)\n"
+        "s.run(['touch', marker])\ns.done()",
+    )
+    env = {**os.environ, "RUNBOOK_OUTPUTS": str(tmp_path / "outputs")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(nb),
+            str(tmp_path / "out.ipynb"),
+            "-k",
+            "dealix-runbook",
+            "-p",
+            "env",
+            rehearsal,
+            "-p",
+            "marker",
+            str(marker),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert not marker.exists()
+    out = (tmp_path / "out.ipynb").read_text()
+    assert f"-p confirm {rehearsal}" in out
+    record = json.loads(next((tmp_path / "outputs").rglob("record.json")).read_text())
+    assert record["outcome"] == "refused" and record["commands_run"] == 0
+
+
+def test_one_changing_run_per_host(sandbox, tmp_path) -> None:
+    a = open_session("deploy", env="sandbox", run_dir=tmp_path / "a")
+    b = open_session("rollback", env="sandbox", run_dir=tmp_path / "b")
+    a.acquire_lock()
+    try:
+        with pytest.raises(Forbidden) as info:
+            b.acquire_lock()
+        assert info.value.rule == "one-changing-run-per-host"
+        assert "deploy" in str(info.value) and "since" in str(info.value)
+    finally:
+        a.done()  # releases
+    b.acquire_lock()
+    assert b.record()["lock"]["held"]
+    b.close()
+    assert not Path(sandbox.state["log_dir"]).joinpath("../lock/dealix-runbook.lock").exists()
+
+
+def test_stale_lock_is_broken_only_when_asked(sandbox, tmp_path) -> None:
+    lock = Path(sandbox.state["log_dir"]).parent / "lock" / "dealix-runbook.lock"
+    lock.mkdir(parents=True)
+    (lock / "owner.json").write_text(
+        json.dumps({"operator": "ghost", "scenario": "deploy", "started": "2026-01-01T00:00:00Z"})
+    )
+    (lock / "heartbeat").touch()
+    os.utime(lock / "heartbeat", (1_700_000_000, 1_700_000_000))
+    try:
+        s = open_session("deploy", env="sandbox", run_dir=tmp_path / "a")
+        with pytest.raises(Forbidden, match="break_stale_lock=True"):
+            s.acquire_lock()
+        s.close()
+        s = open_session("deploy", env="sandbox", run_dir=tmp_path / "b", break_stale_lock=True)
+        s.acquire_lock()
+        rec = s.record()
+        assert rec["lock"]["broken"]["previous_holder"]["operator"] == "ghost"
+        s.close()
+    finally:
+        shutil.rmtree(lock, ignore_errors=True)
+
+
+def test_bad_profile_fails_before_any_command(sandbox, tmp_path, monkeypatch) -> None:
+    params = tmp_path / "parameters"
+    shutil.copytree(ROOT / "parameters", params)
+    (params / "sandbox.yaml").write_text(
+        (params / "sandbox.yaml").read_text().replace("max_sessions: 10", "max_sesions: 10")
+    )
+    monkeypatch.setenv("RUNBOOK_PARAMETERS_DIR", str(params))
+    with pytest.raises(ParameterError) as info:
+        open_session("x", env="sandbox", run_dir=tmp_path / "run")
+    assert info.value.key == "target.max_sesions"
+    assert not (tmp_path / "run" / "commands.jsonl").exists()
+
+
+def test_secrets_file_must_be_private(sandbox, tmp_path, monkeypatch) -> None:
+    src = Path(sandbox.state["secrets_file"])
+    loose = tmp_path / "secrets.env"
+    loose.write_text(src.read_text())
+    loose.chmod(0o644)
+    params = tmp_path / "parameters"
+    shutil.copytree(ROOT / "parameters", params)
+    (params / "sandbox.yaml").write_text(
+        (params / "sandbox.yaml")
+        .read_text()
+        .replace("file: ${sandbox.secrets_file}", f"file: {loose}")
+    )
+    monkeypatch.setenv("RUNBOOK_PARAMETERS_DIR", str(params))
+    with pytest.raises(ParameterError, match="chmod 600"):
+        open_session("x", env="sandbox", run_dir=tmp_path / "run")
+
+
+def test_missing_secret_names_the_variable(session) -> None:
+    with pytest.raises(ParameterError, match="RB_NOT_SET_ANYWHERE"):
+        session.secrets.get("RB_NOT_SET_ANYWHERE")
+
+
+def test_production_refuses_until_its_host_key_is_pinned(tmp_path) -> None:
+    s = open_session("x", env="production", run_dir=tmp_path / "run")
+    with pytest.raises(Exception, match="ssh-keyscan"):
+        s.probe(["true"])
+    assert s.commands_run == 0
