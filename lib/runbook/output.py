@@ -23,22 +23,26 @@ Example::
 
 from __future__ import annotations
 
-import codecs
 from collections import deque
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 from runbook.redact import Redactor
 
 # A line longer than this is cut into pieces so that one endless line
 # (a binary blob, a progress bar without newlines) cannot exhaust memory.
-MAX_LINE_CHARS = 64 * 1024
+MAX_LINE_BYTES = 64 * 1024
 # Lines longer than this are shortened in the capture (the log keeps them whole).
 SHOW_LINE_CHARS = 2000
 
 
 class StreamCapture:
-    """Collects one stream (stdout or stderr) of one command."""
+    """Collects one stream (stdout or stderr) of one command.
+
+    Works on bytes: a newline byte never occurs inside a UTF-8 character, so
+    cutting at the last newline keeps characters whole; only the lines that
+    are shown get decoded, and the log gets the redacted bytes as they came.
+    """
 
     def __init__(
         self,
@@ -52,11 +56,10 @@ class StreamCapture:
         self.head_max = head
         self.tail_max = tail
         self.log_path = log_path
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
-        self._head: list[str] = []
-        self._tail: deque[str] = deque(maxlen=tail)
-        self._log: TextIO | None = None
+        self._pending = b""
+        self._head: list[bytes] = []
+        self._tail: deque[bytes] = deque(maxlen=tail)
+        self._log: BinaryIO | None = None
         self._overflowed = False
         self._no_final_newline = False
         self.bytes = 0
@@ -67,28 +70,34 @@ class StreamCapture:
         if not data:
             return
         self.bytes += len(data)
-        text = self._pending + self._decoder.decode(data)
-        cut = text.rfind("\n")
+        cut = data.rfind(b"\n")
         if cut < 0:
-            self._pending = text
+            self._pending += data
         else:
-            self._pending = text[cut + 1 :]
-            self._block(text[: cut + 1])
-        while len(self._pending) > MAX_LINE_CHARS:
-            piece, self._pending = self._pending[:MAX_LINE_CHARS], self._pending[MAX_LINE_CHARS:]
-            self._block(piece + "\n")
+            block = self._pending + data[: cut + 1]
+            self._pending = data[cut + 1 :]
+            self._block(block)
+        while len(self._pending) > MAX_LINE_BYTES:
+            piece = self._pending[:MAX_LINE_BYTES]
+            # never cut inside a UTF-8 character: back off to a lead byte
+            back = 0
+            while back < 4 and (piece[len(piece) - 1 - back] & 0xC0) == 0x80:
+                back += 1
+            if back < 4 and piece[len(piece) - 1 - back] >= 0xC0:
+                piece = piece[: len(piece) - 1 - back]
+            self._pending = self._pending[len(piece) :]
+            self._block(piece + b"\n")
 
-    def _block(self, block: str) -> None:
+    def _block(self, block: bytes) -> None:
         """Take complete lines (ending in a newline), redacted as one block."""
-        block = self.redactor.redact(block.replace("\r\n", "\n"))
-        n = block.count("\n")
-        self.lines += n
+        block = self.redactor.redact_bytes(block)
+        self.lines += block.count(b"\n")
         if self._overflowed:
             assert self._log is not None
             self._log.write(block)
-            self._tail.extend(block.rsplit("\n", self.tail_max + 1)[-self.tail_max - 1 : -1])
+            self._tail.extend(block.rsplit(b"\n", self.tail_max + 1)[-self.tail_max - 1 : -1])
             return
-        lines = block.split("\n")[:-1]
+        lines = block.split(b"\n")[:-1]
         room = self.head_max - len(self._head)
         if room > 0:
             self._head.extend(lines[:room])
@@ -98,7 +107,7 @@ class StreamCapture:
             # whole stream goes to the log, starting with everything seen so far
             self._open_log()
             assert self._log is not None
-            self._log.write("".join(x + "\n" for x in lines))
+            self._log.write(b"".join(x + b"\n" for x in lines))
         self._tail.extend(lines)
 
     def _open_log(self) -> None:
@@ -107,15 +116,14 @@ class StreamCapture:
             self._log = _NullLog()  # type: ignore[assignment]
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("w", encoding="utf-8")
-        self._log.write("".join(x + "\n" for x in [*self._head, *self._tail]))
+        self._log = self.log_path.open("wb")
+        self._log.write(b"".join(x + b"\n" for x in [*self._head, *self._tail]))
 
     def close(self) -> str:
         """Flush the last partial line; return the bounded capture."""
-        rest = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
+        rest, self._pending = self._pending, b""
         if rest:
-            self._block(rest + "\n")
+            self._block(rest + b"\n")
             self._no_final_newline = True
         if self._log is not None:
             self._log.close()
@@ -129,25 +137,26 @@ class StreamCapture:
     def text(self) -> str:
         shown = len(self._head) + len(self._tail)
         elided = self.lines - shown
-        lines = [_shorten(x) for x in self._head]
+        lines = [_show(x) for x in self._head]
         if elided > 0:
             where = f", full log at {self.log_path}" if self.full_log else ""
             noun = "line" if elided == 1 else "lines"
             lines.append(f"… {elided} {noun} elided{where} …")
-        lines.extend(_shorten(x) for x in self._tail)
+        lines.extend(_show(x) for x in self._tail)
         end = "\n" if lines and not self._no_final_newline else ""
         return "\n".join(lines) + end
 
 
 class _NullLog:
-    def write(self, _text: str) -> int:
+    def write(self, _data: bytes) -> int:
         return 0
 
     def close(self) -> None:
         pass
 
 
-def _shorten(line: str) -> str:
+def _show(raw: bytes) -> str:
+    line = raw.decode("utf-8", "replace").rstrip("\r")
     if len(line) <= SHOW_LINE_CHARS:
         return line
     return line[:SHOW_LINE_CHARS] + f"… (+{len(line) - SHOW_LINE_CHARS} chars)"

@@ -130,7 +130,9 @@ class Redactor:
         self._lock = threading.Lock()
         self._forms: dict[str, str] = {}
         self._regex: re.Pattern[str] | None = None
-        self._prefilter: Any = self._compile_prefilter()
+        self._prefilter: Any = None
+        self._prefilter_b: Any = None
+        self._compile_prefilters()
         self.names: list[str] = []
 
     def register(self, name: str, value: str) -> None:
@@ -150,13 +152,40 @@ class Redactor:
                 self.names.append(name)
             ordered = sorted(self._forms, key=len, reverse=True)
             self._regex = re.compile("|".join(re.escape(f) for f in ordered))
-            self._prefilter = self._compile_prefilter()
+            self._compile_prefilters()
 
-    def _compile_prefilter(self) -> Any:
+    def _compile_prefilters(self) -> None:
         if _re2 is None:
-            return None
+            return
         literals = [re.escape(f) for f in sorted(self._forms, key=len, reverse=True)]
-        return _re2.compile("|".join([*literals, *_PREFILTER]))
+        pattern = "|".join([*literals, *_PREFILTER])
+        self._prefilter = _re2.compile(pattern)
+        self._prefilter_b = _re2.compile(pattern.encode())
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """Redact UTF-8 bytes; untouched lines keep their exact bytes.
+
+        Only the lines the prefilter points at are decoded, redacted and
+        re-encoded, which keeps large outputs fast.
+        """
+        pre = self._prefilter_b
+        if pre is None:
+            return self.redact(data.decode("utf-8", "replace")).encode()
+        if pre.search(data) is None:
+            return data
+        out: list[bytes] = []
+        pos = 0
+        for m in pre.finditer(data):
+            if m.start() < pos:
+                continue
+            start = data.rfind(b"\n", 0, m.start()) + 1
+            end = data.find(b"\n", m.end())
+            end = len(data) if end < 0 else end
+            out.append(data[pos:start])
+            out.append(self._redact_all(data[start:end].decode("utf-8", "replace")).encode())
+            pos = end
+        out.append(data[pos:])
+        return b"".join(out)
 
     def is_secret(self, value: str) -> bool:
         """True if `value` is (an encoding of) a registered secret."""

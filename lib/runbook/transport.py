@@ -333,9 +333,14 @@ class _Transport(paramiko.Transport):
 class SSHTransport(Transport):
     """One SSH connection per session, reused for every command."""
 
-    # A wide window lets large outputs stream without stalling on window adjusts.
-    WINDOW = 64 * 1024 * 1024
+    # The window bounds what the server may send before we read it: wide enough
+    # to stream at full speed (8 MB covers ~80 MB/s at 100 ms RTT), small
+    # enough that memory stays flat whatever the output size.
+    WINDOW = 8 * 1024 * 1024
     PACKET = 131072
+    # Read everything buffered in one call: paramiko's buffer shifts its whole
+    # content on a partial read, which makes small reads of a full buffer slow.
+    READ = WINDOW
 
     def __init__(self, target: SSHTarget):
         self.spec = target
@@ -504,9 +509,9 @@ class SSHTransport(Transport):
         t = chan.get_transport()
         while True:
             while chan.recv_ready():
-                on_stdout(chan.recv(65536))
+                on_stdout(chan.recv(self.READ))
             while chan.recv_stderr_ready():
-                marker.feed(chan.recv_stderr(65536))
+                marker.feed(chan.recv_stderr(self.READ))
             # sshd may send the exit status before all output has crossed the
             # window: only the EOF says the output is complete
             if (
@@ -528,9 +533,9 @@ class SSHTransport(Transport):
                 while not chan.exit_status_ready() and time.monotonic() < end:
                     select.select([fd], [], [], 0.1)
                     while chan.recv_ready():
-                        on_stdout(chan.recv(65536))
+                        on_stdout(chan.recv(self.READ))
                     while chan.recv_stderr_ready():
-                        marker.feed(chan.recv_stderr(65536))
+                        marker.feed(chan.recv_stderr(self.READ))
                 return ExecOutcome(
                     None, getattr(chan, "_rb_signal", None), timed_out=True, pid=marker.pid
                 )
@@ -538,9 +543,9 @@ class SSHTransport(Transport):
             select.select([fd], [], [], wait)
         # all data sent before the exit status is buffered by now: drain it
         while chan.recv_ready():
-            on_stdout(chan.recv(65536))
+            on_stdout(chan.recv(self.READ))
         while chan.recv_stderr_ready():
-            marker.feed(chan.recv_stderr(65536))
+            marker.feed(chan.recv_stderr(self.READ))
         sig = getattr(chan, "_rb_signal", None)
         if sig is not None:
             return ExecOutcome(None, sig, pid=marker.pid)
