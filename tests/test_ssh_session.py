@@ -201,3 +201,41 @@ def test_dry_run_skips_changes_but_runs_probes(sandbox, tmp_path) -> None:
     assert rec["would_change"][0]["what"] == f"touch {marker}"
     assert rec["changes"] == []
     s.close()
+
+
+def test_git_and_alembic_on_the_server(session, sandbox) -> None:
+    assert session.git.head() == sandbox.state["origin_head"]
+    assert session.git.branch() == "main"
+    assert session.alembic.current() == session.alembic.heads()[0]
+    assert "->" in session.alembic.history()
+
+
+def test_more_channels_than_the_server_allows_are_queued_not_refused(session) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        results = list(pool.map(lambda i: session.probe(["sh", "-c", f"sleep 0.2; echo {i}"]), range(30)))
+    assert [int(r.stdout) for r in results] == list(range(30))
+    assert session.transport.connects == 1
+
+
+def test_jump_host(sandbox, tmp_path) -> None:
+    st = sandbox.state
+    jump = SSHTarget(host=st["ssh_host"], port=int(st["ssh_port"]), user=st["ssh_user"],
+                     key_path=st["ssh_key"], known_hosts=st["known_hosts"])
+    t = SSHTransport(SSHTarget(host="127.0.0.1", port=int(st["ssh_port"]), user=st["ssh_user"],
+                               key_path=st["ssh_key"], known_hosts=st["known_hosts"], jump=jump))
+    out: list[bytes] = []
+    outcome = t.execute("echo via-jump", on_stdout=out.append, on_stderr=lambda b: None, timeout=10)
+    assert outcome.exit_code == 0 and b"".join(out) == b"via-jump\n"
+    assert t._jump is not None and t._jump.connects == 1
+    t.close()
+
+
+def test_backup_file_keeps_the_original(session) -> None:
+    path = f"{session.profile.app.dir}/../rb-backup-test"
+    session.transport.write_file(path, b"keep me\n")
+    copy = session.backup_file(path)
+    assert session.transport.read_file(copy) == b"keep me\n"
+    assert copy.startswith(path + ".bak.") and copy.endswith("Z")
+    session.probe(["rm", "-f", path, copy])

@@ -1,8 +1,8 @@
 """The `runbook` command line.
 
-    runbook sandbox up | down | status | fault NAME | fault --list | heal
-    runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
-    runbook list
+runbook sandbox up | down | status | fault NAME | fault --list | heal
+runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
+runbook list
 """
 
 from __future__ import annotations

@@ -162,8 +162,10 @@ def run(
         outcome, error = "interrupted", {"type": "KeyboardInterrupt", "message": str(exc)}
     except Exception as exc:
         name = type(exc).__name__
-        outcome = "kernel_died" if "DeadKernel" in name else (
-            "timed_out" if "Timeout" in name else "failed"
+        outcome = (
+            "kernel_died"
+            if "DeadKernel" in name
+            else ("timed_out" if "Timeout" in name else "failed")
         )
         error = {"type": name, "message": str(exc)[:2000]}
     finally:

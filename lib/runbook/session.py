@@ -408,6 +408,13 @@ class Session:
         )
         return True
 
+    def backup_file(self, path: str) -> str:
+        """Copy `path` to `path.bak.<UTC time>` on the target (changing); returns the copy's path."""
+        stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
+        copy = f"{path}.bak.{stamp}"
+        self.run(["cp", "-p", path, copy], label="backup")
+        return copy
+
     def edit_env_var(self, key: str, value: str) -> dict[str, str]:
         """The ONLY allowed in-place .env edit (runbook scenario 4 step 4).
 
@@ -423,8 +430,7 @@ class Session:
         path = self.profile.app.env_file
         old = self.read_file(path).decode()
         new, before = replace_env_line(old, key, value)
-        stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
-        self.run(["cp", "-p", path, f"{path}.bak.{stamp}"], label="backup-env")
+        backup = self.backup_file(path)
         self.guards.env_edit_allowed = True
         try:
             self.write_file(path, new.encode())
@@ -434,7 +440,7 @@ class Session:
             "key": key,
             "before": self.redactor.redact(before or "(unset)"),
             "after": self.redactor.redact(value),
-            "backup": f"{path}.bak.{stamp}",
+            "backup": backup,
         }
         self.evidence.append({"kind": "env-edit", "step": self.current_step, **diff})
         return diff
@@ -685,6 +691,20 @@ class Session:
         from runbook.postgres import Postgres
 
         return Postgres(self)
+
+    @cached_property
+    def git(self):  # -> runbook.appops.Git
+        """git in the app's checkout on the server."""
+        from runbook.appops import Git
+
+        return Git(self)
+
+    @cached_property
+    def alembic(self):  # -> runbook.appops.Alembic
+        """alembic in the app's venv on the server."""
+        from runbook.appops import Alembic
+
+        return Alembic(self)
 
     @cached_property
     def github(self):  # -> runbook.github.GitHub

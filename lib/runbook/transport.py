@@ -387,7 +387,9 @@ class SSHTransport(Transport):
             )
             # AES-GCM is several times faster than paramiko's default ctr+hmac
             opts = t.get_security_options()
-            opts.ciphers = _prefer(opts.ciphers, ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com"))
+            opts.ciphers = _prefer(
+                opts.ciphers, ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+            )
             t.banner_timeout = spec.connect_timeout
             t.handshake_timeout = spec.connect_timeout
             t.auth_timeout = spec.connect_timeout

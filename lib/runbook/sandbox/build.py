@@ -88,8 +88,9 @@ def pg_bindir() -> Path:
         out = subprocess.run([found, "--bindir"], capture_output=True, text=True, check=False)
         if out.returncode == 0 and Path(out.stdout.strip(), "postgres").exists():
             return Path(out.stdout.strip())
-    raise SandboxError("postgresql", "PostgreSQL server binaries not found "
-                       "(apt-get install postgresql)")
+    raise SandboxError(
+        "postgresql", "PostgreSQL server binaries not found (apt-get install postgresql)"
+    )
 
 
 def as_db_superuser(argv: list[str]) -> list[str]:
@@ -97,25 +98,50 @@ def as_db_superuser(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if is_root() else argv
 
 
-def run(argv: list[str], part: str, log: Path | None = None, *, cwd: Path | None = None,
-        env: dict[str, str] | None = None, input: bytes | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+def run(
+    argv: list[str],
+    part: str,
+    log: Path | None = None,
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    input: bytes | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[bytes]:
     """Run one build command; output goes to `log`; failure raises SandboxError with its tail."""
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as fh:
             fh.write(f"$ {shlex.join(argv)}\n".encode())
-            proc = subprocess.run(argv, cwd=cwd, env=env or clean_env(), input=input,
-                                  stdout=fh, stderr=subprocess.STDOUT, timeout=timeout,
-                                  check=False)
+            proc = subprocess.run(
+                argv,
+                cwd=cwd,
+                env=env or clean_env(),
+                input=input,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            )
     else:
-        proc = subprocess.run(argv, cwd=cwd, env=env or clean_env(), input=input,
-                              capture_output=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=env or clean_env(),
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
     if proc.returncode != 0:
-        lines = tail(log) if log is not None else (proc.stdout or b"").decode(
-            errors="replace").splitlines()[-15:]
-        raise SandboxError(part, f"`{shlex.join(argv[:4])}…` exited {proc.returncode}",
-                           log_tail=lines)
+        lines = (
+            tail(log)
+            if log is not None
+            else (proc.stdout or b"").decode(errors="replace").splitlines()[-15:]
+        )
+        raise SandboxError(
+            part, f"`{shlex.join(argv[:4])}…` exited {proc.returncode}", log_tail=lines
+        )
     return proc
 
 
@@ -209,8 +235,10 @@ def ensure_ssh_keys(lay: Layout) -> None:
         if not key.exists():
             for stale in (key, key.with_suffix(".pub")):
                 stale.unlink(missing_ok=True)
-            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)],
-                "ssh")
+            run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)],
+                "ssh",
+            )
     pub = lay.client_key.with_name(lay.client_key.name + ".pub").read_text().strip()
     lay.authorized_keys.write_text(pub + "\n")
     os.chmod(lay.authorized_keys, 0o600)
@@ -237,10 +265,10 @@ def write_known_hosts(lay: Layout, port: int) -> None:
 def sshd_config_text(state: dict[str, Any], lay: Layout) -> str:
     return f"""\
 # Written by `runbook sandbox`; rewritten at every `up`.
-Port {state['ssh_port']}
+Port {state["ssh_port"]}
 ListenAddress 127.0.0.1
 HostKey {lay.host_key}
-PidFile {lay.run_dir / 'sshd.pid'}
+PidFile {lay.run_dir / "sshd.pid"}
 AuthorizedKeysFile {lay.authorized_keys}
 # No PAM: there is no login stack to go through for a key-only test host.
 UsePAM no
@@ -250,7 +278,7 @@ PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
-AllowUsers {state['ssh_user']}
+AllowUsers {state["ssh_user"]}
 # Production's default: the library must keep to 10 channels per connection.
 MaxSessions 10
 Subsystem sftp internal-sftp
@@ -270,8 +298,11 @@ def ensure_privsep_dir() -> None:
     if is_root():
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     elif not Path("/run/sshd").is_dir():
-        raise SandboxError("sshd", "/run/sshd is missing and only root can create it: "
-                           "run `sudo mkdir -p -m0755 /run/sshd` once")
+        raise SandboxError(
+            "sshd",
+            "/run/sshd is missing and only root can create it: "
+            "run `sudo mkdir -p -m0755 /run/sshd` once",
+        )
 
 
 def check_account_usable(user: str) -> None:
@@ -291,9 +322,12 @@ def check_account_usable(user: str) -> None:
     for line in lines:
         name, _, rest = line.partition(":")
         if name == user and rest.startswith("!"):
-            raise SandboxError("sshd", f"the account {user!r} is locked (its /etc/shadow password "
-                               "field starts with '!'), so sshd refuses it even with a valid key; "
-                               f"allow key logins with `usermod -p '*' {user}`")
+            raise SandboxError(
+                "sshd",
+                f"the account {user!r} is locked (its /etc/shadow password "
+                "field starts with '!'), so sshd refuses it even with a valid key; "
+                f"allow key logins with `usermod -p '*' {user}`",
+            )
 
 
 def check_sshd_config(lay: Layout) -> None:
@@ -318,8 +352,10 @@ def scram_verifier(password: str, iterations: int = 4096, salt: bytes | None = N
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
     b64 = base64.b64encode
-    return (f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
-            f"${b64(stored_key).decode()}:{b64(server_key).decode()}")
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
 
 
 def chown_to_db_owner(*paths: Path) -> None:
@@ -337,11 +373,21 @@ def start_initdb(lay: Layout, superuser: str) -> subprocess.Popen[bytes]:
     chown_to_db_owner(lay.pg_base, lay.pgdata.parent, lay.pgdata, lay.pg_log_dir)
     log = lay.root / "build.log"
     fh = log.open("ab")
-    argv = as_db_superuser([
-        str(pg_bindir() / "initdb"), "-D", str(lay.pgdata), "-U", superuser,
-        "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8",
-        "--locale=C.UTF-8", "--no-sync",
-    ])
+    argv = as_db_superuser(
+        [
+            str(pg_bindir() / "initdb"),
+            "-D",
+            str(lay.pgdata),
+            "-U",
+            superuser,
+            "--auth-local=peer",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ]
+    )
     fh.write(f"$ {shlex.join(argv)}\n".encode())
     fh.flush()
     # cwd=/ : postgres' tools complain when the cwd is unreadable for their user.
@@ -351,12 +397,15 @@ def start_initdb(lay: Layout, superuser: str) -> subprocess.Popen[bytes]:
 def finish_initdb(lay: Layout, proc: subprocess.Popen[bytes]) -> None:
     rc = proc.wait(timeout=120)
     if rc != 0:
-        raise SandboxError("postgresql", f"initdb exited {rc}",
-                           log_tail=tail(lay.root / "build.log"))
+        raise SandboxError(
+            "postgresql", f"initdb exited {rc}", log_tail=tail(lay.root / "build.log")
+        )
     conf = lay.pgdata / "postgresql.conf"
     with conf.open("a") as fh:
-        fh.write("\n# The sandbox's settings (ports, sockets, logging) live here:\n"
-                 "include_if_exists = 'sandbox.conf'\n")
+        fh.write(
+            "\n# The sandbox's settings (ports, sockets, logging) live here:\n"
+            "include_if_exists = 'sandbox.conf'\n"
+        )
 
 
 def write_pg_config(state: dict[str, Any], lay: Layout) -> None:
@@ -365,7 +414,7 @@ def write_pg_config(state: dict[str, Any], lay: Layout) -> None:
     sandbox_conf = f"""\
 # Written by `runbook sandbox`; rewritten at every `up`.
 listen_addresses = '127.0.0.1'
-port = {state['pg_port']}
+port = {state["pg_port"]}
 unix_socket_directories = '{lay.pg_socket_dir}'
 # Small on purpose: the pool-exhausted fault fills it in a second.
 max_connections = 40
@@ -429,32 +478,48 @@ def _template() -> Path:
     return project_root() / "sandbox" / "app"
 
 
-def _git(*args: str, cwd: Path | None = None, log: Path | None = None,
-         date: str | None = None) -> str:
+def _git(
+    *args: str, cwd: Path | None = None, log: Path | None = None, date: str | None = None
+) -> str:
     env = clean_env(GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0")
     # Never read or write the operator's global git config.
     env["GIT_CONFIG_GLOBAL"] = "/dev/null"
     if date:
         env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date
     name, email = GIT_AUTHOR
-    argv = ["git", "-c", f"user.name={name}", "-c", f"user.email={email}",
-            "-c", "init.defaultBranch=main", *args]
+    argv = [
+        "git",
+        "-c",
+        f"user.name={name}",
+        "-c",
+        f"user.email={email}",
+        "-c",
+        "init.defaultBranch=main",
+        *args,
+    ]
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if log is not None:
         with log.open("a") as fh:
             fh.write(f"$ {shlex.join(argv)}\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
-        raise SandboxError("git", f"git {' '.join(args[:2])} exited {proc.returncode}",
-                           log_tail=(proc.stdout + proc.stderr).splitlines()[-15:])
+        raise SandboxError(
+            "git",
+            f"git {' '.join(args[:2])} exited {proc.returncode}",
+            log_tail=(proc.stdout + proc.stderr).splitlines()[-15:],
+        )
     return proc.stdout.strip()
 
 
 def _split_history(work: Path) -> tuple[list[str], list[str]]:
     """Files of commit 1 and of commit 2: the newest migration lands in commit 2."""
-    files = sorted(str(p.relative_to(work)) for p in work.rglob("*")
-                   if p.is_file() and ".git" not in p.relative_to(work).parts)
-    migrations = sorted(f for f in files
-                        if f.startswith("migrations/versions/") and f.endswith(".py"))
+    files = sorted(
+        str(p.relative_to(work))
+        for p in work.rglob("*")
+        if p.is_file() and ".git" not in p.relative_to(work).parts
+    )
+    migrations = sorted(
+        f for f in files if f.startswith("migrations/versions/") and f.endswith(".py")
+    )
     later = migrations[-1:] if len(migrations) > 1 else []
     return [f for f in files if f not in later], later
 
@@ -475,15 +540,27 @@ def build_app_repo(lay: Layout) -> str:
     work = lay.root / "tmp" / "app-history"
     if work.exists():
         shutil.rmtree(work)
-    shutil.copytree(template, work, ignore=shutil.ignore_patterns(
-        "__pycache__", "*.pyc", ".venv", ".env", ".pytest_cache", ".last_good_sha"))
+    shutil.copytree(
+        template,
+        work,
+        ignore=shutil.ignore_patterns(
+            "__pycache__", "*.pyc", ".venv", ".env", ".pytest_cache", ".last_good_sha"
+        ),
+    )
     for script in work.glob("scripts/*.sh"):
         script.chmod(0o755)
     first, later = _split_history(work)
     _git("init", "-q", "-b", "main", cwd=work, log=log)
     _git("add", "--", *first, cwd=work, log=log)
-    _git("commit", "-q", "-m", "Dealix API v3.0.0: primitive launch", cwd=work, log=log,
-         date=GIT_DATES[0])
+    _git(
+        "commit",
+        "-q",
+        "-m",
+        "Dealix API v3.0.0: primitive launch",
+        cwd=work,
+        log=log,
+        date=GIT_DATES[0],
+    )
     sha1 = _git("rev-parse", "HEAD", cwd=work)
     if later:
         msg = f"Add migration {Path(later[0]).stem}"
@@ -516,19 +593,29 @@ def build_app_venv(lay: Layout) -> None:
     venv = lay.app_venv
     if venv.exists():
         shutil.rmtree(venv)
-    run([str(project_python()), "-m", "venv", "--system-site-packages", "--without-pip",
-         str(venv)], "app-venv", lay.root / "build.log")
+    run(
+        [str(project_python()), "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        "app-venv",
+        lay.root / "build.log",
+    )
     purelib = sysconfig.get_paths()["purelib"] if sys.prefix != sys.base_prefix else None
     if purelib is None:
-        out = run([str(project_python()), "-c",
-                   "import sysconfig; print(sysconfig.get_paths()['purelib'])"], "app-venv")
+        out = run(
+            [
+                str(project_python()),
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ],
+            "app-venv",
+        )
         purelib = out.stdout.decode().strip()
     site_dirs = sorted(venv.glob("lib/python3*/site-packages"))
     if not site_dirs:
         raise SandboxError("app-venv", f"no site-packages in {venv}")
     # addsitedir (not a bare path) so the project venv's own .pth files run too.
     (site_dirs[0] / "dealix-runbook-project-venv.pth").write_text(
-        f"import site; site.addsitedir({str(purelib)!r})\n")
+        f"import site; site.addsitedir({str(purelib)!r})\n"
+    )
     # Offline by design: a missing requirement fails at once instead of
     # waiting on the network, and pip does not look for its own upgrade.
     (venv / "pip.conf").write_text("[global]\nno-index = true\ndisable-pip-version-check = true\n")
@@ -546,8 +633,9 @@ def app_env(state: dict[str, Any], sec: dict[str, str], internal: dict[str, str]
     return {
         "APP_ENV": "sandbox",
         "APP_VERSION": "3.0.0",
-        "DATABASE_URL": (f"postgresql://dealix:{internal['DB_PASSWORD']}@127.0.0.1:"
-                         f"{state['pg_port']}/dealix"),
+        "DATABASE_URL": (
+            f"postgresql://dealix:{internal['DB_PASSWORD']}@127.0.0.1:{state['pg_port']}/dealix"
+        ),
         "REDIS_URL": state["redis_url"],
         "ADMIN_KEY": sec["DEALIX_ADMIN_KEY"],
         "WEBHOOK_SECRET": sec["DEALIX_WEBHOOK_SECRET"],
@@ -562,8 +650,10 @@ def app_env(state: dict[str, Any], sec: dict[str, str], internal: dict[str, str]
         # Production waits 60 s before a half-open probe; drills cannot.
         "BREAKER_RESET_SECONDS": "3",
         "WORKLOAD_INTERVAL_SECONDS": "2",
-        "SENTRY_DSN": (f"http://{state['sentry_public_key']}@127.0.0.1:{state['stubs_port']}"
-                       f"/sentry/{state['sentry_project_id']}"),
+        "SENTRY_DSN": (
+            f"http://{state['sentry_public_key']}@127.0.0.1:{state['stubs_port']}"
+            f"/sentry/{state['sentry_project_id']}"
+        ),
         "POSTHOG_API_KEY": sec["POSTHOG_PROJECT_API_KEY"],
         "POSTHOG_HOST": f"{stubs}/posthog",
     }
@@ -572,24 +662,36 @@ def app_env(state: dict[str, Any], sec: dict[str, str], internal: dict[str, str]
 def write_app_env(lay: Layout, state: dict[str, Any], sec: dict[str, str], head: str) -> None:
     internal = {"DB_PASSWORD": secrets.token_urlsafe(24)}
     env = app_env(state, sec, internal)
-    write_env_file(lay.app_dir / ".env", env,
-                   header="Dealix API configuration (sandbox). Never edit on the server:\n"
-                          "changes flow through GitHub PR -> deploy script.")
+    write_env_file(
+        lay.app_dir / ".env",
+        env,
+        header="Dealix API configuration (sandbox). Never edit on the server:\n"
+        "changes flow through GitHub PR -> deploy script.",
+    )
     # The pre-v3 file predates the provider priority and the breakers, and
     # holds the secrets that were rotated at the v3.0.0 launch.
-    old = {k: v for k, v in env.items()
-           if not k.startswith(("BREAKER_", "LLM_", "WORKLOAD_", "POSTHOG_", "APP_VERSION"))}
-    old.update({
-        "APP_ENV": "production",
-        "ADMIN_KEY": "dlx_admin_" + secrets.token_urlsafe(32),
-        "ANTHROPIC_API_KEY": "sk-ant-api03-" + secrets.token_urlsafe(70),
-        "OPENAI_API_KEY": "sk-" + secrets.token_urlsafe(36),
-    })
+    old = {
+        k: v
+        for k, v in env.items()
+        if not k.startswith(("BREAKER_", "LLM_", "WORKLOAD_", "POSTHOG_", "APP_VERSION"))
+    }
+    old.update(
+        {
+            "APP_ENV": "production",
+            "ADMIN_KEY": "dlx_admin_" + secrets.token_urlsafe(32),
+            "ANTHROPIC_API_KEY": "sk-ant-api03-" + secrets.token_urlsafe(70),
+            "OPENAI_API_KEY": "sk-" + secrets.token_urlsafe(36),
+        }
+    )
     old.pop("GOOGLE_API_KEY", None)
     old.pop("GOOGLE_BASE_URL", None)
     bak = lay.app_dir / ".env.pre-v3.0.0.bak"
-    write_env_file(bak, old, header="Backup taken 2026-04-23 08:44:42 before the v3.0.0 launch."
-                                    "\nEmergency reference: never delete.")
+    write_env_file(
+        bak,
+        old,
+        header="Backup taken 2026-04-23 08:44:42 before the v3.0.0 launch."
+        "\nEmergency reference: never delete.",
+    )
     stamp = 1776923082.0  # 2026-04-23T08:44:42+03:00, when the backup was taken
     os.utime(bak, (stamp, stamp))
     (lay.app_dir / ".last_good_sha").write_text(head + "\n")
@@ -610,7 +712,7 @@ def write_redis_config(state: dict[str, Any], lay: Layout) -> None:
     lay.redis_conf.write_text(f"""\
 # Written by `runbook sandbox`; rewritten at every `up`.
 bind 127.0.0.1
-port {state['redis_port']}
+port {state["redis_port"]}
 protected-mode yes
 daemonize no
 supervised no
@@ -618,7 +720,7 @@ supervised no
 save ""
 appendonly no
 dir {lay.redis_data}
-logfile {lay.log_dir / 'redis' / 'redis-server.log'}
+logfile {lay.log_dir / "redis" / "redis-server.log"}
 """)
 
 
@@ -635,29 +737,29 @@ def write_nginx_config(state: dict[str, Any], lay: Layout) -> None:
 # Written by `runbook sandbox`; rewritten at every `up`.
 {user}worker_processes 1;
 daemon off;
-pid {lay.run_dir / 'nginx.pid'};
-error_log {logs / 'error.log'} warn;
+pid {lay.run_dir / "nginx.pid"};
+error_log {logs / "error.log"} warn;
 
 events {{
     worker_connections 256;
 }}
 
 http {{
-    access_log {logs / 'access.log'};
+    access_log {logs / "access.log"};
     server_tokens off;
-    client_body_temp_path {tmp / 'client_body'};
-    proxy_temp_path {tmp / 'proxy'};
-    fastcgi_temp_path {tmp / 'fastcgi'};
-    uwsgi_temp_path {tmp / 'uwsgi'};
-    scgi_temp_path {tmp / 'scgi'};
+    client_body_temp_path {tmp / "client_body"};
+    proxy_temp_path {tmp / "proxy"};
+    fastcgi_temp_path {tmp / "fastcgi"};
+    uwsgi_temp_path {tmp / "uwsgi"};
+    scgi_temp_path {tmp / "scgi"};
 
     # api.dealix.me -> 127.0.0.1:8001 on production
     server {{
-        listen 127.0.0.1:{state['nginx_port']};
+        listen 127.0.0.1:{state["nginx_port"]};
         server_name api.dealix.me;
 
         location / {{
-            proxy_pass http://127.0.0.1:{state['api_port']};
+            proxy_pass http://127.0.0.1:{state["api_port"]};
             proxy_http_version 1.1;
             proxy_set_header Host $host;
             proxy_set_header X-Real-IP $remote_addr;
@@ -702,9 +804,16 @@ def write_stubs_config(state: dict[str, Any], lay: Layout, sec: dict[str, str]) 
     write_private(lay.stubs_config, json.dumps(stubs_config(state, sec), indent=2) + "\n")
 
 
-def _program(name: str, command: list[str], lay: Layout, priority: int, *,
-             directory: Path | None = None, user: str | None = None,
-             extra: dict[str, str] | None = None) -> str:
+def _program(
+    name: str,
+    command: list[str],
+    lay: Layout,
+    priority: int,
+    *,
+    directory: Path | None = None,
+    user: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> str:
     log = lay.program_log(name)
     lines = [
         f"[program:{name}]",
@@ -737,31 +846,76 @@ def program_configs(state: dict[str, Any], lay: Layout) -> dict[str, str]:
     return {
         "saas-stubs": _program(
             "saas-stubs",
-            [py, str(project_root() / "sandbox" / "stubs" / "saas.py"), "--host", "127.0.0.1",
-             "--port", str(state["stubs_port"]), "--config", str(lay.stubs_config),
-             "--state", str(lay.stubs_state)],
-            lay, 5, directory=lay.stubs_dir),
+            [
+                py,
+                str(project_root() / "sandbox" / "stubs" / "saas.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(state["stubs_port"]),
+                "--config",
+                str(lay.stubs_config),
+                "--state",
+                str(lay.stubs_state),
+            ],
+            lay,
+            5,
+            directory=lay.stubs_dir,
+        ),
         "postgresql": _program(
-            "postgresql", [str(pg / "postgres"), "-D", str(lay.pgdata)], lay, 10,
-            directory=lay.pgdata, user="postgres" if root else None,
+            "postgresql",
+            [str(pg / "postgres"), "-D", str(lay.pgdata)],
+            lay,
+            10,
+            directory=lay.pgdata,
+            user="postgres" if root else None,
             # SIGINT is Postgres' "fast" shutdown: roll back and exit at once.
-            extra={"stopsignal": "INT", "stopwaitsecs": "30"}),
+            extra={"stopsignal": "INT", "stopwaitsecs": "30"},
+        ),
         "redis": _program("redis", ["/usr/bin/redis-server", str(lay.redis_conf)], lay, 10),
         "sshd": _program(
-            "sshd", ["/usr/sbin/sshd", "-D", "-E", str(lay.auth_log), "-f", str(lay.sshd_config)],
-            lay, 20),
+            "sshd",
+            ["/usr/sbin/sshd", "-D", "-E", str(lay.auth_log), "-f", str(lay.sshd_config)],
+            lay,
+            20,
+        ),
         "dealix-api": _program(
             "dealix-api",
-            [str(lay.app_venv / "bin" / "python"), "-m", "uvicorn", "dealix.main:app",
-             "--host", "127.0.0.1", "--port", str(state["api_port"])],
-            lay, 50, directory=lay.app_dir,
-            extra={"stopasgroup": "true", "killasgroup": "true", "stopwaitsecs": "10",
-                   "environment": 'PYTHONUNBUFFERED="1"'}),
+            [
+                str(lay.app_venv / "bin" / "python"),
+                "-m",
+                "uvicorn",
+                "dealix.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(state["api_port"]),
+            ],
+            lay,
+            50,
+            directory=lay.app_dir,
+            extra={
+                "stopasgroup": "true",
+                "killasgroup": "true",
+                "stopwaitsecs": "10",
+                "environment": 'PYTHONUNBUFFERED="1"',
+            },
+        ),
         "nginx": _program(
-            "nginx", ["/usr/sbin/nginx", "-p", str(lay.nginx_dir), "-c",
-                      str(lay.nginx_dir / "nginx.conf"), "-e",
-                      str(lay.log_dir / "nginx" / "error.log")],
-            lay, 60, extra={"stopwaitsecs": "10"}),
+            "nginx",
+            [
+                "/usr/sbin/nginx",
+                "-p",
+                str(lay.nginx_dir),
+                "-c",
+                str(lay.nginx_dir / "nginx.conf"),
+                "-e",
+                str(lay.log_dir / "nginx" / "error.log"),
+            ],
+            lay,
+            60,
+            extra={"stopwaitsecs": "10"},
+        ),
     }
 
 
@@ -777,11 +931,11 @@ file={lay.supervisor_socket}
 chmod=0700
 
 [supervisord]
-{user_line}logfile={lay.supervisor_dir / 'supervisord.log'}
+{user_line}logfile={lay.supervisor_dir / "supervisord.log"}
 logfile_maxbytes=2MB
 logfile_backups=2
 loglevel=info
-pidfile={lay.run_dir / 'supervisord.pid'}
+pidfile={lay.run_dir / "supervisord.pid"}
 childlogdir={lay.supervisor_logs}
 directory={lay.root}
 identifier=dealix-sandbox
@@ -805,8 +959,9 @@ files = {lay.programs_dir}/*.conf
 
 
 def supervisorctl_prefix(lay: Layout) -> str:
-    return shlex.join([str(project_python()), "-m", "supervisor.supervisorctl", "-c",
-                       str(lay.supervisor_conf)])
+    return shlex.join(
+        [str(project_python()), "-m", "supervisor.supervisorctl", "-c", str(lay.supervisor_conf)]
+    )
 
 
 def start_supervisord(lay: Layout) -> None:
@@ -815,8 +970,17 @@ def start_supervisord(lay: Layout) -> None:
     with log.open("ab") as fh:
         proc = subprocess.run(
             [str(project_python()), "-m", "supervisor.supervisord", "-c", str(lay.supervisor_conf)],
-            cwd=lay.root, env=clean_env(), stdin=subprocess.DEVNULL, stdout=fh,
-            stderr=subprocess.STDOUT, timeout=30, check=False)
+            cwd=lay.root,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=30,
+            check=False,
+        )
     if proc.returncode != 0:
-        raise SandboxError("supervisord", f"exited {proc.returncode} at start",
-                           log_tail=tail([log, lay.supervisor_dir / "supervisord.log"]))
+        raise SandboxError(
+            "supervisord",
+            f"exited {proc.returncode} at start",
+            log_tail=tail([log, lay.supervisor_dir / "supervisord.log"]),
+        )

@@ -25,8 +25,9 @@ from runbook.sandbox.procs import SandboxError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runbook sandbox",
-                                description="The disposable Dealix server (see sandbox/README.md).")
+    p = argparse.ArgumentParser(
+        prog="runbook sandbox", description="The disposable Dealix server (see sandbox/README.md)."
+    )
     p.add_argument("--dir", help="state dir (default: $RUNBOOK_SANDBOX_DIR or <project>/.sandbox)")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="build and start (idempotent)")
@@ -57,9 +58,11 @@ def main(argv: list[str]) -> int:
         if args.cmd == "up":
             t0 = time.monotonic()
             state = sb.up(fresh=args.fresh)
-            print(f"sandbox up in {time.monotonic() - t0:.1f} s: {state['base_url']} "
-                  f"(ssh {state['ssh_user']}@127.0.0.1 -p {state['ssh_port']}); "
-                  f"state in {sb.layout.state_file}")
+            print(
+                f"sandbox up in {time.monotonic() - t0:.1f} s: {state['base_url']} "
+                f"(ssh {state['ssh_user']}@127.0.0.1 -p {state['ssh_port']}); "
+                f"state in {sb.layout.state_file}"
+            )
             return 0
         if args.cmd == "down":
             sb.down()
@@ -72,8 +75,11 @@ def main(argv: list[str]) -> int:
             if args.list or not args.name:
                 for fault in Sandbox.fault_registry():
                     print(f"{fault.usage}")
-                    print(textwrap.fill(fault.description, 78, initial_indent="    ",
-                                        subsequent_indent="    "))
+                    print(
+                        textwrap.fill(
+                            fault.description, 78, initial_indent="    ", subsequent_indent="    "
+                        )
+                    )
                 return 0 if args.list else 2
             print(sb.fault(args.name))
             return 0

@@ -70,11 +70,14 @@ def parse(spec: str) -> tuple[Fault, str | None]:
         raise UnknownFault(f"fault {name!r} takes no parameter")
     if fault.param is not None:
         if not param:
-            raise UnknownFault(f"fault {name!r} needs a parameter: {fault.usage}"
-                               + (f" ({'|'.join(fault.choices)})" if fault.choices else ""))
+            raise UnknownFault(
+                f"fault {name!r} needs a parameter: {fault.usage}"
+                + (f" ({'|'.join(fault.choices)})" if fault.choices else "")
+            )
         if fault.choices and param not in fault.choices:
-            raise UnknownFault(f"fault {name!r}: {param!r} is not one of "
-                               f"{', '.join(fault.choices)}")
+            raise UnknownFault(
+                f"fault {name!r}: {param!r} is not one of {', '.join(fault.choices)}"
+            )
     return fault, (param if fault.param is not None else None)
 
 
@@ -98,8 +101,9 @@ def _postgres_up(sb: Sandbox, _: str | None) -> None:
 
 
 def _leak_connections(sb: Sandbox, _: str | None) -> None:
-    status, body = sb.api("/api/v1/admin/_sandbox/leak-connections", method="POST",
-                          admin=True, timeout=60)
+    status, body = sb.api(
+        "/api/v1/admin/_sandbox/leak-connections", method="POST", admin=True, timeout=60
+    )
     if status >= 300:
         raise RuntimeError(f"leak-connections answered {status}: {body}")
     sb.wait_deep("postgres", "red")
@@ -137,36 +141,58 @@ def _llm_up(sb: Sandbox, provider: str | None) -> None:
     sb.stub_control(f"/_stub/llm/{provider}", {"down": False})
 
 
-register(Fault(
-    "postgres-down",
-    "Stop PostgreSQL (supervisorctl stop postgresql): the API answers 500 OperationalError, "
-    "webhooks go to WEBHOOKS_DLQ, /health/deep shows postgres red. "
-    "Heal: start it and wait for SELECT 1 and deep health postgres green.",
-    _postgres_down, _postgres_up))
+register(
+    Fault(
+        "postgres-down",
+        "Stop PostgreSQL (supervisorctl stop postgresql): the API answers 500 OperationalError, "
+        "webhooks go to WEBHOOKS_DLQ, /health/deep shows postgres red. "
+        "Heal: start it and wait for SELECT 1 and deep health postgres green.",
+        _postgres_down,
+        _postgres_up,
+    )
+)
 
-register(Fault(
-    "pool-exhausted",
-    "Make the API leak database connections until Postgres refuses more "
-    "(max_connections 40, 3 reserved for the superuser): the API and Postgres are up, "
-    "superuser psql works, but /health/deep shows postgres red. "
-    "Heal: restart dealix-api, which drops the connections.",
-    _leak_connections, _restart_api))
+register(
+    Fault(
+        "pool-exhausted",
+        "Make the API leak database connections until Postgres refuses more "
+        "(max_connections 40, 3 reserved for the superuser): the API and Postgres are up, "
+        "superuser psql works, but /health/deep shows postgres red. "
+        "Heal: restart dealix-api, which drops the connections.",
+        _leak_connections,
+        _restart_api,
+    )
+)
 
-register(Fault(
-    "ci-red",
-    "Add a newest failed CI run on main for the origin's HEAD (GitHub Actions stub). "
-    "Heal: add a newer successful run.",
-    _ci_red, _ci_green))
+register(
+    Fault(
+        "ci-red",
+        "Add a newest failed CI run on main for the origin's HEAD (GitHub Actions stub). "
+        "Heal: add a newer successful run.",
+        _ci_red,
+        _ci_green,
+    )
+)
 
-register(Fault(
-    "redis-down",
-    "Stop Redis (supervisorctl stop redis): /health/deep shows redis red. "
-    "Heal: start it and wait for PING.",
-    _redis_down, _redis_up))
+register(
+    Fault(
+        "redis-down",
+        "Stop Redis (supervisorctl stop redis): /health/deep shows redis red. "
+        "Heal: start it and wait for PING.",
+        _redis_down,
+        _redis_up,
+    )
+)
 
-register(Fault(
-    "llm-down",
-    "Make one LLM provider's API fail (stub answers 5xx; its status page shows an incident): "
-    "the API's breaker for it opens after BREAKER_FAILURE_THRESHOLD failures. "
-    "Heal: the provider answers again (the breaker closes on its next half-open success).",
-    _llm_down, _llm_up, param="PROVIDER", choices=("anthropic", "openai", "google")))
+register(
+    Fault(
+        "llm-down",
+        "Make one LLM provider's API fail (stub answers 5xx; its status page shows an incident): "
+        "the API's breaker for it opens after BREAKER_FAILURE_THRESHOLD failures. "
+        "Heal: the provider answers again (the breaker closes on its next half-open success).",
+        _llm_down,
+        _llm_up,
+        param="PROVIDER",
+        choices=("anthropic", "openai", "google"),
+    )
+)

@@ -44,8 +44,9 @@ def project_root() -> Path:
     for parent in here.parents:
         if (parent / "pyproject.toml").is_file():
             return parent
-    raise RuntimeError("cannot find the project root (no pyproject.toml above "
-                       f"{here}); set RUNBOOK_HOME")
+    raise RuntimeError(
+        f"cannot find the project root (no pyproject.toml above {here}); set RUNBOOK_HOME"
+    )
 
 
 def default_state_dir() -> Path:

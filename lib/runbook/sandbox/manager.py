@@ -79,10 +79,12 @@ class Sandbox:
     `echo` receives one line per step of `up`/`down` (the CLI prints them).
     """
 
-    def __init__(self, state_dir: Path | str | None = None, *,
-                 echo: Callable[[str], None] | None = None):
-        self.state_dir = (Path(state_dir).expanduser().resolve() if state_dir is not None
-                          else default_state_dir())
+    def __init__(
+        self, state_dir: Path | str | None = None, *, echo: Callable[[str], None] | None = None
+    ):
+        self.state_dir = (
+            Path(state_dir).expanduser().resolve() if state_dir is not None else default_state_dir()
+        )
         self.layout = Layout(self.state_dir)
         self._echo = echo or (lambda _line: None)
 
@@ -144,8 +146,11 @@ class Sandbox:
                 self._wipe()
             state = self.state
             if state and state.get("layout_version") != LAYOUT_VERSION:
-                raise SandboxError("state", f"{self.layout.state_file} was written by another "
-                                   "version of the sandbox: run `runbook sandbox up --fresh`")
+                raise SandboxError(
+                    "state",
+                    f"{self.layout.state_file} was written by another "
+                    "version of the sandbox: run `runbook sandbox up --fresh`",
+                )
             if state.get("ready") and self._running_and_healthy(state):
                 pids = self._record_pids()
                 if pids != state.get("pids"):  # restarted by hand since: keep state.json true
@@ -185,10 +190,16 @@ class Sandbox:
         root = build.is_root()
         user = "root" if root else build.current_user()
         superuser = "postgres" if root else user
-        ports = build.free_ports(["ssh_port", "pg_port", "redis_port", "api_port",
-                                  "nginx_port", "stubs_port"])
-        psql = [str(build.pg_bindir() / "psql"), "-h", str(lay.pg_socket_dir),
-                "-p", str(ports["pg_port"])]
+        ports = build.free_ports(
+            ["ssh_port", "pg_port", "redis_port", "api_port", "nginx_port", "stubs_port"]
+        )
+        psql = [
+            str(build.pg_bindir() / "psql"),
+            "-h",
+            str(lay.pg_socket_dir),
+            "-p",
+            str(ports["pg_port"]),
+        ]
         state: dict[str, Any] = {
             "layout_version": LAYOUT_VERSION,
             "created_at": _now(),
@@ -228,8 +239,11 @@ class Sandbox:
             "pids": {},
             "ready": False,
         }
-        build.write_env_file(lay.secrets_file, build.generate_secrets(),
-                             header="The operator's secrets for the Dealix sandbox. Never commit.")
+        build.write_env_file(
+            lay.secrets_file,
+            build.generate_secrets(),
+            header="The operator's secrets for the Dealix sandbox. Never commit.",
+        )
         self._save(state)
         return state
 
@@ -272,13 +286,17 @@ class Sandbox:
             t_initdb = time.monotonic()
         try:
             if "app-repo" not in built:
-                state["origin_head"] = self._step(state, "app-repo",
-                                                  lambda: build.build_app_repo(lay))
+                state["origin_head"] = self._step(
+                    state, "app-repo", lambda: build.build_app_repo(lay)
+                )
             if "app-venv" not in built:
                 self._step(state, "app-venv", lambda: build.build_app_venv(lay))
             if "app-env" not in built:
-                self._step(state, "app-env", lambda: build.write_app_env(
-                    lay, state, self.secrets(), state["origin_head"]))
+                self._step(
+                    state,
+                    "app-env",
+                    lambda: build.write_app_env(lay, state, self.secrets(), state["origin_head"]),
+                )
         finally:
             if initdb is not None:
                 # Started before the app steps so that it ran alongside them.
@@ -302,9 +320,12 @@ class Sandbox:
         self._wait_ready(state)
         if "ci-runs" not in state["built"]:
             self._step(state, "ci-runs", lambda: self._seed_ci(state))
-        state = self._update(built=state["built"], timings=state.get("timings", {}),
-                             host_key_fingerprint=state["host_key_fingerprint"],
-                             origin_head=state.get("origin_head"))
+        state = self._update(
+            built=state["built"],
+            timings=state.get("timings", {}),
+            host_key_fingerprint=state["host_key_fingerprint"],
+            origin_head=state.get("origin_head"),
+        )
         return self._update(pids=self._record_pids(), ready=True, up_at=_now())
 
     def _write_configs(self, state: dict[str, Any]) -> None:
@@ -330,8 +351,12 @@ class Sandbox:
         lay.supervisor_socket.unlink(missing_ok=True)
         t0 = time.monotonic()
         build.start_supervisord(lay)
-        wait_for("supervisord", lambda: supervisor_state(lay.supervisor_socket) == "RUNNING",
-                 15, log=lay.supervisor_dir / "supervisord.log")
+        wait_for(
+            "supervisord",
+            lambda: supervisor_state(lay.supervisor_socket) == "RUNNING",
+            15,
+            log=lay.supervisor_dir / "supervisord.log",
+        )
         self._echo(f"  supervisord {time.monotonic() - t0:4.1f} s")
 
     def _add_new_programs(self) -> None:
@@ -353,20 +378,33 @@ class Sandbox:
         lay = self.layout
         t0 = time.monotonic()
         self.wait_postgres()
-        wait_for("sshd", lambda: ssh_banner(state["ssh_port"]).startswith("SSH-2.0-"),
-                 READY_TIMEOUT, log=[lay.program_log("sshd"), lay.auth_log])
+        wait_for(
+            "sshd",
+            lambda: ssh_banner(state["ssh_port"]).startswith("SSH-2.0-"),
+            READY_TIMEOUT,
+            log=[lay.program_log("sshd"), lay.auth_log],
+        )
         self.wait_redis()
-        wait_for("saas-stubs", lambda: http_get(state["stubs_url"] + "/_stub/health",
-                                                timeout=2)[0] == 200,
-                 READY_TIMEOUT, log=lay.program_log("saas-stubs"))
+        wait_for(
+            "saas-stubs",
+            lambda: http_get(state["stubs_url"] + "/_stub/health", timeout=2)[0] == 200,
+            READY_TIMEOUT,
+            log=lay.program_log("saas-stubs"),
+        )
         self.wait_api()
 
         def all_running() -> bool:
             states = {n: p["statename"] for n, p in self.programs().items()}
             return all(states.get(name) == "RUNNING" for name in PROGRAMS)
+
         # Answering is not enough: supervisord says RUNNING only after startsecs.
-        wait_for("supervisord", all_running, READY_TIMEOUT,
-                 log=lay.supervisor_dir / "supervisord.log", what="a program is not RUNNING")
+        wait_for(
+            "supervisord",
+            all_running,
+            READY_TIMEOUT,
+            log=lay.supervisor_dir / "supervisord.log",
+            what="a program is not RUNNING",
+        )
         self._echo(f"  ready      {time.monotonic() - t0:5.1f} s")
 
     def _build_database(self, state: dict[str, Any]) -> None:
@@ -379,11 +417,18 @@ class Sandbox:
             conn.execute("DROP ROLE IF EXISTS dealix")
             # A SCRAM verifier, not the password: no statement (and so no
             # server log line, should it fail) ever holds the plain secret.
-            conn.execute(sql.SQL("CREATE ROLE dealix LOGIN PASSWORD {}").format(
-                sql.Literal(build.scram_verifier(password))))
+            conn.execute(
+                sql.SQL("CREATE ROLE dealix LOGIN PASSWORD {}").format(
+                    sql.Literal(build.scram_verifier(password))
+                )
+            )
             conn.execute("CREATE DATABASE dealix OWNER dealix")
-        build.run([str(self.layout.app_venv / "bin" / "alembic"), "upgrade", "head"],
-                  "alembic", self.layout.root / "build.log", cwd=self.layout.app_dir)
+        build.run(
+            [str(self.layout.app_venv / "bin" / "alembic"), "upgrade", "head"],
+            "alembic",
+            self.layout.root / "build.log",
+            cwd=self.layout.app_dir,
+        )
         seed.seed_and_backup(self, state)
 
     def _seed_ci(self, state: dict[str, Any]) -> None:
@@ -444,8 +489,12 @@ class Sandbox:
         killed = reap(victims, grace=15)
         if killed:
             self._echo(f"  killed stragglers: {', '.join(map(str, killed))}")
-        for pidfile in (lay.run_dir / "supervisord.pid", lay.run_dir / "sshd.pid",
-                        lay.run_dir / "nginx.pid", lay.supervisor_socket):
+        for pidfile in (
+            lay.run_dir / "supervisord.pid",
+            lay.run_dir / "sshd.pid",
+            lay.run_dir / "nginx.pid",
+            lay.supervisor_socket,
+        ):
             pidfile.unlink(missing_ok=True)
         if lay.sock_dir.exists() and lay.sock_dir.stat().st_uid == os.geteuid():
             shutil.rmtree(lay.sock_dir, ignore_errors=True)
@@ -456,8 +505,12 @@ class Sandbox:
         """PIDs from state.json and pid files whose process still looks like ours."""
         lay = self.layout
         pids = set(state.get("pids", {}).values())
-        for pidfile in (lay.run_dir / "supervisord.pid", lay.run_dir / "sshd.pid",
-                        lay.run_dir / "nginx.pid", lay.pgdata / "postmaster.pid"):
+        for pidfile in (
+            lay.run_dir / "supervisord.pid",
+            lay.run_dir / "sshd.pid",
+            lay.run_dir / "nginx.pid",
+            lay.pgdata / "postmaster.pid",
+        ):
             with contextlib.suppress(OSError, ValueError, IndexError):
                 pids.add(int(pidfile.read_text().split()[0]))
         markers = (str(lay.root), str(lay.sock_dir))
@@ -549,27 +602,41 @@ class Sandbox:
         import psycopg
 
         state = self.state
-        return psycopg.connect(host=state["pg_socket_dir"], port=state["pg_port"],
-                               user=state["pg_superuser"], dbname=dbname, autocommit=True,
-                               connect_timeout=max(1, int(timeout)),
-                               application_name="runbook-sandbox")
+        return psycopg.connect(
+            host=state["pg_socket_dir"],
+            port=state["pg_port"],
+            user=state["pg_superuser"],
+            dbname=dbname,
+            autocommit=True,
+            connect_timeout=max(1, int(timeout)),
+            application_name="runbook-sandbox",
+        )
 
-    def query(self, sql: str, params: Any = None, dbname: str = "dealix",
-              timeout: float = 5) -> list[tuple[Any, ...]]:
+    def query(
+        self, sql: str, params: Any = None, dbname: str = "dealix", timeout: float = 5
+    ) -> list[tuple[Any, ...]]:
         """Rows of one query as the superuser: `sb.query("SELECT count(*) FROM leads")`."""
         with self.connect(dbname, timeout) as conn:
             cur = conn.execute(sql, params)
             return cur.fetchall() if cur.description else []
 
-    def api(self, path: str, *, method: str = "GET", admin: bool = False, body: Any = None,
-            timeout: float = 10) -> tuple[int, Any]:
+    def api(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        admin: bool = False,
+        body: Any = None,
+        timeout: float = 10,
+    ) -> tuple[int, Any]:
         """(status, JSON) of one API call through nginx; `admin=True` sends X-API-Key."""
         headers = {"X-API-Key": self.admin_key} if admin else {}
         url = self.state["base_url"] + path
         if method == "GET":
             return http_get(url, headers=headers, timeout=timeout)
-        return http_get(url, headers=headers, timeout=timeout, method=method,
-                        body={} if body is None else body)
+        return http_get(
+            url, headers=headers, timeout=timeout, method=method, body={} if body is None else body
+        )
 
     def stub_control(self, path: str, body: Any) -> Any:
         status, answer = http_post(self.state["stubs_url"] + path, body)
@@ -579,9 +646,16 @@ class Sandbox:
 
     def add_ci_run(self, conclusion: str, head_sha: str | None = None) -> Any:
         """Record a completed GitHub Actions run on main (newest first in the stub's list)."""
-        return self.stub_control("/_stub/github/runs", {
-            "head_sha": head_sha or self.state["origin_head"], "conclusion": conclusion,
-            "status": "completed", "name": "CI", "branch": "main"})
+        return self.stub_control(
+            "/_stub/github/runs",
+            {
+                "head_sha": head_sha or self.state["origin_head"],
+                "conclusion": conclusion,
+                "status": "completed",
+                "name": "CI",
+                "branch": "main",
+            },
+        )
 
     def ci_runs(self, per_page: int = 3) -> list[dict[str, Any]]:
         """Newest runs on main as the GitHub API lists them."""
@@ -589,8 +663,11 @@ class Sandbox:
         status, body = http_get(
             f"{state['stubs_url']}/github/repos/{state['github_repo']}/actions/runs"
             f"?branch=main&per_page={per_page}",
-            headers={"Authorization": f"Bearer {self.secrets()['GITHUB_TOKEN']}",
-                     "Accept": "application/vnd.github+json"})
+            headers={
+                "Authorization": f"Bearer {self.secrets()['GITHUB_TOKEN']}",
+                "Accept": "application/vnd.github+json",
+            },
+        )
         if status != 200:
             raise SandboxError("saas-stubs", f"GitHub runs answered {status}")
         return list(body["workflow_runs"])
@@ -599,30 +676,51 @@ class Sandbox:
 
     def wait_postgres(self, timeout: float = READY_TIMEOUT) -> None:
         lay = self.layout
-        wait_for("postgresql", lambda: self.query("SELECT 1", dbname="postgres", timeout=2),
-                 timeout, log=[lay.program_log("postgresql"),
-                               lay.pg_log_dir / "postgresql-15-main.log"])
+        wait_for(
+            "postgresql",
+            lambda: self.query("SELECT 1", dbname="postgres", timeout=2),
+            timeout,
+            log=[lay.program_log("postgresql"), lay.pg_log_dir / "postgresql-15-main.log"],
+        )
 
     def wait_redis(self, timeout: float = READY_TIMEOUT) -> None:
         lay = self.layout
-        wait_for("redis", lambda: redis_ping(self.state["redis_port"]), timeout,
-                 log=[lay.program_log("redis"), lay.log_dir / "redis" / "redis-server.log"])
+        wait_for(
+            "redis",
+            lambda: redis_ping(self.state["redis_port"]),
+            timeout,
+            log=[lay.program_log("redis"), lay.log_dir / "redis" / "redis-server.log"],
+        )
 
     def wait_api(self, timeout: float = READY_TIMEOUT) -> None:
         """Until GET /health answers 200 through nginx."""
         lay = self.layout
         base = self.state["base_url"]
-        wait_for("dealix-api", lambda: http_get(base + "/health", timeout=2)[0] == 200,
-                 timeout, log=[lay.program_log("dealix-api"), lay.program_log("nginx"),
-                               lay.log_dir / "nginx" / "error.log"])
+        wait_for(
+            "dealix-api",
+            lambda: http_get(base + "/health", timeout=2)[0] == 200,
+            timeout,
+            log=[
+                lay.program_log("dealix-api"),
+                lay.program_log("nginx"),
+                lay.log_dir / "nginx" / "error.log",
+            ],
+        )
 
     def wait_deep(self, part: str, status: str, timeout: float = READY_TIMEOUT) -> None:
         """Until /health/deep reports `part` (postgres, redis, llm_providers) as `status`."""
+
         def probe() -> bool:
             _, body = self.api("/health/deep", timeout=5)
             return isinstance(body, dict) and body.get(part, {}).get("status") == status
-        wait_for("dealix-api", probe, timeout, log=self.layout.program_log("dealix-api"),
-                 what=f"/health/deep {part} is not {status}")
+
+        wait_for(
+            "dealix-api",
+            probe,
+            timeout,
+            log=self.layout.program_log("dealix-api"),
+            what=f"/health/deep {part} is not {status}",
+        )
 
     # ------------------------------------------------------------------ status
 
@@ -640,14 +738,20 @@ class Sandbox:
             rows.append({"name": name, "healthy": healthy, "detail": detail})
 
         if not state:
-            return [{"name": "sandbox", "healthy": False,
-                     "detail": f"not built ({lay.state_file} missing): run `runbook sandbox up`"}]
+            return [
+                {
+                    "name": "sandbox",
+                    "healthy": False,
+                    "detail": f"not built ({lay.state_file} missing): run `runbook sandbox up`",
+                }
+            ]
 
         def supervisord() -> tuple[bool, str]:
             st = supervisor_state(lay.supervisor_socket)
             if st is None:
                 return False, "not running"
             return st == "RUNNING", f"{st}, pid {self.rpc(5).supervisor.getPID()}"
+
         row("supervisord", supervisord)
 
         try:
@@ -655,18 +759,22 @@ class Sandbox:
         except Exception:
             programs = {}
         for name in PROGRAMS:
+
             def prog(name: str = name) -> tuple[bool, str]:
                 info = programs.get(name)
                 if info is None:
                     return False, "unknown to supervisord"
                 return info["statename"] == "RUNNING", f"{info['statename']} {info['description']}"
+
             row(f"program {name}", prog)
 
         row("ssh login", lambda: self._check_ssh(state))
         row("postgres", lambda: self._check_postgres())
         row("dealix db", lambda: self._check_leads())
-        row("redis", lambda: (redis_ping(state["redis_port"]),
-                              f"PING 127.0.0.1:{state['redis_port']}"))
+        row(
+            "redis",
+            lambda: (redis_ping(state["redis_port"]), f"PING 127.0.0.1:{state['redis_port']}"),
+        )
         row("api /health", lambda: self._check_health(state))
         row("api /health/deep", lambda: self._check_deep())
         row("api dlq", lambda: self._check_dlq())
@@ -674,8 +782,13 @@ class Sandbox:
         row("ci main", lambda: self._check_ci())
         row("backups", lambda: seed.backups_summary(lay.backups_dir))
         faults = state.get("faults", [])
-        rows.append({"name": "faults", "healthy": not faults,
-                     "detail": ", ".join(faults) if faults else "none active"})
+        rows.append(
+            {
+                "name": "faults",
+                "healthy": not faults,
+                "detail": ", ".join(faults) if faults else "none active",
+            }
+        )
         return rows
 
     def _check_ssh(self, state: dict[str, Any]) -> tuple[bool, str]:
@@ -686,16 +799,25 @@ class Sandbox:
         client.load_host_keys(state["known_hosts"])
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
-            client.connect(state["ssh_host"], port=state["ssh_port"], username=state["ssh_user"],
-                           key_filename=state["ssh_key"], allow_agent=False,
-                           look_for_keys=False, timeout=5, banner_timeout=5, auth_timeout=5)
+            client.connect(
+                state["ssh_host"],
+                port=state["ssh_port"],
+                username=state["ssh_user"],
+                key_filename=state["ssh_key"],
+                allow_agent=False,
+                look_for_keys=False,
+                timeout=5,
+                banner_timeout=5,
+                auth_timeout=5,
+            )
             _, out, _ = client.exec_command("id -un", timeout=5)
             who = out.read().decode().strip()
         finally:
             client.close()
         ok = who == state["ssh_user"]
-        return ok, (f"logged in as {who} on port {state['ssh_port']} "
-                    f"({state['host_key_fingerprint']})")
+        return ok, (
+            f"logged in as {who} on port {state['ssh_port']} ({state['host_key_fingerprint']})"
+        )
 
     def _check_postgres(self) -> tuple[bool, str]:
         t0 = time.monotonic()
@@ -733,9 +855,13 @@ class Sandbox:
         if not runs:
             return False, "no CI runs on main"
         newest = runs[0]
-        return (newest.get("conclusion") == "success",
-                "newest runs on main: " + ", ".join(
-                    f"{r.get('conclusion') or r.get('status')} {r['head_sha'][:7]}" for r in runs))
+        return (
+            newest.get("conclusion") == "success",
+            "newest runs on main: "
+            + ", ".join(
+                f"{r.get('conclusion') or r.get('status')} {r['head_sha'][:7]}" for r in runs
+            ),
+        )
 
     # ------------------------------------------------------------------ faults
 
@@ -792,20 +918,32 @@ class Sandbox:
         the DLQs; replaying it (the admin drain, as the runbook does) keeps
         one drill's leftovers out of the next one's signals.
         """
-        wait_for("dealix-api", lambda: self.api("/health/deep", timeout=5)[0] == 200, timeout,
-                 log=self.layout.program_log("dealix-api"), what="/health/deep is not all green")
+        wait_for(
+            "dealix-api",
+            lambda: self.api("/health/deep", timeout=5)[0] == 200,
+            timeout,
+            log=self.layout.program_log("dealix-api"),
+            what="/health/deep is not all green",
+        )
         deadline = time.monotonic() + timeout
         while True:
             queues = self._dlq_depths()
             if not any(queues.values()):
                 return
             if time.monotonic() > deadline:
-                raise SandboxError("heal", f"DLQs still hold items after draining: {queues}",
-                                   log_tail=tail(self.layout.program_log("dealix-api")))
+                raise SandboxError(
+                    "heal",
+                    f"DLQs still hold items after draining: {queues}",
+                    log_tail=tail(self.layout.program_log("dealix-api")),
+                )
             for name, queue in DLQS.items():
                 if queues.get(queue):
-                    self.api(f"/api/v1/admin/dlq/{name}/drain?limit=1000", method="POST",
-                             admin=True, timeout=60)
+                    self.api(
+                        f"/api/v1/admin/dlq/{name}/drain?limit=1000",
+                        method="POST",
+                        admin=True,
+                        timeout=60,
+                    )
             time.sleep(0.2)
 
     def _dlq_depths(self) -> dict[str, int]:

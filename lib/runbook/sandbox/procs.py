@@ -199,11 +199,16 @@ def redis_ping(port: int, timeout: float = 2.0) -> bool:
         return s.recv(64).startswith(b"+PONG")
 
 
-def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0,
-             method: str = "GET", body: Any = None) -> tuple[int, Any]:
+def http_get(
+    url: str,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+    method: str = "GET",
+    body: Any = None,
+) -> tuple[int, Any]:
     """(status, parsed JSON or text) for one request to a loopback URL."""
     assert url.startswith("http://"), url
-    hostport, _, path = url[len("http://"):].partition("/")
+    hostport, _, path = url[len("http://") :].partition("/")
     host, _, port = hostport.partition(":")
     conn = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
     try:
@@ -223,15 +228,22 @@ def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5
         return resp.status, raw.decode(errors="replace")
 
 
-def http_post(url: str, body: Any = None, headers: dict[str, str] | None = None,
-              timeout: float = 10.0) -> tuple[int, Any]:
-    return http_get(url, headers=headers, timeout=timeout, method="POST",
-                    body={} if body is None else body)
+def http_post(
+    url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> tuple[int, Any]:
+    return http_get(
+        url, headers=headers, timeout=timeout, method="POST", body={} if body is None else body
+    )
 
 
-def wait_for(part: str, probe: Callable[[], object], timeout: float,
-             log: Path | Iterable[Path] | None = None, interval: float = 0.1,
-             what: str = "not ready") -> None:
+def wait_for(
+    part: str,
+    probe: Callable[[], object],
+    timeout: float,
+    log: Path | Iterable[Path] | None = None,
+    interval: float = 0.1,
+    what: str = "not ready",
+) -> None:
     """Call `probe` until it returns truthy; on timeout raise SandboxError with the log's tail.
 
     Exceptions from the probe count as "not yet"; the last one is quoted.
@@ -246,8 +258,9 @@ def wait_for(part: str, probe: Callable[[], object], timeout: float,
         except Exception as exc:
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() >= deadline:
-            raise SandboxError(part, f"not ready after {timeout:.0f} s ({last})",
-                               log_tail=tail(log))
+            raise SandboxError(
+                part, f"not ready after {timeout:.0f} s ({last})", log_tail=tail(log)
+            )
         time.sleep(interval)
 
 

@@ -39,30 +39,167 @@ USERS = 200
 BACKUP_DAYS = 4
 DUMP_HOUR_UTC = 3
 
-_CITIES = ("Riyadh", "Jeddah", "Dammam", "Khobar", "Makkah", "Madinah", "Tabuk", "Abha",
-           "Qassim", "Hail", "Jazan", "Najran", "Yanbu", "Al Ula", "Taif", "Jubail",
-           "Dubai", "Abu Dhabi", "Doha", "Manama", "Muscat", "Kuwait")
-_NAMES = ("Al Noor", "Al Safwa", "Al Rayyan", "Al Yamamah", "Al Faisaliah", "Najd", "Hejaz",
-          "Tihama", "Al Bayan", "Al Mada", "Sahara", "Al Waha", "Al Marjan", "Al Jazeera",
-          "Al Khaleej", "Al Dana", "Al Majd", "Rawabi", "Al Hilal", "Nakheel", "Al Ameen",
-          "Tamkeen", "Masar", "Wasl", "Injaz", "Ruwad", "Afaq", "Manara", "Sadeem", "Thuraya")
-_SECTORS = ("Logistics", "Trading", "Contracting", "Foods", "Health Clinics", "Tech",
-            "Real Estate", "Auto Parts", "Coffee Roasters", "Hospitality", "Solar",
-            "Fintech", "Print House", "Marine Services", "Textiles", "Dates", "Pharma",
-            "Education", "Cosmetics", "Facilities Management", "Steel", "Perfumes")
+_CITIES = (
+    "Riyadh",
+    "Jeddah",
+    "Dammam",
+    "Khobar",
+    "Makkah",
+    "Madinah",
+    "Tabuk",
+    "Abha",
+    "Qassim",
+    "Hail",
+    "Jazan",
+    "Najran",
+    "Yanbu",
+    "Al Ula",
+    "Taif",
+    "Jubail",
+    "Dubai",
+    "Abu Dhabi",
+    "Doha",
+    "Manama",
+    "Muscat",
+    "Kuwait",
+)
+_NAMES = (
+    "Al Noor",
+    "Al Safwa",
+    "Al Rayyan",
+    "Al Yamamah",
+    "Al Faisaliah",
+    "Najd",
+    "Hejaz",
+    "Tihama",
+    "Al Bayan",
+    "Al Mada",
+    "Sahara",
+    "Al Waha",
+    "Al Marjan",
+    "Al Jazeera",
+    "Al Khaleej",
+    "Al Dana",
+    "Al Majd",
+    "Rawabi",
+    "Al Hilal",
+    "Nakheel",
+    "Al Ameen",
+    "Tamkeen",
+    "Masar",
+    "Wasl",
+    "Injaz",
+    "Ruwad",
+    "Afaq",
+    "Manara",
+    "Sadeem",
+    "Thuraya",
+)
+_SECTORS = (
+    "Logistics",
+    "Trading",
+    "Contracting",
+    "Foods",
+    "Health Clinics",
+    "Tech",
+    "Real Estate",
+    "Auto Parts",
+    "Coffee Roasters",
+    "Hospitality",
+    "Solar",
+    "Fintech",
+    "Print House",
+    "Marine Services",
+    "Textiles",
+    "Dates",
+    "Pharma",
+    "Education",
+    "Cosmetics",
+    "Facilities Management",
+    "Steel",
+    "Perfumes",
+)
 _SUFFIXES = ("Co.", "Est.", "LLC", "Group", "Trading Est.", "Holding", "", "", "")
-_FIRST = ("Abdullah", "Mohammed", "Fahad", "Khalid", "Sultan", "Faisal", "Turki", "Nasser",
-          "Saad", "Omar", "Yousef", "Ahmed", "Ali", "Hamad", "Majed", "Bandar", "Saud",
-          "Abdulrahman", "Ibrahim", "Rakan", "Nouf", "Sara", "Reem", "Lama", "Haya", "Maha",
-          "Noura", "Amal", "Dana", "Latifa", "Jawaher", "Hessa", "Mashael", "Shahad",
-          "Ghada", "Asma", "Rana", "Alanoud")
-_LAST = ("Al-Qahtani", "Al-Otaibi", "Al-Ghamdi", "Al-Zahrani", "Al-Harbi", "Al-Shehri",
-         "Al-Dosari", "Al-Mutairi", "Al-Anazi", "Al-Shammari", "Al-Subaie", "Al-Malki",
-         "Al-Amri", "Al-Juhani", "Al-Rashidi", "Al-Hajri", "Al-Marri", "Al-Kuwari",
-         "Al-Balushi", "Al-Mansoori", "Al-Khalifa", "Al-Sulaiman", "Al-Tamimi", "Bakr",
-         "Haddad", "Al-Faraj", "Al-Jaber", "Al-Saleh")
-_SOURCES = (("website", 30), ("referral", 14), ("linkedin", 16), ("whatsapp", 14),
-            ("cold-outbound", 10), ("partner", 6), ("event:LEAP", 5), ("google-ads", 5))
+_FIRST = (
+    "Abdullah",
+    "Mohammed",
+    "Fahad",
+    "Khalid",
+    "Sultan",
+    "Faisal",
+    "Turki",
+    "Nasser",
+    "Saad",
+    "Omar",
+    "Yousef",
+    "Ahmed",
+    "Ali",
+    "Hamad",
+    "Majed",
+    "Bandar",
+    "Saud",
+    "Abdulrahman",
+    "Ibrahim",
+    "Rakan",
+    "Nouf",
+    "Sara",
+    "Reem",
+    "Lama",
+    "Haya",
+    "Maha",
+    "Noura",
+    "Amal",
+    "Dana",
+    "Latifa",
+    "Jawaher",
+    "Hessa",
+    "Mashael",
+    "Shahad",
+    "Ghada",
+    "Asma",
+    "Rana",
+    "Alanoud",
+)
+_LAST = (
+    "Al-Qahtani",
+    "Al-Otaibi",
+    "Al-Ghamdi",
+    "Al-Zahrani",
+    "Al-Harbi",
+    "Al-Shehri",
+    "Al-Dosari",
+    "Al-Mutairi",
+    "Al-Anazi",
+    "Al-Shammari",
+    "Al-Subaie",
+    "Al-Malki",
+    "Al-Amri",
+    "Al-Juhani",
+    "Al-Rashidi",
+    "Al-Hajri",
+    "Al-Marri",
+    "Al-Kuwari",
+    "Al-Balushi",
+    "Al-Mansoori",
+    "Al-Khalifa",
+    "Al-Sulaiman",
+    "Al-Tamimi",
+    "Bakr",
+    "Haddad",
+    "Al-Faraj",
+    "Al-Jaber",
+    "Al-Saleh",
+)
+_SOURCES = (
+    ("website", 30),
+    ("referral", 14),
+    ("linkedin", 16),
+    ("whatsapp", 14),
+    ("cold-outbound", 10),
+    ("partner", 6),
+    ("event:LEAP", 5),
+    ("google-ads", 5),
+)
 _PHONE = (("+9665", 8, 80), ("+9715", 8, 9), ("+9743", 7, 4), ("+9733", 7, 3), ("+9689", 7, 4))
 _PLANS = (
     (1, "starter", "Starter", "299.00", 500, True),
@@ -126,8 +263,15 @@ def generate(now: datetime, leads: int = LEADS, users: int = USERS) -> Rows:
     data: dict[str, list[dict[str, Any]]] = {}
 
     data["pricing_plans"] = [
-        {"id": i, "code": c, "name": n, "price_monthly_sar": p, "max_leads": m, "active": a,
-         "created_at": now - timedelta(days=500)}
+        {
+            "id": i,
+            "code": c,
+            "name": n,
+            "price_monthly_sar": p,
+            "max_leads": m,
+            "active": a,
+            "created_at": now - timedelta(days=500),
+        }
         for i, c, n, p, m, a in _PLANS
     ]
 
@@ -149,11 +293,21 @@ def generate(now: datetime, leads: int = LEADS, users: int = USERS) -> Rows:
             created = now - timedelta(days=rng.uniform(3, 20))  # a few new hires
         else:
             created = now - timedelta(days=rng.uniform(100, 540))
-        user_rows.append({"id": i, "email": email, "full_name": f"{first} {last}", "role": role,
-                          "created_at": created})
+        user_rows.append(
+            {
+                "id": i,
+                "email": email,
+                "full_name": f"{first} {last}",
+                "role": role,
+                "created_at": created,
+            }
+        )
     data["users"] = sorted(user_rows, key=lambda r: r["created_at"])
-    owners = [u["id"] for u in user_rows
-              if u["role"] == "sales" and u["created_at"] < now - timedelta(days=91)]
+    owners = [
+        u["id"]
+        for u in user_rows
+        if u["role"] == "sales" and u["created_at"] < now - timedelta(days=91)
+    ]
 
     lead_rows = []
     for i, t in enumerate(_lead_times(rng, now, leads), start=1):
@@ -169,85 +323,127 @@ def generate(now: datetime, leads: int = LEADS, users: int = USERS) -> Rows:
         elif age_days < 20:
             status = rng.choices(("new", "contacted", "qualified", "lost"), (25, 45, 22, 8))[0]
         else:
-            status = rng.choices(("contacted", "qualified", "proposal", "won", "lost"),
-                                 (25, 20, 13, 12, 30))[0]
-        lead_rows.append({
-            "id": i,
-            "user_id": rng.choice(owners) if rng.random() < 0.9 else None,
-            "company": company,
-            "contact_name": f"{first} {last}",
-            "email": f"{first.lower()}@{domain}{tld}" if rng.random() < 0.93 else None,
-            "phone": _phone(rng) if rng.random() < 0.85 else None,
-            "source": _weighted(rng, _SOURCES),
-            "status": status,
-            "score": max(0, min(100, int(rng.gauss(55, 20)))),
-            "created_at": t,
-        })
+            status = rng.choices(
+                ("contacted", "qualified", "proposal", "won", "lost"), (25, 20, 13, 12, 30)
+            )[0]
+        lead_rows.append(
+            {
+                "id": i,
+                "user_id": rng.choice(owners) if rng.random() < 0.9 else None,
+                "company": company,
+                "contact_name": f"{first} {last}",
+                "email": f"{first.lower()}@{domain}{tld}" if rng.random() < 0.93 else None,
+                "phone": _phone(rng) if rng.random() < 0.85 else None,
+                "source": _weighted(rng, _SOURCES),
+                "status": status,
+                "score": max(0, min(100, int(rng.gauss(55, 20)))),
+                "created_at": t,
+            }
+        )
     data["leads"] = lead_rows
 
     end = now - timedelta(hours=1)
     notes, calls = [], []
-    note_texts = ("Called, asked for a proposal in Arabic and English.",
-                  "Interested in the Growth plan; decision after Ramadan.",
-                  "Sent pricing; waiting for procurement.", "No answer, follow up on WhatsApp.",
-                  "Demo booked with their GM.", "Wants ZATCA e-invoicing integration.",
-                  "Budget approved for Q1.", "Competitor already in place, revisit in 6 months.")
+    note_texts = (
+        "Called, asked for a proposal in Arabic and English.",
+        "Interested in the Growth plan; decision after Ramadan.",
+        "Sent pricing; waiting for procurement.",
+        "No answer, follow up on WhatsApp.",
+        "Demo booked with their GM.",
+        "Wants ZATCA e-invoicing integration.",
+        "Budget approved for Q1.",
+        "Competitor already in place, revisit in 6 months.",
+    )
     for lead in lead_rows:
         if rng.random() < 0.25:
             t = min(lead["created_at"] + timedelta(hours=rng.uniform(0.5, 120)), end)
-            notes.append({"id": len(notes) + 1, "lead_id": lead["id"],
-                          "author": rng.choice(user_rows)["email"],
-                          "body": rng.choice(note_texts), "created_at": t})
+            notes.append(
+                {
+                    "id": len(notes) + 1,
+                    "lead_id": lead["id"],
+                    "author": rng.choice(user_rows)["email"],
+                    "body": rng.choice(note_texts),
+                    "created_at": t,
+                }
+            )
         for kind, p in (("enrichment", 0.5), ("outbound", 0.2)):
             if rng.random() < p:
                 t = min(lead["created_at"] + timedelta(seconds=rng.uniform(5, 3600)), end)
-                calls.append({"id": len(calls) + 1,
-                              "job_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                              "kind": kind, "provider": rng.choices(
-                                  ("anthropic", "openai", "google"), (85, 12, 3))[0],
-                              "lead_id": lead["id"], "created_at": t})
+                calls.append(
+                    {
+                        "id": len(calls) + 1,
+                        "job_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                        "kind": kind,
+                        "provider": rng.choices(("anthropic", "openai", "google"), (85, 12, 3))[0],
+                        "lead_id": lead["id"],
+                        "created_at": t,
+                    }
+                )
     data["lead_notes"] = sorted(notes, key=lambda r: r["created_at"])
     data["llm_calls"] = sorted(calls, key=lambda r: r["created_at"])
 
     approvals = []
-    kinds = (("discount", {"plan": "scale", "discount_pct": 20, "reason": "annual prepay"}),
-             ("refund", {"amount_sar": 899, "reason": "double charge"}),
-             ("bulk_outbound", {"recipients": 1200, "template": "ramadan-offer"}),
-             ("plan_change", {"from": "growth", "to": "enterprise"}),
-             ("data_export", {"scope": "leads", "format": "csv"}))
+    kinds = (
+        ("discount", {"plan": "scale", "discount_pct": 20, "reason": "annual prepay"}),
+        ("refund", {"amount_sar": 899, "reason": "double charge"}),
+        ("bulk_outbound", {"recipients": 1200, "template": "ramadan-offer"}),
+        ("plan_change", {"from": "growth", "to": "enterprise"}),
+        ("data_export", {"scope": "leads", "format": "csv"}),
+    )
     for i in range(1, 15):
         kind, payload = kinds[i % len(kinds)]
         pending = i > 9
         created = now - timedelta(hours=rng.uniform(2, 40) if pending else rng.uniform(50, 400))
-        approvals.append({"id": i, "kind": kind,
-                          "payload": json.dumps({**payload, "lead_id": rng.randrange(1, leads)}),
-                          "status": "pending" if pending else rng.choice(("approved", "rejected",
-                                                                          "approved")),
-                          "requested_by": rng.choice(user_rows)["email"], "created_at": created})
+        approvals.append(
+            {
+                "id": i,
+                "kind": kind,
+                "payload": json.dumps({**payload, "lead_id": rng.randrange(1, leads)}),
+                "status": "pending"
+                if pending
+                else rng.choice(("approved", "rejected", "approved")),
+                "requested_by": rng.choice(user_rows)["email"],
+                "created_at": created,
+            }
+        )
     data["approvals"] = sorted(approvals, key=lambda r: r["created_at"])
 
     events = []
     for i in range(1, 41):
         source = rng.choice(("moyasar", "hubspot", "whatsapp", "calendly"))
         t = min(now - timedelta(hours=rng.uniform(1, 24 * 7)), end)
-        events.append({"id": i, "event_id": f"evt_{uuid.UUID(int=rng.getrandbits(128)).hex[:24]}",
-                       "source": source,
-                       "payload": json.dumps({"type": f"{source}.event", "lead_id":
-                                              rng.randrange(1, leads)}),
-                       "received_at": t,
-                       "processed_at": t + timedelta(seconds=rng.uniform(0.1, 3))})
+        events.append(
+            {
+                "id": i,
+                "event_id": f"evt_{uuid.UUID(int=rng.getrandbits(128)).hex[:24]}",
+                "source": source,
+                "payload": json.dumps(
+                    {"type": f"{source}.event", "lead_id": rng.randrange(1, leads)}
+                ),
+                "received_at": t,
+                "processed_at": t + timedelta(seconds=rng.uniform(0.1, 3)),
+            }
+        )
     data["webhook_events"] = sorted(events, key=lambda r: r["received_at"])
     return data
 
 
 _TIME_COLUMN = {"webhook_events": "received_at"}
 # Parents before children: foreign keys hold within every phase.
-_ORDER = ("pricing_plans", "users", "leads", "lead_notes", "llm_calls", "approvals",
-          "webhook_events")
+_ORDER = (
+    "pricing_plans",
+    "users",
+    "leads",
+    "lead_notes",
+    "llm_calls",
+    "approvals",
+    "webhook_events",
+)
 
 
-def _load_phase(conn: Any, data: dict[str, list[dict[str, Any]]], lo: datetime | None,
-                hi: datetime) -> int:
+def _load_phase(
+    conn: Any, data: dict[str, list[dict[str, Any]]], lo: datetime | None, hi: datetime
+) -> int:
     n = 0
     with conn.cursor() as cur:
         for table in _ORDER:
@@ -261,8 +457,10 @@ def _load_phase(conn: Any, data: dict[str, list[dict[str, Any]]], lo: datetime |
                 for r in chunk:
                     copy.write_row([r[c] for c in columns])
             # Table names come from _ORDER, never from input.
-            cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
-                        f"(SELECT max(id) FROM {table}))")
+            cur.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
+                f"(SELECT max(id) FROM {table}))"
+            )
             n += len(chunk)
     return n
 
@@ -272,22 +470,34 @@ def dump(sb: Sandbox, target: Path, when: datetime | None = None) -> Path:
     state = sb.state
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
-    argv = build.as_db_superuser([str(Path(state["pg_bindir"]) / "pg_dump"), "-h",
-                                  state["pg_socket_dir"], "-p", str(state["pg_port"]), "dealix"])
+    argv = build.as_db_superuser(
+        [
+            str(Path(state["pg_bindir"]) / "pg_dump"),
+            "-h",
+            state["pg_socket_dir"],
+            "-p",
+            str(state["pg_port"]),
+            "dealix",
+        ]
+    )
     with tmp.open("wb") as out:
-        dumper = subprocess.Popen(argv, cwd="/", env=build.clean_env(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
-        zipper = subprocess.Popen(["gzip", "-6"], stdin=dumper.stdout, stdout=out,
-                                  env=build.clean_env())
+        dumper = subprocess.Popen(
+            argv, cwd="/", env=build.clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        zipper = subprocess.Popen(
+            ["gzip", "-6"], stdin=dumper.stdout, stdout=out, env=build.clean_env()
+        )
         assert dumper.stdout is not None
         dumper.stdout.close()
         _, err = dumper.communicate(timeout=300)
         zipper.wait(timeout=300)
     if dumper.returncode != 0 or zipper.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise SandboxError("backups", f"pg_dump exited {dumper.returncode}, gzip "
-                           f"{zipper.returncode}", log_tail=err.decode(errors="replace")
-                           .splitlines()[-10:])
+        raise SandboxError(
+            "backups",
+            f"pg_dump exited {dumper.returncode}, gzip {zipper.returncode}",
+            log_tail=err.decode(errors="replace").splitlines()[-10:],
+        )
     tmp.replace(target)
     if when is not None:
         os.utime(target, (when.timestamp(), when.timestamp()))
@@ -337,6 +547,6 @@ def backups_summary(backups_dir: Path) -> tuple[bool, str]:
     st = newest.stat()
     age_h = (datetime.now(UTC).timestamp() - st.st_mtime) / 3600
     ok = age_h <= 26 and st.st_size >= 1024
-    return ok, (f"{len(files)} files, newest {newest.name} "
-                f"({age_h:.1f} h old, {st.st_size // 1024} KiB)")
-
+    return ok, (
+        f"{len(files)} files, newest {newest.name} ({age_h:.1f} h old, {st.st_size // 1024} KiB)"
+    )
