@@ -15,9 +15,11 @@ def project_root() -> Path:
         return Path(env).resolve()
     here = Path(__file__).resolve()
     for parent in here.parents:
-        if (parent / "pyproject.toml").exists() and (parent / "parameters").is_dir():
+        if (parent / "pyproject.toml").is_file() and (parent / "parameters").is_dir():
             return parent
-    return Path.cwd()
+    raise RuntimeError(
+        f"cannot find the project root (no pyproject.toml above {here}); set RUNBOOK_HOME"
+    )
 
 
 def parameters_dir() -> Path:
@@ -39,4 +41,4 @@ def outputs_dir() -> Path:
 def sandbox_state_dir() -> Path:
     """The sandbox's state dir: `$RUNBOOK_SANDBOX_DIR`, else .sandbox/ in the checkout."""
     env = os.environ.get("RUNBOOK_SANDBOX_DIR")
-    return Path(env).resolve() if env else project_root() / ".sandbox"
+    return Path(env).expanduser().resolve() if env else project_root() / ".sandbox"

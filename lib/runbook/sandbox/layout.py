@@ -18,9 +18,11 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from runbook.paths import project_root as project_root
+from runbook.paths import sandbox_state_dir
 
 # Bumped when the layout changes incompatibly; an older state dir then asks
 # for `up --fresh` instead of being half-reused.
@@ -31,30 +33,9 @@ GITHUB_REPO = "VoXc2/dealix"
 PROGRAMS = ("saas-stubs", "postgresql", "redis", "sshd", "dealix-api", "nginx")
 
 
-def project_root() -> Path:
-    """The directory holding pyproject.toml, found upward from this file.
-
-    `$RUNBOOK_HOME` overrides it (an installed, non-editable copy of the
-    package has no pyproject.toml above it).
-    """
-    env = os.environ.get("RUNBOOK_HOME")
-    if env:
-        return Path(env).resolve()
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "pyproject.toml").is_file():
-            return parent
-    raise RuntimeError(
-        f"cannot find the project root (no pyproject.toml above {here}); set RUNBOOK_HOME"
-    )
-
-
 def default_state_dir() -> Path:
     """`$RUNBOOK_SANDBOX_DIR`, else `<project root>/.sandbox`."""
-    env = os.environ.get("RUNBOOK_SANDBOX_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    return project_root() / ".sandbox"
+    return sandbox_state_dir()
 
 
 @dataclass(frozen=True)
