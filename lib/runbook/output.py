@@ -23,6 +23,8 @@ Example::
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import deque
 from pathlib import Path
 from typing import BinaryIO
@@ -116,7 +118,7 @@ class StreamCapture:
             self._log = _NullLog()  # type: ignore[assignment]
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
+        self._log = _LogWriter(self.log_path)  # type: ignore[assignment]
         self._log.write(b"".join(x + b"\n" for x in [*self._head, *self._tail]))
 
     def close(self) -> str:
@@ -145,6 +147,37 @@ class StreamCapture:
         lines.extend(_show(x) for x in self._tail)
         end = "\n" if lines and not self._no_final_newline else ""
         return "\n".join(lines) + end
+
+
+class _LogWriter:
+    """Writes the log from a thread: the disk write (which releases the GIL)
+    then overlaps with receiving and scanning the next block. The queue is
+    short, so memory stays bounded."""
+
+    def __init__(self, path: Path):
+        self._fh = path.open("wb")
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="runbook-log")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._q.get()) is not None:
+            try:
+                self._fh.write(data)
+            except BaseException as exc:  # surfaced on close
+                self._error = exc
+
+    def write(self, data: bytes) -> int:
+        self._q.put(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join()
+        self._fh.close()
+        if self._error is not None:
+            raise self._error
 
 
 class _NullLog:

@@ -334,9 +334,9 @@ class SSHTransport(Transport):
     """One SSH connection per session, reused for every command."""
 
     # The window bounds what the server may send before we read it: wide enough
-    # to stream at full speed (8 MB covers ~80 MB/s at 100 ms RTT), small
+    # to stream at full speed (4 MB covers ~40 MB/s at 100 ms RTT), small
     # enough that memory stays flat whatever the output size.
-    WINDOW = 8 * 1024 * 1024
+    WINDOW = 4 * 1024 * 1024
     PACKET = 131072
     # Read everything buffered in one call: paramiko's buffer shifts its whole
     # content on a partial read, which makes small reads of a full buffer slow.
