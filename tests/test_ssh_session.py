@@ -75,6 +75,8 @@ def test_dead_connection_is_reported_then_reconnected(session, sandbox) -> None:
     with pytest.raises(CommandInterrupted) as info:
         session.probe("sleep 0.3; kill -9 $PPID; sleep 5", shell=True, timeout=30)
     assert "NOT re-run" in str(info.value)
+    # and sshd itself goes down and comes back before the next command
+    sandbox.restart("sshd")
     assert session.probe(["echo", "again"]).stdout.strip() == "again"
     assert session.transport.connects == 2
 
