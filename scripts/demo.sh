@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Set everything up, start the sandbox, and run the health check headless
-# against it with its evidence saved.
+# Set everything up, start the sandbox, and run the monthly restore drill
+# headless against it with its evidence saved.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/runbook sandbox up
-.venv/bin/runbook run health_check
+.venv/bin/runbook run restore_drill

@@ -3,6 +3,10 @@
 runbook sandbox up | down | status | fault NAME | fault --list | heal
 runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
 runbook list
+runbook verify RUN_DIR | --chain [OUTPUTS]
+runbook history [--scenario S] [--env E] [--since DATE] [--format table|csv|json] [--plot FILE]
+runbook postmortem RUN_DIR
+runbook seal RUN_DIR            (seal a plain papermill run: HTML, manifest, chain)
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from runbook.errors import ParameterError
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # nbformat -> jsonschema imports rfc3987_syntax (an optional IRI format checker)
+    # when installed, and it builds a grammar at import: ~0.9 s of every `runbook run`.
+    # No notebook schema uses IRI formats; jsonschema skips the checker without it.
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     if argv and argv[0] == "sandbox":
         from runbook.sandbox.cli import main as sandbox_main
 
@@ -33,17 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--approved-by", metavar="NAME")
     p_run.add_argument("--timeout", type=float, default=None, help="per-cell timeout, seconds")
     sub.add_parser("list", help="the scenarios and their parameters")
+    _add_evidence_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in ("verify", "history", "postmortem", "seal"):
+        from runbook.evidence_cli import run_command
+
+        return run_command(args)
 
     from runbook import runner
 
     if args.command == "list":
         from runbook.paths import notebooks_dir
+        from runbook.scenarios import list_text
 
-        for nb in sorted(notebooks_dir().glob("*.ipynb")):
-            declared = runner.declared_parameters(nb)
-            params = ", ".join(f"{k}={v.get('default')}" for k, v in declared.items())
-            print(f"{nb.stem:20s} {params}")
+        print(list_text(sorted(notebooks_dir().glob("*.ipynb"))))
         return 0
     params = {name: runner.parse_value(value) for name, value in args.parameter}
     for flag, name in (("env", "env"), ("confirm", "confirm"), ("approved_by", "approved_by")):
@@ -58,6 +69,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runbook: {exc}", file=sys.stderr)
         return runner.EXIT["parameters"]
     return code
+
+
+def _add_evidence_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check a run folder against its manifest, or the chain")
+    p.add_argument("run_dir", nargs="?", help="run folder (or, with --chain, the outputs folder)")
+    p.add_argument("--chain", action="store_true", help="check <outputs>/CHAIN and every run")
+    p = sub.add_parser("history", help="every record under outputs/, as a table, CSV or JSON")
+    p.add_argument("--scenario")
+    p.add_argument("--env")
+    p.add_argument("--since", metavar="DATE", help="e.g. 2026-01-01")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--plot", metavar="FILE", help="PNG: drills and rollbacks against targets")
+    p.add_argument("--outputs", metavar="DIR", help="default: $RUNBOOK_OUTPUTS or outputs/")
+    p = sub.add_parser("postmortem", help="a docs/incidents draft from a run folder")
+    p.add_argument("run_dir")
+    p = sub.add_parser("seal", help="seal a run folder (plain papermill runs): HTML, manifest")
+    p.add_argument("run_dir")
 
 
 if __name__ == "__main__":

@@ -111,6 +111,10 @@ class Backups:
     dir: str = "/var/backups/postgres"
     pattern: str = "dealix-*.sql.gz"
     min_size_bytes: int = 1024
+    # custom-format dumps (`pg_dump -Fc`), restored in parallel with `pg_restore -j`
+    custom_pattern: str = "dealix-*.dump"
+    # the tables the restore drill compares with production
+    tables: list[str] = field(default_factory=lambda: ["leads", "users"])
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,48 @@ class Targets:
 
 
 @dataclass(frozen=True)
+class Security:
+    """Scenario 6: the logs read and kept as evidence, the firewall, fail2ban.
+
+    `firewall` is "ufw", "iptables" or None (no host firewall: its steps
+    report "not available on this target"). `fail2ban_status_file` stands in
+    for `fail2ban-client status <jail>` where no fail2ban runs (the loopback
+    sandbox); `evidence_dir` is where the incident tarball is made on the server.
+    """
+
+    auth_log: str = "/var/log/auth.log"
+    nginx_logs: str = "/var/log/nginx"
+    api_access_log: str = "/var/log/nginx/access.log"
+    app_logs: list[str] = field(default_factory=lambda: ["/var/log/dealix*"])
+    firewall: str | None = "ufw"
+    fail2ban_jail: str = "sshd"
+    fail2ban_status_file: str | None = None
+    evidence_dir: str = "/root"
+    ssh_port: int = 22
+
+
+@dataclass(frozen=True)
+class LLMProviders:
+    """Scenario 4: each LLM provider's Statuspage (base URL of `/api/v2/summary.json`)
+    and API base URL, by provider name."""
+
+    status_pages: dict[str, str] = field(
+        default_factory=lambda: {
+            "anthropic": "https://status.anthropic.com",
+            "openai": "https://status.openai.com",
+            "google": "https://status.cloud.google.com",
+        }
+    )
+    api_urls: dict[str, str] = field(
+        default_factory=lambda: {
+            "anthropic": "https://api.anthropic.com",
+            "openai": "https://api.openai.com",
+            "google": "https://generativelanguage.googleapis.com",
+        }
+    )
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     kind: str
@@ -170,6 +216,8 @@ class Profile:
     secrets: Secrets = field(default_factory=Secrets)
     do_not_touch: DoNotTouch = field(default_factory=DoNotTouch)
     targets: Targets = field(default_factory=Targets)
+    llm: LLMProviders = field(default_factory=LLMProviders)
+    security: Security = field(default_factory=Security)
     source: str = ""
 
     @property
@@ -316,6 +364,10 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         if not isinstance(value, list):
             raise _type_error(key, "a list", value, source)
         return [_coerce(args[0], v, key, source) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(key, "a mapping", value, source)
+        return {str(k): _coerce(args[1], v, f"{key}.{k}", source) for k, v in value.items()}
     if args and type(None) in args:
         if value is None:
             return None

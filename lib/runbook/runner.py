@@ -23,10 +23,12 @@ Exit codes:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -70,15 +72,53 @@ def notebook_path(scenario: str) -> Path:
 
 
 def declared_parameters(path: Path) -> dict[str, dict[str, Any]]:
-    """The notebook's parameters cell, as papermill reads it."""
+    """The notebook's parameters cell, as papermill reads it, completed by Python's parser.
+
+    papermill's line parser skips a line like ``backup = None  # None = the newest``
+    (an ``=`` in the comment) with a warning, and would then refuse nothing and
+    document nothing for it; `ast` reads every assignment.
+    """
+    import ast
+    import logging
+
     import papermill
 
-    return papermill.inspect_notebook(str(path))
+    log = logging.getLogger("papermill")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        declared = dict(papermill.inspect_notebook(str(path)))
+    finally:
+        log.setLevel(level)
+    nb = json.loads(path.read_text())
+    for cell in nb.get("cells", []):
+        if "parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = "".join(cell.get("source", ""))
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            break
+        for node in tree.body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name) and target.id not in declared:
+                        declared[target.id] = {
+                            "name": target.id,
+                            "inferred_type_name": "None",
+                            "default": ast.get_source_segment(source, node.value),
+                            "help": "",
+                        }
+        break
+    return declared
 
 
-def validate_parameters(scenario: str, params: dict[str, Any]) -> dict[str, Any]:
+def validate_parameters(
+    scenario: str, params: dict[str, Any], *, path: Path | None = None
+) -> dict[str, Any]:
     """Refuse unknown names and secret values before anything runs."""
-    declared = declared_parameters(notebook_path(scenario))
+    declared = declared_parameters(path or notebook_path(scenario))
     for name in params:
         if not name.isidentifier():
             raise ParameterError(f"parameter name {name!r} is not a Python identifier", key=name)
@@ -115,10 +155,6 @@ def parse_value(text: str) -> Any:
     return text
 
 
-class _Interrupted(Exception):
-    pass
-
-
 def run(
     scenario: str,
     params: dict[str, Any],
@@ -127,10 +163,30 @@ def run(
     quiet: bool = False,
 ) -> tuple[int, Path]:
     """Run one scenario; returns (exit code, run folder)."""
+    return run_notebook(notebook_path(scenario), scenario, params, timeout=timeout, quiet=quiet)
+
+
+def run_notebook(
+    path: Path,
+    scenario: str,
+    params: dict[str, Any],
+    *,
+    timeout: float | None = None,
+    quiet: bool = False,
+    grace: float = 20.0,
+) -> tuple[int, Path]:
+    """Run the notebook at `path` as `scenario` (tests use it for generated notebooks).
+
+    SIGINT and SIGTERM interrupt the kernel (a KeyboardInterrupt in the running
+    cell, which the session records), stop before the next cell, and give up
+    on the kernel after `grace` seconds or at a second signal; in every case
+    papermill saves the notebook as far as it got and the record says
+    "interrupted" (exit 5).
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    params = validate_parameters(scenario, params)
+    params = validate_parameters(scenario, params, path=path)
     env = str(params.get("env", "sandbox"))
     run_dir = new_run_dir(env, scenario)
     output = run_dir / f"{scenario}.ipynb"
@@ -138,16 +194,20 @@ def run(
     started = utc_now()
     t0 = time.monotonic()
     outcome, error = "ok", None
+    _register_engine()
+    from runbook import evidence_tools
 
-    def _on_term(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    old = signal.signal(signal.SIGTERM, _on_term)
+    evidence_tools.prewarm()
+    control = _Control(grace=grace)
+    global _CONTROL
+    _CONTROL = control
+    old = control.install()
     try:
         papermill.execute_notebook(
-            str(notebook_path(scenario)),
+            str(path),
             str(output),
             parameters=params,
+            engine_name=ENGINE_NAME,
             kernel_name=KERNEL_NAME,
             cwd=str(notebooks_dir()),
             progress_bar=False,
@@ -169,16 +229,139 @@ def run(
         )
         error = {"type": name, "message": str(exc)[:2000]}
     finally:
-        signal.signal(signal.SIGTERM, old)
+        control.restore(old)
+        _CONTROL = None
         os.environ.pop("RUNBOOK_RUN_DIR", None)
+    if control.signal:
+        # whatever the cell raised on its way out, the operator stopped the run
+        outcome = "interrupted"
+        error = {"type": "KeyboardInterrupt", "message": f"run stopped by {control.signal}"}
     code = finalize_record(
-        run_dir, scenario, env, params, outcome, error, started, time.monotonic() - t0, output
+        run_dir,
+        scenario,
+        env,
+        params,
+        outcome,
+        error,
+        started,
+        time.monotonic() - t0,
+        output,
+        stopped_by=control.signal,
     )
+    evidence_tools.seal(run_dir, env=env)
     if not quiet:
         print(f"outcome:   {_record(run_dir).get('outcome')} (exit {code})")
         print(f"notebook:  {output}")
+        print(f"html:      {run_dir / (scenario + '.html')}")
         print(f"record:    {run_dir / 'record.json'}")
+        print(f"manifest:  {run_dir / 'MANIFEST.sha256'}")
     return code, run_dir
+
+
+class _Control:
+    """What the signal handler and the engine share during one run."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.signal: str | None = None
+        self.count = 0
+        self.cell_index: int | None = None
+        self._timer: threading.Timer | None = None
+
+    def install(self) -> dict[int, Any]:
+        old: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, self._on_signal)
+        return old
+
+    def restore(self, old: dict[int, Any]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.signal = signal.Signals(signum).name
+            # the kernel runs in a session of its own, so a terminal's Ctrl-C
+            # never reaches it: pass it on, the cell gets a KeyboardInterrupt
+            for pid in kernel_pids():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGINT)
+            self._timer = threading.Timer(self.grace, self._give_up)
+            self._timer.daemon = True
+            self._timer.start()
+            return
+        # a second signal, or the kernel ignored the first for `grace` seconds
+        raise KeyboardInterrupt(f"signal {self.signal}; the kernel did not stop in time")
+
+    def _give_up(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+_CONTROL: _Control | None = None
+ENGINE_NAME = "runbook"
+
+
+def kernel_pids() -> list[int]:
+    """Direct child processes of this one that are Jupyter kernels."""
+    me = os.getpid()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != me:
+                continue
+            cmdline = Path(entry.path, "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"ipykernel" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _register_engine() -> None:
+    """papermill's nbclient engine, plus: stop between cells once a signal came, and
+    mark the cell that was running when the kernel died or timed out (papermill
+    itself only marks cells that raised, and leaves `exception: null` otherwise)."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class RunbookEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):  # type: ignore[override]
+            control = _CONTROL
+            start = nb_man.cell_start
+
+            def cell_start(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
+                if control is not None:
+                    if control.signal:
+                        raise KeyboardInterrupt(f"signal {control.signal}: stopped before cell")
+                    control.cell_index = cell_index
+                return start(cell, cell_index, **kw)
+
+            nb_man.cell_start = cell_start
+            try:
+                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            except BaseException as exc:
+                index = control.cell_index if control is not None else None
+                if index is not None and index < len(nb_man.nb.cells):
+                    meta = nb_man.nb.cells[index].metadata.setdefault("papermill", {})
+                    meta["exception"] = True
+                    meta["status"] = "failed"
+                nb_man.nb.metadata.setdefault("papermill", {})["exception"] = True
+                nb_man.nb.metadata["runbook"] = {
+                    "stopped_by": type(exc).__name__,
+                    "cell_index": index,
+                }
+                raise
+
+    if ENGINE_NAME not in papermill_engines._engines:
+        papermill_engines.register(ENGINE_NAME, RunbookEngine)
 
 
 def _record(run_dir: Path) -> dict[str, Any]:
@@ -196,6 +379,8 @@ def finalize_record(
     started: Any,
     duration: float,
     notebook: Path,
+    *,
+    stopped_by: str | None = None,
 ) -> int:
     """Make record.json tell the true outcome, whatever the kernel managed to write."""
     record = _record(run_dir)
@@ -223,8 +408,19 @@ def finalize_record(
         outcome = "failed"
         error = {"type": "NoVerdict", "message": "the notebook ended without session.done()"}
     record["outcome"] = outcome
+    unfinished = open_step(run_dir) if outcome != "ok" else None
+    if unfinished:
+        # a dead, stuck or interrupted kernel never got to close its step:
+        # commands.jsonl knows it started
+        record["failed_step"] = record.get("failed_step") or unfinished["name"]
+        steps = record.setdefault("steps", [])
+        if not any(s.get("name") == unfinished["name"] and s.get("finished") for s in steps):
+            steps[:] = [s for s in steps if s.get("name") != unfinished["name"]]
+            steps.append({**unfinished, "finished": iso(utc_now()), "status": outcome})
     if error and not record.get("error"):
         record["error"] = error
+    if stopped_by:
+        record["stopped_by"] = stopped_by
     record["exit_code"] = EXIT.get(outcome, 1)
     record["finished"] = iso(utc_now())
     record["runner"] = {
@@ -236,3 +432,26 @@ def finalize_record(
     # redact once more: nothing unredacted reaches the disk
     Evidence(run_dir, Redactor()).write_record(record)
     return record["exit_code"]
+
+
+def open_step(run_dir: Path) -> dict[str, Any] | None:
+    """The innermost step commands.jsonl shows started and never ended."""
+    path = run_dir / "commands.jsonl"
+    if not path.exists():
+        return None
+    running: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("kind") != "step":
+            continue
+        if event.get("event") == "start":
+            running.append({"name": event.get("step"), "started": event.get("ts")})
+        elif event.get("event") == "end":
+            running = [s for s in running if s["name"] != event.get("step")]
+    if not running:
+        return None
+    step = running[-1]
+    return {"name": step["name"], "started": step["started"], "duration_s": None, "error": None}

@@ -148,6 +148,7 @@ class Session:
         self.checks: list[Check] = []
         self.changes: list[Change] = []
         self.would_change: list[Change] = []
+        self.metrics: dict[str, dict[str, Any]] = {}
         self._current: Step | None = None
         self._transport: Transport | None = None
         self._outcome = "running"
@@ -333,6 +334,8 @@ class Session:
                 "exit_code": outcome.exit_code,
                 "signal": outcome.signal,
                 "status": result.status,
+                # accepted exit codes differ per call: the review (appendix C) needs the verdict
+                "ok": result.ok,
                 "duration_s": round(duration, 4),
                 "bytes_out": out.bytes,
                 "bytes_err": err.bytes,
@@ -557,6 +560,22 @@ class Session:
         self.evidence.append({"kind": "check", **c.to_dict()})
         return c
 
+    def metric(
+        self, name: str, value: float, unit: str = "", target: float | None = None
+    ) -> None:
+        """Record a measured number for `runbook history` (e.g. "restore_minutes", 7.2, "min", 15).
+
+        Recorded in record.json under "metrics" (and in commands.jsonl as it happens).
+        """
+        self.metrics[name] = {
+            "value": None if value is None else float(value),
+            "unit": unit,
+            "target": target,
+            "step": self.current_step,
+        }
+        self.evidence.append({"kind": "metric", "name": name, **self.metrics[name]})
+        self._write_record()
+
     def checks_table(self):  # -> pandas.DataFrame
         return checks_frame(self.checks)
 
@@ -624,6 +643,7 @@ class Session:
             "error": self._error,
             "steps": [s.to_dict() for s in self.steps],
             "checks": [c.to_dict() for c in self.checks],
+            "metrics": self.metrics,
             "changes": [c.to_dict() for c in self.changes],
             "would_change": [c.to_dict() for c in self.would_change],
             "commands_run": self.commands_run,

@@ -196,3 +196,7 @@ register(
         choices=("anthropic", "openai", "google"),
     )
 )
+from runbook.sandbox import faults_deploy  # noqa: E402,F401
+from runbook.sandbox import faults_incidents  # noqa: E402,F401
+from runbook.sandbox import faults_restore  # noqa: E402,F401
+from runbook.sandbox import faults_security  # noqa: E402,F401

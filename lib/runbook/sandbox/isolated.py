@@ -1,0 +1,350 @@
+"""Isolated mode (`runbook sandbox up --isolated`, root only): a server host with a real firewall.
+
+On top of the loopback sandbox, a network namespace plays the server's
+network side, reached over veth pairs, with its own addresses:
+
+```
+ operator (this machine)          server namespace rbs<id>          outside namespace rbo<id>
+ 10.213.K.1  ── veth ──  10.213.K.2   sshd :22, iptables,    10.214.K.2  ── veth ──  10.214.K.1
+                                      fail2ban (sshd jail)
+```
+
+- sshd listens on port 22 inside the namespace (same host key, same
+  authorized key as the loopback sshd); its log lines get syslog-style ISO
+  timestamps and go to the auth log the profile names, which fail2ban reads.
+- iptables in the namespace is the host firewall (ufw cannot run without
+  its own /etc and kernel-module handling; iptables is what ufw drives).
+  Rules there never touch this machine's own.
+- fail2ban runs in the namespace with an `sshd` jail on that auth log and the
+  `iptables-multiport` ban action; `fail2ban-client` in an SSH session finds
+  it through `/etc/netns/<ns>/fail2ban`, which `ip netns exec` mounts over
+  `/etc/fail2ban` for everything started in the namespace.
+- A second namespace is an outside client: `outside_probe` in the profile
+  runs `ip netns exec rbo<id> …` to test SSH from another address.
+
+What stays on loopback (and why): PostgreSQL, Redis, the API, nginx in front
+of it and the stubs keep running under the sandbox's supervisord on this
+machine's 127.0.0.1. A shell in the namespace reaches them through their
+Unix sockets (supervisorctl, psql) and the shared filesystem (the app dir,
+.env, logs); the notebooks reach the API through nginx as before. The
+firewall therefore guards SSH, which is what scenario 6 locks down.
+
+Only our own namespaces' addresses (10.213.K.0/30 and 10.214.K.0/30, K chosen
+free at `up`) are ever targeted; the attacker addresses in the faults are
+documentation addresses that only appear in logs and ban rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runbook.sandbox import build
+from runbook.sandbox.procs import SandboxError, start_time
+
+if TYPE_CHECKING:
+    from runbook.sandbox.manager import Sandbox
+
+NETNS_ETC = Path("/etc/netns")
+
+
+def _run(*cmd: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess:
+    full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    proc = subprocess.run(full, capture_output=True, text=True, timeout=60)
+    if check and proc.returncode != 0:
+        raise SandboxError("isolated", f"{' '.join(full)}: exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def names(sb: Sandbox) -> dict[str, str]:
+    """Namespace and interface names (≤ 15 chars), stable for one state dir."""
+    h = hashlib.sha256(str(sb.state_dir).encode()).hexdigest()[:6]
+    return {
+        "server_ns": f"rbs{h}",
+        "outside_ns": f"rbo{h}",
+        "veth_host": f"rbh{h}a",
+        "veth_server": f"rbh{h}b",
+        "veth_out": f"rbo{h}a",
+        "veth_srv_out": f"rbo{h}b",
+    }
+
+
+def _used_subnets() -> set[int]:
+    out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    used = set()
+    for line in out.splitlines():
+        for word in line.split():
+            if word.startswith(("10.213.", "10.214.")):
+                used.add(int(word.split(".")[2]))
+    return used
+
+
+def _pick_k(sb: Sandbox) -> int:
+    start = int(hashlib.sha256(str(sb.state_dir).encode()).hexdigest()[:4], 16) % 250
+    used = _used_subnets()
+    for i in range(250):
+        k = (start + i) % 250 + 1
+        if k not in used:
+            return k
+    raise SandboxError("isolated", "no free 10.213.K.0/30 subnet")
+
+
+def isolated_dir(sb: Sandbox) -> Path:
+    return sb.state_dir / "isolated"
+
+
+def is_up(sb: Sandbox) -> bool:
+    iso = sb.state.get("isolated")
+    if not iso:
+        return False
+    return all(_alive(p) for p in iso.get("pids", {}).values()) and _ns_exists(iso["server_ns"])
+
+
+def _alive(entry: list[int]) -> bool:
+    pid, started = entry
+    return start_time(pid) == started
+
+
+def _ns_exists(ns: str) -> bool:
+    return ns in _run("ip", "netns", "list", check=False).stdout.split()
+
+
+def sshd_config(sb: Sandbox) -> str:
+    """The loopback sshd's config, listening on port 22 in the namespace."""
+    text = build.sshd_config_text(sb.state, sb.layout)
+    out = []
+    for line in text.splitlines():
+        if line.startswith("Port "):
+            line = "Port 22"
+        elif line.startswith("ListenAddress "):
+            line = "ListenAddress 0.0.0.0"
+        elif line.startswith("PidFile "):
+            line = f"PidFile {isolated_dir(sb) / 'sshd.pid'}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def fail2ban_config(sb: Sandbox, ns: str) -> Path:
+    """/etc/netns/<ns>/fail2ban: Debian's config plus our jail and our socket paths."""
+    d = isolated_dir(sb)
+    etc = NETNS_ETC / ns / "fail2ban"
+    if etc.exists():
+        shutil.rmtree(etc)
+    shutil.copytree("/etc/fail2ban", etc)
+    (etc / "fail2ban.local").write_text(
+        "[Definition]\n"
+        f"socket = {d / 'fail2ban.sock'}\n"
+        f"pidfile = {d / 'fail2ban.pid'}\n"
+        f"logtarget = {d / 'fail2ban.log'}\n"
+        f"dbfile = {d / 'fail2ban.sqlite3'}\n"
+    )
+    (etc / "jail.local").write_text(
+        "[DEFAULT]\n"
+        "banaction = iptables-multiport\n"
+        "banaction_allports = iptables-allports\n"
+        "findtime = 10m\n"
+        "maxretry = 5\n"
+        "bantime = 1h\n"
+        "\n[sshd]\n"
+        "enabled = true\n"
+        "port = 22\n"
+        "backend = polling\n"
+        f"logpath = {sb.state['auth_log']}\n"
+    )
+    return etc
+
+
+def up(sb: Sandbox) -> dict[str, Any]:
+    """Build the namespaces, start sshd and fail2ban in the server one; idempotent."""
+    if not build.is_root():
+        raise SandboxError("isolated", "isolated mode needs root (network namespaces, iptables)")
+    for tool in ("ip", "iptables", "fail2ban-server", "fail2ban-client"):
+        if not shutil.which(tool):
+            raise SandboxError(
+                "isolated",
+                f"{tool} is missing: apt-get install -y iptables fail2ban (scripts/setup.sh does)",
+            )
+    sb.up()
+    if is_up(sb):
+        return sb.state["isolated"]
+    down(sb)
+    n = names(sb)
+    k = _pick_k(sb)
+    ip = {
+        "operator_ip": f"10.213.{k}.1",
+        "server_ip": f"10.213.{k}.2",
+        "outside_ip": f"10.214.{k}.1",
+        "server_outside_ip": f"10.214.{k}.2",
+    }
+    srv, out = n["server_ns"], n["outside_ns"]
+    d = isolated_dir(sb)
+    d.mkdir(parents=True, exist_ok=True)
+    _run("ip", "netns", "add", srv)
+    _run("ip", "netns", "add", out)
+    _run("ip", "link", "add", n["veth_host"], "type", "veth", "peer", "name", n["veth_server"])
+    _run("ip", "link", "set", n["veth_server"], "netns", srv)
+    _run("ip", "addr", "add", f"{ip['operator_ip']}/30", "dev", n["veth_host"])
+    _run("ip", "link", "set", n["veth_host"], "up")
+    _run("ip", "link", "add", n["veth_out"], "type", "veth", "peer", "name", n["veth_srv_out"])
+    _run("ip", "link", "set", n["veth_out"], "netns", out)
+    _run("ip", "link", "set", n["veth_srv_out"], "netns", srv)
+    for ns, dev, addr in (
+        (srv, n["veth_server"], ip["server_ip"]),
+        (srv, n["veth_srv_out"], ip["server_outside_ip"]),
+        (out, n["veth_out"], ip["outside_ip"]),
+    ):
+        _run("ip", "addr", "add", f"{addr}/30", "dev", dev, ns=ns)
+        _run("ip", "link", "set", dev, "up", ns=ns)
+        _run("ip", "link", "set", "lo", "up", ns=ns)
+    # The firewall as a fresh server has it: SSH open to all (what the runbook then locks down).
+    _run("iptables", "-P", "INPUT", "ACCEPT", ns=srv)
+    _run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT", ns=srv)
+
+    kind, blob = build.host_key_line(sb.layout)
+    known = d / "known_hosts"
+    known.write_text(
+        f"{ip['server_ip']} {kind} {blob}\n{ip['server_outside_ip']} {kind} {blob}\n"
+    )
+    cfg = d / "sshd_config"
+    cfg.write_text(sshd_config(sb))
+    _run("/usr/sbin/sshd", "-t", "-f", str(cfg))
+    build.ensure_privsep_dir()
+    auth_log = sb.state["auth_log"]
+    # sshd -e writes bare lines to stderr; stamp them as rsyslog does (ISO time,
+    # host, sshd[pid]) so fail2ban can date them, and append to the auth log.
+    stamp = (
+        f"exec /usr/sbin/sshd -D -e -f {cfg} 2>&1 | while IFS= read -r line; do "
+        'printf "%s dealix sshd[%s]: %s\\n" "$(date -u +%Y-%m-%dT%H:%M:%S.%6N+00:00)" '
+        f'"$SSHD_PID" "$line"; done >> {auth_log}'
+    )
+    log = (d / "procs.log").open("ab")
+    sshd = subprocess.Popen(
+        ["ip", "netns", "exec", srv, "bash", "-c", f"SSHD_PID=$$; {stamp}"],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    fail2ban_config(sb, srv)
+    f2b = subprocess.Popen(
+        ["ip", "netns", "exec", srv, "fail2ban-server", "-f", "-x", "start"],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    _wait(lambda: _banner(ip["server_ip"], 22, 1).startswith("SSH-2.0-"), "sshd in the namespace")
+    _wait(
+        lambda: _run("fail2ban-client", "ping", ns=srv, check=False).returncode == 0,
+        "fail2ban in the namespace",
+    )
+    info = {
+        **n,
+        **ip,
+        "k": k,
+        "ssh_port": 22,
+        "known_hosts": str(known),
+        "sshd_config": str(cfg),
+        "outside_probe": f"ip netns exec {out}",
+        "pids": {
+            "sshd": [sshd.pid, start_time(sshd.pid)],
+            "fail2ban": [f2b.pid, start_time(f2b.pid)],
+        },
+    }
+    # Flat keys for profiles (`${sandbox.isolated_server_ip}`), the whole for `down`.
+    sb._update(isolated=info, **{f"isolated_{k2}": v for k2, v in info.items() if k2 != "pids"})
+    return info
+
+
+def _banner(host: str, port: int, timeout: float) -> str:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(256).decode(errors="replace").strip()
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _wait(ok: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok():
+            return
+        time.sleep(0.2)
+    raise SandboxError("isolated", f"{what} did not come up within {timeout:.0f}s")
+
+
+def ssh_reachable_from_outside(sb: Sandbox, timeout: float = 3.0) -> bool:
+    """Does the outside namespace get sshd's banner? (DROP makes it time out.)"""
+    iso = sb.state["isolated"]
+    code = (
+        "import socket,sys\n"
+        "try:\n"
+        f"    s=socket.create_connection(({iso['server_outside_ip']!r},22),timeout={timeout})\n"
+        f"    s.settimeout({timeout}); sys.exit(0 if s.recv(64).startswith(b'SSH-') else 1)\n"
+        "except OSError:\n"
+        "    sys.exit(1)\n"
+    )
+    import sys
+
+    proc = subprocess.run(
+        ["ip", "netns", "exec", iso["outside_ns"], sys.executable, "-c", code],
+        capture_output=True,
+        timeout=timeout + 10,
+    )
+    return proc.returncode == 0
+
+
+def ssh_reachable_from_operator(sb: Sandbox, timeout: float = 3.0) -> bool:
+    return _banner(sb.state["isolated"]["server_ip"], 22, timeout).startswith("SSH-2.0-")
+
+
+def iptables(sb: Sandbox, *args: str) -> str:
+    return _run("iptables", *args, ns=sb.state["isolated"]["server_ns"]).stdout
+
+
+def down(sb: Sandbox) -> None:
+    """Stop sshd and fail2ban in the namespace, delete namespaces, veths, /etc/netns dirs."""
+    iso = sb.state.get("isolated") or {}
+    n = names(sb)
+    for entry in (iso.get("pids") or {}).values():
+        pid, started = entry
+        if start_time(pid) == started:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 5
+    for entry in (iso.get("pids") or {}).values():
+        pid, started = entry
+        while start_time(pid) == started and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if start_time(pid) == started:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    # per-connection sshd children in the namespace outlive the listener: kill what is left
+    for ns in (n["server_ns"], n["outside_ns"]):
+        if _ns_exists(ns):
+            pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()
+            for p in pids:
+                try:
+                    os.kill(int(p), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            _run("ip", "netns", "del", ns, check=False)
+        etc = NETNS_ETC / ns
+        if etc.exists():
+            shutil.rmtree(etc)
+    # deleting the namespace removes its veth ends, and with them the peers
+    _run("ip", "link", "del", n["veth_host"], check=False)
+    if sb.state.get("isolated"):
+        sb._update(isolated=None)

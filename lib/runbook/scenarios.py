@@ -1,0 +1,116 @@
+"""`runbook list`: the scenarios, their parameters, and what each needs before it runs.
+
+What a scenario needs comes from the notebook itself, so it cannot drift:
+
+- the notebook metadata ``runbook`` (optional), e.g.
+  ``{"changes": true, "secrets": ["ADMIN_KEY"], "approval": "second downgrade"}``;
+- otherwise it is read off the parameters cell and the code: a ``confirm``
+  parameter means the scenario changes things (confirmation needed off the
+  sandbox), ``approved_by`` means a rule can ask for a named approver, and
+  ``secrets.get("NAME")`` / the admin API name the secrets it reads.
+
+Example::
+
+    >>> needs_from_code(['s.api.admin_get("/x")', 'k = s.secrets.get("SENTRY_TOKEN")'])
+    ['ADMIN_KEY', 'SENTRY_TOKEN']
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_SECRET_GET = re.compile(r"secrets\.get\(\s*['\"]([A-Z0-9_]+)['\"]")
+# calls that go through the admin API use ADMIN_KEY (api.py)
+_ADMIN = re.compile(r"\.(admin_get|admin_post|dlq_stats|pending_approvals|drain)\(")
+
+
+@dataclass
+class Scenario:
+    name: str
+    path: Path
+    parameters: dict[str, Any] = field(default_factory=dict)
+    changes: bool = False
+    approval: str | None = None
+    secrets: list[str] = field(default_factory=list)
+    title: str = ""
+
+    def needs(self) -> str:
+        parts = []
+        parts.append(
+            "confirmation off the sandbox (--confirm ENV)" if self.changes else "read-only"
+        )
+        if self.approval:
+            parts.append(f"approver (--approved-by NAME) for {self.approval}")
+        if self.secrets:
+            parts.append("secrets " + ", ".join(self.secrets))
+        return "; ".join(parts)
+
+
+def needs_from_code(
+    sources: list[str],
+    admin_key: str = "ADMIN_KEY",
+    github_token: str = "GITHUB_TOKEN",  # noqa: S107 - a variable name, not a value
+) -> list[str]:
+    """Secret names the code reads (the admin API and GitHub by their profile names)."""
+    found: set[str] = set()
+    for src in sources:
+        found.update(_SECRET_GET.findall(src))
+        if _ADMIN.search(src) or "health.check_all" in src:
+            found.add(admin_key)
+        if ".github." in src or "health.check_all" in src:
+            found.add(github_token)
+    return sorted(found)
+
+
+def _secret_names() -> dict[str, str]:
+    try:
+        from runbook.profile import load_profile
+
+        secrets = load_profile("sandbox").secrets
+        return {"admin_key": secrets.admin_key, "github_token": secrets.github_token}
+    except Exception:
+        return {}
+
+
+def describe(path: Path) -> Scenario:
+    """What `runbook list` shows for one notebook."""
+    from runbook.runner import declared_parameters
+
+    nb = json.loads(path.read_text())
+    declared = declared_parameters(path)
+    params = {k: v.get("default") for k, v in declared.items()}
+    meta = nb.get("metadata", {}).get("runbook", {}) or {}
+    code = ["".join(c.get("source", "")) for c in nb.get("cells", []) if c["cell_type"] == "code"]
+    title = ""
+    for c in nb.get("cells", []):
+        if c["cell_type"] == "markdown":
+            first = "".join(c.get("source", "")).strip().splitlines()
+            title = first[0].lstrip("# ").strip() if first else ""
+            break
+    return Scenario(
+        name=path.stem,
+        path=path,
+        parameters=params,
+        changes=bool(meta.get("changes", "confirm" in params)),
+        approval=meta.get("approval")
+        or ("a rule that names one" if "approved_by" in params else None),
+        secrets=sorted(
+            set(meta.get("secrets", [])) | set(needs_from_code(code, **_secret_names()))
+        ),
+        title=title,
+    )
+
+
+def list_text(notebooks: list[Path]) -> str:
+    """The `runbook list` output."""
+    out = []
+    for path in notebooks:
+        sc = describe(path)
+        out.append(f"{sc.name}  {sc.title}")
+        out.append("  parameters: " + ", ".join(f"{k}={v}" for k, v in sc.parameters.items()))
+        out.append(f"  needs:      {sc.needs()}")
+    return "\n".join(out)

@@ -1,0 +1,305 @@
+"""deploy.ipynb and rollback.ipynb against the sandbox: good and bad deploys, rollbacks.
+
+Each notebook runs headless (papermill through `runbook.runner`), and the
+test reads the run's record.json and the server itself (checkout, database
+revision, `.last_good_sha`, the API's running SHA), not just the exit code.
+The last test steps through both notebooks cell by cell in a live kernel,
+as an operator in JupyterLab would.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from runbook import deploy, runner
+from runbook.sandbox import Sandbox
+from runbook.sandbox.procs import http_get
+
+ROOT = Path(__file__).resolve().parents[1]
+WATCH = 0.05  # minutes: three seconds of watching is enough to exercise the loop
+
+
+@pytest.fixture(autouse=True)
+def outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNBOOK_OUTPUTS", str(tmp_path / "outputs"))
+    return tmp_path / "outputs"
+
+
+def server(sb: Sandbox) -> dict[str, Any]:
+    """What the server looks like now: checkout, database revision, last good SHA, API."""
+    app = Path(sb.state["app_dir"])
+    head = subprocess.run(
+        ["git", "-C", str(app), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    _, health = sb.api("/health")
+    last_good = app / ".last_good_sha"
+    return {
+        "head": head,
+        "revision": sb.query("SELECT version_num FROM alembic_version")[0][0],
+        "last_good": last_good.read_text().strip() if last_good.exists() else None,
+        "running": health.get("sha") if isinstance(health, dict) else None,
+        "api_pid": sb.pid("dealix-api"),
+        "env_backups": sorted(p.name for p in app.glob(".env.bak.*")),
+    }
+
+
+def run(scenario: str, **params: Any) -> tuple[int, dict[str, Any], Path]:
+    code, run_dir = runner.run(scenario, params, quiet=True)
+    record = json.loads((run_dir / "record.json").read_text())
+    return code, record, run_dir
+
+
+def checks(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in record["checks"]}
+
+
+def pushed(sb: Sandbox, fault: str) -> dict[str, Any]:
+    return sb.state["deploy_faults"][fault]
+
+
+# --------------------------------------------------------------------------
+# unit tests of the pure helpers (no sandbox)
+
+
+def test_snapshot_never_records_an_unhealthy_or_unrun_head() -> None:
+    good, bad = "a" * 40, "b" * 40
+    assert deploy.snapshot_decision(good, good, True)[0] is True
+    # a half-failed deploy re-run: HEAD is the bad SHA and deep health is red
+    assert deploy.snapshot_decision(bad, bad, False)[0] is False
+    # checked out but the restart never happened (the API still runs the old code)
+    write, why = deploy.snapshot_decision(bad, good, True)
+    assert write is False and "not (successfully) deployed" in why
+    assert deploy.snapshot_decision(good, None, True)[0] is False
+
+
+def test_migration_chain_and_heads() -> None:
+    revs = {"0001": None, "0002": "0001", "0003": "0002", "0004": "0003"}
+    assert deploy.heads(revs) == ["0004"]
+    assert deploy.migration_chain(revs, "0004", "0002") == ["0004", "0003"]
+    assert deploy.migration_chain(revs, "0002", "0002") == []
+    with pytest.raises(ValueError):
+        deploy.migration_chain(revs, "0002", "0004")
+    with pytest.raises(ValueError):
+        deploy.migration_chain(revs, "0009", "0002")
+
+
+def test_parse_migration_of_the_app_template() -> None:
+    text = (ROOT / "sandbox/app/migrations/versions/0002_lead_notes.py").read_text()
+    assert deploy.parse_migration(text) == ("0002", "0001")
+
+
+def test_rollback_command_quotes_the_reason_and_confirms_off_the_sandbox() -> None:
+    cmd = deploy.rollback_command("production", "it's red; rm -rf /", confirm=True)
+    assert cmd.startswith("runbook run rollback --env production -p reason ")
+    assert cmd.endswith("--confirm production")
+    assert shlex.split(cmd)[7] == "it's red; rm -rf /"
+
+
+def test_error_rate_and_buckets() -> None:
+    buckets = [[100, 20], [110, 20], [120, 0], [130, 0]]
+    assert deploy.per_minute(buckets, 100, 120) == 120.0
+    assert deploy.per_minute(buckets, 120, 140) == 0.0
+    assert deploy.per_minute(buckets, 121, 139) is None
+    assert not deploy.error_rate_ok(120.0, 0.5)
+    assert deploy.error_rate_ok(0.0, 0.5)
+
+
+def test_deep_green_needs_all_three_parts() -> None:
+    body = {p: {"status": "green"} for p in deploy.DEEP_PARTS}
+    assert deploy.deep_green(body)[0]
+    body["llm_providers"]["status"] = "yellow"
+    assert deploy.deep_green(body) == (
+        False,
+        "postgres green, redis green, llm_providers yellow",
+    )
+
+
+# --------------------------------------------------------------------------
+# end to end against the sandbox
+
+
+def test_good_deploy(sandbox, healed) -> None:
+    before = server(healed)
+    healed.fault("good-deploy")
+    new = pushed(healed, "good-deploy")
+    code, record, run_dir = run("deploy", watch_minutes=WATCH)
+    assert code == 0, record["error"]
+    assert record["outcome"] == "ok"
+    assert all(c["status"] == "passed" for c in record["checks"]), record["checks"]
+    after = server(healed)
+    assert after["head"] == after["running"] == new["pushed"]  # the new SHA is live
+    assert after["revision"] == new["revision"] != before["revision"]  # migration applied
+    assert after["last_good"] == before["head"]  # the previous, healthy SHA
+    assert len(after["env_backups"]) == len(before["env_backups"]) + 1
+    c = checks(record)
+    assert f"{before['revision']} -> {new['revision']}" in c["Migrations at head"]["actual"]
+    assert "after" in c["Sentry probe received"]["actual"]
+    assert "after" in c["PostHog probe received"]["actual"]
+    steps = [s["name"] for s in record["steps"]]
+    assert steps[0] == "1. Verify CI green on main" and "DoD. Watch window" in steps
+    assert (run_dir / "watch.png").stat().st_size > 1000
+    assert record["lock"]["held"] is False  # released by done()
+
+
+def test_ci_red_aborts_before_any_change(sandbox, healed) -> None:
+    healed.fault("good-deploy")
+    healed.fault("ci-red")
+    before = server(healed)
+    code, record, run_dir = run("deploy", watch_minutes=WATCH)
+    assert code == runner.EXIT["refused"], record
+    assert record["outcome"] == "refused"
+    assert record["changes"] == []  # not even the host lock
+    assert checks(record)["CI green on main"]["status"] == "failed"
+    assert "ci-green-before-deploy" in record["error"]["message"]
+    assert server(healed) == before
+    # the runs were shown as a table
+    assert "failure" in (run_dir / "deploy.ipynb").read_text()
+
+
+def test_bad_deploy_rerun_and_rollback(sandbox, healed) -> None:
+    before = server(healed)
+    healed.fault("bad-deploy")
+    bad = pushed(healed, "bad-deploy")
+
+    code, record, run_dir = run("deploy", watch_minutes=WATCH)
+    assert code != 0 and record["outcome"] == "dod_not_met"
+    assert checks(record)["Deep health"]["status"] == "failed"
+    assert "postgres red" in checks(record)["Deep health"]["actual"]
+    out = (run_dir / "deploy.ipynb").read_text()
+    assert "runbook run rollback --env sandbox -p reason" in out
+    now = server(healed)
+    assert now["head"] == now["running"] == bad["pushed"]
+    assert now["last_good"] == before["head"]
+
+    # The written runbook would now record the bad SHA as last good.
+    code, record, _ = run("deploy", watch_minutes=WATCH)
+    assert code != 0
+    snap = checks(record)["Snapshot: .last_good_sha is a healthy SHA"]
+    assert snap["actual"] == f"kept {before['head'][:12]}" and snap["status"] == "passed"
+    assert server(healed)["last_good"] == before["head"] != bad["pushed"]
+
+    healed.fault("sentry-spike")
+    code, record, run_dir = run("rollback", reason="deep health red after deploy", issue_number=42)
+    assert code == 0, (record["error"], record["checks"])
+    after = server(healed)
+    assert after["head"] == after["running"] == before["head"]  # on the last good SHA
+    assert after["revision"] == before["revision"]  # alembic at the previous head
+    c = checks(record)
+    assert c["Healthy on the last good SHA"]["status"] == "passed"
+    assert c["Rollback time"]["status"] == "passed"
+    timing = json.loads((run_dir / "rollback_timing.json").read_text())
+    assert 0 < timing["seconds_to_complete"] < timing["target_seconds"] == 300
+    assert c["Sentry error rate at baseline"]["status"] == "passed"
+    assert "commented on issue #42" in c["Announced"]["actual"]
+    assert record["parameters"]["reason"] == "deep health red after deploy"
+    assert "deep health red" in (run_dir / "announcement.txt").read_text()
+    # the comment is on the (stub's) GitHub issue
+    state = healed.state
+    status, comments = http_get(
+        f"{state['stubs_url']}/github/repos/{state['github_repo']}/issues/42/comments",
+        headers={"Authorization": f"Bearer {healed.secrets()['GITHUB_TOKEN']}"},
+    )
+    assert status == 200 and any("deep health red" in x["body"] for x in comments)
+    # the downgrade came before the checkout of the old code
+    steps = [s["name"] for s in record["steps"]]
+    assert steps.index("3. Downgrade migrations (bad code still checked out)") < steps.index(
+        "4. Check out the last good SHA + pip install"
+    )
+
+
+def test_two_downgrades_need_approval(sandbox, healed) -> None:
+    before = server(healed)
+    healed.fault("good-deploy")
+    healed.fault("bad-deploy")
+    code, record, _ = run("deploy", watch_minutes=WATCH)
+    assert code != 0
+    broken = server(healed)
+    assert broken["revision"] == pushed(healed, "bad-deploy")["revision"]
+
+    code, record, _ = run("rollback", reason="two migrations to undo")
+    assert code == runner.EXIT["refused"], record
+    assert record["outcome"] == "refused" and record["changes"] == []
+    assert "one-downgrade-step" in record["error"]["message"]
+    assert server(healed) == broken
+
+    # a dry run with the approval: would change, changes nothing
+    code, record, _ = run(
+        "rollback", reason="two migrations to undo", approved_by="Sami Assiri", dry_run=True
+    )
+    assert code == 0, record["error"]
+    assert record["changes"] == [] and record["would_change"]
+    assert any("downgrade -2" in w["what"] for w in record["would_change"])
+    assert server(healed) == broken
+
+    code, record, _ = run("rollback", reason="two migrations to undo", approved_by="Sami Assiri")
+    assert code == 0, (record["error"], record["checks"])
+    assert record["approved_by"] == "Sami Assiri"
+    after = server(healed)
+    assert after["head"] == after["running"] == before["head"]
+    assert after["revision"] == before["revision"]
+
+
+def test_deploy_dry_run_changes_nothing(sandbox, healed) -> None:
+    healed.fault("good-deploy")
+    before = server(healed)
+    code, record, _ = run("deploy", dry_run=True, watch_minutes=WATCH)
+    assert code == 0, record["error"]
+    assert record["changes"] == []
+    kinds = " ".join(w["what"] for w in record["would_change"])
+    assert "git" in kinds and "alembic" in kinds and "restart" in kinds
+    assert server(healed) == before
+
+
+def test_rollback_needs_a_reason(sandbox, healed) -> None:
+    before = server(healed)
+    code, record, _ = run("rollback")
+    assert code == runner.EXIT["parameters"]
+    assert record["error"]["type"] == "ParameterError"
+    assert "reason is required" in record["error"]["message"]
+    assert record["changes"] == []
+    assert server(healed) == before
+
+
+def _step_through(path: Path, params: dict[str, Any]) -> nbformat.NotebookNode:
+    """Execute a notebook cell by cell in a live kernel, as an operator would."""
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source += "\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
+    client = NotebookClient(
+        nb,
+        kernel_name=runner.KERNEL_NAME,
+        timeout=300,
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    )
+    with client.setup_kernel():
+        for index, c in enumerate(nb.cells):
+            if c.cell_type == "code":
+                client.execute_cell(c, index)  # raises CellExecutionError on an error
+    return nb
+
+
+def test_notebooks_step_through_in_a_live_kernel(sandbox, healed, outputs) -> None:
+    before = server(healed)
+    healed.fault("good-deploy")
+    new = pushed(healed, "good-deploy")
+    nb = _step_through(ROOT / "notebooks/deploy.ipynb", {"watch_minutes": WATCH})
+    shown = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "DEFINITION OF DONE MET" in shown and "image/png" in shown
+    assert server(healed)["running"] == new["pushed"]
+    records = sorted(outputs.glob("sandbox/deploy/*/record.json"))
+    assert json.loads(records[-1].read_text())["outcome"] == "ok"
+
+    _step_through(ROOT / "notebooks/rollback.ipynb", {"reason": "rehearsal from JupyterLab"})
+    after = server(healed)
+    assert after["head"] == after["running"] == before["head"]
+    assert after["revision"] == before["revision"]
+    records = sorted(outputs.glob("sandbox/rollback/*/record.json"))
+    assert json.loads(records[-1].read_text())["outcome"] == "ok"

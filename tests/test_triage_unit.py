@@ -1,0 +1,209 @@
+"""Pure parts of scenarios 3 and 4 on crafted inputs: branch naming, rotation rules, decisions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from runbook import llm
+from runbook import triage as tr
+
+HEALTHY = {
+    "deep_status": "green",
+    "deep_postgres": "green",
+    "deep_postgres_detail": "SELECT 1 ok",
+    "api_service": True,
+    "postgres_service": "active (running)",
+    "select1": True,
+    "disk_data": 26.0,
+    "disk_backups": 26.0,
+    "connections": 3,
+    "connections_max": 40,
+    "connections_reserved": 3,
+    "postgres_log": "LOG:  database system is ready to accept connections",
+}
+
+
+def branch(**changes):
+    return tr.classify(tr.signal_table({**HEALTHY, **changes}))
+
+
+def test_healthy_is_no_incident() -> None:
+    assert branch().name == tr.NO_INCIDENT
+
+
+def test_stopped_or_failed_service_is_service_failed() -> None:
+    for words in ("inactive (dead)", "failed (failed)"):
+        b = branch(
+            postgres_service=words,
+            select1=False,
+            select1_error="No such file",
+            deep_postgres="red",
+            connections=None,
+        )
+        assert b.name == tr.SERVICE_FAILED and words in b.reason
+
+
+def test_failed_service_with_corruption_in_log_is_corrupt() -> None:
+    b = branch(
+        postgres_service="failed (failed)",
+        select1=False,
+        postgres_log="PANIC:  could not locate a valid checkpoint record",
+    )
+    assert b.name == tr.CORRUPT and "checkpoint" in b.reason
+
+
+def test_disk_full_wins_over_a_failed_service() -> None:
+    b = branch(disk_backups=100.0, postgres_service="failed (failed)", select1=False)
+    assert b.name == tr.DISK_FULL and "backups filesystem 100%" in b.reason
+    assert branch(disk_data=95.0).name == tr.DISK_FULL
+    assert branch(disk_data=94.9).name == tr.NO_INCIDENT
+
+
+def test_pool_exhausted_from_counts_or_error_text() -> None:
+    detail = "FATAL: remaining connection slots are reserved for non-replication superuser"
+    assert (
+        branch(deep_postgres="red", deep_postgres_detail=detail, connections=38).name
+        == tr.POOL_EXHAUSTED
+    )
+    assert (
+        branch(deep_postgres="red", deep_postgres_detail="timeout", connections=37).name
+        == tr.POOL_EXHAUSTED
+    )
+    assert (
+        branch(select1=False, select1_error="FATAL: sorry, too many clients already").name
+        == tr.POOL_EXHAUSTED
+    )
+
+
+def test_corrupt_when_select1_says_so() -> None:
+    b = branch(
+        select1=False,
+        deep_postgres="red",
+        select1_error="FATAL:  invalid page in block 0 of relation base/16385/1259",
+    )
+    assert b.name == tr.CORRUPT and "invalid page" in b.reason
+
+
+def test_postgres_fine_but_api_red_is_not_the_database() -> None:
+    assert (
+        branch(
+            deep_postgres="red",
+            deep_postgres_detail="password authentication failed",
+            connections=3,
+        ).name
+        == tr.NOT_THE_DATABASE
+    )
+    assert branch(deep_status=None, deep_postgres=None).name == tr.NOT_THE_DATABASE
+    b = branch(deep_status="red", deep_red_parts="redis")
+    assert b.name == tr.NOT_THE_DATABASE and "redis" in b.reason
+
+
+def test_table_is_readable() -> None:
+    t = tr.readable(tr.signal_table({**HEALTHY, "disk_backups": 100.0}))
+    assert list(t.columns) == ["what we saw", "what is normal", "what it means"]
+    assert "full" in t.loc["Disk: backups filesystem", "what it means"]
+    assert t.notna().all().all()
+
+
+def _backups(n: int, extra: list[str] = ()) -> pd.DataFrame:
+    paths = [f"/b/dealix-2026-11-{i:02d}.sql.gz" for i in range(1, n + 1)] + list(extra)
+    return pd.DataFrame(
+        {
+            "path": paths,
+            "bytes": [10] * len(paths),
+            "modified": [
+                datetime(2026, 11, 1, tzinfo=UTC) + timedelta(days=i) for i in range(len(paths))
+            ],
+        }
+    )
+
+
+def test_rotation_never_the_newest_never_wal_never_other_files() -> None:
+    extra = [
+        "/b/pg_wal/000000010000000000000001",
+        "/b/notes.txt",
+        "/b/sub/dealix-x.sql.gz",
+        "/pg/main/dealix-2026-01-01.sql.gz",
+    ]
+    c = tr.rotation_candidates(
+        _backups(10, extra),
+        backups_dir="/b",
+        pattern="dealix-*.sql.gz",
+        keep_newest=7,
+        data_dir="/pg/main",
+    )
+    assert list(c["path"]) == [f"/b/dealix-2026-11-0{i}.sql.gz" for i in (1, 2, 3)]
+    assert tr.rotation_candidates(
+        _backups(5), backups_dir="/b", pattern="dealix-*.sql.gz", keep_newest=7, data_dir="/pg"
+    ).empty
+    with pytest.raises(ValueError):
+        tr.rotation_candidates(
+            _backups(3), backups_dir="/b", pattern="dealix-*.sql.gz", keep_newest=0, data_dir="/pg"
+        )
+
+
+def test_backups_dir_inside_data_dir_yields_nothing() -> None:
+    c = tr.rotation_candidates(
+        _backups(10), backups_dir="/b", pattern="dealix-*.sql.gz", keep_newest=1, data_dir="/b"
+    )
+    assert c.empty
+
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+ORDER = ["anthropic", "openai", "google"]
+
+
+def decide(**kw):
+    args = dict(
+        priority=ORDER,
+        down={p: False for p in ORDER},
+        down_since={},
+        breakers={p: "closed" for p in ORDER},
+        growth_per_min=0.0,
+        dlq_depth=0,
+        now=NOW,
+        failover_after_minutes=30,
+    )
+    args.update(kw)
+    return llm.decide(**args)
+
+
+def test_decisions() -> None:
+    assert decide().name == llm.NO_INCIDENT
+    down = {"anthropic": True, "openai": False, "google": False}
+    recent = {"anthropic": NOW - timedelta(minutes=10)}
+    old = {"anthropic": NOW - timedelta(minutes=45)}
+    d = decide(down=down, down_since=recent, breakers={"anthropic": "open"}, growth_per_min=60)
+    assert d.name == llm.PROTECTING and d.new_order is None and "10 min" in d.reason
+    d = decide(down=down, down_since=old, breakers={"anthropic": "open"})
+    assert d.name == llm.FAILOVER and d.new_order == ["openai", "google", "anthropic"]
+    d = decide(down={"anthropic": True, "openai": True, "google": False}, down_since=old)
+    assert d.new_order == ["google", "anthropic", "openai"]
+    assert decide(down={p: True for p in ORDER}, down_since=old).name == llm.PROTECTING
+    assert decide(breakers={"anthropic": "half_open"}, dlq_depth=4).name == llm.RECOVER
+    assert decide(dlq_depth=4).name == llm.RECOVER
+    # a broken fallback is not an incident of the primary
+    assert (
+        decide(down={"anthropic": False, "openai": True, "google": False}).name == llm.NO_INCIDENT
+    )
+    # down, no incident on the page and no breaker time: never fail over blind
+    assert decide(down=down, down_since={}).name == llm.PROTECTING
+
+
+def test_status_page_summary() -> None:
+    body = {
+        "status": {"indicator": "major", "description": "Partial System Outage"},
+        "incidents": [
+            {
+                "name": "Elevated errors",
+                "created_at": "2026-11-27T11:00:00.000Z",
+                "resolved_at": None,
+            }
+        ],
+    }
+    row = llm.summarize_status("anthropic", body)
+    assert row["down"] is True and row["since"] == datetime(2026, 11, 27, 11, tzinfo=UTC)
+    assert llm.summarize_status("openai", None)["down"] is None
