@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -131,6 +132,14 @@ def test_db_corrupt_hands_over_to_restore(sandbox, healed) -> None:
     assert record["changes"] == []  # nothing restarted, nothing deleted
     nb = (run_dir / "database_down.ipynb").read_text()
     assert "runbook run restore_incident --env sandbox" in nb
+    # The hand-off is exact: the printed command restores the database.
+    words = shlex.split(handoff["note"].removeprefix("run: "))
+    assert words[:4] == ["runbook", "run", "restore_incident", "--env"]
+    params = dict(zip(words[6::3], words[7::3], strict=True))
+    assert words[5::3] == ["-p"] * len(params) and "reason" in params
+    code, restore, _ = run("restore_incident", **params)
+    assert code == 0, restore
+    assert sandbox.api("/health/deep")[1]["postgres"]["status"] == "green"
 
 
 def test_webhooks_during_outage_none_lost(sandbox, healed) -> None:

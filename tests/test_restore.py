@@ -86,6 +86,22 @@ def test_restore_commands_stream_on_the_server() -> None:
     )
 
 
+@pytest.mark.parametrize("name", ["restore_drill", "restore_incident"])
+def test_committed_notebooks_are_clean(name: str) -> None:
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "dealix-runbook"
+    assert "papermill" not in nb["metadata"]
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+    params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
+    assert len(params) == 1
+    lines = "".join(params[0]["source"]).splitlines()
+    assert lines[0].startswith('env = "sandbox"')
+    assert any(ln.startswith("dry_run = False") for ln in lines)
+    assert any(ln.startswith("confirm = None") for ln in lines)
+    assert "s.done()" in "".join(code[-1]["source"])
+
+
 # ---------------------------------------------------------------- the drill
 
 
@@ -329,3 +345,36 @@ def test_failed_incident_restore_keeps_the_renamed_database(sandbox, healed) -> 
         sandbox.start("dealix-api")
         sandbox.wait_api()
         sandbox.wait_deep("postgres", "green")
+
+
+def test_custom_format_dump_is_restored_with_parallel_jobs(sandbox, healed) -> None:
+    state = sandbox.state
+    dump = Path(state["backups_dir"]) / "dealix-custom-test.dump"
+    cmd = [
+        f"{state['pg_bindir']}/pg_dump",
+        "-h",
+        state["pg_socket_dir"],
+        "-p",
+        str(state["pg_port"]),
+        "-Fc",
+        "dealix",
+    ]
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    try:
+        with dump.open("wb") as out:
+            subprocess.run(cmd, check=True, stdout=out, cwd="/", timeout=120)
+        dump.chmod(0o644)  # pg_restore runs as postgres and opens the dump itself
+        code, run_dir = runner.run("restore_drill", {"backup": dump.name, "jobs": 2}, quiet=True)
+        record = read(run_dir)
+        assert code == 0, record
+        restore_time = next(c for c in record["checks"] if c["name"] == "Restore time")
+        assert "custom, jobs 2" in restore_time["actual"]
+        assert any(
+            "pg_restore" in c["what"] and "--exit-on-error -j 2" in c["what"]
+            for c in record["changes"]
+        )
+        assert statuses(record)["Row count leads"] == "passed"
+        assert SCRATCH not in databases(sandbox)
+    finally:
+        dump.unlink(missing_ok=True)

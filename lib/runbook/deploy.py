@@ -206,6 +206,26 @@ def error_rate_ok(recent: float, baseline: float) -> bool:
     return recent <= max(2.0 * baseline, baseline + 5.0)
 
 
+def arrived_at(reflog: str, sha: str) -> float | None:
+    """When HEAD became `sha` and stayed there, from `git reflog --date=unix --format='%H %gd'`.
+
+    Newest entry first; re-checking out the same SHA (a re-run deploy) does not move it.
+
+    >>> arrived_at("b HEAD@{300}\\nb HEAD@{200}\\na HEAD@{100}\\n", "b")
+    200.0
+    >>> arrived_at("a HEAD@{100}\\n", "b") is None
+    True
+    """
+    when = None
+    for line in reflog.splitlines():
+        parts = line.split()
+        m = re.search(r"\{(\d+)\}", line)
+        if not parts or not m or parts[0] != sha:
+            break
+        when = float(m.group(1))
+    return when
+
+
 def _show(obj: Any) -> None:
     """Display in a kernel (tables, figures); print elsewhere."""
     try:
@@ -471,7 +491,6 @@ class Deploy(_Ops):
             r = s.probe(self._git("ls-remote", "origin", f"refs/heads/{branch}"), label="ls-remote")
             self.target_sha = r.stdout.split()[0] if r.stdout.split() else None
             green, runs = s.github.ci_green(3)
-            _show(runs)
             covered = bool(self.target_sha) and self.target_sha in set(runs["head_sha"])
             s.check(
                 "CI green on main",
@@ -489,6 +508,7 @@ class Deploy(_Ops):
                 passed=covered,
             )
             if not (green and covered):
+                _show(runs)  # the cell raises: show the runs that made us abort
                 raise Forbidden(
                     "ci-green-before-deploy",
                     f"deploy {(self.target_sha or '?')[:12]} to {s.env}",
@@ -915,12 +935,12 @@ class Rollback(_Ops):
                 ) from None
             r = s.probe(self._git("log", "-1", "--format=%ct", "HEAD"), label="git-log")
             reflog = s.probe(
-                self._git("reflog", "-1", "--date=unix", "--format=%gd", "HEAD"),
+                self._git("reflog", "-50", "--date=unix", "--format=%H %gd", "HEAD"),
                 warn=True,
                 label="git-reflog",
             ).stdout
-            m = re.search(r"\{(\d+)\}", reflog)
-            self.deployed_at = float(m.group(1)) if m else float(r.stdout.strip() or time.time())
+            when = arrived_at(reflog, self.head)
+            self.deployed_at = when if when is not None else float(r.stdout.strip() or time.time())
             plan = pd.DataFrame(
                 [
                     ("last good SHA (.last_good_sha)", last_good[:12]),

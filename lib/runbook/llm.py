@@ -267,10 +267,30 @@ def confirm_provider(s: Session) -> pd.DataFrame:
     pages = status_pages(s)
     calls = pd.DataFrame([direct_call(s, p) for p in PROVIDERS])
     table = pages.merge(calls, on="provider", how="left")
+    table["what it means"] = [
+        meaning(d, a) for d, a in zip(table["down"], table["answers"], strict=True)
+    ]
     table["down"] = [
         bool(d) or a is False for d, a in zip(table["down"], table["answers"], strict=True)
     ]
     return table
+
+
+def meaning(page_down: bool | None, answers: bool | None) -> str:
+    """One provider's row in words (pure).
+
+    >>> meaning(True, False)
+    'down: its status page reports an incident and our call fails'
+    """
+    if page_down and answers is False:
+        return "down: its status page reports an incident and our call fails"
+    if answers is False:
+        return "our call fails but its status page is calm: maybe our key, quota or network"
+    if page_down:
+        return "its status page reports an incident, yet our call works: degraded, watch it"
+    if answers is None:
+        return "not checked (no key or URL for it here)"
+    return "up: status page operational and our call works"
 
 
 # --------------------------------------------------------------------------- breaker and DLQs
@@ -358,7 +378,7 @@ def assess(s: Session, interval: float, failover_after_minutes: float) -> dict[s
 
 def readable(providers: pd.DataFrame) -> pd.DataFrame:
     """The confirmation table for people."""
-    cols = ["provider", "status page", "incident", "since", "direct call", "down"]
+    cols = ["provider", "status page", "incident", "since", "direct call", "what it means"]
     return providers[[c for c in cols if c in providers.columns]].set_index("provider")
 
 

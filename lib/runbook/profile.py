@@ -163,7 +163,8 @@ class Security:
     `firewall` is "ufw", "iptables" or None (no host firewall: its steps
     report "not available on this target"). `fail2ban_status_file` stands in
     for `fail2ban-client status <jail>` where no fail2ban runs (the loopback
-    sandbox); `evidence_dir` is where the incident tarball is made on the server.
+    sandbox); `evidence_dir` is where the incident tarball is made on the server;
+    `outside_probe` proves a lockdown from another address (isolated sandbox).
     """
 
     auth_log: str = "/var/log/auth.log"
@@ -175,6 +176,10 @@ class Security:
     fail2ban_status_file: str | None = None
     evidence_dir: str = "/root"
     ssh_port: int = 22
+    # A local shell command run from outside the allowed address, `{host}`/`{port}`
+    # filled in; exit 0 = SSH reachable. None: no outside vantage point.
+    outside_probe: str | None = None
+    outside_host: str | None = None
 
 
 @dataclass(frozen=True)

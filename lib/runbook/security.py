@@ -475,6 +475,7 @@ class Lockdown:
     target: str
     saved: str | None = None
     new_connection: str = ""
+    outside_before: bool | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
 
     def table(self) -> pd.DataFrame:
@@ -554,14 +555,29 @@ def lock_down_ssh(s: Session, target: str, *, revert_after_s: int = 300) -> Lock
     stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
     saved = f"{s.profile.security.evidence_dir}/firewall.before.{stamp}"
     cmds = _fw_commands(kind, port, target, saved)
-    r = s.run(cmds["save"], shell=True, label="firewall-save")
+    r = s.run(
+        f"mkdir -p {shlex.quote(s.profile.security.evidence_dir)} && umask 077 && {cmds['save']}",
+        shell=True,
+        label="firewall-save",
+    )
     lock.saved = saved
     lock.steps.append({"step": "save", "command": r.command, "result": r.status})
-    s.check(names[0], expected="saved", actual=saved if r.ok else r.status, passed=r.ok or None)
+    if r.dry_run:
+        s.check(names[0], expected="saved", actual="dry run", passed=None)
+    else:
+        s.check(names[0], expected="saved", actual=saved if r.ok else r.status, passed=r.ok)
     if r.dry_run:
         for name in names[1:]:
             s.check(name, expected="done and proved", actual="dry run", passed=None)
         return lock
+    lock.outside_before, what = outside_reachable(s)
+    if lock.outside_before is not None:
+        s.check(
+            "Outside reaches SSH before lockdown",
+            expected="reachable (otherwise the proof after means nothing)",
+            actual=what,
+            passed=lock.outside_before,
+        )
     timer = s.run(
         f"setsid sh -c {shlex.quote(f'sleep {int(revert_after_s)}; ' + cmds['restore'])} "
         "</dev/null >/dev/null 2>&1 & echo $!",
@@ -590,16 +606,66 @@ def lock_down_ssh(s: Session, target: str, *, revert_after_s: int = 300) -> Lock
     return lock
 
 
-def prove_from_outside(s: Session, outside: str | None = None) -> None:
-    """The DoD's 'firewall locked, proved from outside'. Needs a vantage point
-    outside the allowed address; none exists on a loopback target or by default."""
+def outside_reachable(s: Session) -> tuple[bool | None, str]:
+    """Is SSH reachable from outside the allowed address? None: no vantage point.
+
+    Runs the profile's `security.outside_probe` on this machine (read-only:
+    it only opens a TCP connection and reads sshd's banner).
+    """
+    import subprocess
+
+    sec = s.profile.security
+    if not sec.outside_probe:
+        return None, NOT_AVAILABLE
+    host = sec.outside_host or s.profile.target.host
+    cmd = sec.outside_probe.format(host=shlex.quote(host), port=int(sec.ssh_port))
+    try:
+        # the profile's own command (like services.control): a shell is intended
+        proc = subprocess.run(cmd, shell=True, capture_output=True, timeout=30)  # noqa: S602
+        code: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        code = None
+    reachable = code == 0
+    s.evidence.append(
+        {
+            "kind": "local-probe",
+            "step": s.current_step,
+            "command": s.redactor.redact(cmd),
+            "exit_code": code,
+            "reachable": reachable,
+        }
+    )
+    return reachable, f"{host}:{sec.ssh_port} {'reachable' if reachable else 'not reachable'}"
+
+
+def prove_from_outside(s: Session, lock: Lockdown) -> None:
+    """The DoD's "firewall locked, proved from outside": a connection from another
+    address must fail now (and must have worked before, or the proof is empty)."""
+    name = "Firewall locked (proved from outside)"
+    how = (
+        "no outside vantage point on this target: check from another network "
+        f"(`nc -vz -w5 {s.profile.target.host} {s.profile.security.ssh_port}` must time out)"
+    )
+    if not lock.available or s.dry_run:
+        s.check(
+            name,
+            expected="SSH refused from another address",
+            actual=NOT_AVAILABLE if not lock.available else "dry run",
+            passed=None,
+            note=how if not lock.available else "",
+        )
+        return
+    reachable, what = outside_reachable(s)
+    if reachable is None:
+        s.check(
+            name, expected="SSH refused from another address", actual=what, passed=None, note=how
+        )
+        return
     s.check(
-        "Firewall locked (proved from outside)",
-        expected="a new SSH connection from another address is refused",
-        actual=outside or NOT_AVAILABLE,
-        passed=None,
-        note="no outside vantage point on this target: check from another network "
-        f"(`nc -vz -w5 {s.profile.target.host} {s.profile.security.ssh_port}` must time out)",
+        name,
+        expected="reachable before, not after",
+        actual=f"before: {'reachable' if lock.outside_before else 'not reachable'}; after: {what}",
+        passed=bool(lock.outside_before) and not reachable,
     )
 
 
@@ -657,18 +723,52 @@ def _read_text(s: Session, path: str) -> str:
     return s.read_file(path).decode("utf-8", "replace")
 
 
-def investigate(s: Session, operator: str | None, known: list[str] | None = None) -> Findings:
-    """Auth log, fail2ban, API access log → tables; nothing on the server changes."""
+def parse_addresses(value: Any) -> list[str]:
+    """`known_addresses` as a list, from a list or a string (`-p` passes strings).
+
+    >>> parse_addresses('["192.0.2.10"]'), parse_addresses("192.0.2.1, 192.0.2.2"), parse_addresses(None)
+    (['192.0.2.10'], ['192.0.2.1', '192.0.2.2'], [])
+    """
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        words = re.split(r"[\s,\[\]\"']+", value)
+    else:
+        words = [str(v) for v in value]
+    out = []
+    for w in words:
+        if w.strip():
+            out.append(str(ipaddress.ip_address(w.strip())))
+    return out
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def investigate(s: Session, operator: str | None, known: Any = None) -> Findings:
+    """Auth log, fail2ban, API access log → tables; nothing on the server changes.
+
+    Known (never flagged, never banned): the operator's address, `known`, and
+    loopback (the server itself: nginx in front of the API, local health checks).
+    """
     sec = s.profile.security
-    known_set = {a for a in [operator, *(known or [])] if a}
+    known_set = {a for a in [operator, *parse_addresses(known)] if a}
     logins = parse_auth_log(_read_text(s, sec.auth_log))
+    seen = set(logins["address"])
+    known_set |= {a for a in seen if _is_loopback(a)}
     summary = login_summary(logins, known_set)
     f2b = fail2ban_status(s)
     banned = pd.DataFrame(
         [{"address": a, "authorized": a in known_set} for a in (f2b or {}).get("banned", [])],
         columns=["address", "authorized"],
     )
-    calls = unexpected_admin_calls(parse_access_log(_read_text(s, sec.api_access_log)), known_set)
+    requests = parse_access_log(_read_text(s, sec.api_access_log))
+    known_set |= {a for a in set(requests["address"]) if _is_loopback(a)}
+    calls = unexpected_admin_calls(requests, known_set)
     return Findings(logins, summary, f2b, banned, calls, known_set)
 
 

@@ -370,7 +370,8 @@ def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
         v["connections_error"] = _psql_error(q.stderr) or "no answer"
     logs = s.services.logs("postgres", log_lines)
     v["postgres_log"] = "\n".join(logs.stdout.strip().splitlines()[-log_lines:])
-    seen["postgres_log"] = " | ".join(logs.stdout.strip().splitlines()[-3:])[-300:] or "(empty)"
+    last = logs.stdout.strip().splitlines()[-2:]
+    seen["postgres_log"] = " | ".join(ln.strip()[-150:] for ln in last) or "(empty)"
     return signal_table(v, seen)
 
 
@@ -583,10 +584,14 @@ def fix_pool_exhausted(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
 # --------------------------------------------------------------------------- branch: corrupt
 
 
-def restore_command(env: str) -> str:
-    """The exact command that hands over to scenario 5 (restore_incident)."""
+def restore_command(env: str, reason: str = "database corrupt or will not start") -> str:
+    """The exact command that hands over to scenario 5 (restore_incident, newest backup).
+
+    >>> restore_command("production", "invalid page in block 0")
+    "runbook run restore_incident --env production --confirm production -p reason 'invalid page in block 0'"
+    """
     confirm = "" if env == "sandbox" else f" --confirm {env}"
-    return f"runbook run restore_incident --env {env}{confirm}"
+    return f"runbook run restore_incident --env {env}{confirm} -p reason {shlex.quote(reason)}"
 
 
 # --------------------------------------------------------------------------- post-incident
@@ -616,8 +621,9 @@ def postmortem_draft(
             f"# {started:%Y-%m-%d} — database incident ({environment}): {branch.name}",
             "",
             f"- **What happened:** {branch.name} — {branch.reason}",
-            f"- **When:** triage {started:%H:%M} UTC, fixed by {finished:%H:%M} UTC "
-            f"({minutes:.0f} min in this notebook)",
+            f"- **When:** triage {started:%H:%M} UTC, "
+            + ("handed over to scenario 5" if branch.name == CORRUPT else "fixed")
+            + f" by {finished:%H:%M} UTC ({minutes:.0f} min in this notebook)",
             f"- **What we did:** {'; '.join(actions) or 'nothing: no action was needed'}",
             f"- **Data:** {webhooks}",
             "- **Follow-up:** (owner, action, due date — fill in before filing)",
@@ -734,9 +740,9 @@ def after_pool_exhausted(s: Session, wait_seconds: float) -> dict[str, Any]:
     return {"before": before, "after": after, **res}
 
 
-def after_corrupt(s: Session) -> str:
+def after_corrupt(s: Session, branch: Branch) -> str:
     """Branch "corrupt": stop here; the hand-off is a failed check naming the command."""
-    cmd = restore_command(s.env)
+    cmd = restore_command(s.env, _reason_for_restore(branch))
     s.check(
         "Hand-off to scenario 5 (restore_incident)",
         expected="database readable",
@@ -777,13 +783,39 @@ def drain_webhooks_step(s: Session, limit: int) -> dict[str, Any]:
     return {"before": depth, "after": left, "batches": batches}
 
 
+def _action_summary(what: str) -> str:
+    """One short phrase per change for the postmortem line.
+
+    >>> _action_summary("rm -f -- /b/dealix-2026-10-01.sql.gz /b/dealix-2026-10-02.sql.gz")
+    'deleted 2 old backups (dealix-2026-10-01.sql.gz … dealix-2026-10-02.sql.gz)'
+    """
+    if what.startswith("rm -f -- "):
+        names = [PurePosixPath(p).name for p in what.removeprefix("rm -f -- ").split()]
+        return f"deleted {len(names)} old backups ({names[0]} … {names[-1]})"
+    for verb in ("restart", "start", "stop"):
+        m = re.search(rf"\b{verb}\s+(\S+)$", what)
+        if m:
+            return f"{verb} {m.group(1)}"
+    return what if len(what) <= 100 else what[:97] + "..."
+
+
+def _reason_for_restore(branch: Branch) -> str:
+    # One line for restore_incident's `reason`: the error without paths or quotes.
+    text = re.sub(r"[\"'`]", "", branch.reason.replace("…", " ")).split("failed:")[-1]
+    return ("database corrupt: " + " ".join(text.split()))[:120]
+
+
 def write_postmortem(s: Session, branch: Branch, webhooks: dict[str, Any] | None = None) -> str:
     """Draft the 5-line postmortem and save it as `<YYYY-MM-DD>.md` in the evidence folder."""
     from runbook.evidence import utc_now
 
-    actions = [c.what for c in s.changes] or [f"would run: {c.what}" for c in s.would_change]
+    actions = [_action_summary(c.what) for c in s.changes] or [
+        f"would run: {_action_summary(c.what)}" for c in s.would_change
+    ]
     if branch.name == CORRUPT:
-        actions.append(f"handed over to scenario 5: {restore_command(s.env)}")
+        actions.append(
+            f"handed over to scenario 5: {restore_command(s.env, _reason_for_restore(branch))}"
+        )
     if webhooks is None:
         data = "webhooks: not replayed (database not restored yet)"
     else:

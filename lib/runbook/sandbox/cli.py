@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="build and start (idempotent)")
     up.add_argument("--fresh", action="store_true", help="down, wipe the state dir, then up")
+    up.add_argument(
+        "--isolated",
+        action="store_true",
+        help="root only: SSH, firewall and fail2ban in a network namespace (lib/runbook/sandbox/isolated.py)",
+    )
     sub.add_parser("down", help="stop everything; no process is left behind")
     st = sub.add_parser("status", help="every component; non-zero exit if one is unhealthy")
     st.add_argument("--json", action="store_true")
@@ -58,6 +63,16 @@ def main(argv: list[str]) -> int:
         if args.cmd == "up":
             t0 = time.monotonic()
             state = sb.up(fresh=args.fresh)
+            if args.isolated:
+                from runbook.sandbox import isolated
+
+                iso = isolated.up(sb)
+                state = sb.state
+                print(
+                    f"isolated: ssh root@{iso['server_ip']} (port 22, namespace {iso['server_ns']}, "
+                    f"iptables + fail2ban); outside client: namespace {iso['outside_ns']} "
+                    f"({iso['outside_ip']})"
+                )
             print(
                 f"sandbox up in {time.monotonic() - t0:.1f} s: {state['base_url']} "
                 f"(ssh {state['ssh_user']}@127.0.0.1 -p {state['ssh_port']}); "

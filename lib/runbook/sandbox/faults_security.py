@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 ATTACKER = "203.0.113.66"  # got in: failed, then accepted logins; admin calls
 SCANNER = "198.51.100.23"  # failed logins only; banned by fail2ban
 OPERATOR = "127.0.0.1"  # the operator's address as the loopback server sees it
+# Isolated mode: banning the operator's own address would cut the scenario's SSH
+# off; a colleague's (authorized, passed as known_addresses) is banned instead.
+COLLEAGUE = "192.0.2.10"
 HOST = "dealix"
 ADMIN_PATHS = ("/api/v1/admin/dlq/stats", "/api/v1/admin/approvals/pending")
 
@@ -74,9 +77,10 @@ def auth_lines(now: datetime) -> list[str]:
 
     >>> lines = auth_lines(datetime(2026, 11, 27, 8, 0, tzinfo=UTC))
     >>> lines[0].split()[0], "Accepted password for deploy from 203.0.113.66" in lines[-2]
-    ('2026-11-27T07:30:00.000000+00:00', True)
+    ('2026-11-27T07:55:00.000000+00:00', True)
     """
-    t0 = now - timedelta(minutes=30)
+    # recent enough for fail2ban's findtime (10 min) in isolated mode
+    t0 = now - timedelta(minutes=5)
     out: list[str] = []
 
     def line(sec: int, pid: int, text: str) -> None:
@@ -185,6 +189,13 @@ def _intrusion(sb: Sandbox, _: str | None) -> None:
             status = _call_api(sb, path, guess, ATTACKER)
             if status != 401:
                 raise RuntimeError(f"intrusion: {path} with a wrong key answered {status}")
+    if sb.state.get("isolated"):
+        from runbook.sandbox import isolated
+
+        # The real fail2ban reads the lines above and bans on its own; it also
+        # (wrongly) holds an authorized address.
+        isolated.fail2ban(sb, "set", "sshd", "banip", COLLEAGUE)
+        return
     status_file = fail2ban_status_file(sb)
     status_file.parent.mkdir(parents=True, exist_ok=True)
     # fail2ban banned the scanner and, wrongly, the operator's own address.
@@ -195,6 +206,12 @@ def _intrusion_heal(sb: Sandbox, _: str | None) -> None:
     _remove_lines(Path(sb.state["auth_log"]), drop=set(_recall(sb).get("auth_lines", [])))
     _remove_lines(api_log(sb), containing=(f" {ATTACKER} ",))
     fail2ban_status_file(sb).unlink(missing_ok=True)
+    if sb.state.get("isolated"):
+        from runbook.sandbox import isolated
+
+        # and the scenario's lockdown: back to a fresh server's firewall
+        isolated.fail2ban(sb, "unban", "--all")
+        isolated.reset_firewall(sb)
     sync_operator_secrets(sb)
 
 

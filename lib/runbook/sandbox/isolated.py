@@ -12,9 +12,10 @@ network side, reached over veth pairs, with its own addresses:
 - sshd listens on port 22 inside the namespace (same host key, same
   authorized key as the loopback sshd); its log lines get syslog-style ISO
   timestamps and go to the auth log the profile names, which fail2ban reads.
-- iptables in the namespace is the host firewall (ufw cannot run without
-  its own /etc and kernel-module handling; iptables is what ufw drives).
-  Rules there never touch this machine's own.
+- The namespace's host firewall is ufw, as on production, when ufw is
+  installed (its /etc/ufw is `/etc/netns/<ns>/ufw`, so this machine's own ufw
+  stays as it is), else plain iptables (`RUNBOOK_ISOLATED_FIREWALL=iptables`
+  forces it). Rules there never touch this machine's own.
 - fail2ban runs in the namespace with an `sshd` jail on that auth log and the
   `iptables-multiport` ban action; `fail2ban-client` in an SSH session finds
   it through `/etc/netns/<ns>/fail2ban`, which `ip netns exec` mounts over
@@ -161,6 +162,37 @@ def fail2ban_config(sb: Sandbox, ns: str) -> Path:
     return etc
 
 
+def firewall_kind() -> str:
+    """ufw where it is installed (production's), else iptables; the environment may force one."""
+    forced = os.environ.get("RUNBOOK_ISOLATED_FIREWALL")
+    if forced:
+        if forced not in ("ufw", "iptables"):
+            raise SandboxError("isolated", f"RUNBOOK_ISOLATED_FIREWALL={forced!r}: ufw or iptables")
+        return forced
+    return "ufw" if shutil.which("ufw") else "iptables"
+
+
+def _ufw_config(sb: Sandbox, ns: str) -> Path:
+    etc = NETNS_ETC / ns / "ufw"
+    if etc.exists():
+        shutil.rmtree(etc)
+    shutil.copytree("/etc/ufw", etc)
+    return etc
+
+
+def _open_ssh(sb: Sandbox, ns: str, kind: str) -> None:
+    """The firewall as a fresh server has it: SSH open to all (what the runbook locks down)."""
+    if kind == "ufw":
+        _run("ufw", "allow", "22/tcp", ns=ns)
+        _run("ufw", "--force", "enable", ns=ns)
+        # kept to put the firewall back after a scenario (reset_firewall)
+        for name in ("user.rules", "user6.rules"):
+            shutil.copy2(NETNS_ETC / ns / "ufw" / name, isolated_dir(sb) / f"baseline.{name}")
+        return
+    _run("iptables", "-P", "INPUT", "ACCEPT", ns=ns)
+    _run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT", ns=ns)
+
+
 def up(sb: Sandbox) -> dict[str, Any]:
     """Build the namespaces, start sshd and fail2ban in the server one; idempotent."""
     if not build.is_root():
@@ -203,15 +235,14 @@ def up(sb: Sandbox) -> dict[str, Any]:
         _run("ip", "addr", "add", f"{addr}/30", "dev", dev, ns=ns)
         _run("ip", "link", "set", dev, "up", ns=ns)
         _run("ip", "link", "set", "lo", "up", ns=ns)
-    # The firewall as a fresh server has it: SSH open to all (what the runbook then locks down).
-    _run("iptables", "-P", "INPUT", "ACCEPT", ns=srv)
-    _run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT", ns=srv)
+    kind_fw = firewall_kind()
+    if kind_fw == "ufw":
+        _ufw_config(sb, srv)  # before anything runs in the namespace (mounted at exec)
+    _open_ssh(sb, srv, kind_fw)
 
     kind, blob = build.host_key_line(sb.layout)
     known = d / "known_hosts"
-    known.write_text(
-        f"{ip['server_ip']} {kind} {blob}\n{ip['server_outside_ip']} {kind} {blob}\n"
-    )
+    known.write_text(f"{ip['server_ip']} {kind} {blob}\n{ip['server_outside_ip']} {kind} {blob}\n")
     cfg = d / "sshd_config"
     cfg.write_text(sshd_config(sb))
     _run("/usr/sbin/sshd", "-t", "-f", str(cfg))
@@ -224,6 +255,9 @@ def up(sb: Sandbox) -> dict[str, Any]:
         'printf "%s dealix sshd[%s]: %s\\n" "$(date -u +%Y-%m-%dT%H:%M:%S.%6N+00:00)" '
         f'"$SSHD_PID" "$line"; done >> {auth_log}'
     )
+    # Before anything starts in the namespace: `ip netns exec` mounts it over /etc/fail2ban
+    # for sshd too, so fail2ban-client in an SSH session finds this server.
+    fail2ban_config(sb, srv)
     log = (d / "procs.log").open("ab")
     sshd = subprocess.Popen(
         ["ip", "netns", "exec", srv, "bash", "-c", f"SSHD_PID=$$; {stamp}"],
@@ -232,7 +266,6 @@ def up(sb: Sandbox) -> dict[str, Any]:
         stderr=log,
         start_new_session=True,
     )
-    fail2ban_config(sb, srv)
     f2b = subprocess.Popen(
         ["ip", "netns", "exec", srv, "fail2ban-server", "-f", "-x", "start"],
         stdin=subprocess.DEVNULL,
@@ -250,6 +283,7 @@ def up(sb: Sandbox) -> dict[str, Any]:
         **ip,
         "k": k,
         "ssh_port": 22,
+        "firewall": kind_fw,
         "known_hosts": str(known),
         "sshd_config": str(cfg),
         "outside_probe": f"ip netns exec {out}",
@@ -308,6 +342,33 @@ def ssh_reachable_from_operator(sb: Sandbox, timeout: float = 3.0) -> bool:
 
 def iptables(sb: Sandbox, *args: str) -> str:
     return _run("iptables", *args, ns=sb.state["isolated"]["server_ns"]).stdout
+
+
+def reset_firewall(sb: Sandbox) -> list[str]:
+    """Back to a fresh server's firewall (SSH open to all); fail2ban's chain is kept."""
+    iso = sb.state["isolated"]
+    if iso.get("firewall") == "ufw":
+        etc = NETNS_ETC / iso["server_ns"] / "ufw"
+        for name in ("user.rules", "user6.rules"):
+            shutil.copy2(isolated_dir(sb) / f"baseline.{name}", etc / name)
+        _run("ufw", "reload", ns=iso["server_ns"])
+        return ["ufw: baseline user rules"]
+    removed = []
+    base = "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"
+    for rule in iptables(sb, "-S", "INPUT").splitlines():
+        if rule.startswith("-A INPUT") and "--dport 22 " in rule + " " and "f2b-" not in rule:
+            if rule == base:
+                continue
+            iptables(sb, "-D", *rule.split()[1:])
+            removed.append(rule)
+    if base not in iptables(sb, "-S", "INPUT").splitlines():
+        iptables(sb, *base.split())
+    return removed
+
+
+def fail2ban(sb: Sandbox, *args: str) -> str:
+    """`fail2ban-client ARGS` in the server namespace."""
+    return _run("fail2ban-client", *args, ns=sb.state["isolated"]["server_ns"]).stdout
 
 
 def down(sb: Sandbox) -> None:

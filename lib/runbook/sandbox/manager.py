@@ -460,6 +460,11 @@ class Sandbox:
         state = self.state
         if not state:
             return
+        if state.get("isolated"):
+            from runbook.sandbox import isolated  # isolated mode: namespaces, sshd, fail2ban
+
+            isolated.down(self)
+            state = self.state
         t0 = time.monotonic()
         victims: dict[int, int | None] = {}
         tree = children_map()

@@ -1,0 +1,210 @@
+"""JupyterLab in a real browser: Debian's chromium, headless, driven by Playwright.
+
+No browser is downloaded: Playwright launches /usr/bin/chromium (apt packages
+`chromium`), with networking features that phone home switched off.
+JupyterLab is started by scripts/lab.sh itself (the operator's command), on a
+free port bound to 127.0.0.1 with a token, against a copy of the notebooks (a
+browser session autosaves, and the committed notebooks must stay clean).
+
+1. health_check.ipynb: open it, run all cells, wait for the rendered
+   definition-of-done table, read it, take a screenshot.
+2. A change on a non-sandbox environment (a "rehearsal" profile pointing at
+   the sandbox) asks in the live kernel; typing the environment name into the
+   browser's stdin box lets the change go ahead, once, recorded as typed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import nbformat
+import pytest
+
+from runbook.paths import project_root
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="pip install playwright (no browser download)"
+)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        "Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True
+    )
+
+ROOT = project_root()
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+APP = "window.jupyterapp"
+KERNEL = f"{APP}.shell.currentWidget?.sessionContext?.session?.kernel"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def confirm_notebook(path: Path, marker: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "dealix-runbook",
+        "display_name": "Dealix runbook (.venv)",
+        "language": "python",
+    }
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            f'env = "rehearsal"\nmarker = "{marker}"', metadata={"tags": ["parameters"]}
+        ),
+        nbformat.v4.new_code_cell(
+            "from runbook import open_session\n"
+            's = open_session("confirm_demo", env=env)\n'
+            'r = s.run(["touch", marker])\n'
+            'print("changed on", s.env, r.ok)\n'
+            'r = s.run(["true"])  # asked once per run\n'
+            's.close()\nprint("evidence:", s.run_dir)'
+        ),
+    ]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def lab(sandbox, tmp_path) -> Iterator[dict]:
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    shutil.copy(ROOT / "notebooks" / "health_check.ipynb", root)
+    params = tmp_path / "parameters"
+    shutil.copytree(ROOT / "parameters", params)
+    text = (params / "sandbox.yaml").read_text()
+    (params / "rehearsal.yaml").write_text(
+        text.replace("name: sandbox", "name: rehearsal").replace("kind: sandbox", "kind: staging")
+    )
+    marker = tmp_path / "changed-by-typed-confirmation"
+    confirm_notebook(root / "confirm_demo.ipynb", marker)
+    port, token = free_port(), secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "LAB_ROOT": str(root),
+        "LAB_SETUP": "0",
+        "LAB_PORT": str(port),
+        "JUPYTER_TOKEN": token,
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        "RUNBOOK_PARAMETERS_DIR": str(params),
+        "RUNBOOK_OUTPUTS": str(tmp_path / "outputs"),
+    }
+    log = (tmp_path / "lab.log").open("w")
+    proc = subprocess.Popen(
+        [str(ROOT / "scripts" / "lab.sh"), "--LabApp.expose_app_in_browser=True"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: teardown stops it and its kernels
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{base}/api/status?token={token}", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "lab.log").read_text()[-3000:]
+            time.sleep(0.5)
+        # the token is required: without it the API refuses
+        assert httpx.get(f"{base}/api/contents", timeout=5).status_code == 403
+        yield {"base": base, "token": token, "tmp": tmp_path, "marker": marker}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def page(lab) -> Iterator:
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def open_notebook(page, lab: dict, name: str) -> None:
+    page.goto(f"{lab['base']}/lab/tree/{name}?token={lab['token']}")
+    page.wait_for_selector(".jp-Notebook", timeout=90_000)
+    page.wait_for_function(f"{KERNEL}?.status === 'idle'", timeout=90_000)
+    assert page.evaluate(f"{KERNEL}.name") == "dealix-runbook"
+
+
+def test_health_check_runs_in_jupyterlab(lab, page) -> None:
+    open_notebook(page, lab, "health_check.ipynb")
+    page.evaluate(f"{APP}.commands.execute('notebook:run-all-cells')")
+    verdict = page.wait_for_selector("text=DEFINITION OF DONE MET", timeout=180_000)
+    verdict.scroll_into_view_if_needed()
+    # the rendered definition-of-done table: the output that holds the verdict
+    # (done() displays the styled table, then returns the DataFrame: the first table is ours)
+    output = page.locator(".jp-OutputArea", has=page.locator("text=DEFINITION OF DONE MET"))
+    output = output.locator("table").first
+    header = output.locator("thead").inner_text()
+    assert all(word in header for word in ("check", "expected", "actual", "status"))
+    rows = {
+        cells[0]: cells[3]
+        for cells in (r.split("\t") for r in output.locator("tbody tr").all_inner_texts())
+    }
+    assert rows["Liveness"] == rows["Deep health"] == rows["Nginx"] == "passed", rows
+    assert rows["fail2ban"] == "not available", rows
+    shot = lab["tmp"] / "health_check.png"
+    page.screenshot(path=str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    # the run in the browser left its evidence like a headless one
+    (record_path,) = (lab["tmp"] / "outputs" / "sandbox" / "health_check").glob("*/record.json")
+    record = json.loads(record_path.read_text())
+    assert record["outcome"] == "ok" and len(record["checks"]) == 8
+
+
+def test_confirmation_prompt_accepts_the_typed_environment_name(lab, page) -> None:
+    open_notebook(page, lab, "confirm_demo.ipynb")
+    page.evaluate(f"{APP}.commands.execute('notebook:run-all-cells')")
+    box = page.wait_for_selector(".jp-Stdin-input", timeout=120_000)
+    prompt = page.locator(".jp-Stdin-prompt").inner_text()
+    assert "REHEARSAL" in prompt and "Type the environment name (rehearsal)" in prompt, prompt
+    assert not lab["marker"].exists()  # nothing changed before the answer
+    box.fill("rehearsal")
+    box.press("Enter")
+    page.wait_for_selector("text=changed on rehearsal True", timeout=60_000)
+    page.wait_for_selector("text=evidence:", timeout=60_000)
+    page.screenshot(path=str(lab["tmp"] / "confirm.png"))
+    assert lab["marker"].exists()
+    # asked once, recorded as typed
+    assert page.locator(".jp-Stdin-input").count() == 0
+    (log,) = (lab["tmp"] / "outputs" / "rehearsal" / "confirm_demo").glob("*/commands.jsonl")
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    confirmations = [e for e in events if e["kind"] == "confirmation"]
+    assert confirmations == [{**confirmations[0], "environment": "rehearsal", "how": "typed"}], (
+        confirmations
+    )
