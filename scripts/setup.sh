@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Set up this checkout on a Debian machine: the packages the sandbox needs
-# (iptables and fail2ban: the isolated mode, `runbook sandbox up --isolated`),
+# (iptables, fail2ban, ufw: the isolated mode, `runbook sandbox up --isolated`;
+# ufw stays disabled on this machine, it runs only inside the sandbox's namespace),
 # a .venv with the project and its extras, and the project's Jupyter kernel.
 # Idempotent, and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(openssh-server openssh-client postgresql redis-server nginx-light git python3 python3-venv ca-certificates procps iproute2 iptables fail2ban)
+PACKAGES=(openssh-server openssh-client postgresql redis-server nginx-light git python3 python3-venv ca-certificates procps iproute2 iptables fail2ban ufw)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -61,6 +61,12 @@ def checks(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in record["checks"]}
 
 
+def shown(notebook: Path) -> str:
+    """Everything the executed notebook's code cells printed or displayed."""
+    nb = nbformat.read(notebook, as_version=4)
+    return json.dumps([c.get("outputs", []) for c in nb.cells if c.cell_type == "code"])
+
+
 def pushed(sb: Sandbox, fault: str) -> dict[str, Any]:
     return sb.state["deploy_faults"][fault]
 
@@ -173,8 +179,8 @@ def test_bad_deploy_rerun_and_rollback(sandbox, healed) -> None:
     assert code != 0 and record["outcome"] == "dod_not_met"
     assert checks(record)["Deep health"]["status"] == "failed"
     assert "postgres red" in checks(record)["Deep health"]["actual"]
-    out = (run_dir / "deploy.ipynb").read_text()
-    assert "runbook run rollback --env sandbox -p reason" in out
+    out = shown(run_dir / "deploy.ipynb")
+    assert "runbook run rollback --env sandbox -p reason" in out and "DEPLOY FAILED" in out
     now = server(healed)
     assert now["head"] == now["running"] == bad["pushed"]
     assert now["last_good"] == before["head"]
@@ -245,6 +251,38 @@ def test_two_downgrades_need_approval(sandbox, healed) -> None:
     after = server(healed)
     assert after["head"] == after["running"] == before["head"]
     assert after["revision"] == before["revision"]
+
+
+def test_drift_on_the_server_stops_the_deploy_before_anything_goes_live(sandbox, healed) -> None:
+    healed.fault("good-deploy")
+    # someone committed on the server (the runbook's "untracked production drift")
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            healed.state["app_dir"],
+            "-c",
+            "user.name=someone",
+            "-c",
+            "user.email=someone@example.com",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "hotfix",
+        ],
+        check=True,
+    )
+    before = server(healed)
+    code, record, run_dir = run("deploy", watch_minutes=WATCH)
+    assert code == runner.EXIT["failed"], record
+    assert record["failed_step"] == "4. Pull + install + migrate"
+    assert record["error"]["type"] == "CommandFailed" and "pull" in record["error"]["message"]
+    out = shown(run_dir / "deploy.ipynb")
+    assert "DEPLOY STOPPED" in out and "runbook run rollback" not in out
+    after = server(healed)
+    for key in ("head", "revision", "last_good", "running", "api_pid"):
+        assert after[key] == before[key], key
 
 
 def test_deploy_dry_run_changes_nothing(sandbox, healed) -> None:

@@ -757,7 +757,15 @@ class RestoreDrill:
                 create_database(s, self.scratch)
                 self.created = True
             with s.step("2. Restore"):
-                self.result = restore(s, self.chosen, self.scratch, jobs=self.jobs)
+                # let a slow restore finish (it fails "Restore time", with its real
+                # duration) instead of dying at the profile's command timeout
+                self.result = restore(
+                    s,
+                    self.chosen,
+                    self.scratch,
+                    jobs=self.jobs,
+                    timeout=max(3600.0, 4 * self.target_min * 60),
+                )
             r = self.result
             if r.dry_run:
                 return r
@@ -1047,7 +1055,8 @@ class IncidentRestore:
         s = self.s
         assert self.chosen is not None and self.renamed is not None
         with s.step("3. Restore latest good backup"):
-            self.result = restore(s, self.chosen, self.prod)
+            # never cut an incident restore at the profile's command timeout
+            self.result = restore(s, self.chosen, self.prod, timeout=6 * 3600)
             r = self.result
             if r.dry_run:
                 return r

@@ -435,6 +435,9 @@ class Deploy(_Ops):
         self.probe_seconds = float(targets.sentry_probe_seconds)
         self.target_sha: str | None = None
         self.previous_sha: str | None = None
+        self.head_before: str | None = None
+        self.rev_before: str | None = None
+        self.running_before: str | None = None
         self.started_at = time.time()
         self.changes_started = False
         self.healthy: bool | None = None
@@ -478,8 +481,36 @@ class Deploy(_Ops):
             except Exception as exc:
                 if self.changes_started and not self.s.dry_run:
                     self.failure = self.failure or f"{name} failed ({type(exc).__name__})"
-                    self._say_rollback()
+                    if self._untouched():
+                        self._say_nothing_deployed()
+                    else:
+                        self._say_rollback()
                 raise
+
+    def _untouched(self) -> bool:
+        """True when the failed step left the server as the snapshot saw it (nothing live)."""
+        try:
+            head = self.s.git.head()
+            return (
+                self.head_before is not None
+                and head == self.head_before
+                and self.running_sha() == self.running_before
+                and self.s.alembic.current() == self.rev_before
+            )
+        except Exception:  # cannot tell: assume the worst and say how to roll back
+            return False
+
+    def _say_nothing_deployed(self) -> None:
+        sha = (self.running_before or "?")[:12]
+        self.s.evidence.append(
+            {"kind": "deploy", "event": "stopped, nothing deployed", "failure": self.failure}
+        )
+        print(
+            f"DEPLOY STOPPED: {self.failure}\n"
+            f"Nothing went live: the server still runs {sha}, checkout and migrations unchanged. "
+            "No rollback needed: fix the cause (for a failed `pull --ff-only`, commits on the "
+            "server that are not on main: drift, which goes through a PR) and deploy again."
+        )
 
     # -- step 1 -----------------------------------------------------------
     def ci_gate(self) -> pd.DataFrame:
@@ -574,6 +605,8 @@ class Deploy(_Ops):
         branch = s.profile.github.branch
         with self.step("4. Pull + install + migrate"):
             rev_before = s.alembic.current()
+            self.head_before, self.rev_before = s.git.head(), rev_before
+            self.running_before = self.running_sha()
             self.changes_started = True
             s.git.fetch()
             s.git.checkout(branch)

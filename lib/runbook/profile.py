@@ -185,22 +185,12 @@ class Security:
 @dataclass(frozen=True)
 class LLMProviders:
     """Scenario 4: each LLM provider's Statuspage (base URL of `/api/v2/summary.json`)
-    and API base URL, by provider name."""
+    and API base URL, by provider name. Empty unless the profile names them, so a
+    profile without an `llm:` block never reaches the real providers by accident
+    (production.yaml: https://status.anthropic.com, https://api.anthropic.com, ...)."""
 
-    status_pages: dict[str, str] = field(
-        default_factory=lambda: {
-            "anthropic": "https://status.anthropic.com",
-            "openai": "https://status.openai.com",
-            "google": "https://status.cloud.google.com",
-        }
-    )
-    api_urls: dict[str, str] = field(
-        default_factory=lambda: {
-            "anthropic": "https://api.anthropic.com",
-            "openai": "https://api.openai.com",
-            "google": "https://generativelanguage.googleapis.com",
-        }
-    )
+    status_pages: dict[str, str] = field(default_factory=dict)
+    api_urls: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

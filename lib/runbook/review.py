@@ -37,6 +37,7 @@ Example::
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -259,7 +260,7 @@ def review(
         raise ValueError(f"as_of {as_of!r} is not an ISO date or time")
     runs = load_runs(root)
     runs = runs[runs["started"] <= pd.Timestamp(now)].reset_index(drop=True)
-    expected = list(scenarios) if scenarios is not None else known_scenarios()
+    expected = _names(scenarios) if scenarios is not None else known_scenarios()
 
     # --- the last run of every scenario, and which are stale
     due: list[dict[str, Any]] = []
@@ -371,6 +372,17 @@ def review(
         drill_days=drill_days,
         scenarios=expected,
     )
+
+
+def _names(value: Any) -> list[str]:
+    """Scenario names from a list or a string (`-p scenarios deploy,rollback` passes one).
+
+    >>> _names("deploy, rollback"), _names('["deploy"]'), _names(["a", "b"])
+    (['deploy', 'rollback'], ['deploy'], ['a', 'b'])
+    """
+    if isinstance(value, str):
+        return [w for w in re.split(r"[\s,\[\]\"']+", value) if w]
+    return [str(v) for v in value]
 
 
 def _due(

@@ -5,7 +5,7 @@ network side, reached over veth pairs, with its own addresses:
 
 ```
  operator (this machine)          server namespace rbs<id>          outside namespace rbo<id>
- 10.213.K.1  ── veth ──  10.213.K.2   sshd :22, iptables,    10.214.K.2  ── veth ──  10.214.K.1
+ 10.213.K.1  ── veth ──  10.213.K.2   sshd :22, ufw/iptables, 10.214.K.2  ── veth ──  10.214.K.1
                                       fail2ban (sshd jail)
 ```
 
