@@ -172,6 +172,10 @@ def main() -> int:
         s.close()
 
     med = {k: statistics.median(v) for k, v in runs.items()}
+
+    def paired(base: str, other: str) -> float:
+        return statistics.median(b / o for b, o in zip(runs[base], runs[other], strict=True))
+
     result = {
         "db_mib": round(db_bytes / 2**20),
         "plain_dump_mib": round(plain.stat().st_size / 2**20) if plain.exists() else None,
@@ -181,6 +185,11 @@ def main() -> int:
         "ratio_drill_vs_bare_flags": round(med["bare+flags"] / med["drill"], 3),
         "ratio_drill_vs_bare": round(med["bare"] / med["drill"], 3),
         "ratio_pg_restore_vs_bare": round(med["bare"] / med["pg_restore"], 3),
+        # the same ratios round by round (each round runs all four back to
+        # back), whose median resists a neighbour's load burst better
+        "paired_drill_vs_bare_flags": round(paired("bare+flags", "drill"), 3),
+        "paired_pg_restore_vs_bare": round(paired("bare", "pg_restore"), 3),
+        "runs_s": {k: [round(x, 2) for x in v] for k, v in runs.items()},
     }
     print()
     print(f"database {result['db_mib']} MiB, {args.rounds} round(s), medians:")
@@ -190,7 +199,9 @@ def main() -> int:
         f"drill vs bare+flags: {result['ratio_drill_vs_bare_flags']:.3f} (target >= 0.95)\n"
         f"drill vs bare:       {result['ratio_drill_vs_bare']:.3f}\n"
         f"pg_restore -j{args.jobs} vs bare: {result['ratio_pg_restore_vs_bare']:.3f} "
-        "(published: about 1.5 on 2 cores)"
+        "(published: about 1.5 on 2 cores)\n"
+        f"round-by-round medians: drill vs bare+flags {result['paired_drill_vs_bare_flags']:.3f}, "
+        f"pg_restore -j{args.jobs} vs bare {result['paired_pg_restore_vs_bare']:.3f}"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -219,6 +219,17 @@ def test_incident_restore_needs_a_reason(sandbox, healed) -> None:
     assert record["changes"] == []
 
 
+def test_incident_restore_off_the_sandbox_needs_confirmation(outputs) -> None:
+    """Refused before any command reaches the server (none ran)."""
+    code, run_dir = runner.run(
+        "restore_incident", {"env": "production", "reason": "test"}, quiet=True
+    )
+    record = read(run_dir)
+    assert code == runner.EXIT["refused"], record
+    assert record["error"]["type"] == "NotConfirmed"
+    assert record["commands_run"] == 0 and record["changes"] == []
+
+
 def test_incident_restore_after_mass_delete(sandbox, healed) -> None:
     leads_before = sandbox.query("SELECT count(*) FROM leads")[0][0]
     sandbox.fault("mass-delete")
