@@ -23,6 +23,7 @@ drill vs bare, and pg_restore -j2 vs bare (published: about 1.5x on 2 cores).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -169,6 +170,8 @@ def main() -> int:
             sh(f"{psql} -X -q -d postgres -c 'DROP DATABASE IF EXISTS {SRC} WITH (FORCE)'")
             for f in (plain, custom):
                 f.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                work.rmdir()
         s.close()
 
     med = {k: statistics.median(v) for k, v in runs.items()}
@@ -185,6 +188,7 @@ def main() -> int:
         "ratio_drill_vs_bare_flags": round(med["bare+flags"] / med["drill"], 3),
         "ratio_drill_vs_bare": round(med["bare"] / med["drill"], 3),
         "ratio_pg_restore_vs_bare": round(med["bare"] / med["pg_restore"], 3),
+        "ratio_pg_restore_vs_bare_flags": round(med["bare+flags"] / med["pg_restore"], 3),
         # the same ratios round by round (each round runs all four back to
         # back), whose median resists a neighbour's load burst better
         "paired_drill_vs_bare_flags": round(paired("bare+flags", "drill"), 3),
@@ -200,6 +204,7 @@ def main() -> int:
         f"drill vs bare:       {result['ratio_drill_vs_bare']:.3f}\n"
         f"pg_restore -j{args.jobs} vs bare: {result['ratio_pg_restore_vs_bare']:.3f} "
         "(published: about 1.5 on 2 cores)\n"
+        f"pg_restore -j{args.jobs} vs bare+flags: {result['ratio_pg_restore_vs_bare_flags']:.3f}\n"
         f"round-by-round medians: drill vs bare+flags {result['paired_drill_vs_bare_flags']:.3f}, "
         f"pg_restore -j{args.jobs} vs bare {result['paired_pg_restore_vs_bare']:.3f}"
     )

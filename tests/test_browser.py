@@ -148,6 +148,7 @@ def page(lab) -> Iterator:
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
         try:
             yield page
         finally:
@@ -161,9 +162,15 @@ def open_notebook(page, lab: dict, name: str) -> None:
     assert page.evaluate(f"{KERNEL}.name") == "dealix-runbook"
 
 
+def run_all(page) -> None:
+    """Run > Run All Cells. Not awaited: the command's promise settles only when every
+    cell is done, and a cell waiting for typed input would never be."""
+    page.evaluate(f"() => {{ {APP}.commands.execute('notebook:run-all-cells'); }}")
+
+
 def test_health_check_runs_in_jupyterlab(lab, page) -> None:
     open_notebook(page, lab, "health_check.ipynb")
-    page.evaluate(f"{APP}.commands.execute('notebook:run-all-cells')")
+    run_all(page)
     verdict = page.wait_for_selector("text=DEFINITION OF DONE MET", timeout=180_000)
     verdict.scroll_into_view_if_needed()
     # the rendered definition-of-done table: the output that holds the verdict
@@ -189,7 +196,7 @@ def test_health_check_runs_in_jupyterlab(lab, page) -> None:
 
 def test_confirmation_prompt_accepts_the_typed_environment_name(lab, page) -> None:
     open_notebook(page, lab, "confirm_demo.ipynb")
-    page.evaluate(f"{APP}.commands.execute('notebook:run-all-cells')")
+    run_all(page)
     box = page.wait_for_selector(".jp-Stdin-input", timeout=120_000)
     prompt = page.locator(".jp-Stdin-prompt").inner_text()
     assert "REHEARSAL" in prompt and "Type the environment name (rehearsal)" in prompt, prompt

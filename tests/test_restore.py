@@ -306,6 +306,7 @@ def test_interrupted_restore_drops_the_scratch_database(sandbox, healed, outputs
                 break
             time.sleep(0.5)
         assert sleeping, proc.communicate(timeout=60)[0][-3000:]
+        time.sleep(6)  # one progress poll (every 5 s) while psql works
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=180)
         assert proc.returncode == runner.EXIT["interrupted"], out[-3000:]
@@ -314,6 +315,9 @@ def test_interrupted_restore_drops_the_scratch_database(sandbox, healed, outputs
         record = json.loads(records[0].read_text())
         assert record["outcome"] == "interrupted"
         assert statuses(record)["Teardown"] == "passed"
+        # the progress line reached the notebook while the restore ran
+        executed = (records[0].parent / "restore_drill.ipynb").read_text()
+        assert "dump read (100 %), psql finishing" in executed
     finally:
         slow.unlink(missing_ok=True)
 

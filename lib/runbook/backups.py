@@ -295,7 +295,7 @@ def drop_database(s: Session, name: str) -> None:
 # ---------------------------------------------------------------- restore
 
 
-@dataclass
+@dataclass(repr=False)
 class RestoreResult:
     """What one restore did (also written to the evidence as JSON)."""
 
@@ -311,6 +311,16 @@ class RestoreResult:
     error: str = ""
     dry_run: bool = False
     progress: list[tuple[float, int]] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        if self.dry_run:
+            return f"<restore of {self.backup} into {self.database}: dry run, not run>"
+        verdict = "ok" if self.ok else f"FAILED (exit {self.exit_code})"
+        return (
+            f"<restore of {self.backup} into {self.database}: {verdict} in {self.duration_s} s, "
+            f"{human_bytes(self.bytes_total)} {self.format}, {self.rate_mb_s or 0:.1f} MB/s"
+            + (f", {self.jobs} jobs>" if self.format == CUSTOM else ">")
+        )
 
     @property
     def rate_mb_s(self) -> float | None:
@@ -331,7 +341,8 @@ class _Progress(threading.Thread):
         self.bar = bar
         self.t0 = time.monotonic()
 
-    def read(self) -> int | None:
+    def read(self) -> int | str | None:
+        """Bytes so far, "done" when the reader has exited (psql still working), or None."""
         out: list[bytes] = []
         try:
             self.s.transport.execute(
@@ -340,19 +351,30 @@ class _Progress(threading.Thread):
         except Exception:
             return None
         text = b"".join(out).decode(errors="replace").strip().splitlines()
-        return int(text[-1]) if text and text[-1].strip().isdigit() else None
+        if not text:
+            return None
+        last = text[-1].strip()
+        return int(last) if last.isdigit() else ("done" if last == "done" else None)
 
     def run(self) -> None:
         while not self.stop_event.wait(self.interval):
             n = self.read()
             if n is None:
-                if self.samples and self.total and self.samples[-1][1] != self.total:
-                    # gunzip has exited: psql is finishing (indexes, constraints)
-                    t = time.monotonic() - self.t0
+                continue
+            if n == "done":
+                # the whole dump is read: psql is finishing (indexes, constraints);
+                # keep saying so, so a long tail never looks like a hang
+                t = time.monotonic() - self.t0
+                if not self.samples or self.samples[-1][1] != self.total:
                     self.samples.append((round(t, 1), self.total))
-                    self.show(t, self.total)
-                    if self.bar is None:
-                        print(f"  {self.label}: dump read, building indexes", flush=True)
+                    if self.bar is not None:
+                        self.show(t, self.total)
+                if self.bar is None:
+                    print(
+                        f"  {self.label}: dump read (100 %), psql finishing "
+                        f"(indexes, constraints), {t:.0f} s",
+                        flush=True,
+                    )
                 continue
             t = time.monotonic() - self.t0
             self.samples.append((round(t, 1), n))
@@ -465,9 +487,11 @@ def restore(
         label, shown_total = f"restore {chosen['name']} (database size)", 0
     else:
         # the compressed bytes gunzip has read so far: its offset in the dump
+        # ("done" once gunzip has exited; the pid file goes when psql has finished)
         poll = (
             f'p=$(cat {shlex.quote(pidfile)} 2>/dev/null) && [ -n "$p" ] && '
-            "sed -n 's/^pos:[[:space:]]*//p' /proc/$p/fdinfo/0 2>/dev/null"
+            "{ sed -n 's/^pos:[[:space:]]*//p' /proc/$p/fdinfo/0 2>/dev/null | grep . "
+            "|| echo done; }"
         )
         label, shown_total = f"restore {chosen['name']}", total
     print(
