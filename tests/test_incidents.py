@@ -38,7 +38,7 @@ def checks(record: dict) -> dict[str, dict]:
 
 
 def branch_of(record: dict) -> str:
-    return checks(record)["Triage: branch"]["actual"]
+    return record["decisions"]["Triage: branch"]["choice"]
 
 
 def dlq_items(sandbox, queue: str) -> list[dict]:
@@ -181,7 +181,7 @@ def test_disk_full_dry_run_deletes_nothing(sandbox, healed) -> None:
 
 
 def decision_of(record: dict) -> str:
-    return checks(record)["Decision"]["actual"]
+    return record["decisions"]["Decision"]["choice"]
 
 
 @pytest.fixture
@@ -246,7 +246,7 @@ def test_llm_down_briefly_breaker_protects_then_recovers(sandbox, env_restored, 
         def decided() -> bool:
             for rec in outputs.glob("sandbox/llm_provider_down/*/record.json"):
                 try:
-                    names = [c["name"] for c in json.loads(rec.read_text())["checks"]]
+                    names = json.loads(rec.read_text()).get("decisions", {})
                 except (ValueError, OSError):
                     continue
                 if "Decision" in names:

@@ -149,6 +149,7 @@ class Session:
         self.changes: list[Change] = []
         self.would_change: list[Change] = []
         self.metrics: dict[str, dict[str, Any]] = {}
+        self.decisions: dict[str, dict[str, Any]] = {}
         self._current: Step | None = None
         self._transport: Transport | None = None
         self._outcome = "running"
@@ -576,6 +577,21 @@ class Session:
         self.evidence.append({"kind": "metric", "name": name, **self.metrics[name]})
         self._write_record()
 
+    def decide(self, name: str, choice: str, reason: str) -> None:
+        """Record a decision the notebook made (which runbook branch, failover or not).
+
+        A decision is not a check: it cannot pass or fail, so it is kept apart
+        from the definition of done, under "decisions" in record.json.
+        """
+        self.decisions[name] = {
+            "choice": choice,
+            "reason": self.redactor.redact(reason),
+            "step": self.current_step,
+            "at": iso(utc_now()),
+        }
+        self.evidence.append({"kind": "decision", "name": name, **self.decisions[name]})
+        self._write_record()
+
     def checks_table(self):  # -> pandas.DataFrame
         return checks_frame(self.checks)
 
@@ -644,6 +660,7 @@ class Session:
             "steps": [s.to_dict() for s in self.steps],
             "checks": [c.to_dict() for c in self.checks],
             "metrics": self.metrics,
+            "decisions": self.decisions,
             "changes": [c.to_dict() for c in self.changes],
             "would_change": [c.to_dict() for c in self.would_change],
             "commands_run": self.commands_run,

@@ -376,18 +376,12 @@ def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
 
 
 def triage(s: Session) -> tuple[pd.DataFrame, Branch]:
-    """Gather, classify, record the branch as a check and in triage.json; return both."""
+    """Gather, classify, record the branch as a decision and in triage.json; return both."""
     import json
 
     table = gather(s)
     branch = classify(table)
-    s.check(
-        "Triage: branch",
-        expected="one of " + " / ".join(BRANCHES),
-        actual=branch.name,
-        passed=True,
-        note=branch.reason,
-    )
+    s.decide("Triage: branch", branch.name, branch.reason)
     raw = {
         k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v))
         for k, v in table.attrs["raw"].items()

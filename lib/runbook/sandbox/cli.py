@@ -6,6 +6,8 @@ failed, 2 usage error (unknown fault, bad arguments).
 Example::
 
     >>> main(["fault", "--list"])        # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
+    bad-deploy
+    ...
     ci-red
         Add a newest failed CI run on main ...
     0

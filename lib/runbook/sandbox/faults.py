@@ -196,7 +196,11 @@ register(
         choices=("anthropic", "openai", "google"),
     )
 )
-from runbook.sandbox import faults_deploy  # noqa: E402,F401
-from runbook.sandbox import faults_incidents  # noqa: E402,F401
-from runbook.sandbox import faults_restore  # noqa: E402,F401
-from runbook.sandbox import faults_security  # noqa: E402,F401
+
+# The scenario issues' faults live in their own modules and register on import.
+from runbook.sandbox import (  # noqa: E402
+    faults_deploy,  # noqa: F401
+    faults_incidents,  # noqa: F401
+    faults_restore,  # noqa: F401
+    faults_security,  # noqa: F401
+)
