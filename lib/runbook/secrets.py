@@ -24,10 +24,14 @@ from runbook.errors import ParameterError
 from runbook.redact import Redactor
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """Parse `NAME=value` lines (optional quotes, `#` comments, optional `export`)."""
+def parse_env_text(text: str) -> dict[str, str]:
+    """`NAME=value` lines (optional quotes, `#` comments, optional `export`).
+
+    >>> parse_env_text('# c\\nexport A="x y"\\nB=2\\n')
+    {'A': 'x y', 'B': '2'}
+    """
     values: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
+    for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
@@ -38,6 +42,11 @@ def read_env_file(path: Path) -> dict[str, str]:
             value = value[1:-1]
         values[name] = value
     return values
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a `.env`-style file (see `parse_env_text`)."""
+    return parse_env_text(path.read_text())
 
 
 class SecretStore:

@@ -49,6 +49,7 @@ import pandas as pd
 
 from runbook.errors import Forbidden, RunbookError
 from runbook.evidence import utc_now
+from runbook.secrets import parse_env_text
 
 if TYPE_CHECKING:
     from runbook.session import Session
@@ -265,26 +266,6 @@ def ssh_client_address(ssh_connection: str) -> str | None:
         return str(ipaddress.ip_address(parts[0]))
     except ValueError:
         return None
-
-
-def parse_env_text(text: str) -> dict[str, str]:
-    """`KEY=value` lines of a .env (quotes stripped, comments skipped).
-
-    >>> parse_env_text('# c\\nexport A="x y"\\nB=2\\n')
-    {'A': 'x y', 'B': '2'}
-    """
-    out: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        name, value = line.split("=", 1)
-        name = name.removeprefix("export ").strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[name] = value
-    return out
 
 
 # ------------------------------------------------------- 1. rotate and prove
