@@ -142,6 +142,9 @@ def test_healthy_drill_passes_and_leaves_no_scratch_database(sandbox, healed) ->
     ],
 )
 def test_each_fault_fails_the_drill_by_name(sandbox, healed, fault, failed_check) -> None:
+    leads_before_fault = sandbox.query("SELECT count(*) FROM leads")[0][0]
+    backups_dir = Path(sandbox.state["backups_dir"])
+    files_before = {p.name: p.read_bytes() for p in backups_dir.glob("dealix-*.sql.gz")}
     sandbox.fault(fault)
     before = production(sandbox)
     code, run_dir = runner.run("restore_drill", {}, quiet=True)
@@ -156,6 +159,10 @@ def test_each_fault_fails_the_drill_by_name(sandbox, healed, fault, failed_check
         # refused before restoring: nothing was created
         assert "Restore completed" not in st
         assert not any("CREATE DATABASE" in c["what"] for c in record["changes"])
+    # heal puts everything back: the same dumps, and every lead
+    sandbox.heal()
+    assert {p.name: p.read_bytes() for p in backups_dir.glob("dealix-*.sql.gz")} == files_before
+    assert sandbox.query("SELECT count(*) FROM leads")[0][0] >= leads_before_fault
 
 
 def test_restore_failing_midway_still_drops_the_scratch_database(sandbox, healed) -> None:
