@@ -1,12 +1,13 @@
 """Streaming capture of a command's output: bounded memory, bounded evidence.
 
-Bytes arrive in chunks of any size. They are decoded incrementally (a
-multibyte character split across chunks survives) and cut at the last
-newline; the complete lines are redacted as one block before they are kept
-or written, so a secret split across a chunk boundary is whole again by
-then (no redaction pattern spans a newline). The capture keeps the first
-`head` and last `tail` lines; once the output outgrows that, the whole
-redacted stream goes to a log file and the capture says where.
+Bytes arrive in chunks of any size and are cut at the last newline, so a
+secret split across a chunk boundary is whole again before anything is
+redacted (no redaction pattern spans a newline), and a multibyte character
+is never cut. The capture keeps the first `head` and last `tail` lines and
+redacts them when they are shown; once the output outgrows that, the whole
+stream goes to a log file through a writer thread that redacts each block
+before it reaches the disk (RE2 releases the GIL, so scanning and writing
+overlap with receiving).
 
 Example::
 
@@ -91,8 +92,7 @@ class StreamCapture:
             self._block(piece + b"\n")
 
     def _block(self, block: bytes) -> None:
-        """Take complete lines (ending in a newline), redacted as one block."""
-        block = self.redactor.redact_bytes(block)
+        """Take complete lines (ending in a newline); the log redacts them."""
         self.lines += block.count(b"\n")
         if self._overflowed:
             assert self._log is not None
@@ -118,7 +118,7 @@ class StreamCapture:
             self._log = _NullLog()  # type: ignore[assignment]
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = _LogWriter(self.log_path)  # type: ignore[assignment]
+        self._log = _LogWriter(self.log_path, self.redactor)  # type: ignore[assignment]
         self._log.write(b"".join(x + b"\n" for x in [*self._head, *self._tail]))
 
     def close(self) -> str:
@@ -131,6 +131,9 @@ class StreamCapture:
             self._log.close()
         return self.text()
 
+    def _show(self, raw: bytes) -> str:
+        return _show_line(self.redactor, raw)
+
     @property
     def full_log(self) -> Path | None:
         """The log file holding the whole stream, if it was needed."""
@@ -139,12 +142,13 @@ class StreamCapture:
     def text(self) -> str:
         shown = len(self._head) + len(self._tail)
         elided = self.lines - shown
-        lines = [_show(x) for x in self._head]
+        show = self._show
+        lines = [show(x) for x in self._head]
         if elided > 0:
             where = f", full log at {self.log_path}" if self.full_log else ""
             noun = "line" if elided == 1 else "lines"
             lines.append(f"… {elided} {noun} elided{where} …")
-        lines.extend(_show(x) for x in self._tail)
+        lines.extend(show(x) for x in self._tail)
         end = "\n" if lines and not self._no_final_newline else ""
         return "\n".join(lines) + end
 
@@ -154,8 +158,9 @@ class _LogWriter:
     then overlaps with receiving and scanning the next block. The queue is
     short, so memory stays bounded."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, redactor: Redactor):
         self._fh = path.open("wb")
+        self._redactor = redactor
         self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="runbook-log")
@@ -164,7 +169,7 @@ class _LogWriter:
     def _run(self) -> None:
         while (data := self._q.get()) is not None:
             try:
-                self._fh.write(data)
+                self._fh.write(self._redactor.redact_bytes(data))
             except BaseException as exc:  # surfaced on close
                 self._error = exc
 
@@ -188,8 +193,8 @@ class _NullLog:
         pass
 
 
-def _show(raw: bytes) -> str:
-    line = raw.decode("utf-8", "replace").rstrip("\r")
+def _show_line(redactor: Redactor, raw: bytes) -> str:
+    line = redactor.redact(raw.decode("utf-8", "replace").rstrip("\r"))
     if len(line) <= SHOW_LINE_CHARS:
         return line
     return line[:SHOW_LINE_CHARS] + f"… (+{len(line) - SHOW_LINE_CHARS} chars)"
