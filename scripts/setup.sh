@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(openssh-server openssh-client postgresql redis-server nginx-light git python3 python3-venv ca-certificates procps iproute2 iptables fail2ban ufw)
+PACKAGES=(openssh-server openssh-client postgresql redis-server nginx-light git python3 python3-venv ca-certificates procps iproute2 iptables fail2ban ufw chromium)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

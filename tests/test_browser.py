@@ -86,6 +86,11 @@ def confirm_notebook(path: Path, marker: Path) -> None:
 
 @pytest.fixture
 def lab(sandbox, tmp_path) -> Iterator[dict]:
+    # a healthy server to look at: earlier tests may leave a fault or a red CI run
+    # among the last three
+    sandbox.heal()
+    for _ in range(3):
+        sandbox.add_ci_run("success")
     root = tmp_path / "notebooks"
     root.mkdir()
     shutil.copy(ROOT / "notebooks" / "health_check.ipynb", root)

@@ -8,6 +8,7 @@ same code path as `runbook run`; each test reads record.json, not the exit code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -62,6 +63,13 @@ BODIES = {
         '    print("waiting", flush=True)\n'
         '    Path(marker).write_text("started")\n'
         "    time.sleep(120)"
+    ),
+    # interrupted while a command runs on the server (over SSH)
+    "interrupted_command": (
+        'with s.step("1. Wait for the operator"):\n'
+        '    print("waiting", flush=True)\n'
+        # the marker holds the pid of the sleep on the server (exec keeps it)
+        '    s.probe(["sh", "-c", f"echo $$ > {marker}; exec sleep 120"])'
     ),
     # a careless cell: prints a secret straight to the notebook's output
     "leak": (
@@ -172,9 +180,17 @@ def test_timeout_is_timed_out(sandbox, outputs, notebooks):
     assert evidence_tools.verify_run(run_dir).ok
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    ("sig", "kind"),
+    [
+        (signal.SIGINT, "interrupted"),
+        (signal.SIGTERM, "interrupted"),
+        (signal.SIGINT, "interrupted_command"),
+        (signal.SIGTERM, "interrupted_command"),
+    ],
+)
 def test_signal_ends_the_run_cleanly_with_the_notebook_saved(
-    sandbox, outputs, notebooks, tmp_path, sig
+    sandbox, outputs, notebooks, tmp_path, sig, kind
 ):
     marker = tmp_path / "started"
     script = (
@@ -184,7 +200,7 @@ def test_signal_ends_the_run_cleanly_with_the_notebook_saved(
         "print(d)\nsys.exit(code)"
     )
     proc = subprocess.Popen(
-        [PY, "-c", script, str(notebooks["interrupted"]), str(marker)],
+        [PY, "-c", script, str(notebooks[kind]), str(marker)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -195,7 +211,14 @@ def test_signal_ends_the_run_cleanly_with_the_notebook_saved(
         assert time.monotonic() < deadline, "the cell never started"
         time.sleep(0.2)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if kind == "interrupted_command":
+            # KNOWN GAP (execution core): an interrupted command keeps running on the
+            # target; the log says it may. Stop this test's own sleep by its pid.
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(marker.read_text().strip()), signal.SIGTERM)
     assert proc.returncode == 5, err
     run_dir = Path(out.strip().splitlines()[-1])
     record = json.loads((run_dir / "record.json").read_text())
@@ -204,9 +227,17 @@ def test_signal_ends_the_run_cleanly_with_the_notebook_saved(
     assert record["failed_step"] == "1. Wait for the operator"
     # the saved notebook is the latest: the interrupted cell's output and its traceback
     nb = json.loads((run_dir / "ev_interrupted.ipynb").read_text())
+    if kind == "interrupted_command":
+        # the command was stopped, not left running on the server, and logged as such
+        events = [json.loads(x) for x in (run_dir / "commands.jsonl").read_text().splitlines()]
+        sleeps = [e for e in events if e.get("kind") == "command" and "sleep 120" in e["command"]]
+        assert sleeps and sleeps[-1]["status"] == "interrupted", sleeps
+        assert "may still be running" in sleeps[-1]["error"]
     (cell,) = [c for c in nb["cells"] if "Wait for the operator" in "".join(c["source"])]
     assert "waiting" in json.dumps(cell["outputs"])
-    assert any(o.get("ename") == "KeyboardInterrupt" for o in cell["outputs"])
+    assert any(
+        o.get("ename") in ("KeyboardInterrupt", "CommandInterrupted") for o in cell["outputs"]
+    )
     assert nb["cells"][-1]["metadata"]["papermill"]["status"] != "completed"  # done() never ran
     assert evidence_tools.verify_run(run_dir).ok
 
@@ -450,3 +481,43 @@ def test_zz_no_secret_in_any_evidence_file(sandbox, outputs):
         data = path.read_bytes()
         for value in secrets:
             assert value.encode() not in data, f"a secret in {path}"
+
+
+def test_history_reads_the_restore_drills_own_check_names():
+    """restore_drill.ipynb records "Backup fresh (RPO)" before "Data age (RPO)": the data's
+    age is the one plotted against the RPO, the backup file's only when there is no other."""
+    record = {
+        "checks": [
+            {
+                "name": "Backup fresh (RPO)",
+                "expected": "newest backup <= 24 h old",
+                "actual": "5.6 h old",
+            },
+            {"name": "Restore time", "expected": "<= 15 min", "actual": "0.1 s for 835.2 KiB"},
+            {
+                "name": "Data age (RPO)",
+                "expected": "newest restored row <= 24 h old",
+                "actual": "6.1 h old",
+            },
+        ]
+    }
+    got = history.row(record, "x")
+    assert got["data_age_h"] == 6.1 and got["rpo_h"] == 24.0
+    assert got["restore_min"] == pytest.approx(0.1 / 60) and got["restore_target_min"] == 15.0
+    assert got["rollback_min"] is None
+
+
+def test_seal_masks_a_secret_given_as_an_environment_variable(sandbox, tmp_path, monkeypatch):
+    """Secrets can come from the environment instead of the file: the scan knows those too."""
+    value = "env-only-token-" + "7" * 24
+    monkeypatch.setenv("SENTRY_AUTH_TOKEN", value)
+    run_dir = _fake_run(tmp_path / "outputs", 1)
+    (run_dir / "notes.log").write_text(f"token={value}\n")
+    info = evidence_tools.seal(run_dir, env="sandbox", chain=False)
+    assert value not in (run_dir / "notes.log").read_text()
+    assert "[redacted:SENTRY_AUTH_TOKEN]" in (run_dir / "notes.log").read_text()
+    assert info["masked"] == [{"file": "notes.log", "masks": 1}]
+    assert (
+        json.loads((run_dir / "record.json").read_text())["secret_scan"]["masked"] == info["masked"]
+    )
+    assert evidence_tools.verify_run(run_dir).ok

@@ -112,6 +112,12 @@ def secrets_redactor(env: str) -> Redactor:
     with contextlib.suppress(Exception):
         profile = load_profile(env)
         SecretStore(redactor, profile.secrets.file, source=profile.source)
+        # secrets given as environment variables (the profile names them) count too
+        for key, name in vars(profile.secrets).items():
+            value = os.environ.get(name) if key != "file" and isinstance(name, str) else None
+            if value:
+                with contextlib.suppress(ValueError):  # too short to mask safely
+                    redactor.register(name, value)
     return redactor
 
 
@@ -267,6 +273,8 @@ def header_html(record: dict[str, Any], files: list[str]) -> str:
     )
     table = "border-collapse:collapse;margin:0.5em 0 1em 0;font-size:0.9em"
     parts = [
+        "<style>#runbook-summary td, #runbook-summary th {padding: 2px 10px 2px 0;"
+        " vertical-align: top; text-align: left}</style>",
         "<section id='runbook-summary' style='font-family:sans-serif;margin:1em 2em;"
         "padding:1em;border:2px solid " + color + "'>",
         f"<h1 style='color:{color};margin-top:0'>{e(str(record.get('scenario')))}: "

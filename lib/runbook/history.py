@@ -37,7 +37,7 @@ DRILL_SERIES = (
         "restore_target_min",
         15.0,
         ("restore_minutes", "restore_duration", "restore_duration_min"),
-        re.compile(r"restore (duration|time)|time to restore", re.I),
+        (re.compile(r"restore (duration|time)|time to restore", re.I),),
     ),
     (
         "data_age_h",
@@ -45,7 +45,8 @@ DRILL_SERIES = (
         "rpo_h",
         24.0,
         ("data_age_hours", "data_age", "data_age_h", "backup_age_hours"),
-        re.compile(r"data age|backup age|rpo", re.I),
+        # in order: the restored data's age first, the backup file's age only if none
+        (re.compile(r"data age", re.I), re.compile(r"backup age|rpo", re.I)),
     ),
     (
         "rollback_min",
@@ -53,7 +54,7 @@ DRILL_SERIES = (
         "rollback_target_min",
         5.0,
         ("rollback_minutes", "time_to_rollback", "rollback_duration_min"),
-        re.compile(r"time to roll ?back|roll ?back (duration|time)", re.I),
+        (re.compile(r"time to roll ?back|roll ?back (duration|time)", re.I),),
     ),
 )
 COLUMNS = [
@@ -137,7 +138,7 @@ def row(record: dict[str, Any], run_dir: str) -> dict[str, Any]:
         "run_dir": run_dir,
     }
     metrics = record.get("metrics") or {}
-    for column, unit, target_col, default, names, pattern in DRILL_SERIES:
+    for column, unit, target_col, default, names, patterns in DRILL_SERIES:
         value, target = None, None
         for name in names:
             if name in metrics and metrics[name].get("value") is not None:
@@ -145,7 +146,9 @@ def row(record: dict[str, Any], run_dir: str) -> dict[str, Any]:
                 value = parse_quantity(f"{m['value']} {m.get('unit') or unit}", unit)
                 target = m.get("target")
                 break
-        if value is None:
+        for pattern in patterns:
+            if value is not None:
+                break
             for c in checks:
                 if pattern.search(str(c.get("name", ""))):
                     value = parse_quantity(c.get("actual"), unit)
@@ -198,6 +201,8 @@ def render(df, fmt: str = "table") -> str:
         return "no runs"
     shown = df.drop(columns=["run_dir", "operator", "dry_run"])
     shown = shown.dropna(axis=1, how="all")
+    numbers = shown.select_dtypes("number").columns
+    shown[numbers] = shown[numbers].round(3)
     return shown.to_string(index=False, na_rep="")
 
 

@@ -58,6 +58,7 @@ _BY_ERROR = {
     "ParameterError": "parameters",
     "CommandTimedOut": "timed_out",
     "KeyboardInterrupt": "interrupted",
+    "CommandInterrupted": "interrupted",
 }
 
 
@@ -248,7 +249,15 @@ def run_notebook(
         output,
         stopped_by=control.signal,
     )
-    evidence_tools.seal(run_dir, env=env)
+    try:
+        evidence_tools.seal(run_dir, env=env)
+    except Exception as exc:
+        # the run's outcome stands; an unsealed folder is said out loud
+        print(
+            f"runbook: WARNING: {run_dir} not sealed ({type(exc).__name__}: {exc}); "
+            "seal it with `runbook seal`",
+            file=sys.stderr,
+        )
     if not quiet:
         print(f"outcome:   {_record(run_dir).get('outcome')} (exit {code})")
         print(f"notebook:  {output}")

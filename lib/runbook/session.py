@@ -302,6 +302,24 @@ class Session:
                 }
             )
             raise
+        except KeyboardInterrupt:
+            # the operator stopped the run mid-command: say so in the log, and that
+            # the command may still be running on the target (nothing kills it there)
+            self.evidence.append(
+                {
+                    "kind": "command",
+                    "seq": seq,
+                    "step": self.current_step,
+                    "target": target,
+                    "command": shown,
+                    "changing": changing,
+                    "status": "interrupted",
+                    "error": "interrupted by the operator while it ran; it may still be "
+                    "running on the target",
+                    "duration_s": round(time.monotonic() - t0, 4),
+                }
+            )
+            raise
         duration = time.monotonic() - t0
         stdout, stderr = out.close(), err.close()
         self.commands_run += 1
@@ -626,7 +644,7 @@ class Session:
             self._outcome = "refused"
         elif isinstance(exc, CommandTimedOut):
             self._outcome = "timed_out"
-        elif isinstance(exc, KeyboardInterrupt):
+        elif isinstance(exc, (KeyboardInterrupt, CommandInterrupted)):
             self._outcome = "interrupted"
         else:
             self._outcome = "failed"
