@@ -54,7 +54,7 @@ PREVIOUS = "PREVIOUS"
 CHAIN = "CHAIN"
 # Written after sealing on purpose (drafts, not evidence): verify names them
 # as unsealed but does not fail on them.
-UNSEALED_DRAFTS = ("postmortem.md",)
+UNSEALED_DRAFTS = ("postmortem-draft.md",)
 GENESIS = "0" * 64
 
 

@@ -6,7 +6,7 @@ outcome, failed step, checks that failed, the first and last step times) and
 leaves the human part as ``TODO`` lines: a draft never pretends to know the
 impact. Then the timeline from the step timestamps, the definition-of-done
 table, and links to the evidence files relative to the draft, which is
-written as ``postmortem.md`` in the run folder (an unsealed draft: `runbook
+written as ``postmortem-draft.md`` in the run folder (an unsealed draft: `runbook
 verify` names it but does not count it as tampering).
 
 Example::
@@ -126,18 +126,25 @@ def draft(record: dict[str, Any], files: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DRAFT = "postmortem-draft.md"
+
+
 def write(run_dir: Path) -> tuple[Path, str]:
-    """Write `postmortem.md` into the run folder; returns (path, text)."""
+    """Write `postmortem-draft.md` into the run folder; returns (path, text).
+
+    Its own name, so it never overwrites a draft a scenario wrote during the
+    run (restore_incident's `postmortem.md`), which the manifest seals.
+    """
     run_dir = Path(run_dir)
     record = json.loads((run_dir / "record.json").read_text())
     files = sorted(
         str(p.relative_to(run_dir))
         for p in run_dir.rglob("*")
-        if p.is_file() and p.name != "postmortem.md" and not p.name.endswith(".tmp")
+        if p.is_file() and p.name != DRAFT and not p.name.endswith(".tmp")
     )
     # the evidence files first, the bulky logs after them
     files.sort(key=lambda f: (f.startswith("logs/"), f))
     text = draft(record, files)
-    path = run_dir / "postmortem.md"
+    path = run_dir / DRAFT
     path.write_text(text, encoding="utf-8")
     return path, text

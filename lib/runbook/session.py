@@ -303,8 +303,8 @@ class Session:
             )
             raise
         except KeyboardInterrupt:
-            # the operator stopped the run mid-command: say so in the log, and that
-            # the command may still be running on the target (nothing kills it there)
+            # the operator stopped the run mid-command: the transport has stopped
+            # the command on the target; say so in the log
             self.evidence.append(
                 {
                     "kind": "command",
@@ -314,8 +314,8 @@ class Session:
                     "command": shown,
                     "changing": changing,
                     "status": "interrupted",
-                    "error": "interrupted by the operator while it ran; it may still be "
-                    "running on the target",
+                    "error": "interrupted by the operator while it ran; the command was "
+                    "stopped on the target",
                     "duration_s": round(time.monotonic() - t0, 4),
                 }
             )

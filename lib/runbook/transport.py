@@ -168,18 +168,24 @@ class LocalTransport(Transport):
         deadline = None if timeout is None else time.monotonic() + timeout
         timed_out = False
         open_streams = 2
-        while open_streams:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if deadline is not None and wait == 0.0:
-                timed_out = True
-                break
-            for key, _ in sel.select(wait):
-                data = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
-                if data:
-                    key.data(data)
-                else:
-                    sel.unregister(key.fileobj)
-                    open_streams -= 1
+        try:
+            while open_streams:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if deadline is not None and wait == 0.0:
+                    timed_out = True
+                    break
+                for key, _ in sel.select(wait):
+                    data = os.read(key.fileobj.fileno(), 1 << 20)  # type: ignore[union-attr]
+                    if data:
+                        key.data(data)
+                    else:
+                        sel.unregister(key.fileobj)
+                        open_streams -= 1
+        except BaseException:
+            # interrupted: the command must not live on unobserved
+            _killpg(proc.pid)
+            proc.wait()
+            raise
         if timed_out:
             _killpg(proc.pid)
         sel.close()
@@ -493,7 +499,13 @@ class SSHTransport(Transport):
                     threading.Thread(target=_send_stdin, args=(chan, stdin), daemon=True).start()
                 else:
                     chan.shutdown_write()
-                return self._drain(chan, on_stdout, marker, timeout)
+                try:
+                    return self._drain(chan, on_stdout, marker, timeout)
+                except BaseException:
+                    # Ctrl-C, SIGTERM turned into KeyboardInterrupt, a failing
+                    # callback: the remote command must not live on unobserved
+                    self._kill(marker.pid)
+                    raise
             finally:
                 marker.flush()
                 with contextlib.suppress(Exception):
