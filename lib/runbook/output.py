@@ -154,32 +154,47 @@ class StreamCapture:
 
 
 class _LogWriter:
-    """Writes the log from a thread: the disk write (which releases the GIL)
-    then overlaps with receiving and scanning the next block. The queue is
-    short, so memory stays bounded."""
+    """Redacts and writes the log in a two-stage pipeline of threads: one
+    scans a block (RE2 releases the GIL) while the other writes the previous
+    one, and both overlap with receiving the next. Queues of one block keep
+    memory bounded."""
 
     def __init__(self, path: Path, redactor: Redactor):
         self._fh = path.open("wb")
         self._redactor = redactor
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._raw: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
+        self._clean: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True, name="runbook-log")
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._scan, daemon=True, name="runbook-log-scan"),
+            threading.Thread(target=self._write, daemon=True, name="runbook-log-write"),
+        ]
+        for t in self._threads:
+            t.start()
 
-    def _run(self) -> None:
-        while (data := self._q.get()) is not None:
+    def _scan(self) -> None:
+        while (data := self._raw.get()) is not None:
             try:
-                self._fh.write(self._redactor.redact_bytes(data))
+                self._clean.put(self._redactor.redact_bytes(data))
+            except BaseException as exc:  # surfaced on close; never write unredacted
+                self._error = exc
+        self._clean.put(None)
+
+    def _write(self) -> None:
+        while (data := self._clean.get()) is not None:
+            try:
+                self._fh.write(data)
             except BaseException as exc:  # surfaced on close
                 self._error = exc
 
     def write(self, data: bytes) -> int:
-        self._q.put(data)
+        self._raw.put(data)
         return len(data)
 
     def close(self) -> None:
-        self._q.put(None)
-        self._thread.join()
+        self._raw.put(None)
+        for t in self._threads:
+            t.join()
         self._fh.close()
         if self._error is not None:
             raise self._error
