@@ -19,6 +19,8 @@ that applies a fault::
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +56,24 @@ def sandbox() -> Iterator[Sandbox]:
 def healed(sandbox: Sandbox) -> Iterator[Sandbox]:
     yield sandbox
     sandbox.heal()
+
+
+def plain_papermill(scenario: str, out: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run notebooks/<scenario>.ipynb with plain papermill (no parameters), as cron would."""
+    root = project_root()
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(root / "notebooks" / f"{scenario}.ipynb"),
+            str(out),
+            "-k",
+            "dealix-runbook",
+            "--cwd",
+            str(root / "notebooks"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import plain_papermill
 
 from runbook import runner
 
@@ -57,22 +56,7 @@ def test_ci_red_is_red(sandbox, healed) -> None:
 def test_plain_papermill_run_exits_non_zero_and_leaves_a_record(sandbox, healed, tmp_path, outputs):
     sandbox.fault("postgres-down")
     out = tmp_path / "out.ipynb"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "papermill",
-            str(ROOT / "notebooks/health_check.ipynb"),
-            str(out),
-            "-k",
-            "dealix-runbook",
-            "--cwd",
-            str(ROOT / "notebooks"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = plain_papermill("health_check", out)
     assert proc.returncode != 0
     records = list(outputs.glob("sandbox/health_check/*/record.json"))
     assert len(records) == 1

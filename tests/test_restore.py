@@ -12,11 +12,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import plain_papermill
 
 from runbook import Forbidden, backups, runner
 from runbook.profile import load_profile
@@ -192,22 +192,7 @@ def test_drill_refuses_production_as_scratch(sandbox, healed) -> None:
 
 def test_plain_papermill_without_parameters_targets_the_sandbox(sandbox, tmp_path, outputs):
     out = tmp_path / "out.ipynb"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "papermill",
-            str(ROOT / "notebooks/restore_drill.ipynb"),
-            str(out),
-            "-k",
-            "dealix-runbook",
-            "--cwd",
-            str(ROOT / "notebooks"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = plain_papermill("restore_drill", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = list(outputs.glob("sandbox/restore_drill/*/record.json"))
     assert len(records) == 1
