@@ -8,9 +8,9 @@ directory under /tmp whose name is a hash of the state dir.
 
 Example::
 
-    >>> lay = Layout(Path("/work/main/.sandbox"))
+    >>> lay = Layout(Path("/srv/checkout/.sandbox"))
     >>> lay.app_dir
-    PosixPath('/work/main/.sandbox/srv/opt/dealix')
+    PosixPath('/srv/checkout/.sandbox/srv/opt/dealix')
     >>> str(lay.sock_dir).startswith("/tmp/rbsb-")
     True
 """
