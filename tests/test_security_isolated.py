@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,42 @@ def test_isolated_mode_is_a_separate_host_with_its_own_firewall(iso) -> None:
     assert "Status for the jail: sshd" in isolated.fail2ban(iso, "status", "sshd")
 
 
+def _outside_http(sb: Sandbox) -> int:
+    """GET /health through nginx from the outside namespace (another client on the net)."""
+    info = sb.state["isolated"]
+    url = f"http://{info['server_outside_ip']}:{sb.state['nginx_port']}/health"
+    return isolated.http_status_in_ns(info["outside_ns"], url, {})
+
+
+def test_server_side_runs_in_the_namespace(iso) -> None:
+    """Postgres, Redis, the API and nginx are in the server namespace; the stubs are not."""
+    info = iso.state["isolated"]
+    in_ns = set(isolated._run("ip", "netns", "pids", info["server_ns"]).stdout.split())
+    for program in build.NETNS_PROGRAMS:
+        assert str(iso.pid(program)) in in_ns, program
+    assert str(iso.pid("saas-stubs")) not in in_ns  # "the internet" stays outside
+    # nothing of the server side listens on this machine's loopback any more
+    for port in ("pg_port", "redis_port", "api_port", "nginx_port"):
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", iso.state[port]), timeout=2).close()
+    # the operator reaches the API through nginx at the namespace's address
+    assert iso.state["base_url"] == f"http://{info['server_ip']}:{iso.state['nginx_port']}"
+    assert http_get(iso.state["base_url"] + "/health")[0] == 200
+    status, body = iso.api("/health/deep")
+    assert status == 200, body
+    assert iso.query("SELECT count(*) FROM leads")  # over the shared Unix socket
+    # the app reaches the SaaS at the host side of the veth
+    env = build.read_app_env(iso.layout)
+    stubs = f"@{info['operator_ip']}:{iso.state['stubs_port']}/"
+    assert stubs in env["SENTRY_DSN"], env["SENTRY_DSN"]
+    for key in ("POSTHOG_HOST", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "GOOGLE_BASE_URL"):
+        assert env[key].startswith(f"http://{info['operator_ip']}:{iso.state['stubs_port']}/")
+    # the firewall governs HTTP as well as SSH: open to all, the outside included
+    rules = isolated.iptables(iso, "-S")
+    assert re.search(rf"--dport {iso.state['nginx_port']} -j ACCEPT$", rules, re.M), rules
+    assert _outside_http(iso) == 200
+
+
 def test_intrusion_end_to_end_outside_blocked_operator_in(healed_iso) -> None:
     sb = healed_iso
     info = sb.state["isolated"]
@@ -114,6 +151,7 @@ def test_intrusion_end_to_end_outside_blocked_operator_in(healed_iso) -> None:
     # From outside the notebook: the outside namespace is blocked, the operator is not.
     assert not isolated.ssh_reachable_from_outside(sb)
     assert isolated.ssh_reachable_from_operator(sb)
+    assert _outside_http(sb) == 200  # the lockdown narrows SSH only, as on production
     rules = isolated.iptables(sb, "-S")
     assert f"-s {info['operator_ip']}/32 -p tcp -m tcp --dport 22 -j ACCEPT" in rules
     banned = isolated.fail2ban(sb, "status", "sshd")

@@ -244,6 +244,7 @@ def load_profile(name: str, *, directory: Path | None = None) -> Profile:
         raise ParameterError(f"{path} is not valid YAML: {exc}", source=str(path)) from None
     if not isinstance(data, dict):
         raise ParameterError(f"{path} must hold a mapping at the top level", source=str(path))
+    data = _extend(data, path, directory, [name])
     data = _interpolate(data, path)
     profile = _build(Profile, data, "", str(path))
     if profile.name != name:
@@ -269,6 +270,54 @@ def load_profile(name: str, *, directory: Path | None = None) -> Profile:
     if profile.target.transport == "ssh" and not profile.target.host:
         raise ParameterError("target.host is missing", key="target.host", source=str(path))
     return profile
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`: mappings merge key by key, anything else replaces.
+
+    >>> _merge({"a": {"x": 1, "y": 2}, "l": [1]}, {"a": {"y": None}, "l": [2]})
+    {'a': {'x': 1, 'y': None}, 'l': [2]}
+    """
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _extend(data: dict[str, Any], path: Path, directory: Path, chain: list[str]) -> dict[str, Any]:
+    """`extends: <profile>`: the named profile's raw YAML with this file's keys on top.
+
+    A variant (sandbox-isolated) states only what differs, so it cannot drift
+    from its base; a key set to null in the variant overrides the base's value.
+    Bases may extend further; a cycle is an error.
+    """
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", base_name):
+        raise ParameterError(
+            f"extends must name a profile in {directory}", key="extends", source=str(path)
+        )
+    if base_name in chain:
+        raise ParameterError(
+            f"extends cycle: {' -> '.join([*chain, base_name])}", key="extends", source=str(path)
+        )
+    base_path = directory / f"{base_name}.yaml"
+    if not base_path.exists():
+        raise ParameterError(
+            f"extends: {base_name!r}: {base_path} does not exist", key="extends", source=str(path)
+        )
+    try:
+        base = yaml.safe_load(base_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{base_path} is not valid YAML: {exc}", source=str(path)) from None
+    if not isinstance(base, dict):
+        raise ParameterError(f"{base_path} must hold a mapping", source=str(path))
+    base = _extend(base, base_path, directory, [*chain, base_name])
+    return _merge(base, data)
 
 
 def sandbox_state(state_dir: Path | None = None) -> dict[str, Any]:

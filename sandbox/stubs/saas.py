@@ -2278,7 +2278,8 @@ def load_config(path: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="SaaS stubs for the Dealix sandbox")
-    parser.add_argument("--host", default="127.0.0.1")
+    # repeatable: isolated mode also listens on the operator's end of a veth pair
+    parser.add_argument("--host", action="append")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--state", type=Path, required=True)
@@ -2289,12 +2290,30 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stdout,
     )
+    hosts = args.host or ["127.0.0.1"]
     app = create_app(load_config(args.config), args.state)
-    log.info("listening on %s:%d, state in %s", args.host, args.port, args.state)
+    log.info("listening on %s port %d, state in %s", ", ".join(hosts), args.port, args.state)
     # uvicorn's access log prints query strings, where some keys travel; ours masks them.
-    uvicorn.run(
-        app, host=args.host, port=args.port, access_log=False, log_config=None, server_header=False
-    )
+    if len(hosts) == 1:
+        uvicorn.run(
+            app,
+            host=hosts[0],
+            port=args.port,
+            access_log=False,
+            log_config=None,
+            server_header=False,
+        )
+        return 0
+    import socket
+
+    socks = []
+    for host in hosts:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, args.port))
+        socks.append(sock)
+    config = uvicorn.Config(app, access_log=False, log_config=None, server_header=False)
+    uvicorn.Server(config).run(sockets=socks)
     return 0
 
 

@@ -733,6 +733,10 @@ def write_nginx_config(state: dict[str, Any], lay: Layout) -> None:
     if is_root():
         # nginx's master keeps root; workers drop to www-data as on Debian.
         user = "user www-data;\n" if _user_exists("www-data") else "user root;\n"
+    iso = state.get("isolated") or {}
+    # isolated mode: nginx listens on every address of the server namespace (as
+    # production's on :80), where the namespace's firewall governs who reaches it
+    extra_listen = f"\n        listen {state['nginx_port']};" if iso.get("services_ns") else ""
     (lay.nginx_dir / "nginx.conf").write_text(f"""\
 # Written by `runbook sandbox`; rewritten at every `up`.
 {user}worker_processes 1;
@@ -755,7 +759,7 @@ http {{
 
     # api.dealix.me -> 127.0.0.1:8001 on production
     server {{
-        listen 127.0.0.1:{state["nginx_port"]};
+        listen 127.0.0.1:{state["nginx_port"]};{extra_listen}
         server_name api.dealix.me;
 
         location / {{
@@ -838,8 +842,44 @@ def _program(
     return "\n".join(lines) + "\n"
 
 
+# The server side: in isolated mode these run in the server's network namespace.
+NETNS_PROGRAMS = ("postgresql", "redis", "dealix-api", "nginx")
+
+
 def program_configs(state: dict[str, Any], lay: Layout) -> dict[str, str]:
-    """supervisord [program:*] sections, one file per program."""
+    """supervisord [program:*] sections, one file per program.
+
+    In isolated mode (`state["isolated"]["services_ns"]`) the NETNS_PROGRAMS'
+    commands are wrapped in `ip netns exec <ns>` (which execs, so supervisord's
+    pid and signals stay the program's) and the stubs also listen on the
+    operator's end of the veth, where the namespace reaches "the internet"
+    (their loopback-only control endpoints stay on 127.0.0.1).
+    """
+    iso = state.get("isolated") or {}
+    ns = iso.get("services_ns")
+    if ns:
+        return _in_netns(_program_configs(state, lay, ["127.0.0.1", iso["operator_ip"]]), ns)
+    return _program_configs(state, lay, ["127.0.0.1"])
+
+
+def _in_netns(programs: dict[str, str], ns: str) -> dict[str, str]:
+    out = dict(programs)
+    for name in NETNS_PROGRAMS:
+        lines = out[name].splitlines()
+        user = next((ln[5:] for ln in lines if ln.startswith("user=")), None)
+        wrapped = []
+        for ln in lines:
+            if ln.startswith("user="):
+                continue  # `ip netns exec` needs root: drop privileges after it, with setpriv
+            if ln.startswith("command="):
+                drop = f"setpriv --reuid={user} --regid={user} --init-groups " if user else ""
+                ln = f"command=ip netns exec {shlex.quote(ns)} {drop}{ln[8:]}"
+            wrapped.append(ln)
+        out[name] = "\n".join(wrapped) + "\n"
+    return out
+
+
+def _program_configs(state: dict[str, Any], lay: Layout, stubs_hosts: list[str]) -> dict[str, str]:
     py = str(project_python())
     pg = pg_bindir()
     root = is_root()
@@ -849,8 +889,7 @@ def program_configs(state: dict[str, Any], lay: Layout) -> dict[str, str]:
             [
                 py,
                 str(project_root() / "sandbox" / "stubs" / "saas.py"),
-                "--host",
-                "127.0.0.1",
+                *(arg for h in stubs_hosts for arg in ("--host", h)),
                 "--port",
                 str(state["stubs_port"]),
                 "--config",

@@ -72,7 +72,8 @@ def main(argv: list[str]) -> int:
                 state = sb.state
                 print(
                     f"isolated: ssh root@{iso['server_ip']} (port 22, namespace {iso['server_ns']}, "
-                    f"iptables + fail2ban); outside client: namespace {iso['outside_ns']} "
+                    f"firewall + fail2ban; Postgres, Redis, API, nginx inside); outside client: "
+                    f"namespace {iso['outside_ns']} "
                     f"({iso['outside_ip']})"
                 )
             print(

@@ -125,6 +125,11 @@ def fail2ban_status_text(banned: list[str], failed: int = 11) -> str:
 
 def _call_api(sb: Sandbox, path: str, key: str, address: str) -> int:
     url = f"http://127.0.0.1:{sb.state['api_port']}{path}"
+    ns = (sb.state.get("isolated") or {}).get("services_ns")
+    if ns:  # isolated mode: the API listens on the server namespace's loopback
+        from runbook.sandbox import isolated
+
+        return isolated.http_status_in_ns(ns, url, {"X-API-Key": key, "X-Real-IP": address})
     status, _ = http_get(url, headers={"X-API-Key": key, "X-Real-IP": address}, timeout=10)
     return status
 

@@ -23,12 +23,20 @@ network side, reached over veth pairs, with its own addresses:
 - A second namespace is an outside client: `outside_probe` in the profile
   runs `ip netns exec rbo<id> …` to test SSH from another address.
 
-What stays on loopback (and why): PostgreSQL, Redis, the API, nginx in front
-of it and the stubs keep running under the sandbox's supervisord on this
-machine's 127.0.0.1. A shell in the namespace reaches them through their
-Unix sockets (supervisorctl, psql) and the shared filesystem (the app dir,
-.env, logs); the notebooks reach the API through nginx as before. The
-firewall therefore guards SSH, which is what scenario 6 locks down.
+The server side runs in the namespace too: PostgreSQL, Redis, the API
+(uvicorn) and nginx stay under the sandbox's supervisord, but their commands
+are `ip netns exec <ns> …` (build.NETNS_PROGRAMS), so they listen on the
+namespace's own loopback (Postgres, Redis, the API, as production's bind to
+localhost) and nginx on all of the namespace's addresses: the operator reaches the API at
+`http://10.213.K.2:<nginx port>` (state `base_url` while isolated) through the
+namespace's firewall, which allows SSH and that HTTP port as production's ufw
+allows 22 and 80/443. They keep the shared filesystem and Unix sockets (psql
+over the socket dir, supervisorctl). The SaaS stubs stay outside ("the
+internet"): they also listen on the operator's end of the veth, 10.213.K.1
+(the operator keeps using 127.0.0.1, where their control endpoints answer), and
+the app's .env points its stub URLs, SENTRY_DSN and POSTHOG_HOST there; the
+firewall allows that outbound traffic. `down` puts everything back on
+127.0.0.1 exactly as the loopback sandbox has it.
 
 Only our own namespaces' addresses (10.213.K.0/30 and 10.214.K.0/30, K chosen
 free at `up`) are ever targeted; the attacker addresses in the faults are
@@ -37,6 +45,7 @@ documentation addresses that only appear in logs and ban rules.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -180,10 +189,13 @@ def _ufw_config(sb: Sandbox, ns: str) -> Path:
     return etc
 
 
-def _open_ssh(sb: Sandbox, ns: str, kind: str) -> None:
-    """The firewall as a fresh server has it: SSH open to all (what the runbook locks down)."""
+def _open_ssh(sb: Sandbox, ns: str, kind: str, http_port: int, stubs: tuple[str, int]) -> None:
+    """The firewall as a fresh server has it: SSH and HTTP open to all (SSH is what the
+    runbook locks down), outbound to the SaaS (the stubs) allowed."""
     if kind == "ufw":
         _run("ufw", "allow", "22/tcp", ns=ns)
+        _run("ufw", "allow", f"{http_port}/tcp", ns=ns)
+        _run("ufw", "allow", "out", "to", stubs[0], "port", str(stubs[1]), "proto", "tcp", ns=ns)
         _run("ufw", "--force", "enable", ns=ns)
         # kept to put the firewall back after a scenario (reset_firewall)
         for name in ("user.rules", "user6.rules"):
@@ -191,6 +203,12 @@ def _open_ssh(sb: Sandbox, ns: str, kind: str) -> None:
         return
     _run("iptables", "-P", "INPUT", "ACCEPT", ns=ns)
     _run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT", ns=ns)
+    _run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", str(http_port), "-j", "ACCEPT", ns=ns)
+    _run(
+        "iptables",
+        *("-A", "OUTPUT", "-p", "tcp", "-d", stubs[0], "--dport", str(stubs[1]), "-j", "ACCEPT"),
+        ns=ns,
+    )
 
 
 def up(sb: Sandbox) -> dict[str, Any]:
@@ -203,10 +221,12 @@ def up(sb: Sandbox) -> dict[str, Any]:
                 "isolated",
                 f"{tool} is missing: apt-get install -y iptables fail2ban (scripts/setup.sh does)",
             )
-    sb.up()
     if is_up(sb):
+        # the configs follow state.json, so a restart here stays in the namespace
+        sb.up()
         return sb.state["isolated"]
     down(sb)
+    sb.up()
     n = names(sb)
     k = _pick_k(sb)
     ip = {
@@ -238,7 +258,7 @@ def up(sb: Sandbox) -> dict[str, Any]:
     kind_fw = firewall_kind()
     if kind_fw == "ufw":
         _ufw_config(sb, srv)  # before anything runs in the namespace (mounted at exec)
-    _open_ssh(sb, srv, kind_fw)
+    _open_ssh(sb, srv, kind_fw, sb.state["nginx_port"], (ip["operator_ip"], sb.state["stubs_port"]))
 
     kind, blob = build.host_key_line(sb.layout)
     known = d / "known_hosts"
@@ -294,7 +314,118 @@ def up(sb: Sandbox) -> dict[str, Any]:
     }
     # Flat keys for profiles (`${sandbox.isolated_server_ip}`), the whole for `down`.
     sb._update(isolated=info, **{f"isolated_{k2}": v for k2, v in info.items() if k2 != "pids"})
-    return info
+    _move_services(sb, srv)
+    return sb.state["isolated"]
+
+
+def _stub_hosts(sb: Sandbox, old: str, new: str) -> None:
+    """The app's .env: the stubs' host in its base URLs, SENTRY_DSN, POSTHOG_HOST."""
+    env = sb.layout.app_dir / ".env"
+    port = sb.state["stubs_port"]
+    text = env.read_text()
+    if f"{old}:{port}" in text:
+        build.write_private(env, text.replace(f"{old}:{port}", f"{new}:{port}"))
+
+
+def _reload_programs(sb: Sandbox) -> None:
+    """Rewrite the configs from state and restart the server side under supervisord.
+
+    The changed [program:*] sections are removed and added again (supervisord
+    only picks a changed command up that way), in start order, waiting for
+    each part before the next needs it.
+    """
+    from runbook.sandbox.procs import supervisor_state
+
+    lay = sb.layout
+    build.write_nginx_config(sb.state, lay)
+    build.write_supervisor_config(sb.state, lay, with_api=True)
+    if supervisor_state(lay.supervisor_socket) is None:
+        return  # not running: the next `up` starts them from these configs
+    rpc = sb.rpc()
+    moved = ["saas-stubs", *build.NETNS_PROGRAMS]
+    for name in reversed(moved):
+        # not running (or not configured yet): nothing to stop
+        with contextlib.suppress(Exception):
+            rpc.supervisor.stopProcess(name, True)
+    rpc.supervisor.reloadConfig()
+    for name in moved:
+        with contextlib.suppress(Exception):  # not present: added below
+            rpc.supervisor.removeProcessGroup(name)
+        rpc.supervisor.reloadConfig()
+        rpc.supervisor.addProcessGroup(name)
+        if name == "postgresql":
+            sb.wait_postgres()
+        elif name == "redis":
+            sb.wait_redis()
+    sb.wait_api()
+    sb._update(pids=sb._record_pids())
+
+
+def _move_services(sb: Sandbox, ns: str) -> None:
+    """Postgres, Redis, the API and nginx into namespace `ns`; the stubs on the veth."""
+    iso = dict(sb.state["isolated"])
+    iso["services_ns"] = ns
+    iso["loopback"] = {"base_url": sb.state["base_url"]}
+    iso["base_url"] = f"http://{iso['server_ip']}:{sb.state['nginx_port']}"
+    # the app's view of the stubs; the operator keeps 127.0.0.1 (control endpoints
+    # answer loopback clients only)
+    iso["app_stubs_url"] = f"http://{iso['operator_ip']}:{sb.state['stubs_port']}"
+    sb._update(
+        isolated=iso,
+        base_url=iso["base_url"],
+        isolated_base_url=iso["base_url"],
+        isolated_services_ns=ns,
+    )
+    _stub_hosts(sb, "127.0.0.1", iso["operator_ip"])
+    _reload_programs(sb)
+
+
+def _restore_services(sb: Sandbox) -> None:
+    """Back on this machine's loopback, exactly as the loopback sandbox runs them."""
+    iso = sb.state.get("isolated") or {}
+    loop = iso.get("loopback")
+    if not loop:
+        return
+    _stub_hosts(sb, iso["operator_ip"], "127.0.0.1")
+    sb._update(isolated=None, base_url=loop["base_url"])
+    _reload_programs(sb)
+
+
+def redis_ping(ns: str, port: int, timeout: float = 2.0) -> bool:
+    """PING Redis on the namespace's loopback (where it listens in isolated mode)."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, "redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 5,
+    )
+    return proc.stdout.strip() == "PONG"
+
+
+def http_status_in_ns(ns: str, url: str, headers: dict[str, str], timeout: float = 10.0) -> int:
+    """GET `url` from inside namespace `ns` (the API listens on its loopback only)."""
+    import json
+    import sys
+
+    code = (
+        "import json,sys,urllib.request,urllib.error\n"
+        "a=json.loads(sys.stdin.read())\n"
+        "r=urllib.request.Request(a['url'],headers=a['headers'])\n"
+        "try:\n"
+        "    print(urllib.request.urlopen(r,timeout=a['timeout']).status)\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code)\n"
+    )
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code],
+        input=json.dumps({"url": url, "headers": headers, "timeout": timeout}),
+        capture_output=True,
+        text=True,
+        timeout=timeout + 10,
+    )
+    if proc.returncode != 0:
+        raise SandboxError("isolated", f"GET {url} in {ns}: {proc.stderr.strip()[-300:]}")
+    return int(proc.stdout.strip())
 
 
 def _banner(host: str, port: int, timeout: float) -> str:
@@ -375,6 +506,8 @@ def down(sb: Sandbox) -> None:
     """Stop sshd and fail2ban in the namespace, delete namespaces, veths, /etc/netns dirs."""
     iso = sb.state.get("isolated") or {}
     n = names(sb)
+    # the server side first, while its namespace still exists
+    _restore_services(sb)
     for entry in (iso.get("pids") or {}).values():
         pid, started = entry
         if start_time(pid) == started:

@@ -176,7 +176,7 @@ class Sandbox:
                 return False
             if not ssh_banner(state["ssh_port"], 1).startswith("SSH-2.0-"):
                 return False
-            if not redis_ping(state["redis_port"], 1):
+            if not self._redis_ping(1):
                 return False
             self.query("SELECT 1", timeout=2)
             if http_get(state["base_url"] + "/health", timeout=2)[0] != 200:
@@ -688,11 +688,21 @@ class Sandbox:
             log=[lay.program_log("postgresql"), lay.pg_log_dir / "postgresql-15-main.log"],
         )
 
+    def _redis_ping(self, timeout: float = 2.0) -> bool:
+        """PING Redis where it listens: this machine's loopback, or (isolated
+        mode) the server namespace's."""
+        ns = (self.state.get("isolated") or {}).get("services_ns")
+        if ns:
+            from runbook.sandbox import isolated
+
+            return isolated.redis_ping(ns, self.state["redis_port"], timeout)
+        return redis_ping(self.state["redis_port"], timeout)
+
     def wait_redis(self, timeout: float = READY_TIMEOUT) -> None:
         lay = self.layout
         wait_for(
             "redis",
-            lambda: redis_ping(self.state["redis_port"]),
+            lambda: self._redis_ping(),
             timeout,
             log=[lay.program_log("redis"), lay.log_dir / "redis" / "redis-server.log"],
         )
@@ -778,7 +788,7 @@ class Sandbox:
         row("dealix db", lambda: self._check_leads())
         row(
             "redis",
-            lambda: (redis_ping(state["redis_port"]), f"PING 127.0.0.1:{state['redis_port']}"),
+            lambda: (self._redis_ping(), f"PING 127.0.0.1:{state['redis_port']}"),
         )
         row("api /health", lambda: self._check_health(state))
         row("api /health/deep", lambda: self._check_deep())
@@ -914,6 +924,9 @@ class Sandbox:
             raise SandboxError("heal", "could not heal " + "; ".join(errors))
         if healed:
             self._settle()
+            # a drill may have restarted programs (rotate_secrets restarts the API):
+            # record the baseline's pids as `up` would
+            self._update(pids=self._record_pids())
         return healed
 
     def _settle(self, timeout: float = READY_TIMEOUT) -> None:
