@@ -686,6 +686,8 @@ def compare(
             }
         )
     age = min(ages) if ages else None
+    if age is not None:
+        s.metric("data_age_hours", age, "h", target=rpo_hours)
     s.check(
         "Data age (RPO)",
         expected=f"newest restored row <= {rpo_hours:g} h old",
@@ -808,6 +810,8 @@ class RestoreDrill:
                     "custom format (pg_dump -Fc) and restore it with pg_restore -j <cores>"
                 )
                 print("RECOMMENDATION:", advice)
+            if r.ok:
+                s.metric("restore_minutes", r.duration_s / 60, "min", target=self.target_min)
             s.check(
                 "Restore time",
                 expected=f"<= {self.target_min:g} min",

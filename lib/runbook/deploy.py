@@ -1091,6 +1091,7 @@ class Rollback(_Ops):
                 actual=rev,
                 passed=rev == self.target_rev,
             )
+            s.metric("rollback_minutes", self.complete_s / 60, "min", target=self.target_s / 60)
             s.check(
                 "Rollback time",
                 expected=f"< {self.target_s / 60:g} min from the first cell",
