@@ -221,6 +221,33 @@ def test_more_channels_than_the_server_allows_are_queued_not_refused(session) ->
     assert session.transport.connects == 1
 
 
+def test_a_refused_channel_waits_and_keeps_the_connection(sandbox) -> None:
+    """A profile that allows more sessions than sshd's MaxSessions (10) gets
+    refusals; they must wait for a free slot, never drop the connection under
+    the commands already running on it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    st = sandbox.state
+    t = SSHTransport(SSHTarget(host=st["ssh_host"], port=int(st["ssh_port"]), user=st["ssh_user"],
+                               key_path=st["ssh_key"], known_hosts=st["known_hosts"],
+                               max_sessions=24))
+
+    def run(i: int) -> bytes:
+        out: list[bytes] = []
+        outcome = t.execute(f"sleep 0.3; echo {i}", on_stdout=out.append,
+                            on_stderr=lambda b: None, timeout=30)
+        assert outcome.exit_code == 0 and outcome.interrupted is None
+        return b"".join(out)
+
+    try:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            outs = list(pool.map(run, range(20)))
+        assert outs == [f"{i}\n".encode() for i in range(20)]
+        assert t.connects == 1
+    finally:
+        t.close()
+
+
 def test_jump_host(sandbox, tmp_path) -> None:
     st = sandbox.state
     jump = SSHTarget(host=st["ssh_host"], port=int(st["ssh_port"]), user=st["ssh_user"],

@@ -336,6 +336,22 @@ class _Transport(paramiko.Transport):
     }
 
 
+
+def _refused(t: paramiko.Transport, exc: BaseException) -> str | None:
+    """Why the server refused to open a channel on a live connection, or None.
+
+    paramiko keeps the refusal in one transport-wide slot, so when several
+    threads are refused at once some of them only see "Unable to open
+    channel."; a connection that is still active and did not time out was
+    refused all the same.
+    """
+    if isinstance(exc, paramiko.ChannelException):
+        return exc.text or "open failed"
+    if t.is_active() and isinstance(exc, paramiko.SSHException) and "Timeout" not in str(exc):
+        return str(exc) or "open failed"
+    return None
+
+
 class SSHTransport(Transport):
     """One SSH connection per session, reused for every command."""
 
@@ -475,18 +491,42 @@ class SSHTransport(Transport):
     def _open_channel(self) -> paramiko.Channel:
         # A channel that cannot be opened means the command never started, so
         # reconnecting and trying once more cannot run anything twice.
-        for attempt in (1, 2):
+        refused_until: float | None = None
+        delay = 0.02
+        failures = 0
+        while True:
             t = self.connection()
             try:
                 return t.open_session(timeout=self.spec.connect_timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                with self._lock:
-                    self._drop()
-                if attempt == 2:
-                    raise ConnectionFailed(
-                        f"cannot open a channel on {self.target}: {exc}", target=self.target
-                    ) from None
-        raise AssertionError("unreachable")
+                refused = _refused(t, exc)
+                if refused is None:
+                    failures += 1
+                    with self._lock:
+                        # drop only the connection that failed: another thread
+                        # may already have replaced it with a live one
+                        if self._t is t:
+                            self._drop()
+                    if failures >= 2:
+                        raise ConnectionFailed(
+                            f"cannot open a channel on {self.target}: {exc}", target=self.target
+                        ) from None
+                    continue
+            # The server said no (MaxSessions) on a live connection. sshd frees
+            # a session slot a little after the client sees the channel close,
+            # so this passes: wait, and keep the connection, because other
+            # commands are running on it.
+            now = time.monotonic()
+            refused_until = refused_until or now + self.spec.connect_timeout
+            if now >= refused_until:
+                raise ConnectionFailed(
+                    f"cannot open a channel on {self.target}: the server keeps refusing "
+                    f"({refused}); set target.max_sessions in {self.spec.source} to at most "
+                    "the server's MaxSessions",
+                    target=self.target,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     # -- commands -----------------------------------------------------------
     def execute(self, command, *, on_stdout, on_stderr, timeout, stdin=None):  # type: ignore[override]
@@ -576,7 +616,7 @@ class SSHTransport(Transport):
         if pid is None:
             return
         try:
-            chan = self.connection().open_session(timeout=self.spec.connect_timeout)
+            chan = self._open_channel()
             chan.exec_command(kill_script(pid))
             chan.settimeout(10)
             chan.recv_exit_status()
