@@ -90,23 +90,27 @@ def latency(st: dict, n: int) -> dict[str, float]:
 
 
 STREAM_CHILD = r"""
-import json, sys, time, tempfile
+import json, shutil, sys, time, tempfile
 def hwm():
     for line in open('/proc/self/status'):
         if line.startswith('VmHWM'):
             return int(line.split()[1]) * 1024
 from runbook import open_session
-s = open_session('bench', env='sandbox', run_dir=tempfile.mkdtemp(prefix='rb-bench-'))
+run_dir = tempfile.mkdtemp(prefix='rb-bench-')
+s = open_session('bench', env='sandbox', run_dir=run_dir)
 s.probe(['true'])
 before = hwm()
 t0 = time.perf_counter()
 r = s.probe(['sh', '-c', f'yes "abcdefghijklmnopqrstuvwxyz0123456789 some log line text" | head -c {int(sys.argv[1])}'])
 dt = time.perf_counter() - t0
+s.close()
+# the full log is 200 MB: leaving it would fill /tmp and slow the next rounds
+shutil.rmtree(run_dir)
 print(json.dumps({'seconds': dt, 'bytes': r.stdout_bytes, 'hwm_growth': hwm() - before, 'shown': len(r.stdout)}))
 """
 
 
-def throughput(st: dict, mb: int, rounds: int = 3) -> dict[str, float]:
+def throughput(st: dict, mb: int, rounds: int = 5) -> dict[str, float]:
     """Medians over `rounds`, the two sides interleaved so that load hits both."""
     size = mb * 1024 * 1024
     cmd = f'yes "abcdefghijklmnopqrstuvwxyz0123456789 some log line text" | head -c {size}'
@@ -155,7 +159,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=50, help="samples for latency medians")
     ap.add_argument("--mb", type=int, default=200, help="MB of output to stream")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds for the throughput medians")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds for the throughput medians")
     args = ap.parse_args()
     from runbook.profile import sandbox_state
 

@@ -77,7 +77,11 @@ class StreamCapture:
         if cut < 0:
             self._pending += data
         else:
-            block = self._pending + data[: cut + 1]
+            # one copy at most: this runs on every byte of a large output
+            if not self._pending and cut == len(data) - 1:
+                block = data
+            else:
+                block = b"".join((self._pending, memoryview(data)[: cut + 1]))
             self._pending = data[cut + 1 :]
             self._block(block)
         while len(self._pending) > MAX_LINE_BYTES:
@@ -97,7 +101,7 @@ class StreamCapture:
         if self._overflowed:
             assert self._log is not None
             self._log.write(block)
-            self._tail.extend(block.rsplit(b"\n", self.tail_max + 1)[-self.tail_max - 1 : -1])
+            self._tail.extend(_last_lines(block, self.tail_max))
             return
         lines = block.split(b"\n")[:-1]
         room = self.head_max - len(self._head)
@@ -206,6 +210,25 @@ class _NullLog:
 
     def close(self) -> None:
         pass
+
+
+def _last_lines(block: bytes, n: int) -> list[bytes]:
+    """The last `n` lines of a block that ends with a newline.
+
+    `rsplit` with a limit would copy the whole rest of the block into its
+    first item; walking back `n` newlines touches only the tail.
+
+    >>> _last_lines(b"a\\nb\\nc\\n", 2), _last_lines(b"a\\n", 5), _last_lines(b"a\\n", 0)
+    ([b'b', b'c'], [b'a'], [])
+    """
+    if n <= 0:
+        return []
+    start = len(block) - 1
+    for _ in range(n):
+        start = block.rfind(b"\n", 0, start)
+        if start < 0:
+            break
+    return block[start + 1 : -1].split(b"\n")
 
 
 def _show_line(redactor: Redactor, raw: bytes) -> str:
