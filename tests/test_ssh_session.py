@@ -63,6 +63,21 @@ def test_timeout_stops_the_remote_process(session) -> None:
     assert session.probe(["true"]).ok
 
 
+def test_waiting_for_the_exit_status_after_eof_does_not_spin(session) -> None:
+    """A command that closes its output and keeps running (a daemon that
+    detaches, `exec >&-`) sends EOF long before its exit status. Waiting for
+    that status must sleep, not poll: measured in CPU seconds of this process,
+    not in wall time."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    r = session.probe("exec >/dev/null 2>&1 </dev/null; sleep 1.5; exit 4", shell=True, warn=True)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    assert r.exit_code == 4
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 0.5, f"the wait for the exit status burnt {cpu:.2f} s of CPU"
+
+
 def test_killed_by_signal_is_not_exit_minus_one(session) -> None:
     r = session.probe("kill -KILL $$", shell=True, warn=True)
     assert r.exit_code is None and r.signal == "KILL"

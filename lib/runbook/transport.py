@@ -639,12 +639,8 @@ class SSHTransport(Transport):
                 marker.feed(chan.recv_stderr(self.READ))
             # sshd may send the exit status before all output has crossed the
             # window: only the EOF says the output is complete
-            if (
-                chan.eof_received
-                and chan.exit_status_ready()
-                and not chan.recv_ready()
-                and not chan.recv_stderr_ready()
-            ):
+            eof = chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready()
+            if eof and chan.exit_status_ready():
                 break
             if t is None or not t.is_active():
                 return ExecOutcome(
@@ -665,7 +661,12 @@ class SSHTransport(Transport):
                     None, getattr(chan, "_rb_signal", None), timed_out=True, pid=marker.pid
                 )
             wait = 1.0 if deadline is None else min(1.0, deadline - now)
-            select.select([fd], [], [], wait)
+            if eof:
+                # no data follows an EOF and its event pipe stays readable from
+                # now on, so select would spin: wait for the exit status instead
+                chan.status_event.wait(wait)
+            else:
+                select.select([fd], [], [], wait)
         # all data sent before the exit status is buffered by now: drain it
         while chan.recv_ready():
             on_stdout(chan.recv(self.READ))
