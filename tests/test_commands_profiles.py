@@ -73,6 +73,16 @@ def test_local_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()
 
 
+def test_local_timeout_holds_after_the_command_closes_its_output(tmp_path: Path) -> None:
+    pidfile = tmp_path / "self.pid"
+    outcome, _, _ = _run_local(
+        f"echo $$ > {pidfile}; exec >/dev/null 2>&1; sleep 60", timeout=0.5
+    )
+    assert outcome.timed_out and outcome.exit_code is None and outcome.signal is not None
+    pid = int(pidfile.read_text())
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
 def test_local_floods_on_both_streams_do_not_deadlock() -> None:
     cmd = "head -c 4000000 /dev/zero >&2; head -c 4000000 /dev/zero; head -c 3000000 /dev/zero >&2"
     sizes = {"out": 0, "err": 0}

@@ -183,6 +183,14 @@ class LocalTransport(Transport):
                     else:
                         sel.unregister(key.fileobj)
                         open_streams -= 1
+            if not timed_out:
+                # a command may close its output and run on (a detached
+                # daemon): its timeout still holds after the streams end
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    proc.wait(wait)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
         except BaseException:
             # interrupted: the command must not live on unobserved
             _killpg(proc.pid)
