@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import select
@@ -415,6 +416,17 @@ def _fast_pipes(chan: paramiko.Channel) -> paramiko.Channel:
     chan.in_stderr_buffer = _ChunkPipe()
     return chan
 
+
+
+class _QuietRefusals(logging.Filter):
+    """paramiko logs a refused channel at ERROR; `_open_channel` waits for a
+    free slot instead, so in a notebook the line would only alarm the reader."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "open FAILED" not in record.getMessage()
+
+
+logging.getLogger("paramiko.transport").addFilter(_QuietRefusals())
 
 def _refused(t: paramiko.Transport, exc: BaseException) -> str | None:
     """Why the server refused to open a channel on a live connection, or None.
