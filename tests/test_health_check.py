@@ -45,6 +45,16 @@ def test_postgres_down_is_red_and_named(sandbox, healed) -> None:
     assert "postgres red" in deep["actual"]
 
 
+def test_redis_down_is_red_and_named(sandbox, healed) -> None:
+    sandbox.fault("redis-down")
+    code, run_dir = runner.run("health_check", {}, quiet=True)
+    record = json.loads((run_dir / "record.json").read_text())
+    assert code == runner.EXIT["dod_not_met"], record
+    red = {c["name"]: c for c in record["checks"] if c["status"] == "failed"}
+    assert "redis red" in red["Deep health"]["actual"]
+    assert "postgres red" not in red["Deep health"]["actual"]
+
+
 def test_ci_red_is_red(sandbox, healed) -> None:
     sandbox.fault("ci-red")
     code, run_dir = runner.run("health_check", {}, quiet=True)

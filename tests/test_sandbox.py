@@ -373,6 +373,17 @@ def test_postgres_down_and_heal(healed: Sandbox) -> None:
     assert api(sb, "GET", "/health/deep").json()["postgres"]["status"] == "green"
 
 
+def test_redis_down_and_heal(healed: Sandbox) -> None:
+    sb = healed
+    assert sb.fault("redis-down") == "redis-down applied"
+    deep = api(sb, "GET", "/health/deep")
+    assert deep.status_code == 503 and deep.json()["redis"]["status"] == "red"
+    assert deep.json()["postgres"]["status"] == "green"
+    assert sb.heal() == ["redis-down"]
+    deep = api(sb, "GET", "/health/deep")
+    assert deep.status_code == 200 and deep.json()["redis"]["status"] == "green"
+
+
 def test_pool_exhausted_and_heal(healed: Sandbox) -> None:
     sb = healed
     pid = sb.pid("dealix-api")

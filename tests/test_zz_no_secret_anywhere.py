@@ -1,0 +1,56 @@
+"""Runs last (file order): every evidence file the whole test session wrote,
+scanned for every secret of the sandbox.
+
+The sandbox generates its secrets fresh (admin key, webhook secret, database
+password, provider keys, tokens), so each one is a canary that every test
+run registered and printed through the server in one way or another. Any
+run folder (one with a record.json or a commands.jsonl) and any executed
+notebook under pytest's temporary tree or the project's outputs/ folder must
+hold none of them, in any of the encodings the redactor promises to mask.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from runbook.paths import project_root
+from runbook.profile import load_profile
+from runbook.secrets import read_env_file
+
+
+def _forms(value: str) -> set[bytes]:
+    forms = {value, urllib.parse.quote(value, safe=""), json.dumps(value)[1:-1]}
+    forms.add(base64.b64encode(value.encode()).decode().rstrip("="))
+    return {f.encode() for f in forms if len(f) >= 8}
+
+
+def _evidence_files(root: Path) -> list[Path]:
+    files: set[Path] = set()
+    for marker in ("record.json", "commands.jsonl"):
+        for hit in root.rglob(marker):
+            files.update(p for p in hit.parent.rglob("*") if p.is_file())
+    files.update(root.rglob("*.ipynb"))
+    return sorted(files)
+
+
+def test_no_sandbox_secret_in_any_evidence_of_the_session(sandbox, request, tmp_path_factory):
+    modules = {item.module.__name__ for item in request.session.items if item.module}
+    if len(modules) < 10:
+        pytest.skip("meaningful only after the whole suite ran (it scans what the others wrote)")
+    secrets = {k: v for k, v in read_env_file(Path(load_profile("sandbox").secrets.file)).items() if v}
+    assert len(secrets) >= 5, secrets.keys()
+    roots = [tmp_path_factory.getbasetemp(), project_root() / "outputs"]
+    files = [f for root in roots if root.exists() for f in _evidence_files(root)]
+    run_dirs = {f.parent for f in files if f.name == "record.json"}
+    assert len(run_dirs) >= 50, f"only {len(run_dirs)} run folders found under {roots}"
+    needles = {form: name for name, value in secrets.items() for form in _forms(value)}
+    leaks = []
+    for path in files:
+        data = path.read_bytes()
+        leaks += [f"{name} in {path}" for form, name in needles.items() if form in data]
+    assert not leaks, "\n".join(leaks[:20])
