@@ -477,7 +477,8 @@ def test_runbook_list_shows_parameters_and_needs():
 
 
 def test_zz_no_secret_in_any_evidence_file(sandbox, outputs):
-    """Last in the module: every file under outputs/, every secret of the sandbox."""
+    """Every file the runs of this module left under outputs/, every secret of the sandbox
+    (tests/test_zz_no_secret_anywhere.py does the same for the whole session)."""
     secrets = [v for v in read_env_file(Path(load_profile("sandbox").secrets.file)).values() if v]
     assert secrets
     files = [p for p in outputs.rglob("*") if p.is_file()]

@@ -1,5 +1,6 @@
 """Runs last (file order): every evidence file the whole test session wrote,
-scanned for every secret of the sandbox.
+scanned for every secret of the sandbox, and every record it wrote checked
+against the documented schema (docs/record.schema.json).
 
 The sandbox generates its secrets fresh (admin key, webhook secret, database
 password, provider keys, tokens), so each one is a canary that every test
@@ -16,6 +17,7 @@ import json
 import urllib.parse
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from runbook.paths import project_root
@@ -54,3 +56,20 @@ def test_no_sandbox_secret_in_any_evidence_of_the_session(sandbox, request, tmp_
         data = path.read_bytes()
         leaks += [f"{name} in {path}" for form, name in needles.items() if form in data]
     assert not leaks, "\n".join(leaks[:20])
+
+
+def test_every_record_of_the_session_follows_the_schema(request, tmp_path_factory) -> None:
+    modules = {item.module.__name__ for item in request.session.items if item.module}
+    if len(modules) < 10:
+        pytest.skip("meaningful only after the whole suite ran (it reads what the others wrote)")
+    schema = json.loads((project_root() / "docs" / "record.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    checked, problems = 0, []
+    for path in tmp_path_factory.getbasetemp().rglob("record.json"):
+        record = json.loads(path.read_text())
+        if "schema" not in record:
+            continue  # hand-made records of the history and seal tests
+        checked += 1
+        problems += [f"{path}: {e.json_path}: {e.message[:200]}" for e in validator.iter_errors(record)]
+    assert checked >= 50, f"only {checked} records written by the library"
+    assert not problems, "\n".join(problems[:20])
