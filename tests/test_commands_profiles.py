@@ -144,6 +144,53 @@ def test_bad_profiles_name_the_key_and_the_file(tmp_path: Path, body: str, key: 
     assert str(d / "x.yaml") in str(info.value) or info.value.source == str(d / "x.yaml")
 
 
+SAFE = (
+    "do_not_touch: {protected_branches: [main], files: [/opt/dealix/.env.pre-v3.0.0.bak]}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        # a staging/production profile must state appendix B and pin the host key
+        ("name: x\nkind: staging\ntarget: {host: h, host_key: [k]}\n", "do_not_touch"),
+        (
+            "name: x\nkind: production\ntarget: {host: h, host_key: [k]}\n"
+            "do_not_touch: {protected_branches: [main]}\n",
+            "do_not_touch.files",
+        ),
+        (
+            "name: x\nkind: production\ntarget: {host: h, host_key: [k]}\n"
+            "do_not_touch: {files: [/a], protected_branches: []}\n",
+            "do_not_touch.protected_branches",
+        ),
+        ("name: x\nkind: staging\ntarget: {host: h}\n" + SAFE, "target.host_key"),
+        ("name: x\nkind: production\ntarget: {host: h, host_key: []}\n" + SAFE, "target.host_key"),
+    ],
+)
+def test_non_sandbox_profiles_need_do_not_touch_and_a_pinned_key(
+    tmp_path: Path, body: str, key: str
+) -> None:
+    d = _write(tmp_path, "x", body)
+    with pytest.raises(ParameterError) as info:
+        load_profile("x", directory=d)
+    assert info.value.key == key
+    assert info.value.source == str(d / "x.yaml") and str(d / "x.yaml") in str(info.value)
+    if key == "target.host_key":
+        assert "ssh-keyscan" in str(info.value)
+
+
+def test_complete_non_sandbox_and_sandbox_profiles_load(tmp_path: Path) -> None:
+    d = _write(tmp_path, "x", "name: x\nkind: staging\ntarget: {host: h, host_key: [k]}\n" + SAFE)
+    assert load_profile("x", directory=d).do_not_touch.files == ["/opt/dealix/.env.pre-v3.0.0.bak"]
+    # a pinned known_hosts file is a pin too
+    d = _write(tmp_path, "y", "name: y\nkind: staging\ntarget: {host: h, known_hosts: /k}\n" + SAFE)
+    assert load_profile("y", directory=d).target.known_hosts == "/k"
+    # the sandbox kind keeps its defaults
+    d = _write(tmp_path, "z", "name: z\nkind: sandbox\ntarget: {transport: local}\n")
+    assert load_profile("z", directory=d).do_not_touch.protected_branches == ["main"]
+
+
 def test_unknown_environment_lists_the_known_ones() -> None:
     with pytest.raises(ParameterError, match="production"):
         load_profile("prod")

@@ -18,8 +18,12 @@ target:
   host: base.example
   port: 2200
   user: deploy
+  host_key: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExampleExample"]
 app:
   dir: /srv/app
+do_not_touch:
+  protected_branches: [main]
+  files: [/srv/app/.env.pre-v3.0.0.bak]
 security:
   firewall: ufw
   fail2ban_status_file: /tmp/status

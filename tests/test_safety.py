@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -270,17 +271,43 @@ def test_stale_lock_is_broken_only_when_asked(sandbox, tmp_path) -> None:
         shutil.rmtree(lock, ignore_errors=True)
 
 
+def _commands_in(run_dir: Path) -> list[dict]:
+    """The commands a run executed, from its commands.jsonl (none if it has none)."""
+    path = run_dir / "commands.jsonl"
+    if not path.exists():
+        return []
+    events = [json.loads(x) for x in path.read_text().splitlines()]
+    return [e for e in events if e.get("kind") == "command" and "exit_code" in e]
+
+
+def _open_and_probe(run_dir: Path) -> ParameterError | None:
+    """What the first cells of a notebook do: open the session, then a command."""
+    try:
+        s = open_session("x", env="sandbox", run_dir=run_dir)
+    except ParameterError as exc:
+        return exc
+    try:
+        s.probe(["true"])
+    finally:
+        s.close()
+    return None
+
+
 def test_bad_profile_fails_before_any_command(sandbox, tmp_path, monkeypatch) -> None:
     params = tmp_path / "parameters"
     shutil.copytree(ROOT / "parameters", params)
+    monkeypatch.setenv("RUNBOOK_PARAMETERS_DIR", str(params))
+    # the same steps with the good profile do run a command (and commands.jsonl shows it),
+    # so the zero below is a result, not an empty folder
+    assert _open_and_probe(tmp_path / "good") is None
+    assert len(_commands_in(tmp_path / "good")) == 1
     (params / "sandbox.yaml").write_text(
         (params / "sandbox.yaml").read_text().replace("max_sessions: 10", "max_sesions: 10")
     )
-    monkeypatch.setenv("RUNBOOK_PARAMETERS_DIR", str(params))
-    with pytest.raises(ParameterError) as info:
-        open_session("x", env="sandbox", run_dir=tmp_path / "run")
-    assert info.value.key == "target.max_sesions"
-    assert not (tmp_path / "run" / "commands.jsonl").exists()
+    error = _open_and_probe(tmp_path / "run")
+    assert isinstance(error, ParameterError)
+    assert error.key == "target.max_sesions" and "sandbox.yaml" in str(error)
+    assert _commands_in(tmp_path / "run") == []
 
 
 def test_secrets_file_must_be_private(sandbox, tmp_path, monkeypatch) -> None:
@@ -310,3 +337,247 @@ def test_production_refuses_until_its_host_key_is_pinned(tmp_path) -> None:
     with pytest.raises(Exception, match="ssh-keyscan"):
         s.probe(["true"])
     assert s.commands_run == 0
+
+
+# ---------------------------------------------------------------- audit of issue 4
+
+
+def _lock_dir(sb) -> Path:
+    return Path(sb.state["log_dir"]).parent / "lock" / "dealix-runbook.lock"
+
+
+def test_wrapped_commands_are_refused_in_a_session(sandbox, session) -> None:
+    """sudo=True and env= wrap a raw command in `sh -c '...'`: the rules still see it."""
+    before = snapshot(sandbox)
+    wraps = ({"sudo": True}, {"env": {"PGAPPNAME": "runbook"}}, {"sudo": True, "env": {"A": "1"}})
+    for rule, command in _rules_and_commands(sandbox.state):
+        text = command if isinstance(command, str) else shlex.join(command)
+        for kw in wraps:
+            with pytest.raises(Forbidden) as info:
+                session.run(text, shell=True, **kw)
+            assert info.value.rule == rule, (text, kw)
+    assert snapshot(sandbox) == before
+    assert session.commands_run == 0
+    assert not _lock_dir(sandbox).exists()
+
+
+def test_wrapped_commands_are_refused_in_a_production_dry_run(tmp_path) -> None:
+    s = open_session("x", env="production", dry_run=True, run_dir=tmp_path / "run")
+    for text, rule in (
+        ("rm -f /opt/dealix/.env.pre-v3.0.0.bak", "keep-protected-files"),
+        ("git push origin main", "no-push-to-main"),
+        ("sed -i 's/^DEBUG=.*/DEBUG=1/' /opt/dealix/.env", "env-edit-only-llm-priority"),
+        ("cd /opt/dealix && .venv/bin/alembic downgrade base", "one-downgrade-step"),
+    ):
+        for kw in ({"sudo": True}, {"env": {"X": "1"}}, {"sudo": "dealix", "cwd": "/tmp"}):
+            with pytest.raises(Forbidden) as info:
+                s.run(text, shell=True, **kw)
+            assert info.value.rule == rule
+    assert s.commands_run == 0 and s.record()["would_change"] == []
+
+
+def test_raw_commands_on_ancestors_globs_and_wal_are_refused(sandbox, session) -> None:
+    st = sandbox.state
+    app, pgdata = st["app_dir"], st["pgdata"]
+    empty = session.run_dir / "empty"
+    empty.mkdir()
+    before = snapshot(sandbox)
+    for rule, text in (
+        ("keep-protected-files", f"rm -rf {app}"),
+        ("keep-protected-files", f"rm {app}/.env.pre*"),
+        ("keep-protected-files", f"rsync -a --delete {empty}/ {app}/"),
+        ("keep-protected-files", f"cd {app} && git clean -fdx"),
+        ("keep-protected-files", f"git -C {app} clean -fdx"),
+        ("no-delete-active-wal", f"rm -rf {pgdata}"),
+        ("no-delete-active-wal", f"pg_archivecleanup {pgdata}/pg_wal 000000010000000000000009"),
+        ("no-delete-active-wal", f"cd {pgdata} && rm -rf ./*"),
+    ):
+        with pytest.raises(Forbidden) as info:
+            session.run(text, shell=True)
+        assert info.value.rule == rule, text
+    assert snapshot(sandbox) == before
+    assert session.commands_run == 0
+
+
+def test_a_second_run_is_refused_at_its_first_change(sandbox, tmp_path) -> None:
+    marker = Path(sandbox.state["app_dir"]).parent / "fix4-second-run-marker"
+    a = open_session("deploy", env="sandbox", run_dir=tmp_path / "a")
+    b = open_session("rollback", env="sandbox", run_dir=tmp_path / "b")
+    try:
+        a.run(["true"])  # the session takes the lock by itself before its first change
+        assert a.lock is not None and a.lock.held and _lock_dir(sandbox).exists()
+        a.acquire_lock()  # explicit calls stay allowed and change nothing
+        before = snapshot(sandbox)
+        with pytest.raises(Forbidden) as info:
+            b.run(["touch", str(marker)])
+        assert info.value.rule == "one-changing-run-per-host"
+        message = str(info.value)
+        assert "running deploy" in message and "since" in message
+        assert a.lock.owner["started"] in message and a.lock.owner["operator"] in message
+        assert not marker.exists() and snapshot(sandbox) == before
+        changed = [c for c in _commands_in(tmp_path / "b") if c["changing"]]
+        assert changed == []  # only the read-only look at the lock ran
+        assert b.record()["changes"] == []
+        events = (tmp_path / "a" / "commands.jsonl").read_text()
+        assert events.count('"event": "acquired"') == 1
+    finally:
+        a.done()  # releases
+    assert not _lock_dir(sandbox).exists()
+    try:
+        b.run(["touch", str(marker)])  # now it may, and holds the lock itself
+        assert b.lock is not None and b.lock.held
+        assert marker.exists()
+    finally:
+        b.close()
+        marker.unlink(missing_ok=True)
+    assert not _lock_dir(sandbox).exists()
+
+
+def test_dry_run_and_read_only_runs_take_no_lock(sandbox, tmp_path) -> None:
+    s = open_session("deploy", env="sandbox", dry_run=True, run_dir=tmp_path / "a")
+    s.run(["touch", "/tmp/never"])
+    s.probe(["true"])
+    assert s.lock is None and not _lock_dir(sandbox).exists()
+    s.close()
+
+
+@pytest.fixture
+def sandbox_copy(sandbox, tmp_path, monkeypatch):
+    """parameters/ copied (and RUNBOOK_PARAMETERS_DIR pointed at it) so a test can edit
+    the sandbox profile."""
+    params = tmp_path / "parameters"
+    shutil.copytree(ROOT / "parameters", params)
+    monkeypatch.setenv("RUNBOOK_PARAMETERS_DIR", str(params))
+    return params / "sandbox.yaml"
+
+
+def test_a_missing_secret_refuses_before_the_first_change(
+    sandbox, sandbox_copy, tmp_path, monkeypatch
+) -> None:
+    var = "RB_FIX4_SENTRY_TOKEN_UNSET"
+    monkeypatch.delenv(var, raising=False)
+    sandbox_copy.write_text(
+        sandbox_copy.read_text().replace(
+            "file: ${sandbox.secrets_file}",
+            f"file: ${{sandbox.secrets_file}}\n  sentry_token: {var}",
+        )
+    )
+    marker = Path(sandbox.state["app_dir"]).parent / "fix4-secret-marker"
+    for dry_run in (False, True):
+        run_dir = tmp_path / f"run-{dry_run}"
+        s = open_session(
+            "deploy",
+            env="sandbox",
+            dry_run=dry_run,
+            run_dir=run_dir,
+            require_secrets=["sentry_token", "admin_key"],
+        )
+        s.probe(["true"])  # read-only calls are not held back
+        with pytest.raises(ParameterError) as info:
+            s.run(["touch", str(marker)])
+        assert info.value.key == var
+        assert var in str(info.value) and sandbox.state["secrets_file"] in str(info.value)
+        assert not marker.exists() and not _lock_dir(sandbox).exists()
+        assert [c for c in _commands_in(run_dir) if c["changing"]] == []
+        assert s.record()["would_change"] == [] and s.record()["changes"] == []
+        s.close()
+    monkeypatch.setenv(var, "sentry-token-fix4-0123456789")
+    s = open_session("deploy", env="sandbox", run_dir=tmp_path / "ok", require_secrets=["sentry_token"])
+    try:
+        s.run(["touch", str(marker)])
+        assert marker.exists()
+    finally:
+        s.close()
+        marker.unlink(missing_ok=True)
+
+
+def test_parameters_holding_an_environment_secret_are_refused(
+    sandbox, sandbox_copy, tmp_path, monkeypatch
+) -> None:
+    var, value = "RB_FIX4_OPENAI_KEY", "sk-fix4-env-only-0123456789"
+    sandbox_copy.write_text(
+        sandbox_copy.read_text().replace(
+            "file: ${sandbox.secrets_file}", f"file: ${{sandbox.secrets_file}}\n  openai_key: {var}"
+        )
+    )
+    monkeypatch.setenv(var, value)
+    for params, key in (
+        ({"note": value}, "note"),
+        ({"known_addresses": ["203.0.113.7", value]}, "known_addresses[1]"),
+        ({"headers": {"Authorization": f"Bearer {value}"}}, "headers['Authorization']"),
+    ):
+        with pytest.raises(ParameterError) as info:
+            open_session("x", env="sandbox", run_dir=tmp_path / "r", parameters=params)
+        assert info.value.key == key and value not in str(info.value)
+    # a secret from the file inside a list is refused too
+    from runbook.secrets import read_env_file
+
+    admin = read_env_file(Path(sandbox.state["secrets_file"]))["DEALIX_ADMIN_KEY"]
+    with pytest.raises(ParameterError):
+        open_session("x", env="sandbox", run_dir=tmp_path / "r", parameters={"l": [[admin]]})
+    open_session("x", env="sandbox", run_dir=tmp_path / "ok", parameters={"l": ["a", 1]}).close()
+
+
+def test_two_downgrades_in_one_run_need_an_approver(sandbox, tmp_path) -> None:
+    s = open_session("rollback", env="sandbox", dry_run=True, run_dir=tmp_path / "a")
+    assert s.alembic.downgrade(1).dry_run
+    with pytest.raises(Forbidden) as info:
+        s.alembic.downgrade(1)
+    assert info.value.rule == "one-downgrade-step"
+    with pytest.raises(Forbidden):
+        s.run(f"cd {sandbox.state['app_dir']} && .venv/bin/alembic downgrade -1", shell=True)
+    assert len(s.record()["would_change"]) == 1
+    s.close()
+    s = open_session(
+        "rollback", env="sandbox", dry_run=True, approved_by="Sami Assiri", run_dir=tmp_path / "b"
+    )
+    s.alembic.downgrade(1)
+    s.alembic.downgrade(1)
+    assert len(s.record()["would_change"]) == 2 and s.guards.downgrade_steps == 2
+    s.close()
+
+
+def test_llm_priority_edit_refuses_a_value_that_writes_other_lines(sandbox, session) -> None:
+    app = Path(sandbox.state["app_dir"])
+    env = app / ".env"
+    before = snapshot(sandbox)
+    backups = sorted(app.glob(".env.bak.*"))
+    for bad in ('openai"\nADMIN_KEY="owned', "openai,google\nDEBUG=1", 'openai" # x'):
+        with pytest.raises(Forbidden, match="env-edit-only-llm-priority"):
+            session.edit_env_var("LLM_PROVIDER_PRIORITY", bad)
+    with pytest.raises(ParameterError, match="opneai"):
+        session.edit_env_var("LLM_PROVIDER_PRIORITY", "opneai,google")
+    assert snapshot(sandbox) == before
+    assert sorted(app.glob(".env.bak.*")) == backups  # refused before the backup
+    assert "owned" not in env.read_text()
+
+
+def test_changing_http_by_default_for_methods_that_write(sandbox, tmp_path) -> None:
+    from runbook.http import HttpClient
+
+    s = open_session("x", env="sandbox", dry_run=True, run_dir=tmp_path / "run")
+    client = HttpClient(s, "dealix-api", s.profile.api.base_url, verify=False)
+    try:
+        assert client.post("/health", accept=tuple(range(100, 600))).dry_run  # skipped
+        assert client.request("DELETE", "/health", accept=tuple(range(100, 600))).dry_run
+        read = client.post("/health", accept=tuple(range(100, 600)), changing=False)
+        assert not read.dry_run and read.status is not None  # declared read-only: sent
+        assert client.get("/health").status == 200
+    finally:
+        client.close()
+        s.close()
+    would = [c["what"] for c in s.record()["would_change"]]
+    assert len(would) == 2 and would[0].startswith("HTTP POST") and "DELETE" in would[1]
+
+
+def test_incident_procedure_belongs_to_its_scenario(tmp_path) -> None:
+    with pytest.raises(ParameterError) as info:
+        open_session("deploy", env="production", procedure="restore_incident", run_dir=tmp_path / "a")
+    assert info.value.key == "procedure"
+    with pytest.raises(ParameterError):
+        open_session("restore_incident", env="production", procedure="anything", run_dir=tmp_path / "b")
+    s = open_session(
+        "restore_incident", env="production", procedure="restore_incident", run_dir=tmp_path / "c"
+    )
+    assert s.guards.procedure == "restore_incident"
+    s.close()

@@ -2,6 +2,7 @@
 
 runbook sandbox up | down | status | fault NAME | fault --list | heal
 runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
+            [--approved-by NAME] [--break-stale-lock]
 runbook list
 runbook verify RUN_DIR | --chain [OUTPUTS]
 runbook history [--scenario S] [--env E] [--since DATE] [--format table|csv|json] [--plot FILE]
@@ -39,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--dry-run", action="store_true")
     p_run.add_argument("--confirm", metavar="ENV", help="confirm changes on ENV (headless)")
     p_run.add_argument("--approved-by", metavar="NAME")
+    p_run.add_argument(
+        "--break-stale-lock",
+        action="store_true",
+        help="break the host lock of a run that died (its heartbeat is stale); recorded",
+    )
     p_run.add_argument("--timeout", type=float, default=None, help="per-cell timeout, seconds")
     sub.add_parser("list", help="the scenarios and their parameters")
     _add_evidence_commands(sub)
@@ -63,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             params[name] = value
     if args.dry_run:
         params["dry_run"] = True
+    if args.break_stale_lock:
+        params["break_stale_lock"] = True
     try:
         code, _ = runner.run(args.scenario, params, timeout=args.timeout)
     except ParameterError as exc:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from runbook.session import Session
 
 BODY_SNIPPET = 500
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,19 @@ class HttpClient:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
         accept: tuple[int, ...] | None = None,
-        changing: bool = False,
+        changing: bool | None = None,
         timeout: float | None = None,
     ) -> HttpResponse:
         """Send one request. Raises `HTTPFailed` on a network error or an
         unaccepted status (default: any 2xx). A changing call follows the
-        session's dry-run and confirmation rules."""
+        session's dry-run and confirmation rules.
+
+        `changing` defaults to True for every method but GET, HEAD and OPTIONS:
+        a POST that only reads (a search API, a provider ping) says
+        `changing=False` where it is made, so nothing changes by omission."""
         s = self.session
+        if changing is None:
+            changing = method.upper() not in READ_ONLY_METHODS
         url = self.base_url + path
         shown = s.redactor.redact(
             f"{method} {url}" + (f"?{httpx.QueryParams(params)}" if params else "")

@@ -5,7 +5,13 @@ scenario, operator, their host, start time) and a `heartbeat` file the
 holder touches every 30 s. A second changing run is refused with who holds
 the lock and since when. A lock whose heartbeat is older than 2 minutes is
 stale (its run died); it is broken only when the run asks for it
-(`break_stale_lock=True`), and that is recorded.
+(`runbook run SCENARIO --break-stale-lock`, papermill `-p break_stale_lock True`,
+`open_session(..., break_stale_lock=True)`), and the record says whose lock it
+was and who broke it.
+
+The session takes the lock by itself before its first real change (after the
+confirmation; dry runs and read-only runs take none) and releases it in
+`done()`, `close()`, or when the kernel exits after a failed run.
 """
 
 from __future__ import annotations
@@ -105,12 +111,23 @@ class HostLock:
             )
             if stale and self.break_stale:
                 s.run(["rm", "-rf", self.path], label="lock-break")
-                self.broken = {"previous_holder": current, "at": iso(utc_now())}
-                s.evidence.append({"kind": "lock", "event": "broken", "previous_holder": current})
+                by = {
+                    k: self.owner[k]
+                    for k in ("operator", "operator_host", "scenario", "run_id")
+                }
+                self.broken = {"previous_holder": current, "at": iso(utc_now()), "by": by}
+                s.evidence.append(
+                    {"kind": "lock", "event": "broken", "previous_holder": current, "by": by}
+                )
+                print(
+                    f"broke the stale host lock of {who} (break_stale_lock=True; recorded)"
+                )
                 continue
             hint = (
-                " It looks stale (its run died): pass break_stale_lock=True to break it; "
-                "this is recorded."
+                " It looks stale (its run died). Make sure that run is gone, then break "
+                f"it: `runbook run {s.scenario} --break-stale-lock` (papermill: "
+                "`-p break_stale_lock True`; in a notebook: open_session(..., "
+                "break_stale_lock=True)). Breaking it is recorded."
                 if stale
                 else " Wait for that run to finish."
             )

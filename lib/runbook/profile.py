@@ -269,7 +269,41 @@ def load_profile(name: str, *, directory: Path | None = None) -> Profile:
         )
     if profile.target.transport == "ssh" and not profile.target.host:
         raise ParameterError("target.host is missing", key="target.host", source=str(path))
+    if not profile.is_sandbox:
+        _require_safety_keys(profile, data, str(path))
     return profile
+
+
+def _require_safety_keys(profile: Profile, data: dict[str, Any], source: str) -> None:
+    """A staging or production profile states its do-not-touch list and its pinned host
+    key: a default (or a forgotten block) must not silently leave a rule without data."""
+    dnt = data.get("do_not_touch")
+    if not isinstance(dnt, dict):
+        raise ParameterError(
+            f"do_not_touch is missing in {source}: a {profile.kind} profile lists the "
+            "runbook's appendix B (protected_branches, no_force_delete_branches, files)",
+            key="do_not_touch",
+            source=source,
+        )
+    for key in ("protected_branches", "files"):
+        if not dnt.get(key):
+            raise ParameterError(
+                f"do_not_touch.{key} is missing or empty in {source} (runbook appendix B)",
+                key=f"do_not_touch.{key}",
+                source=source,
+            )
+    t = profile.target
+    if t.transport == "ssh" and not t.host_key and not t.known_hosts:
+        raise ParameterError(
+            f"target.host_key is missing in {source}: a {profile.kind} profile pins the "
+            "server's SSH host key (never StrictHostKeyChecking=no). Get it from a trusted "
+            f"channel: ssh-keyscan -t ed25519 {t.host} > /tmp/hostkey; ssh-keygen -lf "
+            "/tmp/hostkey (compare with the provider's console), then paste the "
+            '"ssh-ed25519 AAAA..." part under target.host_key (or name a pinned '
+            "known_hosts file in target.known_hosts)",
+            key="target.host_key",
+            source=source,
+        )
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

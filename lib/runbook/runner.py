@@ -38,7 +38,8 @@ from runbook.evidence import RECORD_SCHEMA, Evidence, iso, new_run_dir, utc_now
 from runbook.paths import notebooks_dir
 from runbook.profile import load_profile
 from runbook.redact import Redactor
-from runbook.secrets import SecretStore
+from runbook.scenarios import required_secrets
+from runbook.secrets import SecretStore, parameter_holding_secret, secret_values
 
 KERNEL_NAME = "dealix-runbook"
 EXIT = {
@@ -131,13 +132,17 @@ def validate_parameters(
     env = str(params.get("env", declared.get("env", {}).get("default", "'sandbox'")).strip("'\""))
     profile = load_profile(env)
     store = SecretStore(Redactor(), profile.secrets.file, source=profile.source)
-    for name, value in params.items():
-        if isinstance(value, str) and value and value in store.known_values():
-            raise ParameterError(
-                f"parameter {name!r} holds a secret value: secrets are never parameters "
-                "(papermill stores parameters in the output notebook). Use the secrets file.",
-                key=name,
-            )
+    # the secrets file and every environment variable the profile or the scenario
+    # names as a secret; lists and dicts are looked into
+    values = secret_values(profile, store, required_secrets(scenario, profile))
+    found = parameter_holding_secret(params, values)
+    if found is not None:
+        raise ParameterError(
+            f"parameter {found!r} holds a secret value: secrets are never parameters "
+            "(papermill stores parameters in the output notebook). Use the environment "
+            "or the secrets file.",
+            key=found,
+        )
     return params
 
 

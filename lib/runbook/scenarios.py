@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runbook.paths import notebooks_dir
+
 _SECRET_GET = re.compile(r"secrets\.get\(\s*['\"]([A-Z0-9_]+)['\"]")
 # calls that go through the admin API use ADMIN_KEY (api.py)
 _ADMIN = re.compile(r"\.(admin_get|admin_post|dlq_stats|pending_approvals|drain)\(")
@@ -103,6 +105,53 @@ def describe(path: Path) -> Scenario:
         ),
         title=title,
     )
+
+
+def resolve_secret_names(names: list[str] | tuple[str, ...], profile: Any) -> list[str]:
+    """Secret names as environment variables: a `secrets:` role of the profile
+    ("sentry_token", "admin_key") becomes that environment's variable name.
+
+    >>> from runbook.profile import load_profile
+    >>> resolve_secret_names(["sentry_token", "EXTRA_TOKEN"], load_profile("production"))
+    ['SENTRY_AUTH_TOKEN', 'EXTRA_TOKEN']
+    """
+    out: list[str] = []
+    roles = {f for f in vars(profile.secrets) if f != "file"}
+    for name in names:
+        var = getattr(profile.secrets, name) if name in roles else name
+        if var and var not in out:
+            out.append(var)
+    return out
+
+
+def required_secrets(
+    scenario: str, profile: Any, explicit: list[str] | tuple[str, ...] = ()
+) -> list[str]:
+    """Every secret a run of `scenario` needs, as this profile's variable names.
+
+    `explicit` (the session's `require_secrets`) plus what the scenario's notebook
+    declares (metadata ``runbook.secrets``) or visibly reads (see `needs_from_code`).
+    """
+    names = list(explicit)
+    path = notebooks_dir() / f"{scenario}.ipynb"
+    if re.fullmatch(r"[A-Za-z0-9_-]+", scenario or "") and path.is_file():
+        try:
+            nb = json.loads(path.read_text())
+        except ValueError:
+            nb = {}
+        meta = nb.get("metadata", {}).get("runbook", {}) or {}
+        code = [
+            "".join(c.get("source", ""))
+            for c in nb.get("cells", [])
+            if c.get("cell_type") == "code"
+        ]
+        names += list(meta.get("secrets", []))
+        names += needs_from_code(
+            code,
+            admin_key=profile.secrets.admin_key,
+            github_token=profile.secrets.github_token,
+        )
+    return resolve_secret_names(names, profile)
 
 
 def list_text(notebooks: list[Path]) -> str:

@@ -18,10 +18,16 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Iterable
+from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from runbook.errors import ParameterError
 from runbook.redact import Redactor
+
+if TYPE_CHECKING:
+    from runbook.profile import Profile
 
 
 def parse_env_text(text: str) -> dict[str, str]:
@@ -97,3 +103,82 @@ class SecretStore:
     def known_values(self) -> list[str]:
         """Every secret value seen so far (for refusing parameters equal to a secret)."""
         return [*self._loaded.values(), *self._file_values.values()]
+
+    def require(self, names: Iterable[str]) -> None:
+        """Raise one `ParameterError` naming every variable in `names` that is not set.
+
+        Each found secret is loaded (and registered with the redactor) now.
+        """
+        missing = [n for n in dict.fromkeys(names) if self.get(n, required=False) is None]
+        if not missing:
+            return
+        where = self.file or "the secrets file named by the profile (secrets.file)"
+        raise ParameterError(
+            f"this run needs {', '.join(missing)} and "
+            f"{'it is' if len(missing) == 1 else 'they are'} not set: nothing was changed. "
+            f"Export {' and '.join(f'{n}=…' for n in missing)} in the environment of the "
+            f"kernel, or add {'it' if len(missing) == 1 else 'them'} to {where} (mode 0600). "
+            "Secrets are never notebook parameters.",
+            key=missing[0],
+            source=self.source,
+        )
+
+
+def secret_values(profile: Profile, store: SecretStore, names: Iterable[str] = ()) -> list[str]:
+    """Every secret value a parameter must not hold: the secrets file, secrets read so
+    far, and the environment variables the profile names (`secrets:` roles) or the
+    run requires (`names`)."""
+    values = list(store.known_values())
+    roles = [getattr(profile.secrets, f.name) for f in fields(profile.secrets)]
+    for var in dict.fromkeys([*(r for r in roles if isinstance(r, str)), *names]):
+        if var and var != profile.secrets.file:
+            value = os.environ.get(var)
+            if value:
+                values.append(value)
+    return [v for v in values if v]
+
+
+def parameter_holding_secret(
+    params: dict[str, Any],
+    values: Iterable[str],
+    is_secret: Callable[[str], bool] | None = None,
+) -> str | None:
+    """The name (with its index or key) of the first parameter holding a secret, or None.
+
+    Looks inside lists, tuples, sets and dicts (keys and values); a string
+    holding a secret of 8 characters or more inside it counts too ("Bearer <token>").
+
+    >>> parameter_holding_secret({"hosts": ["a", "s3cr3t-value"]}, ["s3cr3t-value"])
+    'hosts[1]'
+    >>> parameter_holding_secret({"reason": "db down"}, ["s3cr3t-value"]) is None
+    True
+    """
+    secrets = [v for v in dict.fromkeys(values) if v]
+
+    def holds(text: str) -> bool:
+        if not text:
+            return False
+        if text in secrets or (is_secret is not None and is_secret(text)):
+            return True
+        return any(len(v) >= 8 and v in text for v in secrets)
+
+    def walk(value: Any, where: str) -> str | None:
+        if isinstance(value, str):
+            return where if holds(value) else None
+        if isinstance(value, dict):
+            for k, v in value.items():
+                found = walk(str(k), f"{where}[{k!r}]") or walk(v, f"{where}[{k!r}]")
+                if found:
+                    return found
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for i, v in enumerate(value):
+                found = walk(v, f"{where}[{i}]")
+                if found:
+                    return found
+        return None
+
+    for name, value in params.items():
+        found = walk(value, name)
+        if found:
+            return found
+    return None

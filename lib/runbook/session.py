@@ -15,6 +15,12 @@ Read-only calls (`probe`) always run. Changing calls (`run`) are skipped in
 dry-run and shown as what would run; on any environment but sandbox they
 need the operator's confirmation (typed interactively, or the parameter
 `confirm="<environment>"` headless), once per run.
+
+Before the first change the session also checks that every secret the run
+needs is set (`require_secrets=["sentry_token", ...]`, profile roles or
+variable names, plus what the scenario's notebook declares), and takes the
+host lock (one changing run per host; `break_stale_lock=True` breaks the
+lock of a run that died, recorded).
 """
 
 from __future__ import annotations
@@ -45,17 +51,19 @@ from runbook.errors import (
     RunbookError,
 )
 from runbook.evidence import RECORD_SCHEMA, Evidence, iso, new_run_dir, utc_now
-from runbook.guards import Guards, forbid
+from runbook.guards import Guards, check_provider_priority, forbid
 from runbook.lock import HostLock
 from runbook.output import StreamCapture
 from runbook.paths import project_root
 from runbook.profile import Profile, load_profile
 from runbook.redact import Redactor
 from runbook.result import Result, describe_failure
-from runbook.secrets import SecretStore
+from runbook.secrets import SecretStore, parameter_holding_secret, secret_values
 from runbook.transport import LocalTransport, SSHTarget, SSHTransport, Transport, quote_command
 
 Command = str | Sequence[str]
+# procedures that lift a rule, each for its own scenario only (guards.py)
+PROCEDURES = frozenset({"restore_incident"})
 
 
 @dataclass
@@ -114,6 +122,7 @@ class Session:
         approved_by: str | None = None,
         procedure: str | None = None,
         break_stale_lock: bool = False,
+        require_secrets: Sequence[str] = (),
     ):
         self.started = utc_now()
         self._t0 = time.monotonic()
@@ -133,13 +142,26 @@ class Session:
             "dry_run": self.dry_run,
             **({"confirm": confirm} if confirm else {}),
             **({"approved_by": approved_by} if approved_by else {}),
+            **({"break_stale_lock": True} if break_stale_lock else {}),
             **dict(parameters or {}),
         }
+        self.require_secrets = [str(n) for n in require_secrets]
+        self._needed_secrets = self._required_secret_names()
         self._check_parameters()
+        if procedure is not None and (procedure not in PROCEDURES or procedure != scenario):
+            raise ParameterError(
+                f"procedure={procedure!r} is only for the {procedure!r} scenario "
+                f"(this is {scenario!r}; known procedures: {', '.join(sorted(PROCEDURES))}): "
+                "it lifts the rule that protects the production database",
+                key="procedure",
+            )
         self.approved_by = approved_by
         self.guards = Guards(self.profile, approved_by=approved_by, procedure=procedure)
         self.break_stale_lock = break_stale_lock
         self.lock: HostLock | None = None
+        # the host lock is taken on the first real change (see _allow_change)
+        self._taking_lock = False
+        self._secrets_verified = False
         chosen = run_dir or os.environ.get("RUNBOOK_RUN_DIR")
         path = Path(chosen) if chosen else new_run_dir(self.env, scenario)
         self.evidence = Evidence(path, self.redactor)
@@ -183,19 +205,38 @@ class Session:
         return self._current.name if self._current else None
 
     def _check_parameters(self) -> None:
-        secrets = set(self.secrets.known_values())
-        for name, value in self.parameters.items():
-            if (
-                isinstance(value, str)
-                and value
-                and (value in secrets or self.redactor.is_secret(value))
-            ):
-                raise ParameterError(
-                    f"parameter {name!r} holds a secret value; secrets are never parameters "
-                    "(papermill copies parameters into the output notebook twice). Put it in "
-                    "the environment or the profile's secrets file instead.",
-                    key=name,
-                )
+        # every documented source: the secrets file, the environment variables the
+        # profile names (and this run requires), and secrets read so far
+        values = secret_values(self.profile, self.secrets, self._needed_secrets)
+        found = parameter_holding_secret(self.parameters, values, self.redactor.is_secret)
+        if found is not None:
+            raise ParameterError(
+                f"parameter {found!r} holds a secret value; secrets are never parameters "
+                "(papermill copies parameters into the output notebook twice). Put it in "
+                "the environment or the profile's secrets file instead.",
+                key=found,
+            )
+
+    def _required_secret_names(self) -> list[str]:
+        """The variables named by `require_secrets` (profile roles like "sentry_token"
+        resolved to this environment's variable names) and by the scenario's notebook."""
+        from runbook.scenarios import required_secrets
+
+        return required_secrets(self.scenario, self.profile, self.require_secrets)
+
+    def verify_secrets(self) -> list[str]:
+        """Check that every secret this run needs is set; called before the first change.
+
+        Raises `ParameterError` naming each missing variable and where to put it,
+        so a run never stops half-way (deploy reads the Sentry token in step 7,
+        after pull, migrate and restart). Returns the names checked.
+        """
+        names = self._needed_secrets
+        self.secrets.require(names)
+        if not self._secrets_verified:
+            self._secrets_verified = True
+            self.evidence.append({"kind": "secrets", "event": "verified", "names": names})
+        return names
 
     @cached_property
     def transport(self) -> Transport:
@@ -264,7 +305,7 @@ class Session:
         target = (self.profile.target.transport == "local" and f"local:{self.env}") or (
             f"{self.profile.target.user}@{self.profile.target.host}:{self.profile.target.port}"
         )
-        self.guard_command(text, changing=changing)
+        self.guard_command(text, changing=changing, stdin=stdin)
         if changing and not self._allow_change(shown, kind="command"):
             return Result(
                 command=shown,
@@ -380,10 +421,12 @@ class Session:
             raise CommandFailed(describe_failure(result), result)
         return result
 
-    def guard_command(self, command: str, *, changing: bool) -> None:
+    def guard_command(
+        self, command: str, *, changing: bool, stdin: bytes | None = None
+    ) -> None:
         """Apply the runbook's rules to a command before it runs (in dry-run too)."""
         try:
-            self.guards.check_command(command)
+            self.guards.check_command(command, stdin=stdin)
         except Forbidden as exc:
             self.evidence.append(
                 {
@@ -451,6 +494,7 @@ class Session:
             )
         path = self.profile.app.env_file
         old = self.read_file(path).decode()
+        check_provider_priority(value, self.profile, current=_env_value(old, key))
         new, before = replace_env_line(old, key, value)
         backup = self.backup_file(path)
         self.guards.env_edit_allowed = True
@@ -469,10 +513,24 @@ class Session:
 
     # ------------------------------------------------------------------- lock
     def acquire_lock(self) -> HostLock:
-        """Take the host lock: one changing run per host at a time."""
+        """Take the host lock: one changing run per host at a time.
+
+        The session takes it by itself before its first real change; calling it
+        earlier (before the first step that must not start while another run
+        works on the host) is allowed and idempotent.
+        """
         if self.lock is None:
             self.lock = HostLock(self, break_stale=self.break_stale_lock)
-        self.lock.acquire()
+        if self.lock.held:
+            return self.lock
+        if not self._secrets_verified:
+            self.verify_secrets()  # a run that cannot finish does not take the host
+        # the lock's own commands are changes too: they must not try to take it
+        self._taking_lock = True
+        try:
+            self.lock.acquire()
+        finally:
+            self._taking_lock = False
         return self.lock
 
     def release_lock(self) -> None:
@@ -481,7 +539,14 @@ class Session:
 
     # ------------------------------------------------------- confirmation
     def _allow_change(self, what: str, *, kind: str) -> bool:
-        """True if a changing call may go ahead now; False in dry-run (recorded)."""
+        """True if a changing call may go ahead now; False in dry-run (recorded).
+
+        Before the first change: every secret the run needs must be set (in dry-run
+        too: the plan would stop there), the operator must have confirmed (off the
+        sandbox), and the session takes the host lock.
+        """
+        if not self._taking_lock and not self._secrets_verified:
+            self.verify_secrets()
         if self.dry_run:
             self.would_change.append(Change(kind, what, self.current_step, done=False))
             self.evidence.append(
@@ -490,6 +555,8 @@ class Session:
             print(f"[dry run] would run: {what}")
             return False
         self.require_confirmation(what)
+        if not self._taking_lock and (self.lock is None or not self.lock.held):
+            self.acquire_lock()
         return True
 
     def require_confirmation(self, what: str = "a change") -> None:
@@ -839,6 +906,13 @@ def replace_env_line(text: str, key: str, value: str) -> tuple[str, str | None]:
             lines[-1] += "\n"
         lines.append(f'{key}="{value}"\n')
     return "".join(lines), before
+
+
+def _env_value(text: str, key: str) -> str | None:
+    """The value of `key` in .env text (quotes removed), or None."""
+    from runbook.secrets import parse_env_text
+
+    return parse_env_text(text).get(key)
 
 
 def _label(command: Command) -> str:
