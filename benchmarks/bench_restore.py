@@ -1,6 +1,6 @@
 """The drill's restore vs the bare pipeline, on the same ≥ 1 GB database, in the same run.
 
-    scripts/bench.sh restore                    # 1024 MB, one round
+    scripts/bench.sh restore                    # 1100 MB (a database above 1 GiB), one round
     .venv/bin/python benchmarks/bench_restore.py --size-mb 256 --rounds 2 --keep
 
 Against the sandbox's PostgreSQL (`runbook sandbox up` first; honours
@@ -52,7 +52,9 @@ def sh(cmd: str, timeout: float = 3600) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size-mb", type=int, default=1024, help="size of bench_src (default 1024)")
+    # 1100, not 1024: BYTES_PER_ROW is an estimate, and 1024 built a 984 MiB database;
+    # the issue asks for >= 1 GB, so the default leaves a margin and the run says so
+    ap.add_argument("--size-mb", type=int, default=1100, help="size of bench_src (default 1100)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds of the four restores")
     ap.add_argument("--jobs", type=int, default=2, help="pg_restore -j (default 2)")
     ap.add_argument("--keep", action="store_true", help="keep bench_src and the dumps")
@@ -108,6 +110,8 @@ def main() -> int:
         plain.chmod(0o644)
         custom.chmod(0o644)
     db_bytes = int(q(f"SELECT pg_database_size('{SRC}')"))
+    if db_bytes < 2**30:
+        print(f"note: {SRC} is {db_bytes / 2**20:.0f} MiB, below 1 GiB: raise --size-mb", flush=True)
     print(
         f"{SRC}: {db_bytes / 2**20:.0f} MiB; {plain.name} {plain.stat().st_size / 2**20:.0f} MiB; "
         f"{custom.name} {custom.stat().st_size / 2**20:.0f} MiB; cores {os.cpu_count()}",
@@ -181,6 +185,7 @@ def main() -> int:
 
     result = {
         "db_mib": round(db_bytes / 2**20),
+        "db_at_least_1_gib": db_bytes >= 2**30,
         "plain_dump_mib": round(plain.stat().st_size / 2**20) if plain.exists() else None,
         "rounds": args.rounds,
         "jobs": args.jobs,
@@ -196,7 +201,10 @@ def main() -> int:
         "runs_s": {k: [round(x, 2) for x in v] for k, v in runs.items()},
     }
     print()
-    print(f"database {result['db_mib']} MiB, {args.rounds} round(s), medians:")
+    print(
+        f"database {result['db_mib']} MiB ({'>=' if result['db_at_least_1_gib'] else 'BELOW'} "
+        f"1 GiB), {args.rounds} round(s), medians:"
+    )
     for k, v in med.items():
         print(f"  {k:<11} {v:7.1f} s")
     print(

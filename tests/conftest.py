@@ -59,20 +59,15 @@ def healed(sandbox: Sandbox) -> Iterator[Sandbox]:
 
 
 def plain_papermill(scenario: str, out: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run notebooks/<scenario>.ipynb with plain papermill (no parameters), as cron would."""
-    root = project_root()
+    """Run notebooks/<scenario>.ipynb exactly as the README's crontab line does.
+
+    `python -m papermill notebooks/<scenario>.ipynb OUT` from the project's
+    root: no parameters, no `-k` (the notebook's kernelspec must name a
+    kernel this interpreter finds) and no `--cwd`.
+    """
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "papermill",
-            str(root / "notebooks" / f"{scenario}.ipynb"),
-            str(out),
-            "-k",
-            "dealix-runbook",
-            "--cwd",
-            str(root / "notebooks"),
-        ],
+        [sys.executable, "-m", "papermill", f"notebooks/{scenario}.ipynb", str(out)],
+        cwd=project_root(),
         capture_output=True,
         text=True,
         timeout=timeout,

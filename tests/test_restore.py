@@ -10,15 +10,18 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 from conftest import plain_papermill
+from nbclient import NotebookClient
 
-from runbook import Forbidden, backups, runner
+from runbook import backups, open_session, runner
 from runbook.profile import load_profile
 from runbook.sandbox import Sandbox
 
@@ -60,14 +63,12 @@ def statuses(record: dict) -> dict[str, str]:
 # ---------------------------------------------------------------- unit
 
 
-def test_scratch_guard_refuses_production_and_kept_databases() -> None:
-    class S:
-        profile = load_profile("production")
-
+def test_scratch_guard_names_production_and_kept_databases() -> None:
+    profile = load_profile("production")
     for name in ("dealix", "dealix_corrupt_20261127", "postgres"):
-        with pytest.raises(Forbidden) as exc:
-            backups.guard_scratch(S(), name)  # type: ignore[arg-type]
-        assert exc.value.rule == "no-restore-into-production-db"
+        assert backups.scratch_problem(profile, name), name
+    for name in ("dealix_restore_test", "scratch_1"):
+        assert backups.scratch_problem(profile, name) is None, name
 
 
 def test_restore_commands_stream_on_the_server() -> None:
@@ -129,7 +130,34 @@ def test_healthy_drill_passes_and_leaves_no_scratch_database(sandbox, healed) ->
     assert numbers["restore"]["ok"] is True and numbers["restore"]["bytes_total"] > 100_000
     assert {t["table"] for t in numbers["tables"]} == {"leads", "users"}
     assert all(abs(t["delta_pct"]) <= 5 for t in numbers["tables"])
+    assert st["Scratch database is not production"] == "passed"
+    # the numbers are in record.json itself, as metrics, equal to the drill's own
+    m = {k: v["value"] for k, v in record["metrics"].items()}
+    assert m["restore_bytes"] == numbers["restore"]["bytes_total"]
+    assert m["restore_minutes"] == pytest.approx(numbers["restore"]["duration_s"] / 60)
+    for t in numbers["tables"]:
+        name = t["table"]
+        assert m[f"rows_restored_{name}"] == t["restored_rows"] > 0
+        assert m[f"rows_production_at_dump_{name}"] == t["production_rows_at_dump"]
+        assert m[f"rows_production_now_{name}"] == t["production_rows_now"]
+        assert m[f"row_delta_pct_{name}"] == t["delta_pct"]
+        assert record["metrics"][f"row_delta_pct_{name}"]["target"] == 5
     assert production(sandbox, before["max_lead_id"]) == before
+
+
+def test_drill_near_its_time_target_fails_and_recommends_custom_format(sandbox, healed) -> None:
+    """A target the restore cannot meet: "Restore time" fails and its note says what to change."""
+    code, run_dir = runner.run("restore_drill", {"time_target_minutes": 0.0001}, quiet=True)
+    record = read(run_dir)
+    assert code == runner.EXIT["dod_not_met"], record
+    check = next(c for c in record["checks"] if c["name"] == "Restore time")
+    assert check["status"] == "failed" and check["expected"] == "<= 0.0001 min"
+    assert "custom format (pg_dump -Fc)" in check["note"]
+    assert "pg_restore -j <cores>" in check["note"]
+    assert "RECOMMENDATION:" in (run_dir / "restore_drill.ipynb").read_text()
+    st = statuses(record)
+    assert st["Restore completed"] == st["Row count leads"] == st["Teardown"] == "passed"
+    assert SCRATCH not in databases(sandbox)
 
 
 @pytest.mark.parametrize(
@@ -186,18 +214,27 @@ def test_drill_refuses_production_as_scratch(sandbox, healed) -> None:
     record = read(run_dir)
     assert code == runner.EXIT["refused"], record
     assert "no-restore-into-production-db" in record["error"]["message"]
+    guard = next(c for c in record["checks"] if c["name"] == "Scratch database is not production")
+    assert guard["status"] == "failed" and guard["actual"].startswith("dealix: ")
     assert record["changes"] == []
     assert production(sandbox, before["max_lead_id"]) == before
 
 
 def test_plain_papermill_without_parameters_targets_the_sandbox(sandbox, tmp_path, outputs):
+    """`python -m papermill notebooks/restore_drill.ipynb out.ipynb` from the project's root,
+    as the crontab line runs it: no -k, no --cwd, no parameters."""
     out = tmp_path / "out.ipynb"
     proc = plain_papermill("restore_drill", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.args[1:] == ["-m", "papermill", "notebooks/restore_drill.ipynb", str(out)]
     records = list(outputs.glob("sandbox/restore_drill/*/record.json"))
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert record["environment"] == "sandbox" and record["outcome"] == "ok"
+    executed = json.loads(out.read_text())
+    # papermill took the kernel from the notebook's kernelspec
+    assert executed["metadata"]["kernelspec"]["name"] == "dealix-runbook"
+    assert executed["metadata"]["papermill"]["parameters"] == {}
     assert SCRATCH not in databases(sandbox)
 
 
@@ -235,6 +272,14 @@ def test_incident_restore_after_mass_delete(sandbox, healed) -> None:
         assert code == 0, record
         st = statuses(record)
         assert st["Restore completed"] == st["API deep health"] == "passed"
+        # validated in the clone before anything was renamed
+        assert st["Restored rows leads"] == st["Restored rows users"] == "passed"
+        assert st["Restored data age (RPO)"] == "passed"
+        steps = [x["name"] for x in record["steps"]]
+        assert steps.index("3. Validate the clone before the swap") < steps.index(
+            "4. Swap: rename current DB (evidence), the clone becomes production"
+        )
+        assert _clones(sandbox) == set()  # the clone became production
         # the rows are back (the backup is a few hours behind: within 5 %)
         assert sandbox.query("SELECT count(*) FROM leads")[0][0] >= leads_before * 0.95
         kept = {d for d in databases(sandbox) if d.startswith("dealix_corrupt_")} - kept_before
@@ -314,44 +359,85 @@ def test_interrupted_restore_drops_the_scratch_database(sandbox, healed, outputs
         slow.unlink(missing_ok=True)
 
 
-def test_failed_incident_restore_keeps_the_renamed_database(sandbox, healed) -> None:
-    """A dump that gzip -t accepts but psql rejects: the run stops after the rename,
-    the renamed database holds production's rows, and the error says how to swap back."""
+def _restart_api(sandbox: Sandbox) -> None:
+    sandbox.start("dealix-api")
+    sandbox.wait_api()
+    sandbox.wait_deep("postgres", "green")
+
+
+def _clones(sandbox: Sandbox) -> set[str]:
+    return {d for d in databases(sandbox) if d.startswith("dealix_restore_2")}
+
+
+def test_failed_incident_restore_leaves_production_untouched(sandbox, healed) -> None:
+    """A dump that gzip -t accepts but psql rejects: the restore into the clone fails,
+    nothing is renamed, production keeps every row, and the error says what to do."""
     bad = Path(sandbox.state["backups_dir"]) / "dealix-broken-test.sql.gz"
     filler = "".join(f"-- {os.urandom(32).hex()}\n" for _ in range(200))
     bad.write_bytes(
         gzip.compress((filler + "CREATE TABLE leads (id int);\nSELECT 1/0;\n").encode())
     )
-    leads = sandbox.query("SELECT count(*) FROM leads")[0][0]
+    before = production(sandbox)
     kept_before = {d for d in databases(sandbox) if d.startswith("dealix_corrupt_")}
-    renamed = None
     try:
         code, run_dir = runner.run(
             "restore_incident", {"reason": "test: broken backup", "backup": bad.name}, quiet=True
         )
         record = read(run_dir)
         assert code == runner.EXIT["failed"], record
-        assert record["failed_step"] == "3. Restore latest good backup"
-        assert "swap it back" in record["error"]["message"]
+        assert record["failed_step"] == "2. Restore into a clone"
+        message = record["error"]["message"]
+        assert "nothing was swapped" in message and "untouched" in message
+        assert "start dealix-api" in message and "-p backup NAME" in message
         assert statuses(record)["Restore completed"] == "failed"
-        new = {d for d in databases(sandbox) if d.startswith("dealix_corrupt_")} - kept_before
-        assert len(new) == 1
-        renamed = new.pop()
-        assert renamed in record["error"]["message"]
-        assert sandbox.query("SELECT count(*) FROM leads", dbname=renamed)[0][0] >= leads
-        # the single transaction rolled back: the new database is empty
-        assert (
-            sandbox.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0] == 0
-        )
+        assert "Damaged database kept" not in statuses(record)
+        assert {d for d in databases(sandbox) if d.startswith("dealix_corrupt_")} == kept_before
+        assert _clones(sandbox) == set()  # the empty clone was dropped
+        assert production(sandbox, before["max_lead_id"]) == before
     finally:
         bad.unlink(missing_ok=True)
-        if renamed:
-            # swap back as the error message says, so the next tests see production
-            sandbox.query('DROP DATABASE IF EXISTS "dealix" WITH (FORCE)', dbname="postgres")
-            sandbox.query(f'ALTER DATABASE "{renamed}" RENAME TO "dealix"', dbname="postgres")
-        sandbox.start("dealix-api")
-        sandbox.wait_api()
-        sandbox.wait_deep("postgres", "green")
+        _restart_api(sandbox)
+
+
+def test_incident_restore_that_fails_validation_stops_before_the_swap(sandbox, healed) -> None:
+    """A backup that restores cleanly but has no leads and one user: validation fails,
+    production is not renamed, the clone is kept for inspection and the message says
+    what to do."""
+    empty = Path(sandbox.state["backups_dir"]) / "dealix-noleads-test.sql.gz"
+    filler = "".join(f"-- {os.urandom(32).hex()}\n" for _ in range(200))
+    sql = (
+        "CREATE TABLE leads (id int, created_at timestamptz);\n"
+        "CREATE TABLE users (id int, created_at timestamptz);\n"
+        "INSERT INTO users VALUES (1, now());\n"
+    )
+    empty.write_bytes(gzip.compress((filler + sql).encode()))
+    before = production(sandbox)
+    kept_before = {d for d in databases(sandbox) if d.startswith("dealix_corrupt_")}
+    try:
+        code, run_dir = runner.run(
+            "restore_incident", {"reason": "test: backup without leads", "backup": empty.name},
+            quiet=True,
+        )
+        record = read(run_dir)
+        assert code == runner.EXIT["failed"], record
+        assert record["failed_step"] == "3. Validate the clone before the swap"
+        st = statuses(record)
+        assert st["Restore completed"] == "passed"
+        assert st["Restored rows leads"] == "failed"  # no rows at all
+        # one user where production holds many up to that row's time: a truncated table
+        assert st["Restored rows users"] == "failed"
+        assert "Damaged database kept" not in st and "API deep health" not in st
+        message = record["error"]["message"]
+        assert "leads: 0 rows; users: 1 rows" in message and "nothing was swapped" in message
+        clones = _clones(sandbox)
+        assert len(clones) == 1 and clones.pop() in message  # kept for inspection
+        assert {d for d in databases(sandbox) if d.startswith("dealix_corrupt_")} == kept_before
+        assert production(sandbox, before["max_lead_id"]) == before
+    finally:
+        empty.unlink(missing_ok=True)
+        for d in _clones(sandbox):
+            sandbox.query(f'DROP DATABASE "{d}" WITH (FORCE)', dbname="postgres")
+        _restart_api(sandbox)
 
 
 def test_custom_format_dump_is_restored_with_parallel_jobs(sandbox, healed) -> None:
@@ -372,16 +458,120 @@ def test_custom_format_dump_is_restored_with_parallel_jobs(sandbox, healed) -> N
         with dump.open("wb") as out:
             subprocess.run(cmd, check=True, stdout=out, cwd="/", timeout=120)
         dump.chmod(0o644)  # pg_restore runs as postgres and opens the dump itself
-        code, run_dir = runner.run("restore_drill", {"backup": dump.name, "jobs": 2}, quiet=True)
+        # jobs not given: -j is the server's core count (the sandbox's server is this machine)
+        cores = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout)
+        code, run_dir = runner.run("restore_drill", {"backup": dump.name}, quiet=True)
         record = read(run_dir)
         assert code == 0, record
+        assert record["parameters"]["jobs"] is None
         restore_time = next(c for c in record["checks"] if c["name"] == "Restore time")
-        assert "custom, jobs 2" in restore_time["actual"]
+        assert f"custom, jobs {cores}" in restore_time["actual"]
         assert any(
-            "pg_restore" in c["what"] and "--exit-on-error -j 2" in c["what"]
+            "pg_restore" in c["what"] and f"--exit-on-error -j {cores} " in c["what"]
             for c in record["changes"]
         )
         assert statuses(record)["Row count leads"] == "passed"
         assert SCRATCH not in databases(sandbox)
     finally:
         dump.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- progress
+
+
+def _paused_dump(sandbox: Sandbox, name: str, pauses: int, mb: int = 3, pause_s: int = 4) -> Path:
+    """A gzip'd SQL dump far larger than the pipe buffer that stalls `pauses` times:
+    `SELECT pg_sleep(...)` first, then after each `mb` MB of (incompressible) comment
+    lines. While psql sleeps, gunzip blocks on the full pipe, so its offset in the
+    dump stands still below 100 %. Dated 30 days back: never the newest backup."""
+    line = lambda: f"-- {os.urandom(32).hex()}\n"  # noqa: E731
+    chunk = mb * 1024 * 1024 // 68
+    parts = []
+    for _ in range(pauses):
+        parts.append(f"SELECT pg_sleep({pause_s});\n")
+        parts.append("".join(line() for _ in range(chunk)))
+    path = Path(sandbox.state["backups_dir"]) / name
+    path.write_bytes(gzip.compress("".join(parts).encode(), compresslevel=1))
+    old = time.time() - 30 * 86400
+    os.utime(path, (old, old))
+    return path
+
+
+def test_headless_progress_moves_during_a_long_restore(sandbox, tmp_path, capsys) -> None:
+    """Progress samples below 100 % are seen and rise, in the result and the log lines."""
+    dump = _paused_dump(sandbox, "dealix-progress-test.sql.gz", pauses=2)
+    s = open_session("restore_drill", env="sandbox", run_dir=tmp_path / "run")
+    db = "dealix_progress_test"
+    try:
+        backups.create_database(s, db)
+        chosen = backups.choose(backups.list_backups(s, limit=None), dump.name)
+        assert chosen is not None
+        total = chosen["size_bytes"]
+        assert total > 1024 * 1024  # far beyond the 64 KiB pipe buffer
+        result = backups.restore(s, chosen, db, interval=0.5, bar=False)
+    finally:
+        backups.drop_database(s, db)
+        s.close()
+        dump.unlink(missing_ok=True)
+    assert result.ok, result.error
+    values = [n for _, n in result.progress]
+    below = sorted({v for v in values if v < total})
+    # one stall per pg_sleep: two distinct offsets below 100 %, then the end
+    assert len(below) >= 2, values
+    assert values == sorted(values) and values[-1] == total, values
+    out = capsys.readouterr().out
+    shown = [float(x) for x in re.findall(r"restore dealix-progress-test\.sql\.gz: +([\d.]+) % ", out)]
+    assert shown == sorted(shown), out
+    assert len({p for p in shown if p < 100}) >= 2, out
+    assert shown[-1] == 100.0 or "dump read (100 %), psql finishing" in out, out
+
+
+def test_the_widget_bar_follows_every_progress_sample() -> None:
+    """Each polled offset moves the ipywidgets bar (tqdm.notebook), not only the last."""
+    bar = backups._make_bar(1000, "restore x", True)
+    assert type(bar).__name__ == "tqdm_notebook"
+    widget = bar.container.children[1]
+    progress = backups._Progress(None, "", total=1000, label="x", interval=1, bar=bar)  # type: ignore[arg-type]
+    seen = []
+    for n in (120, 480, 1000):
+        progress.show(1.0, n)
+        seen.append(widget.value)
+    assert seen == [120, 480, 1000] and widget.max == 1000
+    assert backups._make_bar(1000, "x", False) is None  # headless: log lines instead
+
+
+def test_jupyterlab_gets_a_widget_bar_that_fills(sandbox, tmp_path, monkeypatch) -> None:
+    """In a kernel started by JupyterLab the restore draws an ipywidgets bar (not log
+    lines) and fills it; the kernel is the project's, as JupyterLab starts it."""
+    dump = _paused_dump(sandbox, "dealix-bar-test.sql.gz", pauses=1, mb=2, pause_s=2)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "lab.ipynb"))
+    monkeypatch.delenv("RUNBOOK_RUN_DIR", raising=False)
+    code = f"""
+from runbook import backups, open_session
+s = open_session("restore_drill", env="sandbox", run_dir={str(tmp_path / "run")!r})
+backups.create_database(s, "dealix_bar_test")
+try:
+    chosen = backups.choose(backups.list_backups(s, limit=None), {dump.name!r})
+    r = backups.restore(s, chosen, "dealix_bar_test", interval=0.5)
+finally:
+    backups.drop_database(s, "dealix_bar_test")
+    s.close()
+print("RESULT", r.ok, r.bytes_total, len(r.progress))
+"""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    try:
+        NotebookClient(nb, kernel_name="dealix-runbook", timeout=300).execute()
+    finally:
+        dump.unlink(missing_ok=True)
+    outputs = nb.cells[0].outputs
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    ok, total, samples = re.search(r"RESULT (\w+) (\d+) (\d+)", text).groups()
+    assert ok == "True" and int(samples) >= 1, text
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    assert " % (" not in text  # no headless log lines beside the bar
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    bars = [m["state"] for m in state.values() if m["model_name"] == "FloatProgressModel"]
+    assert len(bars) == 1, state
+    assert bars[0]["max"] == bars[0]["value"] == int(total)
+    assert bars[0]["bar_style"] == "success"

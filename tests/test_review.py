@@ -182,3 +182,27 @@ def test_review_notebook_exits_zero_when_nothing_is_due(sandbox, tmp_path, monke
     code, record, _ = _run_notebook(root, tmp_path / "out", monkeypatch)
     assert code == 0, record
     assert all(c["status"] == "passed" for c in record["checks"])
+
+
+def test_the_drill_counts_on_staging_as_cron_runs_it_never_on_a_sandbox(tmp_path: Path) -> None:
+    """The README's cron/timer run `restore_drill --env staging`: the review must count
+    that, and never a rehearsal on a sandbox profile (kind sandbox, e.g. sandbox-isolated)."""
+    from runbook.profile import load_profile
+
+    staging = load_profile("staging")
+    assert staging.kind == "staging"
+    root = tmp_path / "o"
+    d = make_run(root, "restore_drill", "staging", 3, "ok")
+    record = json.loads((d / "record.json").read_text())
+    assert record["environment_kind"] == staging.kind
+    r = rv.review(root, AS_OF, scenarios=["restore_drill"])
+    assert r.drill_ok == AS_OF - timedelta(days=3) and r.due.empty
+
+    rehearsal = tmp_path / "r"
+    d = make_run(rehearsal, "restore_drill", "sandbox-isolated", 3, "ok")
+    record = json.loads((d / "record.json").read_text())
+    record["environment_kind"] = "sandbox"  # what the session writes: the profile's kind
+    (d / "record.json").write_text(json.dumps(record))
+    r = rv.review(rehearsal, AS_OF, scenarios=["restore_drill"])
+    assert r.drill_ok is None
+    assert list(r.due["kind"]) == ["drill missed"]

@@ -48,6 +48,7 @@ def _events(run_dir: Path) -> list[dict]:
 def test_intrusion_contained_proved_and_preserved(sandbox, healed) -> None:
     old_key = sandbox.admin_key
     old_webhook = sandbox.secrets()["DEALIX_WEBHOOK_SECRET"]
+    env_before = build.read_app_env(sandbox.layout)
     healed.fault("intrusion")
     healed.fault("leaked-admin-key")
     assert _status(sandbox, old_key) == 200  # the leaked key works before the notebook
@@ -64,9 +65,13 @@ def test_intrusion_contained_proved_and_preserved(sandbox, healed) -> None:
         "Old admin key refused",
         "Evidence tarball hash matches",
         "Incident document drafted",
+        "Notification to Sami Assiri drafted",
         "Contained and documented within 60 min",
     ):
         assert status[name] == "passed", (name, record["checks"])
+    checks = {c["name"]: c for c in record["checks"]}
+    # every rotated key compared before/after, named one by one (values never shown)
+    assert checks["Secrets rotated"]["actual"] == "ADMIN_KEY replaced, WEBHOOK_SECRET replaced"
     for name in FIREWALL_ROWS:
         assert status[name] == "not available", (name, status)
     assert status["Authorized addresses unbanned"] == "not available"  # 127.0.0.1 was banned
@@ -80,9 +85,23 @@ def test_intrusion_contained_proved_and_preserved(sandbox, healed) -> None:
     assert _status(sandbox, new_key) == 200
     assert sandbox.admin_key == new_key
     assert sandbox.secrets()["DEALIX_WEBHOOK_SECRET"] == app_env["WEBHOOK_SECRET"] != old_webhook
+    for key in security.ROTATED:  # per key, read from the server's .env before and after
+        assert app_env[key] and app_env[key] != env_before[key], key
+
+    # Scenario 6 step 5: the notification to Sami, drafted with the evidence hashes, not sent.
+    notice = (run_dir / "notify-sami.md").read_text()
+    doc_path = next(run_dir.glob("incident-*.md"))
+    assert notice.startswith("To: Sami Assiri")
+    assert hashlib.sha256(doc_path.read_bytes()).hexdigest() in notice
+    assert "When: " in notice and "What: " in notice
+    assert checks["Notification to Sami Assiri drafted"]["actual"].endswith("NOT sent: send it now")
+    assert record["decisions"]["Notify the runbook owner"]["choice"] == "drafted; a person sends it"
+    steps = [x["name"] for x in record["steps"]]
+    assert steps.index("5b. Notify Sami") > steps.index("4. Preserve evidence")
 
     # Evidence: the downloaded tarball's hash is the server's, and the server's file is intact.
     ev = next(e for e in _events(run_dir) if e.get("kind") == "evidence")
+    assert ev["sha256"] in notice
     local = run_dir / "evidence" / Path(ev["remote"]).name
     assert hashlib.sha256(local.read_bytes()).hexdigest() == ev["sha256"]
     assert hashlib.sha256(Path(ev["remote"]).read_bytes()).hexdigest() == ev["sha256"]
@@ -154,3 +173,23 @@ def test_faults_write_the_signals_and_heal_removes_them(sandbox, healed) -> None
     assert "203.0.113.66" not in faults_security.api_log(sandbox).read_text()
     assert not status_file.exists()
     assert _status(sandbox, sandbox.admin_key) == 200
+
+
+def test_a_rotation_that_skips_a_key_is_not_reported_as_rotated(sandbox, healed) -> None:
+    """The app's script stops replacing WEBHOOK_SECRET but still prints that it rotated
+    both: the before/after comparison names the key and the definition of done fails."""
+    before = build.read_app_env(sandbox.layout)
+    healed.fault("partial-rotation")
+    code, run_dir = runner.run("security_incident", {}, quiet=True)
+    record = _record(run_dir)
+    assert code == runner.EXIT["dod_not_met"], record
+    rotated = next(c for c in record["checks"] if c["name"] == "Secrets rotated")
+    assert rotated["status"] == "failed"
+    assert rotated["actual"] == "ADMIN_KEY replaced, WEBHOOK_SECRET unchanged"
+    assert "rotated: ADMIN_KEY WEBHOOK_SECRET" in rotated["note"]  # what the script claimed
+    after = build.read_app_env(sandbox.layout)
+    assert after["ADMIN_KEY"] != before["ADMIN_KEY"]
+    assert after["WEBHOOK_SECRET"] == before["WEBHOOK_SECRET"]
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.suffix != ".tgz":
+            assert before["WEBHOOK_SECRET"] not in path.read_text(errors="replace"), path

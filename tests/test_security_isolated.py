@@ -2,7 +2,9 @@
 
 Needs root, iptables and fail2ban (scripts/setup.sh installs them); without
 them the isolated mode cannot exist on this machine and these tests skip,
-saying why. The loopback tests (tests/test_security.py) run everywhere.
+saying what is missing, unless RUNBOOK_REQUIRE_ISOLATED=1 (scripts/test.sh
+sets it when run as root, as CI is): then they fail with that message. The
+loopback tests (tests/test_security.py) run everywhere.
 """
 
 from __future__ import annotations
@@ -23,10 +25,35 @@ from runbook import runner, security
 from runbook.sandbox import Sandbox, build, faults_security, isolated
 from runbook.sandbox.procs import http_get
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "iptables", "fail2ban-server")),
-    reason="isolated mode needs root, iproute2, iptables and fail2ban",
-)
+
+def missing_for_isolated() -> list[str]:
+    """What this machine lacks for the isolated mode (empty when it can run)."""
+    missing = [] if os.geteuid() == 0 else [f"root (running as uid {os.geteuid()})"]
+    tools = {"ip": "iproute2 (ip)", "iptables": "iptables", "fail2ban-server": "fail2ban"}
+    missing += [name for tool, name in tools.items() if not shutil.which(tool)]
+    return missing
+
+
+MISSING = missing_for_isolated()
+if MISSING and os.environ.get("RUNBOOK_REQUIRE_ISOLATED") == "1":
+    # scripts/test.sh sets this when it runs as root (CI): isolated mode is required
+    # there, so a machine without it must fail, not go green with these skipped
+    pytestmark = pytest.mark.usefixtures("_require_isolated")
+else:
+    pytestmark = pytest.mark.skipif(
+        bool(MISSING), reason=f"isolated mode needs {', '.join(MISSING)} (missing)"
+    )
+
+
+@pytest.fixture(scope="session")
+def _require_isolated() -> None:
+    # session scope: set up before the module's `iso` fixture tries to build anything
+    pytest.fail(
+        "RUNBOOK_REQUIRE_ISOLATED=1 but isolated mode cannot run here: missing "
+        + ", ".join(MISSING)
+        + " (scripts/setup.sh installs iproute2, iptables, fail2ban; run as root)",
+        pytrace=False,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -119,6 +146,7 @@ def test_intrusion_end_to_end_outside_blocked_operator_in(healed_iso) -> None:
     sb = healed_iso
     info = sb.state["isolated"]
     old_key = sb.admin_key
+    env_before = build.read_app_env(sb.layout)
     sb.fault("intrusion")
     sb.fault("leaked-admin-key")
     assert isolated.ssh_reachable_from_outside(sb)  # before: anyone reaches SSH
@@ -144,9 +172,12 @@ def test_intrusion_end_to_end_outside_blocked_operator_in(healed_iso) -> None:
         "Authorized addresses unbanned",
         "Evidence tarball hash matches",
         "Incident document drafted",
+        "Notification to Sami Assiri drafted",
     ):
         assert status.get(name) == "passed", (name, record["checks"])
     assert "not available" not in status.values()
+    rotated = next(c for c in record["checks"] if c["name"] == "Secrets rotated")
+    assert rotated["actual"] == "ADMIN_KEY replaced, WEBHOOK_SECRET replaced"
 
     # From outside the notebook: the outside namespace is blocked, the operator is not.
     assert not isolated.ssh_reachable_from_outside(sb)
@@ -158,13 +189,17 @@ def test_intrusion_end_to_end_outside_blocked_operator_in(healed_iso) -> None:
     assert faults_security.ATTACKER in banned and faults_security.SCANNER in banned
     assert faults_security.COLLEAGUE not in banned
     # The keys, checked against the API directly.
-    new_key = build.read_app_env(sb.layout)["ADMIN_KEY"]
+    env_after = build.read_app_env(sb.layout)
+    new_key = env_after["ADMIN_KEY"]
     assert _status(sb, old_key) == 401 and _status(sb, new_key) == 200
+    for key in security.ROTATED:  # each rotated key, from the server's .env before and after
+        assert env_after[key] and env_after[key] != env_before[key], key
     # The evidence tarball: the downloaded copy's hash is the server's.
     events = [json.loads(x) for x in (run_dir / "commands.jsonl").read_text().splitlines()]
     ev = next(e for e in events if e.get("kind") == "evidence")
     local = run_dir / "evidence" / Path(ev["remote"]).name
     assert hashlib.sha256(local.read_bytes()).hexdigest() == ev["sha256"]
+    assert ev["sha256"] in (run_dir / "notify-sami.md").read_text()
     # The saved rules are restorable iptables-save output.
     saved = next(c["actual"] for c in record["checks"] if c["name"] == "Firewall rules saved")
     suffix = ".user.rules" if info["firewall"] == "ufw" else ".rules"

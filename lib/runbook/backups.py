@@ -234,28 +234,40 @@ def preflight(
     return fresh and big
 
 
-def guard_scratch(s: Session, name: str) -> None:
-    """Refuse a scratch database that is production (or a kept/system one)."""
+def scratch_problem(profile: Any, name: str) -> str | None:
+    """Why `name` must not be the drill's scratch database, or None when it may be.
+
+    >>> from runbook.profile import load_profile
+    >>> p = load_profile("production")
+    >>> scratch_problem(p, "dealix")
+    'the scratch database must not be the production database (dealix)'
+    >>> scratch_problem(p, "dealix_corrupt_20261127")
+    'dealix_corrupt_20261127 is kept evidence or a system database, not a scratch database'
+    >>> scratch_problem(p, "dealix_restore_test") is None
+    True
+    """
     ident(name)
-    prod = s.profile.postgres.database
+    prod = profile.postgres.database
     if name == prod:
-        raise forbid(
-            "no-restore-into-production-db",
-            f"restore drill into {name}",
-            "the scratch database must not be the production database",
-        )
-    if fnmatch.fnmatch(name, s.profile.do_not_touch.corrupt_db_pattern) or name in _SYSTEM_DBS:
-        raise forbid(
-            "no-restore-into-production-db",
-            f"restore drill into {name}",
-            f"{name} is kept evidence or a system database, not a scratch database",
-        )
+        return f"the scratch database must not be the production database ({prod})"
+    if fnmatch.fnmatch(name, profile.do_not_touch.corrupt_db_pattern) or name in _SYSTEM_DBS:
+        return f"{name} is kept evidence or a system database, not a scratch database"
+    return None
+
+
+def guard_scratch(s: Session, name: str) -> None:
+    """Record whether the scratch database is distinct from production (and the kept and
+    system databases), then refuse it when it is not."""
+    problem = scratch_problem(s.profile, name)
+    prod = s.profile.postgres.database
     s.check(
         "Scratch database is not production",
-        expected=f"!= {prod}",
-        actual=name,
-        passed=True,
+        expected=f"!= {prod}, not {s.profile.do_not_touch.corrupt_db_pattern}, not a system DB",
+        actual=name if problem is None else f"{name}: {problem}",
+        passed=problem is None,
     )
+    if problem is not None:
+        raise forbid("no-restore-into-production-db", f"restore drill into {name}", problem)
 
 
 # ---------------------------------------------------------------- databases
@@ -396,24 +408,36 @@ class _Progress(threading.Thread):
         else:
             print(f"  {self.label}: {human_bytes(n)}, {t:.0f} s", flush=True)
 
-    def finish(self) -> None:
+    def finish(self, ok: bool | None = None) -> None:
+        """Stop polling; a finished restore fills the bar (a failed one leaves it red)."""
         self.stop_event.set()
         self.join(timeout=15)
+        if ok and self.total and (not self.samples or self.samples[-1][1] != self.total):
+            # finished between two polls: the last sample, line or bar says 100 %
+            t = time.monotonic() - self.t0
+            self.samples.append((round(t, 1), self.total))
+            self.show(t, self.total)
         if self.bar is not None:
             with contextlib.suppress(Exception):
                 self.bar.close()
 
 
 def _make_bar(total: int, label: str, enabled: bool):
+    """An ipywidgets progress bar (tqdm.notebook) for JupyterLab, or None for log lines.
+
+    tqdm.notebook, not tqdm.auto: the caller already knows it runs in a
+    Jupyter kernel, and tqdm.auto would quietly fall back to a text bar that
+    JupyterLab shows as a frozen stderr line. If the widget cannot be made
+    (ipywidgets missing), the restore prints periodic log lines instead.
+    """
     if not enabled:
         return None
     try:
-        # a widget bar needs ipywidgets; without it, keep the plain log lines
-        import ipywidgets  # noqa: F401
-        from tqdm.auto import tqdm
+        from tqdm.notebook import tqdm as notebook_tqdm
+
+        return notebook_tqdm(total=total or None, unit="B", unit_scale=True, desc=label)
     except ImportError:
         return None
-    return tqdm(total=total or None, unit="B", unit_scale=True, desc=label)
 
 
 def server_cores(s: Session) -> int:
@@ -514,10 +538,14 @@ def restore(
     t0 = time.monotonic()
     try:
         r = s.run(cmd, shell=True, warn=True, timeout=timeout, label="restore")
-    finally:
+    except BaseException:
         if progress is not None:
-            progress.finish()
+            progress.finish(ok=False)
+        raise
+    # the restore's own time, before waiting for the poller to notice the end
     duration = time.monotonic() - t0
+    if progress is not None:
+        progress.finish(ok=r.ok and not r.dry_run)
     if r.dry_run:
         return RestoreResult(
             chosen["name"], database, fmt, None, None, 0.0, total, jobs, r.command, dry_run=True
@@ -591,6 +619,16 @@ def table_facts(s: Session, database: str, table: str, sample: int = 1000) -> di
         )
         facts["sample_md5"] = row.get("h")
     return facts
+
+
+def _as_utc(value: Any) -> datetime:
+    """A timestamp from the database (datetime or text) as an aware UTC datetime.
+
+    >>> _as_utc("2026-11-27 08:00:00+00:00").isoformat()
+    '2026-11-27T08:00:00+00:00'
+    """
+    ts = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace(" ", "T"))
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def _pct(got: int, base: int) -> float:
@@ -671,6 +709,11 @@ def compare(
             )
         if got.get("age_hours") is not None:
             ages.append(got["age_hours"])
+        # per table, as numbers in record.json (history and dashboards read these)
+        s.metric(f"rows_restored_{table}", got["rows"], "rows")
+        s.metric(f"rows_production_at_dump_{table}", base, "rows")
+        s.metric(f"rows_production_now_{table}", want["rows"], "rows")
+        s.metric(f"row_delta_pct_{table}", round(delta, 2), "%", target=tolerance_pct)
         rows.append(
             {
                 "table": table,
@@ -810,8 +853,12 @@ class RestoreDrill:
                     "custom format (pg_dump -Fc) and restore it with pg_restore -j <cores>"
                 )
                 print("RECOMMENDATION:", advice)
+            # the record's numbers (record.json "metrics"), not only the checks' text
+            s.metric("restore_bytes", r.bytes_total, "B")
             if r.ok:
                 s.metric("restore_minutes", r.duration_s / 60, "min", target=self.target_min)
+                if r.rate_mb_s is not None:
+                    s.metric("restore_rate_mb_s", r.rate_mb_s, "MB/s")
             s.check(
                 "Restore time",
                 expected=f"<= {self.target_min:g} min",
@@ -982,6 +1029,8 @@ class IncidentRestore:
         self.before: dict[str, Any] = {}
         self.owner = "dealix"
         self.renamed: str | None = None
+        self.clone: str | None = None
+        self.validation: pd.DataFrame | None = None
         self.result: RestoreResult | None = None
         self.loss: dict[str, Any] = {}
         self.deep: dict[str, Any] = {}
@@ -1055,19 +1104,171 @@ class IncidentRestore:
         with self.s.step("1. Stop API to freeze writes"):
             self.s.services.stop("api")
 
-    def rename(self) -> str:
-        """ALTER DATABASE prod RENAME TO dealix_corrupt_YYYYMMDD[_n] (never a drop)."""
+    def restore(self) -> RestoreResult:
+        """Restore the backup into a fresh clone (`<prod>_restore_<UTC>`), not into production.
+
+        Scenario 5's preflight: "restore into a staging clone first, validate,
+        then swap". Production keeps its name (and its damaged data) until
+        `validate()` has passed and `swap()` renames the two.
+        """
         s = self.s
-        with s.step("2. Rename current DB (evidence)"):
+        assert self.chosen is not None
+        with s.step("2. Restore into a clone"):
+            self.clone = f"{self.prod}_restore_{datetime.now(UTC):%Y%m%d%H%M%S}"
+            create_database(s, self.clone, owner=self.owner)
+            # never cut an incident restore at the profile's command timeout
+            self.result = restore(s, self.chosen, self.clone, timeout=6 * 3600)
+            r = self.result
+            if r.dry_run:
+                return r
+            s.check(
+                "Restore completed",
+                expected=f"exit 0, into the clone {self.clone}",
+                actual="ok" if r.ok else f"exit {r.exit_code}",
+                passed=bool(r.ok),
+                note=r.error[-500:] if not r.ok else "",
+            )
+            if not r.ok:
+                # the single transaction rolled back: the clone is empty, ours to drop
+                with contextlib.suppress(RunbookError):
+                    drop_database(s, self.clone)
+                raise RestoreFailed(
+                    f"the restore of {self.chosen['name']} failed ({r.error.splitlines()[0]}); "
+                    f"nothing was swapped: {self.untouched()}"
+                )
+        return r
+
+    def untouched(self) -> str:
+        """What to do when the run stops before the swap (production still in place)."""
+        svc = self.s.profile.services
+        return (
+            f"the production database {self.prod} is untouched and the API is stopped. Either "
+            f"start the API on it again (`{svc.control} start {svc.api}`) or run this notebook "
+            "again with another backup (-p backup NAME)."
+        )
+
+    def validate(self) -> pd.DataFrame:
+        """Before the swap: every table restored, not emptier than the damaged database.
+
+        Per table: the clone's rows against the rows production (the damaged
+        database, still in place) holds up to the newest restored row, within
+        the row tolerance: a mass delete leaves production with fewer, so the
+        backup passes; a truncated backup has fewer than production and fails.
+        The newest restored row's age at the incident time is checked against
+        the RPO (recorded; a stale backup may still be the newest good one, so
+        it does not stop the swap). A failed table stops the run here.
+        """
+        import pandas as pd
+
+        s = self.s
+        cols = ["table", "restored_rows", "production_rows_at_dump", "delta_pct", "newest"]
+        if s.dry_run or self.clone is None:
+            return pd.DataFrame(columns=cols)
+        tol = float(s.profile.targets.row_tolerance_pct)
+        rpo = float(s.profile.targets.rpo_hours)
+        rows: list[dict[str, Any]] = []
+        problems: list[str] = []
+        newest: datetime | None = None
+        with s.step("3. Validate the clone before the swap"):
+            for table in self.tables:
+                try:
+                    got = table_facts(s, self.clone, table)
+                except (RestoreFailed, CommandFailed) as exc:
+                    problems.append(f"{table} missing")
+                    s.check(
+                        f"Restored rows {table}",
+                        expected="the table restored, with rows",
+                        actual=f"not in the restore: {str(exc).splitlines()[0][:200]}",
+                        passed=False,
+                    )
+                    continue
+                base: int | None = None
+                if got.get("newest") is not None:
+                    ts = _as_utc(got["newest"])
+                    newest = ts if newest is None or ts > newest else newest
+                    with contextlib.suppress(RunbookError, KeyError, TypeError, ValueError):
+                        base = int(
+                            _one(
+                                s,
+                                f"SELECT count(*) AS n FROM public.{ident(table)} "  # noqa: S608 - ident()
+                                f"WHERE created_at <= {literal(str(got['newest']))}::timestamptz",
+                                self.prod,
+                            )["n"]
+                        )
+                ok = got["rows"] > 0 and (base is None or got["rows"] >= base * (1 - tol / 100))
+                if not ok:
+                    problems.append(f"{table}: {got['rows']} rows")
+                s.check(
+                    f"Restored rows {table}",
+                    expected=(
+                        "> 0"
+                        + (
+                            f" and >= the damaged database's {base} rows up to the newest "
+                            f"restored row (-{tol:g} %)"
+                            if base is not None
+                            else " (the damaged database cannot be counted)"
+                        )
+                    ),
+                    actual=f"{got['rows']} restored"
+                    + (f" ({_pct(got['rows'], base):+.2f} %)" if base else ""),
+                    passed=ok,
+                )
+                rows.append(
+                    {
+                        "table": table,
+                        "restored_rows": got["rows"],
+                        "production_rows_at_dump": base,
+                        "delta_pct": None if base is None else round(_pct(got["rows"], base), 2),
+                        "newest": str(got.get("newest")),
+                    }
+                )
+            age = None if newest is None else (self.incident_time - newest).total_seconds() / 3600
+            s.check(
+                "Restored data age (RPO)",
+                expected=f"newest restored row <= {rpo:g} h before the incident",
+                actual="no created_at in the restore" if age is None else f"{age:.1f} h",
+                passed=age is not None and age <= rpo,
+                note="" if age is None or age <= rpo else "the backup gap goes in the postmortem",
+            )
+            self.validation = pd.DataFrame(rows, columns=cols)
+            if problems:
+                # inside the step: the record names it as the step that failed
+                raise RestoreFailed(
+                    f"the restored clone failed validation ({'; '.join(problems)}): nothing was "
+                    f"swapped; {self.untouched()} The clone is kept as {self.clone} for "
+                    f"inspection (drop it when done: DROP DATABASE {self.clone})."
+                )
+        return self.validation
+
+    def swap(self) -> str:
+        """Rename production to dealix_corrupt_YYYYMMDD[_n] (never a drop), the clone to production."""
+        s = self.s
+        if not s.dry_run and (self.clone is None or self.validation is None):
+            # never rename production away without a validated copy to put in its place
+            raise RestoreFailed(
+                f"swap() before restore() and validate() passed: nothing was swapped; "
+                f"{self.untouched()}"
+            )
+        with s.step("4. Swap: rename current DB (evidence), the clone becomes production"):
             existing = set(databases(s, "dealix_corrupt_%"))
             self.renamed = corrupt_name(existing, datetime.now(UTC).strftime("%Y%m%d"))
-            # the rename needs no one connected: the API is stopped, close the rest
-            _admin_sql(
-                s,
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # noqa: S608 - names via ident(), values via literal()
-                f"WHERE datname = {literal(self.prod)} AND pid <> pg_backend_pid()",
-            )
+            # a rename needs no one connected: the API is stopped, close the rest
+            for db in (self.prod, self.clone or self.prod):
+                _admin_sql(
+                    s,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # noqa: S608 - names via ident(), values via literal()
+                    f"WHERE datname = {literal(db)} AND pid <> pg_backend_pid()",
+                )
             _admin_sql(s, f"ALTER DATABASE {ident(self.prod)} RENAME TO {ident(self.renamed)}")
+            try:
+                _admin_sql(
+                    s, f"ALTER DATABASE {ident(self.clone or '')} RENAME TO {ident(self.prod)}"
+                )
+            except RunbookError:
+                # put production back under its name before stopping
+                _admin_sql(s, f"ALTER DATABASE {ident(self.renamed)} RENAME TO {ident(self.prod)}")
+                self.renamed = None
+                raise
             kept = database_exists(s, self.renamed) if not s.dry_run else None
             s.check(
                 "Damaged database kept",
@@ -1075,38 +1276,12 @@ class IncidentRestore:
                 actual="exists" if kept else ("dry run" if kept is None else "missing"),
                 passed=kept,
             )
-            create_database(s, self.prod, owner=self.owner)
         return self.renamed
-
-    def restore(self) -> RestoreResult:
-        """Restore the backup into the new, empty production database."""
-        s = self.s
-        assert self.chosen is not None and self.renamed is not None
-        with s.step("3. Restore latest good backup"):
-            # never cut an incident restore at the profile's command timeout
-            self.result = restore(s, self.chosen, self.prod, timeout=6 * 3600)
-            r = self.result
-            if r.dry_run:
-                return r
-            s.check(
-                "Restore completed",
-                expected="exit 0",
-                actual="ok" if r.ok else f"exit {r.exit_code}",
-                passed=bool(r.ok),
-                note=r.error[-500:] if not r.ok else "",
-            )
-            if not r.ok:
-                raise RestoreFailed(
-                    f"the restore of {self.chosen['name']} failed ({r.error.splitlines()[0]}); "
-                    "the API stays stopped.\n"
-                    + swap_back_instructions(self.prod, self.renamed, s.profile.postgres.psql)
-                )
-        return r
 
     def start_api(self) -> dict[str, Any]:
         """Start the API and wait for /health/deep green."""
         s = self.s
-        with s.step("4. Restart API + verify"):
+        with s.step("5. Restart API + verify"):
             s.services.start("api")
             if s.dry_run:
                 return {}
@@ -1119,11 +1294,15 @@ class IncidentRestore:
                         break
                 time.sleep(2)
             self.deep = deep
+            green = deep.get("status") == "green"
             s.check(
                 "API deep health",
                 expected="/health/deep 200, all green",
                 actual=f"{deep.get('http_status')} {deep.get('status')}",
-                passed=deep.get("status") == "green",
+                passed=green,
+                note=""
+                if green or not self.renamed
+                else swap_back_instructions(self.prod, self.renamed, s.profile.postgres.psql),
             )
         return deep
 
@@ -1141,9 +1320,7 @@ class IncidentRestore:
                 continue
             per[t] = {"restored_rows": f["rows"], "newest": str(f.get("newest"))}
             if f.get("newest") is not None:
-                ts = datetime.fromisoformat(str(f["newest"]).replace(" ", "T"))
-                if ts.tzinfo is None:
-                    ts = ts.replace(tzinfo=UTC)
+                ts = _as_utc(f["newest"])
                 newest = ts if newest is None or ts > newest else newest
                 # rows written after the backup survive only in the renamed database
                 with contextlib.suppress(RunbookError):
@@ -1190,7 +1367,9 @@ class IncidentRestore:
             f"{s.profile.do_not_touch.corrupt_db_keep_days} days; never dropped by this run)",
             f"- Restored backup: `{b.get('name')}` ({b.get('size')}, {b.get('modified')}, "
             f"{b.get('format')})",
-            f"- Restore duration: {self.result.duration_s if self.result else '?'} s",
+            f"- Restore duration: {self.result.duration_s if self.result else '?'} s, into the "
+            f"clone `{self.clone}`, validated before the swap (rows per table against the "
+            "damaged database up to the newest restored row)",
             f"- API after restore: /health/deep {self.deep.get('http_status')} "
             f"{self.deep.get('status')}",
             "",
@@ -1244,6 +1423,12 @@ class IncidentRestore:
                     "renamed": self.renamed,
                     "before": self.before,
                     "restore": asdict(self.result) if self.result else None,
+                    "clone": self.clone,
+                    "validation": (
+                        self.validation.to_dict(orient="records")
+                        if self.validation is not None
+                        else []
+                    ),
                     "loss": self.loss,
                     "deep_health": self.deep,
                 },

@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 NOT_AVAILABLE = "not available on this target"
 SOURCE = "Scenario 6 step 2 (restrict SSH to your IP)"
 ADMIN_PREFIX = "/api/v1/admin"
+# Scenario 6 step 5 "Notify Sami": the runbook's owner (section 0 / the document's header).
+NOTIFY_WHO = "Sami Assiri (runbook owner)"
 PROBE_PATH = "/api/v1/admin/dlq/stats"  # read-only admin endpoint used to test a key
 # The app's .env keys rotate_secrets.sh changes → the operator's secret variable names.
 ROTATED = {"ADMIN_KEY": None, "WEBHOOK_SECRET": "DEALIX_WEBHOOK_SECRET"}
@@ -282,6 +284,29 @@ class Rotation:
     old_status: int | None
     changed: bool
     operator_secrets_updated: str
+    # per rotated .env key: "replaced", "added", "unchanged" or "missing" (never a value)
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+def rotation_states(before: dict[str, str], after: dict[str, str]) -> dict[str, str]:
+    """Each key the rotation must change, compared before/after; the values never leave here.
+
+    >>> rotation_states({"ADMIN_KEY": "a", "WEBHOOK_SECRET": "w"},
+    ...                 {"ADMIN_KEY": "b", "WEBHOOK_SECRET": "w"})
+    {'ADMIN_KEY': 'replaced', 'WEBHOOK_SECRET': 'unchanged'}
+    >>> rotation_states({}, {"ADMIN_KEY": "b"})
+    {'ADMIN_KEY': 'added', 'WEBHOOK_SECRET': 'missing'}
+    """
+    out: dict[str, str] = {}
+    for key in ROTATED:
+        old, new = before.get(key), after.get(key)
+        if not new:
+            out[key] = "missing"
+        elif old is None:
+            out[key] = "added"
+        else:
+            out[key] = "replaced" if new != old else "unchanged"
+    return out
 
 
 def _key_status(s: Session, key: str) -> int | None:
@@ -317,6 +342,9 @@ def rotate_secrets(s: Session, *, update_operator_secrets: bool = True) -> Rotat
         passed=before == 200,
         note="the operator's key did not match the server's already" if before != 200 else "",
     )
+    # every key the script must change, read (and registered with the redactor) first,
+    # so the proof compares each one and not only the admin key
+    before_env = {} if s.dry_run else _read_env(s)
     r = s.run(["bash", "scripts/rotate_secrets.sh"], cwd=s.profile.app.dir, label="rotate-secrets")
     if r.dry_run:
         for name in ("Secrets rotated", "New admin key accepted", "Old admin key refused"):
@@ -327,11 +355,12 @@ def rotate_secrets(s: Session, *, update_operator_secrets: bool = True) -> Rotat
     values = _read_env(s)
     new = values.get("ADMIN_KEY", "")
     changed = bool(new) and new != old
+    states = rotation_states(before_env, values)
     s.check(
         "Secrets rotated",
-        expected="ADMIN_KEY and WEBHOOK_SECRET replaced in .env",
-        actual="rotated (new value differs)" if changed else "ADMIN_KEY unchanged",
-        passed=changed,
+        expected=f"{' and '.join(ROTATED)} replaced in .env (each compared before/after)",
+        actual=", ".join(f"{k} {v}" for k, v in states.items()),
+        passed=all(v in ("replaced", "added") for v in states.values()),
         note=r.stdout.splitlines()[0] if r.stdout else "",
     )
     new_status = _key_status(s, new) if new else None
@@ -349,7 +378,7 @@ def rotate_secrets(s: Session, *, update_operator_secrets: bool = True) -> Rotat
         updated = _update_operator_secrets(
             s, {var: new, **{v: values[k] for k, v in ROTATED.items() if v and k in values}}
         )
-    return Rotation(True, r.stdout, before, new_status, old_status, changed, updated)
+    return Rotation(True, r.stdout, before, new_status, old_status, changed, updated, states)
 
 
 def wait_api(s: Session, timeout: float = 30.0) -> None:
@@ -887,7 +916,7 @@ Commit it as `docs/incidents/{day}.md` through a PR (never on the server).
 ## Summary
 
 - Suspected breach on `{s.profile.target.host}`; attacker addresses: {attackers}.
-- Secrets rotated: {"yes, proved (new key accepted, old refused)" if rotation and rotation.rotated and rotation.old_status == 401 and rotation.new_status == 200 else "NOT proved"}.
+- Secrets rotated: {"yes, proved (new key accepted, old refused)" if rotation and rotation.rotated and rotation.old_status == 401 and rotation.new_status == 200 else "NOT proved"}; per key: {", ".join(f"{k} {v}" for k, v in (rotation.keys if rotation else {}).items()) or "-"}.
 - SSH locked to: {lockdown.target if lockdown else "-"} ({"firewall applied" if lockdown and lockdown.available else NOT_AVAILABLE}).
 - Evidence: `{preserved.remote if preserved else "-"}` sha256 `{preserved.sha256 if preserved else "-"}`.
 
@@ -908,7 +937,7 @@ Commit it as `docs/incidents/{day}.md` through a PR (never on the server).
 {_md_table(checks)}
 ## Follow-up
 
-- Notify Sami Assiri.
+- Notify {NOTIFY_WHO}: the message is drafted in `notify-sami.md` beside this file; send it.
 - Rotate the provider keys (Anthropic, OpenAI, Google) in their consoles: the script cannot.
 - Revert the temporary SSH lockdown once the incident is closed (rules saved in
   `{lockdown.saved if lockdown and lockdown.saved else "-"}`).
@@ -966,3 +995,95 @@ def elapsed_check(s: Session) -> None:
         actual=f"{minutes:.1f} min",
         passed=minutes <= target,
     )
+
+
+# ------------------------------------------------------------ 5b. notify
+
+
+@dataclass
+class Notification:
+    """The message to the runbook's owner: drafted into the evidence, sent by a person."""
+
+    path: Path
+    text: str
+    sha256: str
+    sent: bool = False
+
+
+def draft_notification(
+    s: Session,
+    doc: Path,
+    preserved: Preserved | None,
+    findings: Findings | None = None,
+    *,
+    to: str = NOTIFY_WHO,
+) -> Notification:
+    """Scenario 6 step 5, "Notify Sami": who, what, when and the evidence hashes, in
+    `notify-sami.md`; a check records that it was produced with every part present.
+
+    Nothing is sent from here: the profiles name no notification channel, and a
+    message claiming "sent" that nobody received is worse than none. The run
+    says "drafted, send it now" and records that decision.
+    """
+    now = utc_now()
+    doc_sha = hashlib.sha256(doc.read_bytes()).hexdigest() if doc.exists() else None
+    statuses = {c.name: c.status for c in s.checks}
+    attackers = ", ".join(findings.attackers) if findings and findings.attackers else "none found"
+    tar = (
+        f"`{preserved.remote}` sha256 `{preserved.sha256}` ({preserved.size} bytes)"
+        if preserved and preserved.sha256
+        else "not preserved (dry run or failed: see the record)"
+    )
+    lines = [
+        f"To: {to}",
+        f"Subject: [SECURITY] Dealix incident {s.started:%Y-%m-%d} on {s.env}: contained, "
+        "evidence preserved",
+        "",
+        f"When: response started {s.started:%Y-%m-%d %H:%M} UTC; this message drafted "
+        f"{now:%Y-%m-%d %H:%M} UTC ({s.elapsed / 60:.1f} min in).",
+        f"What: suspected breach on {s.profile.target.host}. Attacker addresses: {attackers}.",
+        "Done so far:",
+        *(
+            f"- {name}: {statuses[name]}"
+            for name in statuses
+            if name.startswith(("Secrets rotated", "Old admin key", "New admin key", "SSH "))
+            or name.startswith(("Firewall locked", "Attacker addresses banned"))
+        ),
+        "Evidence:",
+        f"- log tarball on the server: {tar}",
+        f"- incident document: `{doc.name}` sha256 `{doc_sha}`",
+        f"- run folder: `{s.run_dir}` (record.json, commands.jsonl)",
+        "Next: rotate the provider keys in their consoles; decide on the GitHub security "
+        "advisory (draft in the run folder) if user data was touched.",
+        "",
+    ]
+    text = "\n".join(lines)
+    path = s.evidence.write_text("notify-sami.md", text)
+    written = path.read_text()
+    parts = {
+        "who": f"To: {to}" in written,
+        "when": "When: " in written,
+        "what": "What: " in written,
+        "evidence hash": bool(doc_sha) and doc_sha in written,
+    }
+    if preserved and preserved.sha256:
+        parts["tarball hash"] = preserved.sha256 in written
+    missing = [k for k, ok in parts.items() if not ok]
+    s.check(
+        f"Notification to {to.split(' (')[0]} drafted",
+        expected="who, what, when and the evidence hashes in notify-sami.md",
+        actual=(
+            f"{path.name}: drafted, NOT sent: send it now"
+            if not missing
+            else f"{path.name}: missing {', '.join(missing)}"
+        ),
+        passed=not missing,
+    )
+    s.decide(
+        "Notify the runbook owner",
+        "drafted; a person sends it",
+        "the profile names no notification channel, so this run cannot send it and does not "
+        "claim it was sent",
+    )
+    print(f"DRAFTED, NOT SENT: send {path.name} to {to} now")
+    return Notification(path, text, hashlib.sha256(written.encode()).hexdigest(), sent=False)

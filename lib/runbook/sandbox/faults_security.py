@@ -1,4 +1,4 @@
-"""Scenario 6 faults: `intrusion` and `leaked-admin-key` (loopback mode).
+"""Scenario 6 faults: `intrusion`, `leaked-admin-key` and `partial-rotation` (loopback mode).
 
 The signals are the runbook's: failed then accepted SSH logins from an
 unknown address in the auth log, unexpected admin API calls, fail2ban
@@ -258,5 +258,42 @@ register(
         "rotation makes the leaked key useless, which is the point).",
         _leaked_key,
         _leaked_key_heal,
+    )
+)
+
+
+# ------------------------------------------------------------ partial rotation
+
+# The awk line of the app's rotate_secrets.sh that replaces WEBHOOK_SECRET.
+_WEBHOOK_WANT = 'want["WEBHOOK_SECRET"] = ENVIRON["NEW_WEBHOOK_SECRET"]'
+
+
+def _partial_rotation(sb: Sandbox, _: str | None) -> None:
+    # A regression in the app's script: WEBHOOK_SECRET is no longer replaced, yet
+    # the script still prints "rotated: ADMIN_KEY WEBHOOK_SECRET". Only a
+    # before/after comparison of every key catches it.
+    script = sb.layout.app_dir / "scripts" / "rotate_secrets.sh"
+    text = script.read_text()
+    if _WEBHOOK_WANT not in text:
+        raise RuntimeError(f"partial-rotation: {script} no longer has the line to break")
+    _remember(sb, rotate_script=text)
+    script.write_text(text.replace(f"; {_WEBHOOK_WANT}", ""))
+
+
+def _partial_rotation_heal(sb: Sandbox, _: str | None) -> None:
+    original = _recall(sb).get("rotate_script")
+    if original:
+        (sb.layout.app_dir / "scripts" / "rotate_secrets.sh").write_text(original)
+    sync_operator_secrets(sb)
+
+
+register(
+    Fault(
+        "partial-rotation",
+        "The app's scripts/rotate_secrets.sh stops replacing WEBHOOK_SECRET (ADMIN_KEY still "
+        "rotates) while still printing that it rotated both. Heal: the original script; "
+        "secrets.env follows the rotation.",
+        _partial_rotation,
+        _partial_rotation_heal,
     )
 )
