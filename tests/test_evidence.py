@@ -471,9 +471,25 @@ def test_a_leaked_secret_is_masked_in_the_evidence(sandbox, outputs, notebooks):
 def test_runbook_list_shows_parameters_and_needs():
     cli = subprocess.run([str(ROOT / ".venv/bin/runbook"), "list"], capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
-    assert "health_check" in cli.stdout
-    block = cli.stdout.split("health_check", 1)[1]
-    assert 'env="sandbox"' in block and "needs:" in block and "ADMIN_KEY" in block
+    blocks: dict[str, str] = {}
+    for line in cli.stdout.splitlines():
+        if line and not line.startswith(" "):
+            name = line.split()[0]
+            blocks[name] = line
+        else:
+            blocks[name] += "\n" + line
+    assert set(blocks) == {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    for block in blocks.values():
+        assert 'env="sandbox"' in block and "needs:" in block, block
+    assert "read-only; secrets DEALIX_ADMIN_KEY, GITHUB_TOKEN" in blocks["health_check"]
+    assert "needs:      read-only" in blocks["review"] and "confirmation" not in blocks["review"]
+    for changing in ("deploy", "rollback", "database_down", "llm_provider_down",
+                     "restore_drill", "restore_incident", "security_incident"):
+        assert "confirmation off the sandbox (--confirm ENV)" in blocks[changing], changing
+    deploy = blocks["deploy"]
+    for var in ("DEALIX_ADMIN_KEY", "GITHUB_TOKEN", "SENTRY_AUTH_TOKEN", "POSTHOG_PERSONAL_API_KEY"):
+        assert var in deploy, (var, deploy)
+    assert "approver (--approved-by NAME)" in blocks["rollback"]
 
 
 def test_zz_no_secret_in_any_evidence_file(sandbox, outputs):

@@ -78,6 +78,16 @@ def _secret_names() -> dict[str, str]:
         return {}
 
 
+def _as_variables(names: list[str]) -> list[str]:
+    """Profile roles ("sentry_token") as the sandbox profile's variable names."""
+    try:
+        from runbook.profile import load_profile
+
+        return resolve_secret_names(names, load_profile("sandbox"))
+    except Exception:
+        return list(names)
+
+
 def describe(path: Path) -> Scenario:
     """What `runbook list` shows for one notebook."""
     from runbook.runner import declared_parameters
@@ -101,7 +111,8 @@ def describe(path: Path) -> Scenario:
         approval=meta.get("approval")
         or ("a rule that names one" if "approved_by" in params else None),
         secrets=sorted(
-            set(meta.get("secrets", [])) | set(needs_from_code(code, **_secret_names()))
+            set(_as_variables(meta.get("secrets", [])))
+            | set(needs_from_code(code, **_secret_names()))
         ),
         title=title,
     )
