@@ -150,8 +150,11 @@ def notebook_size(mb: int) -> int:
         src, dst = Path(d) / "in.ipynb", Path(d) / "out.ipynb"
         nbformat.write(nb, src)
         os.environ.setdefault("RUNBOOK_OUTPUTS", str(Path(d) / "outputs"))
+        from traitlets.config import Config
+
         papermill.execute_notebook(str(src), str(dst), parameters={"mb": mb}, kernel_name="dealix-runbook",
-                                   progress_bar=False, log_output=False)
+                                   progress_bar=False, log_output=False,
+                                   config=Config({"KernelManager": {"transport": "ipc"}}))
         return dst.stat().st_size
 
 
