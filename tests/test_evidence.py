@@ -380,6 +380,20 @@ def test_history_table_csv_json_and_plot(tmp_path):
     assert json.loads(lines[0])["scenario"] in ("restore_drill", "rollback", "health_check")
     png = history.plot(df, tmp_path / "drills.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    fig = history.figure(df)
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    assert list(panels) == ["Restore duration (min)", "Data age at restore (h) vs RPO",
+                            "Time to rollback (min)"]
+    for title, col, target in (("Restore duration (min)", "restore_min", 15.0),
+                               ("Time to rollback (min)", "rollback_min", 5.0)):
+        ax = panels[title]
+        values = df[col].dropna()
+        green, red = (c.get_offsets() for c in ax.collections[:2])
+        assert len(green) + len(red) == len(values) > 0
+        assert len(red) == int((values > target).sum())
+        assert all(y > target for _, y in red) and all(y <= target for _, y in green)
+        dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert [line.get_ydata()[0] for line in dashed] == [target]
     cli = subprocess.run(
         [
             str(ROOT / ".venv/bin/runbook"),

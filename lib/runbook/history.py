@@ -207,7 +207,23 @@ def render(df, fmt: str = "table") -> str:
 
 
 def plot(df, path: Path) -> Path:
-    """Drills against their targets: restore time vs 15 min, data age vs RPO, rollback vs 5 min."""
+    """Drills against their targets, saved as a PNG at `path` (see `figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(df)
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def figure(df):  # -> matplotlib.figure.Figure
+    """Three panels: restore time vs 15 min, data age vs RPO, rollback vs 5 min.
+
+    Each run that recorded the number is a point, green within its target and
+    red over it; the target (the newest run's, else the runbook's) is a dashed
+    line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,7 +260,4 @@ def plot(df, path: Path) -> Path:
         f"Drills and rollbacks, {len(df)} runs (generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)"
     )
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
