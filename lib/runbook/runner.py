@@ -27,8 +27,10 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -210,6 +212,8 @@ def run_notebook(
     global _CONTROL
     _CONTROL = control
     old = control.install()
+    # short on purpose: a Unix socket path has at most 107 bytes
+    sockets = tempfile.mkdtemp(prefix="rb-kernel-")
     try:
         papermill.execute_notebook(
             str(path),
@@ -222,9 +226,13 @@ def run_notebook(
             log_output=False,
             request_save_on_cell_execute=True,
             execution_timeout=timeout,
-            # Unix sockets readable by this user only, instead of TCP ports any
-            # local user can reach (and the kernel's warning about them)
-            config=Config({"KernelManager": {"transport": "ipc"}}),
+            # Unix sockets in a private folder, instead of TCP ports any local
+            # user can reach (and the kernel's warning about them). The path
+            # is explicit: jupyter_client's default is "kernel-ipc" in the
+            # working directory, shared by every run started there at once.
+            config=Config(
+                {"KernelManager": {"transport": "ipc", "ip": f"{sockets}/kernel"}}
+            ),
         )
     except PapermillExecutionError as exc:
         outcome = _BY_ERROR.get(exc.ename, "failed")
@@ -240,6 +248,7 @@ def run_notebook(
         )
         error = {"type": name, "message": str(exc)[:2000]}
     finally:
+        shutil.rmtree(sockets, ignore_errors=True)
         control.restore(old)
         _CONTROL = None
         os.environ.pop("RUNBOOK_RUN_DIR", None)
