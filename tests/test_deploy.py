@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,41 @@ def test_error_rate_and_buckets() -> None:
     assert deploy.error_rate_ok(0.0, 0.5)
 
 
+def _deploy_run(root: Path, name: str, *events: dict[str, Any]) -> Path:
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    lines = [json.dumps(e) for e in events]
+    (run_dir / "commands.jsonl").write_text("\n".join(lines) + '\n{"ts": "2026-11-27T1')
+    return run_dir
+
+
+def test_find_detection_reads_the_newest_run_about_that_sha(tmp_path) -> None:
+    bad, other = "b" * 40, "c" * 40
+
+    def detected(ts: str, sha: str) -> dict[str, Any]:
+        return {"ts": ts, "kind": "deploy", "event": "bad deploy detected", "sha": sha}
+
+    _deploy_run(tmp_path, "20261127T100000Z-deploy", detected("2026-11-27T10:00:30.000Z", bad))
+    rerun = _deploy_run(
+        tmp_path,
+        "20261127T101000Z-deploy",
+        {"ts": "2026-11-27T10:10:00.000Z", "kind": "session", "event": "open"},
+        detected("2026-11-27T10:10:40.500Z", bad),
+    )
+    _deploy_run(tmp_path, "20261127T102000Z-deploy", detected("2026-11-27T10:20:10.000Z", other))
+    found = deploy.find_detection(tmp_path, bad)
+    assert found is not None and found["run_dir"] == str(rerun)
+    assert found["ts"] == "2026-11-27T10:10:40.500Z"
+    assert found["at"] == datetime(2026, 11, 27, 10, 10, 40, 500000, tzinfo=UTC).timestamp()
+    # only detections logged before the rollback completed
+    until = datetime(2026, 11, 27, 10, 5, tzinfo=UTC).timestamp()
+    assert deploy.find_detection(tmp_path, bad, until=until)["run_dir"].endswith("T100000Z-deploy")
+    # never invented: no run about that SHA, no folder, no SHA
+    assert deploy.find_detection(tmp_path, "d" * 40) is None
+    assert deploy.find_detection(tmp_path / "missing", bad) is None
+    assert deploy.find_detection(tmp_path, None) is None
+
+
 def test_deep_green_needs_all_three_parts() -> None:
     body = {p: {"status": "green"} for p in deploy.DEEP_PARTS}
     assert deploy.deep_green(body)[0]
@@ -151,6 +187,7 @@ def test_good_deploy(sandbox, healed) -> None:
     assert "after" in c["PostHog probe received"]["actual"]
     steps = [s["name"] for s in record["steps"]]
     assert steps[0] == "1. Verify CI green on main" and "DoD. Watch window" in steps
+    assert steps[1] == "2. Take the host lock" and steps[2] == "3. Snapshot current state"
     assert (run_dir / "watch.png").stat().st_size > 1000
     assert record["lock"]["held"] is False  # released by done()
 
@@ -184,15 +221,22 @@ def test_bad_deploy_rerun_and_rollback(sandbox, healed) -> None:
     now = server(healed)
     assert now["head"] == now["running"] == bad["pushed"]
     assert now["last_good"] == before["head"]
+    # the bad code also throws errors: Sentry's rate spikes until the rollback
+    healed.fault("sentry-spike")
 
     # The written runbook would now record the bad SHA as last good.
-    code, record, _ = run("deploy", watch_minutes=WATCH)
+    code, record, rerun_dir = run("deploy", watch_minutes=WATCH)
     assert code != 0
+    detected = [
+        json.loads(ln)
+        for ln in (rerun_dir / "commands.jsonl").read_text().splitlines()
+        if '"bad deploy detected"' in ln
+    ]
+    assert len(detected) == 1 and detected[0]["sha"] == bad["pushed"]
     snap = checks(record)["Snapshot: .last_good_sha is a healthy SHA"]
     assert snap["actual"] == f"kept {before['head'][:12]}" and snap["status"] == "passed"
     assert server(healed)["last_good"] == before["head"] != bad["pushed"]
 
-    healed.fault("sentry-spike")
     code, record, run_dir = run("rollback", reason="deep health red after deploy", issue_number=42)
     assert code == 0, (record["error"], record["checks"])
     after = server(healed)
@@ -203,7 +247,31 @@ def test_bad_deploy_rerun_and_rollback(sandbox, healed) -> None:
     assert c["Rollback time"]["status"] == "passed"
     timing = json.loads((run_dir / "rollback_timing.json").read_text())
     assert 0 < timing["seconds_to_complete"] < timing["target_seconds"] == 300
+    # "bad deploy detected" (the re-run's line in its commands.jsonl) to "rollback complete"
+    assert timing["bad_sha"] == bad["pushed"] and timing["detected_in_run"] == str(rerun_dir)
+    assert timing["seconds_from_detection"] > timing["seconds_to_complete"]
+    assert record["metrics"]["seconds_from_detection"]["value"] == timing["seconds_from_detection"]
+    print(
+        f"\nmeasured: {timing['seconds_from_detection']:.1f} s from 'bad deploy detected' "
+        f"to 'rollback complete' ({timing['seconds_to_complete']:.1f} s in the rollback)"
+    )
     assert c["Sentry error rate at baseline"]["status"] == "passed"
+    # the spike was seen during the bad deploy, then the rate went back to the baseline
+    rates = next(
+        json.loads(ln)
+        for ln in (run_dir / "commands.jsonl").read_text().splitlines()
+        if '"error-rate"' in ln
+    )
+    assert rates["during_bad_deploy_per_min"] > rates["baseline_per_min"], rates
+    assert rates["after_rollback_per_min"] < rates["during_bad_deploy_per_min"], rates
+    assert "Downgrades allowed" not in c  # a decision, not a check that could not fail
+    assert record["decisions"]["Downgrades"]["choice"] == "1 step(s)"
+    names = [s["name"] for s in record["steps"]]
+    assert (
+        names.index("2. Determine what the bad deploy added")
+        < names.index("3. Take the host lock")
+        < names.index("3. Downgrade migrations (bad code still checked out)")
+    )
     assert "commented on issue #42" in c["Announced"]["actual"]
     assert record["parameters"]["reason"] == "deep health red after deploy"
     assert "deep health red" in (run_dir / "announcement.txt").read_text()
@@ -219,6 +287,31 @@ def test_bad_deploy_rerun_and_rollback(sandbox, healed) -> None:
     assert steps.index("3. Downgrade migrations (bad code still checked out)") < steps.index(
         "4. Check out the last good SHA + pip install"
     )
+
+
+def test_error_spike_during_the_watch_fails_the_deploy(sandbox, healed) -> None:
+    before = server(healed)
+    healed.fault("good-deploy")
+    healed.fault("sentry-spike")  # 120 errors/min from now on, whatever is deployed
+    new = pushed(healed, "good-deploy")
+    # Sentry counts in 10 s buckets and only whole ones count: watch long enough for some
+    code, record, run_dir = run("deploy", watch_minutes=0.5)
+    assert code == runner.EXIT["dod_not_met"] and record["outcome"] == "dod_not_met", record
+    c = checks(record)
+    spike = c["No error spike during the watch"]
+    assert spike["status"] == "failed", spike
+    peak = float(spike["actual"].split()[1].removesuffix("/min"))
+    baseline = float(spike["expected"].split("baseline ")[-1].split("/min")[0])
+    assert peak > max(2 * baseline, baseline + 5)  # the stub's spike, above the threshold
+    # everything else was fine: only the spike fails the definition of done
+    assert [n for n, x in c.items() if x["status"] == "failed"] == [
+        "No error spike during the watch"
+    ]
+    assert c["Deep health"]["status"] == "passed"
+    out = shown(run_dir / "deploy.ipynb")
+    assert "runbook run rollback --env sandbox -p reason" in out
+    after = server(healed)
+    assert after["running"] == new["pushed"] and after["last_good"] == before["head"]
 
 
 def test_two_downgrades_need_approval(sandbox, healed) -> None:
@@ -341,3 +434,6 @@ def test_notebooks_step_through_in_a_live_kernel(sandbox, healed, outputs) -> No
     assert after["revision"] == before["revision"]
     records = sorted(outputs.glob("sandbox/rollback/*/record.json"))
     assert json.loads(records[-1].read_text())["outcome"] == "ok"
+    # a rehearsal of a healthy deploy: no "bad deploy detected" to measure from, and none invented
+    timing = json.loads((records[-1].parent / "rollback_timing.json").read_text())
+    assert timing["seconds_from_detection"] is None and timing["detected"] is None

@@ -145,6 +145,47 @@ def test_rotation_never_the_newest_never_wal_never_other_files() -> None:
         )
 
 
+def test_protected_backups_are_the_newest_eligible_ones() -> None:
+    extra = ["/b/notes.txt", "/b/pg_wal/000000010000000000000001"]  # newer than any backup
+    newest = tr.backup_files(
+        _backups(10, extra), backups_dir="/b", pattern="dealix-*.sql.gz", data_dir="/pg"
+    ).head(3)
+    assert list(newest["path"]) == [f"/b/dealix-2026-11-{d:02d}.sql.gz" for d in (10, 9, 8)]
+
+
+def test_failed_restart_becomes_will_not_start_with_the_log() -> None:
+    # supervisord retried the start: each attempt logs the cause, then FATAL
+    attempt = (
+        '2026-11-27 03:00:0{n}.1 UTC [40{n}] LOG:  invalid value for parameter "shared_buffers": "x"\n'
+        '2026-11-27 03:00:0{n}.1 UTC [40{n}] FATAL:  configuration file "/pg/main/sandbox.conf" contains errors\n'
+    )
+    log = "2026-11-27 03:00:00.0 UTC [39] LOG:  received fast shutdown request\n" + "".join(
+        attempt.format(n=n) for n in (1, 2, 3)
+    )
+    gist = tr.log_gist(log)
+    assert gist == (
+        'LOG:  invalid value for parameter "shared_buffers": "x" | '
+        'FATAL:  configuration file "/pg/main/sandbox.conf" contains errors'
+    )
+    assert tr.log_gist("LOG: a\nLOG: b\n") == "LOG: a | LOG: b"
+    assert tr.log_gist("FATAL: a\nLOG: b\nFATAL: c\n") == "FATAL: a | FATAL: c"
+    b = tr.Branch(tr.CORRUPT, f"{tr.WONT_START}: the restart failed; its log ends: {gist}")
+    reason = tr._reason_for_restore(b)
+    assert reason.startswith("database will not start: LOG: invalid value for parameter")
+    assert "shared_buffers" in reason and '"' not in reason
+    cmd = tr.restore_command("sandbox", reason)
+    assert cmd.startswith("runbook run restore_incident --env sandbox -p reason ")
+
+
+def test_only_changing_branches_take_the_lock() -> None:
+    changing = {b for b in tr.BRANCHES if tr.changes_server(tr.Branch(b, ""))}
+    assert changing == {tr.SERVICE_FAILED, tr.DISK_FULL, tr.POOL_EXHAUSTED}
+    assert not llm.changes_server(llm.Decision(llm.NO_INCIDENT, ""))
+    assert all(
+        llm.changes_server(llm.Decision(d, "")) for d in (llm.PROTECTING, llm.FAILOVER, llm.RECOVER)
+    )
+
+
 def test_backups_dir_inside_data_dir_yields_nothing() -> None:
     c = tr.rotation_candidates(
         _backups(10), backups_dir="/b", pattern="dealix-*.sql.gz", keep_newest=1, data_dir="/b"
@@ -207,3 +248,67 @@ def test_status_page_summary() -> None:
     row = llm.summarize_status("anthropic", body)
     assert row["down"] is True and row["since"] == datetime(2026, 11, 27, 11, tzinfo=UTC)
     assert llm.summarize_status("openai", None)["down"] is None
+
+
+# status.cloud.google.com/incidents.json, trimmed from the real shape: a list of
+# every product's incidents, newest first; an ongoing one has no "end".
+GOOGLE_INCIDENTS = [
+    {
+        "id": "a1b2c3d4e5f6g7h8i9j0",
+        "number": "18277433102519380001",
+        "begin": "2026-11-27T11:05:00+00:00",
+        "created": "2026-11-27T11:12:43+00:00",
+        "modified": "2026-11-27T11:40:02+00:00",
+        "external_desc": "Gemini API requests failing with 503 UNAVAILABLE",
+        "updates": [],
+        "most_recent_update": {
+            "created": "2026-11-27T11:40:02+00:00",
+            "when": "2026-11-27T11:40:02+00:00",
+            "text": "We are investigating elevated error rates.",
+            "status": "SERVICE_DISRUPTION",
+            "affected_locations": [{"title": "Global", "id": "global"}],
+        },
+        "status_impact": "SERVICE_DISRUPTION",
+        "severity": "high",
+        "service_key": "Z0FZJAMvEB4j3NbCJs6B",
+        "service_name": "Vertex Gemini API",
+        "affected_products": [{"title": "Vertex Gemini API", "id": "Z0FZJAMvEB4j3NbCJs6B"}],
+        "uri": "incidents/a1b2c3d4e5f6g7h8i9j0",
+    },
+    {
+        "id": "k1l2m3",
+        "begin": "2026-11-27T08:00:00+00:00",
+        "external_desc": "Cloud Build jobs in europe-west3 are delayed",
+        "status_impact": "SERVICE_DISRUPTION",
+        "service_name": "Cloud Build",
+        "affected_products": [{"title": "Cloud Build", "id": "fw8GzBdZdqy4THau7e1y"}],
+    },
+    {
+        "id": "n4o5p6",
+        "begin": "2026-11-18T09:00:00+00:00",
+        "end": "2026-11-18T10:35:00+00:00",
+        "external_desc": "Elevated latency for Vertex Gemini API in us-central1",
+        "status_impact": "SERVICE_DISRUPTION",
+        "service_name": "Vertex Gemini API",
+        "affected_products": [{"title": "Vertex Gemini API", "id": "Z0FZJAMvEB4j3NbCJs6B"}],
+    },
+]
+
+
+def test_google_status_page_is_read_as_incidents_json() -> None:
+    assert llm.STATUS_FORMATS["google"][0] == "/incidents.json"
+    assert llm.STATUS_FORMATS["anthropic"][0] == "/api/v2/summary.json"
+    row = llm.summarize_google("google", GOOGLE_INCIDENTS)
+    assert row["down"] is True
+    assert row["incident"] == "Gemini API requests failing with 503 UNAVAILABLE"
+    assert row["since"] == datetime(2026, 11, 27, 11, 5, tzinfo=UTC)
+    assert "1 ongoing" in row["status page"] and "SERVICE_DISRUPTION" in row["status page"]
+    # another product's ongoing incident and a Gemini incident that is over do not count
+    calm = llm.summarize_google("google", GOOGLE_INCIDENTS[1:])
+    assert calm["down"] is False and calm["incident"] == "" and calm["since"] is None
+    # information only: shown, but the product works
+    info = [{**GOOGLE_INCIDENTS[0], "status_impact": "SERVICE_INFORMATION"}]
+    assert llm.summarize_google("google", info)["down"] is False
+    # a Statuspage body (or an error page) is not Google's list: no answer, not "up"
+    assert llm.summarize_google("google", {"status": {"indicator": "none"}})["down"] is None
+    assert llm.summarize_google("google", None)["status page"] == "no answer"

@@ -16,7 +16,7 @@ Example (in a notebook)::
 
     dep = Deploy(s)                 # scenario 1
     dep.ci_gate()                   # aborts (Forbidden) before any change when CI is not green
-    s.acquire_lock()
+    dep.take_lock()                 # step 2: one changing run per host
     dep.snapshot()
     dep.pull_install_migrate()
     dep.restart()
@@ -26,7 +26,7 @@ Example (in a notebook)::
     dep.advice()                    # on failure: the exact rollback command line
 
     rb = Rollback(s, reason="deep health red after deploy")   # scenario 2
-    rb.announce(); rb.plan(); s.acquire_lock(); rb.downgrade(); rb.checkout()
+    rb.announce(); rb.plan(); rb.take_lock(); rb.downgrade(); rb.checkout()
     rb.restart(); rb.verify(); rb.error_rate()
 
 The pure helpers are testable without a server:
@@ -49,11 +49,13 @@ import shlex
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runbook.errors import Forbidden, HTTPFailed, ParameterError, RunbookError
 from runbook.evidence import iso, utc_now
 from runbook.http import HttpClient
+from runbook.paths import outputs_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,6 +66,7 @@ DEEP_PARTS = ("postgres", "redis", "llm_providers")
 HEALTH_WAIT_S = 20.0
 SENTRY_BUCKET_S = 10
 MIGRATIONS_DIR = "migrations/versions"
+DETECTED_EVENT = "bad deploy detected"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _REV_RE = re.compile(r"^revision(?:\s*:\s*[^=]+)?\s*=\s*['\"]([^'\"]+)['\"]", re.M)
 _DOWN_RE = re.compile(r"^down_revision(?:\s*:\s*[^=]+)?\s*=\s*(None|['\"]([^'\"]*)['\"])", re.M)
@@ -224,6 +227,67 @@ def arrived_at(reflog: str, sha: str) -> float | None:
             break
         when = float(m.group(1))
     return when
+
+
+def _parse_ts(text: Any) -> float | None:
+    """Unix time of an evidence timestamp ("2026-11-27T10:00:00.123Z"), None if unreadable."""
+    try:
+        ts = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+
+
+def find_detection(
+    deploy_runs: Path, sha: str | None, *, until: float | None = None
+) -> dict[str, Any] | None:
+    """The newest deploy run's "bad deploy detected" event for `sha`, or None.
+
+    `deploy_runs` is `outputs/<env>/deploy/`; each run folder's
+    commands.jsonl is read newest run first (folder names start with the UTC
+    time). Only an event about `sha` (the SHA being rolled back) counts, and
+    only one logged before `until`: never a guess.
+
+    >>> import json, tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> run = d / "20261127T100000Z-deploy"; run.mkdir()
+    >>> _ = (run / "commands.jsonl").write_text(json.dumps({"ts": "2026-11-27T10:01:00.000Z",
+    ...     "kind": "deploy", "event": "bad deploy detected", "sha": "b" * 40}) + "\\n")
+    >>> find_detection(d, "b" * 40)["ts"], find_detection(d, "c" * 40)
+    ('2026-11-27T10:01:00.000Z', None)
+    """
+    if not sha or not deploy_runs.is_dir():
+        return None
+    for run in sorted((p for p in deploy_runs.iterdir() if p.is_dir()), reverse=True):
+        log = run / "commands.jsonl"
+        if not log.is_file():
+            continue
+        found: dict[str, Any] | None = None
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if not isinstance(event, dict) or event.get("event") != DETECTED_EVENT:
+                continue
+            about = event.get("sha")
+            # runs logged before the event carried the SHA name it in the rollback command
+            if about != sha and not (
+                about is None and f"of {sha[:7]}:" in str(event.get("rollback"))
+            ):
+                continue
+            at = _parse_ts(event.get("ts"))
+            if at is None or (until is not None and at > until):
+                continue
+            found = {
+                "ts": event["ts"],
+                "at": at,
+                "run_dir": str(run),
+                "failure": event.get("failure"),
+            }
+        if found:
+            return found
+    return None
 
 
 def _show(obj: Any) -> None:
@@ -460,7 +524,9 @@ class Deploy(_Ops):
         self.s.evidence.append(
             {
                 "kind": "deploy",
-                "event": "bad deploy detected",
+                "event": DETECTED_EVENT,
+                # the rollback's clock reads this line: which SHA went bad, and when
+                "sha": self.target_sha,
                 "failure": self.failure,
                 "rollback": cmd,
             }
@@ -548,6 +614,12 @@ class Deploy(_Ops):
                     why="CI is not green for the commit on main; nothing was changed",
                 )
             return runs
+
+    # -- step 2 -----------------------------------------------------------
+    def take_lock(self) -> dict[str, Any]:
+        """SSH to the server and take the host lock (one changing run per host), as a step."""
+        with self.s.step("2. Take the host lock"):
+            return self.s.acquire_lock().info()
 
     # -- step 3 -----------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -1013,11 +1085,15 @@ class Rollback(_Ops):
                         }
                     )
                     raise
-            s.check(
-                "Downgrades allowed",
-                expected="1 step, or more with approved_by",
-                actual=f"{steps} step(s)" + (f", approved by {s.approved_by}" if steps > 1 else ""),
-                passed=True,
+            # Not a check: a refusal raised above, so "allowed" could never fail here.
+            s.decide(
+                "Downgrades",
+                f"{steps} step(s)",
+                "none needed: the bad deploy added no applied migration"
+                if not steps
+                else "one step: allowed without approval (runbook scenario 2, step 3)"
+                if steps == 1
+                else f"{steps} steps: approved by {s.approved_by}",
             )
             return plan
 
@@ -1031,7 +1107,12 @@ class Rollback(_Ops):
                 f"{head[:12]}, revision {self.current} -> {current}): run the plan again"
             )
 
-    # -- step 3: downgrade first, with the bad code still checked out ------
+    # -- step 3: the lock, then downgrade first, with the bad code still checked out
+    def take_lock(self) -> dict[str, Any]:
+        """Take the host lock (one changing run per host), after the plan, before any change."""
+        with self.s.step("3. Take the host lock"):
+            return self.s.acquire_lock().info()
+
     def downgrade(self) -> None:
         s = self.s
         with s.step("3. Downgrade migrations (bad code still checked out)"):
@@ -1098,6 +1179,22 @@ class Rollback(_Ops):
                 actual=f"{self.complete_s:.1f} s",
                 passed=self.complete_s < self.target_s,
             )
+            detected = self.detection()
+            from_detection = (
+                None if detected is None else round(self.complete_at - detected["at"], 3)
+            )
+            # A measurement, not a check: the time before the rollback started
+            # (someone reading the alert, deciding) is not the notebook's to pass or fail.
+            s.metric("seconds_from_detection", from_detection, "s", target=self.target_s)
+            print(
+                "From 'bad deploy detected' to rollback complete: "
+                + (
+                    f"{from_detection:.1f} s (deploy run {Path(detected['run_dir']).name})"
+                    if detected is not None and from_detection is not None
+                    else "not measured: no deploy run of this environment logged the detection "
+                    f"of {(self.head or '?')[:12]}"
+                )
+            )
             s.evidence.write_text(
                 "rollback_timing.json",
                 json.dumps(
@@ -1106,11 +1203,31 @@ class Rollback(_Ops):
                         "complete": iso(datetime.fromtimestamp(self.complete_at, UTC)),
                         "seconds_to_complete": round(self.complete_s, 3),
                         "target_seconds": self.target_s,
+                        "bad_sha": self.head,
+                        "detected": None if detected is None else detected["ts"],
+                        "detected_in_run": None if detected is None else detected["run_dir"],
+                        "seconds_from_detection": from_detection,
                     },
                     indent=2,
                 ),
             )
             return self.complete_s
+
+    def detection(self) -> dict[str, Any] | None:
+        """When a deploy run of this environment logged "bad deploy detected" for the SHA
+        being rolled back (`find_detection`), looked up in the outputs folder of the evidence."""
+        s = self.s
+        places = [outputs_dir() / s.env / "deploy", s.run_dir.parent.parent / "deploy"]
+        seen: set[Path] = set()
+        for place in places:
+            place = place.resolve()
+            if place in seen:
+                continue
+            seen.add(place)
+            found = find_detection(place, self.head, until=self.complete_at)
+            if found is not None:
+                return found
+        return None
 
     # -- DoD: Sentry error rate back to baseline --------------------------
     def error_rate(self) -> dict[str, Any]:

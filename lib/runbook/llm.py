@@ -1,7 +1,9 @@
 """Scenario 4 (LLM provider down): confirm it is the provider, decide, fail over, recover.
 
-1. Confirm: each provider's Statuspage (`/api/v2/summary.json`) and a direct,
-   minimal call to the provider with its key (masked everywhere).
+1. Confirm: each provider's status page and a direct, minimal call to the
+   provider with its key (masked everywhere). Anthropic and OpenAI run
+   Atlassian Statuspage (`/api/v2/summary.json`); Google Cloud's page is not
+   one: its `/incidents.json` lists incidents, an ongoing one has no `end`.
 2. Measure: breaker states and DLQ depths read twice a short interval apart,
    so the growth rate is a number, not an impression.
 3. Decide (`decide`, pure, unit-tested): "no incident found", "breaker is
@@ -183,23 +185,92 @@ def summarize_status(provider: str, body: dict[str, Any] | None) -> dict[str, An
     }
 
 
+# Google Cloud's incidents that concern the Gemini API (by product or service name).
+GOOGLE_PRODUCTS = re.compile(r"gemini|vertex ai|generative ?language|ai studio", re.IGNORECASE)
+# status_impact values that mean the product does not work (SERVICE_INFORMATION does)
+GOOGLE_DOWN = ("SERVICE_OUTAGE", "SERVICE_DISRUPTION")
+
+
+def _google_products(incident: dict[str, Any]) -> list[str]:
+    names = [str(p.get("title") or "") for p in incident.get("affected_products") or []]
+    return [n for n in [str(incident.get("service_name") or ""), *names] if n]
+
+
+def summarize_google(provider: str, body: Any) -> dict[str, Any]:
+    """One row from status.cloud.google.com/incidents.json (pure).
+
+    Only ongoing incidents (no "end") of the Gemini products count; the page
+    lists every Google Cloud product's incidents, past ones included.
+
+    >>> ongoing = {"begin": "2026-11-27T11:00:00+00:00", "external_desc": "Gemini 503s",
+    ...            "status_impact": "SERVICE_DISRUPTION", "service_name": "Vertex Gemini API",
+    ...            "affected_products": [{"title": "Vertex Gemini API", "id": "x"}]}
+    >>> other = {**ongoing, "service_name": "Cloud Build", "affected_products": []}
+    >>> over = {**ongoing, "end": "2026-11-27T12:00:00+00:00"}
+    >>> row = summarize_google("google", [ongoing, other, over])
+    >>> row["down"], row["incident"], row["since"].hour
+    (True, 'Gemini 503s', 11)
+    >>> summarize_google("google", [other, over])["down"]
+    False
+    """
+    if not isinstance(body, list):
+        return {
+            "provider": provider,
+            "status page": "no answer",
+            "down": None,
+            "incident": "",
+            "since": None,
+        }
+    ongoing = [
+        i
+        for i in body
+        if isinstance(i, dict)
+        and not i.get("end")
+        and any(GOOGLE_PRODUCTS.search(n) for n in _google_products(i))
+    ]
+    impacts = sorted({str(i.get("status_impact") or "?") for i in ongoing})
+    down = any(i.get("status_impact") in GOOGLE_DOWN for i in ongoing)
+    since = min((t for t in (_parse_time(i.get("begin")) for i in ongoing) if t), default=None)
+    if ongoing:
+        page = f"{len(ongoing)} ongoing Gemini incident(s) ({', '.join(impacts)})"
+    else:
+        page = f"no ongoing Gemini incident ({len(body)} incidents listed, other products or over)"
+    return {
+        "provider": provider,
+        "status page": page,
+        "down": down,
+        "incident": "; ".join(str(i.get("external_desc") or "").strip() for i in ongoing),
+        "since": since,
+    }
+
+
+# How each provider's status page is read: path under its base URL, parser.
+STATUS_FORMATS: dict[str, tuple[str, Any]] = {
+    "anthropic": ("/api/v2/summary.json", summarize_status),
+    "openai": ("/api/v2/summary.json", summarize_status),
+    "google": ("/incidents.json", summarize_google),
+}
+
+
 def status_pages(s: Session) -> pd.DataFrame:
-    """Every provider's status page (read-only)."""
+    """Every provider's status page (read-only), each in its own format."""
     import pandas as pd
 
     rows = []
     for provider in PROVIDERS:
         base = s.profile.llm.status_pages.get(provider)
+        path, parse = STATUS_FORMATS[provider]
         body = None
         if base:
             client = HttpClient(s, f"status-{provider}", base, timeout=10)
             try:
-                body = client.get("/api/v2/summary.json", accept=tuple(range(100, 600))).json()
-            except RunbookError:
+                r = client.get(path, accept=tuple(range(100, 600)))
+                body = r.json() if r.ok else None
+            except (RunbookError, ValueError):
                 body = None
             finally:
                 client.close()
-        rows.append(summarize_status(provider, body))
+        rows.append(parse(provider, body))
     return pd.DataFrame(rows)
 
 
@@ -239,8 +310,14 @@ def direct_call(s: Session, provider: str) -> dict[str, Any]:
         }
     client = HttpClient(s, provider, base, timeout=10)
     try:
+        # A probe: one token, read-only for the runbook (no dry-run skip, no lock).
         r = client.post(
-            path, json=body, params=params, headers=headers, accept=tuple(range(100, 600))
+            path,
+            json=body,
+            params=params,
+            headers=headers,
+            accept=tuple(range(100, 600)),
+            changing=False,
         )
         ok = r.ok
         shown = f"HTTP {r.status}" + ("" if ok else f": {r.text[:120]}")
@@ -368,6 +445,26 @@ def assess(s: Session, interval: float, failover_after_minutes: float) -> dict[s
     )
     s.decide("Decision", decision.name, decision.reason)
     return {"providers": providers, "priority": priority, "decision": decision, **measured}
+
+
+def changes_server(decision: Decision) -> bool:
+    """Whether the decision leads to changes (failover edit and restart, DLQ drains).
+
+    >>> changes_server(Decision(NO_INCIDENT, "")), changes_server(Decision(FAILOVER, ""))
+    (False, True)
+    """
+    return decision.name != NO_INCIDENT
+
+
+def lock_if_changing(s: Session, decision: Decision) -> bool:
+    """Take the host lock (a step of its own) before the first change, only when the
+    decision changes something; True when it did (or, in a dry run, would)."""
+    from runbook.triage import take_lock
+
+    if not changes_server(decision):
+        return False
+    take_lock(s, "4. Take the host lock")
+    return True
 
 
 def readable(providers: pd.DataFrame) -> pd.DataFrame:

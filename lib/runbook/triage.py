@@ -24,12 +24,13 @@ import math
 import re
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from runbook.errors import RunbookError
+from runbook.errors import CommandFailed, RunbookError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,6 +44,11 @@ POOL_EXHAUSTED = "connection pool exhausted"
 CORRUPT = "database corrupt or will not start"
 NOT_THE_DATABASE = "not the database"
 BRANCHES = (NO_INCIDENT, SERVICE_FAILED, DISK_FULL, POOL_EXHAUSTED, CORRUPT, NOT_THE_DATABASE)
+# The branches whose steps change the server (restart, delete): they take the host lock.
+CHANGING = (SERVICE_FAILED, DISK_FULL, POOL_EXHAUSTED)
+WONT_START = "Postgres will not start"
+# "2026-11-27 03:00:01.123 UTC [4242] " before each Postgres log line: group 1 is the pid
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ \[(\d+)\]\s*")
 
 # A filesystem this full is "full" for the runbook: Postgres needs room for
 # WAL segments and checkpoints well before df says 100 %.
@@ -398,13 +404,19 @@ def triage(s: Session) -> tuple[pd.DataFrame, Branch]:
 # --------------------------------------------------------------------------- waiting
 
 
-def wait_select1(s: Session, timeout: float = 60, interval: float = 1.0) -> bool:
-    """Poll `SELECT 1` until it answers or `timeout` seconds pass."""
+def wait_select1(
+    s: Session,
+    timeout: float = 60,
+    interval: float = 1.0,
+    give_up: Callable[[], bool] | None = None,
+) -> bool:
+    """Poll `SELECT 1` until it answers, `timeout` seconds pass, or `give_up()` says
+    waiting is pointless (the service manager reports the service failed)."""
     deadline = time.monotonic() + timeout
     while True:
         if s.db.probe("SELECT 1", timeout=10).ok:
             return True
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (give_up is not None and give_up()):
             return False
         time.sleep(interval)
 
@@ -426,14 +438,65 @@ def wait_deep_postgres(s: Session, timeout: float = 60, interval: float = 1.0) -
 
 
 def fix_service_failed(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
-    """Runbook step 2: recent logs, restart, wait, SELECT 1. Returns what happened."""
+    """Runbook step 2: recent logs, restart, wait, SELECT 1. Returns what happened.
+
+    The restart runs as with `warn=True`: a failed start is what tells this
+    branch from "will not start", so it is information, not an error.
+    """
     logs = s.services.logs("postgres", 200)
     s.evidence.write_text("postgres-log-before-restart.txt", logs.stdout)
-    r = s.services.restart("postgres")
+    try:
+        r = s.services.restart("postgres")
+    except CommandFailed as exc:
+        r = exc.result  # recorded as a change and in commands.jsonl like any command
     if r.dry_run:
         return {"restarted": False, "dry_run": True, "select1": None}
-    ok = wait_select1(s, wait_seconds)
-    return {"restarted": True, "dry_run": False, "select1": ok, "log_tail": logs.tail(10)}
+
+    def manager_gave_up() -> bool:
+        # Only after a failed start: a good start may take a few polls to answer.
+        return not r.ok and s.services.status("postgres").words.startswith("failed")
+
+    ok = wait_select1(s, wait_seconds, give_up=manager_gave_up)
+    res: dict[str, Any] = {
+        "restarted": True,
+        "dry_run": False,
+        "restart_ok": r.ok,
+        "restart_exit": r.exit_code,
+        "restart_output": " ".join((r.stderr or r.stdout).split())[-300:],
+        "select1": ok,
+        "log_tail": logs.tail(10),
+    }
+    if not ok:
+        after = s.services.logs("postgres", 200)
+        s.evidence.write_text("postgres-log-after-restart.txt", after.stdout)
+        res["log_after"] = log_gist(after.stdout)
+    return res
+
+
+def log_gist(text: str, lines: int = 3) -> str:
+    """Why it failed, on one line: the last FATAL/PANIC/ERROR line and the lines the same
+    process logged just before it (Postgres logs the cause first, then FATAL).
+
+    >>> log_gist("LOG:  starting\\nFATAL:  invalid value for parameter shared_buffers\\nLOG:  done\\n")
+    'FATAL:  invalid value for parameter shared_buffers'
+    """
+    rows = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    bad = [i for i, ln in enumerate(rows) if re.search(r"\b(FATAL|PANIC|ERROR)\b", ln)]
+    if not bad:
+        pick = rows[-lines:]
+    else:
+        last = bad[-1]
+        m = _LOG_PREFIX.match(rows[last])
+        if m is None:  # no pids to tell attempts apart: the last few bad lines
+            pick = [rows[i] for i in bad[-lines:]]
+        else:
+            pick = [rows[last]]
+            for ln in reversed(rows[max(0, last - lines + 1) : last]):
+                prev = _LOG_PREFIX.match(ln)
+                if prev is None or prev.group(1) != m.group(1):
+                    break
+                pick.insert(0, ln)
+    return " | ".join(_LOG_PREFIX.sub("", ln) for ln in pick)[:300]
 
 
 # --------------------------------------------------------------------------- branch: disk
@@ -500,10 +563,29 @@ def rotation_candidates(
     ...                          keep_newest=3, data_dir="/pg")["path"])
     ['/b/dealix-2026-11-01.sql.gz', '/b/dealix-2026-11-02.sql.gz']
     """
-    import fnmatch
-
     if keep_newest < 1:
         raise ValueError("keep_newest must be at least 1: the newest backup is never deleted")
+    ours = backup_files(backups, backups_dir=backups_dir, pattern=pattern, data_dir=data_dir)
+    old = ours.iloc[keep_newest:].sort_values("modified")
+    return old.reset_index(drop=True)
+
+
+def backup_files(
+    backups: pd.DataFrame, *, backups_dir: str, pattern: str, data_dir: str
+) -> pd.DataFrame:
+    """The backups proper, newest first: files directly in `backups_dir` matching
+    `pattern`, never anything under the data dir or a WAL dir (pure).
+
+    >>> import pandas as pd
+    >>> from datetime import datetime, UTC
+    >>> b = pd.DataFrame({"path": ["/b/dealix-1.sql.gz", "/b/notes.txt", "/b/dealix-2.sql.gz"],
+    ...                   "bytes": [1, 1, 1],
+    ...                   "modified": [datetime(2026, 11, d, tzinfo=UTC) for d in (1, 2, 3)]})
+    >>> list(backup_files(b, backups_dir="/b", pattern="dealix-*.sql.gz", data_dir="/pg")["path"])
+    ['/b/dealix-2.sql.gz', '/b/dealix-1.sql.gz']
+    """
+    import fnmatch
+
     root = PurePosixPath(backups_dir)
     data = PurePosixPath(data_dir)
 
@@ -520,9 +602,7 @@ def rotation_candidates(
 
     mask = backups["path"].map(eligible) if len(backups) else backups["path"]
     ours = backups[mask.astype(bool)] if len(backups) else backups
-    ours = ours.sort_values("modified", ascending=False)
-    old = ours.iloc[keep_newest:].sort_values("modified")
-    return old.reset_index(drop=True)
+    return ours.sort_values("modified", ascending=False).reset_index(drop=True)
 
 
 def delete_backups(s: Session, candidates: pd.DataFrame) -> Any:
@@ -670,52 +750,152 @@ def dlq_depths_or_none(s: Session) -> dict[str, int] | None:
         return None
 
 
+def take_lock(s: Session, step: str = "2. Take the host lock") -> None:
+    """Take the host lock (one changing run per host) in a step of its own, once.
+
+    Called before the first change of a branch that changes something; a
+    second concurrent changing run is refused (Forbidden) before it changes anything.
+    """
+    if s.lock is not None and (s.lock.held or s.dry_run):
+        return
+    with s.step(step):
+        s.acquire_lock()
+
+
+def changes_server(branch: Branch) -> bool:
+    """Whether the branch's own steps change the server (restart, delete).
+
+    >>> changes_server(Branch(DISK_FULL, "")), changes_server(Branch(CORRUPT, ""))
+    (True, False)
+    """
+    return branch.name in CHANGING
+
+
 def after_failed(s: Session, wait_seconds: float) -> dict[str, Any]:
-    """Branch "service failed": logs, restart, wait, SELECT 1; recorded as a check."""
+    """Branch "service failed": logs, restart, wait, SELECT 1; recorded as a check.
+
+    When the restart does not bring Postgres back (the start fails, SELECT 1
+    never answers), the branch becomes "database corrupt or will not start":
+    `res["branch"]` says so, with the log's last words, and the caller hands
+    over to scenario 5 exactly as for a corrupt database.
+    """
     res = fix_service_failed(s, wait_seconds)
+    if res["dry_run"]:
+        actual = "not restarted (dry run)"
+    elif res["select1"]:
+        actual = "1"
+    elif not res["restart_ok"]:
+        actual = f"no answer: the restart failed (exit {res['restart_exit']})"
+    else:
+        actual = f"no answer within {wait_seconds:.0f} s"
     s.check(
         "Postgres answers SELECT 1 after the restart",
         expected="1",
-        actual="not restarted (dry run)"
-        if res["dry_run"]
-        else ("1" if res["select1"] else f"no answer within {wait_seconds:.0f} s"),
+        actual=actual,
         passed=None if res["dry_run"] else bool(res["select1"]),
+        note="" if res["dry_run"] or res["select1"] else f"log: {res.get('log_after', '')}",
     )
+    res["branch"] = Branch(SERVICE_FAILED, "restarted")
+    if not res["dry_run"] and not res["select1"]:
+        how = (
+            "the restart failed" + (f" ({res['restart_output']})" if res["restart_output"] else "")
+            if not res["restart_ok"]
+            else f"it was restarted but does not answer SELECT 1 within {wait_seconds:.0f} s"
+        )
+        branch = Branch(
+            CORRUPT, f"{WONT_START}: {how}; its log ends: {res.get('log_after') or '(empty)'}"
+        )
+        s.decide("Branch after the restart", branch.name, branch.reason)
+        res["branch"] = branch
     return res
 
 
-def after_disk_full(s: Session, keep_newest: int) -> dict[str, Any]:
-    """Branch "disk full": space report, old backups only, delete (changing), re-check."""
+def disk_full_candidates(s: Session, keep_newest: int) -> dict[str, Any]:
+    """Branch "disk full", first half (read-only): the space report and the list of old
+    backups that may be deleted, shown BEFORE anything is deleted.
+
+    `kept` is the newest `keep_newest` backups: never candidates, checked
+    again on the server after the deletion.
+    """
     report = space_report(s)
     backups = list_backups(s)
-    candidates = rotation_candidates(
-        backups,
-        backups_dir=s.profile.backups.dir,
-        pattern=s.profile.backups.pattern,
-        keep_newest=keep_newest,
-        data_dir=s.profile.postgres.data_dir,
+    where = {
+        "backups_dir": s.profile.backups.dir,
+        "pattern": s.profile.backups.pattern,
+        "data_dir": s.profile.postgres.data_dir,
+    }
+    candidates = rotation_candidates(backups, keep_newest=keep_newest, **where)
+    kept = backup_files(backups, **where).head(keep_newest).reset_index(drop=True)
+    s.evidence.append(
+        {
+            "kind": "rotation",
+            "event": "candidates",
+            "delete": list(candidates["path"]),
+            "keep": list(kept["path"]),
+        }
     )
-    kept = backups[~backups["path"].isin(candidates["path"])].sort_values(
-        "modified", ascending=False
+    return {
+        "report": report,
+        "backups": backups,
+        "candidates": candidates,
+        "kept": kept,
+        "keep_newest": keep_newest,
+    }
+
+
+def backups_table(backups: pd.DataFrame) -> pd.DataFrame:
+    """Backups for people: file name, size, modified (paths are long; the dir is known).
+
+    >>> import pandas as pd
+    >>> from datetime import datetime, UTC
+    >>> backups_table(pd.DataFrame({"path": ["/b/dealix-1.sql.gz"], "bytes": [2048],
+    ...               "modified": [datetime(2026, 11, 1, tzinfo=UTC)]}))["file"].tolist()
+    ['dealix-1.sql.gz']
+    """
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "file": [PurePosixPath(str(p)).name for p in backups["path"]],
+            "size": [_human(int(b)) for b in backups["bytes"]],
+            "modified": list(backups["modified"]),
+        },
+        columns=["file", "size", "modified"],
     )
+
+
+def rotate_backups(s: Session, plan: dict[str, Any]) -> dict[str, Any]:
+    """Branch "disk full", second half: delete exactly the listed candidates (changing:
+    dry run, confirmation and the guards apply), then re-check from the server."""
+    candidates, kept = plan["candidates"], plan["kept"]
     r = delete_backups(s, candidates)
+    dry = r is not None and getattr(r, "dry_run", False)
     usage = disk_usage(s)
     worst = float(usage["used %"].max()) if len(usage) else float("nan")
-    dry = r is not None and getattr(r, "dry_run", False)
     s.check(
         "Data and backups filesystems below the full mark",
         expected=f"< {DISK_FULL_PCT:.0f}% used",
         actual=f"{worst:.0f}% used" + (" (nothing deleted: dry run)" if dry else ""),
         passed=worst < DISK_FULL_PCT,
-        note=f"deleted {0 if dry else len(candidates)} old backups, kept the newest {keep_newest}",
+        note=f"deleted {0 if dry else len(candidates)} old backups, "
+        f"kept the newest {plan['keep_newest']}",
     )
+    # Listed again after the deletion: the check reads the server, not the plan.
+    after = list_backups(s)
+    present = set(after["path"])
+    newest = [str(p) for p in kept["path"]]
+    missing = [p for p in newest if p not in present]
+    gone = [str(p) for p in candidates["path"] if str(p) in present]
     s.check(
         "Newest backups kept",
-        expected=f"the newest {keep_newest} backups untouched",
-        actual=", ".join(PurePosixPath(p).name for p in kept["path"].head(keep_newest)),
-        passed=bool(len(kept) >= min(keep_newest, len(backups))),
+        expected=f"the newest {plan['keep_newest']} backups still on the server",
+        actual=f"{len(newest) - len(missing)} of {len(newest)} still there"
+        + (f"; MISSING: {', '.join(PurePosixPath(p).name for p in missing)}" if missing else "")
+        + (f" ({', '.join(PurePosixPath(p).name for p in newest[:3])}, ...)" if newest else ""),
+        passed=bool(newest) and not missing,
+        note=f"{len(gone)} listed backups still present" + (" (dry run)" if dry else ""),
     )
-    return {"report": report, "candidates": candidates, "kept": kept, "usage": usage}
+    return {"usage": usage, "after": after, "deleted": [] if dry else list(candidates["path"])}
 
 
 def after_pool_exhausted(s: Session, wait_seconds: float) -> dict[str, Any]:
@@ -760,21 +940,74 @@ def deep_postgres_check(s: Session, branch: Branch, wait_seconds: float) -> dict
     return deep
 
 
-def drain_webhooks_step(s: Session, limit: int) -> dict[str, Any]:
-    """Post-incident: drain WEBHOOKS_DLQ (only when it holds something), depth before and after."""
-    before = dlq_depths_or_none(s)
-    depth = (before or {}).get("WEBHOOKS_DLQ")
-    batches = drain_webhooks(s, limit) if depth else None
-    after = dlq_depths_or_none(s)
-    left = (after or {}).get("WEBHOOKS_DLQ")
-    s.check(
-        "No lost webhooks: WEBHOOKS_DLQ drained",
-        expected="0 left",
-        actual=f"{depth} before, {left} after",
-        passed=None if s.dry_run and depth else left == 0,
-        note=f"batches of {limit}",
-    )
-    return {"before": depth, "after": left, "batches": batches}
+# What the post-incident drain replays: check name, (api queue name, DLQ)
+_DRAINS = (
+    ("No lost webhooks", "webhooks", "WEBHOOKS_DLQ"),
+    ("No lost LLM work", "outbound", "OUTBOUND_DLQ"),
+    ("No lost LLM work", "enrichment", "ENRICHMENT_DLQ"),
+)
+
+
+def _stopped_because(batches: pd.DataFrame | None, max_batches: int) -> str:
+    if batches is None or not len(batches):
+        return "nothing to drain"
+    last = batches.iloc[-1]
+    if not last["remaining"]:
+        return f"empty after {len(batches)} batch(es)"
+    if not last["drained"]:
+        return f"stopped: batch {len(batches)} made no progress ({last['failed']} failed)"
+    return f"stopped after {max_batches} batches"
+
+
+def drain_after_incident(
+    s: Session,
+    branch: Branch,
+    webhooks_limit: int,
+    llm_limit: int,
+    max_batches: int = 200,
+) -> dict[str, Any]:
+    """Post-incident: replay what waited in the DLQs during the outage, depths before and after.
+
+    WEBHOOKS_DLQ is drained whenever it holds something (batches of the
+    runbook's webhooks limit). OUTBOUND_DLQ and ENRICHMENT_DLQ hold the LLM
+    jobs the workload could not record while the database was down: after a
+    database incident they are drained too when they hold anything (batches
+    of the runbook's outbound limit). Each queue is drained until it is empty
+    or a batch makes no progress; a check per queue says "0 left".
+    """
+    import pandas as pd
+
+    before = dlq_depths_or_none(s) or {}
+    queues: dict[str, dict[str, Any]] = {}
+    rows = []
+    for check, name, queue in _DRAINS:
+        is_llm = queue != "WEBHOOKS_DLQ"
+        if is_llm and branch.name not in (*CHANGING, CORRUPT):
+            # No database incident: LLM jobs queued now are scenario 4's (provider down).
+            continue
+        limit = llm_limit if is_llm else webhooks_limit
+        depth = before.get(queue)
+        batches = None
+        if depth:
+            take_lock(s, "4. Take the host lock")  # draining changes the server's data
+            batches = drain_queue(s, name, limit, max_batches)
+        left = (dlq_depths_or_none(s) or {}).get(queue)
+        why = (
+            "dry run: not drained"
+            if s.dry_run and depth
+            else _stopped_because(batches, max_batches)
+        )
+        s.check(
+            f"{check}: {queue} drained",
+            expected="0 left",
+            actual=f"{depth} before, {left} after",
+            passed=None if s.dry_run and depth else left == 0,
+            note=f"batches of {limit}; {why}",
+        )
+        queues[queue] = {"before": depth, "after": left, "batches": batches, "stopped": why}
+        rows.append({"queue": queue, "before": depth, "after": left, "limit": limit, "how": why})
+    table = pd.DataFrame(rows, columns=["queue", "before", "after", "limit", "how"])
+    return {"queues": queues, "table": table}
 
 
 def _action_summary(what: str) -> str:
@@ -794,13 +1027,24 @@ def _action_summary(what: str) -> str:
 
 
 def _reason_for_restore(branch: Branch) -> str:
-    # One line for restore_incident's `reason`: the error without paths or quotes.
-    text = re.sub(r"[\"'`]", "", branch.reason.replace("…", " ")).split("failed:")[-1]
-    return ("database corrupt: " + " ".join(text.split()))[:120]
+    """One line for restore_incident's `reason`: the error without paths or quotes.
+
+    >>> _reason_for_restore(Branch(CORRUPT, 'Postgres runs but SELECT 1 fails: "invalid page"'))
+    'database corrupt: Postgres runs but SELECT 1 fails: invalid page'
+    >>> _reason_for_restore(Branch(CORRUPT, WONT_START + ": x; its log ends: FATAL:  bad"))
+    'database will not start: FATAL: bad'
+    """
+    text = re.sub(r"[\"'`]", "", branch.reason.replace("…", " "))
+    if text.startswith(WONT_START):
+        return ("database will not start: " + " ".join(text.split("log ends:")[-1].split()))[:120]
+    return ("database corrupt: " + " ".join(text.split("failed:")[-1].split()))[:120]
 
 
-def write_postmortem(s: Session, branch: Branch, webhooks: dict[str, Any] | None = None) -> str:
-    """Draft the 5-line postmortem and save it as `<YYYY-MM-DD>.md` in the evidence folder."""
+def write_postmortem(s: Session, branch: Branch, drained: dict[str, Any] | None = None) -> str:
+    """Draft the 5-line postmortem and save it as `<YYYY-MM-DD>.md` in the evidence folder.
+
+    `drained` is what `drain_after_incident` returned (None: nothing replayed).
+    """
     from runbook.evidence import utc_now
 
     actions = [_action_summary(c.what) for c in s.changes] or [
@@ -810,12 +1054,15 @@ def write_postmortem(s: Session, branch: Branch, webhooks: dict[str, Any] | None
         actions.append(
             f"handed over to scenario 5: {restore_command(s.env, _reason_for_restore(branch))}"
         )
-    if webhooks is None:
-        data = "webhooks: not replayed (database not restored yet)"
+    if drained is None:
+        data = "webhooks and queued LLM work: not replayed (database not restored yet)"
     else:
+        depths = ", ".join(
+            f"{q} {d['before']} → {d['after']}" for q, d in drained["queues"].items()
+        )
         data = (
-            f"WEBHOOKS_DLQ {webhooks['before']} before the drain, {webhooks['after']} after "
-            "(events received during the outage were queued, then replayed)"
+            f"DLQ depth before → after the drain: {depths} "
+            "(work received during the outage was queued, then replayed)"
         )
     text = postmortem_draft(
         started=s.started,

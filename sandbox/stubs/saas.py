@@ -888,6 +888,60 @@ STATUS_PAGES: dict[str, dict[str, Any]] = {
 }
 
 
+# Google Cloud's status page (status.cloud.google.com/incidents.json): not a
+# Statuspage. The product whose incidents are about the provider's API, and one
+# that is not (its incidents must not count).
+GOOGLE_STATUS: dict[str, dict[str, str]] = {
+    "google": {"title": "Vertex Gemini API", "id": "Z0FZJAMvEB4j3NbCJs6B"},
+}
+GOOGLE_OTHER_PRODUCT = {"title": "Cloud Build", "id": "fw8GzBdZdqy4THau7e1y"}
+
+
+def google_time(ms: int) -> str:
+    """Google Cloud status timestamps: seconds, +00:00."""
+    return _dt(ms).isoformat(timespec="seconds")
+
+
+def google_incident(
+    product: Mapping[str, str], begin_ms: int, end_ms: int | None, desc: str, update: str
+) -> dict[str, Any]:
+    """One incident as in status.cloud.google.com/incidents.json ("end" only once over)."""
+    incident_id = stable_id(f"gcp:{product['id']}:{begin_ms}", 20)
+    impact = "SERVICE_DISRUPTION"
+    last = end_ms if end_ms is not None else begin_ms
+    status = "AVAILABLE" if end_ms is not None else impact
+    where = [{"title": "Global", "id": "global"}]
+    latest = {
+        "created": google_time(last),
+        "modified": google_time(last),
+        "when": google_time(last),
+        "text": update,
+        "status": status,
+        "affected_locations": where,
+    }
+    body: dict[str, Any] = {
+        "id": incident_id,
+        "number": str(stable_int(incident_id, 20)),
+        "begin": google_time(begin_ms),
+        "created": google_time(begin_ms),
+        "modified": google_time(last),
+        "external_desc": desc,
+        "updates": [latest],
+        "most_recent_update": latest,
+        "status_impact": impact,
+        "severity": "high" if end_ms is None else "medium",
+        "service_key": product["id"],
+        "service_name": product["title"],
+        "affected_products": [dict(product)],
+        "uri": f"incidents/{incident_id}",
+        "currently_affected_locations": [] if end_ms is not None else where,
+        "previously_affected_locations": where if end_ms is not None else [],
+    }
+    if end_ms is not None:
+        body["end"] = google_time(end_ms)
+    return body
+
+
 # --------------------------------------------------------------------------
 # The app
 
@@ -948,6 +1002,7 @@ class SaaSStub:
             ),
             Route("/status/{provider}/api/v2/status.json", self.status_json, methods=["GET"]),
             Route("/status/{provider}/api/v2/summary.json", self.summary_json, methods=["GET"]),
+            Route("/status/{provider}/incidents.json", self.google_incidents, methods=["GET"]),
             Route("/_stub/health", self.local(self.control_health), methods=["GET"]),
             Route("/_stub/state", self.local(self.control_state), methods=["GET"]),
             Route("/_stub/reset", self.local(self.control_reset), methods=["POST"]),
@@ -2023,14 +2078,15 @@ class SaaSStub:
 
     async def status_json(self, request: Request) -> Response:
         provider = request.path_params["provider"]
-        if provider not in STATUS_PAGES:
+        if provider not in STATUS_PAGES or provider in GOOGLE_STATUS:
             return PlainTextResponse("Not Found", 404)
         parts = self.status_parts(provider)
         return JSONResponse({"page": parts["page"], "status": parts["status"]})
 
     async def summary_json(self, request: Request) -> Response:
         provider = request.path_params["provider"]
-        if provider not in STATUS_PAGES:
+        # Google Cloud's status page is not a Statuspage: it has no /api/v2/.
+        if provider not in STATUS_PAGES or provider in GOOGLE_STATUS:
             return PlainTextResponse("Not Found", 404)
         parts = self.status_parts(provider)
         return JSONResponse(
@@ -2042,6 +2098,48 @@ class SaaSStub:
                 "status": parts["status"],
             }
         )
+
+    async def google_incidents(self, request: Request) -> Response:
+        """status.cloud.google.com/incidents.json: every incident, newest first; an
+        ongoing one has no "end". Other products' incidents are there too (one ongoing):
+        a reader must pick the Gemini ones."""
+        provider = request.path_params["provider"]
+        if provider not in GOOGLE_STATUS:
+            return PlainTextResponse("Not Found", 404)
+        entry = self.state["llm"][provider]
+        created = parse_time(self.state.get("created_at") or entry["changed_at"]) or now_ms()
+        incidents = []
+        if entry["down"]:
+            since = parse_time(entry["down_since"] or entry["changed_at"]) or now_ms()
+            incidents.append(
+                google_incident(
+                    GOOGLE_STATUS[provider],
+                    since,
+                    None,
+                    STATUS_PAGES[provider]["incident"],
+                    "We are investigating elevated error rates for Gemini API requests. "
+                    "We will provide more information by the next update.",
+                )
+            )
+        incidents.append(
+            google_incident(
+                GOOGLE_OTHER_PRODUCT,
+                created - 3 * 3600 * 1000,
+                None,
+                "Cloud Build jobs in europe-west3 are delayed",
+                "Mitigation work is underway.",
+            )
+        )
+        incidents.append(
+            google_incident(
+                GOOGLE_STATUS[provider],
+                created - 9 * 86400 * 1000,
+                created - 9 * 86400 * 1000 + 95 * 60 * 1000,
+                "Elevated latency for Vertex Gemini API in us-central1",
+                "The issue with Vertex Gemini API has been resolved for all affected users.",
+            )
+        )
+        return JSONResponse(incidents)
 
     # -- Control ----------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Faults for scenarios 3 and 4 (database down, LLM provider down).
 
-- `postgres-crash`: Postgres crashed and the service manager gave up on it
-  (supervisord FATAL, systemd's "failed"): a start fails while a bad setting is
-  in place, which is then taken out, so the runbook's restart brings it back.
+- `postgres-crash`: Postgres crashed and will not start until healed: a bad
+  setting stays in its config, so the service manager gives up (supervisord
+  FATAL, systemd's "failed") and the runbook's restart fails too. The plain
+  "service failed, a restart fixes it" case is `postgres-down` (faults.py).
 - `disk-full`: the backups directory becomes a small size-limited tmpfs
   holding the real backups plus old filler backups up to the last byte, so
   writes really fail with ENOSPC. Needs root (mount).
@@ -59,6 +60,7 @@ def _crash(sb: Sandbox, _: str | None) -> None:
     conf = _pg_conf(sb)
     original = conf.read_text()
     sb.stop("postgresql")
+    # The bad setting stays until heal: every start fails, the runbook's restart included.
     conf.write_text(original + f"\n{CRASH_MARK}\nshared_buffers = 'runbook-fault'\n")
     try:
         # The failed start is the point: supervisord answers with a fault.
@@ -69,9 +71,9 @@ def _crash(sb: Sandbox, _: str | None) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("postgres did not end FATAL after the bad setting")
             time.sleep(0.2)
-    finally:
-        # The cause is gone; the service stays failed until someone restarts it.
-        conf.write_text(original)
+    except BaseException:
+        conf.write_text(original)  # the fault did not take: leave no bad config behind
+        raise
 
 
 def _crash_heal(sb: Sandbox, _: str | None) -> None:
@@ -242,9 +244,9 @@ def _llm_recover(sb: Sandbox, provider: str | None) -> None:
 register(
     Fault(
         "postgres-crash",
-        "Postgres crashes and the service manager gives up (supervisord FATAL = systemd "
-        "'failed'): started with a bad setting, which is then removed, so the runbook's "
-        "restart brings it back. Heal: start it and wait for deep health postgres green.",
+        "Postgres crashes and will not start until healed (supervisord FATAL = systemd "
+        "'failed'): a bad setting stays in its config, so the runbook's restart fails too. "
+        "Heal: remove the setting, start it and wait for deep health postgres green.",
         _crash,
         _crash_heal,
     )
