@@ -500,6 +500,8 @@ def test_runbook_list_shows_parameters_and_needs():
     for changing in ("deploy", "rollback", "database_down", "llm_provider_down",
                      "restore_drill", "restore_incident", "security_incident"):
         assert "confirmation off the sandbox (--confirm ENV)" in blocks[changing], changing
+        # a run that died leaves the host lock: every changing notebook can break it
+        assert "break_stale_lock=False" in blocks[changing], changing
     deploy = blocks["deploy"]
     for var in ("DEALIX_ADMIN_KEY", "GITHUB_TOKEN", "SENTRY_AUTH_TOKEN", "POSTHOG_PERSONAL_API_KEY"):
         assert var in deploy, (var, deploy)
