@@ -79,3 +79,28 @@ def test_plain_papermill_run_exits_non_zero_and_leaves_a_record(sandbox, healed,
 def test_unknown_parameter_is_refused_before_running(sandbox) -> None:
     with pytest.raises(runner.ParameterError, match="no parameter 'envv'"):
         runner.run("health_check", {"envv": "production"}, quiet=True)
+
+
+def test_plain_papermill_refuses_an_unknown_parameter_before_any_command(sandbox, outputs, tmp_path):
+    """papermill only warns about `-p dryrun True` and runs on, for real; the
+    session refuses it before the first command."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "typo.ipynb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", "notebooks/health_check.ipynb", str(out),
+         "-p", "dryrun", "True"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    executed = out.read_text()
+    assert "does not declare: dryrun" in executed and "ParameterError" in executed
+    assert not list(outputs.rglob("commands.jsonl")), "a command ran despite the typo"
+    # the declared name works the same way
+    good = subprocess.run(
+        [sys.executable, "-m", "papermill", "notebooks/health_check.ipynb",
+         str(tmp_path / "ok.ipynb"), "-p", "dry_run", "True"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert good.returncode == 0, good.stderr[-2000:]

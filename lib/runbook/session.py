@@ -147,6 +147,7 @@ class Session:
         }
         self.require_secrets = [str(n) for n in require_secrets]
         self._needed_secrets = self._required_secret_names()
+        self._injected = _check_papermill_injection(_ipython())
         self._check_parameters()
         if procedure is not None and (procedure not in PROCEDURES or procedure != scenario):
             raise ParameterError(
@@ -208,7 +209,11 @@ class Session:
         # every documented source: the secrets file, the environment variables the
         # profile names (and this run requires), and secrets read so far
         values = secret_values(self.profile, self.secrets, self._needed_secrets)
-        found = parameter_holding_secret(self.parameters, values, self.redactor.is_secret)
+        # what papermill injected counts too, also the names the notebook does
+        # not hand to open_session (papermill writes them into the output)
+        found = parameter_holding_secret(
+            {**self._injected, **self.parameters}, values, self.redactor.is_secret
+        )
         if found is not None:
             raise ParameterError(
                 f"parameter {found!r} holds a secret value; secrets are never parameters "
@@ -973,6 +978,67 @@ def _install_ipython_hook(session: Session) -> None:
             shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
 
     ip.set_custom_exc((BaseException,), handler)
+
+
+PAPERMILL_MARK = "# Parameters"
+
+
+def _assigned(source: str) -> dict[str, Any]:
+    """Names a cell assigns at top level, with their literal values when it has them."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    names: dict[str, Any] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        for target in targets:
+            if isinstance(target, ast.Name):
+                try:
+                    names[target.id] = ast.literal_eval(node.value) if node.value else None
+                except ValueError:
+                    names[target.id] = None
+    return names
+
+
+def _check_papermill_injection(ip: Any) -> dict[str, Any]:
+    r"""Refuse parameters the notebook does not declare, under plain papermill too.
+
+    papermill only warns about an unknown `-p` name and runs on: a typo such as
+    `-p bakup X` would silently restore the newest backup. Its injected cell
+    (marked "# Parameters") runs right after the notebook's parameters cell,
+    so both are in the kernel's input history. Returns what was injected.
+
+    >>> class Kernel:
+    ...     user_ns = {"In": ["", "env = 'sandbox'\nbackup = None", "# Parameters\nbakup = 'x'\n"]}
+    >>> _check_papermill_injection(Kernel())
+    Traceback (most recent call last):
+    ...
+    runbook.errors.ParameterError: papermill passed a parameter this notebook does not declare: bakup. ...
+    """
+    history = getattr(ip, "user_ns", {}).get("In") if ip is not None else None
+    if not history:
+        return {}
+    for index in range(len(history) - 1, 0, -1):
+        if str(history[index]).lstrip().startswith(PAPERMILL_MARK):
+            break
+    else:
+        return {}
+    injected = _assigned(str(history[index]))
+    declared = _assigned(str(history[index - 1])) if index > 1 else {}
+    unknown = sorted(set(injected) - set(declared))
+    if unknown:
+        raise ParameterError(
+            "papermill passed a parameter this notebook does not declare: "
+            f"{', '.join(unknown)}. Nothing ran. Declared: {', '.join(declared) or 'none'}; "
+            "fix the -p name (papermill itself only warns).",
+            key=unknown[0],
+        )
+    return injected
 
 
 def _ipython() -> Any:
