@@ -1,0 +1,72 @@
+"""The committed notebooks: output-free, thin, on the project's kernel, safe by default.
+
+The executed copies are the evidence; the committed ones are the procedure.
+A stray output would leak an old run (or a secret) into git; logic in a
+notebook would escape the library's tests and guards.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from runbook import runner
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SCENARIOS = {
+    "health_check", "deploy", "rollback", "database_down", "llm_provider_down",
+    "restore_drill", "restore_incident", "security_incident", "review",
+}
+
+
+def test_every_scenario_has_its_notebook() -> None:
+    assert {p.stem for p in NOTEBOOKS} == SCENARIOS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_shape(path: Path) -> None:
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "dealix-runbook"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    for cell in code:
+        assert cell.get("outputs") == [] and cell.get("execution_count") is None, (
+            f"{path.name}: committed with outputs (clear them before committing)"
+        )
+        assert "papermill" not in cell.get("metadata", {}), f"{path.name}: an executed copy"
+    # the first markdown cell names the runbook section it implements
+    first = "".join(next(c for c in nb["cells"] if c["cell_type"] == "markdown")["source"])
+    assert first.startswith("# ") and ("runbook" in first.lower() or "Runbook" in first)
+    # safe by default: the parameters cell defaults to the sandbox and a real run
+    params = runner.declared_parameters(path)
+    assert params["env"]["default"] == '"sandbox"', params["env"]
+    assert params["dry_run"]["default"] == "False"
+    meta = nb["metadata"].get("runbook", {})
+    assert isinstance(meta.get("changes"), bool), f"{path.name}: metadata.runbook.changes"
+    if meta["changes"]:
+        for name in ("confirm", "break_stale_lock"):
+            assert name in params, f"{path.name}: a changing notebook needs `{name}`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_stay_thin(path: Path) -> None:
+    """Prose plus short calls into lib/runbook: no raw commands, no loops of logic."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        tree = ast.parse(source)
+        raw = [
+            node for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("run", "probe") and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "s"
+        ]
+        assert not raw, f"{path.name}: a raw s.run/s.probe; put the operation in lib/runbook"
+        defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert not defs, f"{path.name}: functions and classes belong in lib/runbook"
+        assert len(source.splitlines()) <= 40, f"{path.name}: a code cell of {len(source.splitlines())} lines"
