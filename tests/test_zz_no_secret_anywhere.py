@@ -50,6 +50,9 @@ def test_no_sandbox_secret_in_any_evidence_of_the_session(sandbox, request, tmp_
     files = [f for root in roots if root.exists() for f in _evidence_files(root)]
     run_dirs = {f.parent for f in files if f.name == "record.json"}
     assert len(run_dirs) >= 50, f"only {len(run_dirs)} run folders found under {roots}"
+    # and the canaries tests planted and had the server print
+    secrets["canary (test_canary_notebook)"] = "cnry-Qm8vT3kZ1xW7pL5s"
+    secrets["canary (test_ssh_session)"] = "canary-7Hq2ZpX4vN8rT1wY"
     needles = {form: name for name, value in secrets.items() for form in _forms(value)}
     leaks = []
     for path in files:
