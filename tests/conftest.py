@@ -24,6 +24,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from runbook.sandbox import Sandbox, project_root
@@ -72,3 +73,14 @@ def plain_papermill(scenario: str, out: Path, timeout: float = 600) -> subproces
         text=True,
         timeout=timeout,
     )
+
+
+def runbook_notebook() -> nbformat.NotebookNode:
+    """A new, empty notebook on the project's kernel (tests add their cells)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "dealix-runbook",
+        "display_name": "Dealix runbook (.venv)",
+        "language": "python",
+    }
+    return nb

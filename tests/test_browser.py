@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 import nbformat
 import pytest
+from conftest import runbook_notebook
 
 from runbook.paths import project_root
 
@@ -62,12 +63,7 @@ def free_port() -> int:
 
 
 def confirm_notebook(path: Path, marker: Path) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "dealix-runbook",
-        "display_name": "Dealix runbook (.venv)",
-        "language": "python",
-    }
+    nb = runbook_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(
             f'env = "rehearsal"\nmarker = "{marker}"', metadata={"tags": ["parameters"]}

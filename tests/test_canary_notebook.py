@@ -16,6 +16,7 @@ import sys
 import urllib.parse
 
 import nbformat
+from conftest import runbook_notebook
 
 CANARY = "cnry-Qm8vT3kZ1xW7pL5s"
 
@@ -62,10 +63,7 @@ def test_canaries_printed_by_the_server_appear_nowhere(sandbox, tmp_path, monkey
     outputs = tmp_path / "outputs"
     monkeypatch.setenv("RUNBOOK_OUTPUTS", str(outputs))
     monkeypatch.setenv("RB_CANARY_TOKEN", CANARY)
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "dealix-runbook", "display_name": "Dealix runbook", "language": "python",
-    }
+    nb = runbook_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in (SETUP, LEAKS, CHECK, FAILS)]
     src, out = tmp_path / "canary.ipynb", tmp_path / "canary-out.ipynb"
     nbformat.write(nb, src)

@@ -21,6 +21,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from conftest import runbook_notebook
 
 from runbook import evidence_tools, history, runner
 from runbook.paths import project_root
@@ -81,12 +82,7 @@ BODIES = {
 
 
 def make_notebook(folder: Path, kind: str) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "dealix-runbook",
-        "display_name": "Dealix runbook (.venv)",
-        "language": "python",
-    }
+    nb = runbook_notebook()
     nb.cells = [
         nbformat.v4.new_markdown_cell(f"# Evidence test: {kind}"),
         nbformat.v4.new_code_cell(

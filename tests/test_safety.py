@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import runbook_notebook
 
 from runbook import Forbidden, NotConfirmed, ParameterError, open_session
 from runbook.paths import project_root
@@ -178,12 +179,7 @@ def test_changes_off_the_sandbox_need_confirmation(sandbox, rehearsal, tmp_path)
 
 
 def _notebook(path: Path, body: str) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "dealix-runbook",
-        "display_name": "Dealix runbook",
-        "language": "python",
-    }
+    nb = runbook_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(
             'env = "sandbox"\nconfirm = None\nmarker = ""', metadata={"tags": ["parameters"]}

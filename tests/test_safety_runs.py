@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import runbook_notebook
 
 from runbook import ParameterError, cli, runner
 
@@ -86,12 +87,7 @@ def test_stale_lock_is_broken_only_with_the_flag_and_recorded(
 
 
 def _failing_notebook(path: Path) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "dealix-runbook",
-        "display_name": "Dealix runbook (.venv)",
-        "language": "python",
-    }
+    nb = runbook_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(
             'env = "sandbox"\ndry_run = False\nconfirm = None', metadata={"tags": ["parameters"]}
