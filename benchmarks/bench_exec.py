@@ -164,7 +164,7 @@ def main() -> int:
     ap.add_argument("--mb", type=int, default=200, help="MB of output to stream")
     ap.add_argument("--rounds", type=int, default=5, help="rounds for the throughput medians")
     args = ap.parse_args()
-    from runbook.profile import sandbox_state
+    from runbook.core.profile import sandbox_state
 
     st = sandbox_state()
     print(f"execution core benchmark against sshd {st['ssh_host']}:{st['ssh_port']} ({os.cpu_count()} cores)")

@@ -109,7 +109,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    from runbook import history
+    from runbook.evidence import history
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-history-"))
     try:

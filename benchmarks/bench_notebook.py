@@ -26,7 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = """
-from runbook import health, open_session
+from runbook import open_session
+from runbook.scenarios import health_check as health
 s = open_session("health_check", env="sandbox")
 health.check_all(s)
 s.done()

@@ -33,8 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from runbook import backups, open_session
-from runbook.profile import sandbox_state
+from runbook import open_session
+from runbook.core.profile import sandbox_state
+from runbook.scenarios import restore_drill as backups
 
 SRC, DST = "bench_src", "bench_dst"
 TABLES = ("leads", "lead_notes", "llm_calls", "webhook_events")

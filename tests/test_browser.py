@@ -31,7 +31,7 @@ import nbformat
 import pytest
 from conftest import runbook_notebook
 
-from runbook.paths import project_root
+from runbook.core.paths import project_root
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="pip install playwright (no browser download)"

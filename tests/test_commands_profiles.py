@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from runbook.core.profile import load_profile
+from runbook.core.transport import LocalTransport
 from runbook.errors import ParameterError
-from runbook.profile import load_profile
 from runbook.session import build_command
-from runbook.transport import LocalTransport
 
 HOSTILE = [
     "; touch {p}",

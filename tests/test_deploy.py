@@ -20,9 +20,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from runbook import deploy, runner
+from runbook.cli import run as runner
 from runbook.sandbox import Sandbox
 from runbook.sandbox.procs import http_get
+from runbook.scenarios import deploy
 
 ROOT = Path(__file__).resolve().parents[1]
 WATCH = 0.05  # minutes: three seconds of watching is enough to exercise the loop

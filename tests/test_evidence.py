@@ -23,10 +23,12 @@ import pandas as pd
 import pytest
 from conftest import runbook_notebook
 
-from runbook import evidence_tools, history, runner
-from runbook.paths import project_root
-from runbook.profile import load_profile
-from runbook.secrets import read_env_file
+from runbook.cli import run as runner
+from runbook.core.paths import project_root
+from runbook.core.profile import load_profile
+from runbook.core.secrets import read_env_file
+from runbook.evidence import history
+from runbook.evidence import seal as evidence_tools
 
 ROOT = project_root()
 PY = sys.executable
@@ -190,7 +192,7 @@ def test_signal_ends_the_run_cleanly_with_the_notebook_saved(
 ):
     marker = tmp_path / "started"
     script = (
-        "import sys; from pathlib import Path; from runbook.runner import run_notebook\n"
+        "import sys; from pathlib import Path; from runbook.cli.run import run_notebook\n"
         "code, d = run_notebook(Path(sys.argv[1]), 'ev_interrupted', {'marker': sys.argv[2]},"
         " quiet=True)\n"
         "print(d)\nsys.exit(code)"

@@ -9,9 +9,9 @@ from datetime import date
 
 import pytest
 
+from runbook.core.profile import load_profile
 from runbook.errors import Forbidden
-from runbook.guards import RULES, Guards
-from runbook.profile import load_profile
+from runbook.safety.guards import RULES, Guards
 
 PROD = load_profile("production")
 TODAY = date(2026, 11, 27)
@@ -237,7 +237,7 @@ def test_downgrades_are_counted_across_the_run() -> None:
 
 def test_llm_priority_value_is_a_list_of_known_providers() -> None:
     from runbook.errors import ParameterError
-    from runbook.guards import check_provider_priority
+    from runbook.safety.guards import check_provider_priority
 
     check_provider_priority("openai,google,anthropic", PROD)
     check_provider_priority("google", PROD)

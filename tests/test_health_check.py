@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import plain_papermill
 
-from runbook import runner
+from runbook.cli import run as runner
 
 ROOT = Path(__file__).resolve().parents[1]
 

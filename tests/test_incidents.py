@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from runbook import llm, open_session, runner
-from runbook.sandbox.faults_incidents import webhook_events_file
+from runbook import open_session
+from runbook.cli import run as runner
+from runbook.sandbox.faults.database_down import webhook_events_file
+from runbook.scenarios import llm_provider_down as llm
 
 
 @pytest.fixture(autouse=True)

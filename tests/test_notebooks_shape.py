@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook import runner
+from runbook.core import catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -41,7 +41,7 @@ def test_committed_notebook_shape(path: Path) -> None:
     first = "".join(next(c for c in nb["cells"] if c["cell_type"] == "markdown")["source"])
     assert first.startswith("# ") and ("runbook" in first.lower() or "Runbook" in first)
     # safe by default: the parameters cell defaults to the sandbox and a real run
-    params = runner.declared_parameters(path)
+    params = catalog.declared_parameters(path)
     assert params["env"]["default"] == '"sandbox"', params["env"]
     assert params["dry_run"]["default"] == "False"
     meta = nb["metadata"].get("runbook", {})

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from runbook import ParameterError
-from runbook.profile import load_profile
+from runbook.core.profile import load_profile
 
 BASE = """\
 name: base

@@ -8,8 +8,8 @@ import urllib.parse
 
 import pytest
 
-from runbook.output import StreamCapture
-from runbook.redact import Redactor
+from runbook.core.output import StreamCapture
+from runbook.core.redact import Redactor
 
 CANARY = "canary-Zq8T2vLx9pW4"
 

@@ -21,9 +21,11 @@ import pytest
 from conftest import plain_papermill
 from nbclient import NotebookClient
 
-from runbook import backups, open_session, runner
-from runbook.profile import load_profile
+from runbook import open_session
+from runbook.cli import run as runner
+from runbook.core.profile import load_profile
 from runbook.sandbox import Sandbox
+from runbook.scenarios import restore_drill as backups
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = "dealix_restore_test"
@@ -547,7 +549,8 @@ def test_jupyterlab_gets_a_widget_bar_that_fills(sandbox, tmp_path, monkeypatch)
     monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "lab.ipynb"))
     monkeypatch.delenv("RUNBOOK_RUN_DIR", raising=False)
     code = f"""
-from runbook import backups, open_session
+from runbook import open_session
+from runbook.scenarios import restore_drill as backups
 s = open_session("restore_drill", env="sandbox", run_dir={str(tmp_path / "run")!r})
 backups.create_database(s, "dealix_bar_test")
 try:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runbook import review as rv
-from runbook import runner
+from runbook.cli import run as runner
+from runbook.scenarios import review as rv
 
 AS_OF = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 SCENARIOS = ["deploy", "health_check", "restore_drill"]
@@ -187,7 +187,7 @@ def test_review_notebook_exits_zero_when_nothing_is_due(sandbox, tmp_path, monke
 def test_the_drill_counts_on_staging_as_cron_runs_it_never_on_a_sandbox(tmp_path: Path) -> None:
     """The README's cron/timer run `restore_drill --env staging`: the review must count
     that, and never a rehearsal on a sandbox profile (kind sandbox, e.g. sandbox-isolated)."""
-    from runbook.profile import load_profile
+    from runbook.core.profile import load_profile
 
     staging = load_profile("staging")
     assert staging.kind == "staging"

@@ -18,7 +18,7 @@ import pytest
 from conftest import runbook_notebook
 
 from runbook import Forbidden, NotConfirmed, ParameterError, open_session
-from runbook.paths import project_root
+from runbook.core.paths import project_root
 
 ROOT = project_root()
 
@@ -506,7 +506,7 @@ def test_parameters_holding_an_environment_secret_are_refused(
             open_session("x", env="sandbox", run_dir=tmp_path / "r", parameters=params)
         assert info.value.key == key and value not in str(info.value)
     # a secret from the file inside a list is refused too
-    from runbook.secrets import read_env_file
+    from runbook.core.secrets import read_env_file
 
     admin = read_env_file(Path(sandbox.state["secrets_file"]))["DEALIX_ADMIN_KEY"]
     with pytest.raises(ParameterError):
@@ -549,7 +549,7 @@ def test_llm_priority_edit_refuses_a_value_that_writes_other_lines(sandbox, sess
 
 
 def test_changing_http_by_default_for_methods_that_write(sandbox, tmp_path) -> None:
-    from runbook.http import HttpClient
+    from runbook.ops.http import HttpClient
 
     s = open_session("x", env="sandbox", dry_run=True, run_dir=tmp_path / "run")
     client = HttpClient(s, "dealix-api", s.profile.api.base_url, verify=False)

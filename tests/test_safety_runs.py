@@ -13,7 +13,10 @@ import nbformat
 import pytest
 from conftest import runbook_notebook
 
-from runbook import ParameterError, cli, runner
+from runbook import ParameterError
+from runbook.cli import main as cli
+from runbook.cli import run as runner
+from runbook.core import catalog
 
 
 def _lock_dir(sb) -> Path:
@@ -30,8 +33,8 @@ def _events(run_dir: Path) -> list[dict]:
 
 @pytest.mark.parametrize("scenario", ["restore_drill", "restore_incident", "security_incident"])
 def test_notebooks_declare_break_stale_lock_and_pass_it_on(scenario: str) -> None:
-    path = runner.notebook_path(scenario)
-    assert runner.declared_parameters(path)["break_stale_lock"]["default"] == "False"
+    path = catalog.notebook_path(scenario)
+    assert catalog.declared_parameters(path)["break_stale_lock"]["default"] == "False"
     nb = nbformat.read(path, as_version=4)
     opening = next(c.source for c in nb.cells if "open_session(" in c.source)
     assert "break_stale_lock=break_stale_lock" in opening

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from runbook import runner, security
-from runbook.sandbox import build, faults_security
+from runbook.cli import run as runner
+from runbook.sandbox import build
+from runbook.sandbox.faults import security_incident as faults_security
 from runbook.sandbox.procs import http_get
+from runbook.scenarios import security_incident as security
 
 FIREWALL_ROWS = (
     "Firewall rules saved",

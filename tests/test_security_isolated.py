@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from runbook import runner, security
-from runbook.sandbox import Sandbox, build, faults_security, isolated
+from runbook.cli import run as runner
+from runbook.sandbox import Sandbox, build, isolated
+from runbook.sandbox.faults import security_incident as faults_security
 from runbook.sandbox.procs import http_get
+from runbook.scenarios import security_incident as security
 
 
 def missing_for_isolated() -> list[str]:

@@ -16,7 +16,7 @@ from runbook import (
     ParameterError,
     open_session,
 )
-from runbook.transport import SSHTarget, SSHTransport
+from runbook.core.transport import SSHTarget, SSHTransport
 
 
 @pytest.fixture

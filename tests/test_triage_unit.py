@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from runbook import llm
-from runbook import triage as tr
+from runbook.scenarios import database_down as tr
+from runbook.scenarios import llm_provider_down as llm
 
 HEALTHY = {
     "deep_status": "green",

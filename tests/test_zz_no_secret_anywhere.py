@@ -20,9 +20,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from runbook.paths import project_root
-from runbook.profile import load_profile
-from runbook.secrets import read_env_file
+from runbook.core.paths import project_root
+from runbook.core.profile import load_profile
+from runbook.core.secrets import read_env_file
 
 
 def _forms(value: str) -> set[bytes]:

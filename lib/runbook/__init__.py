@@ -1,5 +1,12 @@
 """The Dealix runbook library: sessions, safe remote execution, checks and evidence.
 
+This module is the public surface (`__all__`, tested): open a session or a
+scenario, the result and check types, and the error tree with its outcome
+table. Everything else is reached through its package, layer by layer:
+`runbook.core`, `runbook.safety`, `runbook.ops`, `runbook.session`,
+`runbook.scenarios.<notebook name>`, `runbook.evidence`, `runbook.cli`,
+`runbook.sandbox`.
+
 Example::
 
     from runbook import open_session
@@ -8,7 +15,10 @@ Example::
     s.done()
 """
 
+from runbook.checks import Check
 from runbook.errors import (
+    OUTCOMES,
+    CommandError,
     CommandFailed,
     CommandInterrupted,
     CommandTimedOut,
@@ -20,12 +30,17 @@ from runbook.errors import (
     HTTPFailed,
     NotConfirmed,
     ParameterError,
+    RestoreFailed,
     RunbookError,
+    outcome_of,
 )
 from runbook.result import Result
 from runbook.session import Session, open_session
 
 __all__ = [
+    "OUTCOMES",
+    "Check",
+    "CommandError",
     "CommandFailed",
     "CommandInterrupted",
     "CommandTimedOut",
@@ -37,8 +52,10 @@ __all__ = [
     "HostKeyUnknown",
     "NotConfirmed",
     "ParameterError",
+    "RestoreFailed",
     "Result",
     "RunbookError",
     "Session",
     "open_session",
+    "outcome_of",
 ]

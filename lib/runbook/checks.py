@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from runbook.evidence import iso, utc_now
+from runbook.clock import iso, utc_now
 
 PASSED, FAILED, NOT_AVAILABLE = "passed", "failed", "not available"
 

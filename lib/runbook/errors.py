@@ -14,9 +14,24 @@ session's redactor, so it is safe to show in a notebook or a record::
     │   ├── CommandTimedOut                stopped after its timeout; the remote process was killed
     │   └── CommandInterrupted             the connection died while it ran; it is NOT re-run
     ├── HTTPFailed                         an HTTP call failed or answered with an error status
+    ├── RestoreFailed                      a restore did not complete (says what is left, how to go back)
     ├── NotConfirmed                       a changing call without the operator's confirmation
     ├── Forbidden                          a runbook rule refused the action (names the rule)
     └── DefinitionOfDoneNotMet             `session.done()` found failed checks
+
+Each error maps to one outcome of the run (record.json's "outcome") and each
+outcome to one exit code of `runbook run`; `OUTCOMES` and `outcome_of` are the
+only table, read by the session and the runner alike::
+
+    outcome       exit  raised as
+    ok               0  (no error)
+    failed           1  any other error
+    parameters       2  ParameterError
+    dod_not_met      3  DefinitionOfDoneNotMet
+    refused          4  Forbidden, NotConfirmed
+    interrupted      5  CommandInterrupted, KeyboardInterrupt
+    timed_out        6  CommandTimedOut
+    kernel_died      7  (the runner: the kernel died)
 
 Example::
 
@@ -24,6 +39,8 @@ Example::
     >>> err = Forbidden("no-push-to-main", "git push to main", source="Appendix B")
     >>> isinstance(err, RunbookError), err.rule
     (True, 'no-push-to-main')
+    >>> outcome_of(err), OUTCOMES[outcome_of(err)]
+    ('refused', 4)
 """
 
 from __future__ import annotations
@@ -121,6 +138,10 @@ class HTTPFailed(RunbookError):
         super().__init__(message)
 
 
+class RestoreFailed(RunbookError):
+    """A restore did not complete; the message says what is left and how to go back."""
+
+
 class NotConfirmed(RunbookError):
     """A changing call on a non-sandbox environment lacks confirmation."""
 
@@ -156,3 +177,57 @@ class DefinitionOfDoneNotMet(RunbookError):
         failed = [c for c in self.checks if c.status == "failed"]
         names = ", ".join(c.name for c in failed) or "(none)"
         super().__init__(f"definition of done not met: {len(failed)} check(s) failed: {names}")
+
+
+# outcome -> exit code of `runbook run`
+OUTCOMES: dict[str, int] = {
+    "ok": 0,
+    "failed": 1,
+    "parameters": 2,
+    "dod_not_met": 3,
+    "refused": 4,
+    "interrupted": 5,
+    "timed_out": 6,
+    "kernel_died": 7,
+}
+
+# checked in order: the first class the error is an instance of names the outcome
+_OUTCOME_OF: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+    ((DefinitionOfDoneNotMet,), "dod_not_met"),
+    ((Forbidden, NotConfirmed), "refused"),
+    ((ParameterError,), "parameters"),
+    ((CommandTimedOut,), "timed_out"),
+    ((CommandInterrupted, KeyboardInterrupt), "interrupted"),
+)
+
+
+def outcome_of(error: BaseException | type[BaseException] | str) -> str:
+    """The run's outcome for an error, its class, or its class's name.
+
+    The name is what the runner has when the error was raised in the kernel
+    (papermill's `ename`); a name outside this tree gives "failed".
+
+    >>> outcome_of(ParameterError("bad")), outcome_of("CommandTimedOut"), outcome_of(OSError)
+    ('parameters', 'timed_out', 'failed')
+    >>> outcome_of(KeyboardInterrupt()), outcome_of("HostKeyMismatch")
+    ('interrupted', 'failed')
+    """
+    if isinstance(error, str):
+        known = {c.__name__: c for classes, _ in _OUTCOME_OF for c in classes}
+        known.update({c.__name__: c for c in _subclasses(RunbookError)})
+        cls: type[BaseException] | None = known.get(error)
+        if cls is None:
+            return "failed"
+    else:
+        cls = error if isinstance(error, type) else type(error)
+    for classes, outcome in _OUTCOME_OF:
+        if issubclass(cls, classes):
+            return outcome
+    return "failed"
+
+
+def _subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out

@@ -40,6 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from runbook.checks import FAILED, Check, checks_frame
+from runbook.core.evidence import RECORD_SCHEMA, Evidence, iso, new_run_dir, utc_now
+from runbook.core.output import StreamCapture
+from runbook.core.paths import project_root
+from runbook.core.profile import Profile, load_profile
+from runbook.core.redact import Redactor
+from runbook.core.secrets import SecretStore, parameter_holding_secret, secret_values
+from runbook.core.transport import LocalTransport, SSHTarget, SSHTransport, Transport, quote_command
 from runbook.errors import (
     CommandFailed,
     CommandInterrupted,
@@ -49,21 +56,17 @@ from runbook.errors import (
     NotConfirmed,
     ParameterError,
     RunbookError,
+    outcome_of,
 )
-from runbook.evidence import RECORD_SCHEMA, Evidence, iso, new_run_dir, utc_now
-from runbook.guards import Guards, check_provider_priority, forbid
-from runbook.lock import HostLock
-from runbook.output import StreamCapture
-from runbook.paths import project_root
-from runbook.profile import Profile, load_profile
-from runbook.redact import Redactor
 from runbook.result import Result, describe_failure
-from runbook.secrets import SecretStore, parameter_holding_secret, secret_values
-from runbook.transport import LocalTransport, SSHTarget, SSHTransport, Transport, quote_command
+from runbook.safety.guards import Guards, check_provider_priority, forbid
+from runbook.safety.lock import HostLock
 
 Command = str | Sequence[str]
 # procedures that lift a rule, each for its own scenario only (guards.py)
 PROCEDURES = frozenset({"restore_incident"})
+# the session's HTTP clients (cached properties) that close() closes
+HTTP_CLIENTS = ("api", "github")
 
 
 @dataclass
@@ -127,6 +130,9 @@ class Session:
         self.started = utc_now()
         self._t0 = time.monotonic()
         self.scenario = scenario
+        # known once, when the run opens: the record and the lock's owner file read them
+        self.operator = _operator()
+        self.operator_host = socket.gethostname()
         self.redactor = Redactor()
         self.profile = profile or load_profile(env)
         self.env = self.profile.name
@@ -160,7 +166,7 @@ class Session:
         self.guards = Guards(self.profile, approved_by=approved_by, procedure=procedure)
         self.break_stale_lock = break_stale_lock
         self.lock: HostLock | None = None
-        # the host lock is taken on the first real change (see _allow_change)
+        # the host lock is taken on the first real change (see allow_change)
         self._taking_lock = False
         self._secrets_verified = False
         chosen = run_dir or os.environ.get("RUNBOOK_RUN_DIR")
@@ -225,7 +231,7 @@ class Session:
     def _required_secret_names(self) -> list[str]:
         """The variables named by `require_secrets` (profile roles like "sentry_token"
         resolved to this environment's variable names) and by the scenario's notebook."""
-        from runbook.scenarios import required_secrets
+        from runbook.core.catalog import required_secrets
 
         return required_secrets(self.scenario, self.profile, self.require_secrets)
 
@@ -311,7 +317,7 @@ class Session:
             f"{self.profile.target.user}@{self.profile.target.host}:{self.profile.target.port}"
         )
         self.guard_command(text, changing=changing, stdin=stdin)
-        if changing and not self._allow_change(shown, kind="command"):
+        if changing and not self.allow_change(shown, kind="command"):
             return Result(
                 command=shown,
                 target=target,
@@ -462,7 +468,7 @@ class Session:
     def write_file(self, path: str, data: bytes, *, mode: int | None = None) -> bool:
         """Write a file on the target atomically (changing). False in dry-run."""
         self.guards.check_write(path, f"write {path}")
-        if not self._allow_change(f"write {len(data)} bytes to {path}", kind="file"):
+        if not self.allow_change(f"write {len(data)} bytes to {path}", kind="file"):
             return False
         self.transport.write_file(path, data, mode)
         self.changes.append(Change("file", f"write {path}", self.current_step))
@@ -543,7 +549,7 @@ class Session:
             self.lock.release()
 
     # ------------------------------------------------------- confirmation
-    def _allow_change(self, what: str, *, kind: str) -> bool:
+    def allow_change(self, what: str, *, kind: str) -> bool:
         """True if a changing call may go ahead now; False in dry-run (recorded).
 
         Before the first change: every secret the run needs must be set (in dry-run
@@ -710,16 +716,7 @@ class Session:
 
     def record_failure(self, exc: BaseException) -> None:
         """Note an uncaught error in the record (called from the IPython hook)."""
-        if isinstance(exc, DefinitionOfDoneNotMet):
-            self._outcome = "dod_not_met"
-        elif isinstance(exc, (Forbidden, NotConfirmed)):
-            self._outcome = "refused"
-        elif isinstance(exc, CommandTimedOut):
-            self._outcome = "timed_out"
-        elif isinstance(exc, (KeyboardInterrupt, CommandInterrupted)):
-            self._outcome = "interrupted"
-        else:
-            self._outcome = "failed"
+        self._outcome = outcome_of(exc)
         self._error = {
             "type": type(exc).__name__,
             "message": self.redactor.redact(str(exc))[:4000],
@@ -736,8 +733,8 @@ class Session:
             "environment_kind": self.profile.kind,
             "target": self.profile.target.host,
             "run_dir": str(self.run_dir),
-            "operator": _operator(),
-            "operator_host": socket.gethostname(),
+            "operator": self.operator,
+            "operator_host": self.operator_host,
             "runbook_sha": _runbook_sha(),
             "parameters": self.parameters,
             "dry_run": self.dry_run,
@@ -765,15 +762,17 @@ class Session:
         """Release the lock and close connections (the record stays as written)."""
         with contextlib.suppress(Exception):
             self.release_lock()
-        for client in ("_api",):
+        # the HTTP clients are cached properties: stored under their own names
+        for client in HTTP_CLIENTS:
             obj = self.__dict__.get(client)
             if obj is not None:
-                obj.close()
+                with contextlib.suppress(Exception):
+                    obj.close()
         if self._transport is not None:
             self._transport.close()
 
     # ------------------------------------------------------ log helpers
-    def _log_http(
+    def log_http(
         self,
         name: str,
         shown: str,
@@ -801,41 +800,41 @@ class Session:
 
     # ------------------------------------------------------- operations
     @cached_property
-    def api(self):  # -> runbook.api.DealixAPI
+    def api(self):  # -> runbook.ops.api.DealixAPI
         """The Dealix API (admin key from the secrets, never a parameter)."""
-        from runbook.api import DealixAPI
+        from runbook.ops.api import DealixAPI
 
         return DealixAPI(self)
 
     @cached_property
-    def services(self):  # -> runbook.services.Services
-        from runbook.services import Services
+    def services(self):  # -> runbook.ops.services.Services
+        from runbook.ops.services import Services
 
         return Services(self)
 
     @cached_property
-    def db(self):  # -> runbook.postgres.Postgres
-        from runbook.postgres import Postgres
+    def db(self):  # -> runbook.ops.postgres.Postgres
+        from runbook.ops.postgres import Postgres
 
         return Postgres(self)
 
     @cached_property
-    def git(self):  # -> runbook.appops.Git
+    def git(self):  # -> runbook.ops.appops.Git
         """git in the app's checkout on the server."""
-        from runbook.appops import Git
+        from runbook.ops.appops import Git
 
         return Git(self)
 
     @cached_property
-    def alembic(self):  # -> runbook.appops.Alembic
+    def alembic(self):  # -> runbook.ops.appops.Alembic
         """alembic in the app's venv on the server."""
-        from runbook.appops import Alembic
+        from runbook.ops.appops import Alembic
 
         return Alembic(self)
 
     @cached_property
-    def github(self):  # -> runbook.github.GitHub
-        from runbook.github import GitHub
+    def github(self):  # -> runbook.ops.github.GitHub
+        from runbook.ops.github import GitHub
 
         return GitHub(self)
 
@@ -915,7 +914,7 @@ def replace_env_line(text: str, key: str, value: str) -> tuple[str, str | None]:
 
 def _env_value(text: str, key: str) -> str | None:
     """The value of `key` in .env text (quotes removed), or None."""
-    from runbook.secrets import parse_env_text
+    from runbook.core.secrets import parse_env_text
 
     return parse_env_text(text).get(key)
 

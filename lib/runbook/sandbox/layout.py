@@ -21,8 +21,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from runbook.paths import project_root as project_root
-from runbook.paths import sandbox_state_dir
+from runbook.core.paths import project_root as project_root
+from runbook.core.paths import sandbox_state_dir
 
 # Bumped when the layout changes incompatibly; an older state dir then asks
 # for `up --fresh` instead of being half-reused.

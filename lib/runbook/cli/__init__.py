@@ -1,0 +1,1 @@
+"""The `runbook` command (layer 7): main (the entry point), run (the notebook runner), evidence."""

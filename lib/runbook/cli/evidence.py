@@ -1,0 +1,98 @@
+"""The evidence subcommands of `runbook`: verify, history, postmortem, seal.
+
+Exit codes: 0 all good; 1 a difference or a broken chain was found (or no
+record matched); 2 bad usage (no such folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from runbook.evidence import seal as evidence_tools
+
+
+def run_command(args: argparse.Namespace) -> int:
+    return {
+        "verify": verify,
+        "history": history,
+        "postmortem": postmortem,
+        "seal": seal,
+    }[args.command](args)
+
+
+def _run_dir(text: str | None) -> Path | None:
+    if not text:
+        print("runbook: give a run folder", file=sys.stderr)
+        return None
+    path = Path(text)
+    if not path.is_dir():
+        print(f"runbook: no folder {path}", file=sys.stderr)
+        return None
+    return path
+
+
+def verify(args: argparse.Namespace) -> int:
+    if args.chain:
+        root = Path(args.run_dir) if args.run_dir else None
+        problems = evidence_tools.verify_chain(root)
+        entries = evidence_tools.chain_entries(root or evidence_tools.outputs_dir())
+        if problems:
+            print(f"CHAIN BROKEN: {len(problems)} problem(s) in {len(entries)} sealed runs")
+            for line in problems:
+                print(f"  {line}")
+            return 1
+        print(f"CHAIN OK: {len(entries)} sealed runs, every folder present and unchanged")
+        return 0
+    path = _run_dir(args.run_dir)
+    if path is None:
+        return 2
+    result = evidence_tools.verify_run(path)
+    print(result.report())
+    if result.ok:
+        print(f"  {len(evidence_tools.read_manifest(path))} files match {evidence_tools.MANIFEST}")
+    return 0 if result.ok else 1
+
+
+def history(args: argparse.Namespace) -> int:
+    from runbook.evidence import history as hist
+
+    df = hist.load(
+        Path(args.outputs) if args.outputs else None,
+        scenario=args.scenario,
+        env=args.env,
+        since=args.since,
+    )
+    sys.stdout.write(hist.render(df, args.format).rstrip("\n") + "\n")
+    if args.plot:
+        path = hist.plot(df, Path(args.plot))
+        print(f"plot: {path}", file=sys.stderr)
+    return 0 if len(df) else 1
+
+
+def postmortem(args: argparse.Namespace) -> int:
+    from runbook.evidence import postmortem as pm
+
+    path = _run_dir(args.run_dir)
+    if path is None:
+        return 2
+    if not (path / "record.json").exists():
+        print(f"runbook: no record.json in {path}", file=sys.stderr)
+        return 2
+    out, text = pm.write(path)
+    sys.stdout.write(text)
+    print(f"\n(draft written to {out})", file=sys.stderr)
+    return 0
+
+
+def seal(args: argparse.Namespace) -> int:
+    path = _run_dir(args.run_dir)
+    if path is None:
+        return 2
+    if (path / evidence_tools.MANIFEST).exists():
+        print(f"runbook: {path} is sealed already; `runbook verify` it", file=sys.stderr)
+        return 1
+    info = evidence_tools.seal(path)
+    print(f"sealed {path}: manifest {info['manifest']}, html {info['html']}")
+    return 0

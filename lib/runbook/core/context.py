@@ -1,0 +1,76 @@
+"""What an operation needs from the run it belongs to: the `OpsContext` protocol.
+
+The operations (runbook.ops) and the host lock (runbook.safety.lock) take an
+`OpsContext` instead of the session, so they never import it: the session
+(layer 4) sits above them and implements this protocol. A test or a tool can
+hand them any object with these members.
+
+Example::
+
+    >>> from runbook.core.context import OpsContext
+    >>> sorted(n for n in vars(OpsContext) if not n.startswith("_"))
+    ['allow_change', 'current_step', 'log_http', 'probe', 'run', 'transport']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from runbook.core.evidence import Evidence
+    from runbook.core.profile import Profile
+    from runbook.core.redact import Redactor
+    from runbook.core.secrets import SecretStore
+    from runbook.core.transport import Transport
+    from runbook.result import Result
+    from runbook.safety.guards import Guards
+
+Command = str | Sequence[str]
+
+
+class OpsContext(Protocol):
+    """The run as the operations see it (the session implements it)."""
+
+    env: str
+    scenario: str
+    dry_run: bool
+    profile: Profile
+    redactor: Redactor
+    secrets: SecretStore
+    guards: Guards
+    evidence: Evidence
+    # who runs this, for the lock's owner file: known when the run opens
+    operator: str
+    operator_host: str
+
+    @property
+    def transport(self) -> Transport: ...
+
+    @property
+    def current_step(self) -> str | None: ...
+
+    def probe(self, command: Command, **kw: Any) -> Result:
+        """Run a read-only command (always runs)."""
+        ...
+
+    def run(self, command: Command, **kw: Any) -> Result:
+        """Run a changing command (dry-run, confirmation, guards and the lock apply)."""
+        ...
+
+    def allow_change(self, what: str, *, kind: str) -> bool:
+        """The change check: True if a change may go ahead now, False in dry-run (recorded)."""
+        ...
+
+    def log_http(
+        self,
+        name: str,
+        shown: str,
+        status: int | None,
+        duration: float,
+        size: int,
+        changing: bool,
+        error: str | None = None,
+    ) -> None:
+        """Record one HTTP call (already redacted) in the run's evidence."""
+        ...

@@ -1,0 +1,5 @@
+"""Operations (layer 3): one module per concern (HTTP, the Dealix API, GitHub, Sentry, PostHog, git,
+alembic, Postgres, services, backups, logs, firewall), each written once.
+
+They never import the session: they take an `OpsContext` (runbook.core.context) that the
+session implements."""

@@ -1,0 +1,76 @@
+"""The Dealix API: health, pricing, DLQs, approvals, admin probes.
+
+The admin key comes from the session's secrets (never a parameter) and is
+sent only on `/api/v1/admin/*` calls.
+
+Example (in a notebook)::
+
+    s.api.deep_health()["postgres"]["status"]       # 'green'
+    s.api.dlq_stats()["queues"]                      # {'WEBHOOKS_DLQ': 0, ...}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from runbook.ops.http import HttpClient, HttpResponse
+
+if TYPE_CHECKING:
+    from runbook.core.context import OpsContext
+
+QUEUES = {"webhooks": "WEBHOOKS_DLQ", "outbound": "OUTBOUND_DLQ", "enrichment": "ENRICHMENT_DLQ"}
+
+
+class DealixAPI(HttpClient):
+    def __init__(self, ctx: OpsContext):
+        p = ctx.profile.api
+        super().__init__(ctx, "dealix-api", p.base_url, verify=p.verify_tls, timeout=p.timeout)
+
+    def _admin_headers(self) -> dict[str, str]:
+        key = self.ctx.secrets.get(self.ctx.profile.secrets.admin_key)
+        assert key is not None
+        return {"X-API-Key": key}
+
+    def admin_get(self, path: str, **kw: Any) -> HttpResponse:
+        return self.get(path, headers=self._admin_headers(), **kw)
+
+    def admin_post(self, path: str, **kw: Any) -> HttpResponse:
+        return self.post(path, headers=self._admin_headers(), **kw)
+
+    # -- read-only ----------------------------------------------------------
+    def health(self) -> HttpResponse:
+        """`GET /health` (any status: the caller judges it)."""
+        return self.get("/health", accept=tuple(range(100, 600)))
+
+    def deep_health(self) -> dict[str, Any]:
+        """`GET /health/deep` as a dict, with `http_status` added (503 when not green)."""
+        resp = self.get("/health/deep", accept=tuple(range(100, 600)))
+        body = resp.json() if isinstance(resp.json(), dict) else {"status": "red", "raw": resp.text}
+        body["http_status"] = resp.status
+        return body
+
+    def pricing_plans(self) -> list[dict[str, Any]]:
+        return self.get("/api/v1/pricing/plans").json()["plans"]
+
+    def dlq_stats(self) -> dict[str, Any]:
+        return self.admin_get("/api/v1/admin/dlq/stats").json()
+
+    def pending_approvals(self) -> dict[str, Any]:
+        return self.admin_get("/api/v1/admin/approvals/pending").json()
+
+    # -- changing -------------------------------------------------------------
+    def sentry_check(self) -> HttpResponse:
+        """Trigger the Sentry and PostHog probes (sends real events: a changing call)."""
+        return self.admin_get("/api/v1/admin/sentry-check", changing=True)
+
+    def drain(self, queue: str, limit: int) -> HttpResponse:
+        """`POST /api/v1/admin/dlq/{queue}/drain?limit=N`."""
+        if queue not in QUEUES:
+            from runbook.errors import ParameterError
+
+            raise ParameterError(
+                f"unknown queue {queue!r}: one of {', '.join(QUEUES)}", key="queue"
+            )
+        return self.admin_post(
+            f"/api/v1/admin/dlq/{queue}/drain", params={"limit": limit}, changing=True
+        )

@@ -1,0 +1,177 @@
+"""The host lock: one changing run per host at a time.
+
+A directory on the server (`mkdir` is atomic) holding `owner.json` (run,
+scenario, operator, their host, start time) and a `heartbeat` file the
+holder touches every 30 s. A second changing run is refused with who holds
+the lock and since when. A lock whose heartbeat is older than 2 minutes is
+stale (its run died); it is broken only when the run asks for it
+(`runbook run SCENARIO --break-stale-lock`, papermill `-p break_stale_lock True`,
+`open_session(..., break_stale_lock=True)`), and the record says whose lock it
+was and who broke it.
+
+The session takes the lock by itself before its first real change (after the
+confirmation; dry runs and read-only runs take none) and releases it in
+`done()`, `close()`, or when the kernel exits after a failed run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import shlex
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from runbook.clock import iso, utc_now
+from runbook.errors import Forbidden
+
+if TYPE_CHECKING:
+    from runbook.core.context import OpsContext
+
+HEARTBEAT_S = 30
+STALE_S = 120
+RULE = "one-changing-run-per-host"
+SOURCE = "Safety model: one mutating run per host at a time"
+
+
+class HostLock:
+    def __init__(self, ctx: OpsContext, *, break_stale: bool = False):
+        self.ctx = ctx
+        self.path = ctx.profile.app.lock_path
+        self.break_stale = break_stale
+        self.run_id = uuid.uuid4().hex
+        self.held = False
+        self.broken: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.owner = {
+            "run_id": self.run_id,
+            "scenario": ctx.scenario,
+            "environment": ctx.env,
+            "operator": ctx.operator,
+            "operator_host": ctx.operator_host,
+            "started": iso(utc_now()),
+        }
+
+    def info(self) -> dict[str, Any]:
+        return {"path": self.path, "held": self.held, "owner": self.owner, "broken": self.broken}
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds the lock now (read-only), with the heartbeat's age in seconds."""
+        q = shlex.quote(self.path)
+        r = self.ctx.probe(
+            f"cat {q}/owner.json 2>/dev/null && echo && "
+            f"echo $(( $(date +%s) - $(stat -c %Y {q}/heartbeat 2>/dev/null || echo 0) ))",
+            shell=True,
+            warn=True,
+            label="lock-holder",
+        )
+        if not r.ok or not r.stdout.strip():
+            return None
+        lines = r.stdout.strip().splitlines()
+        try:
+            owner = json.loads(lines[0])
+        except ValueError:
+            owner = {"raw": lines[0]}
+        owner["heartbeat_age_s"] = int(lines[-1]) if lines[-1].strip().isdigit() else None
+        return owner
+
+    def acquire(self) -> None:
+        if self.held:
+            return
+        s = self.ctx
+        q = shlex.quote(self.path)
+        body = shlex.quote(json.dumps(self.owner))
+        cmd = (
+            f"mkdir -p \"$(dirname {q})\" && mkdir {q} && printf '%s' {body} > {q}/owner.json"
+            f" && touch {q}/heartbeat"
+        )
+        for _attempt in (1, 2):
+            current = self.holder()
+            if current is None:
+                r = s.run(cmd, shell=True, warn=True, label="lock-acquire")
+                if r.dry_run:
+                    return
+                if r.ok:
+                    self.held = True
+                    self._start_heartbeat()
+                    atexit.register(self.release)
+                    s.evidence.append({"kind": "lock", "event": "acquired", "path": self.path})
+                    return
+                continue  # lost a race: read the new holder
+            age = current.get("heartbeat_age_s")
+            stale = age is None or age > STALE_S
+            who = (
+                f"{current.get('operator', '?')}@{current.get('operator_host', '?')} running "
+                f"{current.get('scenario', '?')} on {current.get('environment', '?')} since "
+                f"{current.get('started', '?')} (heartbeat {age}s ago)"
+            )
+            if stale and self.break_stale:
+                s.run(["rm", "-rf", self.path], label="lock-break")
+                by = {
+                    k: self.owner[k]
+                    for k in ("operator", "operator_host", "scenario", "run_id")
+                }
+                self.broken = {"previous_holder": current, "at": iso(utc_now()), "by": by}
+                s.evidence.append(
+                    {"kind": "lock", "event": "broken", "previous_holder": current, "by": by}
+                )
+                print(
+                    f"broke the stale host lock of {who} (break_stale_lock=True; recorded)"
+                )
+                continue
+            hint = (
+                " It looks stale (its run died). Make sure that run is gone, then break "
+                f"it: `runbook run {s.scenario} --break-stale-lock` (papermill: "
+                "`-p break_stale_lock True`; in a notebook: open_session(..., "
+                "break_stale_lock=True)). Breaking it is recorded."
+                if stale
+                else " Wait for that run to finish."
+            )
+            raise Forbidden(
+                RULE, f"take the host lock {self.path}", source=SOURCE, why=f"held by {who}.{hint}"
+            )
+        raise Forbidden(
+            RULE,
+            f"take the host lock {self.path}",
+            source=SOURCE,
+            why="could not take it after two attempts",
+        )
+
+    def _start_heartbeat(self) -> None:
+        q = shlex.quote(self.path)
+
+        def beat() -> None:
+            while not self._stop.wait(HEARTBEAT_S):
+                with contextlib.suppress(Exception):
+                    self.ctx.transport.execute(
+                        f"touch {q}/heartbeat",
+                        on_stdout=lambda b: None,
+                        on_stderr=lambda b: None,
+                        timeout=15,
+                    )
+
+        self._thread = threading.Thread(target=beat, daemon=True, name="runbook-lock-heartbeat")
+        self._thread.start()
+
+    def release(self) -> None:
+        """Release the lock if this run holds it (idempotent)."""
+        if not self.held:
+            return
+        self._stop.set()
+        q = shlex.quote(self.path)
+        with contextlib.suppress(Exception):
+            self.ctx.transport.execute(
+                f"grep -q {shlex.quote(self.run_id)} {q}/owner.json && rm -rf {q}",
+                on_stdout=lambda b: None,
+                on_stderr=lambda b: None,
+                timeout=15,
+            )
+            self.ctx.evidence.append({"kind": "lock", "event": "released", "path": self.path})
+        self.held = False
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.release)
+        time.sleep(0)

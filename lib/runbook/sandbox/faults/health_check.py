@@ -1,0 +1,33 @@
+"""Faults of the health check (notebooks/health_check.ipynb): a red part of deep health.
+
+- `redis-down`: Redis stopped; /health/deep shows redis red.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from runbook.sandbox.faults._registry import Fault, register
+
+if TYPE_CHECKING:
+    from runbook.sandbox.manager import Sandbox
+
+
+def _redis_down(sb: Sandbox, _: str | None) -> None:
+    sb.stop("redis")
+
+def _redis_up(sb: Sandbox, _: str | None) -> None:
+    sb.start("redis")
+    sb.wait_redis()
+    sb.wait_deep("redis", "green")
+
+
+register(
+    Fault(
+        "redis-down",
+        "Stop Redis (supervisorctl stop redis): /health/deep shows redis red. "
+        "Heal: start it and wait for PING.",
+        _redis_down,
+        _redis_up,
+    )
+)

@@ -1,0 +1,1077 @@
+"""Scenario 3 (database down): gather every signal at once, name the branch, run only that branch.
+
+`gather(s)` measures everything the runbook's triage looks at (deep health,
+the postgres and API services, `SELECT 1`, disk usage of the data and backups
+filesystems, connections by state against `max_connections`, the last log
+lines) into ONE table. `classify(table)` is a pure function of that table:
+it names the branch and says why, so it is unit-tested on crafted tables.
+
+Example (crafted signals, as the tests do)::
+
+    >>> t = signal_table({"postgres_service": "failed (failed)", "select1": False,
+    ...                   "select1_error": "connection refused", "deep_postgres": "red"})
+    >>> b = classify(t)
+    >>> b.name
+    'service failed'
+    >>> classify(signal_table({"deep_postgres": "green", "deep_status": "green",
+    ...                        "postgres_service": "active (running)", "select1": True})).name
+    'no incident found'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from runbook.errors import CommandFailed, RunbookError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from runbook.session import Session
+
+NO_INCIDENT = "no incident found"
+SERVICE_FAILED = "service failed"
+DISK_FULL = "disk full"
+POOL_EXHAUSTED = "connection pool exhausted"
+CORRUPT = "database corrupt or will not start"
+NOT_THE_DATABASE = "not the database"
+BRANCHES = (NO_INCIDENT, SERVICE_FAILED, DISK_FULL, POOL_EXHAUSTED, CORRUPT, NOT_THE_DATABASE)
+# The branches whose steps change the server (restart, delete): they take the host lock.
+CHANGING = (SERVICE_FAILED, DISK_FULL, POOL_EXHAUSTED)
+WONT_START = "Postgres will not start"
+# "2026-11-27 03:00:01.123 UTC [4242] " before each Postgres log line: group 1 is the pid
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ \[(\d+)\]\s*")
+
+# A filesystem this full is "full" for the runbook: Postgres needs room for
+# WAL segments and checkpoints well before df says 100 %.
+DISK_FULL_PCT = 95.0
+
+_CORRUPTION = re.compile(
+    r"invalid page|could not read block|checksum|PANIC|could not open file|"
+    r"invalid record length|could not locate a valid checkpoint|unexpected zero page|"
+    r"missing chunk number|invalid memory alloc|data corrupted|corrupt",
+    re.IGNORECASE,
+)
+_POOL = re.compile(
+    r"too many clients|remaining connection slots are reserved|too many connections",
+    re.IGNORECASE,
+)
+
+# What each signal is, what is normal, in words for someone who never read the runbook.
+SIGNALS: dict[str, tuple[str, str]] = {
+    "deep_status": ("API deep health, overall", "green (HTTP 200)"),
+    "deep_postgres": ("API deep health, postgres part", "green: the API runs SELECT 1"),
+    "api_service": ("API service (dealix-api)", "active (running)"),
+    "postgres_service": ("Postgres service", "active (running)"),
+    "select1": ("SELECT 1 as the database superuser", "answers 1"),
+    "disk_data": ("Disk: Postgres data filesystem", f"below {DISK_FULL_PCT:.0f}% used"),
+    "disk_backups": ("Disk: backups filesystem", f"below {DISK_FULL_PCT:.0f}% used"),
+    "connections": ("Connections in use vs max_connections", "well below the maximum"),
+    "postgres_log": ("Postgres log, last lines", "no PANIC, no corruption errors"),
+}
+
+
+@dataclass(frozen=True)
+class Branch:
+    """The runbook branch to follow and the reason, in one sentence."""
+
+    name: str
+    reason: str
+
+    def _repr_markdown_(self) -> str:
+        return f"**Branch: {self.name}**  \n{self.reason}"
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def signal_table(values: dict[str, Any], seen: dict[str, str] | None = None) -> pd.DataFrame:
+    """Build the triage table from raw values (gather() does this from the server).
+
+    Raw keys beyond SIGNALS (select1_error, deep_postgres_detail,
+    connections_max, connections_reserved, disk_*_mount, postgres_log_text)
+    travel in the `value` column of the signal they explain.
+    """
+    import pandas as pd
+
+    seen = seen or {}
+    rows = []
+    for key, (signal, normal) in SIGNALS.items():
+        value = values.get(key)
+        text = seen.get(key) or _default_seen(key, values)
+        rows.append(
+            {
+                "key": key,
+                "signal": signal,
+                "what we saw": text,
+                "what is normal": normal,
+                "what it means": _meaning(key, values),
+                "value": value,
+            }
+        )
+    table = pd.DataFrame(rows)
+    table.attrs["raw"] = dict(values)
+    return table
+
+
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """The table for people: signal, what we saw, what is normal, what it means."""
+    return table[["signal", "what we saw", "what is normal", "what it means"]].set_index("signal")
+
+
+def _pct(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _default_seen(key: str, v: dict[str, Any]) -> str:
+    value = v.get(key)
+    if value is None:
+        return "not measured (" + str(v.get(f"{key}_error") or "no answer") + ")"
+    if key == "select1":
+        return "1" if value else f"error: {str(v.get('select1_error') or '')[:160]}"
+    if key == "deep_postgres":
+        return f"{value}: {str(v.get('deep_postgres_detail') or '')[:160]}"
+    if key in ("disk_data", "disk_backups"):
+        return (
+            f"{value:.0f}% used, {v.get(key + '_free', '?')} free on {v.get(key + '_mount', '?')}"
+        )
+    if key == "connections":
+        by_state = v.get("connections_by_state") or ""
+        return f"{value} of {v.get('connections_max', '?')} ({by_state})"
+    if key == "postgres_log":
+        return str(value)[-300:]
+    return str(value)
+
+
+def _meaning(key: str, v: dict[str, Any]) -> str:
+    value = v.get(key)
+    if key == "deep_status":
+        return "the API sees every dependency" if value == "green" else "something is degraded"
+    if key == "deep_postgres":
+        if value is None:
+            return "the API did not answer: the problem may be in front of the database"
+        return "the API reaches the database" if value == "green" else "the API cannot use the DB"
+    if key == "api_service":
+        return "the API process runs" if value else "the API process is down: not the database"
+    if key == "postgres_service":
+        if value is None:
+            return "unknown"
+        return "Postgres runs" if str(value).startswith("active") else "Postgres is not running"
+    if key == "select1":
+        if value:
+            return "Postgres answers queries"
+        err = str(v.get("select1_error") or "")
+        if _CORRUPTION.search(err):
+            return "Postgres answers with a corruption error"
+        if _POOL.search(err):
+            return "every connection slot is taken"
+        return "Postgres does not answer"
+    if key in ("disk_data", "disk_backups"):
+        pct = _pct(value)
+        if pct is None:
+            return "unknown"
+        return "full: writes fail, Postgres may stop" if pct >= DISK_FULL_PCT else "enough room"
+    if key == "connections":
+        used, top = value, v.get("connections_max")
+        if used is None or top is None:
+            return "unknown"
+        reserved = int(v.get("connections_reserved") or 0)
+        if int(used) >= int(top) - reserved:
+            return "the pool is exhausted: new app connections are refused"
+        return "connections available"
+    if key == "postgres_log":
+        return "corruption or a PANIC in the log" if _CORRUPTION.search(str(value or "")) else "—"
+    return ""
+
+
+# --------------------------------------------------------------------------- classify
+
+
+def classify(table: pd.DataFrame) -> Branch:
+    """Name the runbook branch from the triage table (pure: no I/O).
+
+    Order matters: a full disk is checked first because restarting Postgres
+    on a full disk fails again (and it is the most common real cause); then
+    whether Postgres runs; then whether it answers; then whether the API can
+    get a connection.
+    """
+    v: dict[str, Any] = dict(table.attrs.get("raw") or {})
+    for _, row in table.iterrows():
+        v.setdefault(row["key"], row["value"])
+    full = [
+        f"{k.removeprefix('disk_')} filesystem {_pct(v.get(k)):.0f}% used"
+        for k in ("disk_data", "disk_backups")
+        if _pct(v.get(k)) is not None and _pct(v.get(k)) >= DISK_FULL_PCT  # type: ignore[operator]
+    ]
+    if full:
+        return Branch(DISK_FULL, "; ".join(full) + f" (full from {DISK_FULL_PCT:.0f}%)")
+    service = str(v.get("postgres_service") or "")
+    log_text = str(v.get("postgres_log") or "")
+    err = str(v.get("select1_error") or "")
+    if service and not service.startswith("active"):
+        m = _CORRUPTION.search(log_text)
+        if m:
+            return Branch(CORRUPT, f"Postgres is {service} and its log says {_around(log_text, m)}")
+        return Branch(SERVICE_FAILED, f"the Postgres service is {service}; no corruption in log")
+    if v.get("select1") is False:
+        m = _CORRUPTION.search(err) or _CORRUPTION.search(log_text)
+        if m:
+            src = err if _CORRUPTION.search(err) else log_text
+            return Branch(CORRUPT, f"Postgres runs but SELECT 1 fails: {_around(src, m)}")
+        if _POOL.search(err):
+            return Branch(POOL_EXHAUSTED, f"SELECT 1 is refused for lack of slots: {err[:160]}")
+        return Branch(SERVICE_FAILED, f"Postgres runs but does not answer SELECT 1: {err[:160]}")
+    deep = v.get("deep_postgres")
+    detail = str(v.get("deep_postgres_detail") or "")
+    if deep not in (None, "green"):
+        used, top = v.get("connections"), v.get("connections_max")
+        reserved = int(v.get("connections_reserved") or 0)
+        if _POOL.search(detail) or (
+            used is not None and top is not None and int(used) >= int(top) - reserved
+        ):
+            return Branch(
+                POOL_EXHAUSTED,
+                f"Postgres answers the superuser but the API gets no connection "
+                f"({used} of {top} in use): {detail[:160]}",
+            )
+        if _CORRUPTION.search(detail):
+            return Branch(CORRUPT, f"the API's query fails with corruption: {detail[:160]}")
+        return Branch(
+            NOT_THE_DATABASE,
+            f"Postgres answers SELECT 1 and has free slots, but the API says postgres {deep}: "
+            f"{detail[:160]} (check DATABASE_URL, the dealix role, pg_hba, the network)",
+        )
+    if deep is None:
+        return Branch(
+            NOT_THE_DATABASE,
+            "Postgres answers but the API does not: follow the health check and scenario 2",
+        )
+    overall = v.get("deep_status")
+    if overall not in (None, "green"):
+        red = v.get("deep_red_parts") or "another part"
+        return Branch(NOT_THE_DATABASE, f"postgres is green; {red} is not: see the health check")
+    return Branch(NO_INCIDENT, "every database signal is normal: nothing to fix")
+
+
+def _around(text: str, m: re.Match[str], width: int = 80) -> str:
+    start = max(0, m.start() - width // 2)
+    return "…" + text[start : m.end() + width].replace("\n", " ").strip() + "…"
+
+
+# --------------------------------------------------------------------------- gather
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def parse_df(stdout: str) -> list[dict[str, Any]]:
+    """`df -P -B1 PATH…` → rows of size, used, avail, pct, mount.
+
+    >>> parse_df("Filesystem 1-blocks Used Available Capacity Mounted on\\n"
+    ...          "tmpfs 8388608 8388608 0 100% /srv/backups\\n")[0]["pct"]
+    100.0
+    """
+    rows = []
+    for line in stdout.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 6 or not parts[1].isdigit():
+            continue
+        size, used, avail = int(parts[1]), int(parts[2]), int(parts[3])
+        pct = 100.0 * used / (used + avail) if used + avail else 0.0
+        rows.append(
+            {
+                "size": size,
+                "used": used,
+                "avail": avail,
+                "pct": round(pct, 1),
+                "mount": " ".join(parts[5:]),
+            }
+        )
+    return rows
+
+
+def _psql_error(text: str) -> str:
+    # sudo -u postgres from root's home prints a harmless cd warning first
+    lines = [ln for ln in text.strip().splitlines() if "could not change directory" not in ln]
+    return " ".join(ln.strip() for ln in lines)[-300:]
+
+
+def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
+    """Measure every triage signal (read-only; all of them, even when one fails)."""
+    v: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    try:
+        deep = s.api.deep_health()
+        v["deep_status"] = deep.get("status")
+        pg = deep.get("postgres") or {}
+        v["deep_postgres"] = pg.get("status")
+        v["deep_postgres_detail"] = pg.get("detail")
+        red = [
+            k
+            for k in ("postgres", "redis", "llm_providers")
+            if (deep.get(k) or {}).get("status") not in (None, "green")
+        ]
+        v["deep_red_parts"] = ", ".join(red)
+        seen["deep_status"] = f"{deep.get('status')} (HTTP {deep.get('http_status')})" + (
+            f"; not green: {', '.join(red)}" if red else ""
+        )
+    except RunbookError as exc:
+        v["deep_status_error"] = v["deep_postgres_error"] = str(exc)[:200]
+    for key, role in (("api_service", "api"), ("postgres_service", "postgres")):
+        st = s.services.status(role)
+        v[key] = st.active if key == "api_service" else st.words
+        seen[key] = f"{st.words}" + (f", pid {st.pid}" if st.pid else "")
+    r = s.db.probe("SELECT 1", timeout=15)
+    v["select1"] = r.ok
+    v["select1_error"] = "" if r.ok else _psql_error(r.stderr or r.stdout)
+    dirs = {"disk_data": s.profile.postgres.data_dir, "disk_backups": s.profile.backups.dir}
+    for key, path in dirs.items():
+        d = s.probe(["df", "-P", "-B1", path], warn=True)
+        rows = parse_df(d.stdout)
+        if rows:
+            v[key] = rows[0]["pct"]
+            v[f"{key}_free"] = _human(rows[0]["avail"])
+            v[f"{key}_mount"] = rows[0]["mount"]
+            seen[key] = (
+                f"{rows[0]['pct']:.0f}% used, {_human(rows[0]['avail'])} free of "
+                f"{_human(rows[0]['size'])} ({path} on {rows[0]['mount']})"
+            )
+        else:
+            v[f"{key}_error"] = (d.stderr.strip() or "df gave no answer")[:200]
+    # The postgres database, not dealix: this must answer even when dealix is damaged.
+    q = s.db.probe(
+        "SELECT st || '=' || n FROM (SELECT coalesce(state, 'unknown') AS st, count(*) AS n "
+        "FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1) x ORDER BY 1; "
+        "SHOW max_connections; SHOW superuser_reserved_connections;",
+        database="postgres",
+        timeout=15,
+    )
+    if q.ok:
+        lines = [ln.strip() for ln in q.stdout.splitlines() if ln.strip()]
+        nums = [ln for ln in lines if ln.isdigit()]
+        pairs = [ln.split("=", 1) for ln in lines if "=" in ln]
+        client = [(k, int(n)) for k, n in pairs]
+        v["connections"] = sum(n for _, n in client)
+        v["connections_by_state"] = ", ".join(f"{k} {n}" for k, n in client)
+        if len(nums) >= 2:
+            v["connections_max"], v["connections_reserved"] = int(nums[-2]), int(nums[-1])
+    else:
+        v["connections_error"] = _psql_error(q.stderr) or "no answer"
+    logs = s.services.logs("postgres", log_lines)
+    v["postgres_log"] = "\n".join(logs.stdout.strip().splitlines()[-log_lines:])
+    last = logs.stdout.strip().splitlines()[-2:]
+    seen["postgres_log"] = " | ".join(ln.strip()[-150:] for ln in last) or "(empty)"
+    return signal_table(v, seen)
+
+
+def triage(s: Session) -> tuple[pd.DataFrame, Branch]:
+    """Gather, classify, record the branch as a decision and in triage.json; return both."""
+    import json
+
+    table = gather(s)
+    branch = classify(table)
+    s.decide("Triage: branch", branch.name, branch.reason)
+    raw = {
+        k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v))
+        for k, v in table.attrs["raw"].items()
+    }
+    s.evidence.write_text(
+        "triage.json",
+        json.dumps(
+            {"branch": branch.name, "reason": branch.reason, "signals": raw}, indent=2, default=str
+        ),
+    )
+    return table, branch
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+def wait_select1(
+    s: Session,
+    timeout: float = 60,
+    interval: float = 1.0,
+    give_up: Callable[[], bool] | None = None,
+) -> bool:
+    """Poll `SELECT 1` until it answers, `timeout` seconds pass, or `give_up()` says
+    waiting is pointless (the service manager reports the service failed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if s.db.probe("SELECT 1", timeout=10).ok:
+            return True
+        if time.monotonic() >= deadline or (give_up is not None and give_up()):
+            return False
+        time.sleep(interval)
+
+
+def wait_deep_postgres(s: Session, timeout: float = 60, interval: float = 1.0) -> dict[str, Any]:
+    """Poll /health/deep until postgres is green; returns the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            deep = s.api.deep_health()
+        except RunbookError as exc:
+            deep = {"status": "unreachable", "postgres": {"status": None, "detail": str(exc)}}
+        if (deep.get("postgres") or {}).get("status") == "green" or time.monotonic() >= deadline:
+            return deep
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- branch: failed
+
+
+def fix_service_failed(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
+    """Runbook step 2: recent logs, restart, wait, SELECT 1. Returns what happened.
+
+    The restart runs as with `warn=True`: a failed start is what tells this
+    branch from "will not start", so it is information, not an error.
+    """
+    logs = s.services.logs("postgres", 200)
+    s.evidence.write_text("postgres-log-before-restart.txt", logs.stdout)
+    try:
+        r = s.services.restart("postgres")
+    except CommandFailed as exc:
+        r = exc.result  # recorded as a change and in commands.jsonl like any command
+    if r.dry_run:
+        return {"restarted": False, "dry_run": True, "select1": None}
+
+    def manager_gave_up() -> bool:
+        # Only after a failed start: a good start may take a few polls to answer.
+        return not r.ok and s.services.status("postgres").words.startswith("failed")
+
+    ok = wait_select1(s, wait_seconds, give_up=manager_gave_up)
+    res: dict[str, Any] = {
+        "restarted": True,
+        "dry_run": False,
+        "restart_ok": r.ok,
+        "restart_exit": r.exit_code,
+        "restart_output": " ".join((r.stderr or r.stdout).split())[-300:],
+        "select1": ok,
+        "log_tail": logs.tail(10),
+    }
+    if not ok:
+        after = s.services.logs("postgres", 200)
+        s.evidence.write_text("postgres-log-after-restart.txt", after.stdout)
+        res["log_after"] = log_gist(after.stdout)
+    return res
+
+
+def log_gist(text: str, lines: int = 3) -> str:
+    """Why it failed, on one line: the last FATAL/PANIC/ERROR line and the lines the same
+    process logged just before it (Postgres logs the cause first, then FATAL).
+
+    >>> log_gist("LOG:  starting\\nFATAL:  invalid value for parameter shared_buffers\\nLOG:  done\\n")
+    'FATAL:  invalid value for parameter shared_buffers'
+    """
+    rows = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    bad = [i for i, ln in enumerate(rows) if re.search(r"\b(FATAL|PANIC|ERROR)\b", ln)]
+    if not bad:
+        pick = rows[-lines:]
+    else:
+        last = bad[-1]
+        m = _LOG_PREFIX.match(rows[last])
+        if m is None:  # no pids to tell attempts apart: the last few bad lines
+            pick = [rows[i] for i in bad[-lines:]]
+        else:
+            pick = [rows[last]]
+            for ln in reversed(rows[max(0, last - lines + 1) : last]):
+                prev = _LOG_PREFIX.match(ln)
+                if prev is None or prev.group(1) != m.group(1):
+                    break
+                pick.insert(0, ln)
+    return " | ".join(_LOG_PREFIX.sub("", ln) for ln in pick)[:300]
+
+
+# --------------------------------------------------------------------------- branch: disk
+
+
+def space_report(s: Session) -> pd.DataFrame:
+    """`du` of the Postgres base and the backups dir, biggest first (read-only)."""
+    import pandas as pd
+
+    base = str(PurePosixPath(s.profile.postgres.data_dir).parent)
+    targets = f"{shlex.quote(base)}/* {shlex.quote(s.profile.backups.dir)}/*"
+    r = s.probe(f"du -sb {targets} 2>/dev/null | sort -n", shell=True, warn=True, accept=(0, 1))
+    rows = []
+    for line in r.stdout.splitlines():
+        size, _, path = line.partition("\t")
+        if size.isdigit():
+            rows.append({"path": path, "bytes": int(size), "size": _human(int(size))})
+    df = pd.DataFrame(rows, columns=["path", "bytes", "size"])
+    return df.sort_values("bytes", ascending=False).reset_index(drop=True)
+
+
+def list_backups(s: Session) -> pd.DataFrame:
+    """Files in the backups dir with mtime and size (read-only)."""
+    import pandas as pd
+
+    r = s.probe(
+        ["find", s.profile.backups.dir, "-maxdepth", "1", "-type", "f", "-printf", "%T@\t%s\t%p\n"],
+        warn=True,
+    )
+    rows = []
+    for line in r.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3:
+            rows.append(
+                {
+                    "path": parts[2],
+                    "bytes": int(parts[1]),
+                    "modified": datetime.fromtimestamp(float(parts[0]), UTC),
+                }
+            )
+    return pd.DataFrame(rows, columns=["path", "bytes", "modified"])
+
+
+def rotation_candidates(
+    backups: pd.DataFrame,
+    *,
+    backups_dir: str,
+    pattern: str,
+    keep_newest: int,
+    data_dir: str,
+) -> pd.DataFrame:
+    """Old backups that may be deleted: pure, the safety rules in one place.
+
+    Only files directly in `backups_dir` matching `pattern`; never anything in
+    the data dir or any WAL; never the `keep_newest` newest backups (the RPO
+    needs them). Oldest first.
+
+    >>> import pandas as pd
+    >>> from datetime import datetime, UTC
+    >>> b = pd.DataFrame({"path": [f"/b/dealix-2026-11-0{i}.sql.gz" for i in range(1, 6)],
+    ...                   "bytes": [1] * 5,
+    ...                   "modified": [datetime(2026, 11, i, tzinfo=UTC) for i in range(1, 6)]})
+    >>> list(rotation_candidates(b, backups_dir="/b", pattern="dealix-*.sql.gz",
+    ...                          keep_newest=3, data_dir="/pg")["path"])
+    ['/b/dealix-2026-11-01.sql.gz', '/b/dealix-2026-11-02.sql.gz']
+    """
+    if keep_newest < 1:
+        raise ValueError("keep_newest must be at least 1: the newest backup is never deleted")
+    ours = backup_files(backups, backups_dir=backups_dir, pattern=pattern, data_dir=data_dir)
+    old = ours.iloc[keep_newest:].sort_values("modified")
+    return old.reset_index(drop=True)
+
+
+def backup_files(
+    backups: pd.DataFrame, *, backups_dir: str, pattern: str, data_dir: str
+) -> pd.DataFrame:
+    """The backups proper, newest first: files directly in `backups_dir` matching
+    `pattern`, never anything under the data dir or a WAL dir (pure).
+
+    >>> import pandas as pd
+    >>> from datetime import datetime, UTC
+    >>> b = pd.DataFrame({"path": ["/b/dealix-1.sql.gz", "/b/notes.txt", "/b/dealix-2.sql.gz"],
+    ...                   "bytes": [1, 1, 1],
+    ...                   "modified": [datetime(2026, 11, d, tzinfo=UTC) for d in (1, 2, 3)]})
+    >>> list(backup_files(b, backups_dir="/b", pattern="dealix-*.sql.gz", data_dir="/pg")["path"])
+    ['/b/dealix-2.sql.gz', '/b/dealix-1.sql.gz']
+    """
+    import fnmatch
+
+    root = PurePosixPath(backups_dir)
+    data = PurePosixPath(data_dir)
+
+    def eligible(path: str) -> bool:
+        p = PurePosixPath(path)
+        return (
+            p.parent == root
+            and fnmatch.fnmatch(p.name, pattern)
+            and "pg_wal" not in p.parts
+            and "pg_xlog" not in p.parts
+            and data not in p.parents
+            and p != data
+        )
+
+    mask = backups["path"].map(eligible) if len(backups) else backups["path"]
+    ours = backups[mask.astype(bool)] if len(backups) else backups
+    return ours.sort_values("modified", ascending=False).reset_index(drop=True)
+
+
+def delete_backups(s: Session, candidates: pd.DataFrame) -> Any:
+    """Delete the listed old backups (changing: dry-run and confirmation apply)."""
+    paths = [str(p) for p in candidates["path"]]
+    if not paths:
+        return None
+    # Guards refuse pg_wal and do-not-touch paths on the command itself as well.
+    return s.run(["rm", "-f", "--", *paths], label="rotate-old-backups")
+
+
+def disk_usage(s: Session) -> pd.DataFrame:
+    """df of the data and backups filesystems as a small table."""
+    import pandas as pd
+
+    rows = []
+    for name, path in (("data", s.profile.postgres.data_dir), ("backups", s.profile.backups.dir)):
+        r = s.probe(["df", "-P", "-B1", path], warn=True)
+        for row in parse_df(r.stdout)[:1]:
+            rows.append(
+                {
+                    "filesystem": name,
+                    "path": path,
+                    "used %": row["pct"],
+                    "free": _human(row["avail"]),
+                    "size": _human(row["size"]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- branch: pool
+
+
+def connections_by_state(s: Session) -> pd.DataFrame:
+    """The runbook's `SELECT count(*), state FROM pg_stat_activity GROUP BY state`."""
+    return s.db.query(
+        "SELECT count(*) AS connections, coalesce(state, 'background') AS state, "
+        "coalesce(usename, '') AS role FROM pg_stat_activity GROUP BY 2, 3 ORDER BY 1 DESC",
+        database="postgres",
+    )
+
+
+def fix_pool_exhausted(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
+    """Restart the API (drops its stale connections) and wait for deep health postgres green."""
+    r = s.services.restart("api")
+    if r.dry_run:
+        return {"restarted": False, "dry_run": True}
+    deep = wait_deep_postgres(s, wait_seconds)
+    return {"restarted": True, "dry_run": False, "deep_postgres": deep.get("postgres")}
+
+
+# --------------------------------------------------------------------------- branch: corrupt
+
+
+def restore_command(env: str, reason: str = "database corrupt or will not start") -> str:
+    """The exact command that hands over to scenario 5 (restore_incident, newest backup).
+
+    >>> restore_command("production", "invalid page in block 0")
+    "runbook run restore_incident --env production --confirm production -p reason 'invalid page in block 0'"
+    """
+    confirm = "" if env == "sandbox" else f" --confirm {env}"
+    return f"runbook run restore_incident --env {env}{confirm} -p reason {shlex.quote(reason)}"
+
+
+# --------------------------------------------------------------------------- post-incident
+
+
+def postmortem_draft(
+    *,
+    started: datetime,
+    finished: datetime,
+    branch: Branch,
+    actions: list[str],
+    webhooks: str,
+    environment: str,
+) -> str:
+    """The runbook's 5-line postmortem for docs/incidents/YYYY-MM-DD.md.
+
+    >>> from datetime import datetime, UTC
+    >>> t = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+    >>> text = postmortem_draft(started=t, finished=t, branch=Branch("disk full", "x"),
+    ...                         actions=["rm old"], webhooks="0 queued", environment="sandbox")
+    >>> len([ln for ln in text.splitlines() if ln.startswith("- ")])
+    5
+    """
+    minutes = (finished - started).total_seconds() / 60
+    return "\n".join(
+        [
+            f"# {started:%Y-%m-%d} — database incident ({environment}): {branch.name}",
+            "",
+            f"- **What happened:** {branch.name} — {branch.reason}",
+            f"- **When:** triage {started:%H:%M} UTC, "
+            + ("handed over to scenario 5" if branch.name == CORRUPT else "fixed")
+            + f" by {finished:%H:%M} UTC ({minutes:.0f} min in this notebook)",
+            f"- **What we did:** {'; '.join(actions) or 'nothing: no action was needed'}",
+            f"- **Data:** {webhooks}",
+            "- **Follow-up:** (owner, action, due date — fill in before filing)",
+            "",
+        ]
+    )
+
+
+def drain_webhooks(s: Session, limit: int, max_batches: int = 200) -> pd.DataFrame:
+    """Drain WEBHOOKS_DLQ in batches of `limit` until empty or no progress."""
+    return drain_queue(s, "webhooks", limit, max_batches)
+
+
+def drain_queue(s: Session, queue: str, limit: int, max_batches: int = 200) -> pd.DataFrame:
+    """Drain one DLQ in batches until it is empty or a batch makes no progress."""
+    import pandas as pd
+
+    rows = []
+    for n in range(1, max_batches + 1):
+        resp = s.api.drain(queue, limit)
+        if resp.dry_run:
+            break
+        body = resp.json() or {}
+        rows.append(
+            {
+                "batch": n,
+                "drained": body.get("drained", 0),
+                "failed": body.get("failed", 0),
+                "remaining": body.get("remaining"),
+            }
+        )
+        if not body.get("remaining") or not body.get("drained"):
+            break
+    return pd.DataFrame(rows, columns=["batch", "drained", "failed", "remaining"])
+
+
+def dlq_depths(s: Session) -> dict[str, int]:
+    """Depth of every DLQ now."""
+    return {k: int(v) for k, v in s.api.dlq_stats()["queues"].items()}
+
+
+# --------------------------------------------------------------------------- the notebook's steps
+
+
+def dlq_depths_or_none(s: Session) -> dict[str, int] | None:
+    """DLQ depths, or None when the API cannot say (it may be the thing that is down)."""
+    try:
+        return dlq_depths(s)
+    except RunbookError:
+        return None
+
+
+def take_lock(s: Session, step: str = "2. Take the host lock") -> None:
+    """Take the host lock (one changing run per host) in a step of its own, once.
+
+    Called before the first change of a branch that changes something; a
+    second concurrent changing run is refused (Forbidden) before it changes anything.
+    """
+    if s.lock is not None and (s.lock.held or s.dry_run):
+        return
+    with s.step(step):
+        s.acquire_lock()
+
+
+def changes_server(branch: Branch) -> bool:
+    """Whether the branch's own steps change the server (restart, delete).
+
+    >>> changes_server(Branch(DISK_FULL, "")), changes_server(Branch(CORRUPT, ""))
+    (True, False)
+    """
+    return branch.name in CHANGING
+
+
+def after_failed(s: Session, wait_seconds: float) -> dict[str, Any]:
+    """Branch "service failed": logs, restart, wait, SELECT 1; recorded as a check.
+
+    When the restart does not bring Postgres back (the start fails, SELECT 1
+    never answers), the branch becomes "database corrupt or will not start":
+    `res["branch"]` says so, with the log's last words, and the caller hands
+    over to scenario 5 exactly as for a corrupt database.
+    """
+    res = fix_service_failed(s, wait_seconds)
+    if res["dry_run"]:
+        actual = "not restarted (dry run)"
+    elif res["select1"]:
+        actual = "1"
+    elif not res["restart_ok"]:
+        actual = f"no answer: the restart failed (exit {res['restart_exit']})"
+    else:
+        actual = f"no answer within {wait_seconds:.0f} s"
+    s.check(
+        "Postgres answers SELECT 1 after the restart",
+        expected="1",
+        actual=actual,
+        passed=None if res["dry_run"] else bool(res["select1"]),
+        note="" if res["dry_run"] or res["select1"] else f"log: {res.get('log_after', '')}",
+    )
+    res["branch"] = Branch(SERVICE_FAILED, "restarted")
+    if not res["dry_run"] and not res["select1"]:
+        how = (
+            "the restart failed" + (f" ({res['restart_output']})" if res["restart_output"] else "")
+            if not res["restart_ok"]
+            else f"it was restarted but does not answer SELECT 1 within {wait_seconds:.0f} s"
+        )
+        branch = Branch(
+            CORRUPT, f"{WONT_START}: {how}; its log ends: {res.get('log_after') or '(empty)'}"
+        )
+        s.decide("Branch after the restart", branch.name, branch.reason)
+        res["branch"] = branch
+    return res
+
+
+def disk_full_candidates(s: Session, keep_newest: int) -> dict[str, Any]:
+    """Branch "disk full", first half (read-only): the space report and the list of old
+    backups that may be deleted, shown BEFORE anything is deleted.
+
+    `kept` is the newest `keep_newest` backups: never candidates, checked
+    again on the server after the deletion.
+    """
+    report = space_report(s)
+    backups = list_backups(s)
+    where = {
+        "backups_dir": s.profile.backups.dir,
+        "pattern": s.profile.backups.pattern,
+        "data_dir": s.profile.postgres.data_dir,
+    }
+    candidates = rotation_candidates(backups, keep_newest=keep_newest, **where)
+    kept = backup_files(backups, **where).head(keep_newest).reset_index(drop=True)
+    s.evidence.append(
+        {
+            "kind": "rotation",
+            "event": "candidates",
+            "delete": list(candidates["path"]),
+            "keep": list(kept["path"]),
+        }
+    )
+    return {
+        "report": report,
+        "backups": backups,
+        "candidates": candidates,
+        "kept": kept,
+        "keep_newest": keep_newest,
+    }
+
+
+def backups_table(backups: pd.DataFrame) -> pd.DataFrame:
+    """Backups for people: file name, size, modified (paths are long; the dir is known).
+
+    >>> import pandas as pd
+    >>> from datetime import datetime, UTC
+    >>> backups_table(pd.DataFrame({"path": ["/b/dealix-1.sql.gz"], "bytes": [2048],
+    ...               "modified": [datetime(2026, 11, 1, tzinfo=UTC)]}))["file"].tolist()
+    ['dealix-1.sql.gz']
+    """
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "file": [PurePosixPath(str(p)).name for p in backups["path"]],
+            "size": [_human(int(b)) for b in backups["bytes"]],
+            "modified": list(backups["modified"]),
+        },
+        columns=["file", "size", "modified"],
+    )
+
+
+def rotate_backups(s: Session, plan: dict[str, Any]) -> dict[str, Any]:
+    """Branch "disk full", second half: delete exactly the listed candidates (changing:
+    dry run, confirmation and the guards apply), then re-check from the server."""
+    candidates, kept = plan["candidates"], plan["kept"]
+    r = delete_backups(s, candidates)
+    dry = r is not None and getattr(r, "dry_run", False)
+    usage = disk_usage(s)
+    worst = float(usage["used %"].max()) if len(usage) else float("nan")
+    s.check(
+        "Data and backups filesystems below the full mark",
+        expected=f"< {DISK_FULL_PCT:.0f}% used",
+        actual=f"{worst:.0f}% used" + (" (nothing deleted: dry run)" if dry else ""),
+        passed=worst < DISK_FULL_PCT,
+        note=f"deleted {0 if dry else len(candidates)} old backups, "
+        f"kept the newest {plan['keep_newest']}",
+    )
+    # Listed again after the deletion: the check reads the server, not the plan.
+    after = list_backups(s)
+    present = set(after["path"])
+    newest = [str(p) for p in kept["path"]]
+    missing = [p for p in newest if p not in present]
+    gone = [str(p) for p in candidates["path"] if str(p) in present]
+    s.check(
+        "Newest backups kept",
+        expected=f"the newest {plan['keep_newest']} backups still on the server",
+        actual=f"{len(newest) - len(missing)} of {len(newest)} still there"
+        + (f"; MISSING: {', '.join(PurePosixPath(p).name for p in missing)}" if missing else "")
+        + (f" ({', '.join(PurePosixPath(p).name for p in newest[:3])}, ...)" if newest else ""),
+        passed=bool(newest) and not missing,
+        note=f"{len(gone)} listed backups still present" + (" (dry run)" if dry else ""),
+    )
+    return {"usage": usage, "after": after, "deleted": [] if dry else list(candidates["path"])}
+
+
+def after_pool_exhausted(s: Session, wait_seconds: float) -> dict[str, Any]:
+    """Branch "pool exhausted": connections by state, restart the API, re-check."""
+    before = connections_by_state(s)
+    res = fix_pool_exhausted(s, wait_seconds)
+    after = connections_by_state(s)
+    if not res["dry_run"]:
+        pg = res.get("deep_postgres") or {}
+        s.check(
+            "API gets database connections again",
+            expected="deep health postgres green",
+            actual=f"{pg.get('status')}: {pg.get('detail')}",
+            passed=pg.get("status") == "green",
+        )
+    return {"before": before, "after": after, **res}
+
+
+def after_corrupt(s: Session, branch: Branch) -> str:
+    """Branch "corrupt": stop here; the hand-off is a failed check naming the command."""
+    cmd = restore_command(s.env, _reason_for_restore(branch))
+    s.check(
+        "Hand-off to scenario 5 (restore_incident)",
+        expected="database readable",
+        actual="corrupt or will not start: restore from backup",
+        passed=False,
+        note=f"run: {cmd}",
+    )
+    return cmd
+
+
+def deep_postgres_check(s: Session, branch: Branch, wait_seconds: float) -> dict[str, Any]:
+    """The runbook's DoD: /health/deep postgres green (waits a little after a fix)."""
+    deep = wait_deep_postgres(s, wait_seconds if branch.name != NO_INCIDENT else 0)
+    pg = deep.get("postgres") or {}
+    s.check(
+        "Deep health postgres green",
+        expected="green",
+        actual=f"{pg.get('status')}: {pg.get('detail')}",
+        passed=pg.get("status") == "green",
+    )
+    return deep
+
+
+# What the post-incident drain replays: check name, (api queue name, DLQ)
+_DRAINS = (
+    ("No lost webhooks", "webhooks", "WEBHOOKS_DLQ"),
+    ("No lost LLM work", "outbound", "OUTBOUND_DLQ"),
+    ("No lost LLM work", "enrichment", "ENRICHMENT_DLQ"),
+)
+
+
+def _stopped_because(batches: pd.DataFrame | None, max_batches: int) -> str:
+    if batches is None or not len(batches):
+        return "nothing to drain"
+    last = batches.iloc[-1]
+    if not last["remaining"]:
+        return f"empty after {len(batches)} batch(es)"
+    if not last["drained"]:
+        return f"stopped: batch {len(batches)} made no progress ({last['failed']} failed)"
+    return f"stopped after {max_batches} batches"
+
+
+def drain_after_incident(
+    s: Session,
+    branch: Branch,
+    webhooks_limit: int,
+    llm_limit: int,
+    max_batches: int = 200,
+) -> dict[str, Any]:
+    """Post-incident: replay what waited in the DLQs during the outage, depths before and after.
+
+    WEBHOOKS_DLQ is drained whenever it holds something (batches of the
+    runbook's webhooks limit). OUTBOUND_DLQ and ENRICHMENT_DLQ hold the LLM
+    jobs the workload could not record while the database was down: after a
+    database incident they are drained too when they hold anything (batches
+    of the runbook's outbound limit). Each queue is drained until it is empty
+    or a batch makes no progress; a check per queue says "0 left".
+    """
+    import pandas as pd
+
+    before = dlq_depths_or_none(s) or {}
+    queues: dict[str, dict[str, Any]] = {}
+    rows = []
+    for check, name, queue in _DRAINS:
+        is_llm = queue != "WEBHOOKS_DLQ"
+        if is_llm and branch.name not in (*CHANGING, CORRUPT):
+            # No database incident: LLM jobs queued now are scenario 4's (provider down).
+            continue
+        limit = llm_limit if is_llm else webhooks_limit
+        depth = before.get(queue)
+        batches = None
+        if depth:
+            take_lock(s, "4. Take the host lock")  # draining changes the server's data
+            batches = drain_queue(s, name, limit, max_batches)
+        left = (dlq_depths_or_none(s) or {}).get(queue)
+        why = (
+            "dry run: not drained"
+            if s.dry_run and depth
+            else _stopped_because(batches, max_batches)
+        )
+        s.check(
+            f"{check}: {queue} drained",
+            expected="0 left",
+            actual=f"{depth} before, {left} after",
+            passed=None if s.dry_run and depth else left == 0,
+            note=f"batches of {limit}; {why}",
+        )
+        queues[queue] = {"before": depth, "after": left, "batches": batches, "stopped": why}
+        rows.append({"queue": queue, "before": depth, "after": left, "limit": limit, "how": why})
+    table = pd.DataFrame(rows, columns=["queue", "before", "after", "limit", "how"])
+    return {"queues": queues, "table": table}
+
+
+def _action_summary(what: str) -> str:
+    """One short phrase per change for the postmortem line.
+
+    >>> _action_summary("rm -f -- /b/dealix-2026-10-01.sql.gz /b/dealix-2026-10-02.sql.gz")
+    'deleted 2 old backups (dealix-2026-10-01.sql.gz … dealix-2026-10-02.sql.gz)'
+    """
+    if what.startswith("rm -f -- "):
+        names = [PurePosixPath(p).name for p in what.removeprefix("rm -f -- ").split()]
+        return f"deleted {len(names)} old backups ({names[0]} … {names[-1]})"
+    for verb in ("restart", "start", "stop"):
+        m = re.search(rf"\b{verb}\s+(\S+)$", what)
+        if m:
+            return f"{verb} {m.group(1)}"
+    return what if len(what) <= 100 else what[:97] + "..."
+
+
+def _reason_for_restore(branch: Branch) -> str:
+    """One line for restore_incident's `reason`: the error without paths or quotes.
+
+    >>> _reason_for_restore(Branch(CORRUPT, 'Postgres runs but SELECT 1 fails: "invalid page"'))
+    'database corrupt: Postgres runs but SELECT 1 fails: invalid page'
+    >>> _reason_for_restore(Branch(CORRUPT, WONT_START + ": x; its log ends: FATAL:  bad"))
+    'database will not start: FATAL: bad'
+    """
+    text = re.sub(r"[\"'`]", "", branch.reason.replace("…", " "))
+    if text.startswith(WONT_START):
+        return ("database will not start: " + " ".join(text.split("log ends:")[-1].split()))[:120]
+    return ("database corrupt: " + " ".join(text.split("failed:")[-1].split()))[:120]
+
+
+def write_postmortem(s: Session, branch: Branch, drained: dict[str, Any] | None = None) -> str:
+    """Draft the 5-line postmortem and save it as `<YYYY-MM-DD>.md` in the evidence folder.
+
+    `drained` is what `drain_after_incident` returned (None: nothing replayed).
+    """
+    from runbook.core.evidence import utc_now
+
+    actions = [_action_summary(c.what) for c in s.changes] or [
+        f"would run: {_action_summary(c.what)}" for c in s.would_change
+    ]
+    if branch.name == CORRUPT:
+        actions.append(
+            f"handed over to scenario 5: {restore_command(s.env, _reason_for_restore(branch))}"
+        )
+    if drained is None:
+        data = "webhooks and queued LLM work: not replayed (database not restored yet)"
+    else:
+        depths = ", ".join(
+            f"{q} {d['before']} → {d['after']}" for q, d in drained["queues"].items()
+        )
+        data = (
+            f"DLQ depth before → after the drain: {depths} "
+            "(work received during the outage was queued, then replayed)"
+        )
+    text = postmortem_draft(
+        started=s.started,
+        finished=utc_now(),
+        branch=branch,
+        actions=actions,
+        webhooks=data,
+        environment=s.env,
+    )
+    name = f"{s.started:%Y-%m-%d}.md"
+    s.evidence.write_text(name, f"<!-- draft for docs/incidents/{name} -->\n" + text)
+    return text

@@ -1,0 +1,407 @@
+"""Appendix C: the runbook review, done from the evidence the notebooks leave.
+
+"Review every 4 weeks. If any command in this runbook failed during a real
+incident, update it immediately after that incident closes." The tool knows
+which notebooks ran, when and how they ended (every run leaves a
+`record.json` and a `commands.jsonl` under outputs/), so it can do the review
+itself. It reads those files only; it never connects to a server.
+
+What is due:
+
+- **stale**: a scenario whose last run is older than the 4-week cycle (or
+  that never ran);
+- **drill missed**: no successful `restore_drill` in the last 31 days on a
+  real environment (scenario 5: "monthly, required", on staging; a sandbox
+  rehearsal does not prove the real backups restore);
+- **runbook update**: a command that failed during a real run (environment
+  not the sandbox, not a dry run) since the last review.
+
+Example::
+
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> root = Path(tempfile.mkdtemp())
+    >>> d = root / "staging/restore_drill/20261101T000000Z-restore_drill"
+    >>> d.mkdir(parents=True)
+    >>> _ = (d / "record.json").write_text(json.dumps({"scenario": "restore_drill",
+    ...     "environment": "staging", "environment_kind": "staging", "dry_run": False,
+    ...     "started": "2026-11-01T00:00:00.000Z", "outcome": "ok"}))
+    >>> r = review(root, as_of="2026-11-27T08:00:00Z", scenarios=["restore_drill"])
+    >>> r.due_count, bool(r.drill_ok)
+    (0, True)
+    >>> r = review(root, as_of="2026-12-15T08:00:00Z", scenarios=["restore_drill"])
+    >>> sorted(r.due["kind"])
+    ['drill missed', 'stale']
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from runbook.clock import parse_time
+from runbook.core.paths import notebooks_dir, outputs_dir
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from runbook.session import Session
+
+CYCLE_DAYS = 28  # "every 4 weeks"
+DRILL_DAYS = 31  # scenario 5: the drill is monthly
+DRILL_SCENARIO = "restore_drill"
+REVIEW_SCENARIO = "review"
+# A review that ran to its verdict (either way) closes the window for failed commands.
+_REVIEW_DONE = ("ok", "dod_not_met")
+
+RUN_COLUMNS = [
+    "scenario",
+    "environment",
+    "kind",
+    "dry_run",
+    "started",
+    "outcome",
+    "exit_code",
+    "duration_s",
+    "run_dir",
+]
+DUE_COLUMNS = ["kind", "scenario", "environment", "when", "detail", "run_dir"]
+
+
+def load_runs(root: Path | str | None = None) -> pd.DataFrame:
+    """Every run record under `root` (default: the project's outputs/) as a DataFrame.
+
+    One row per `record.json`; `run_dir` is the folder the record is in
+    (records copied from another machine keep working). Unreadable records
+    are skipped: a half-written record must not stop the review.
+    """
+    base = Path(root) if root else outputs_dir()
+    rows: list[dict[str, Any]] = []
+    for path in sorted(base.glob("**/record.json")) if base.exists() else []:
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rec, dict) or not rec.get("scenario"):
+            continue
+        env = str(rec.get("environment") or "")
+        rows.append(
+            {
+                "scenario": str(rec["scenario"]),
+                "environment": env,
+                "kind": str(rec.get("environment_kind") or env),
+                "dry_run": bool(rec.get("dry_run") or (rec.get("parameters") or {}).get("dry_run")),
+                "started": parse_time(rec.get("started")),
+                "outcome": str(rec.get("outcome") or "unknown"),
+                "exit_code": rec.get("exit_code"),
+                "duration_s": rec.get("duration_s"),
+                "run_dir": str(path.parent),
+            }
+        )
+    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    df = df[df["started"].notna()].copy()
+    if not df.empty:
+        df["started"] = pd.to_datetime(df["started"], utc=True)
+    return df.sort_values("started", kind="stable").reset_index(drop=True)
+
+
+def known_scenarios(directory: Path | None = None) -> list[str]:
+    """The notebooks the review expects to see run (all but the review itself)."""
+    d = directory or notebooks_dir()
+    return sorted(p.stem for p in d.glob("*.ipynb") if p.stem != REVIEW_SCENARIO)
+
+
+def failed_commands(run_dir: Path | str) -> list[dict[str, Any]]:
+    """Commands in a run's commands.jsonl that failed: an error, or an exit not accepted.
+
+    Sessions record whether the exit code was accepted (``ok``: a probe may
+    accept 1, like grep); older entries without it count any non-zero exit.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "commands.jsonl").write_text("\\n".join(json.dumps(e) for e in [
+    ...     {"kind": "command", "command": "true", "exit_code": 0, "ok": True},
+    ...     {"kind": "command", "command": "grep x f", "exit_code": 1, "ok": True},
+    ...     {"kind": "command", "command": "false", "exit_code": 1, "ok": False},
+    ...     {"kind": "command", "command": "ssh", "error": "connection refused"},
+    ...     {"kind": "http", "status": 500}]))
+    >>> [c["command"] for c in failed_commands(d)]
+    ['false', 'ssh']
+    """
+    path = Path(run_dir) / "commands.jsonl"
+    out: list[dict[str, Any]] = []
+    if not path.exists():
+        return out
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or entry.get("kind") != "command":
+            continue
+        if entry.get("error"):
+            failed = True
+        elif "ok" in entry:
+            failed = not entry["ok"]
+        else:
+            failed = entry.get("exit_code") != 0
+        if failed:
+            out.append(entry)
+    return out
+
+
+@dataclass
+class Review:
+    """The review's findings. `due` is empty when nothing needs doing."""
+
+    as_of: datetime
+    since: datetime | None
+    runs: pd.DataFrame
+    last_runs: pd.DataFrame
+    failed: pd.DataFrame
+    due: pd.DataFrame
+    drill_ok: datetime | None
+    cycle_days: int = CYCLE_DAYS
+    drill_days: int = DRILL_DAYS
+    scenarios: list[str] = field(default_factory=list)
+
+    @property
+    def due_count(self) -> int:
+        return len(self.due)
+
+    def plot(self) -> Figure:
+        """Every run on a timeline, one row per scenario, coloured by outcome."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        names = sorted(set(self.scenarios) | set(self.runs["scenario"]))
+        fig, ax = plt.subplots(figsize=(10, 0.45 * max(len(names), 3) + 1.5))
+        colours = {"ok": "tab:green", "dod_not_met": "tab:orange"}
+        ypos = {n: i for i, n in enumerate(names)}
+        for outcome, group in self.runs.groupby("outcome"):
+            ax.scatter(
+                group["started"].dt.tz_localize(None),
+                [ypos[n] for n in group["scenario"]],
+                c=colours.get(str(outcome), "tab:red"),
+                label=str(outcome),
+                s=40,
+                zorder=3,
+            )
+        naive = self.as_of.replace(tzinfo=None)
+        ax.axvline(naive, color="black", lw=1, label="as of")
+        ax.axvline(
+            naive - timedelta(days=self.cycle_days),
+            color="grey",
+            ls="--",
+            lw=1,
+            label=f"{self.cycle_days}-day cycle",
+        )
+        if self.since is not None:
+            ax.axvline(
+                self.since.replace(tzinfo=None), color="tab:blue", ls=":", lw=1, label="last review"
+            )
+        stale = set(self.due.loc[self.due["kind"] == "stale", "scenario"])
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels([f"{n} (due)" if n in stale else n for n in names])
+        ax.set_title(f"Runbook review as of {self.as_of:%Y-%m-%d %H:%M} UTC")
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(loc="upper left", fontsize="small", ncols=3)
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        return fig
+
+
+def review(
+    root: Path | str | None = None,
+    as_of: datetime | str | None = None,
+    *,
+    scenarios: list[str] | None = None,
+    since: datetime | str | None = None,
+    cycle_days: int = CYCLE_DAYS,
+    drill_days: int = DRILL_DAYS,
+) -> Review:
+    """Review the runs under `root` as of `as_of` (default now).
+
+    `scenarios` is what is expected to run every cycle (default: every
+    notebook but the review). `since` overrides the start of the failed-command
+    window (default: the last review that reached its verdict before `as_of`).
+    """
+    now = parse_time(as_of) if as_of is not None else datetime.now(UTC)
+    if now is None:
+        raise ValueError(f"as_of {as_of!r} is not an ISO date or time")
+    runs = load_runs(root)
+    runs = runs[runs["started"] <= pd.Timestamp(now)].reset_index(drop=True)
+    expected = _names(scenarios) if scenarios is not None else known_scenarios()
+
+    # --- the last run of every scenario, and which are stale
+    due: list[dict[str, Any]] = []
+    real = runs[runs["scenario"] != REVIEW_SCENARIO]
+    last_rows = []
+    cycle_start = pd.Timestamp(now - timedelta(days=cycle_days))
+    for name in sorted(set(expected) | set(real["scenario"])):
+        mine = real[real["scenario"] == name]
+        if mine.empty:
+            last_rows.append(
+                {"scenario": name, "environment": None, "started": pd.NaT, "outcome": "never run"}
+                | {"age_days": None, "run_dir": None, "due": True}
+            )
+            due.append(_due("stale", name, None, None, "never run", None))
+            continue
+        last = mine.iloc[-1]
+        age = (pd.Timestamp(now) - last["started"]).total_seconds() / 86400
+        stale = name in expected and last["started"] < cycle_start
+        last_rows.append(
+            {
+                "scenario": name,
+                "environment": last["environment"],
+                "started": last["started"],
+                "outcome": last["outcome"],
+                "age_days": round(age, 1),
+                "run_dir": last["run_dir"],
+                "due": bool(stale),
+            }
+        )
+        if stale:
+            due.append(
+                _due(
+                    "stale",
+                    name,
+                    last["environment"],
+                    last["started"],
+                    f"last run {age:.0f} days ago (cycle: {cycle_days} days)",
+                    last["run_dir"],
+                )
+            )
+    last_runs = pd.DataFrame(
+        last_rows,
+        columns=["scenario", "environment", "started", "outcome", "age_days", "due", "run_dir"],
+    )
+
+    # --- the monthly restore drill, on a real environment, successful
+    drills = runs[
+        (runs["scenario"] == DRILL_SCENARIO)
+        & (runs["kind"] != "sandbox")
+        & ~runs["dry_run"]
+        & (runs["outcome"] == "ok")
+    ]
+    drill_ok = drills["started"].iloc[-1].to_pydatetime() if not drills.empty else None
+    if drill_ok is None or drill_ok < now - timedelta(days=drill_days):
+        detail = (
+            f"last successful drill {(now - drill_ok).days} days ago (required: every "
+            f"{drill_days} days)"
+            if drill_ok
+            else "no successful restore drill on a real environment on record"
+        )
+        due.append(_due("drill missed", DRILL_SCENARIO, None, drill_ok, detail, None))
+
+    # --- commands that failed in real runs since the last review
+    window = parse_time(since) if since is not None else None
+    if window is None:
+        reviews = runs[(runs["scenario"] == REVIEW_SCENARIO) & runs["outcome"].isin(_REVIEW_DONE)]
+        window = reviews["started"].iloc[-1].to_pydatetime() if not reviews.empty else None
+    candidates = runs[(runs["kind"] != "sandbox") & ~runs["dry_run"]]
+    if window is not None:
+        candidates = candidates[candidates["started"] > pd.Timestamp(window)]
+    failed_rows = []
+    for _, run in candidates.iterrows():
+        for entry in failed_commands(run["run_dir"]):
+            failed_rows.append(
+                {
+                    "scenario": run["scenario"],
+                    "environment": run["environment"],
+                    "run_started": run["started"],
+                    "step": entry.get("step"),
+                    "command": entry.get("command"),
+                    "result": entry.get("error") or entry.get("status") or entry.get("exit_code"),
+                    "run_dir": run["run_dir"],
+                }
+            )
+    failed = pd.DataFrame(
+        failed_rows,
+        columns=["scenario", "environment", "run_started", "step", "command", "result", "run_dir"],
+    )
+    for _, row in failed.iterrows():
+        due.append(
+            _due(
+                "runbook update",
+                row["scenario"],
+                row["environment"],
+                row["run_started"],
+                f"step {row['step']!r}: `{row['command']}` failed ({row['result']})",
+                row["run_dir"],
+            )
+        )
+    return Review(
+        as_of=now,
+        since=window,
+        runs=runs,
+        last_runs=last_runs,
+        failed=failed,
+        due=pd.DataFrame(due, columns=DUE_COLUMNS),
+        drill_ok=drill_ok,
+        cycle_days=cycle_days,
+        drill_days=drill_days,
+        scenarios=expected,
+    )
+
+
+def _names(value: Any) -> list[str]:
+    """Scenario names from a list or a string (`-p scenarios deploy,rollback` passes one).
+
+    >>> _names("deploy, rollback"), _names('["deploy"]'), _names(["a", "b"])
+    (['deploy', 'rollback'], ['deploy'], ['a', 'b'])
+    """
+    if isinstance(value, str):
+        return [w for w in re.split(r"[\s,\[\]\"']+", value) if w]
+    return [str(v) for v in value]
+
+
+def _due(
+    kind: str, scenario: str, env: Any, when: Any, detail: str, run_dir: Any
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "scenario": scenario,
+        "environment": env,
+        "when": when,
+        "detail": detail,
+        "run_dir": run_dir,
+    }
+
+
+def record_checks(s: Session, r: Review) -> None:
+    """One check per finding kind, so `s.done()` fails (exit 3) when something is due."""
+    stale = r.due[r.due["kind"] == "stale"]
+    s.check(
+        f"Every scenario ran within {r.cycle_days} days",
+        expected="none overdue",
+        actual=", ".join(stale["scenario"]) or "none overdue",
+        passed=stale.empty,
+        note=f"{len(r.last_runs)} scenarios reviewed",
+    )
+    s.check(
+        f"Restore drill within {r.drill_days} days",
+        expected="a successful restore_drill on a real environment",
+        actual=f"last: {r.drill_ok:%Y-%m-%d %H:%M} UTC" if r.drill_ok else "none on record",
+        passed=not (r.due["kind"] == "drill missed").any(),
+    )
+    s.check(
+        "No command failed in a real incident since the last review",
+        expected="0 failed commands",
+        actual=f"{len(r.failed)} failed commands",
+        passed=r.failed.empty,
+        note=(
+            f"since {r.since:%Y-%m-%d %H:%M} UTC (last review)"
+            if r.since
+            else "since the first run"
+        )
+        + ("; update the runbook for each (appendix C)" if not r.failed.empty else ""),
+    )

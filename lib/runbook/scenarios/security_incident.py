@@ -1,0 +1,1089 @@
+"""Scenario 6, security incident: contain, prove, investigate, preserve, document.
+
+The runbook's steps, each made provable:
+
+1. **Rotate all secrets** with the app's own `scripts/rotate_secrets.sh`, restart
+   the API, then prove it: the new admin key is read from the server's `.env`
+   (never shown: registered with the redactor the moment it is read), the API
+   accepts it and refuses the old one.
+2. **Lock down SSH** to the operator's address: the address is the one the
+   server sees this very SSH connection come from (`$SSH_CONNECTION`), and
+   locking down to any other address is refused unless explicitly overridden
+   (no self-lockout). Rules are saved first; a revert timer on the server
+   undoes the lockdown unless a NEW connection from the operator succeeds.
+   A target without a host firewall (the loopback sandbox) reports every
+   firewall step as "not available on this target", never as passed.
+3. **Investigate**: the auth log and fail2ban's state as tables (accepted and
+   failed logins by address and user, first and last seen, banned
+   addresses), and admin API calls from unexpected addresses or with a bad key.
+4. **Preserve evidence**: a tarball of the nginx, auth and app logs on the
+   server, its SHA-256 recorded, a copy downloaded into the evidence folder
+   and its hash checked.
+5. **Document**: an incident document and a GitHub security advisory draft.
+
+Parsing is pure and tested here::
+
+    >>> df = parse_auth_log(
+    ...     "2026-11-27T07:41:02.5+00:00 dealix sshd[7]: Failed password for invalid user "
+    ...     "admin from 203.0.113.66 port 51234 ssh2\\n"
+    ...     "Nov 27 07:43:10 dealix sshd[9]: Accepted password for deploy from 203.0.113.66 "
+    ...     "port 51302 ssh2\\n", year=2026)
+    >>> list(df["result"]), list(df["user"])
+    (['failed', 'accepted'], ['admin', 'deploy'])
+    >>> ssh_client_address("198.51.100.7 52144 10.0.0.2 22")
+    '198.51.100.7'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import shlex
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from runbook.core.evidence import utc_now
+from runbook.core.secrets import parse_env_text
+from runbook.errors import Forbidden, RunbookError
+
+if TYPE_CHECKING:
+    from runbook.session import Session
+
+NOT_AVAILABLE = "not available on this target"
+SOURCE = "Scenario 6 step 2 (restrict SSH to your IP)"
+ADMIN_PREFIX = "/api/v1/admin"
+# Scenario 6 step 5 "Notify Sami": the runbook's owner (section 0 / the document's header).
+NOTIFY_WHO = "Sami Assiri (runbook owner)"
+PROBE_PATH = "/api/v1/admin/dlq/stats"  # read-only admin endpoint used to test a key
+# The app's .env keys rotate_secrets.sh changes → the operator's secret variable names.
+ROTATED = {"ADMIN_KEY": None, "WEBHOOK_SECRET": "DEALIX_WEBHOOK_SECRET"}
+# Values of .env keys like these are registered with the redactor when the file is read.
+_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|DSN|DATABASE_URL|REDIS_URL", re.I)
+
+# ----------------------------------------------------------------- parsing
+
+_ISO = r"(?P<iso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
+_SYSLOG = r"(?P<sys>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)"
+_PREFIX = re.compile(rf"^(?:{_ISO}|{_SYSLOG})\s")
+_ACCEPTED = re.compile(r"Accepted (?P<method>\S+) for (?P<user>\S+) from (?P<addr>\S+) port (\d+)")
+_FAILED = re.compile(
+    r"Failed (?P<method>\S+) for (?:invalid user )?(?P<user>\S*) from (?P<addr>\S+) port (\d+)"
+)
+
+
+def _line_time(line: str, year: int) -> datetime | None:
+    m = _PREFIX.match(line)
+    if not m:
+        return None
+    if m.group("iso"):
+        ts = datetime.fromisoformat(m.group("iso").replace("Z", "+00:00"))
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    # Traditional syslog has no year: assume `year` (the caller passes the current one).
+    return datetime.strptime(f"{year} {m.group('sys')}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC)
+
+
+def parse_auth_log(text: str, *, year: int | None = None) -> pd.DataFrame:
+    """sshd's accepted and failed logins: one row per attempt.
+
+    Lines with ISO (Debian 12 rsyslog) or traditional syslog timestamps get a
+    time; lines without one (sshd -E, the loopback sandbox) get NaT.
+    """
+    year = year or utc_now().year
+    rows = []
+    for line in text.splitlines():
+        for result, rx in (("accepted", _ACCEPTED), ("failed", _FAILED)):
+            m = rx.search(line)
+            if m:
+                rows.append(
+                    {
+                        "time": _line_time(line, year),
+                        "address": m.group("addr"),
+                        "user": m.group("user") or "(empty)",
+                        "result": result,
+                        "method": m.group("method"),
+                    }
+                )
+                break
+    df = pd.DataFrame(rows, columns=["time", "address", "user", "result", "method"])
+    df["time"] = pd.to_datetime(df["time"], utc=True)
+    return df
+
+
+def login_summary(logins: pd.DataFrame, known: set[str]) -> pd.DataFrame:
+    """Accepted and failed logins by address and user, first and last seen.
+
+    >>> df = parse_auth_log("Accepted publickey for root from 127.0.0.1 port 1 ssh2\\n" * 2)
+    >>> login_summary(df, {"127.0.0.1"})[["address", "user", "accepted", "failed", "known"]]
+         address  user  accepted  failed  known
+    0  127.0.0.1  root         2       0   True
+    """
+    cols = ["address", "user", "accepted", "failed", "first_seen", "last_seen", "known"]
+    if logins.empty:
+        return pd.DataFrame(columns=cols)
+    g = logins.groupby(["address", "user"], sort=True)
+    out = pd.DataFrame(
+        {
+            "accepted": g["result"].apply(lambda r: int((r == "accepted").sum())),
+            "failed": g["result"].apply(lambda r: int((r == "failed").sum())),
+            "first_seen": g["time"].min(),
+            "last_seen": g["time"].max(),
+        }
+    ).reset_index()
+    out["known"] = out["address"].isin(known)
+    out = out[cols].sort_values(["known", "accepted", "failed"], ascending=[True, False, False])
+    return out.reset_index(drop=True)
+
+
+def parse_fail2ban_status(text: str) -> dict[str, Any]:
+    """`fail2ban-client status <jail>` output → jail, counts, banned addresses.
+
+    >>> out = ("Status for the jail: sshd\\n|- Filter\\n|  |- Currently failed:\\t3\\n"
+    ...        "|  |- Total failed:\\t12\\n`- Actions\\n   |- Currently banned:\\t2\\n"
+    ...        "   |- Total banned:\\t4\\n   `- Banned IP list:\\t198.51.100.4 127.0.0.1\\n")
+    >>> parse_fail2ban_status(out)["banned"]
+    ['198.51.100.4', '127.0.0.1']
+    """
+    info: dict[str, Any] = {"jail": None, "banned": []}
+    for line in text.splitlines():
+        if "Status for the jail:" in line:
+            info["jail"] = line.split(":", 1)[1].strip()
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name = key.strip(" |`-\t").lower().replace(" ", "_")
+        if name == "banned_ip_list":
+            info["banned"] = value.split()
+        elif name in ("currently_failed", "total_failed", "currently_banned", "total_banned"):
+            info[name] = int(value.strip() or 0)
+    return info
+
+
+# the app's own line: `<ts> INFO dealix.access <ip> "<METHOD> <path>" <status> <ms>ms key=<state>`
+_APP_ACCESS = re.compile(
+    r'dealix\.access (?P<addr>\S+) "(?P<method>[A-Z]+) (?P<path>[^"]*)" (?P<status>\d{3}) '
+    r"\S+ key=(?P<key>\w+)"
+)
+# nginx's combined format (production: the API's access log is nginx's)
+_NGINX = re.compile(
+    r'^(?P<addr>\S+) \S+ \S+ \[(?P<ts>[^\]]+)\] "(?P<method>[A-Z]+) (?P<path>\S+)[^"]*" '
+    r"(?P<status>\d{3})"
+)
+
+
+def parse_access_log(text: str) -> pd.DataFrame:
+    """API requests from the app's access lines or nginx's combined log.
+
+    >>> parse_access_log('2026-11-27T08:02:11+0000 INFO dealix.access 203.0.113.66 '
+    ...     '"GET /api/v1/admin/dlq/stats" 200 1.2ms key=present')[["address", "status", "key"]]
+            address  status      key
+    0  203.0.113.66     200  present
+    """
+    rows = []
+    for line in text.splitlines():
+        m = _APP_ACCESS.search(line)
+        if m:
+            parts = line.split(" ", 1)
+            try:
+                ts = datetime.strptime(parts[0], "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
+            except ValueError:
+                ts = None
+            key = m.group("key")
+        else:
+            m = _NGINX.search(line)
+            if not m:
+                continue
+            try:
+                ts = datetime.strptime(m.group("ts"), "%d/%b/%Y:%H:%M:%S %z").astimezone(UTC)
+            except ValueError:
+                ts = None
+            key = None  # nginx does not know whether the key was valid: the status tells
+        rows.append(
+            {
+                "time": ts,
+                "address": m.group("addr"),
+                "method": m.group("method"),
+                "path": m.group("path").split("?", 1)[0],
+                "status": int(m.group("status")),
+                "key": key,
+            }
+        )
+    df = pd.DataFrame(rows, columns=["time", "address", "method", "path", "status", "key"])
+    df["time"] = pd.to_datetime(df["time"], utc=True)
+    return df
+
+
+def unexpected_admin_calls(requests: pd.DataFrame, known: set[str]) -> pd.DataFrame:
+    """Admin API calls from addresses not known (the operator's and `known`), grouped.
+
+    `granted` counts the calls the API answered below 400: from an unknown
+    address that means a working admin key is in someone else's hands.
+    """
+    cols = ["address", "path", "calls", "granted", "refused", "first_seen", "last_seen", "why"]
+    admin = requests[requests["path"].str.startswith(ADMIN_PREFIX)] if len(requests) else requests
+    if admin.empty:
+        return pd.DataFrame(columns=cols)
+    admin = admin.assign(
+        unknown=~admin["address"].isin(known), badkey=admin["key"].isin(["invalid"])
+    )
+    # An invalid key from a known address is the operator (this run proves the old
+    # key is refused that way); from an unknown one it is probing.
+    odd = admin[admin["unknown"]]
+    if odd.empty:
+        return pd.DataFrame(columns=cols)
+    g = odd.groupby(["address", "path"], sort=True)
+    out = pd.DataFrame(
+        {
+            "calls": g.size(),
+            "granted": g["status"].apply(lambda st: int((st < 400).sum())),
+            "refused": g["status"].apply(lambda st: int((st >= 400).sum())),
+            "first_seen": g["time"].min(),
+            "last_seen": g["time"].max(),
+            "unknown": g["unknown"].any(),
+            "badkey": g["badkey"].any(),
+        }
+    ).reset_index()
+    out["why"] = [
+        ", ".join(
+            w
+            for w, on in (("unknown address", u), ("invalid admin key", b), ("key worked", g > 0))
+            if on
+        )
+        for u, b, g in zip(out["unknown"], out["badkey"], out["granted"], strict=True)
+    ]
+    return out[cols].sort_values(["granted", "calls"], ascending=False).reset_index(drop=True)
+
+
+def ssh_client_address(ssh_connection: str) -> str | None:
+    """The client address from `$SSH_CONNECTION` ("client port server port")."""
+    parts = ssh_connection.split()
+    if len(parts) != 4:
+        return None
+    try:
+        return str(ipaddress.ip_address(parts[0]))
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------- 1. rotate and prove
+
+
+@dataclass
+class Rotation:
+    """What the rotation did and proved (never the keys themselves)."""
+
+    rotated: bool
+    output: str
+    old_accepted_before: int | None
+    new_status: int | None
+    old_status: int | None
+    changed: bool
+    operator_secrets_updated: str
+    # per rotated .env key: "replaced", "added", "unchanged" or "missing" (never a value)
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+def rotation_states(before: dict[str, str], after: dict[str, str]) -> dict[str, str]:
+    """Each key the rotation must change, compared before/after; the values never leave here.
+
+    >>> rotation_states({"ADMIN_KEY": "a", "WEBHOOK_SECRET": "w"},
+    ...                 {"ADMIN_KEY": "b", "WEBHOOK_SECRET": "w"})
+    {'ADMIN_KEY': 'replaced', 'WEBHOOK_SECRET': 'unchanged'}
+    >>> rotation_states({}, {"ADMIN_KEY": "b"})
+    {'ADMIN_KEY': 'added', 'WEBHOOK_SECRET': 'missing'}
+    """
+    out: dict[str, str] = {}
+    for key in ROTATED:
+        old, new = before.get(key), after.get(key)
+        if not new:
+            out[key] = "missing"
+        elif old is None:
+            out[key] = "added"
+        else:
+            out[key] = "replaced" if new != old else "unchanged"
+    return out
+
+
+def _key_status(s: Session, key: str) -> int | None:
+    resp = s.api.get(PROBE_PATH, headers={"X-API-Key": key}, accept=tuple(range(100, 600)))
+    return resp.status
+
+
+def _read_env(s: Session) -> dict[str, str]:
+    values = parse_env_text(s.read_file(s.profile.app.env_file).decode("utf-8", "replace"))
+    # Register before anything else touches the values: nothing can print them after this.
+    for name, value in values.items():
+        if _SECRET_NAME.search(name) and len(value) >= 8:
+            s.redactor.register(name, value)
+    return values
+
+
+def rotate_secrets(s: Session, *, update_operator_secrets: bool = True) -> Rotation:
+    """Rotate with the app's script, restart the API, prove new key in and old key out.
+
+    Records four checks. The old key is the operator's current admin key
+    (from the secrets file or environment). Afterwards, the operator's
+    secrets file gets the new values (or the run says where to put them),
+    otherwise every later notebook would hold a dead key.
+    """
+    var = s.profile.secrets.admin_key
+    old = s.secrets.get(var)
+    assert old is not None
+    before = _key_status(s, old)
+    s.check(
+        "Old admin key worked before rotation",
+        expected="200 (so that its refusal afterwards means something)",
+        actual=before,
+        passed=before == 200,
+        note="the operator's key did not match the server's already" if before != 200 else "",
+    )
+    # every key the script must change, read (and registered with the redactor) first,
+    # so the proof compares each one and not only the admin key
+    before_env = {} if s.dry_run else _read_env(s)
+    r = s.run(["bash", "scripts/rotate_secrets.sh"], cwd=s.profile.app.dir, label="rotate-secrets")
+    if r.dry_run:
+        for name in ("Secrets rotated", "New admin key accepted", "Old admin key refused"):
+            s.check(name, expected="proved", actual="dry run: not rotated", passed=None)
+        return Rotation(False, "", before, None, None, False, "dry run")
+    s.services.restart("api")
+    wait_api(s)
+    values = _read_env(s)
+    new = values.get("ADMIN_KEY", "")
+    changed = bool(new) and new != old
+    states = rotation_states(before_env, values)
+    s.check(
+        "Secrets rotated",
+        expected=f"{' and '.join(ROTATED)} replaced in .env (each compared before/after)",
+        actual=", ".join(f"{k} {v}" for k, v in states.items()),
+        passed=all(v in ("replaced", "added") for v in states.values()),
+        note=r.stdout.splitlines()[0] if r.stdout else "",
+    )
+    new_status = _key_status(s, new) if new else None
+    s.check("New admin key accepted", expected=200, actual=new_status, passed=new_status == 200)
+    old_status = _key_status(s, old)
+    s.check(
+        "Old admin key refused",
+        expected=401,
+        actual=old_status,
+        passed=old_status == 401,
+        note="the leaked key no longer opens the admin API" if old_status == 401 else "",
+    )
+    updated = "not asked"
+    if update_operator_secrets and changed:
+        updated = _update_operator_secrets(
+            s, {var: new, **{v: values[k] for k, v in ROTATED.items() if v and k in values}}
+        )
+    return Rotation(True, r.stdout, before, new_status, old_status, changed, updated, states)
+
+
+def wait_api(s: Session, timeout: float = 30.0) -> None:
+    """Wait until `GET /health` answers 200 after a restart."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = s.api.health().status
+            if last == 200:
+                return
+        except RunbookError as exc:
+            last = type(exc).__name__
+        time.sleep(0.3)
+    raise RunbookError(f"the API did not answer /health with 200 within {timeout:.0f}s: {last}")
+
+
+def _update_operator_secrets(s: Session, values: dict[str, str]) -> str:
+    """Write the new values into the operator's 0600 secrets file (local, atomic)."""
+    import os
+
+    path = s.secrets.file
+    if path is None or not path.exists():
+        return (
+            f"no secrets file: set {', '.join(values)} in your environment from the server's .env"
+        )
+    lines = path.read_text().splitlines()
+    done: set[str] = set()
+    for i, line in enumerate(lines):
+        name = line.split("=", 1)[0].removeprefix("export ").strip()
+        if name in values and "=" in line and not line.lstrip().startswith("#"):
+            lines[i] = f"{name}={values[name]}"
+            done.add(name)
+    lines += [f"{k}={v}" for k, v in values.items() if k not in done]
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    s.evidence.append(
+        {"kind": "secrets-file", "op": "update", "path": str(path), "names": sorted(values)}
+    )
+    return f"updated {', '.join(sorted(values))} in {path}"
+
+
+# ------------------------------------------------------------ 2. lockdown
+
+
+def operator_address(s: Session) -> str | None:
+    """The address the server sees this very SSH connection come from."""
+    r = s.probe('echo "$SSH_CONNECTION"', shell=True, warn=True, label="ssh-connection")
+    return ssh_client_address(r.stdout.strip())
+
+
+def lockdown_address(
+    s: Session, seen: str | None, requested: str | None = None, *, override: bool = False
+) -> str:
+    """The address SSH may be restricted to; refuses one that would lock the operator out.
+
+    `requested` defaults to `seen`. Another address is refused (rule
+    `no-self-lockout`) unless `override` is True; the override is recorded.
+    """
+    if requested:
+        try:
+            requested = str(ipaddress.ip_address(requested.strip()))
+        except ValueError:
+            raise Forbidden(
+                "no-self-lockout",
+                f"restrict SSH to {requested!r}",
+                source=SOURCE,
+                why="not an IP address",
+            ) from None
+    if seen is None and not override:
+        raise Forbidden(
+            "no-self-lockout",
+            f"restrict SSH to {requested or '(unknown)'}",
+            source=SOURCE,
+            why="cannot tell which address this connection comes from ($SSH_CONNECTION is "
+            "empty: not an SSH session?); pass override_lockout_check=True only if you are sure",
+        )
+    target = requested or seen
+    assert target is not None
+    if target != seen:
+        if not override:
+            raise Forbidden(
+                "no-self-lockout",
+                f"restrict SSH to {target}",
+                source=SOURCE,
+                why=f"the server sees this connection coming from {seen}; locking SSH to "
+                f"another address would lock you out. Pass override_lockout_check=True to do "
+                "it anyway (you keep only this connection and the revert timer)",
+            )
+        s.evidence.append(
+            {"kind": "override", "rule": "no-self-lockout", "seen": seen, "target": target}
+        )
+    return target
+
+
+@dataclass
+class Lockdown:
+    available: bool
+    target: str
+    saved: str | None = None
+    new_connection: str = ""
+    outside_before: bool | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.steps, columns=["step", "command", "result"])
+
+
+def _new_connection(s: Session) -> tuple[bool, str]:
+    """Open a NEW SSH connection (as the operator) and run `true` on it."""
+    from runbook.core.transport import SSHTransport
+
+    transport = s.transport
+    if not isinstance(transport, SSHTransport):
+        return False, "not an SSH target"
+    fresh = SSHTransport(transport.spec)
+    try:
+        out = fresh.execute("true", on_stdout=lambda b: None, on_stderr=lambda b: None, timeout=20)
+        return out.exit_code == 0, f"new connection: exit {out.exit_code}"
+    except Exception as exc:  # any failure to connect is the answer
+        return False, s.redactor.redact(f"new connection failed: {type(exc).__name__}: {exc}")
+    finally:
+        fresh.close()
+
+
+def _fw_commands(kind: str, port: int, target: str, saved: str) -> dict[str, str]:
+    q = shlex.quote
+    if kind == "ufw":
+        return {
+            "save": f"ufw status numbered > {q(saved)}.status && "
+            f"cp -p /etc/ufw/user.rules {q(saved)}.user.rules && "
+            f"cp -p /etc/ufw/user6.rules {q(saved)}.user6.rules",
+            # allow the operator BEFORE removing the general rule: no gap
+            "lock": f"ufw allow from {q(target)} to any port {port} proto tcp && "
+            f"(ufw delete allow {port}/tcp || true) && (ufw delete allow OpenSSH || true)",
+            "restore": f"cp -p {q(saved)}.user.rules /etc/ufw/user.rules && "
+            f"cp -p {q(saved)}.user6.rules /etc/ufw/user6.rules && ufw reload",
+            "show": "ufw status numbered",
+        }
+    if kind == "iptables":
+        return {
+            "save": f"iptables-save > {q(saved)}.rules",
+            "lock": f"iptables -I INPUT 1 -p tcp --dport {port} -s {q(target)} -j ACCEPT && "
+            f"iptables -I INPUT 2 -p tcp --dport {port} -m conntrack --ctstate "
+            f"ESTABLISHED,RELATED -j ACCEPT && iptables -I INPUT 3 -p tcp --dport {port} -j DROP",
+            "restore": f"iptables-restore < {q(saved)}.rules",
+            "show": "iptables -S INPUT",
+        }
+    raise RunbookError(f"unknown firewall kind {kind!r} (ufw or iptables)")
+
+
+def lock_down_ssh(s: Session, target: str, *, revert_after_s: int = 300) -> Lockdown:
+    """Save the rules, restrict SSH to `target`, prove a new connection still works.
+
+    A revert timer on the server restores the saved rules after
+    `revert_after_s` unless the new connection succeeds (then it is cancelled).
+    """
+    kind = s.profile.security.firewall
+    port = s.profile.security.ssh_port
+    lock = Lockdown(available=bool(kind), target=target)
+    names = (
+        "Firewall rules saved",
+        f"SSH restricted to {target}",
+        "New SSH connection from the operator works",
+    )
+    if not kind:
+        ok, how = _new_connection(s)
+        lock.new_connection = how
+        for name in names:
+            s.check(
+                name,
+                expected="done and proved",
+                actual=NOT_AVAILABLE,
+                passed=None,
+                note=f"no host firewall on {s.env} (security.firewall is empty)"
+                + (f"; {how}" if name.startswith("New SSH") else ""),
+            )
+        return lock
+    stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
+    saved = f"{s.profile.security.evidence_dir}/firewall.before.{stamp}"
+    cmds = _fw_commands(kind, port, target, saved)
+    r = s.run(
+        f"mkdir -p {shlex.quote(s.profile.security.evidence_dir)} && umask 077 && {cmds['save']}",
+        shell=True,
+        label="firewall-save",
+    )
+    lock.saved = saved
+    lock.steps.append({"step": "save", "command": r.command, "result": r.status})
+    if r.dry_run:
+        s.check(names[0], expected="saved", actual="dry run", passed=None)
+    else:
+        s.check(names[0], expected="saved", actual=saved if r.ok else r.status, passed=r.ok)
+    if r.dry_run:
+        for name in names[1:]:
+            s.check(name, expected="done and proved", actual="dry run", passed=None)
+        return lock
+    lock.outside_before, what = outside_reachable(s)
+    if lock.outside_before is not None:
+        s.check(
+            "Outside reaches SSH before lockdown",
+            expected="reachable (otherwise the proof after means nothing)",
+            actual=what,
+            passed=lock.outside_before,
+        )
+    timer = s.run(
+        f"setsid sh -c {shlex.quote(f'sleep {int(revert_after_s)}; ' + cmds['restore'])} "
+        "</dev/null >/dev/null 2>&1 & echo $!",
+        shell=True,
+        label="firewall-revert-timer",
+    )
+    pid = timer.stdout.strip()
+    r = s.run(cmds["lock"], shell=True, label="firewall-lock")
+    lock.steps.append({"step": "lock", "command": r.command, "result": r.status})
+    shown = s.probe(cmds["show"], shell=True, warn=True, label="firewall-show")
+    s.check(
+        names[1],
+        expected=f"only {target} may reach port {port}",
+        actual=f"rules applied ({r.status})",
+        passed=r.ok and target in shown.stdout,
+        note=shown.tail(5),
+    )
+    ok, how = _new_connection(s)
+    lock.new_connection = how
+    if ok and pid.isdigit():
+        s.run(["kill", pid], warn=True, label="cancel-revert-timer")
+        how += "; revert timer cancelled"
+    elif not ok:
+        how += f"; the revert timer restores {saved} in {revert_after_s}s"
+    s.check(names[2], expected="exit 0", actual=how, passed=ok)
+    return lock
+
+
+def outside_reachable(s: Session) -> tuple[bool | None, str]:
+    """Is SSH reachable from outside the allowed address? None: no vantage point.
+
+    Runs the profile's `security.outside_probe` on this machine (read-only:
+    it only opens a TCP connection and reads sshd's banner).
+    """
+    import subprocess
+
+    sec = s.profile.security
+    if not sec.outside_probe:
+        return None, NOT_AVAILABLE
+    host = sec.outside_host or s.profile.target.host
+    cmd = sec.outside_probe.format(host=shlex.quote(host), port=int(sec.ssh_port))
+    try:
+        # the profile's own command (like services.control): a shell is intended
+        proc = subprocess.run(cmd, shell=True, capture_output=True, timeout=30)  # noqa: S602
+        code: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        code = None
+    reachable = code == 0
+    s.evidence.append(
+        {
+            "kind": "local-probe",
+            "step": s.current_step,
+            "command": s.redactor.redact(cmd),
+            "exit_code": code,
+            "reachable": reachable,
+        }
+    )
+    return reachable, f"{host}:{sec.ssh_port} {'reachable' if reachable else 'not reachable'}"
+
+
+def prove_from_outside(s: Session, lock: Lockdown) -> None:
+    """The DoD's "firewall locked, proved from outside": a connection from another
+    address must fail now (and must have worked before, or the proof is empty)."""
+    name = "Firewall locked (proved from outside)"
+    how = (
+        "no outside vantage point on this target: check from another network "
+        f"(`nc -vz -w5 {s.profile.target.host} {s.profile.security.ssh_port}` must time out)"
+    )
+    if not lock.available or s.dry_run:
+        s.check(
+            name,
+            expected="SSH refused from another address",
+            actual=NOT_AVAILABLE if not lock.available else "dry run",
+            passed=None,
+            note=how if not lock.available else "",
+        )
+        return
+    reachable, what = outside_reachable(s)
+    if reachable is None:
+        s.check(
+            name, expected="SSH refused from another address", actual=what, passed=None, note=how
+        )
+        return
+    s.check(
+        name,
+        expected="reachable before, not after",
+        actual=f"before: {'reachable' if lock.outside_before else 'not reachable'}; after: {what}",
+        passed=bool(lock.outside_before) and not reachable,
+    )
+
+
+# --------------------------------------------------------- 3. investigate
+
+
+@dataclass
+class Findings:
+    logins: pd.DataFrame
+    summary: pd.DataFrame
+    fail2ban: dict[str, Any] | None
+    banned: pd.DataFrame
+    admin_calls: pd.DataFrame
+    known: set[str]
+
+    @property
+    def attackers(self) -> list[str]:
+        """Unknown addresses that logged in, failed to, or called the admin API."""
+        found = (
+            set(self.summary.loc[~self.summary["known"], "address"]) if len(self.summary) else set()
+        )
+        if len(self.admin_calls):
+            found |= set(self.admin_calls["address"]) - self.known
+        return sorted(found)
+
+    @property
+    def authorized_banned(self) -> list[str]:
+        return (
+            sorted(set(self.banned.loc[self.banned["authorized"], "address"]))
+            if len(self.banned)
+            else []
+        )
+
+
+def fail2ban_status(s: Session) -> dict[str, Any] | None:
+    """fail2ban's jail state (None when this target has no fail2ban)."""
+    sec = s.profile.security
+    if s.profile.services.fail2ban:
+        r = s.probe(
+            ["fail2ban-client", "status", sec.fail2ban_jail],
+            warn=True,
+            sudo=s.profile.target.user != "root",
+        )
+        return parse_fail2ban_status(r.stdout) if r.ok else None
+    if sec.fail2ban_status_file:
+        r = s.probe(["cat", sec.fail2ban_status_file], warn=True, label="fail2ban-status-file")
+        return parse_fail2ban_status(r.stdout) if r.ok and r.stdout.strip() else None
+    return None
+
+
+def _read_text(s: Session, path: str) -> str:
+    r = s.probe(["test", "-r", path], warn=True, label="readable")
+    if not r.ok:
+        return ""
+    return s.read_file(path).decode("utf-8", "replace")
+
+
+def parse_addresses(value: Any) -> list[str]:
+    """`known_addresses` as a list, from a list or a string (`-p` passes strings).
+
+    >>> parse_addresses('["192.0.2.10"]'), parse_addresses("192.0.2.1, 192.0.2.2"), parse_addresses(None)
+    (['192.0.2.10'], ['192.0.2.1', '192.0.2.2'], [])
+    """
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        words = re.split(r"[\s,\[\]\"']+", value)
+    else:
+        words = [str(v) for v in value]
+    out = []
+    for w in words:
+        if w.strip():
+            out.append(str(ipaddress.ip_address(w.strip())))
+    return out
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def investigate(s: Session, operator: str | None, known: Any = None) -> Findings:
+    """Auth log, fail2ban, API access log → tables; nothing on the server changes.
+
+    Known (never flagged, never banned): the operator's address, `known`, and
+    loopback (the server itself: nginx in front of the API, local health checks).
+    """
+    sec = s.profile.security
+    known_set = {a for a in [operator, *parse_addresses(known)] if a}
+    logins = parse_auth_log(_read_text(s, sec.auth_log))
+    seen = set(logins["address"])
+    known_set |= {a for a in seen if _is_loopback(a)}
+    summary = login_summary(logins, known_set)
+    f2b = fail2ban_status(s)
+    banned = pd.DataFrame(
+        [{"address": a, "authorized": a in known_set} for a in (f2b or {}).get("banned", [])],
+        columns=["address", "authorized"],
+    )
+    requests = parse_access_log(_read_text(s, sec.api_access_log))
+    known_set |= {a for a in set(requests["address"]) if _is_loopback(a)}
+    calls = unexpected_admin_calls(requests, known_set)
+    return Findings(logins, summary, f2b, banned, calls, known_set)
+
+
+def ban_attackers(s: Session, findings: Findings) -> None:
+    """Ban the attackers and unban authorized addresses in fail2ban; check the result."""
+    jail = s.profile.security.fail2ban_jail
+    attackers = findings.attackers
+    if not s.profile.services.fail2ban:
+        s.check(
+            "Attacker addresses banned",
+            expected=", ".join(attackers) or "none found",
+            actual=NOT_AVAILABLE,
+            passed=None,
+            note=f"no fail2ban on {s.env}: ban {', '.join(attackers) or 'nothing'} by hand",
+        )
+        if findings.authorized_banned:
+            s.check(
+                "Authorized addresses unbanned",
+                expected="none banned",
+                actual=NOT_AVAILABLE,
+                passed=None,
+                note=f"banned: {', '.join(findings.authorized_banned)}",
+            )
+        return
+    sudo = s.profile.target.user != "root"
+    for addr in attackers:
+        s.run(["fail2ban-client", "set", jail, "banip", addr], sudo=sudo, label="banip")
+    for addr in findings.authorized_banned:
+        s.run(["fail2ban-client", "set", jail, "unbanip", addr], sudo=sudo, label="unbanip")
+    after = fail2ban_status(s) or {"banned": []}
+    missing = sorted(set(attackers) - set(after["banned"]))
+    s.check(
+        "Attacker addresses banned",
+        expected=", ".join(attackers) or "none found",
+        actual=", ".join(sorted(set(attackers) & set(after["banned"]))) or "none",
+        passed=not missing if not s.dry_run else None,
+        note=f"not banned: {', '.join(missing)}" if missing else "",
+    )
+    still = sorted(set(findings.authorized_banned) & set(after["banned"]))
+    if findings.authorized_banned:
+        s.check(
+            "Authorized addresses unbanned",
+            expected="none banned",
+            actual=", ".join(still) or "none banned",
+            passed=not still if not s.dry_run else None,
+        )
+
+
+# ------------------------------------------------------ 4. preserve evidence
+
+
+@dataclass
+class Preserved:
+    remote: str | None
+    sha256: str | None
+    local: Path | None
+    local_sha256: str | None
+    size: int = 0
+
+
+def preserve_evidence(s: Session) -> Preserved:
+    """Tar the nginx, auth and app logs on the server, hash it, download and re-hash."""
+    sec = s.profile.security
+    stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
+    remote = f"{sec.evidence_dir}/incident-{stamp}.tgz"
+    # Globs (/var/log/dealix*) are expanded by the server's shell; fixed paths are quoted.
+    paths = [sec.nginx_logs, sec.auth_log, *sec.app_logs]
+    shown = " ".join(p if any(c in p for c in "*?[") else shlex.quote(p) for p in paths)
+    r = s.run(
+        f"mkdir -p {shlex.quote(sec.evidence_dir)} && umask 077 && "
+        f"tar --ignore-failed-read --warning=no-file-changed -czf {shlex.quote(remote)} {shown}",
+        shell=True,
+        accept=(0, 1),  # 1: a log grew while tar read it; the copy is still good
+        label="evidence-tarball",
+    )
+    if r.dry_run:
+        s.check("Evidence preserved", expected="tarball hashed", actual="dry run", passed=None)
+        return Preserved(None, None, None, None)
+    h = s.probe(["sha256sum", remote], label="sha256")
+    digest = h.stdout.split()[0]
+    data = s.read_file(remote)
+    local = s.run_dir / "evidence" / Path(remote).name
+    local.parent.mkdir(parents=True, exist_ok=True)
+    # Byte-exact copy (not redacted): the hash must match the server's.
+    local.write_bytes(data)
+    local_digest = hashlib.sha256(local.read_bytes()).hexdigest()
+    (local.parent / (local.name + ".sha256")).write_text(f"{digest}  {local.name}\n")
+    s.check(
+        "Evidence tarball hash matches",
+        expected=digest,
+        actual=local_digest,
+        passed=local_digest == digest,
+        note=f"{remote} on the server, {len(data)} bytes; copy in evidence/{local.name}",
+    )
+    s.evidence.append({"kind": "evidence", "remote": remote, "sha256": digest, "bytes": len(data)})
+    return Preserved(remote, digest, local, local_digest, len(data))
+
+
+# -------------------------------------------------------------- 5. document
+
+
+def _md_table(df: pd.DataFrame, limit: int = 30) -> str:
+    if df is None or df.empty:
+        return "_none_\n"
+    df = df.head(limit)
+    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
+    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    return head + "".join(
+        "| " + " | ".join(cell(v) for v in row) + " |\n" for row in df.itertuples(index=False)
+    )
+
+
+def draft_documents(
+    s: Session,
+    rotation: Rotation | None,
+    lockdown: Lockdown | None,
+    findings: Findings,
+    preserved: Preserved | None,
+) -> tuple[Path, Path]:
+    """Write the incident document and a GitHub security advisory draft (text only)."""
+    day = s.started.strftime("%Y-%m-%d")
+    checks = s.checks_table()[["check", "status", "actual"]]
+    attackers = ", ".join(findings.attackers) or "none identified"
+    granted = (
+        findings.admin_calls[findings.admin_calls["granted"] > 0]
+        if len(findings.admin_calls)
+        else findings.admin_calls
+    )
+    incident = f"""# Security incident {day} ({s.env})
+
+Draft written by the security_incident notebook at {utc_now():%Y-%m-%d %H:%M} UTC,
+{s.elapsed / 60:.1f} min after the run started. Evidence folder: `{s.run_dir}`.
+Commit it as `docs/incidents/{day}.md` through a PR (never on the server).
+
+## Summary
+
+- Suspected breach on `{s.profile.target.host}`; attacker addresses: {attackers}.
+- Secrets rotated: {"yes, proved (new key accepted, old refused)" if rotation and rotation.rotated and rotation.old_status == 401 and rotation.new_status == 200 else "NOT proved"}; per key: {", ".join(f"{k} {v}" for k, v in (rotation.keys if rotation else {}).items()) or "-"}.
+- SSH locked to: {lockdown.target if lockdown else "-"} ({"firewall applied" if lockdown and lockdown.available else NOT_AVAILABLE}).
+- Evidence: `{preserved.remote if preserved else "-"}` sha256 `{preserved.sha256 if preserved else "-"}`.
+
+## Timeline (UTC)
+
+{_md_table(s.steps_table()[["name", "started", "duration_s", "status"]])}
+## Logins (auth log)
+
+{_md_table(findings.summary)}
+## Banned by fail2ban
+
+{_md_table(findings.banned)}
+## Unexpected admin API calls
+
+{_md_table(findings.admin_calls)}
+## Definition of done
+
+{_md_table(checks)}
+## Follow-up
+
+- Notify {NOTIFY_WHO}: the message is drafted in `notify-sami.md` beside this file; send it.
+- Rotate the provider keys (Anthropic, OpenAI, Google) in their consoles: the script cannot.
+- Revert the temporary SSH lockdown once the incident is closed (rules saved in
+  `{lockdown.saved if lockdown and lockdown.saved else "-"}`).
+- File the GitHub security advisory if user data was touched (draft beside this file).
+- Postmortem: how the key leaked, why it was not noticed sooner, what changes.
+"""
+    advisory = f"""# GitHub security advisory (DRAFT, text only: not filed)
+
+Repository: {s.profile.github.repo}
+Title: Dealix admin API key exposure ({day})
+Severity: {"High" if len(granted) else "Moderate"} (to be assessed)
+Affected: Dealix API deployment {s.profile.api.base_url}
+
+## Summary
+
+An administrative API key of the Dealix API was {"used" if len(granted) else "probed"} from
+addresses outside the operators' ({attackers}). The key and the webhook secret
+were rotated on {day}; the old key is refused by the API.
+
+## Impact
+
+Admin endpoints reachable with the key: DLQ statistics and drains, pending
+approvals, Sentry/PostHog probes. Whether user data (leads) was read must be
+established from the access log before filing: calls granted to unknown
+addresses: {len(granted)}.
+
+## Patches / workarounds
+
+No code change is needed for the rotation itself. Operators must use the new
+key from the server's `.env`; integrations holding the old webhook secret must be
+updated.
+
+## Timeline
+
+Detected and contained on {day}; see the incident document.
+"""
+    doc = s.evidence.write_text(f"incident-{day}.md", incident)
+    adv = s.evidence.write_text("security-advisory-draft.md", advisory)
+    s.check(
+        "Incident document drafted",
+        expected="incident document and advisory draft in the evidence folder",
+        actual=f"{doc.name}, {adv.name}",
+        passed=doc.stat().st_size > 0 and adv.stat().st_size > 0,
+    )
+    return doc, adv
+
+
+def elapsed_check(s: Session) -> None:
+    """The DoD's 1-hour target, measured from the session's start."""
+    target = s.profile.targets.incident_doc_minutes
+    minutes = s.elapsed / 60
+    s.check(
+        f"Contained and documented within {target:.0f} min",
+        expected=f"<= {target:.0f} min",
+        actual=f"{minutes:.1f} min",
+        passed=minutes <= target,
+    )
+
+
+# ------------------------------------------------------------ 5b. notify
+
+
+@dataclass
+class Notification:
+    """The message to the runbook's owner: drafted into the evidence, sent by a person."""
+
+    path: Path
+    text: str
+    sha256: str
+    sent: bool = False
+
+
+def draft_notification(
+    s: Session,
+    doc: Path,
+    preserved: Preserved | None,
+    findings: Findings | None = None,
+    *,
+    to: str = NOTIFY_WHO,
+) -> Notification:
+    """Scenario 6 step 5, "Notify Sami": who, what, when and the evidence hashes, in
+    `notify-sami.md`; a check records that it was produced with every part present.
+
+    Nothing is sent from here: the profiles name no notification channel, and a
+    message claiming "sent" that nobody received is worse than none. The run
+    says "drafted, send it now" and records that decision.
+    """
+    now = utc_now()
+    doc_sha = hashlib.sha256(doc.read_bytes()).hexdigest() if doc.exists() else None
+    statuses = {c.name: c.status for c in s.checks}
+    attackers = ", ".join(findings.attackers) if findings and findings.attackers else "none found"
+    tar = (
+        f"`{preserved.remote}` sha256 `{preserved.sha256}` ({preserved.size} bytes)"
+        if preserved and preserved.sha256
+        else "not preserved (dry run or failed: see the record)"
+    )
+    lines = [
+        f"To: {to}",
+        f"Subject: [SECURITY] Dealix incident {s.started:%Y-%m-%d} on {s.env}: contained, "
+        "evidence preserved",
+        "",
+        f"When: response started {s.started:%Y-%m-%d %H:%M} UTC; this message drafted "
+        f"{now:%Y-%m-%d %H:%M} UTC ({s.elapsed / 60:.1f} min in).",
+        f"What: suspected breach on {s.profile.target.host}. Attacker addresses: {attackers}.",
+        "Done so far:",
+        *(
+            f"- {name}: {statuses[name]}"
+            for name in statuses
+            if name.startswith(("Secrets rotated", "Old admin key", "New admin key", "SSH "))
+            or name.startswith(("Firewall locked", "Attacker addresses banned"))
+        ),
+        "Evidence:",
+        f"- log tarball on the server: {tar}",
+        f"- incident document: `{doc.name}` sha256 `{doc_sha}`",
+        f"- run folder: `{s.run_dir}` (record.json, commands.jsonl)",
+        "Next: rotate the provider keys in their consoles; decide on the GitHub security "
+        "advisory (draft in the run folder) if user data was touched.",
+        "",
+    ]
+    text = "\n".join(lines)
+    path = s.evidence.write_text("notify-sami.md", text)
+    written = path.read_text()
+    parts = {
+        "who": f"To: {to}" in written,
+        "when": "When: " in written,
+        "what": "What: " in written,
+        "evidence hash": bool(doc_sha) and doc_sha in written,
+    }
+    if preserved and preserved.sha256:
+        parts["tarball hash"] = preserved.sha256 in written
+    missing = [k for k, ok in parts.items() if not ok]
+    s.check(
+        f"Notification to {to.split(' (')[0]} drafted",
+        expected="who, what, when and the evidence hashes in notify-sami.md",
+        actual=(
+            f"{path.name}: drafted, NOT sent: send it now"
+            if not missing
+            else f"{path.name}: missing {', '.join(missing)}"
+        ),
+        passed=not missing,
+    )
+    s.decide(
+        "Notify the runbook owner",
+        "drafted; a person sends it",
+        "the profile names no notification channel, so this run cannot send it and does not "
+        "claim it was sent",
+    )
+    print(f"DRAFTED, NOT SENT: send {path.name} to {to} now")
+    return Notification(path, text, hashlib.sha256(written.encode()).hexdigest(), sent=False)
