@@ -21,9 +21,10 @@ import pytest
 from nbclient import NotebookClient
 
 from runbook.cli import run as runner
+from runbook.ops import sentry
 from runbook.sandbox import Sandbox
 from runbook.sandbox.procs import http_get
-from runbook.scenarios import deploy
+from runbook.scenarios import _release as release
 
 ROOT = Path(__file__).resolve().parents[1]
 WATCH = 0.05  # minutes: three seconds of watching is enough to exercise the loop
@@ -79,33 +80,33 @@ def pushed(sb: Sandbox, fault: str) -> dict[str, Any]:
 
 def test_snapshot_never_records_an_unhealthy_or_unrun_head() -> None:
     good, bad = "a" * 40, "b" * 40
-    assert deploy.snapshot_decision(good, good, True)[0] is True
+    assert release.snapshot_decision(good, good, True)[0] is True
     # a half-failed deploy re-run: HEAD is the bad SHA and deep health is red
-    assert deploy.snapshot_decision(bad, bad, False)[0] is False
+    assert release.snapshot_decision(bad, bad, False)[0] is False
     # checked out but the restart never happened (the API still runs the old code)
-    write, why = deploy.snapshot_decision(bad, good, True)
+    write, why = release.snapshot_decision(bad, good, True)
     assert write is False and "not (successfully) deployed" in why
-    assert deploy.snapshot_decision(good, None, True)[0] is False
+    assert release.snapshot_decision(good, None, True)[0] is False
 
 
 def test_migration_chain_and_heads() -> None:
     revs = {"0001": None, "0002": "0001", "0003": "0002", "0004": "0003"}
-    assert deploy.heads(revs) == ["0004"]
-    assert deploy.migration_chain(revs, "0004", "0002") == ["0004", "0003"]
-    assert deploy.migration_chain(revs, "0002", "0002") == []
+    assert release.heads(revs) == ["0004"]
+    assert release.migration_chain(revs, "0004", "0002") == ["0004", "0003"]
+    assert release.migration_chain(revs, "0002", "0002") == []
     with pytest.raises(ValueError):
-        deploy.migration_chain(revs, "0002", "0004")
+        release.migration_chain(revs, "0002", "0004")
     with pytest.raises(ValueError):
-        deploy.migration_chain(revs, "0009", "0002")
+        release.migration_chain(revs, "0009", "0002")
 
 
 def test_parse_migration_of_the_app_template() -> None:
     text = (ROOT / "sandbox/app/migrations/versions/0002_lead_notes.py").read_text()
-    assert deploy.parse_migration(text) == ("0002", "0001")
+    assert release.parse_migration(text) == ("0002", "0001")
 
 
 def test_rollback_command_quotes_the_reason_and_confirms_off_the_sandbox() -> None:
-    cmd = deploy.rollback_command("production", "it's red; rm -rf /", confirm=True)
+    cmd = release.rollback_command("production", "it's red; rm -rf /", confirm=True)
     assert cmd.startswith("runbook run rollback --env production -p reason ")
     assert cmd.endswith("--confirm production")
     assert shlex.split(cmd)[7] == "it's red; rm -rf /"
@@ -113,11 +114,11 @@ def test_rollback_command_quotes_the_reason_and_confirms_off_the_sandbox() -> No
 
 def test_error_rate_and_buckets() -> None:
     buckets = [[100, 20], [110, 20], [120, 0], [130, 0]]
-    assert deploy.per_minute(buckets, 100, 120) == 120.0
-    assert deploy.per_minute(buckets, 120, 140) == 0.0
-    assert deploy.per_minute(buckets, 121, 139) is None
-    assert not deploy.error_rate_ok(120.0, 0.5)
-    assert deploy.error_rate_ok(0.0, 0.5)
+    assert sentry.per_minute(buckets, 100, 120) == 120.0
+    assert sentry.per_minute(buckets, 120, 140) == 0.0
+    assert sentry.per_minute(buckets, 121, 139) is None
+    assert not release.error_rate_ok(120.0, 0.5)
+    assert release.error_rate_ok(0.0, 0.5)
 
 
 def _deploy_run(root: Path, name: str, *events: dict[str, Any]) -> Path:
@@ -142,24 +143,24 @@ def test_find_detection_reads_the_newest_run_about_that_sha(tmp_path) -> None:
         detected("2026-11-27T10:10:40.500Z", bad),
     )
     _deploy_run(tmp_path, "20261127T102000Z-deploy", detected("2026-11-27T10:20:10.000Z", other))
-    found = deploy.find_detection(tmp_path, bad)
+    found = release.find_detection(tmp_path, bad)
     assert found is not None and found["run_dir"] == str(rerun)
     assert found["ts"] == "2026-11-27T10:10:40.500Z"
     assert found["at"] == datetime(2026, 11, 27, 10, 10, 40, 500000, tzinfo=UTC).timestamp()
     # only detections logged before the rollback completed
     until = datetime(2026, 11, 27, 10, 5, tzinfo=UTC).timestamp()
-    assert deploy.find_detection(tmp_path, bad, until=until)["run_dir"].endswith("T100000Z-deploy")
+    assert release.find_detection(tmp_path, bad, until=until)["run_dir"].endswith("T100000Z-deploy")
     # never invented: no run about that SHA, no folder, no SHA
-    assert deploy.find_detection(tmp_path, "d" * 40) is None
-    assert deploy.find_detection(tmp_path / "missing", bad) is None
-    assert deploy.find_detection(tmp_path, None) is None
+    assert release.find_detection(tmp_path, "d" * 40) is None
+    assert release.find_detection(tmp_path / "missing", bad) is None
+    assert release.find_detection(tmp_path, None) is None
 
 
 def test_deep_green_needs_all_three_parts() -> None:
-    body = {p: {"status": "green"} for p in deploy.DEEP_PARTS}
-    assert deploy.deep_green(body)[0]
+    body = {p: {"status": "green"} for p in release.DEEP_PARTS}
+    assert release.deep_green(body)[0]
     body["llm_providers"]["status"] = "yellow"
-    assert deploy.deep_green(body) == (
+    assert release.deep_green(body) == (
         False,
         "postgres green, redis green, llm_providers yellow",
     )

@@ -70,3 +70,58 @@ def test_notebooks_stay_thin(path: Path) -> None:
         defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         assert not defs, f"{path.name}: functions and classes belong in lib/runbook"
         assert len(source.splitlines()) <= 40, f"{path.name}: a code cell of {len(source.splitlines())} lines"
+
+
+def _code(path: Path) -> list[str]:
+    nb = json.loads(path.read_text())
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_first_cell_opens_the_scenario(path: Path) -> None:
+    # one call reads the parameters cell: nothing is repeated in the notebook
+    first = _code(path)[1]
+    lines = [line for line in first.splitlines() if line.strip() and not line.startswith("#")]
+    assert lines[0] == "from runbook import open_scenario", first
+    call = ast.parse(lines[1]).body[0]
+    assert isinstance(call, ast.Assign) and isinstance(call.value, ast.Call), first
+    assert ast.unparse(call.value) == f"open_scenario('{path.stem}')", first
+    assert ast.unparse(call.targets[0]).startswith("(s, "), first
+    assert lines[2:] in ([], ["s"]), first
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_parameter_is_written_once(path: Path) -> None:
+    # only the parameters cell names a parameter; the scenario class holds its value
+    declared = set(catalog.parameter_names(path))
+    for source in _code(path)[1:]:
+        used = {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
+        assert not used & declared, f"{path.name}: {sorted(used & declared)} outside the parameters cell"
+
+
+# the parameters a notebook refuses to run without (its default is None on purpose)
+REQUIRED = {"rollback": {"reason": "a test"}, "restore_incident": {"reason": "a test"}}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_record_holds_every_declared_parameter(
+    path: Path, sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runbook import open_scenario
+
+    monkeypatch.setenv("RUNBOOK_OUTPUTS", str(tmp_path))
+    monkeypatch.delenv("RUNBOOK_RUN_DIR", raising=False)
+    namespace: dict = {}
+    exec(_code(path)[0], namespace)  # noqa: S102 - the committed parameters cell, as the kernel runs it
+    namespace.update(REQUIRED.get(path.stem, {}))
+    namespace["dry_run"] = True  # opening must change nothing
+    declared = catalog.parameter_names(path)
+    s, scenario = open_scenario(path.stem, namespace=namespace)
+    try:
+        record = json.loads((s.run_dir / "record.json").read_text())
+    finally:
+        s.close()
+    assert type(scenario).__module__ == f"runbook.scenarios.{path.stem}"
+    assert sorted(record["parameters"]) == sorted(declared)
+    for name in declared:
+        assert record["parameters"][name] == namespace[name], name

@@ -24,8 +24,9 @@ from nbclient import NotebookClient
 from runbook import open_session
 from runbook.cli import run as runner
 from runbook.core.profile import load_profile
+from runbook.ops import backups
 from runbook.sandbox import Sandbox
-from runbook.scenarios import restore_drill as backups
+from runbook.scenarios import _restore, restore_drill
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = "dealix_restore_test"
@@ -68,9 +69,9 @@ def statuses(record: dict) -> dict[str, str]:
 def test_scratch_guard_names_production_and_kept_databases() -> None:
     profile = load_profile("production")
     for name in ("dealix", "dealix_corrupt_20261127", "postgres"):
-        assert backups.scratch_problem(profile, name), name
+        assert restore_drill.scratch_problem(profile, name), name
     for name in ("dealix_restore_test", "scratch_1"):
-        assert backups.scratch_problem(profile, name) is None, name
+        assert restore_drill.scratch_problem(profile, name) is None, name
 
 
 def test_restore_commands_stream_on_the_server() -> None:
@@ -510,7 +511,7 @@ def test_headless_progress_moves_during_a_long_restore(sandbox, tmp_path, capsys
         assert chosen is not None
         total = chosen["size_bytes"]
         assert total > 1024 * 1024  # far beyond the 64 KiB pipe buffer
-        result = backups.restore(s, chosen, db, interval=0.5, bar=False)
+        result = _restore.restore(s, chosen, db, interval=0.5, bar=False)
     finally:
         backups.drop_database(s, db)
         s.close()
@@ -530,16 +531,16 @@ def test_headless_progress_moves_during_a_long_restore(sandbox, tmp_path, capsys
 
 def test_the_widget_bar_follows_every_progress_sample() -> None:
     """Each polled offset moves the ipywidgets bar (tqdm.notebook), not only the last."""
-    bar = backups._make_bar(1000, "restore x", True)
+    bar = _restore._make_bar(1000, "restore x", True)
     assert type(bar).__name__ == "tqdm_notebook"
     widget = bar.container.children[1]
-    progress = backups._Progress(None, "", total=1000, label="x", interval=1, bar=bar)  # type: ignore[arg-type]
+    progress = _restore._Progress(None, "", total=1000, label="x", interval=1, bar=bar)  # type: ignore[arg-type]
     seen = []
     for n in (120, 480, 1000):
         progress.show(1.0, n)
         seen.append(widget.value)
     assert seen == [120, 480, 1000] and widget.max == 1000
-    assert backups._make_bar(1000, "x", False) is None  # headless: log lines instead
+    assert _restore._make_bar(1000, "x", False) is None  # headless: log lines instead
 
 
 def test_jupyterlab_gets_a_widget_bar_that_fills(sandbox, tmp_path, monkeypatch) -> None:
@@ -550,12 +551,13 @@ def test_jupyterlab_gets_a_widget_bar_that_fills(sandbox, tmp_path, monkeypatch)
     monkeypatch.delenv("RUNBOOK_RUN_DIR", raising=False)
     code = f"""
 from runbook import open_session
-from runbook.scenarios import restore_drill as backups
+from runbook.ops import backups
+from runbook.scenarios import _restore
 s = open_session("restore_drill", env="sandbox", run_dir={str(tmp_path / "run")!r})
 backups.create_database(s, "dealix_bar_test")
 try:
     chosen = backups.choose(backups.list_backups(s, limit=None), {dump.name!r})
-    r = backups.restore(s, chosen, "dealix_bar_test", interval=0.5)
+    r = _restore.restore(s, chosen, "dealix_bar_test", interval=0.5)
 finally:
     backups.drop_database(s, "dealix_bar_test")
     s.close()

@@ -9,9 +9,9 @@ table. Everything else is reached through its package, layer by layer:
 
 Example::
 
-    from runbook import open_session
-    s = open_session("health_check", env="sandbox")
-    s.probe(["uptime"]).stdout
+    from runbook import open_scenario
+    s, check = open_scenario("health_check")   # in a notebook, after its parameters cell
+    check.check_all()
     s.done()
 """
 
@@ -35,6 +35,7 @@ from runbook.errors import (
     outcome_of,
 )
 from runbook.result import Result
+from runbook.scenarios._base import open_scenario
 from runbook.session import Session, open_session
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "Result",
     "RunbookError",
     "Session",
+    "open_scenario",
     "open_session",
     "outcome_of",
 ]

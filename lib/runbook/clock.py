@@ -11,6 +11,8 @@ Example::
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,3 +55,20 @@ def parse_time(value: Any) -> datetime | None:
         except ValueError:
             return None
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def wait_for(probe: Callable[[], Any], seconds: float, interval: float = 1.0) -> tuple[bool, float]:
+    """Call `probe()` until it is truthy or `seconds` pass: (ok, seconds waited).
+
+    The one wait loop: probes once more at the deadline, so a zero timeout still looks once.
+
+    >>> wait_for(lambda: True, 0)[0], wait_for(lambda: False, 0)[0]
+    (True, False)
+    """
+    t0 = time.monotonic()
+    while True:
+        if probe():
+            return True, time.monotonic() - t0
+        if time.monotonic() - t0 >= seconds:
+            return False, time.monotonic() - t0
+        time.sleep(interval)

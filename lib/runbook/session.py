@@ -819,16 +819,16 @@ class Session:
         return Postgres(self)
 
     @cached_property
-    def git(self):  # -> runbook.ops.appops.Git
+    def git(self):  # -> runbook.ops.git.Git
         """git in the app's checkout on the server."""
-        from runbook.ops.appops import Git
+        from runbook.ops.git import Git
 
         return Git(self)
 
     @cached_property
-    def alembic(self):  # -> runbook.ops.appops.Alembic
+    def alembic(self):  # -> runbook.ops.alembic.Alembic
         """alembic in the app's venv on the server."""
-        from runbook.ops.appops import Alembic
+        from runbook.ops.alembic import Alembic
 
         return Alembic(self)
 

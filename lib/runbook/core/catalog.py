@@ -142,6 +142,28 @@ def declared_parameters(path: Path) -> dict[str, dict[str, Any]]:
     return declared
 
 
+def parameter_names(path: Path) -> list[str]:
+    """The names the notebook's tagged `parameters` cell assigns, in order (ast, no papermill).
+
+    >>> parameter_names(notebooks_dir() / "health_check.ipynb")
+    ['env', 'dry_run']
+    """
+    import ast
+
+    nb = json.loads(path.read_text())
+    for cell in nb.get("cells", []):
+        if "parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        names: list[str] = []
+        for node in ast.parse("".join(cell.get("source", ""))).body:
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, ast.AnnAssign) else []
+            )
+            names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+        return names
+    raise ParameterError(f"{path.name} has no cell tagged 'parameters'", key="notebook")
+
+
 def describe(path: Path) -> Scenario:
     """What `runbook list` shows for one notebook."""
     nb = json.loads(path.read_text())

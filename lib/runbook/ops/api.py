@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from runbook.ops.http import HttpClient, HttpResponse
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from runbook.core.context import OpsContext
 
 QUEUES = {"webhooks": "WEBHOOKS_DLQ", "outbound": "OUTBOUND_DLQ", "enrichment": "ENRICHMENT_DLQ"}
@@ -74,3 +76,29 @@ class DealixAPI(HttpClient):
         return self.admin_post(
             f"/api/v1/admin/dlq/{queue}/drain", params={"limit": limit}, changing=True
         )
+
+    def drain_all(self, queue: str, limit: int, max_batches: int = 200) -> pd.DataFrame:
+        """Drain one DLQ in batches of `limit` until it is empty or a batch makes no progress."""
+        import pandas as pd
+
+        rows = []
+        for n in range(1, max_batches + 1):
+            resp = self.drain(queue, limit)
+            if resp.dry_run:
+                break
+            body = resp.json() or {}
+            rows.append(
+                {
+                    "batch": n,
+                    "drained": body.get("drained", 0),
+                    "failed": body.get("failed", 0),
+                    "remaining": body.get("remaining"),
+                }
+            )
+            if not body.get("remaining") or not body.get("drained"):
+                break
+        return pd.DataFrame(rows, columns=["batch", "drained", "failed", "remaining"])
+
+    def dlq_depths(self) -> dict[str, int]:
+        """Depth of every DLQ now."""
+        return {k: int(v) for k, v in self.dlq_stats()["queues"].items()}

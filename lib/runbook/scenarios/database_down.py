@@ -26,11 +26,13 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from runbook.errors import CommandFailed, RunbookError
+from runbook.ops import backups as backup_ops
+from runbook.scenarios._base import Scenario, show, take_lock
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -519,25 +521,14 @@ def space_report(s: Session) -> pd.DataFrame:
 
 
 def list_backups(s: Session) -> pd.DataFrame:
-    """Files in the backups dir with mtime and size (read-only)."""
+    """Every file in the backups dir with its mtime and size (read-only): path, bytes, modified."""
     import pandas as pd
 
-    r = s.probe(
-        ["find", s.profile.backups.dir, "-maxdepth", "1", "-type", "f", "-printf", "%T@\t%s\t%p\n"],
-        warn=True,
+    files = backup_ops.list_backups(s, limit=None, every_file=True)
+    return pd.DataFrame(
+        {"path": files["path"], "bytes": files["size_bytes"], "modified": files["mtime"]},
+        columns=["path", "bytes", "modified"],
     )
-    rows = []
-    for line in r.stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3:
-            rows.append(
-                {
-                    "path": parts[2],
-                    "bytes": int(parts[1]),
-                    "modified": datetime.fromtimestamp(float(parts[0]), UTC),
-                }
-            )
-    return pd.DataFrame(rows, columns=["path", "bytes", "modified"])
 
 
 def rotation_candidates(
@@ -706,60 +697,15 @@ def postmortem_draft(
     )
 
 
-def drain_webhooks(s: Session, limit: int, max_batches: int = 200) -> pd.DataFrame:
-    """Drain WEBHOOKS_DLQ in batches of `limit` until empty or no progress."""
-    return drain_queue(s, "webhooks", limit, max_batches)
-
-
-def drain_queue(s: Session, queue: str, limit: int, max_batches: int = 200) -> pd.DataFrame:
-    """Drain one DLQ in batches until it is empty or a batch makes no progress."""
-    import pandas as pd
-
-    rows = []
-    for n in range(1, max_batches + 1):
-        resp = s.api.drain(queue, limit)
-        if resp.dry_run:
-            break
-        body = resp.json() or {}
-        rows.append(
-            {
-                "batch": n,
-                "drained": body.get("drained", 0),
-                "failed": body.get("failed", 0),
-                "remaining": body.get("remaining"),
-            }
-        )
-        if not body.get("remaining") or not body.get("drained"):
-            break
-    return pd.DataFrame(rows, columns=["batch", "drained", "failed", "remaining"])
-
-
-def dlq_depths(s: Session) -> dict[str, int]:
-    """Depth of every DLQ now."""
-    return {k: int(v) for k, v in s.api.dlq_stats()["queues"].items()}
-
-
 # --------------------------------------------------------------------------- the notebook's steps
 
 
 def dlq_depths_or_none(s: Session) -> dict[str, int] | None:
     """DLQ depths, or None when the API cannot say (it may be the thing that is down)."""
     try:
-        return dlq_depths(s)
+        return s.api.dlq_depths()
     except RunbookError:
         return None
-
-
-def take_lock(s: Session, step: str = "2. Take the host lock") -> None:
-    """Take the host lock (one changing run per host) in a step of its own, once.
-
-    Called before the first change of a branch that changes something; a
-    second concurrent changing run is refused (Forbidden) before it changes anything.
-    """
-    if s.lock is not None and (s.lock.held or s.dry_run):
-        return
-    with s.step(step):
-        s.acquire_lock()
 
 
 def changes_server(branch: Branch) -> bool:
@@ -990,7 +936,7 @@ def drain_after_incident(
         batches = None
         if depth:
             take_lock(s, "4. Take the host lock")  # draining changes the server's data
-            batches = drain_queue(s, name, limit, max_batches)
+            batches = s.api.drain_all(name, limit, max_batches)
         left = (dlq_depths_or_none(s) or {}).get(queue)
         why = (
             "dry run: not drained"
@@ -1075,3 +1021,141 @@ def write_postmortem(s: Session, branch: Branch, drained: dict[str, Any] | None 
     name = f"{s.started:%Y-%m-%d}.md"
     s.evidence.write_text(name, f"<!-- draft for docs/incidents/{name} -->\n" + text)
     return text
+
+
+# --------------------------------------------------------------------------- the scenario
+
+
+class DatabaseDown(Scenario):
+    """Runbook scenario 3, one method per step: triage names the branch, only its steps act.
+
+    Example (in a notebook)::
+
+        s, dd = open_scenario("database_down")
+        dd.triage(); dd.take_lock()
+        dd.service_failed(); dd.disk_full_report(); dd.disk_full_rotate()
+        dd.pool_exhausted(); dd.corrupt_hand_off(); dd.recheck_and_drain(); dd.postmortem()
+        s.done()
+    """
+
+    def __init__(self, s: Session, *, keep_newest_backups: int = 7, wait_seconds: float = 60):
+        super().__init__(s)
+        self.keep_newest_backups = int(keep_newest_backups)
+        self.wait_seconds = float(wait_seconds)
+        self.table: pd.DataFrame | None = None
+        self.branch: Branch | None = None
+        self.disk: dict[str, Any] | None = None
+        self.drained: dict[str, Any] | None = None
+
+    def _on(self, *names: str) -> bool:
+        assert self.branch is not None, "run triage() first"
+        if self.branch.name in names:
+            return True
+        print(f"skipped: branch is {self.branch.name!r}")
+        return False
+
+    def triage(self) -> Branch:
+        """Step 1: every signal at once, one table, one branch."""
+        with self.s.step("1. Triage: every signal at once"):
+            self.table, self.branch = triage(self.s)
+        show(readable(self.table))
+        return self.branch
+
+    def take_lock(self, step: str | None = "2. Take the host lock") -> dict[str, Any] | None:
+        """Step 2, only on a branch that changes the server."""
+        assert self.branch is not None, "run triage() first"
+        if not changes_server(self.branch):
+            print(f"{self.branch.name}: this branch changes nothing on the server, no lock needed")
+            return None
+        return super().take_lock(step)
+
+    def service_failed(self) -> dict[str, Any] | None:
+        """Branch service failed: recent logs, restart, wait, SELECT 1.
+
+        A restart that does not bring it back means it will not start: the
+        branch becomes "corrupt" and the run hands over to scenario 5.
+        """
+        if not self._on(SERVICE_FAILED):
+            return None
+        with self.s.step("2. Service failed: logs, restart, wait, SELECT 1"):
+            failed = after_failed(self.s, self.wait_seconds)
+        print(failed.get("log_tail") or "")
+        if failed["branch"].name == CORRUPT:
+            self.branch = failed["branch"]
+            show(self.branch)
+        return failed
+
+    def disk_full_report(self) -> dict[str, Any] | None:
+        """Branch disk full: the space report and the old backups to delete, BEFORE deleting."""
+        if not self._on(DISK_FULL):
+            return None
+        with self.s.step("2. Disk full: space report and rotation candidates"):
+            self.disk = disk_full_candidates(self.s, self.keep_newest_backups)
+        show(self.disk["report"].head(20))
+        print(f"Old backups to delete ({len(self.disk['candidates'])}), oldest first:")
+        show(backups_table(self.disk["candidates"]))
+        print(f"Never deleted: the newest {self.keep_newest_backups} backups:")
+        show(backups_table(self.disk["kept"]))
+        return self.disk
+
+    def disk_full_rotate(self) -> pd.DataFrame | None:
+        """Branch disk full: delete exactly the list shown (a changing call), re-check."""
+        if not self._on(DISK_FULL):
+            return None
+        assert self.disk is not None, "run disk_full_report() first"
+        with self.s.step("2. Disk full: delete the listed old backups, re-check"):
+            rotated = rotate_backups(self.s, self.disk)
+        return rotated["usage"]
+
+    def pool_exhausted(self) -> dict[str, Any] | None:
+        """Branch pool exhausted: pg_stat_activity by state, restart the API, re-check."""
+        if not self._on(POOL_EXHAUSTED):
+            return None
+        with self.s.step("2. Pool exhausted: connections by state, restart the API, re-check"):
+            pool = after_pool_exhausted(self.s, self.wait_seconds)
+        show(pool["before"])
+        show(pool["after"])
+        return pool
+
+    def corrupt_hand_off(self) -> str | None:
+        """Branch corrupt or will not start: stop here, hand over to scenario 5 (restore_incident)."""
+        assert self.branch is not None, "run triage() first"
+        if self.branch.name in (NO_INCIDENT, NOT_THE_DATABASE):
+            print(f"{self.branch.name}: {self.branch.reason}. Nothing was changed.")
+            return None
+        if not self._on(CORRUPT):
+            return None
+        with self.s.step("2. Corrupt: hand-off to restore_incident"):
+            command = after_corrupt(self.s, self.branch)
+        print("The database is corrupt or will not start. Do NOT restart it again and again.")
+        print("Restore from backup with scenario 5 (notebooks/restore_incident.ipynb):")
+        print()
+        print("    " + command)
+        return command
+
+    def recheck_and_drain(self) -> pd.DataFrame | None:
+        """Steps 3 and 4: deep health postgres again, then drain the DLQs (not after a hand-off)."""
+        assert self.branch is not None, "run triage() first"
+        if self.branch.name == CORRUPT:
+            print("skipped: the database is handed over to restore_incident")
+            return None
+        t = self.s.profile.targets
+        with self.s.step("3. Re-check: deep health postgres"):
+            deep_postgres_check(self.s, self.branch, self.wait_seconds)
+        with self.s.step("4. Post-incident: drain the DLQs (webhooks, queued LLM work)"):
+            self.drained = drain_after_incident(
+                self.s, self.branch, t.webhooks_drain_limit, t.outbound_drain_limit
+            )
+        return self.drained["table"]
+
+    def postmortem(self) -> str | None:
+        """The postmortem draft (none when no incident was found)."""
+        assert self.branch is not None, "run triage() first"
+        if self.branch.name == NO_INCIDENT:
+            print("no incident found: no postmortem")
+            return None
+        draft = write_postmortem(
+            self.s, self.branch, self.drained if self.branch.name != CORRUPT else None
+        )
+        print(draft)
+        return draft

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runbook.errors import RunbookError
+from runbook.scenarios._base import Scenario
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -197,3 +198,18 @@ def check_all(s: Session) -> pd.DataFrame:
                 # a signal we could not even measure is red, with the reason
                 rows.append(_row(s, name, "", "measurable", "error", False, str(exc)[:300]))
     return pd.DataFrame(rows)
+
+
+class HealthCheck(Scenario):
+    """Appendix A, the health check: every signal in one table. Read-only.
+
+    Example (in a notebook)::
+
+        s, health = open_scenario("health_check")
+        health.check_all()
+        s.done()
+    """
+
+    def check_all(self) -> pd.DataFrame:
+        """Every signal of appendix A, each in a step of its own."""
+        return check_all(self.s)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from runbook.clock import parse_time
 from runbook.errors import RunbookError
 from runbook.ops.http import HttpClient
+from runbook.scenarios._base import Scenario, show
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -447,17 +448,6 @@ def changes_server(decision: Decision) -> bool:
     return decision.name != NO_INCIDENT
 
 
-def lock_if_changing(s: Session, decision: Decision) -> bool:
-    """Take the host lock (a step of its own) before the first change, only when the
-    decision changes something; True when it did (or, in a dry run, would)."""
-    from runbook.scenarios.database_down import take_lock
-
-    if not changes_server(decision):
-        return False
-    take_lock(s, "4. Take the host lock")
-    return True
-
-
 def readable(providers: pd.DataFrame) -> pd.DataFrame:
     """The confirmation table for people."""
     cols = ["provider", "status page", "incident", "since", "direct call", "what it means"]
@@ -521,8 +511,6 @@ def recover(s: Session, limit: int, wait_seconds: float) -> dict[str, Any]:
     """Wait for the breaker to close, then drain OUTBOUND_DLQ and ENRICHMENT_DLQ to zero."""
     import pandas as pd
 
-    from runbook.scenarios.database_down import drain_queue
-
     llm = wait_breaker_closed(s, wait_seconds)
     s.check(
         "Deep health llm_providers green",
@@ -530,15 +518,15 @@ def recover(s: Session, limit: int, wait_seconds: float) -> dict[str, Any]:
         actual=f"{llm.get('status')}: {llm.get('detail')}",
         passed=llm.get("status") == "green",
     )
-    before = {k: int(v) for k, v in s.api.dlq_stats()["queues"].items()}
+    before = s.api.dlq_depths()
     batches = []
     if llm.get("status") == "green":
         for name, queue in LLM_QUEUES.items():
             if before.get(queue):
-                df = drain_queue(s, name, limit)
+                df = s.api.drain_all(name, limit)
                 df.insert(0, "queue", queue)
                 batches.append(df)
-    after = {k: int(v) for k, v in s.api.dlq_stats()["queues"].items()}
+    after = s.api.dlq_depths()
     for queue in LLM_QUEUES.values():
         dry = s.dry_run and before.get(queue)
         s.check(
@@ -581,3 +569,91 @@ def recovery_wait_seconds(decision: Decision, recovery_wait_minutes: float, dry_
     # After a failover or once the provider is back the breaker closes within
     # one reset period (60 s on production) plus a workload tick.
     return max(90.0, float(recovery_wait_minutes) * 60)
+
+
+# --------------------------------------------------------------------------- the scenario
+
+
+class LlmProviderDown(Scenario):
+    """Runbook scenario 4, one method per step: assess, lock (if changing), failover, recover.
+
+    Example (in a notebook)::
+
+        s, llm = open_scenario("llm_provider_down")
+        llm.assess(); llm.take_lock(); llm.failover(); llm.recover(); llm.no_new_failures()
+        s.done()
+    """
+
+    def __init__(
+        self,
+        s: Session,
+        *,
+        failover_after_minutes: float | None = None,
+        sample_seconds: float = 6.0,
+        recovery_wait_minutes: float = 2.0,
+    ):
+        super().__init__(s)
+        # None: the environment's target (30 min on production)
+        self.threshold = float(
+            s.profile.targets.failover_after_minutes
+            if failover_after_minutes is None
+            else failover_after_minutes
+        )
+        self.sample_seconds = float(sample_seconds)
+        self.recovery_wait_minutes = float(recovery_wait_minutes)
+        self.assessment: dict[str, Any] | None = None
+        self.decision: Decision | None = None
+        self.recovery: dict[str, Any] | None = None
+
+    def assess(self) -> Decision:
+        """Steps 1-3: confirm the provider, measure breaker and DLQs, decide."""
+        with self.s.step("1-3. Confirm the provider, measure breaker and DLQs, decide"):
+            a = assess(self.s, self.sample_seconds, self.threshold)
+        self.assessment, self.decision = a, a["decision"]
+        show(readable(a["providers"]))
+        show(a["breakers"])
+        show(a["depths"])
+        print(
+            f"LLM_PROVIDER_PRIORITY now: {','.join(a['priority'])}   "
+            f"failover after: {self.threshold:g} min"
+        )
+        return a["decision"]
+
+    def take_lock(self, step: str | None = "4. Take the host lock") -> dict[str, Any] | None:
+        """A step of its own before the first change, only when the decision changes something."""
+        assert self.decision is not None, "run assess() first"
+        if not changes_server(self.decision):
+            print(f"{self.decision.name}: nothing will change, no lock needed")
+            return None
+        return super().take_lock(step)
+
+    def failover(self) -> dict[str, Any] | None:
+        """Step 4: LLM_PROVIDER_PRIORITY to the new order, restart the API (only on FAILOVER)."""
+        assert self.decision is not None, "run assess() first"
+        if self.decision.name != FAILOVER:
+            print(f"no failover: {self.decision.name}")
+            return None
+        with self.s.step("4. Failover: LLM_PROVIDER_PRIORITY, restart the API"):
+            fo = failover(self.s, self.decision.new_order)
+        d = fo["diff"]
+        print(f"{d['key']}: {d['before']} → {d['after']}   (backup: {d['backup']})")
+        print(ENV_EXAMPLE_REMINDER)
+        return fo
+
+    def recover(self) -> pd.DataFrame:
+        """Step 5: breaker closed, drain OUTBOUND_DLQ and ENRICHMENT_DLQ."""
+        assert self.decision is not None, "run assess() first"
+        wait = recovery_wait_seconds(self.decision, self.recovery_wait_minutes, self.s.dry_run)
+        with self.s.step("5. Recovery: breaker closed, drain OUTBOUND_DLQ and ENRICHMENT_DLQ"):
+            self.recovery = recover(self.s, self.s.profile.targets.outbound_drain_limit, wait)
+        print(f"before: {self.recovery['before']}\nafter:  {self.recovery['after']}")
+        return self.recovery["batches"]
+
+    def no_new_failures(self) -> pd.DataFrame | None:
+        """Step 6: no new failed work after recovery (when the provider is back, not in a dry run)."""
+        assert self.recovery is not None, "run recover() first"
+        if self.recovery["llm"].get("status") != "green" or self.s.dry_run:
+            return None
+        with self.s.step("6. No new failed work after recovery"):
+            after = no_new_failures(self.s, self.sample_seconds)
+        return after["depths"]

@@ -47,6 +47,7 @@ import pandas as pd
 
 from runbook.clock import parse_time
 from runbook.core.paths import notebooks_dir, outputs_dir
+from runbook.scenarios._base import Scenario
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -157,7 +158,7 @@ def failed_commands(run_dir: Path | str) -> list[dict[str, Any]]:
 
 
 @dataclass
-class Review:
+class ReviewFindings:
     """The review's findings. `due` is empty when nothing needs doing."""
 
     as_of: datetime
@@ -227,7 +228,7 @@ def review(
     since: datetime | str | None = None,
     cycle_days: int = CYCLE_DAYS,
     drill_days: int = DRILL_DAYS,
-) -> Review:
+) -> ReviewFindings:
     """Review the runs under `root` as of `as_of` (default now).
 
     `scenarios` is what is expected to run every cycle (default: every
@@ -339,7 +340,7 @@ def review(
                 row["run_dir"],
             )
         )
-    return Review(
+    return ReviewFindings(
         as_of=now,
         since=window,
         runs=runs,
@@ -377,7 +378,7 @@ def _due(
     }
 
 
-def record_checks(s: Session, r: Review) -> None:
+def record_checks(s: Session, r: ReviewFindings) -> None:
     """One check per finding kind, so `s.done()` fails (exit 3) when something is due."""
     stale = r.due[r.due["kind"] == "stale"]
     s.check(
@@ -405,3 +406,76 @@ def record_checks(s: Session, r: Review) -> None:
         )
         + ("; update the runbook for each (appendix C)" if not r.failed.empty else ""),
     )
+
+
+# --------------------------------------------------------------------------- the scenario
+
+
+class Review(Scenario):
+    """Appendix C, the periodic review, one method per step. Reads local records only.
+
+    Example (in a notebook)::
+
+        s, review = open_scenario("review")
+        review.read(); review.drills(); review.failed_commands(); review.plot(); review.verdict()
+        s.done()
+    """
+
+    def __init__(
+        self,
+        s: Session,
+        *,
+        outputs_dir: str | None = None,
+        as_of: str | None = None,
+        scenarios: list[str] | None = None,
+        since: str | None = None,
+    ):
+        super().__init__(s)
+        self.outputs_dir = outputs_dir
+        self.as_of = as_of
+        self.scenarios = scenarios
+        self.since = since
+        self.findings: ReviewFindings | None = None
+
+    def read(self) -> pd.DataFrame:
+        """Step 1: read the run records; the last run of each scenario."""
+        with self.s.step("1. Read the run records"):
+            r = self.findings = review(
+                self.outputs_dir, self.as_of, scenarios=self.scenarios, since=self.since
+            )
+        print(f"{len(r.runs)} runs on record up to {r.as_of:%Y-%m-%d %H:%M} UTC")
+        return r.last_runs.drop(columns=["run_dir"])
+
+    def drills(self) -> pd.DataFrame:
+        """Step 2: the restore drills, and the last successful one on a real environment."""
+        r = self._findings()
+        with self.s.step("2. Restore drill"):
+            drills = r.runs[r.runs["scenario"] == DRILL_SCENARIO]
+        print("last successful drill on a real environment:", r.drill_ok or "none")
+        return drills.drop(columns=["run_dir"])
+
+    def failed_commands(self) -> pd.DataFrame:
+        """Step 3: the commands that failed in real runs since the window's start."""
+        r = self._findings()
+        with self.s.step("3. Failed commands in real runs"):
+            print("window starts:", r.since or "the first run on record")
+        return r.failed.drop(columns=["run_dir"])
+
+    def plot(self) -> Figure:
+        """Step 4: the runs against their cycles, saved as review.png in the evidence."""
+        fig = self._findings().plot()
+        fig.savefig(self.s.run_dir / "review.png", dpi=100)
+        return fig
+
+    def verdict(self) -> pd.DataFrame:
+        """Step 5: what is due, as checks (done() fails when something is)."""
+        r = self._findings()
+        with self.s.step("5. Verdict"):
+            self.s.evidence.write_text("review_due.csv", r.due.to_csv(index=False))
+            self.s.evidence.write_text("last_runs.csv", r.last_runs.to_csv(index=False))
+            record_checks(self.s, r)
+        return r.due
+
+    def _findings(self) -> ReviewFindings:
+        assert self.findings is not None, "run read() first"
+        return self.findings

@@ -50,6 +50,7 @@ import pandas as pd
 from runbook.core.evidence import utc_now
 from runbook.core.secrets import parse_env_text
 from runbook.errors import Forbidden, RunbookError
+from runbook.scenarios._base import Scenario
 
 if TYPE_CHECKING:
     from runbook.session import Session
@@ -1087,3 +1088,117 @@ def draft_notification(
     )
     print(f"DRAFTED, NOT SENT: send {path.name} to {to} now")
     return Notification(path, text, hashlib.sha256(written.encode()).hexdigest(), sent=False)
+
+
+# --------------------------------------------------------------------------- the scenario
+
+
+class SecurityIncident(Scenario):
+    """Runbook scenario 6, one method per step. The host lock is taken first, before step 0.
+
+    Example (in a notebook)::
+
+        s, sec = open_scenario("security_incident")
+        sec.preflight(); sec.rotate(); sec.lock_down(); sec.investigate(); sec.ban()
+        sec.preserve(); sec.draft(); sec.notify()
+        s.done()
+    """
+
+    # rotated in step 1: checked before any change
+    require_secrets = ("admin_key",)
+
+    def __init__(
+        self,
+        s: Session,
+        *,
+        allow_ssh_from: str | None = None,
+        override_lockout_check: bool = False,
+        known_addresses: Any = (),
+        update_operator_secrets: bool = True,
+        lockdown_revert_seconds: int = 300,
+    ):
+        super().__init__(s)
+        self.allow_ssh_from = allow_ssh_from
+        self.override_lockout_check = bool(override_lockout_check)
+        self.known_addresses = known_addresses
+        self.update_operator_secrets = bool(update_operator_secrets)
+        self.lockdown_revert_seconds = int(lockdown_revert_seconds)
+        self.operator: str | None = None
+        self.lock_to: str | None = None
+        self.rotation: Rotation | None = None
+        self.lockdown: Lockdown | None = None
+        self.findings: Findings | None = None
+        self.preserved: Preserved | None = None
+        self.doc: Path | None = None
+        self.advisory: Path | None = None
+
+    def preflight(self) -> str:
+        """The host lock, then step 0: the operator's address, and the address SSH is locked to."""
+        s = self.s
+        self.take_lock()
+        with s.step("0. Preflight: operator address"):
+            self.operator = operator_address(s)
+            self.lock_to = lockdown_address(
+                s, self.operator, self.allow_ssh_from, override=self.override_lockout_check
+            )
+        print(f"server sees this connection from {self.operator}; SSH will be restricted to {self.lock_to}")
+        return self.lock_to
+
+    def rotate(self) -> pd.DataFrame:
+        """Step 1: rotate all secrets (and the operator's secrets file)."""
+        with self.s.step("1. Rotate all secrets"):
+            self.rotation = rotate_secrets(self.s, update_operator_secrets=self.update_operator_secrets)
+        print(self.rotation.output)
+        print("operator's secrets file:", self.rotation.operator_secrets_updated)
+        return self.s.checks_table().tail(4)
+
+    def lock_down(self) -> pd.DataFrame:
+        """Step 2: lock SSH down to one address, proven from a new connection (or reverted)."""
+        assert self.lock_to is not None, "run preflight() first"
+        with self.s.step("2. Lock down SSH"):
+            self.lockdown = lock_down_ssh(
+                self.s, self.lock_to, revert_after_s=self.lockdown_revert_seconds
+            )
+            prove_from_outside(self.s, self.lockdown)
+        print(self.lockdown.new_connection)
+        return self.lockdown.table()
+
+    def investigate(self) -> Findings:
+        """Step 3: logins, fail2ban, admin API calls; the known addresses are never flagged."""
+        with self.s.step("3. Investigate"):
+            self.findings = investigate(self.s, self.operator, self.known_addresses)
+        return self.findings
+
+    def ban(self) -> None:
+        """Step 3b: ban the attackers found."""
+        assert self.findings is not None, "run investigate() first"
+        with self.s.step("3b. Ban attackers"):
+            print("attackers:", self.findings.attackers or "none found")
+            ban_attackers(self.s, self.findings)
+
+    def preserve(self) -> Preserved:
+        """Step 4: preserve the evidence on the server (archive, SHA-256)."""
+        with self.s.step("4. Preserve evidence"):
+            self.preserved = preserve_evidence(self.s)
+        p = self.preserved
+        print(p.remote, p.sha256, p.size, "bytes")
+        return p
+
+    def draft(self) -> None:
+        """Step 5: the incident document and the advisory."""
+        assert self.findings is not None, "run investigate() first"
+        with self.s.step("5. Draft incident document"):
+            self.doc, self.advisory = draft_documents(
+                self.s, self.rotation, self.lockdown, self.findings, self.preserved
+            )
+        print(self.doc)
+        print(self.advisory)
+
+    def notify(self) -> Notification:
+        """Step 5b: the notification to Sami, and the elapsed-time check."""
+        assert self.doc is not None and self.findings is not None, "run draft() first"
+        with self.s.step("5b. Notify Sami"):
+            notice = draft_notification(self.s, self.doc, self.preserved, self.findings)
+            elapsed_check(self.s)
+        print(notice.text)
+        return notice

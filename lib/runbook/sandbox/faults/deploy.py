@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from runbook.sandbox import build
 from runbook.sandbox.faults._registry import Fault, register
 from runbook.sandbox.procs import SandboxError
-from runbook.scenarios.deploy import parse_migration
+from runbook.scenarios._release import parse_migration
 
 if TYPE_CHECKING:
     from runbook.sandbox.manager import Sandbox

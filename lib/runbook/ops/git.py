@@ -1,25 +1,20 @@
-"""git and alembic on the server, in the app's directory and venv.
+"""git on the server, in the app's checkout: the one git wrapper.
 
 Example (in a notebook)::
 
     s.git.head()                 # '4f1c…' (read-only)
+    s.git.read("log", "-1", "--format=%ct", "HEAD").stdout
     s.git.pull_ff_only()         # changing: dry-run, confirmation and guards apply
-    s.alembic.current()          # '0002'
-    s.alembic.downgrade(1)       # more than one step needs approved_by
 """
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runbook.result import Result
 
 if TYPE_CHECKING:
     from runbook.core.context import OpsContext
-
-_REV = re.compile(r"^([0-9a-zA-Z_]+)(?: \((.*)\))?")
-
 
 class Git:
     def __init__(self, ctx: OpsContext):
@@ -28,6 +23,18 @@ class Git:
 
     def _git(self, *args: str) -> list[str]:
         return ["git", "-C", self.dir, *args]
+
+    def read(self, *args: str, label: str = "git", **kw: Any) -> Result:
+        """Any read-only git command in the checkout (`warn=True` etc. pass through)."""
+        return self.ctx.probe(self._git(*args), label=label, **kw)
+
+    def show(self, rev: str, path: str) -> str:
+        """The file `path` as commit `rev` has it (no checkout)."""
+        return self.read("show", f"{rev}:{path}", label="git-show").stdout
+
+    def ls_tree(self, rev: str, path: str) -> list[str]:
+        """The names in directory `path` of commit `rev` (no checkout)."""
+        return self.read("ls-tree", "--name-only", f"{rev}:{path}", label="git-ls-tree").stdout.split()
 
     def head(self) -> str:
         return self.ctx.probe(self._git("rev-parse", "HEAD")).stdout.strip()
@@ -60,45 +67,3 @@ class Git:
 
     def pull_ff_only(self, remote: str = "origin", branch: str = "main") -> Result:
         return self.ctx.run(self._git("pull", "--ff-only", remote, branch), label="git-pull")
-
-
-class Alembic:
-    def __init__(self, ctx: OpsContext):
-        self.ctx = ctx
-        app = ctx.profile.app
-        self.dir = app.dir
-        self.bin = f"{app.venv}/bin/alembic"
-
-    def _probe(self, *args: str) -> Result:
-        return self.ctx.probe([self.bin, *args], cwd=self.dir, label="alembic")
-
-    def current(self) -> str | None:
-        """The database's revision (None when the database has none)."""
-        for line in self._probe("current").stdout.splitlines():
-            m = _REV.match(line.strip())
-            if m and not line.startswith("INFO"):
-                return m.group(1)
-        return None
-
-    def heads(self) -> list[str]:
-        """The head revision(s) of the migrations in the current checkout."""
-        return [
-            m.group(1)
-            for line in self._probe("heads").stdout.splitlines()
-            if (m := _REV.match(line.strip())) and not line.startswith("INFO")
-        ]
-
-    def history(self) -> str:
-        return self._probe("history").stdout
-
-    def upgrade(self, target: str = "head") -> Result:
-        return self.ctx.run(
-            [self.bin, "upgrade", target], cwd=self.dir, label="alembic-upgrade"
-        )
-
-    def downgrade(self, steps: int = 1) -> Result:
-        """Undo `steps` migrations; more than one needs `approved_by` (runbook scenario 2)."""
-        self.ctx.guards.check_downgrade(steps, f"alembic downgrade -{steps}")
-        return self.ctx.run(
-            [self.bin, "downgrade", f"-{int(steps)}"], cwd=self.dir, label="alembic-downgrade"
-        )

@@ -1,0 +1,290 @@
+"""Backups on the server: listing, choosing, the restore command, scratch databases, table facts.
+
+The operations scenario 3 (disk full: what is in the backups dir) and
+scenario 5 (the drill and the incident restore) share, written once. Nothing
+here records checks: the scenarios judge (runbook.scenarios._restore).
+
+Tools are found next to the profile's psql::
+
+    >>> tool("sudo -n -u postgres psql", "pg_restore")
+    'sudo -n -u postgres pg_restore'
+    >>> tool("runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -p 5433", "pg_restore")
+    'runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_restore -p 5433'
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from runbook.errors import (
+    ParameterError,
+    RestoreFailed,
+)
+from runbook.ops.postgres import Postgres
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from runbook.core.context import OpsContext
+
+PLAIN, CUSTOM = "plain-gzip", "custom"
+_DB_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+SYSTEM_DBS = {"postgres", "template0", "template1"}
+
+
+def tool(psql_prefix: str, name: str) -> str:
+    """The profile's psql invocation with psql replaced by another client tool."""
+    words = shlex.split(psql_prefix)
+    for i in range(len(words) - 1, -1, -1):
+        p = PurePosixPath(words[i])
+        if p.name == "psql":
+            words[i] = name if str(p.parent) in (".", "") else str(p.parent / name)
+            return shlex.join(words)
+    raise ParameterError(
+        f"postgres.psql ({psql_prefix!r}) does not name psql; cannot derive {name}",
+        key="postgres.psql",
+    )
+
+
+def ident(name: str) -> str:
+    """A database name checked and double-quoted for SQL.
+
+    >>> ident("dealix_restore_test")
+    '"dealix_restore_test"'
+    """
+    if not _DB_NAME.fullmatch(name or ""):
+        raise ParameterError(
+            f"database name {name!r} is not valid (lower case letters, digits, _)", key="database"
+        )
+    return f'"{name}"'
+
+
+def literal(text: str) -> str:
+    """A SQL string literal.
+
+    >>> literal("it's")
+    "'it''s'"
+    """
+    return "'" + text.replace("'", "''") + "'"
+
+
+def human_bytes(n: float | None) -> str:
+    """Bytes for people.
+
+    >>> human_bytes(1536), human_bytes(3 * 1024**3)
+    ('1.5 KiB', '3.0 GiB')
+    """
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def corrupt_name(existing: set[str], day: str) -> str:
+    """`dealix_corrupt_YYYYMMDD`, or with _2, _3 … when taken: never an overwrite.
+
+    >>> corrupt_name({"dealix_corrupt_20261127"}, "20261127")
+    'dealix_corrupt_20261127_2'
+    >>> corrupt_name(set(), "20261127")
+    'dealix_corrupt_20261127'
+    """
+    base = f"dealix_corrupt_{day}"
+    if base not in existing:
+        return base
+    n = 2
+    while f"{base}_{n}" in existing:
+        n += 1
+    return f"{base}_{n}"
+
+
+# ---------------------------------------------------------------- listing
+
+
+def list_backups(
+    ctx: OpsContext, *, limit: int | None = 10, every_file: bool = False
+) -> pd.DataFrame:
+    """The backups on the server, newest first: name, format, size, modified, age_hours,
+    path, mtime (an aware datetime).
+
+    A read-only `find` in the profile's backups dir (the runbook's
+    `ls -lht /var/backups/postgres/*.sql.gz | head -5`, machine-readable).
+    `every_file=True` lists every file there, not only the backup patterns
+    (what fills the disk, scenario 3).
+    """
+    import pandas as pd
+
+    b = ctx.profile.backups
+    names = (
+        ""
+        if every_file
+        else f"\\( -name {shlex.quote(b.pattern)} -o -name {shlex.quote(b.custom_pattern)} \\) "
+    )
+    cmd = f"find {shlex.quote(b.dir)} -maxdepth 1 -type f {names}-printf '%T@\\t%s\\t%f\\n'"
+    r = ctx.probe(cmd, shell=True, warn=True, label="list-backups")
+    now = time.time()
+    rows = []
+    for line in r.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) != 3:
+            continue
+        mtime, size, name = float(parts[0]), int(parts[1]), parts[2]
+        rows.append(
+            {
+                "name": name,
+                "format": CUSTOM if fnmatch.fnmatch(name, b.custom_pattern) else PLAIN,
+                "size_bytes": size,
+                "size": human_bytes(size),
+                "modified": datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "age_hours": round((now - mtime) / 3600, 2),
+                "path": str(PurePosixPath(b.dir) / name),
+                "mtime": datetime.fromtimestamp(mtime, UTC),
+            }
+        )
+    cols = ["name", "format", "size_bytes", "size", "modified", "age_hours", "path", "mtime"]
+    frame = pd.DataFrame(rows, columns=cols).sort_values("age_hours", kind="stable")
+    frame = frame.reset_index(drop=True)
+    return frame.head(limit) if limit else frame
+
+
+def choose(frame: pd.DataFrame, backup: str | None = None) -> dict[str, Any] | None:
+    """The newest backup, or the one named (file name or full path); None if none."""
+    if frame.empty:
+        return None
+    if backup in (None, "", "newest", "latest"):
+        row = frame.iloc[0]
+    else:
+        hits = frame[(frame["name"] == backup) | (frame["path"] == backup)]
+        if hits.empty:
+            raise ParameterError(
+                f"backup {backup!r} is not among the backups found: {', '.join(frame['name'])}",
+                key="backup",
+            )
+        row = hits.iloc[0]
+    # plain Python values (numpy's int64 is not JSON)
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+
+
+# ---------------------------------------------------------------- databases
+
+
+def admin_sql(ctx: OpsContext, sql: str) -> None:
+    Postgres(ctx).execute(sql, database="postgres")
+
+
+def database_exists(ctx: OpsContext, name: str) -> bool:
+    df = Postgres(ctx).query(
+        f"SELECT count(*) AS n FROM pg_database WHERE datname = {literal(name)}",  # noqa: S608 - names via ident(), values via literal()
+        database="postgres",
+    )
+    return int(df["n"][0]) > 0
+
+
+def databases(ctx: OpsContext, like: str = "%") -> list[str]:
+    df = Postgres(ctx).query(
+        f"SELECT datname FROM pg_database WHERE datname LIKE {literal(like)} ORDER BY 1",  # noqa: S608 - names via ident(), values via literal()
+        database="postgres",
+    )
+    return [] if df.empty else [str(x) for x in df["datname"]]
+
+
+def create_database(ctx: OpsContext, name: str, *, owner: str | None = None) -> None:
+    """CREATE DATABASE (owned by `owner`, the app's role, when given)."""
+    sql = f"CREATE DATABASE {ident(name)}" + (f" OWNER {ident(owner)}" if owner else "")
+    admin_sql(ctx, sql)
+
+
+def drop_database(ctx: OpsContext, name: str) -> None:
+    """Drop a (scratch) database, closing its connections first. Guards apply."""
+    admin_sql(ctx, f"DROP DATABASE IF EXISTS {ident(name)} WITH (FORCE)")
+
+
+def server_cores(ctx: OpsContext) -> int:
+    r = ctx.probe("nproc", shell=True, warn=True, label="nproc")
+    return int(r.stdout.strip()) if r.ok and r.stdout.strip().isdigit() else 1
+
+
+def restore_command(
+    ctx: OpsContext,
+    chosen: dict[str, Any],
+    database: str,
+    *,
+    jobs: int = 1,
+    single_transaction: bool = True,
+    pidfile: str = "",
+) -> str:
+    """The server-side pipeline that restores `chosen` into `database`.
+
+    Plain gzip'd SQL: `gunzip -c < dump | psql -v ON_ERROR_STOP=1 --single-transaction`.
+    gunzip writes its PID to `pidfile` so its read offset in the dump can be
+    polled from /proc (progress without pv). If gunzip fails midway (a corrupt
+    or truncated dump) psql would otherwise take the partial stream and
+    COMMIT it: we append a statement that cannot succeed, so psql stops and
+    the single transaction rolls back, leaving nothing half-restored.
+
+    Custom format: `pg_restore --exit-on-error -j N -d database dump`.
+    """
+    psql = ctx.profile.postgres.psql
+    path = shlex.quote(chosen["path"])
+    db = shlex.quote(database)
+    if chosen["format"] == CUSTOM:
+        return f"{tool(psql, 'pg_restore')} --exit-on-error -j {int(jobs)} -d {db} {path}"
+    pid = shlex.quote(pidfile or f"/tmp/runbook-restore-{uuid.uuid4().hex[:12]}.pid")
+    abort = (
+        "{ echo 'restore: gunzip failed: aborting the restore transaction' >&2; "
+        "printf '\\n\\\\.\\nSELECT runbook_restore_aborted_gunzip_failed();\\n'; }"
+    )
+    single = " --single-transaction" if single_transaction else ""
+    return (
+        f"{{ sh -c 'echo $$ > {pid}; exec gunzip -c' < {path} || {abort}; }} "
+        f"| {psql} -X -q -v ON_ERROR_STOP=1{single} -d {db}; "
+        f"rc=$?; rm -f {pid}; exit $rc"
+    )
+
+
+def one_row(ctx: OpsContext, sql: str, database: str) -> dict[str, Any]:
+    """The first row of a query as a dict ({} when there is none)."""
+    df = Postgres(ctx).query(sql, database=database)
+    return {} if df.empty else dict(df.iloc[0])
+
+
+def table_facts(ctx: OpsContext, database: str, table: str, sample: int = 1000) -> dict[str, Any]:
+    """count, newest created_at (age in hours) and an md5 of the first `sample` rows by id."""
+    t = f"public.{ident(table)}"
+    cols = Postgres(ctx).query(
+        "SELECT column_name FROM information_schema.columns "  # noqa: S608 - names via ident(), values via literal()
+        f"WHERE table_schema = 'public' AND table_name = {literal(table)}",
+        database=database,
+    )
+    names = set() if cols.empty else set(cols["column_name"])
+    if not names:
+        raise RestoreFailed(f"table {table} does not exist in {database}")
+    facts: dict[str, Any] = {"rows": int(one_row(ctx, f"SELECT count(*) AS n FROM {t}", database)["n"])}  # noqa: S608 - names via ident(), values via literal()
+    if "created_at" in names:
+        row = one_row(
+            ctx,
+            "SELECT max(created_at) AS newest, "  # noqa: S608 - names via ident(), values via literal()
+            f"extract(epoch FROM now() - max(created_at)) / 3600 AS age_h FROM {t}",
+            database,
+        )
+        facts["newest"] = None if row.get("newest") != row.get("newest") else row.get("newest")
+        age = row.get("age_h")
+        facts["age_hours"] = None if age is None or age != age else round(float(age), 2)
+    if "id" in names:
+        row = one_row(
+            ctx,
+            "SELECT md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x.id), '')) AS h "  # noqa: S608 - names via ident(), values via literal()
+            f"FROM (SELECT * FROM {t} ORDER BY id LIMIT {int(sample)}) x",
+            database,
+        )
+        facts["sample_md5"] = row.get("h")
+    return facts

@@ -1,0 +1,167 @@
+"""What every scenario shares: the `Scenario` base class and `open_scenario`.
+
+A scenario is a class with one method per runbook step, in the module named
+after its notebook (`notebooks/restore_drill.ipynb` -> `runbook.scenarios.
+restore_drill.RestoreDrill`). A notebook's first code cell is one line::
+
+    s, drill = open_scenario("restore_drill")
+
+`open_scenario` reads the names the notebook declares in its tagged
+`parameters` cell, takes their values from the kernel's globals (where
+papermill's injected cell has already overridden them), opens the session
+with the session's own keywords (env, dry_run, confirm, approved_by,
+break_stale_lock), records every declared parameter, and builds the scenario
+class with the rest. So each parameter is written once, in the parameters
+cell. A parameter papermill passes that the notebook does not declare is
+refused by the session, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import os
+import sys
+from typing import Any, ClassVar
+
+from runbook.core.catalog import notebook_path, parameter_names
+from runbook.errors import ParameterError
+from runbook.session import Session, open_session
+
+# the session's own keywords; every other parameter belongs to the scenario class
+SESSION_KEYWORDS = ("env", "dry_run", "confirm", "approved_by", "break_stale_lock")
+
+
+class Scenario:
+    """A notebook's procedure: one method per runbook step; checks land in the session.
+
+    Subclasses take the session and, as keywords, the notebook's parameters
+    that are not the session's (see `open_scenario`).
+    """
+
+    #: a procedure that lifts a rule for this scenario only (runbook.safety.guards)
+    procedure: ClassVar[str | None] = None
+    #: secrets checked before the first change, beyond what the notebook declares
+    require_secrets: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, s: Session):
+        self.s = s
+
+    def take_lock(self, step: str | None = None) -> dict[str, Any] | None:
+        """Take the host lock now, in a step of its own when `step` names one (see `take_lock`)."""
+        return take_lock(self.s, step)
+
+
+def take_lock(s: Session, step: str | None = None) -> dict[str, Any] | None:
+    """The one way a scenario takes the host lock: `Session.acquire_lock`, in a step when named.
+
+    The session also takes it by itself before its first real change; a
+    scenario takes it earlier so that a second changing run is refused before
+    this one starts changing. Once held, or in a dry run that already tried,
+    it is not taken again. Returns the lock's record entry.
+    """
+    if s.lock is not None and (s.lock.held or s.dry_run):
+        return s.lock.info()
+    with s.step(step) if step else contextlib.nullcontext():
+        return s.acquire_lock().info()
+
+
+def open_scenario(
+    name: str, *, namespace: dict[str, Any] | None = None
+) -> tuple[Session, Scenario]:
+    """Open the session of notebook `name` and build its scenario from the parameters cell.
+
+    `namespace` is where the parameters' values are read (default: the
+    caller's globals, i.e. the kernel's). Returns `(session, scenario)`.
+
+    Example (a notebook's first code cell)::
+
+        s, drill = open_scenario("restore_drill")
+    """
+    if namespace is None:
+        namespace = sys._getframe(1).f_globals
+    declared = parameter_names(notebook_path(name))
+    missing = [n for n in declared if n not in namespace]
+    if missing:
+        raise ParameterError(
+            f"{name}: the parameters cell declares {', '.join(missing)} but they are not set "
+            "here: run the parameters cell first (Run > Run All Cells).",
+            key=missing[0],
+        )
+    values = {n: namespace[n] for n in declared}
+    cls = scenario_class(name)
+    session_kw = {k: values[k] for k in SESSION_KEYWORDS if k in values}
+    scenario_kw = {k: v for k, v in values.items() if k not in SESSION_KEYWORDS}
+    accepted = inspect.signature(cls.__init__).parameters
+    unknown = [k for k in scenario_kw if k not in accepted]
+    if unknown:
+        raise ParameterError(
+            f"{name}: {cls.__name__} takes no parameter {', '.join(unknown)}; the notebook's "
+            f"parameters cell and {cls.__module__} disagree (add it to {cls.__name__}.__init__).",
+            key=unknown[0],
+        )
+    s = open_session(
+        name,
+        **session_kw,
+        parameters=values,
+        procedure=cls.procedure,
+        require_secrets=cls.require_secrets,
+    )
+    return s, cls(s, **scenario_kw)
+
+
+def scenario_class(name: str) -> type[Scenario]:
+    """The one `Scenario` class of `runbook.scenarios.<name>`.
+
+    >>> scenario_class("restore_drill").__name__
+    'RestoreDrill'
+    """
+    try:
+        module = importlib.import_module(f"runbook.scenarios.{name}")
+    except ModuleNotFoundError:
+        raise ParameterError(f"no scenario module runbook.scenarios.{name}", key="scenario") from None
+    found = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, Scenario)
+        and obj is not Scenario
+        and obj.__module__ == module.__name__
+    ]
+    if len(found) != 1:
+        raise ParameterError(
+            f"runbook.scenarios.{name} must define exactly one Scenario class "
+            f"(found {', '.join(c.__name__ for c in found) or 'none'})",
+            key="scenario",
+        )
+    return found[0]
+
+
+def show(obj: Any) -> None:
+    """Display in a kernel (tables, figures); print elsewhere."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display(obj)
+            return
+    except ImportError:
+        pass
+    print(obj)
+
+
+def in_kernel() -> bool:
+    """True inside an IPython kernel (JupyterLab or papermill)."""
+    try:
+        from IPython import get_ipython
+
+        return get_ipython() is not None
+    except ImportError:
+        return False
+
+
+def in_jupyterlab() -> bool:
+    """True in a kernel started by Jupyter's server (not papermill, not cron)."""
+    return bool(os.environ.get("JPY_SESSION_NAME")) and not os.environ.get("RUNBOOK_RUN_DIR")

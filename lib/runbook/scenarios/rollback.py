@@ -1,0 +1,396 @@
+"""Runbook scenario 2, rollback (notebooks/rollback.ipynb): one method per step.
+
+What deploy and rollback share (the app on the server, migrations, health) is
+runbook.scenarios._release.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runbook.clock import iso, utc_now, wait_for
+from runbook.core.paths import outputs_dir
+from runbook.errors import Forbidden, ParameterError, RunbookError
+from runbook.ops.sentry import SENTRY_BUCKET_S, Sentry
+from runbook.scenarios._base import show
+from runbook.scenarios._release import (
+    MIGRATIONS_DIR,
+    SHA,
+    Release,
+    arrived_at,
+    deep_green,
+    error_rate_ok,
+    find_detection,
+    heads,
+    migration_chain,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from runbook.session import Session
+
+
+# --------------------------------------------------------------------------
+# scenario 2: rollback
+
+
+class Rollback(Release):
+    """Runbook scenario 2, one method per step; the clock is the session's (first cell)."""
+
+    def __init__(
+        self,
+        session: Session,
+        reason: str | None,
+        *,
+        issue_number: int | None = None,
+        health_wait: float | None = None,
+        error_rate_minutes: float | None = None,
+    ):
+        super().__init__(session, health_wait)
+        reason = (reason or "").strip()
+        if not reason:
+            raise ParameterError(
+                "reason is required: why are we rolling back? e.g. "
+                '-p reason "/health/deep red after deploy of 1a2b3c4" (it is announced and '
+                "recorded in the evidence)",
+                key="reason",
+            )
+        self.reason = reason
+        self.issue_number = int(issue_number) if issue_number not in (None, "", 0) else None
+        targets = session.profile.targets
+        self.target_s = float(targets.rollback_minutes) * 60
+        minutes = targets.watch_minutes if error_rate_minutes is None else error_rate_minutes
+        # at least two whole Sentry buckets, so a stopped spike can show as stopped
+        self.error_rate_wait = max(float(minutes) * 60, 3.0 * SENTRY_BUCKET_S)
+        self.last_good: str | None = None
+        self.head: str | None = None
+        self.current: str | None = None
+        self.target_rev: str | None = None
+        self.to_undo: list[str] = []
+        self.complete_s: float | None = None
+        self.complete_at: float | None = None
+        self.deployed_at: float | None = None
+
+    # -- step 1 -----------------------------------------------------------
+    def announce(self) -> str:
+        s = self.s
+        with s.step("1. Announce"):
+            text = f"Rolling back {s.env} to last good SHA due to {self.reason}."
+            s.evidence.write_text(
+                "announcement.txt",
+                f"{iso(utc_now())} {text}\nOperator: {s.record()['operator']}\n",
+            )
+            s.evidence.append({"kind": "announce", "text": text})
+            print(text)
+            where = "recorded in the evidence (announcement.txt)"
+            if self.issue_number:
+                token = s.secrets.get(s.profile.secrets.github_token, required=False)
+                if not token:
+                    s.check(
+                        "Announced",
+                        expected="comment on the GitHub issue",
+                        actual="no GitHub token in the secrets",
+                        passed=False,
+                    )
+                    return text
+                resp = s.github.post(
+                    f"/repos/{s.profile.github.repo}/issues/{self.issue_number}/comments",
+                    json={"body": text},
+                    headers={"Authorization": f"Bearer {token}"},
+                    changing=True,
+                    accept=(201,),
+                )
+                if resp.dry_run:
+                    where += f"; dry run: would comment on issue #{self.issue_number}"
+                else:
+                    url = (resp.json() or {}).get("html_url", "")
+                    where += f"; commented on issue #{self.issue_number} {url}".rstrip()
+            s.check("Announced", expected="reason recorded", actual=where, passed=True)
+            return text
+
+    # -- step 2: what to undo ----------------------------------------------
+    def plan(self) -> pd.DataFrame:
+        """Last good SHA, the bad deploy's migrations, and the approval rule: before any change."""
+        import pandas as pd
+
+        s = self.s
+        with s.step("2. Determine what the bad deploy added"):
+            last_good = self.read_last_good()
+            if not last_good or not SHA.match(last_good):
+                raise ParameterError(
+                    f"{self.app.last_good_sha_file} holds no SHA ({last_good!r}): find the last "
+                    "good commit in the deploy records (outputs/<env>/deploy/*/record.json)",
+                    key="last_good_sha",
+                )
+            s.git.rev_parse(last_good)  # the commit must be in the server's checkout
+            self.last_good = last_good
+            self.head = s.git.head()
+            self.current = s.alembic.current()
+            head_revs = self.revisions_at("HEAD")
+            good_revs = self.revisions_at(last_good)
+            good_heads = heads(good_revs)
+            if len(good_heads) > 1:
+                raise ParameterError(f"the last good SHA has several alembic heads: {good_heads}")
+            self.target_rev = good_heads[0] if good_heads else None
+            added = s.git.read(
+                "diff", "--name-only", "--diff-filter=A", last_good, "HEAD", "--", MIGRATIONS_DIR,
+                label="git-diff",
+            ).stdout.split()
+            try:
+                self.to_undo = migration_chain(head_revs, self.current, self.target_rev)
+            except ValueError as exc:
+                raise ParameterError(
+                    f"cannot get from the database's revision {self.current} down to the last "
+                    f"good SHA's head {self.target_rev} with this checkout's migrations ({exc}); "
+                    "stop and ask for help: this needs a hand-made plan",
+                    key="migrations",
+                ) from None
+            r = s.git.read("log", "-1", "--format=%ct", "HEAD", label="git-log")
+            reflog = s.git.read(
+                "reflog", "-50", "--date=unix", "--format=%H %gd", "HEAD", warn=True, label="git-reflog"
+            ).stdout
+            when = arrived_at(reflog, self.head)
+            self.deployed_at = when if when is not None else float(r.stdout.strip() or time.time())
+            plan = pd.DataFrame(
+                [
+                    ("last good SHA (.last_good_sha)", last_good[:12]),
+                    ("checked out now (bad deploy)", self.head[:12]),
+                    ("running now", (self.running_sha() or "no answer")[:12]),
+                    ("database revision now", self.current),
+                    ("last good SHA's alembic head", self.target_rev),
+                    ("migration files the bad deploy added", ", ".join(added) or "none"),
+                    ("downgrades needed (newest first)", ", ".join(self.to_undo) or "none"),
+                ],
+                columns=["what", "value"],
+            )
+            show(plan)
+            s.evidence.append(
+                {
+                    "kind": "rollback",
+                    "event": "plan",
+                    "last_good": last_good,
+                    "head": self.head,
+                    "current": self.current,
+                    "target": self.target_rev,
+                    "to_undo": self.to_undo,
+                    "added_files": added,
+                }
+            )
+            steps = len(self.to_undo)
+            if steps > 1:
+                try:
+                    s.guards.check_downgrade(steps, f"alembic downgrade -{steps}")
+                except Forbidden as exc:
+                    s.evidence.append(
+                        {
+                            "kind": "refused",
+                            "step": s.current_step,
+                            "rule": exc.rule,
+                            "message": str(exc),
+                        }
+                    )
+                    raise
+            # Not a check: a refusal raised above, so "allowed" could never fail here.
+            s.decide(
+                "Downgrades",
+                f"{steps} step(s)",
+                "none needed: the bad deploy added no applied migration"
+                if not steps
+                else "one step: allowed without approval (runbook scenario 2, step 3)"
+                if steps == 1
+                else f"{steps} steps: approved by {s.approved_by}",
+            )
+            return plan
+
+    def confirm_plan(self) -> None:
+        """Under the lock: the server is still as planned (nobody deployed meanwhile)."""
+        s = self.s
+        head, current = s.git.head(), s.alembic.current()
+        if (head, current) != (self.head, self.current):
+            raise RunbookError(
+                f"the server changed since the plan (HEAD {self.head[:12] if self.head else '?'} -> "
+                f"{head[:12]}, revision {self.current} -> {current}): run the plan again"
+            )
+
+    # -- step 3: the lock, then downgrade first, with the bad code still checked out
+    def take_lock(self) -> dict[str, Any]:
+        """Take the host lock (one changing run per host), after the plan, before any change."""
+        info = super().take_lock("3. Take the host lock")
+        assert info is not None
+        return info
+
+    def downgrade(self) -> None:
+        s = self.s
+        with s.step("3. Downgrade migrations (bad code still checked out)"):
+            self.confirm_plan()
+            if not self.to_undo:
+                s.check(
+                    "Migrations rolled back",
+                    expected=f"at {self.target_rev}",
+                    actual=f"{self.current}: the bad deploy added none applied",
+                    passed=True,
+                )
+                return
+            s.alembic.downgrade(len(self.to_undo))
+            now = s.alembic.current()
+            s.check(
+                "Migrations rolled back",
+                expected=f"at {self.target_rev} (undo {', '.join(self.to_undo)})",
+                actual=f"dry run: still {now}" if s.dry_run else now,
+                passed=None if s.dry_run else now == self.target_rev,
+            )
+
+    # -- step 4: old code ----------------------------------------------------
+    def checkout(self) -> None:
+        s = self.s
+        with s.step("4. Check out the last good SHA + pip install"):
+            s.git.checkout(self.last_good or "")
+            self.pip_install()
+
+    # -- step 5: restart and verify ---------------------------------------
+    def restart(self) -> None:
+        with self.s.step("5. Restart service"):
+            self.restart_api(self.last_good)
+
+    def verify(self) -> float | None:
+        """Deep health green on the old SHA; the clock stops here (rollback complete)."""
+        s = self.s
+        with s.step("6. Verify deep health on the old SHA"):
+            if s.dry_run:
+                for name in ("Healthy on the last good SHA", "Rollback time"):
+                    s.check(name, expected="see the runbook", actual="dry run", passed=None)
+                return None
+            ok, deep, _ = self.wait_deep_green()
+            head, running = s.git.head(), self.running_sha()
+            on_old = head == self.last_good and running == self.last_good
+            self.complete_s = s.elapsed
+            self.complete_at = time.time()
+            s.check(
+                "Healthy on the last good SHA",
+                expected=f"deep health green, HEAD and API on {(self.last_good or '?')[:12]}",
+                actual=f"{deep_green(deep)[1]}; HEAD {head[:12]}, API {(running or '?')[:12]}",
+                passed=ok and on_old,
+            )
+            rev = s.alembic.current()
+            s.check(
+                "Alembic at the last good head",
+                expected=self.target_rev,
+                actual=rev,
+                passed=rev == self.target_rev,
+            )
+            s.metric("rollback_minutes", self.complete_s / 60, "min", target=self.target_s / 60)
+            s.check(
+                "Rollback time",
+                expected=f"< {self.target_s / 60:g} min from the first cell",
+                actual=f"{self.complete_s:.1f} s",
+                passed=self.complete_s < self.target_s,
+            )
+            detected = self.detection()
+            from_detection = (
+                None if detected is None else round(self.complete_at - detected["at"], 3)
+            )
+            # A measurement, not a check: the time before the rollback started
+            # (someone reading the alert, deciding) is not the notebook's to pass or fail.
+            s.metric("seconds_from_detection", from_detection, "s", target=self.target_s)
+            print(
+                "From 'bad deploy detected' to rollback complete: "
+                + (
+                    f"{from_detection:.1f} s (deploy run {Path(detected['run_dir']).name})"
+                    if detected is not None and from_detection is not None
+                    else "not measured: no deploy run of this environment logged the detection "
+                    f"of {(self.head or '?')[:12]}"
+                )
+            )
+            s.evidence.write_text(
+                "rollback_timing.json",
+                json.dumps(
+                    {
+                        "started": iso(s.started),
+                        "complete": iso(datetime.fromtimestamp(self.complete_at, UTC)),
+                        "seconds_to_complete": round(self.complete_s, 3),
+                        "target_seconds": self.target_s,
+                        "bad_sha": self.head,
+                        "detected": None if detected is None else detected["ts"],
+                        "detected_in_run": None if detected is None else detected["run_dir"],
+                        "seconds_from_detection": from_detection,
+                    },
+                    indent=2,
+                ),
+            )
+            return self.complete_s
+
+    def detection(self) -> dict[str, Any] | None:
+        """When a deploy run of this environment logged "bad deploy detected" for the SHA
+        being rolled back (`find_detection`), looked up in the outputs folder of the evidence."""
+        s = self.s
+        places = [outputs_dir() / s.env / "deploy", s.run_dir.parent.parent / "deploy"]
+        seen: set[Path] = set()
+        for place in places:
+            place = place.resolve()
+            if place in seen:
+                continue
+            seen.add(place)
+            found = find_detection(place, self.head, until=self.complete_at)
+            if found is not None:
+                return found
+        return None
+
+    # -- DoD: Sentry error rate back to baseline --------------------------
+    def error_rate(self) -> dict[str, Any]:
+        s = self.s
+        with s.step("DoD. Sentry error rate back to baseline"):
+            if s.dry_run or self.complete_at is None:
+                s.check(
+                    "Sentry error rate at baseline",
+                    expected="<= baseline",
+                    actual="dry run" if s.dry_run else "rollback not complete",
+                    passed=None,
+                )
+                return {}
+            sentry = Sentry(s)
+            try:
+                deployed = self.deployed_at or self.complete_at
+                baseline = sentry.rate(deployed - 1800, deployed - SENTRY_BUCKET_S) or 0.0
+                spike = sentry.rate(deployed, self.complete_at)
+                since = self.complete_at
+                recent: float | None = None
+
+                def settled() -> bool:
+                    nonlocal recent
+                    recent = sentry.rate(since, time.time())
+                    return recent is not None and error_rate_ok(recent, baseline)
+
+                ok, waited = wait_for(settled, self.error_rate_wait, 2.0)
+            finally:
+                sentry.close()
+            numbers = {
+                "baseline_per_min": round(baseline, 2),
+                "during_bad_deploy_per_min": None if spike is None else round(spike, 2),
+                "after_rollback_per_min": None if recent is None else round(recent, 2),
+                "waited_s": round(waited, 1),
+            }
+            s.evidence.append({"kind": "rollback", "event": "error-rate", **numbers})
+            s.check(
+                "Sentry error rate at baseline",
+                expected=f"<= max(2 x baseline, baseline + 5)/min, baseline {baseline:.1f}/min",
+                actual=(
+                    f"{'n/a' if recent is None else f'{recent:.1f}'}/min after the rollback "
+                    f"(during the bad deploy {'n/a' if spike is None else f'{spike:.1f}'}/min)"
+                ),
+                passed=ok,
+            )
+            return numbers
+
+    def reminder(self) -> str:
+        text = (
+            "Rollback done. The fix goes through a PR to main (main is protected: no commits or "
+            "pushes from the server), then the deploy notebook. The server is on a detached HEAD "
+            f"at {(self.last_good or '?')[:12]} until then."
+        )
+        print(text)
+        return text
