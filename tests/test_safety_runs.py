@@ -13,8 +13,7 @@ import nbformat
 import pytest
 from conftest import runbook_notebook
 
-from runbook import ParameterError
-from runbook.cli import main as cli
+from runbook import ParameterError, cli
 from runbook.cli import run as runner
 from runbook.core import catalog
 

@@ -103,7 +103,7 @@ def test_status_is_all_healthy(sandbox: Sandbox) -> None:
 
 
 def test_cli_status_and_fault_list(sandbox: Sandbox) -> None:
-    run = [sys.executable, "-m", "runbook.cli.main", "sandbox", "--dir", str(sandbox.state_dir)]
+    run = [sys.executable, "-m", "runbook.cli", "sandbox", "--dir", str(sandbox.state_dir)]
     out = subprocess.run([*run, "status", "--json"], capture_output=True, text=True, timeout=60,
                          check=False)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -6,7 +6,7 @@ holder touches every 30 s. A second changing run is refused with who holds
 the lock and since when. A lock whose heartbeat is older than 2 minutes is
 stale (its run died); it is broken only when the run asks for it
 (`runbook run SCENARIO --break-stale-lock`, papermill `-p break_stale_lock True`,
-`open_session(..., break_stale_lock=True)`), and the record says whose lock it
+`break_stale_lock = True` in the notebook's parameters cell), and the record says whose lock it
 was and who broke it.
 
 The session takes the lock by itself before its first real change (after the
@@ -126,8 +126,8 @@ class HostLock:
             hint = (
                 " It looks stale (its run died). Make sure that run is gone, then break "
                 f"it: `runbook run {s.scenario} --break-stale-lock` (papermill: "
-                "`-p break_stale_lock True`; in a notebook: open_session(..., "
-                "break_stale_lock=True)). Breaking it is recorded."
+                "`-p break_stale_lock True`; in a notebook: `break_stale_lock = True` in "
+                "the parameters cell). Breaking it is recorded."
                 if stale
                 else " Wait for that run to finish."
             )
