@@ -57,18 +57,27 @@ def parse_time(value: Any) -> datetime | None:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def wait_for(probe: Callable[[], Any], seconds: float, interval: float = 1.0) -> tuple[bool, float]:
-    """Call `probe()` until it is truthy or `seconds` pass: (ok, seconds waited).
+def wait_for(
+    probe: Callable[[], Any],
+    seconds: float,
+    interval: float = 1.0,
+    *,
+    give_up: Callable[[], bool] | None = None,
+) -> tuple[bool, float]:
+    """Call `probe()` until it is truthy, `seconds` pass, or `give_up()` says waiting is
+    pointless: (ok, seconds waited).
 
-    The one wait loop: probes once more at the deadline, so a zero timeout still looks once.
+    The one wait loop: it probes once more at the deadline, so a zero timeout still looks once.
 
     >>> wait_for(lambda: True, 0)[0], wait_for(lambda: False, 0)[0]
     (True, False)
+    >>> wait_for(lambda: False, 60, give_up=lambda: True)[0]
+    False
     """
     t0 = time.monotonic()
     while True:
         if probe():
             return True, time.monotonic() - t0
-        if time.monotonic() - t0 >= seconds:
+        if time.monotonic() - t0 >= seconds or (give_up is not None and give_up()):
             return False, time.monotonic() - t0
         time.sleep(interval)

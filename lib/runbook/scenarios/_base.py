@@ -48,20 +48,22 @@ class Scenario:
     def __init__(self, s: Session):
         self.s = s
 
-    def take_lock(self, step: str | None = None) -> dict[str, Any] | None:
+    def take_lock(self, step: str | None = None, *, once: bool = False) -> dict[str, Any] | None:
         """Take the host lock now, in a step of its own when `step` names one (see `take_lock`)."""
-        return take_lock(self.s, step)
+        return take_lock(self.s, step, once=once)
 
 
-def take_lock(s: Session, step: str | None = None) -> dict[str, Any] | None:
+def take_lock(s: Session, step: str | None = None, *, once: bool = False) -> dict[str, Any] | None:
     """The one way a scenario takes the host lock: `Session.acquire_lock`, in a step when named.
 
     The session also takes it by itself before its first real change; a
     scenario takes it earlier so that a second changing run is refused before
-    this one starts changing. Once held, or in a dry run that already tried,
-    it is not taken again. Returns the lock's record entry.
+    this one starts changing, and the timeline shows the step. `acquire_lock`
+    is idempotent; `once=True` skips the step too when the lock is already
+    held (or a dry run already tried), for a branch that may ask twice.
+    Returns the lock's record entry.
     """
-    if s.lock is not None and (s.lock.held or s.dry_run):
+    if once and s.lock is not None and (s.lock.held or s.dry_run):
         return s.lock.info()
     with s.step(step) if step else contextlib.nullcontext():
         return s.acquire_lock().info()

@@ -23,13 +23,13 @@ from __future__ import annotations
 import math
 import re
 import shlex
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from runbook.clock import wait_for
 from runbook.errors import CommandFailed, RunbookError
 from runbook.ops import backups as backup_ops
 from runbook.scenarios._base import Scenario, show, take_lock
@@ -414,26 +414,26 @@ def wait_select1(
 ) -> bool:
     """Poll `SELECT 1` until it answers, `timeout` seconds pass, or `give_up()` says
     waiting is pointless (the service manager reports the service failed)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if s.db.probe("SELECT 1", timeout=10).ok:
-            return True
-        if time.monotonic() >= deadline or (give_up is not None and give_up()):
-            return False
-        time.sleep(interval)
+    ok, _ = wait_for(
+        lambda: s.db.probe("SELECT 1", timeout=10).ok, timeout, interval, give_up=give_up
+    )
+    return ok
 
 
 def wait_deep_postgres(s: Session, timeout: float = 60, interval: float = 1.0) -> dict[str, Any]:
     """Poll /health/deep until postgres is green; returns the last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
+    last: dict[str, Any] = {}
+
+    def green() -> bool:
+        nonlocal last
         try:
-            deep = s.api.deep_health()
+            last = s.api.deep_health()
         except RunbookError as exc:
-            deep = {"status": "unreachable", "postgres": {"status": None, "detail": str(exc)}}
-        if (deep.get("postgres") or {}).get("status") == "green" or time.monotonic() >= deadline:
-            return deep
-        time.sleep(interval)
+            last = {"status": "unreachable", "postgres": {"status": None, "detail": str(exc)}}
+        return (last.get("postgres") or {}).get("status") == "green"
+
+    wait_for(green, timeout, interval)
+    return last
 
 
 # --------------------------------------------------------------------------- branch: failed
@@ -935,7 +935,7 @@ def drain_after_incident(
         depth = before.get(queue)
         batches = None
         if depth:
-            take_lock(s, "4. Take the host lock")  # draining changes the server's data
+            take_lock(s, "4. Take the host lock", once=True)  # draining changes the server's data
             batches = s.api.drain_all(name, limit, max_batches)
         left = (dlq_depths_or_none(s) or {}).get(queue)
         why = (
@@ -1067,7 +1067,7 @@ class DatabaseDown(Scenario):
         if not changes_server(self.branch):
             print(f"{self.branch.name}: this branch changes nothing on the server, no lock needed")
             return None
-        return super().take_lock(step)
+        return super().take_lock(step, once=True)
 
     def service_failed(self) -> dict[str, Any] | None:
         """Branch service failed: recent logs, restart, wait, SELECT 1.

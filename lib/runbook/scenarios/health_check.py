@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runbook.errors import RunbookError
+from runbook.ops.firewall import jail_status
 from runbook.scenarios._base import Scenario
 
 if TYPE_CHECKING:
@@ -129,7 +130,8 @@ def service_status(s: Session) -> dict[str, Any]:
 
 
 def fail2ban(s: Session) -> dict[str, Any]:
-    cmd = "fail2ban-client status sshd"
+    jail = s.profile.security.fail2ban_jail
+    cmd = f"fail2ban-client status {jail}"
     if not s.profile.services.fail2ban:
         return _row(
             s,
@@ -140,14 +142,8 @@ def fail2ban(s: Session) -> dict[str, Any]:
             None,
             f"no fail2ban on {s.env} (services.fail2ban is empty in its profile)",
         )
-    r = s.probe(
-        ["fail2ban-client", "status", "sshd"], warn=True, sudo=s.profile.target.user != "root"
-    )
-    active = r.ok and "Status for the jail: sshd" in r.stdout
-    banned = next(
-        (ln.split(":", 1)[1].strip() for ln in r.stdout.splitlines() if "Currently banned" in ln),
-        "?",
-    )
+    r, status = jail_status(s)
+    active = status is not None
     return _row(
         s,
         "fail2ban",
@@ -155,7 +151,7 @@ def fail2ban(s: Session) -> dict[str, Any]:
         "jail active",
         "jail active" if active else r.status,
         active,
-        f"currently banned: {banned}" if active else r.tail(3),
+        f"currently banned: {status.get('currently_banned', '?')}" if status else r.tail(3),
     )
 
 

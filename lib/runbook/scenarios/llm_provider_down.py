@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from runbook.clock import parse_time
+from runbook.clock import parse_time, wait_for
 from runbook.errors import RunbookError
 from runbook.ops.http import HttpClient
 from runbook.scenarios._base import Scenario, show
@@ -495,16 +495,19 @@ ENV_EXAMPLE_REMINDER = (
 
 def wait_breaker_closed(s: Session, timeout: float, interval: float = 2.0) -> dict[str, Any]:
     """Poll deep health until llm_providers is green (breaker closed) or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
+    last: dict[str, Any] = {}
+
+    def closed() -> bool:
+        nonlocal last
         try:
             deep = s.api.deep_health()
         except RunbookError as exc:
             deep = {"llm_providers": {"status": "unknown", "detail": str(exc)[:200]}}
-        llm = deep.get("llm_providers") or {}
-        if llm.get("status") == "green" or time.monotonic() >= deadline:
-            return llm
-        time.sleep(interval)
+        last = deep.get("llm_providers") or {}
+        return last.get("status") == "green"
+
+    wait_for(closed, timeout, interval)
+    return last
 
 
 def recover(s: Session, limit: int, wait_seconds: float) -> dict[str, Any]:
@@ -625,7 +628,7 @@ class LlmProviderDown(Scenario):
         if not changes_server(self.decision):
             print(f"{self.decision.name}: nothing will change, no lock needed")
             return None
-        return super().take_lock(step)
+        return super().take_lock(step, once=True)
 
     def failover(self) -> dict[str, Any] | None:
         """Step 4: LLM_PROVIDER_PRIORITY to the new order, restart the API (only on FAILOVER)."""

@@ -47,9 +47,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from runbook.clock import wait_for
 from runbook.core.evidence import utc_now
 from runbook.core.secrets import parse_env_text
 from runbook.errors import Forbidden, RunbookError
+from runbook.ops.firewall import fail2ban_status
 from runbook.scenarios._base import Scenario
 
 if TYPE_CHECKING:
@@ -138,31 +140,6 @@ def login_summary(logins: pd.DataFrame, known: set[str]) -> pd.DataFrame:
     out["known"] = out["address"].isin(known)
     out = out[cols].sort_values(["known", "accepted", "failed"], ascending=[True, False, False])
     return out.reset_index(drop=True)
-
-
-def parse_fail2ban_status(text: str) -> dict[str, Any]:
-    """`fail2ban-client status <jail>` output → jail, counts, banned addresses.
-
-    >>> out = ("Status for the jail: sshd\\n|- Filter\\n|  |- Currently failed:\\t3\\n"
-    ...        "|  |- Total failed:\\t12\\n`- Actions\\n   |- Currently banned:\\t2\\n"
-    ...        "   |- Total banned:\\t4\\n   `- Banned IP list:\\t198.51.100.4 127.0.0.1\\n")
-    >>> parse_fail2ban_status(out)["banned"]
-    ['198.51.100.4', '127.0.0.1']
-    """
-    info: dict[str, Any] = {"jail": None, "banned": []}
-    for line in text.splitlines():
-        if "Status for the jail:" in line:
-            info["jail"] = line.split(":", 1)[1].strip()
-            continue
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        name = key.strip(" |`-\t").lower().replace(" ", "_")
-        if name == "banned_ip_list":
-            info["banned"] = value.split()
-        elif name in ("currently_failed", "total_failed", "currently_banned", "total_banned"):
-            info[name] = int(value.strip() or 0)
-    return info
 
 
 # the app's own line: `<ts> INFO dealix.access <ip> "<METHOD> <path>" <status> <ms>ms key=<state>`
@@ -384,19 +361,18 @@ def rotate_secrets(s: Session, *, update_operator_secrets: bool = True) -> Rotat
 
 def wait_api(s: Session, timeout: float = 30.0) -> None:
     """Wait until `GET /health` answers 200 after a restart."""
-    import time
-
-    deadline = time.monotonic() + timeout
     last: Any = None
-    while time.monotonic() < deadline:
+
+    def up() -> bool:
+        nonlocal last
         try:
             last = s.api.health().status
-            if last == 200:
-                return
         except RunbookError as exc:
             last = type(exc).__name__
-        time.sleep(0.3)
-    raise RunbookError(f"the API did not answer /health with 200 within {timeout:.0f}s: {last}")
+        return last == 200
+
+    if not wait_for(up, timeout, 0.3)[0]:
+        raise RunbookError(f"the API did not answer /health with 200 within {timeout:.0f}s: {last}")
 
 
 def _update_operator_secrets(s: Session, values: dict[str, str]) -> str:
@@ -709,22 +685,6 @@ class Findings:
             if len(self.banned)
             else []
         )
-
-
-def fail2ban_status(s: Session) -> dict[str, Any] | None:
-    """fail2ban's jail state (None when this target has no fail2ban)."""
-    sec = s.profile.security
-    if s.profile.services.fail2ban:
-        r = s.probe(
-            ["fail2ban-client", "status", sec.fail2ban_jail],
-            warn=True,
-            sudo=s.profile.target.user != "root",
-        )
-        return parse_fail2ban_status(r.stdout) if r.ok else None
-    if sec.fail2ban_status_file:
-        r = s.probe(["cat", sec.fail2ban_status_file], warn=True, label="fail2ban-status-file")
-        return parse_fail2ban_status(r.stdout) if r.ok and r.stdout.strip() else None
-    return None
 
 
 def _read_text(s: Session, path: str) -> str:
