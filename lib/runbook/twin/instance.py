@@ -209,6 +209,8 @@ class Twin:
                 f"{{port}}), timeout=5, source_address=('{outside}', 0)); "
                 "assert s.recv(4) == b'SSH-'\""
             ),
+            "stubs_port": (port := sb_build.free_ports(["stubs"])["stubs"]),
+            "stubs_url": f"http://127.0.0.1:{port}",
             "pids": {},
             "faults": [],
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -398,11 +400,6 @@ class Twin:
             _write(bundle, base + pem)
 
     def _start_stubs(self, st: dict[str, Any]) -> None:
-        st["stubs_port"] = st.get("stubs_port") or sb_build.free_ports(["stubs"])["stubs"]
-        st["stubs_url"] = f"http://127.0.0.1:{st['stubs_port']}"
-        # the internet container's nginx was written before the port was known
-        inet_conf = self._inst("internet") / "root/etc/nginx/conf.d/saas.conf"
-        _write(inet_conf, internet.nginx_conf(f"{st['operator_ip']}:{st['stubs_port']}"))
         stubs = self.dir / "stubs"
         log = (stubs / "stubs.log").open("ab")
         proc = subprocess.Popen(
