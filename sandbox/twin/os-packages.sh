@@ -8,6 +8,8 @@
 # because no systemd runs here.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
+# a rerun after a failed step finishes whatever dpkg left half-configured
+dpkg --configure -a
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   postgresql redis-server nginx ufw iptables fail2ban python3-systemd rsyslog \

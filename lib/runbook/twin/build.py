@@ -183,22 +183,26 @@ def build_os(dest: Path, cache: Path, echo: Echo) -> None:
     log = cache / "build-os.log"
     log.write_text("")
     tmp = dest.with_name(dest.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    done = tmp / ".debootstrapped"
     t0 = time.monotonic()
-    run(
-        [
+    # debootstrap is the slow part (the mirror); a finished one survives a failed apt step
+    if not done.exists():
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={DEBOOTSTRAP_INCLUDE}",
+                SUITE,
+                str(tmp),
+                apt_mirror(),
+            ],
             "debootstrap",
-            "--variant=minbase",
-            f"--include={DEBOOTSTRAP_INCLUDE}",
-            SUITE,
-            str(tmp),
-            apt_mirror(),
-        ],
-        "debootstrap",
-        log=log,
-        timeout=1200,
-    )
+            log=log,
+            timeout=1800,
+        )
+        done.write_text("")
     echo(f"    debootstrap {time.monotonic() - t0:.1f} s")
     if APT_SOURCES.exists():
         shutil.copy(APT_SOURCES, tmp / "etc/apt/sources.list.d/debian.sources")
@@ -216,10 +220,16 @@ def build_os(dest: Path, cache: Path, echo: Echo) -> None:
         "--timezone=off",
         "--resolv-conf=copy-host",
     ]
-    # The host's apt settings (e.g. Check-Valid-Until for a snapshot mirror) for
-    # this build only; the image keeps Debian's own.
-    if Path("/etc/apt/apt.conf.d").is_dir():
-        args.append("--bind-ro=/etc/apt/apt.conf.d:/etc/apt/apt.conf.d")
+    # The host's apt settings (e.g. Check-Valid-Until for a snapshot mirror) for this
+    # build only, through APT_CONFIG: the image keeps Debian's own apt.conf.d (which
+    # package scripts write to, so it must stay writable).
+    host_conf = "".join(
+        p.read_text(errors="replace") + "\n"
+        for p in sorted(Path("/etc/apt/apt.conf.d").glob("*"))
+        if p.is_file()
+    )
+    (tmp / "root/host-apt.conf").write_text(host_conf)
+    args += ["-E", "APT_CONFIG=/root/host-apt.conf"]
     try:
         run(
             nspawn_argv("build-os", [*args, "/bin/sh", "/root/os-packages.sh"]),
@@ -230,6 +240,8 @@ def build_os(dest: Path, cache: Path, echo: Echo) -> None:
     finally:
         remove_cgroups("build-os")
     (tmp / "root/os-packages.sh").unlink()
+    (tmp / "root/host-apt.conf").unlink()
+    done.unlink()
     echo(f"    apt         {time.monotonic() - t1:.1f} s")
     tmp.rename(dest)
 
@@ -299,6 +311,8 @@ def download_wheels(dest: Path, log: Path) -> None:
             "--only-binary=:all:",
             "-r",
             str(req),
+            "-r",
+            str(twin_files() / "wheels-extra.txt"),
             "-d",
             str(dest),
         ],
