@@ -129,8 +129,14 @@ def test_https_deep_health_is_green_from_the_runner_side_through_the_test_ca(twi
     # the CA is what makes it verify: without it the same call fails verification
     bare = twin_exec(
         twin,
-        [sys.executable, "-c", PY_GET, "https://api.dealix.me/health"],
-        env={"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"},
+        [
+            "env",
+            "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+            sys.executable,
+            "-c",
+            PY_GET,
+            "https://api.dealix.me/health",
+        ],
     )
     assert bare.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in bare.stderr
     # and the names exist only inside `twin exec`: the machine's /etc/hosts is untouched
