@@ -91,7 +91,9 @@ class HostKeyUnknown(ConnectionFailed, Refusal):
         super().__init__(message, target=target)
 
     def details(self) -> dict[str, str]:
-        """>>> HostKeyUnknown("m", target="root@h:22", presented="SHA256:x").details()["presented"]
+        """The host, the presented fingerprint and the fix.
+
+        >>> HostKeyUnknown("m", target="root@h:22", presented="SHA256:x").details()["presented"]
         'SHA256:x'
         """
         out = {"host": self.target or "", "expected": "(no key pinned for this host)",
@@ -204,7 +206,9 @@ class Forbidden(Refusal):
         super().__init__(message)
 
     def details(self) -> dict[str, str]:
-        """>>> Forbidden("no-push-to-main", "git push", source="Appendix B").details()["rule"]
+        """The rule, the action and the rule's source, plus `extra`.
+
+        >>> Forbidden("no-push-to-main", "git push", source="Appendix B").details()["rule"]
         'no-push-to-main'
         """
         out = {"rule": self.rule, "action": self.action}

@@ -111,7 +111,9 @@ def alive(process: dict[str, Any] | None) -> bool | None:
 
 
 def describe(process: dict[str, Any]) -> str:
-    """>>> describe({"pid": 12, "host": "ops1", "runner_pid": 10})
+    """The process in words.
+
+    >>> describe({"pid": 12, "host": "ops1", "runner_pid": 10})
     'pid 12 (runner 10) on ops1'
     """
     runner = f" (runner {process['runner_pid']})" if process.get("runner_pid") else ""
@@ -249,4 +251,11 @@ def finish_abandoned(
             if finish(run_dir, finisher=finisher) is not None:
                 done.append(run_dir)
                 print(f"runbook: finished a run that died as abandoned: {run_dir}")
+    for run_dir in done:
+        from runbook import evidence_tools
+
+        # its own run never sealed it: seal what it left, so `runbook verify` covers it
+        with contextlib.suppress(Exception):
+            if not (run_dir / evidence_tools.MANIFEST).exists():
+                evidence_tools.seal(run_dir, env=env)
     return done
