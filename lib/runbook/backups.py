@@ -48,6 +48,7 @@ from runbook.errors import (
     Forbidden,
     NotConfirmed,
     ParameterError,
+    Refusal,
     RunbookError,
 )
 from runbook.guards import forbid
@@ -877,6 +878,8 @@ class RestoreDrill:
             with contextlib.suppress(BaseException):
                 self.teardown()
             raise
+        except Refusal:
+            raise  # a refusal ends the run; never a red check
         except RunbookError as exc:
             s.check(
                 "Restore completed",
@@ -905,6 +908,8 @@ class RestoreDrill:
                     tolerance_pct=self.tolerance,
                     rpo_hours=self.rpo_hours,
                 )
+        except Refusal:
+            raise  # a refusal ends the run; never a red check
         except RunbookError as exc:
             self.s.check(
                 "Validation",
@@ -934,6 +939,8 @@ class RestoreDrill:
                 actual="dropped" if gone else "still exists",
                 passed=gone,
             )
+        except Refusal:
+            raise  # a refusal ends the run; never a red check
         except RunbookError as exc:
             s.check(
                 "Teardown",
@@ -1264,6 +1271,8 @@ class IncidentRestore:
                 _admin_sql(
                     s, f"ALTER DATABASE {ident(self.clone or '')} RENAME TO {ident(self.prod)}"
                 )
+            except Refusal:
+                raise  # a refusal ends the run; never a red check
             except RunbookError:
                 # put production back under its name before stopping
                 _admin_sql(s, f"ALTER DATABASE {ident(self.renamed)} RENAME TO {ident(self.prod)}")
@@ -1316,6 +1325,8 @@ class IncidentRestore:
         for t in self.tables:
             try:
                 f = table_facts(s, self.prod, t)
+            except Refusal:
+                raise  # a refusal ends the run; never a red check
             except RunbookError:
                 continue
             per[t] = {"restored_rows": f["rows"], "newest": str(f.get("newest"))}

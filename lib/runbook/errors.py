@@ -5,18 +5,28 @@ response, the rule), and every message has already passed through the
 session's redactor, so it is safe to show in a notebook or a record::
 
     RunbookError
+    ├── Refusal (marker)                   a security refusal: fatal to the whole run
     ├── ParameterError (also ValueError)   bad parameter, profile or secret; nothing ran
     ├── ConnectionFailed                   cannot reach or log in to the target
-    │   ├── HostKeyUnknown                 the target's key is not pinned
-    │   └── HostKeyMismatch                the target's key differs from the pinned one
+    │   ├── HostKeyUnknown (Refusal)       the target's key is not pinned
+    │   └── HostKeyMismatch (Refusal)      the target's key differs from the pinned one
     ├── CommandError                       a command ran and did not end well
     │   ├── CommandFailed                  non-zero exit (or killed by a signal)
     │   ├── CommandTimedOut                stopped after its timeout; the remote process was killed
     │   └── CommandInterrupted             the connection died while it ran; it is NOT re-run
     ├── HTTPFailed                         an HTTP call failed or answered with an error status
-    ├── NotConfirmed                       a changing call without the operator's confirmation
-    ├── Forbidden                          a runbook rule refused the action (names the rule)
+    ├── NotConfirmed (Refusal)             a changing call without the operator's confirmation
+    ├── Forbidden (Refusal)                a runbook rule refused the action (names the rule)
     └── DefinitionOfDoneNotMet             `session.done()` found failed checks
+
+A `Refusal` is never turned into a red check or a "not available" value: every
+library function that catches errors lets it through (`except Refusal: raise`
+first), so the run ends with outcome "refused" (exit 4). A host-key refusal
+also latches the session: every later command, SQL query, file access and HTTP
+call raises it again without going out.
+
+`details()` gives plain key -> value strings about the error, safe to print
+(the runner's terminal summary and record.json's `error.details` use it).
 
 Example::
 
@@ -38,6 +48,17 @@ if TYPE_CHECKING:
 
 class RunbookError(Exception):
     """Root of every error the library raises on purpose."""
+
+    def details(self) -> dict[str, str]:
+        return {}
+
+
+class Refusal(RunbookError):
+    """Marker: a security refusal. It ends the run; nothing may catch it and carry on.
+
+    >>> issubclass(HostKeyMismatch, Refusal), issubclass(Forbidden, Refusal)
+    (True, True)
+    """
 
 
 class ParameterError(RunbookError, ValueError):
@@ -61,21 +82,48 @@ class ConnectionFailed(RunbookError):
         super().__init__(message)
 
 
-class HostKeyUnknown(ConnectionFailed):
+class HostKeyUnknown(ConnectionFailed, Refusal):
     """The server presented a key that is not pinned in the profile."""
 
-    def __init__(self, message: str, *, target: str, presented: str):
+    def __init__(self, message: str, *, target: str, presented: str, fix: str = ""):
         self.presented = presented
+        self.fix = fix
         super().__init__(message, target=target)
 
+    def details(self) -> dict[str, str]:
+        """The host, the presented fingerprint and the fix.
 
-class HostKeyMismatch(ConnectionFailed):
+        >>> HostKeyUnknown("m", target="root@h:22", presented="SHA256:x").details()["presented"]
+        'SHA256:x'
+        """
+        out = {"host": self.target or "", "expected": "(no key pinned for this host)",
+               "presented": self.presented}
+        if self.fix:
+            out["fix"] = self.fix
+        return out
+
+
+class HostKeyMismatch(ConnectionFailed, Refusal):
     """The server's key differs from the pinned one: possible interception."""
 
-    def __init__(self, message: str, *, target: str, expected: str, presented: str):
+    def __init__(
+        self, message: str, *, target: str, expected: str, presented: str, fix: str = ""
+    ):
         self.expected = expected
         self.presented = presented
+        self.fix = fix
         super().__init__(message, target=target)
+
+    def details(self) -> dict[str, str]:
+        """Both fingerprints, the host and the fix.
+
+        >>> HostKeyMismatch("m", target="h", expected="SHA256:a", presented="SHA256:b").details()
+        {'host': 'h', 'expected': 'SHA256:a', 'presented': 'SHA256:b'}
+        """
+        out = {"host": self.target or "", "expected": self.expected, "presented": self.presented}
+        if self.fix:
+            out["fix"] = self.fix
+        return out
 
 
 class CommandError(RunbookError):
@@ -121,7 +169,7 @@ class HTTPFailed(RunbookError):
         super().__init__(message)
 
 
-class NotConfirmed(RunbookError):
+class NotConfirmed(Refusal):
     """A changing call on a non-sandbox environment lacks confirmation."""
 
     def __init__(self, message: str, *, environment: str):
@@ -129,23 +177,44 @@ class NotConfirmed(RunbookError):
         super().__init__(message)
 
 
-class Forbidden(RunbookError):
+class Forbidden(Refusal):
     """A runbook rule refused the action.
 
     `rule` is the guard's name, `action` what was refused, `source` the
-    runbook line the rule comes from.
+    runbook line the rule comes from; `extra` more plain facts for `details()`
+    (the host lock puts its holder there).
     """
 
-    def __init__(self, rule: str, action: str, *, source: str = "", why: str = ""):
+    def __init__(
+        self,
+        rule: str,
+        action: str,
+        *,
+        source: str = "",
+        why: str = "",
+        extra: dict[str, str] | None = None,
+    ):
         self.rule = rule
         self.action = action
         self.source = source
+        self.extra = dict(extra or {})
         message = f"refused by rule {rule!r}: {action}"
         if why:
             message += f" ({why})"
         if source:
             message += f" [runbook: {source}]"
         super().__init__(message)
+
+    def details(self) -> dict[str, str]:
+        """The rule, the action and the rule's source, plus `extra`.
+
+        >>> Forbidden("no-push-to-main", "git push", source="Appendix B").details()["rule"]
+        'no-push-to-main'
+        """
+        out = {"rule": self.rule, "action": self.action}
+        if self.source:
+            out["source"] = self.source
+        return {**out, **{k: str(v) for k, v in self.extra.items()}}
 
 
 class DefinitionOfDoneNotMet(RunbookError):

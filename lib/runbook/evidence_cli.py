@@ -43,16 +43,41 @@ def verify(args: argparse.Namespace) -> int:
             for line in problems:
                 print(f"  {line}")
             return 1
-        print(f"CHAIN OK: {len(entries)} sealed runs, every folder present and unchanged")
+        abandoned = _abandoned(root or evidence_tools.outputs_dir(), entries)
+        print(
+            f"CHAIN OK: {len(entries)} sealed runs, every folder present and unchanged"
+            + (f"; {len(abandoned)} abandoned (their process died without a verdict)"
+               if abandoned else "")
+        )
+        for run in abandoned:
+            print(f"  abandoned: {run}")
         return 0
     path = _run_dir(args.run_dir)
     if path is None:
         return 2
     result = evidence_tools.verify_run(path)
     print(result.report())
+    record = evidence_tools._read_record(path)
+    if record.get("outcome") == "abandoned":
+        info = record.get("abandoned") or {}
+        last = (info.get("last_command") or {}).get("command")
+        print(
+            f"  outcome: abandoned ({info.get('why', 'its process died')}); last step "
+            f"{info.get('last_step')!r}, last command {last!r}; found {info.get('detected_at')}"
+        )
     if result.ok:
         print(f"  {len(evidence_tools.read_manifest(path))} files match {evidence_tools.MANIFEST}")
     return 0 if result.ok else 1
+
+
+def _abandoned(root: Path, entries: list[dict[str, str]]) -> list[str]:
+    """The chained runs whose record says abandoned."""
+    found = []
+    for entry in entries:
+        record = evidence_tools._read_record(Path(root) / entry["run"])
+        if record.get("outcome") == "abandoned":
+            found.append(entry["run"])
+    return found
 
 
 def history(args: argparse.Namespace) -> int:

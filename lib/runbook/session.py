@@ -44,10 +44,14 @@ from runbook.errors import (
     CommandFailed,
     CommandInterrupted,
     CommandTimedOut,
+    ConnectionFailed,
     DefinitionOfDoneNotMet,
     Forbidden,
+    HostKeyMismatch,
+    HostKeyUnknown,
     NotConfirmed,
     ParameterError,
+    Refusal,
     RunbookError,
 )
 from runbook.evidence import RECORD_SCHEMA, Evidence, iso, new_run_dir, utc_now
@@ -175,10 +179,17 @@ class Session:
         self.decisions: dict[str, dict[str, Any]] = {}
         self._current: Step | None = None
         self._transport: Transport | None = None
+        # a host-key refusal: once set, nothing more goes out in this run
+        self._refusal: HostKeyMismatch | HostKeyUnknown | None = None
+        self._target_verified = False
         self._outcome = "running"
         self._error: dict[str, str] | None = None
         self._failed_step: str | None = None
         self.commands_run = 0
+        from runbook.liveness import this_process
+
+        # who runs this session, so that a later run can tell it died (liveness.py)
+        self._process = this_process()
         self.evidence.append(
             {
                 "kind": "session",
@@ -190,6 +201,11 @@ class Session:
         )
         self._write_record()
         _install_ipython_hook(self)
+        from runbook.liveness import finish_abandoned
+
+        # runs on this machine that died (SIGKILL, power) without a verdict
+        with contextlib.suppress(Exception):
+            finish_abandoned(self.env, self.profile.target.host, finisher=self.run_dir)
 
     # ----------------------------------------------------------------- basics
     def __repr__(self) -> str:
@@ -305,6 +321,7 @@ class Session:
         label: str | None = None,
         echo: bool | None = None,
     ) -> Result:
+        self._stop_if_refused()
         text = build_command(command, shell=shell, cwd=cwd, env=env, sudo=sudo)
         shown = self.redactor.redact(text)
         target = (self.profile.target.transport == "local" and f"local:{self.env}") or (
@@ -347,6 +364,7 @@ class Session:
                     "error": str(exc),
                 }
             )
+            self._note_refusal(exc)
             raise
         except KeyboardInterrupt:
             # the operator stopped the run mid-command: the transport has stopped
@@ -444,10 +462,67 @@ class Session:
             )
             raise Forbidden(exc.rule, self.redactor.redact(exc.action), source=exc.source) from None
 
+    # ----------------------------------------------------- host-key refusal
+    def _note_refusal(self, exc: BaseException) -> None:
+        if isinstance(exc, (HostKeyMismatch, HostKeyUnknown)) and self._refusal is None:
+            self._refusal = exc
+            self.evidence.append(
+                {
+                    "kind": "refused",
+                    "step": self.current_step,
+                    "rule": "pinned-host-key",
+                    "error": type(exc).__name__,
+                    "message": str(exc),
+                    "details": exc.details(),
+                }
+            )
+            # the record says it now: a notebook that catches it cannot hide it
+            self._outcome = "refused"
+            self._error = _error_dict(exc, self.redactor)
+            self._write_record()
+
+    def _stop_if_refused(self) -> None:
+        """Raise the host-key refusal again if this run already got one (nothing goes out)."""
+        if self._refusal is None and self._transport is not None:
+            latched = getattr(self._transport, "refusal", None)
+            if latched is not None:
+                self._note_refusal(latched)
+        if self._refusal is not None:
+            raise self._refusal.with_traceback(None)
+
+    def verify_target(self) -> None:
+        """Check the target's SSH host key before the first call of any kind.
+
+        HTTP calls go to the same server (or say things about it), so a run that
+        would be refused at its first command must not make one HTTP call first.
+        Raises `HostKeyMismatch`/`HostKeyUnknown`; any other connection problem
+        is left to the call that needs the connection (health checks still
+        measure an API whose server does not answer SSH).
+        """
+        self._stop_if_refused()
+        if self._target_verified or self.profile.target.transport == "local":
+            return
+        connect = getattr(self.transport, "connection", None)
+        if connect is None:
+            return
+        try:
+            connect()
+        except (HostKeyMismatch, HostKeyUnknown) as exc:
+            self._note_refusal(exc)
+            raise
+        except ConnectionFailed:
+            return
+        self._target_verified = True
+
     # ------------------------------------------------------------------ files
     def read_file(self, path: str) -> bytes:
         """Read a file on the target (read-only)."""
-        data = self.transport.read_file(path)
+        self._stop_if_refused()
+        try:
+            data = self.transport.read_file(path)
+        except RunbookError as exc:
+            self._note_refusal(exc)
+            raise
         self.evidence.append(
             {
                 "kind": "file",
@@ -461,10 +536,15 @@ class Session:
 
     def write_file(self, path: str, data: bytes, *, mode: int | None = None) -> bool:
         """Write a file on the target atomically (changing). False in dry-run."""
+        self._stop_if_refused()
         self.guards.check_write(path, f"write {path}")
         if not self._allow_change(f"write {len(data)} bytes to {path}", kind="file"):
             return False
-        self.transport.write_file(path, data, mode)
+        try:
+            self.transport.write_file(path, data, mode)
+        except RunbookError as exc:
+            self._note_refusal(exc)
+            raise
         self.changes.append(Change("file", f"write {path}", self.current_step))
         self.evidence.append(
             {
@@ -698,6 +778,7 @@ class Session:
         Call it in the notebook's last cell, after cleanup cells, so cleanup
         always runs before the verdict.
         """
+        self._stop_if_refused()  # a caught host-key refusal still ends the run refused
         failed = [c for c in self.checks if c.status == FAILED]
         self._outcome = "dod_not_met" if failed else "ok"
         self.release_lock()
@@ -712,7 +793,7 @@ class Session:
         """Note an uncaught error in the record (called from the IPython hook)."""
         if isinstance(exc, DefinitionOfDoneNotMet):
             self._outcome = "dod_not_met"
-        elif isinstance(exc, (Forbidden, NotConfirmed)):
+        elif isinstance(exc, Refusal) or self._refusal is not None:
             self._outcome = "refused"
         elif isinstance(exc, CommandTimedOut):
             self._outcome = "timed_out"
@@ -720,10 +801,9 @@ class Session:
             self._outcome = "interrupted"
         else:
             self._outcome = "failed"
-        self._error = {
-            "type": type(exc).__name__,
-            "message": self.redactor.redact(str(exc))[:4000],
-        }
+        if self._refusal is not None and not isinstance(exc, Refusal):
+            exc = self._refusal  # what stopped the run, not what a caller made of it
+        self._error = _error_dict(exc, self.redactor)
         self._write_record()
 
     def record(self) -> dict[str, Any]:
@@ -738,6 +818,7 @@ class Session:
             "run_dir": str(self.run_dir),
             "operator": _operator(),
             "operator_host": socket.gethostname(),
+            "process": self._process,
             "runbook_sha": _runbook_sha(),
             "parameters": self.parameters,
             "dry_run": self.dry_run,
@@ -918,6 +999,19 @@ def _env_value(text: str, key: str) -> str | None:
     from runbook.secrets import parse_env_text
 
     return parse_env_text(text).get(key)
+
+
+def _error_dict(exc: BaseException, redactor: Redactor) -> dict[str, Any]:
+    """record.json's `error`: type, message and, for our errors, `details` (all redacted)."""
+    out: dict[str, Any] = {
+        "type": type(exc).__name__,
+        "message": redactor.redact(str(exc))[:4000],
+    }
+    if isinstance(exc, RunbookError):
+        details = exc.details()
+        if details:
+            out["details"] = {str(k): redactor.redact(str(v)) for k, v in details.items()}
+    return out
 
 
 def _label(command: Command) -> str:

@@ -465,6 +465,8 @@ class SSHTransport(Transport):
         # keep one channel free for the kill request and one for SFTP
         self._slots = threading.BoundedSemaphore(max(1, target.max_sessions - 2))
         self.connects = 0
+        # set once the server presented a key that is not the pinned one
+        self.refusal: HostKeyMismatch | HostKeyUnknown | None = None
 
     # -- connection ---------------------------------------------------------
     def _connect(self) -> paramiko.Transport:
@@ -516,13 +518,20 @@ class SSHTransport(Transport):
             t.close()
             where = spec.known_hosts or "target.host_key"
             if spec.known_hosts and not _has_entry(spec):
-                raise HostKeyUnknown(
+                fix = f"verify {presented} out of band, then add the key to {where}"
+                self.refusal = HostKeyUnknown(
                     f"host key of {spec.known_hosts_name} is not pinned (presented {presented}); "
                     f"refusing to connect. Verify it out of band, then add it to {where}.",
                     target=self.target,
                     presented=presented,
+                    fix=fix,
                 )
-            raise HostKeyMismatch(
+                raise self.refusal
+            fix = (
+                "do not proceed until the new key is verified out of band (provider console); "
+                f"then update {where} in {spec.source}"
+            )
+            self.refusal = HostKeyMismatch(
                 f"HOST KEY MISMATCH for {spec.known_hosts_name}: pinned {', '.join(expected)}, "
                 f"presented {presented}. Someone may be intercepting the connection, or the "
                 f"server was rebuilt. Do not proceed until the new key is verified out of band; "
@@ -530,7 +539,9 @@ class SSHTransport(Transport):
                 target=self.target,
                 expected=", ".join(expected),
                 presented=presented,
+                fix=fix,
             )
+            raise self.refusal
         try:
             self._authenticate(t)
         except paramiko.SSHException as exc:
@@ -564,9 +575,17 @@ class SSHTransport(Transport):
     def connection(self) -> paramiko.Transport:
         """The live connection, (re)connecting when there is none or it died."""
         with self._lock:
+            if self.refusal is not None:
+                # a server that once showed the wrong key is not asked again in
+                # this run: it may be an interceptor, and nothing more goes to it
+                raise self.refusal.with_traceback(None)
             if self._t is None or not self._t.is_active():
                 self._drop()
-                self._t = self._connect()
+                try:
+                    self._t = self._connect()
+                except (HostKeyMismatch, HostKeyUnknown) as exc:
+                    self.refusal = exc  # also when it was the jump host's key
+                    raise
             return self._t
 
     def _drop(self) -> None:

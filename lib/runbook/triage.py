@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from runbook.errors import CommandFailed, RunbookError
+from runbook.errors import CommandFailed, Refusal, RunbookError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -332,6 +332,8 @@ def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
         seen["deep_status"] = f"{deep.get('status')} (HTTP {deep.get('http_status')})" + (
             f"; not green: {', '.join(red)}" if red else ""
         )
+    except Refusal:
+        raise  # a refusal ends the run; never a red check
     except RunbookError as exc:
         v["deep_status_error"] = v["deep_postgres_error"] = str(exc)[:200]
     for key, role in (("api_service", "api"), ("postgres_service", "postgres")):
@@ -427,6 +429,8 @@ def wait_deep_postgres(s: Session, timeout: float = 60, interval: float = 1.0) -
     while True:
         try:
             deep = s.api.deep_health()
+        except Refusal:
+            raise  # a refusal ends the run; never a red check
         except RunbookError as exc:
             deep = {"status": "unreachable", "postgres": {"status": None, "detail": str(exc)}}
         if (deep.get("postgres") or {}).get("status") == "green" or time.monotonic() >= deadline:
@@ -746,6 +750,8 @@ def dlq_depths_or_none(s: Session) -> dict[str, int] | None:
     """DLQ depths, or None when the API cannot say (it may be the thing that is down)."""
     try:
         return dlq_depths(s)
+    except Refusal:
+        raise  # a refusal ends the run; never a red check
     except RunbookError:
         return None
 
