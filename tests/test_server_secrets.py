@@ -2,7 +2,7 @@
 
 A canary is planted in the sandbox server's `.env` that the operator's
 secrets file does not name (and whose name does not say "secret": it is
-caught by its random look), next to the server-only DB_PASSWORD. A notebook
+caught by its random look), next to the server-only database password (in DATABASE_URL). A notebook
 reads the file every way a cell can: `cat`, `s.read_file` (printed and as
 the cell's value), `env` after sourcing it, base64 of a value and of the
 whole file, output long enough to go to a log file, a changing command
@@ -55,9 +55,7 @@ CELLS = [
     "r = s.probe(f'seq 1 30000; cat {q}; seq 1 100', shell=True, label='long')\n"
     "assert r.stdout_log is not None\nr",
     # a changing command that creates a secret and prints it (a rotation)
-    "print(s.run(f'v=$(head -c 24 /dev/urandom | base64 | tr -d \"/+=\"); "
-    "echo " + ROTATED_NAME + "=$v >> {q}; echo rotated: $v', shell=True, "
-    "label='rotate').stdout)\n"
+    "print(s.run(['bash', ROTATE, envf], label='rotate').stdout)\n"
     "print(s.probe(f'cat {q}', shell=True, label='cat-after').stdout)",
     "s.check('read', expected='masked', actual='masked', passed=True)\ns.done()",
     # a failing command printing it
@@ -84,9 +82,9 @@ def _forms(value: str) -> set[str]:
 @pytest.fixture
 def planted(sandbox):
     """The canary in the server's .env; the .env as it was afterwards."""
-    env_file = Path(sandbox.state()["app_dir"]) / ".env"
+    env_file = Path(sandbox.state["app_dir"]) / ".env"
     before = env_file.read_bytes()
-    assert CANARY_NAME not in read_env_file(Path(sandbox.state()["secrets_file"]))
+    assert CANARY_NAME not in read_env_file(Path(sandbox.state["secrets_file"]))
     env_file.write_bytes(before + f"{CANARY_NAME}={CANARY}\n".encode())
     try:
         yield env_file
@@ -94,9 +92,20 @@ def planted(sandbox):
         env_file.write_bytes(before)
 
 
+# like the app's scripts/rotate_secrets.sh, but printing the new value (a careless one)
+ROTATE_SH = f"""\
+v=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+echo "{ROTATED_NAME}=$v" >> "$1"
+echo "rotated: $v"
+"""
+
+
 def _notebook(tmp_path: Path) -> Path:
+    script = tmp_path / "rotate.sh"
+    script.write_text(ROTATE_SH)
     nb = runbook_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in (SETUP, *CELLS)]
+    setup = SETUP + f"ROTATE = {str(script)!r}\n"
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in (setup, *CELLS)]
     path = tmp_path / "server_canary.ipynb"
     nbformat.write(nb, path)
     return path
@@ -105,10 +114,10 @@ def _notebook(tmp_path: Path) -> Path:
 def _server_values(env_file: Path, sandbox) -> dict[str, str]:
     """The server-only values the rule picks from the planted .env (the rotated one too)."""
     found, _ = secret_values(read_env_file(env_file))
-    assert found[CANARY_NAME] == CANARY and "DB_PASSWORD" in found and ROTATED_NAME in found
-    operator = set(read_env_file(Path(sandbox.state()["secrets_file"])).values())
+    assert found[CANARY_NAME] == CANARY and "DATABASE_URL (password)" in found and ROTATED_NAME in found
+    operator = set(read_env_file(Path(sandbox.state["secrets_file"])).values())
     server_only = {k: v for k, v in found.items() if v not in operator}
-    assert {CANARY_NAME, "DB_PASSWORD", ROTATED_NAME} <= set(server_only), server_only.keys()
+    assert {CANARY_NAME, "DATABASE_URL (password)", ROTATED_NAME} <= set(server_only), server_only.keys()
     return server_only
 
 
@@ -145,8 +154,8 @@ def test_server_only_secret_under_plain_papermill(sandbox, planted, tmp_path, mo
     values = _server_values(planted, sandbox)
     (run_dir,) = {p.parent for p in outputs.rglob("record.json")}
     record = json.loads((run_dir / "record.json").read_text())
-    assert {CANARY_NAME, "DB_PASSWORD"} <= set(record["server_secrets"]["names"])
-    assert any(f.suffix == ".log" for f in run_dir.iterdir()), "the long output was not logged"
+    assert {CANARY_NAME, "DATABASE_URL (password)"} <= set(record["server_secrets"]["names"])
+    assert any(f.suffix == ".log" for f in run_dir.rglob("*")), "the long output was not logged"
     scanned = {"papermill stdout+stderr": proc.stdout + proc.stderr, str(out): executed}
     leaks = _scan({**scanned, **_files(outputs)}, values)
     assert not leaks, "\n".join(leaks[:20])
@@ -169,7 +178,7 @@ def test_server_only_secret_under_runbook_run(sandbox, planted, tmp_path, monkey
     assert f"[redacted:{CANARY_NAME}]" in executed
     record = json.loads((run_dir / "record.json").read_text())
     scan = record["secret_scan"]["server_env"]
-    assert scan["read"] and {CANARY_NAME, "DB_PASSWORD", ROTATED_NAME} <= set(scan["names"])
+    assert scan["read"] and {CANARY_NAME, "DATABASE_URL (password)", ROTATED_NAME} <= set(scan["names"])
     assert (run_dir / "server_canary.html").exists()
     values = _server_values(planted, sandbox)
     leaks = _scan({"terminal": terminal.out + terminal.err, **_files(outputs)}, values)
@@ -231,6 +240,8 @@ def test_seal_refuses_a_notebook_of_another_run(tmp_path):
         ("PORT", "8000", False),
         ("LLM_PROVIDER_PRIORITY", "anthropic,openai,google", False),
         ("ANTHROPIC_BASE_URL", "http://127.0.0.1:8123/anthropic", False),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0", False),
+        ("SENTRY_DSN", "http://0123456789abcdef@127.0.0.1:9000/sentry/42", True),
         ("DB_HOST", "db-primary-01.internal.example.com", False),
         ("SENTRY_PROJECT_ID", "4508000000123456", False),
     ],

@@ -17,7 +17,8 @@ Which values count as secrets (`secret_values`):
   DATABASE_URL, REDIS_URL, ...), if at least `MIN_SECRET_LENGTH` characters
   (a shorter one cannot be masked without shredding every log: it is
   reported as unmaskable instead);
-- the password inside any URL value (`scheme://user:password@host`);
+- the password inside any URL value (`scheme://user:password@host`); a URL
+  without credentials is an address, not a secret, whatever its key's name;
 - any other value that looks random: 16 characters or more, no whitespace,
   letters and digits mixed, not a URL, path, host name, version or number.
   Registering "production", "3" or "anthropic,openai,google" would mask
@@ -91,10 +92,16 @@ def secret_values(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     for name, value in env.items():
         if not value:
             continue
+        url = None
         with contextlib.suppress(ValueError):
-            password = urllib.parse.urlsplit(value).password
+            url = urllib.parse.urlsplit(value) if "://" in value else None
+            password = url.password if url else None
             if password and len(password) >= MIN_SECRET_LENGTH:
                 found[f"{name} (password)"] = urllib.parse.unquote(password)
+        if url is not None and "@" not in url.netloc:
+            # a URL with no credentials in it (REDIS_URL=redis://host:6379/0) is an
+            # address: masking it would hide where things went, and protect nothing
+            continue
         if SECRET_NAME.search(name):
             if len(value) >= MIN_SECRET_LENGTH:
                 found[name] = value
