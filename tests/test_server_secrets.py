@@ -155,6 +155,8 @@ def test_server_only_secret_under_plain_papermill(sandbox, planted, tmp_path, mo
     (run_dir,) = {p.parent for p in outputs.rglob("record.json")}
     record = json.loads((run_dir / "record.json").read_text())
     assert {CANARY_NAME, "DATABASE_URL (password)"} <= set(record["server_secrets"]["names"])
+    files = [Path(f).name for f in record["server_secrets"]["files"]]
+    assert ".env" in files and ".env.pre-v3.0.0.bak" in files and ".env.example" not in files
     assert any(f.suffix == ".log" for f in run_dir.rglob("*")), "the long output was not logged"
     scanned = {"papermill stdout+stderr": proc.stdout + proc.stderr, str(out): executed}
     leaks = _scan({**scanned, **_files(outputs)}, values)

@@ -67,6 +67,8 @@ _NOT_RANDOM = re.compile(
     r")$",
     re.I,
 )
+# committed templates hold placeholders (CHANGE_ME), not secrets
+EXAMPLES = (".example", ".sample", ".template", ".dist")
 # what one read may take per file: an env file is a few KiB
 MAX_FILE_BYTES = 1 << 20
 _SEP = b"\0"
@@ -152,13 +154,14 @@ def env_file_patterns(profile: Profile) -> list[str]:
 def read_script(words: Iterable[str]) -> str:
     r"""One shell command printing each readable env file as `\0path\0content`.
 
-    A file the login cannot read is tried with `sudo -n` (which fails at once
+    Templates (`.env.example`, ...) are skipped. A file the login cannot read is tried with `sudo -n` (which fails at once
     instead of asking for a password) and named with a `\1` mark when that
     fails too.
     """
     lim = MAX_FILE_BYTES
     return (
         f"for f in {' '.join(words)}; do [ -f \"$f\" ] || continue; "
+        f"case \"$f\" in {'|'.join('*' + e for e in EXAMPLES)}) continue;; esac; "
         f"if [ -r \"$f\" ]; then printf '\\000%s\\000' \"$f\"; head -c {lim} -- \"$f\"; "
         f"elif sudo -n true 2>/dev/null; then printf '\\000%s\\000' \"$f\"; "
         f"sudo -n head -c {lim} -- \"$f\"; "

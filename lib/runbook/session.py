@@ -59,6 +59,7 @@ from runbook.profile import Profile, load_profile
 from runbook.redact import Redactor
 from runbook.result import Result, describe_failure
 from runbook.secrets import SecretStore, parameter_holding_secret, secret_values
+from runbook.server_secrets import EXAMPLES
 from runbook.transport import LocalTransport, SSHTarget, SSHTransport, Transport, quote_command
 
 Command = str | Sequence[str]
@@ -478,7 +479,7 @@ class Session:
     def read_file(self, path: str) -> bytes:
         """Read a file on the target (read-only)."""
         data = self.transport.read_file(path)
-        if ".env" in Path(path).name:
+        if ".env" in Path(path).name and not path.endswith(EXAMPLES):
             # an env file the session did not know of (or one changed since)
             from runbook.server_secrets import Learned, register_env_text
 
