@@ -3,18 +3,19 @@
 runbook sandbox up | down | status | fault NAME | fault --list | heal
 runbook twin up | down | status | fault NAME | fault --list | heal | exec -- CMD  (root)
 runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
-            [--approved-by NAME] [--break-stale-lock]
+            [--approved-by NAME] [--break-stale-lock] [--parameters-dir DIR]
 runbook list
 runbook verify RUN_DIR | --chain [OUTPUTS]
 runbook history [--scenario S] [--env E] [--since DATE] [--format table|csv|json] [--plot FILE]
 runbook postmortem RUN_DIR
-runbook seal RUN_DIR            (seal a plain papermill run: HTML, manifest, chain)
+runbook seal RUN_DIR [--notebook OUTPUT]  (seal a plain papermill run: HTML, manifest, chain)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from runbook.errors import ParameterError
 
@@ -52,9 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         help="break the host lock of a run that died (its heartbeat is stale); recorded",
     )
     p_run.add_argument("--timeout", type=float, default=None, help="per-cell timeout, seconds")
+    _add_parameters_dir(p_run)
     sub.add_parser("list", help="the scenarios and their parameters")
     _add_evidence_commands(sub)
     args = parser.parse_args(argv)
+    problem = _use_parameters_dir(getattr(args, "parameters_dir", None))
+    if problem:
+        print(f"runbook: {problem}", file=sys.stderr)
+        return 2
     if args.command in ("verify", "history", "postmortem", "seal"):
         from runbook.evidence_cli import run_command
 
@@ -100,6 +106,38 @@ def _add_evidence_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p = sub.add_parser("seal", help="seal a run folder (plain papermill runs): HTML, manifest")
     p.add_argument("run_dir")
+    p.add_argument(
+        "--notebook",
+        metavar="OUTPUT",
+        type=Path,
+        help="the executed notebook papermill wrote (copied into the run folder first)",
+    )
+    _add_parameters_dir(p)
+
+
+def _add_parameters_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--parameters-dir",
+        metavar="DIR",
+        type=Path,
+        help="where the environment profiles (<env>.yaml) are; default: "
+        "$RUNBOOK_PARAMETERS_DIR, else parameters/ in the checkout",
+    )
+
+
+def _use_parameters_dir(path: Path | None) -> str | None:
+    """Point this process and the kernels it starts at `path`; why not, if it cannot be."""
+    import os
+
+    if path is None:
+        return None
+    if not path.is_dir():
+        return f"--parameters-dir {path}: no such directory (it holds the <env>.yaml profiles)"
+    if not any(path.glob("*.yaml")):
+        return f"--parameters-dir {path}: no <env>.yaml profile in it"
+    # the kernel is a child process: it reads the same variable
+    os.environ["RUNBOOK_PARAMETERS_DIR"] = str(path.resolve())
+    return None
 
 
 if __name__ == "__main__":

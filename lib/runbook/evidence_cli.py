@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from runbook import evidence_tools
+from runbook.errors import ParameterError
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -118,6 +119,21 @@ def seal(args: argparse.Namespace) -> int:
     if (path / evidence_tools.MANIFEST).exists():
         print(f"runbook: {path} is sealed already; `runbook verify` it", file=sys.stderr)
         return 1
-    info = evidence_tools.seal(path)
-    print(f"sealed {path}: manifest {info['manifest']}, html {info['html']}")
+    try:
+        info = evidence_tools.seal(path, notebook=args.notebook)
+    except ParameterError as exc:
+        print(f"runbook: {exc}", file=sys.stderr)
+        return 2
+    print(f"sealed {path}: manifest {info['manifest']}")
+    if info["html"]:
+        print(f"html:   {info['html']}")
+    else:
+        print(f"html:   not rendered: {info['html_why']}")
+    server = info["server_env"]
+    if server.get("read"):
+        print(f"server env files scanned for: {', '.join(server['files']) or 'none found'}")
+        if server.get("not_rechecked"):
+            print(f"  no longer on the server, not rechecked: {', '.join(server['not_rechecked'])}")
+    else:
+        print(f"server env files not read: {server.get('why')}")
     return 0

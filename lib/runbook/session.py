@@ -63,6 +63,7 @@ from runbook.profile import Profile, load_profile
 from runbook.redact import Redactor
 from runbook.result import Result, describe_failure
 from runbook.secrets import SecretStore, parameter_holding_secret, secret_values
+from runbook.server_secrets import EXAMPLES
 from runbook.transport import LocalTransport, SSHTarget, SSHTransport, Transport, quote_command
 
 Command = str | Sequence[str]
@@ -190,6 +191,7 @@ class Session:
 
         # who runs this session, so that a later run can tell it died (liveness.py)
         self._process = this_process()
+        self.server_secrets: Any = None  # server_secrets.Learned, once connected
         self.evidence.append(
             {
                 "kind": "session",
@@ -201,6 +203,7 @@ class Session:
         )
         self._write_record()
         _install_ipython_hook(self)
+        _redact_kernel_output(self.redactor)
         from runbook.liveness import finish_abandoned
 
         # runs on this machine that died (SIGKILL, power) without a verdict
@@ -294,7 +297,36 @@ class Session:
                     source=self.profile.source,
                 )
             )
+        try:
+            self._learn_server_secrets()
+        except (HostKeyMismatch, HostKeyUnknown) as exc:
+            # not cached: the latch makes every later access refuse at once
+            self._note_refusal(exc)
+            raise
         return self._transport
+
+    def _learn_server_secrets(self, after: str | None = None) -> None:
+        """Register the values of the server's env files before any output can show them.
+
+        Runs right after connecting, before the first command (whose output
+        could be `cat .env`), and again after each change (a rotation writes
+        new keys). Only names reach the evidence (see server_secrets.py).
+        """
+        from runbook.server_secrets import learn
+
+        assert self._transport is not None
+        learned = learn(self.redactor, self._transport, self.profile)
+        self.server_secrets = learned
+        if after is None or learned.new:
+            self.evidence.append(
+                {"kind": "server-secrets", "after": after, **learned.to_dict()}
+            )
+        if learned.unmaskable and after is None:
+            print(
+                f"runbook: WARNING: {', '.join(learned.unmaskable)} in the server's env "
+                f"files {'is' if len(learned.unmaskable) == 1 else 'are'} shorter than "
+                "6 characters and cannot be masked in the evidence: rotate to a longer value"
+            )
 
     # ------------------------------------------------------------- commands
     def probe(self, command: Command, **kw: Any) -> Result:
@@ -385,6 +417,10 @@ class Session:
             )
             raise
         duration = time.monotonic() - t0
+        if changing:
+            # it may have written new secrets (a rotation): know them before the
+            # captured output is shown
+            self._learn_server_secrets(after=shown)
         stdout, stderr = out.close(), err.close()
         self.commands_run += 1
         result = Result(
@@ -502,10 +538,11 @@ class Session:
         self._stop_if_refused()
         if self._target_verified or self.profile.target.transport == "local":
             return
-        connect = getattr(self.transport, "connection", None)
-        if connect is None:
-            return
         try:
+            # the first access connects (it reads the server's env files)
+            connect = getattr(self.transport, "connection", None)
+            if connect is None:
+                return
             connect()
         except (HostKeyMismatch, HostKeyUnknown) as exc:
             self._note_refusal(exc)
@@ -523,6 +560,11 @@ class Session:
         except RunbookError as exc:
             self._note_refusal(exc)
             raise
+        if ".env" in Path(path).name and not path.endswith(EXAMPLES):
+            # an env file the session did not know of (or one changed since)
+            from runbook.server_secrets import Learned, register_env_text
+
+            register_env_text(self.redactor, data.decode("utf-8", "replace"), Learned())
         self.evidence.append(
             {
                 "kind": "file",
@@ -837,6 +879,10 @@ class Session:
             "commands_run": self.commands_run,
             "approved_by": self.approved_by,
             "lock": self.lock.info() if self.lock is not None else None,
+            # names only: which server-held values the redactor learned, from where
+            "server_secrets": (
+                self.server_secrets.to_dict() if self.server_secrets is not None else None
+            ),
         }
 
     def _write_record(self) -> None:
@@ -1072,6 +1118,40 @@ def _install_ipython_hook(session: Session) -> None:
             shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
 
     ip.set_custom_exc((BaseException,), handler)
+
+
+_KERNEL_REDACTORS: list[Redactor] = []
+
+
+def _redact_kernel_output(redactor: Redactor) -> None:
+    """Pass everything the kernel sends to the notebook through the session's redactor.
+
+    The library redacts what it returns, but a cell can print anything it
+    holds (`print(s.read_file(".env").decode())`, a bytes repr, a traceback).
+    Every stream, display, result and error message of an ipykernel leaves
+    through its `session.send`: wrapping that one call covers them all,
+    under papermill, `runbook run` and JupyterLab alike.
+    """
+    ip = _ipython()
+    kernel_session = getattr(getattr(ip, "kernel", None), "session", None)
+    if kernel_session is None:
+        return
+    if redactor not in _KERNEL_REDACTORS:
+        _KERNEL_REDACTORS.append(redactor)
+    if getattr(kernel_session.send, "_runbook_redacts", False):
+        return
+    send = kernel_session.send
+
+    def redacting_send(stream: Any, msg_or_type: Any, content: Any = None, *a: Any, **kw: Any):
+        for r in _KERNEL_REDACTORS:
+            if isinstance(msg_or_type, dict) and "content" in msg_or_type:
+                msg_or_type = {**msg_or_type, "content": r.redact_obj(msg_or_type["content"])}
+            if content is not None:
+                content = r.redact_obj(content)
+        return send(stream, msg_or_type, content, *a, **kw)
+
+    redacting_send._runbook_redacts = True  # type: ignore[attr-defined]
+    kernel_session.send = redacting_send
 
 
 PAPERMILL_MARK = "# Parameters"
