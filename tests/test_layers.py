@@ -140,6 +140,7 @@ PUBLIC = {
     "HostKeyUnknown",
     "NotConfirmed",
     "ParameterError",
+    "Refusal",
     "RestoreFailed",
     "Result",
     "RunbookError",
@@ -185,6 +186,7 @@ def test_one_error_tree_all_exported() -> None:
         (errors.DefinitionOfDoneNotMet([]), "dod_not_met", 3),
         (errors.Forbidden("rule", "act"), "refused", 4),
         (errors.NotConfirmed("x", environment="staging"), "refused", 4),
+        (errors.HostKeyMismatch("x", target="t", expected="e", presented="p"), "refused", 4),
         (KeyboardInterrupt(), "interrupted", 5),
         (errors.CommandTimedOut("x", None), "timed_out", 6),  # type: ignore[arg-type]
         (errors.RestoreFailed("x"), "failed", 1),

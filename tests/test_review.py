@@ -169,6 +169,7 @@ def test_review_notebook_flags_the_crafted_records(sandbox, crafted, tmp_path, m
         "Every scenario ran within 28 days": "passed",
         "Restore drill within 31 days": "failed",
         "No command failed in a real incident since the last review": "failed",
+        "No real run abandoned since the last review": "passed",
     }
     due = (run_dir / "review_due.csv").read_text()
     assert "alembic upgrade head" in due and "drill missed" in due

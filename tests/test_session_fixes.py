@@ -68,6 +68,7 @@ def test_incident_preflight_uses_the_drills_backup_checks(
         s.close()
     # the incident restore takes any good backup: no RPO check, the rest word for word
     assert set(drill_checks) == {"Backup found", "Backup fresh (RPO)", "Backup size"}
-    assert set(incident_checks) == {"Backup found", "Backup size", "Backup readable (gzip -t)"}
+    # (plus gzip -t when the newest backup is a plain gzip'd dump)
+    assert set(incident_checks) - {"Backup readable (gzip -t)"} == {"Backup found", "Backup size"}
     for name in ("Backup found", "Backup size"):
         assert incident_checks[name] == drill_checks[name], name

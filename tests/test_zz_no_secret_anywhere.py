@@ -8,6 +8,8 @@ run registered and printed through the server in one way or another. Any
 run folder (one with a record.json or a commands.jsonl) and any executed
 notebook under pytest's temporary tree or the project's outputs/ folder must
 hold none of them, in any of the encodings the redactor promises to mask.
+The server's own env files count too: every value the session's rule
+registers (server_secrets.py), most of which the operator never holds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 from runbook.core.paths import project_root
 from runbook.core.profile import load_profile
 from runbook.core.secrets import read_env_file
+from runbook.core.server_secrets import EXAMPLES, secret_values
 
 
 def _forms(value: str) -> set[bytes]:
@@ -53,6 +56,15 @@ def test_no_sandbox_secret_in_any_evidence_of_the_session(sandbox, request, tmp_
     # and the canaries tests planted and had the server print
     secrets["canary (test_canary_notebook)"] = "cnry-Qm8vT3kZ1xW7pL5s"
     secrets["canary (test_ssh_session)"] = "canary-7Hq2ZpX4vN8rT1wY"
+    secrets["server-only canary (test_server_secrets)"] = "srv0nly-Kx4Tq9Lm2Vw7Rz8Bn3"
+    # and every secret the server's own env files hold (the database password, keys
+    # rotated away into .env.bak.*), which the operator's secrets file never names
+    app_env = Path(load_profile("sandbox").app.env_file)
+    for path in sorted(app_env.parent.glob(app_env.name + "*")):
+        if path.name.endswith(EXAMPLES):
+            continue
+        found, _ = secret_values(read_env_file(path))
+        secrets.update({f"{name} (server {path.name})": v for name, v in found.items()})
     needles = {form: name for name, value in secrets.items() for form in _forms(value)}
     leaks = []
     for path in files:

@@ -5,19 +5,29 @@ response, the rule), and every message has already passed through the
 session's redactor, so it is safe to show in a notebook or a record::
 
     RunbookError
+    ├── Refusal (marker)                   a security refusal: fatal to the whole run
     ├── ParameterError (also ValueError)   bad parameter, profile or secret; nothing ran
     ├── ConnectionFailed                   cannot reach or log in to the target
-    │   ├── HostKeyUnknown                 the target's key is not pinned
-    │   └── HostKeyMismatch                the target's key differs from the pinned one
+    │   ├── HostKeyUnknown (Refusal)       the target's key is not pinned
+    │   └── HostKeyMismatch (Refusal)      the target's key differs from the pinned one
     ├── CommandError                       a command ran and did not end well
     │   ├── CommandFailed                  non-zero exit (or killed by a signal)
     │   ├── CommandTimedOut                stopped after its timeout; the remote process was killed
     │   └── CommandInterrupted             the connection died while it ran; it is NOT re-run
     ├── HTTPFailed                         an HTTP call failed or answered with an error status
     ├── RestoreFailed                      a restore did not complete (says what is left, how to go back)
-    ├── NotConfirmed                       a changing call without the operator's confirmation
-    ├── Forbidden                          a runbook rule refused the action (names the rule)
+    ├── NotConfirmed (Refusal)             a changing call without the operator's confirmation
+    ├── Forbidden (Refusal)                a runbook rule refused the action (names the rule)
     └── DefinitionOfDoneNotMet             `session.done()` found failed checks
+
+A `Refusal` is never turned into a red check or a "not available" value: every
+library function that catches errors lets it through (`except Refusal: raise`
+first), so the run ends with outcome "refused" (exit 4). A host-key refusal
+also latches the session: every later command, SQL query, file access and HTTP
+call raises it again without going out.
+
+`details()` gives plain key -> value strings about the error, safe to print
+(the runner's terminal summary and record.json's `error.details` use it).
 
 Each error maps to one outcome of the run (record.json's "outcome") and each
 outcome to one exit code of `runbook run`; `OUTCOMES` and `outcome_of` are the
@@ -28,10 +38,11 @@ only table, read by the session and the runner alike::
     failed           1  any other error
     parameters       2  ParameterError
     dod_not_met      3  DefinitionOfDoneNotMet
-    refused          4  Forbidden, NotConfirmed
+    refused          4  a Refusal: Forbidden, NotConfirmed, HostKeyUnknown, HostKeyMismatch
     interrupted      5  CommandInterrupted, KeyboardInterrupt
     timed_out        6  CommandTimedOut
     kernel_died      7  (the runner: the kernel died)
+    abandoned        8  (the next session or runner: a run that died without a verdict)
 
 Example::
 
@@ -56,6 +67,17 @@ if TYPE_CHECKING:
 class RunbookError(Exception):
     """Root of every error the library raises on purpose."""
 
+    def details(self) -> dict[str, str]:
+        return {}
+
+
+class Refusal(RunbookError):
+    """Marker: a security refusal. It ends the run; nothing may catch it and carry on.
+
+    >>> issubclass(HostKeyMismatch, Refusal), issubclass(Forbidden, Refusal)
+    (True, True)
+    """
+
 
 class ParameterError(RunbookError, ValueError):
     """A parameter, profile value or secret is wrong or missing.
@@ -78,21 +100,48 @@ class ConnectionFailed(RunbookError):
         super().__init__(message)
 
 
-class HostKeyUnknown(ConnectionFailed):
+class HostKeyUnknown(ConnectionFailed, Refusal):
     """The server presented a key that is not pinned in the profile."""
 
-    def __init__(self, message: str, *, target: str, presented: str):
+    def __init__(self, message: str, *, target: str, presented: str, fix: str = ""):
         self.presented = presented
+        self.fix = fix
         super().__init__(message, target=target)
 
+    def details(self) -> dict[str, str]:
+        """The host, the presented fingerprint and the fix.
 
-class HostKeyMismatch(ConnectionFailed):
+        >>> HostKeyUnknown("m", target="root@h:22", presented="SHA256:x").details()["presented"]
+        'SHA256:x'
+        """
+        out = {"host": self.target or "", "expected": "(no key pinned for this host)",
+               "presented": self.presented}
+        if self.fix:
+            out["fix"] = self.fix
+        return out
+
+
+class HostKeyMismatch(ConnectionFailed, Refusal):
     """The server's key differs from the pinned one: possible interception."""
 
-    def __init__(self, message: str, *, target: str, expected: str, presented: str):
+    def __init__(
+        self, message: str, *, target: str, expected: str, presented: str, fix: str = ""
+    ):
         self.expected = expected
         self.presented = presented
+        self.fix = fix
         super().__init__(message, target=target)
+
+    def details(self) -> dict[str, str]:
+        """Both fingerprints, the host and the fix.
+
+        >>> HostKeyMismatch("m", target="h", expected="SHA256:a", presented="SHA256:b").details()
+        {'host': 'h', 'expected': 'SHA256:a', 'presented': 'SHA256:b'}
+        """
+        out = {"host": self.target or "", "expected": self.expected, "presented": self.presented}
+        if self.fix:
+            out["fix"] = self.fix
+        return out
 
 
 class CommandError(RunbookError):
@@ -142,7 +191,7 @@ class RestoreFailed(RunbookError):
     """A restore did not complete; the message says what is left and how to go back."""
 
 
-class NotConfirmed(RunbookError):
+class NotConfirmed(Refusal):
     """A changing call on a non-sandbox environment lacks confirmation."""
 
     def __init__(self, message: str, *, environment: str):
@@ -150,23 +199,44 @@ class NotConfirmed(RunbookError):
         super().__init__(message)
 
 
-class Forbidden(RunbookError):
+class Forbidden(Refusal):
     """A runbook rule refused the action.
 
     `rule` is the guard's name, `action` what was refused, `source` the
-    runbook line the rule comes from.
+    runbook line the rule comes from; `extra` more plain facts for `details()`
+    (the host lock puts its holder there).
     """
 
-    def __init__(self, rule: str, action: str, *, source: str = "", why: str = ""):
+    def __init__(
+        self,
+        rule: str,
+        action: str,
+        *,
+        source: str = "",
+        why: str = "",
+        extra: dict[str, str] | None = None,
+    ):
         self.rule = rule
         self.action = action
         self.source = source
+        self.extra = dict(extra or {})
         message = f"refused by rule {rule!r}: {action}"
         if why:
             message += f" ({why})"
         if source:
             message += f" [runbook: {source}]"
         super().__init__(message)
+
+    def details(self) -> dict[str, str]:
+        """The rule, the action and the rule's source, plus `extra`.
+
+        >>> Forbidden("no-push-to-main", "git push", source="Appendix B").details()["rule"]
+        'no-push-to-main'
+        """
+        out = {"rule": self.rule, "action": self.action}
+        if self.source:
+            out["source"] = self.source
+        return {**out, **{k: str(v) for k, v in self.extra.items()}}
 
 
 class DefinitionOfDoneNotMet(RunbookError):
@@ -189,12 +259,13 @@ OUTCOMES: dict[str, int] = {
     "interrupted": 5,
     "timed_out": 6,
     "kernel_died": 7,
+    "abandoned": 8,
 }
 
 # checked in order: the first class the error is an instance of names the outcome
 _OUTCOME_OF: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
     ((DefinitionOfDoneNotMet,), "dod_not_met"),
-    ((Forbidden, NotConfirmed), "refused"),
+    ((Refusal,), "refused"),
     ((ParameterError,), "parameters"),
     ((CommandTimedOut,), "timed_out"),
     ((CommandInterrupted, KeyboardInterrupt), "interrupted"),
@@ -209,12 +280,13 @@ def outcome_of(error: BaseException | type[BaseException] | str) -> str:
 
     >>> outcome_of(ParameterError("bad")), outcome_of("CommandTimedOut"), outcome_of(OSError)
     ('parameters', 'timed_out', 'failed')
-    >>> outcome_of(KeyboardInterrupt()), outcome_of("HostKeyMismatch")
-    ('interrupted', 'failed')
+    >>> outcome_of(KeyboardInterrupt()), outcome_of("HostKeyMismatch"), outcome_of("Refusal")
+    ('interrupted', 'refused', 'refused')
     """
     if isinstance(error, str):
         known = {c.__name__: c for classes, _ in _OUTCOME_OF for c in classes}
         known.update({c.__name__: c for c in _subclasses(RunbookError)})
+        known["RunbookError"] = RunbookError
         cls: type[BaseException] | None = known.get(error)
         if cls is None:
             return "failed"

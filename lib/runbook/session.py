@@ -46,15 +46,20 @@ from runbook.core.paths import project_root
 from runbook.core.profile import Profile, load_profile
 from runbook.core.redact import Redactor
 from runbook.core.secrets import SecretStore, parameter_holding_secret, secret_values
-from runbook.core.transport import LocalTransport, SSHTarget, SSHTransport, Transport, quote_command
+from runbook.core.server_secrets import EXAMPLES
+from runbook.core.transport import Transport, quote_command, transport_for
 from runbook.errors import (
     CommandFailed,
     CommandInterrupted,
     CommandTimedOut,
+    ConnectionFailed,
     DefinitionOfDoneNotMet,
     Forbidden,
+    HostKeyMismatch,
+    HostKeyUnknown,
     NotConfirmed,
     ParameterError,
+    Refusal,
     RunbookError,
     outcome_of,
 )
@@ -181,10 +186,18 @@ class Session:
         self.decisions: dict[str, dict[str, Any]] = {}
         self._current: Step | None = None
         self._transport: Transport | None = None
+        # a host-key refusal: once set, nothing more goes out in this run
+        self._refusal: HostKeyMismatch | HostKeyUnknown | None = None
+        self._target_verified = False
         self._outcome = "running"
         self._error: dict[str, str] | None = None
         self._failed_step: str | None = None
         self.commands_run = 0
+        from runbook.core.liveness import this_process
+
+        # who runs this session, so that a later run can tell it died (liveness.py)
+        self._process = this_process()
+        self.server_secrets: Any = None  # server_secrets.Learned, once connected
         self.evidence.append(
             {
                 "kind": "session",
@@ -196,8 +209,19 @@ class Session:
         )
         self._write_record()
         _install_ipython_hook(self)
+        _redact_kernel_output(self.redactor)
+        from runbook.core.liveness import finish_abandoned
+
+        # runs on this machine that died (SIGKILL, power) without a verdict
+        with contextlib.suppress(Exception):
+            finish_abandoned(self.env, self.profile.target.host, finisher=self.run_dir)
 
     # ----------------------------------------------------------------- basics
+    @property
+    def process(self) -> dict[str, Any] | None:
+        """This run's pid and start time (runbook.core.liveness), as the lock's owner file holds it."""
+        return self._process
+
     def __repr__(self) -> str:
         mode = " dry-run" if self.dry_run else ""
         return f"<Session {self.scenario} on {self.env}{mode}, evidence in {self.run_dir}>"
@@ -252,39 +276,37 @@ class Session:
     @cached_property
     def transport(self) -> Transport:
         """The connection to the target, opened on first use."""
-        t = self.profile.target
-        if t.transport == "local":
-            self._transport = LocalTransport(target=f"local:{self.env}")
-        else:
-            jump = None
-            if t.jump:
-                user, _, hostport = t.jump.rpartition("@")
-                host, _, port = hostport.partition(":")
-                jump = SSHTarget(
-                    host=host,
-                    user=user or t.user,
-                    port=int(port or 22),
-                    key_path=t.key,
-                    host_keys=list(t.host_key),
-                    known_hosts=t.known_hosts,
-                    source=self.profile.source,
-                )
-            self._transport = SSHTransport(
-                SSHTarget(
-                    host=t.host,
-                    user=t.user,
-                    port=t.port,
-                    key_path=t.key,
-                    host_keys=list(t.host_key),
-                    known_hosts=t.known_hosts,
-                    jump=jump,
-                    connect_timeout=t.connect_timeout,
-                    max_sessions=t.max_sessions,
-                    use_agent=t.use_agent,
-                    source=self.profile.source,
-                )
-            )
+        self._transport = transport_for(self.profile)
+        try:
+            self._learn_server_secrets()
+        except (HostKeyMismatch, HostKeyUnknown) as exc:
+            # not cached: the latch makes every later access refuse at once
+            self._note_refusal(exc)
+            raise
         return self._transport
+
+    def _learn_server_secrets(self, after: str | None = None) -> None:
+        """Register the values of the server's env files before any output can show them.
+
+        Runs right after connecting, before the first command (whose output
+        could be `cat .env`), and again after each change (a rotation writes
+        new keys). Only names reach the evidence (see server_secrets.py).
+        """
+        from runbook.core.server_secrets import learn
+
+        assert self._transport is not None
+        learned = learn(self.redactor, self._transport, self.profile)
+        self.server_secrets = learned
+        if after is None or learned.new:
+            self.evidence.append(
+                {"kind": "server-secrets", "after": after, **learned.to_dict()}
+            )
+        if learned.unmaskable and after is None:
+            print(
+                f"runbook: WARNING: {', '.join(learned.unmaskable)} in the server's env "
+                f"files {'is' if len(learned.unmaskable) == 1 else 'are'} shorter than "
+                "6 characters and cannot be masked in the evidence: rotate to a longer value"
+            )
 
     # ------------------------------------------------------------- commands
     def probe(self, command: Command, **kw: Any) -> Result:
@@ -311,6 +333,7 @@ class Session:
         label: str | None = None,
         echo: bool | None = None,
     ) -> Result:
+        self._stop_if_refused()
         text = build_command(command, shell=shell, cwd=cwd, env=env, sudo=sudo)
         shown = self.redactor.redact(text)
         target = (self.profile.target.transport == "local" and f"local:{self.env}") or (
@@ -353,6 +376,7 @@ class Session:
                     "error": str(exc),
                 }
             )
+            self._note_refusal(exc)
             raise
         except KeyboardInterrupt:
             # the operator stopped the run mid-command: the transport has stopped
@@ -373,6 +397,10 @@ class Session:
             )
             raise
         duration = time.monotonic() - t0
+        if changing:
+            # it may have written new secrets (a rotation): know them before the
+            # captured output is shown
+            self._learn_server_secrets(after=shown)
         stdout, stderr = out.close(), err.close()
         self.commands_run += 1
         result = Result(
@@ -450,10 +478,73 @@ class Session:
             )
             raise Forbidden(exc.rule, self.redactor.redact(exc.action), source=exc.source) from None
 
+    # ----------------------------------------------------- host-key refusal
+    def _note_refusal(self, exc: BaseException) -> None:
+        if isinstance(exc, (HostKeyMismatch, HostKeyUnknown)) and self._refusal is None:
+            self._refusal = exc
+            self.evidence.append(
+                {
+                    "kind": "refused",
+                    "step": self.current_step,
+                    "rule": "pinned-host-key",
+                    "error": type(exc).__name__,
+                    "message": str(exc),
+                    "details": exc.details(),
+                }
+            )
+            # the record says it now: a notebook that catches it cannot hide it
+            self._outcome = "refused"
+            self._error = _error_dict(exc, self.redactor)
+            self._write_record()
+
+    def _stop_if_refused(self) -> None:
+        """Raise the host-key refusal again if this run already got one (nothing goes out)."""
+        if self._refusal is None and self._transport is not None:
+            latched = getattr(self._transport, "refusal", None)
+            if latched is not None:
+                self._note_refusal(latched)
+        if self._refusal is not None:
+            raise self._refusal.with_traceback(None)
+
+    def verify_target(self) -> None:
+        """Check the target's SSH host key before the first call of any kind.
+
+        HTTP calls go to the same server (or say things about it), so a run that
+        would be refused at its first command must not make one HTTP call first.
+        Raises `HostKeyMismatch`/`HostKeyUnknown`; any other connection problem
+        is left to the call that needs the connection (health checks still
+        measure an API whose server does not answer SSH).
+        """
+        self._stop_if_refused()
+        if self._target_verified or self.profile.target.transport == "local":
+            return
+        try:
+            # the first access connects (it reads the server's env files)
+            connect = getattr(self.transport, "connection", None)
+            if connect is None:
+                return
+            connect()
+        except (HostKeyMismatch, HostKeyUnknown) as exc:
+            self._note_refusal(exc)
+            raise
+        except ConnectionFailed:
+            return
+        self._target_verified = True
+
     # ------------------------------------------------------------------ files
     def read_file(self, path: str) -> bytes:
         """Read a file on the target (read-only)."""
-        data = self.transport.read_file(path)
+        self._stop_if_refused()
+        try:
+            data = self.transport.read_file(path)
+        except RunbookError as exc:
+            self._note_refusal(exc)
+            raise
+        if ".env" in Path(path).name and not path.endswith(EXAMPLES):
+            # an env file the session did not know of (or one changed since)
+            from runbook.core.server_secrets import Learned, register_env_text
+
+            register_env_text(self.redactor, data.decode("utf-8", "replace"), Learned())
         self.evidence.append(
             {
                 "kind": "file",
@@ -467,10 +558,15 @@ class Session:
 
     def write_file(self, path: str, data: bytes, *, mode: int | None = None) -> bool:
         """Write a file on the target atomically (changing). False in dry-run."""
+        self._stop_if_refused()
         self.guards.check_write(path, f"write {path}")
         if not self.allow_change(f"write {len(data)} bytes to {path}", kind="file"):
             return False
-        self.transport.write_file(path, data, mode)
+        try:
+            self.transport.write_file(path, data, mode)
+        except RunbookError as exc:
+            self._note_refusal(exc)
+            raise
         self.changes.append(Change("file", f"write {path}", self.current_step))
         self.evidence.append(
             {
@@ -704,6 +800,7 @@ class Session:
         Call it in the notebook's last cell, after cleanup cells, so cleanup
         always runs before the verdict.
         """
+        self._stop_if_refused()  # a caught host-key refusal still ends the run refused
         failed = [c for c in self.checks if c.status == FAILED]
         self._outcome = "dod_not_met" if failed else "ok"
         self.release_lock()
@@ -716,11 +813,13 @@ class Session:
 
     def record_failure(self, exc: BaseException) -> None:
         """Note an uncaught error in the record (called from the IPython hook)."""
-        self._outcome = outcome_of(exc)
-        self._error = {
-            "type": type(exc).__name__,
-            "message": self.redactor.redact(str(exc))[:4000],
-        }
+        outcome = outcome_of(exc)
+        if self._refusal is not None and outcome != "dod_not_met":
+            outcome = "refused"  # a latched refusal stopped the run, whatever came after
+        self._outcome = outcome
+        if self._refusal is not None and not isinstance(exc, Refusal):
+            exc = self._refusal  # what stopped the run, not what a caller made of it
+        self._error = _error_dict(exc, self.redactor)
         self._write_record()
 
     def record(self) -> dict[str, Any]:
@@ -735,6 +834,7 @@ class Session:
             "run_dir": str(self.run_dir),
             "operator": self.operator,
             "operator_host": self.operator_host,
+            "process": self._process,
             "runbook_sha": _runbook_sha(),
             "parameters": self.parameters,
             "dry_run": self.dry_run,
@@ -753,6 +853,10 @@ class Session:
             "commands_run": self.commands_run,
             "approved_by": self.approved_by,
             "lock": self.lock.info() if self.lock is not None else None,
+            # names only: which server-held values the redactor learned, from where
+            "server_secrets": (
+                self.server_secrets.to_dict() if self.server_secrets is not None else None
+            ),
         }
 
     def _write_record(self) -> None:
@@ -919,6 +1023,19 @@ def _env_value(text: str, key: str) -> str | None:
     return parse_env_text(text).get(key)
 
 
+def _error_dict(exc: BaseException, redactor: Redactor) -> dict[str, Any]:
+    """record.json's `error`: type, message and, for our errors, `details` (all redacted)."""
+    out: dict[str, Any] = {
+        "type": type(exc).__name__,
+        "message": redactor.redact(str(exc))[:4000],
+    }
+    if isinstance(exc, RunbookError):
+        details = exc.details()
+        if details:
+            out["details"] = {str(k): redactor.redact(str(v)) for k, v in details.items()}
+    return out
+
+
 def _label(command: Command) -> str:
     if isinstance(command, str):
         return command.split()[0] if command.split() else "shell"
@@ -977,6 +1094,40 @@ def _install_ipython_hook(session: Session) -> None:
             shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
 
     ip.set_custom_exc((BaseException,), handler)
+
+
+_KERNEL_REDACTORS: list[Redactor] = []
+
+
+def _redact_kernel_output(redactor: Redactor) -> None:
+    """Pass everything the kernel sends to the notebook through the session's redactor.
+
+    The library redacts what it returns, but a cell can print anything it
+    holds (`print(s.read_file(".env").decode())`, a bytes repr, a traceback).
+    Every stream, display, result and error message of an ipykernel leaves
+    through its `session.send`: wrapping that one call covers them all,
+    under papermill, `runbook run` and JupyterLab alike.
+    """
+    ip = _ipython()
+    kernel_session = getattr(getattr(ip, "kernel", None), "session", None)
+    if kernel_session is None:
+        return
+    if redactor not in _KERNEL_REDACTORS:
+        _KERNEL_REDACTORS.append(redactor)
+    if getattr(kernel_session.send, "_runbook_redacts", False):
+        return
+    send = kernel_session.send
+
+    def redacting_send(stream: Any, msg_or_type: Any, content: Any = None, *a: Any, **kw: Any):
+        for r in _KERNEL_REDACTORS:
+            if isinstance(msg_or_type, dict) and "content" in msg_or_type:
+                msg_or_type = {**msg_or_type, "content": r.redact_obj(msg_or_type["content"])}
+            if content is not None:
+                content = r.redact_obj(content)
+        return send(stream, msg_or_type, content, *a, **kw)
+
+    redacting_send._runbook_redacts = True  # type: ignore[attr-defined]
+    kernel_session.send = redacting_send
 
 
 PAPERMILL_MARK = "# Parameters"

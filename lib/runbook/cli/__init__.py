@@ -4,19 +4,21 @@ Its parts: runbook.cli.run (the notebook runner), runbook.cli.evidence
 (verify, history, postmortem, seal); `runbook sandbox` is runbook.sandbox.cli.
 
 runbook sandbox up | down | status | fault NAME | fault --list | heal
+runbook twin up | down | status | fault NAME | fault --list | heal | exec -- CMD  (root)
 runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
-            [--approved-by NAME] [--break-stale-lock]
+            [--approved-by NAME] [--break-stale-lock] [--parameters-dir DIR]
 runbook list
 runbook verify RUN_DIR | --chain [OUTPUTS]
 runbook history [--scenario S] [--env E] [--since DATE] [--format table|csv|json] [--plot FILE]
 runbook postmortem RUN_DIR
-runbook seal RUN_DIR            (seal a plain papermill run: HTML, manifest, chain)
+runbook seal RUN_DIR [--notebook OUTPUT]  (seal a plain papermill run: HTML, manifest, chain)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from runbook.errors import ParameterError
 
@@ -31,9 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         from runbook.sandbox.cli import main as sandbox_main
 
         return sandbox_main(argv[1:])
+    if argv and argv[0] == "twin":
+        from runbook.twin.cli import main as twin_main
+
+        return twin_main(argv[1:])
     parser = argparse.ArgumentParser(prog="runbook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("sandbox", help="the disposable stand-in server (runbook sandbox --help)")
+    sub.add_parser("twin", help="the production twin, root only (runbook twin --help)")
     p_run = sub.add_parser("run", help="run a scenario notebook headless into its evidence folder")
     p_run.add_argument("scenario")
     p_run.add_argument("--env", default=None, help="environment profile (default: sandbox)")
@@ -49,9 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         help="break the host lock of a run that died (its heartbeat is stale); recorded",
     )
     p_run.add_argument("--timeout", type=float, default=None, help="per-cell timeout, seconds")
+    _add_parameters_dir(p_run)
     sub.add_parser("list", help="the scenarios and their parameters")
     _add_evidence_commands(sub)
     args = parser.parse_args(argv)
+    problem = _use_parameters_dir(getattr(args, "parameters_dir", None))
+    if problem:
+        print(f"runbook: {problem}", file=sys.stderr)
+        return 2
     if args.command in ("verify", "history", "postmortem", "seal"):
         from runbook.cli.evidence import run_command
 
@@ -97,3 +109,36 @@ def _add_evidence_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p = sub.add_parser("seal", help="seal a run folder (plain papermill runs): HTML, manifest")
     p.add_argument("run_dir")
+    p.add_argument(
+        "--notebook",
+        metavar="OUTPUT",
+        type=Path,
+        help="the executed notebook papermill wrote (copied into the run folder first)",
+    )
+    _add_parameters_dir(p)
+
+
+def _add_parameters_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--parameters-dir",
+        metavar="DIR",
+        type=Path,
+        help="where the environment profiles (<env>.yaml) are; default: "
+        "$RUNBOOK_PARAMETERS_DIR, else parameters/ in the checkout",
+    )
+
+
+def _use_parameters_dir(path: Path | None) -> str | None:
+    """Point this process and the kernels it starts at `path`; why not, if it cannot be."""
+    import os
+
+    if path is None:
+        return None
+    if not path.is_dir():
+        return f"--parameters-dir {path}: no such directory (it holds the <env>.yaml profiles)"
+    if not any(path.glob("*.yaml")):
+        return f"--parameters-dir {path}: no <env>.yaml profile in it"
+    # the kernel is a child process: it reads the same variable
+    os.environ["RUNBOOK_PARAMETERS_DIR"] = str(path.resolve())
+    return None
+

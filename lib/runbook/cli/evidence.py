@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from runbook.evidence import seal as evidence_tools
+from runbook.core import seal as evidence_tools
+from runbook.errors import ParameterError
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -43,16 +44,41 @@ def verify(args: argparse.Namespace) -> int:
             for line in problems:
                 print(f"  {line}")
             return 1
-        print(f"CHAIN OK: {len(entries)} sealed runs, every folder present and unchanged")
+        abandoned = _abandoned(root or evidence_tools.outputs_dir(), entries)
+        print(
+            f"CHAIN OK: {len(entries)} sealed runs, every folder present and unchanged"
+            + (f"; {len(abandoned)} abandoned (their process died without a verdict)"
+               if abandoned else "")
+        )
+        for run in abandoned:
+            print(f"  abandoned: {run}")
         return 0
     path = _run_dir(args.run_dir)
     if path is None:
         return 2
     result = evidence_tools.verify_run(path)
     print(result.report())
+    record = evidence_tools._read_record(path)
+    if record.get("outcome") == "abandoned":
+        info = record.get("abandoned") or {}
+        last = (info.get("last_command") or {}).get("command")
+        print(
+            f"  outcome: abandoned ({info.get('why', 'its process died')}); last step "
+            f"{info.get('last_step')!r}, last command {last!r}; found {info.get('detected_at')}"
+        )
     if result.ok:
         print(f"  {len(evidence_tools.read_manifest(path))} files match {evidence_tools.MANIFEST}")
     return 0 if result.ok else 1
+
+
+def _abandoned(root: Path, entries: list[dict[str, str]]) -> list[str]:
+    """The chained runs whose record says abandoned."""
+    found = []
+    for entry in entries:
+        record = evidence_tools._read_record(Path(root) / entry["run"])
+        if record.get("outcome") == "abandoned":
+            found.append(entry["run"])
+    return found
 
 
 def history(args: argparse.Namespace) -> int:
@@ -93,6 +119,21 @@ def seal(args: argparse.Namespace) -> int:
     if (path / evidence_tools.MANIFEST).exists():
         print(f"runbook: {path} is sealed already; `runbook verify` it", file=sys.stderr)
         return 1
-    info = evidence_tools.seal(path)
-    print(f"sealed {path}: manifest {info['manifest']}, html {info['html']}")
+    try:
+        info = evidence_tools.seal(path, notebook=args.notebook)
+    except ParameterError as exc:
+        print(f"runbook: {exc}", file=sys.stderr)
+        return 2
+    print(f"sealed {path}: manifest {info['manifest']}")
+    if info["html"]:
+        print(f"html:   {info['html']}")
+    else:
+        print(f"html:   not rendered: {info['html_why']}")
+    server = info["server_env"]
+    if server.get("read"):
+        print(f"server env files scanned for: {', '.join(server['files']) or 'none found'}")
+        if server.get("not_rechecked"):
+            print(f"  no longer on the server, not rechecked: {', '.join(server['not_rechecked'])}")
+    else:
+        print(f"server env files not read: {server.get('why')}")
     return 0

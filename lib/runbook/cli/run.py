@@ -14,10 +14,13 @@ Exit codes:
 1     failed: a step failed (the record names it)
 2     bad parameters or profile: refused before anything ran
 3     definition of done not met
-4     refused by a runbook rule, or confirmation missing
+4     refused: a runbook rule, missing confirmation, or the server's SSH
+      host key is not the pinned one (both fingerprints in the record)
 5     interrupted (SIGINT or SIGTERM); the notebook is saved
 6     timed out
 7     the kernel died
+8     abandoned: the run's process died without a verdict (SIGKILL, power);
+      set by the next run on the same host, never by the run itself
 ====  =========================================================
 """
 
@@ -130,12 +133,19 @@ def run_notebook(
     env = str(params.get("env", "sandbox"))
     run_dir = new_run_dir(env, scenario)
     output = run_dir / f"{scenario}.ipynb"
+    from runbook.core.liveness import RUNNER_PID_ENV, finish_abandoned
+
+    with contextlib.suppress(Exception):
+        # runs on this machine that died without a verdict get theirs now
+        finish_abandoned(env, load_profile(env).target.host, finisher=run_dir)
     os.environ["RUNBOOK_RUN_DIR"] = str(run_dir)
+    # the kernel records it: while this process lives, its run is not abandoned
+    os.environ[RUNNER_PID_ENV] = str(os.getpid())
     started = utc_now()
     t0 = time.monotonic()
     outcome, error = "ok", None
     _register_engine()
-    from runbook.evidence import seal as evidence_tools
+    from runbook.core import seal as evidence_tools
 
     evidence_tools.prewarm()
     control = _Control(grace=grace)
@@ -182,6 +192,7 @@ def run_notebook(
         control.restore(old)
         _CONTROL = None
         os.environ.pop("RUNBOOK_RUN_DIR", None)
+        os.environ.pop(RUNNER_PID_ENV, None)
     if control.signal:
         # whatever the cell raised on its way out, the operator stopped the run
         outcome = "interrupted"

@@ -9,7 +9,7 @@ Example::
 
     >>> from runbook.core.context import OpsContext
     >>> sorted(n for n in vars(OpsContext) if not n.startswith("_"))
-    ['allow_change', 'current_step', 'log_http', 'probe', 'run', 'transport']
+    ['allow_change', 'current_step', 'log_http', 'probe', 'run', 'transport', 'verify_target']
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class OpsContext(Protocol):
     # who runs this, for the lock's owner file: known when the run opens
     operator: str
     operator_host: str
+    # this run's pid and start time (runbook.core.liveness), for the lock's owner file
+    process: dict[str, Any] | None
 
     @property
     def transport(self) -> Transport: ...
@@ -56,6 +58,10 @@ class OpsContext(Protocol):
 
     def run(self, command: Command, **kw: Any) -> Result:
         """Run a changing command (dry-run, confirmation, guards and the lock apply)."""
+        ...
+
+    def verify_target(self) -> None:
+        """Check the target's SSH host key before the first call of any kind (raises a Refusal)."""
         ...
 
     def allow_change(self, what: str, *, kind: str) -> bool:

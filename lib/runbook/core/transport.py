@@ -38,12 +38,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paramiko
 from paramiko.buffered_pipe import BufferedPipe
 from paramiko.common import MSG_CHANNEL_REQUEST
 
 from runbook.errors import ConnectionFailed, HostKeyMismatch, HostKeyUnknown, ParameterError
+
+if TYPE_CHECKING:
+    from runbook.core.profile import Profile
 
 Sink = Callable[[bytes], None]
 
@@ -465,6 +469,8 @@ class SSHTransport(Transport):
         # keep one channel free for the kill request and one for SFTP
         self._slots = threading.BoundedSemaphore(max(1, target.max_sessions - 2))
         self.connects = 0
+        # set once the server presented a key that is not the pinned one
+        self.refusal: HostKeyMismatch | HostKeyUnknown | None = None
 
     # -- connection ---------------------------------------------------------
     def _connect(self) -> paramiko.Transport:
@@ -516,13 +522,20 @@ class SSHTransport(Transport):
             t.close()
             where = spec.known_hosts or "target.host_key"
             if spec.known_hosts and not _has_entry(spec):
-                raise HostKeyUnknown(
+                fix = f"verify {presented} out of band, then add the key to {where}"
+                self.refusal = HostKeyUnknown(
                     f"host key of {spec.known_hosts_name} is not pinned (presented {presented}); "
                     f"refusing to connect. Verify it out of band, then add it to {where}.",
                     target=self.target,
                     presented=presented,
+                    fix=fix,
                 )
-            raise HostKeyMismatch(
+                raise self.refusal
+            fix = (
+                "do not proceed until the new key is verified out of band (provider console); "
+                f"then update {where} in {spec.source}"
+            )
+            self.refusal = HostKeyMismatch(
                 f"HOST KEY MISMATCH for {spec.known_hosts_name}: pinned {', '.join(expected)}, "
                 f"presented {presented}. Someone may be intercepting the connection, or the "
                 f"server was rebuilt. Do not proceed until the new key is verified out of band; "
@@ -530,7 +543,9 @@ class SSHTransport(Transport):
                 target=self.target,
                 expected=", ".join(expected),
                 presented=presented,
+                fix=fix,
             )
+            raise self.refusal
         try:
             self._authenticate(t)
         except paramiko.SSHException as exc:
@@ -564,9 +579,17 @@ class SSHTransport(Transport):
     def connection(self) -> paramiko.Transport:
         """The live connection, (re)connecting when there is none or it died."""
         with self._lock:
+            if self.refusal is not None:
+                # a server that once showed the wrong key is not asked again in
+                # this run: it may be an interceptor, and nothing more goes to it
+                raise self.refusal.with_traceback(None)
             if self._t is None or not self._t.is_active():
                 self._drop()
-                self._t = self._connect()
+                try:
+                    self._t = self._connect()
+                except (HostKeyMismatch, HostKeyUnknown) as exc:
+                    self.refusal = exc  # also when it was the jump host's key
+                    raise
             return self._t
 
     def _drop(self) -> None:
@@ -788,3 +811,43 @@ def _has_entry(spec: SSHTarget) -> bool:
 def quote_command(args: list[str] | tuple[str, ...]) -> str:
     """Quote an argument list for a POSIX shell."""
     return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def transport_for(profile: Profile) -> Transport:
+    """The transport a profile's target needs: local, or SSH with its pinned host keys.
+
+    The session builds its connection with it, and so does anything else that
+    must reach the same server under the same pinning (the seal's read of the
+    server's secrets).
+    """
+    t = profile.target
+    if t.transport == "local":
+        return LocalTransport(target=f"local:{profile.name}")
+    jump = None
+    if t.jump:
+        user, _, hostport = t.jump.rpartition("@")
+        host, _, port = hostport.partition(":")
+        jump = SSHTarget(
+            host=host,
+            user=user or t.user,
+            port=int(port or 22),
+            key_path=t.key,
+            host_keys=list(t.host_key),
+            known_hosts=t.known_hosts,
+            source=profile.source,
+        )
+    return SSHTransport(
+        SSHTarget(
+            host=t.host,
+            user=t.user,
+            port=t.port,
+            key_path=t.key,
+            host_keys=list(t.host_key),
+            known_hosts=t.known_hosts,
+            jump=jump,
+            connect_timeout=t.connect_timeout,
+            max_sessions=t.max_sessions,
+            use_agent=t.use_agent,
+            source=profile.source,
+        )
+    )

@@ -203,7 +203,23 @@ def render(df, fmt: str = "table") -> str:
     shown = shown.dropna(axis=1, how="all")
     numbers = shown.select_dtypes("number").columns
     shown[numbers] = shown[numbers].round(3)
-    return shown.to_string(index=False, na_rep="")
+    return shown.to_string(index=False, na_rep="") + "\n\n" + outcome_counts(df)
+
+
+def outcome_counts(df) -> str:
+    """One line: how many runs ended how; abandoned runs (died without a verdict) named.
+
+    >>> import pandas as pd
+    >>> outcome_counts(pd.DataFrame({"outcome": ["ok", "abandoned", "ok", "running"]}))
+    '4 runs: ok 2, abandoned 1, running 1 (1 abandoned: its process died without a verdict)'
+    """
+    counts = df["outcome"].fillna("unknown").value_counts()
+    parts = ", ".join(f"{name} {n}" for name, n in counts.items())
+    line = f"{len(df)} runs: {parts}"
+    abandoned = int(counts.get("abandoned", 0))
+    if abandoned:
+        line += f" ({abandoned} abandoned: its process died without a verdict)"
+    return line
 
 
 def plot(df, path: Path) -> Path:

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from runbook.evidence.seal import MANIFEST
+from runbook.core.seal import MANIFEST
 
 OUTCOME_WORDS = {
     "ok": "completed; the definition of done is met",

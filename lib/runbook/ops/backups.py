@@ -138,6 +138,7 @@ def list_backups(
         if len(parts) != 3:
             continue
         mtime, size, name = float(parts[0]), int(parts[1]), parts[2]
+        age, age_from = backup_age(name, mtime, now)
         rows.append(
             {
                 "name": name,
@@ -145,15 +146,75 @@ def list_backups(
                 "size_bytes": size,
                 "size": human_bytes(size),
                 "modified": datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                "age_hours": round((now - mtime) / 3600, 2),
+                "age_hours": round(age / 3600, 2),
+                "age_from": age_from,
                 "path": str(PurePosixPath(b.dir) / name),
                 "mtime": datetime.fromtimestamp(mtime, UTC),
             }
         )
-    cols = ["name", "format", "size_bytes", "size", "modified", "age_hours", "path", "mtime"]
+    cols = [
+        "name", "format", "size_bytes", "size", "modified", "age_hours", "age_from", "path", "mtime",
+    ]
     frame = pd.DataFrame(rows, columns=cols).sort_values("age_hours", kind="stable")
     frame = frame.reset_index(drop=True)
     return frame.head(limit) if limit else frame
+
+
+_NAME_TIME = re.compile(
+    r"(?<!\d)(?P<y>20\d\d)-?(?P<m>[01]\d)-?(?P<d>[0-3]\d)"
+    r"(?:[T_-]?(?P<H>[0-2]\d)[:]?(?P<M>[0-5]\d)(?:[:]?(?P<S>[0-5]\d))?Z?)?(?!\d)"
+)
+
+
+def name_time(name: str) -> datetime | None:
+    """The time a backup's file name claims, in UTC; None when the name has no date.
+
+    A name with a date only (`dealix-2026-04-23.sql.gz`) claims the end of
+    that day: the newest time the name allows, so the name alone never makes
+    a backup look older than it can be.
+
+    >>> name_time("dealix-2026-04-23.sql.gz").isoformat()
+    '2026-04-23T23:59:59+00:00'
+    >>> name_time("dealix-20260423T0300Z.dump").isoformat()
+    '2026-04-23T03:00:00+00:00'
+    >>> name_time("dealix-latest.sql.gz") is None
+    True
+    """
+    m = _NAME_TIME.search(name)
+    if m is None:
+        return None
+    try:
+        day = datetime(int(m["y"]), int(m["m"]), int(m["d"]), tzinfo=UTC)
+    except ValueError:
+        return None
+    if m["H"] is None:
+        return day.replace(hour=23, minute=59, second=59)
+    try:
+        return day.replace(hour=int(m["H"]), minute=int(m["M"]), second=int(m["S"] or 0))
+    except ValueError:
+        return None
+
+
+def backup_age(name: str, mtime: float, now: float) -> tuple[float, str]:
+    """(age in seconds, "mtime" or "name"): the older of the file's mtime and its name's date.
+
+    A restored-from-tape or copied backup has a fresh mtime and an old
+    name; a re-dated name over an old file is the reverse. Either way the
+    RPO check must see the older one, and say which it used.
+
+    >>> import calendar
+    >>> now = calendar.timegm((2026, 4, 30, 12, 0, 0))
+    >>> backup_age("dealix-2026-04-23.sql.gz", now - 60, now)[1]
+    'name'
+    >>> backup_age("dealix-2026-04-30.sql.gz", now - 5 * 86400, now)[1]
+    'mtime'
+    """
+    by_mtime = now - mtime
+    claimed = name_time(name)
+    if claimed is None:
+        return by_mtime, "mtime"
+    by_name = now - claimed.timestamp()
+    return (by_name, "name") if by_name > by_mtime else (by_mtime, "mtime")
 
 
 def choose(frame: pd.DataFrame, backup: str | None = None) -> dict[str, Any] | None:

@@ -95,6 +95,8 @@ class HttpClient:
         a POST that only reads (a search API, a provider ping) says
         `changing=False` where it is made, so nothing changes by omission."""
         s = self.ctx
+        # a server showing the wrong SSH host key gets no HTTP call either
+        s.verify_target()
         if changing is None:
             changing = method.upper() not in READ_ONLY_METHODS
         url = self.base_url + path

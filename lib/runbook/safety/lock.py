@@ -4,7 +4,9 @@ A directory on the server (`mkdir` is atomic) holding `owner.json` (run,
 scenario, operator, their host, start time) and a `heartbeat` file the
 holder touches every 30 s. A second changing run is refused with who holds
 the lock and since when. A lock whose heartbeat is older than 2 minutes is
-stale (its run died); it is broken only when the run asks for it
+stale (its run died), and so is one whose holder ran on this machine and
+whose process is gone (told at once, without waiting for the heartbeat); it
+is broken only when the run asks for it
 (`runbook run SCENARIO --break-stale-lock`, papermill `-p break_stale_lock True`,
 `break_stale_lock = True` in the notebook's parameters cell), and the record says whose lock it
 was and who broke it.
@@ -26,6 +28,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import iso, utc_now
+from runbook.core.liveness import alive, describe
 from runbook.errors import Forbidden
 
 if TYPE_CHECKING:
@@ -54,6 +57,8 @@ class HostLock:
             "operator": ctx.operator,
             "operator_host": ctx.operator_host,
             "started": iso(utc_now()),
+            # pid and start time: a run on this machine can tell at once that we died
+            "process": ctx.process,
         }
 
     def info(self) -> dict[str, Any]:
@@ -103,11 +108,18 @@ class HostLock:
                     return
                 continue  # lost a race: read the new holder
             age = current.get("heartbeat_age_s")
-            stale = age is None or age > STALE_S
+            # None: the holder ran on another machine, only the heartbeat can tell
+            living = alive(current.get("process"))
+            dead = living is False
+            stale = age is None or age > STALE_S or dead
             who = (
                 f"{current.get('operator', '?')}@{current.get('operator_host', '?')} running "
                 f"{current.get('scenario', '?')} on {current.get('environment', '?')} since "
                 f"{current.get('started', '?')} (heartbeat {age}s ago)"
+            )
+            flag = (
+                f"`runbook run {s.scenario} --break-stale-lock` (papermill: "
+                "`-p break_stale_lock True`)"
             )
             if stale and self.break_stale:
                 s.run(["rm", "-rf", self.path], label="lock-break")
@@ -123,16 +135,39 @@ class HostLock:
                     f"broke the stale host lock of {who} (break_stale_lock=True; recorded)"
                 )
                 continue
-            hint = (
-                " It looks stale (its run died). Make sure that run is gone, then break "
-                f"it: `runbook run {s.scenario} --break-stale-lock` (papermill: "
-                "`-p break_stale_lock True`; in a notebook: `break_stale_lock = True` in "
-                "the parameters cell). Breaking it is recorded."
-                if stale
-                else " Wait for that run to finish."
-            )
+            if dead:
+                hint = (
+                    f" The holder looks dead: its process ({describe(current['process'])}) is "
+                    f"gone. Break the lock: {flag}; in a notebook: `break_stale_lock = True` "
+                    "in the parameters cell). Breaking it is recorded."
+                )
+            elif stale:
+                hint = (
+                    " It looks stale (its run died). Make sure that run is gone, then break "
+                    f"it: {flag}; in a notebook: `break_stale_lock = True` "
+                    "in the parameters cell). Breaking it is recorded."
+                )
+            else:
+                hint = " Wait for that run to finish."
+            proc = current.get("process") or {}
+            extra = {
+                "holder": f"{current.get('operator', '?')}@{current.get('operator_host', '?')}",
+                "holder_scenario": str(current.get("scenario", "?")),
+                "holder_host": str(current.get("operator_host", "?")),
+                "holder_pid": str(proc.get("pid", "?")),
+                "since": str(current.get("started", "?")),
+                "heartbeat_age_s": str(age),
+                "holder_state": "dead" if dead else ("stale" if stale else
+                                                     ("alive" if living else "unknown")),
+            }
+            if stale:
+                extra["fix"] = flag.replace("`", "")
             raise Forbidden(
-                RULE, f"take the host lock {self.path}", source=SOURCE, why=f"held by {who}.{hint}"
+                RULE,
+                f"take the host lock {self.path}",
+                source=SOURCE,
+                why=f"held by {who}.{hint}",
+                extra=extra,
             )
         raise Forbidden(
             RULE,

@@ -66,13 +66,22 @@ def backup_checks(
     if chosen is None:
         return verdict
     if rpo_hours is not None:
-        verdict["fresh"] = float(chosen["age_hours"]) <= rpo_hours
+        fresh = verdict["fresh"] = float(chosen["age_hours"]) <= rpo_hours
+        age_from = chosen.get("age_from", "mtime")
+        source = (
+            f"by the date in its name; its mtime {chosen['modified']} is newer"
+            if age_from == "name"
+            else f"by its mtime {chosen['modified']}"
+        )
         s.check(
             "Backup fresh (RPO)",
-            expected=f"newest backup <= {rpo_hours:g} h old",
-            actual=f"{chosen['age_hours']:.1f} h old ({chosen['name']}, {chosen['modified']})",
-            passed=verdict["fresh"],
-            note="" if verdict["fresh"] else "no backup within the RPO: the nightly dump is not running",
+            expected=f"newest backup <= {rpo_hours:g} h old (the older of its mtime and its name's date)",
+            actual=f"{chosen['age_hours']:.1f} h old ({chosen['name']}, {source})",
+            passed=fresh,
+            note=(
+                f"age taken from the {'name' if age_from == 'name' else 'mtime'}"
+                + ("" if fresh else "; no backup within the RPO: the nightly dump is not running")
+            ),
         )
     verdict["big"] = int(chosen["size_bytes"]) >= min_bytes
     s.check(

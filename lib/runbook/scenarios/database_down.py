@@ -30,7 +30,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import wait_for
-from runbook.errors import CommandFailed, RunbookError
+from runbook.errors import CommandFailed, Refusal, RunbookError
 from runbook.ops import backups as backup_ops
 from runbook.scenarios._base import Scenario, show, take_lock
 
@@ -334,6 +334,8 @@ def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
         seen["deep_status"] = f"{deep.get('status')} (HTTP {deep.get('http_status')})" + (
             f"; not green: {', '.join(red)}" if red else ""
         )
+    except Refusal:
+        raise  # a refusal ends the run; never a red check
     except RunbookError as exc:
         v["deep_status_error"] = v["deep_postgres_error"] = str(exc)[:200]
     for key, role in (("api_service", "api"), ("postgres_service", "postgres")):
@@ -428,6 +430,8 @@ def wait_deep_postgres(s: Session, timeout: float = 60, interval: float = 1.0) -
         nonlocal last
         try:
             last = s.api.deep_health()
+        except Refusal:
+            raise  # a refusal ends the run; never a red check
         except RunbookError as exc:
             last = {"status": "unreachable", "postgres": {"status": None, "detail": str(exc)}}
         return (last.get("postgres") or {}).get("status") == "green"
@@ -704,6 +708,8 @@ def dlq_depths_or_none(s: Session) -> dict[str, int] | None:
     """DLQ depths, or None when the API cannot say (it may be the thing that is down)."""
     try:
         return s.api.dlq_depths()
+    except Refusal:
+        raise  # a refusal ends the run; never a red check
     except RunbookError:
         return None
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runbook.errors import RunbookError
+from runbook.errors import Refusal, RunbookError
 from runbook.ops.firewall import jail_status
 from runbook.scenarios._base import Scenario
 
@@ -190,6 +190,8 @@ def check_all(s: Session) -> pd.DataFrame:
         with s.step(f"Signal: {name}"):
             try:
                 rows.append(fn(s))
+            except Refusal:
+                raise  # a refusal ends the run; never a red check
             except RunbookError as exc:
                 # a signal we could not even measure is red, with the reason
                 rows.append(_row(s, name, "", "measurable", "error", False, str(exc)[:300]))

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import parse_time, wait_for
-from runbook.errors import RunbookError
+from runbook.errors import Refusal, RunbookError
 from runbook.ops.http import HttpClient
 from runbook.scenarios._base import Scenario, show
 
@@ -258,6 +258,8 @@ def status_pages(s: Session) -> pd.DataFrame:
             try:
                 r = client.get(path, accept=tuple(range(100, 600)))
                 body = r.json() if r.ok else None
+            except Refusal:
+                raise  # a refusal ends the run; never a red check
             except (RunbookError, ValueError):
                 body = None
             finally:
@@ -319,6 +321,8 @@ def direct_call(s: Session, provider: str) -> dict[str, Any]:
             "answers": ok,
             "latency_ms": round(r.duration * 1000),
         }
+    except Refusal:
+        raise  # a refusal ends the run; never a red check
     except RunbookError as exc:
         return {
             "provider": provider,
@@ -468,6 +472,8 @@ def failover(s: Session, new_order: list[str], wait_seconds: float = 60) -> dict
     while time.monotonic() < deadline:
         try:
             primary = s.api.dlq_stats().get("primary")
+        except Refusal:
+            raise  # a refusal ends the run; never a red check
         except RunbookError:
             primary = None
         if primary == new_order[0]:
@@ -501,6 +507,8 @@ def wait_breaker_closed(s: Session, timeout: float, interval: float = 2.0) -> di
         nonlocal last
         try:
             deep = s.api.deep_health()
+        except Refusal:
+            raise  # a refusal ends the run; never a red check
         except RunbookError as exc:
             deep = {"llm_providers": {"status": "unknown", "detail": str(exc)[:200]}}
         last = deep.get("llm_providers") or {}

@@ -28,6 +28,7 @@ from runbook.errors import (
     CommandInterrupted,
     Forbidden,
     NotConfirmed,
+    Refusal,
     RunbookError,
 )
 from runbook.ops.backups import (
@@ -227,6 +228,8 @@ class RestoreDrill(Scenario):
             with contextlib.suppress(BaseException):
                 self.teardown()
             raise
+        except Refusal:
+            raise  # a refusal ends the run; never a red check
         except RunbookError as exc:
             s.check(
                 "Restore completed",
@@ -255,6 +258,8 @@ class RestoreDrill(Scenario):
                     tolerance_pct=self.tolerance,
                     rpo_hours=self.rpo_hours,
                 )
+        except Refusal:
+            raise  # a refusal ends the run; never a red check
         except RunbookError as exc:
             self.s.check(
                 "Validation",
@@ -284,6 +289,8 @@ class RestoreDrill(Scenario):
                 actual="dropped" if gone else "still exists",
                 passed=gone,
             )
+        except Refusal:
+            raise  # a refusal ends the run; never a red check
         except RunbookError as exc:
             s.check(
                 "Teardown",

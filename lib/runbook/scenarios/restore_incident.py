@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from runbook.errors import (
     CommandFailed,
     ParameterError,
+    Refusal,
     RestoreFailed,
     RunbookError,
 )
@@ -340,6 +341,8 @@ class IncidentRestore(Scenario):
                 admin_sql(
                     s, f"ALTER DATABASE {ident(self.clone or '')} RENAME TO {ident(self.prod)}"
                 )
+            except Refusal:
+                raise  # a refusal ends the run; never a red check
             except RunbookError:
                 # put production back under its name before stopping
                 admin_sql(s, f"ALTER DATABASE {ident(self.renamed)} RENAME TO {ident(self.prod)}")
@@ -392,6 +395,8 @@ class IncidentRestore(Scenario):
         for t in self.tables:
             try:
                 f = table_facts(s, self.prod, t)
+            except Refusal:
+                raise  # a refusal ends the run; never a red check
             except RunbookError:
                 continue
             per[t] = {"restored_rows": f["rows"], "newest": str(f.get("newest"))}

@@ -14,7 +14,10 @@ What is due:
   real environment (scenario 5: "monthly, required", on staging; a sandbox
   rehearsal does not prove the real backups restore);
 - **runbook update**: a command that failed during a real run (environment
-  not the sandbox, not a dry run) since the last review.
+  not the sandbox, not a dry run) since the last review;
+- **abandoned**: a real run since the last review whose process died without
+  a verdict (outcome "abandoned"): what it left on the server is unknown.
+  `Review.abandoned` lists every abandoned run, the sandbox's too.
 
 Example::
 
@@ -175,6 +178,11 @@ class ReviewFindings:
     @property
     def due_count(self) -> int:
         return len(self.due)
+
+    @property
+    def abandoned(self) -> pd.DataFrame:
+        """Every run whose process died without a verdict (all environments)."""
+        return self.runs[self.runs["outcome"] == "abandoned"]
 
     def plot(self) -> Figure:
         """Every run on a timeline, one row per scenario, coloured by outcome."""
@@ -340,6 +348,21 @@ def review(
                 row["run_dir"],
             )
         )
+    # --- real runs that died without a verdict since the last review
+    dead = runs[(runs["outcome"] == "abandoned") & (runs["kind"] != "sandbox") & ~runs["dry_run"]]
+    if window is not None:
+        dead = dead[dead["started"] > pd.Timestamp(window)]
+    for _, run in dead.iterrows():
+        due.append(
+            _due(
+                "abandoned",
+                run["scenario"],
+                run["environment"],
+                run["started"],
+                "the run's process died without a verdict: check what it left on the server",
+                run["run_dir"],
+            )
+        )
     return ReviewFindings(
         as_of=now,
         since=window,
@@ -405,6 +428,14 @@ def record_checks(s: Session, r: ReviewFindings) -> None:
             else "since the first run"
         )
         + ("; update the runbook for each (appendix C)" if not r.failed.empty else ""),
+    )
+    dead = r.due[r.due["kind"] == "abandoned"]
+    s.check(
+        "No real run abandoned since the last review",
+        expected="0 abandoned runs",
+        actual=f"{len(dead)} abandoned runs",
+        passed=dead.empty,
+        note=f"{len(r.abandoned)} abandoned on record in every environment, the sandbox's too",
     )
 
 

@@ -50,7 +50,7 @@ import pandas as pd
 from runbook.clock import wait_for
 from runbook.core.evidence import utc_now
 from runbook.core.secrets import parse_env_text
-from runbook.errors import Forbidden, RunbookError
+from runbook.errors import Forbidden, Refusal, RunbookError
 from runbook.ops.firewall import fail2ban_status
 from runbook.scenarios._base import Scenario
 
@@ -367,6 +367,8 @@ def wait_api(s: Session, timeout: float = 30.0) -> None:
         nonlocal last
         try:
             last = s.api.health().status
+        except Refusal:
+            raise  # a refusal ends the run; never a red check
         except RunbookError as exc:
             last = type(exc).__name__
         return last == 200
@@ -476,10 +478,14 @@ def _new_connection(s: Session) -> tuple[bool, str]:
     transport = s.transport
     if not isinstance(transport, SSHTransport):
         return False, "not an SSH target"
+    s._stop_if_refused()
     fresh = SSHTransport(transport.spec)
     try:
         out = fresh.execute("true", on_stdout=lambda b: None, on_stderr=lambda b: None, timeout=20)
         return out.exit_code == 0, f"new connection: exit {out.exit_code}"
+    except Refusal as exc:
+        s._note_refusal(exc)  # the session's latch: nothing more goes out
+        raise
     except Exception as exc:  # any failure to connect is the answer
         return False, s.redactor.redact(f"new connection failed: {type(exc).__name__}: {exc}")
     finally:

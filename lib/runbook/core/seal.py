@@ -59,26 +59,54 @@ GENESIS = "0" * 64
 
 
 # ------------------------------------------------------------------ sealing
-def seal(run_dir: Path, *, env: str | None = None, chain: bool = True) -> dict[str, Any]:
-    """Scan for secrets, render the HTML, write the manifest and chain it."""
+def seal(
+    run_dir: Path,
+    *,
+    env: str | None = None,
+    chain: bool = True,
+    notebook: Path | None = None,
+    server: bool = True,
+) -> dict[str, Any]:
+    """Scan for secrets, render the HTML, write the manifest and chain it.
+
+    The scan knows the operator's secrets and, when `server` is true, every
+    secret-looking value of the server's env files, read again now over the
+    profile's own connection (the session's in-memory registry died with the
+    kernel; re-reading is the only way to know them without storing them).
+    `notebook` is the executed notebook of a plain papermill run, which
+    papermill wrote outside the run folder: it is copied in first.
+    """
     run_dir = Path(run_dir)
     record = _read_record(run_dir)
     env = env or record.get("environment") or "sandbox"
     redactor = secrets_redactor(env)
+    server_env = _server_env(redactor, env, record) if server else {"read": False,
+                                                                    "why": "not asked"}
+    if notebook is not None:
+        adopt_notebook(run_dir, Path(notebook), record)
     hits = scan_secrets(run_dir, redactor)
     notebook = _notebook_of(run_dir, record)
-    html_path = None
-    if notebook is not None:
+    html_path, html_why = None, None
+    if notebook is None:
+        html_why = (
+            "no executed notebook in the run folder: plain papermill writes it where its "
+            "OUTPUT argument says; seal with `runbook seal RUN_DIR --notebook OUTPUT`"
+        )
+    else:
         try:
             html_path = render_html(notebook, record)
             hits += scan_secrets(run_dir, redactor, only=[html_path])
         except Exception as exc:  # a broken notebook must not cost the manifest
-            record.setdefault("warnings", []).append(f"HTML not rendered: {type(exc).__name__}")
+            html_why = f"{notebook.name} could not be rendered: {type(exc).__name__}: {exc}"
+            html_why = redactor.redact(html_why)[:500]
+    if html_why:
+        record.setdefault("warnings", []).append(f"HTML not rendered: {html_why}")
     if record:
         record["secret_scan"] = {
             "at": iso(utc_now()),
             "secrets_known": len(redactor.names),
             "masked": hits,
+            "server_env": server_env,
         }
         record["html"] = html_path.name if html_path else None
         _write_json(run_dir / "record.json", redactor.redact_obj(record))
@@ -100,7 +128,60 @@ def seal(run_dir: Path, *, env: str | None = None, chain: bool = True) -> dict[s
                 )
     else:
         digest = write_manifest(run_dir)
-    return {"manifest": digest, "html": html_path, "masked": hits, "previous": previous}
+    return {
+        "manifest": digest,
+        "html": html_path,
+        "html_why": html_why,
+        "masked": hits,
+        "previous": previous,
+        "server_env": server_env,
+    }
+
+
+def _server_env(redactor: Redactor, env: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Register the server's env-file secrets for the scan; say what was read and what not."""
+    from runbook.core.profile import load_profile
+    from runbook.core.server_secrets import learn_for_seal
+
+    try:
+        profile = load_profile(env)
+    except Exception as exc:
+        return {"read": False, "why": f"profile {env!r}: {type(exc).__name__}: {exc}"[:500]}
+    found = learn_for_seal(redactor, profile)
+    # values the session masked that are gone from the server by now (rotated away
+    # and no backup kept): the seal cannot look for them, and says so
+    session_names = set(((record.get("server_secrets") or {}).get("names")) or [])
+    found["not_rechecked"] = sorted(session_names - set(found.get("names") or []))
+    return found
+
+
+def adopt_notebook(run_dir: Path, notebook: Path, record: dict[str, Any]) -> Path:
+    """Copy a plain papermill run's executed notebook into its run folder.
+
+    Refuses a notebook that is not this run's: the session's verdict output
+    names the run folder, and the scenario must match.
+    """
+    import shutil
+
+    from runbook.errors import ParameterError
+
+    if not notebook.is_file():
+        raise ParameterError(f"--notebook {notebook}: no such file", key="notebook")
+    text = notebook.read_text(encoding="utf-8", errors="replace")
+    if not _notebook_matches(run_dir, text, record):
+        raise ParameterError(
+            f"{notebook} is not the notebook of {run_dir}: its outputs never name that run "
+            "folder, and its papermill input and start time do not match the record's "
+            f"scenario {record.get('scenario')!r} and start {record.get('started')}. Pass the "
+            "OUTPUT notebook of the papermill run that wrote this folder.",
+            key="notebook",
+        )
+    scenario = record.get("scenario") or notebook.stem
+    target = run_dir / f"{scenario}.ipynb"
+    if target.exists():
+        raise ParameterError(f"{target} exists already; nothing copied", key="notebook")
+    shutil.copyfile(notebook, target)
+    return target
 
 
 def secrets_redactor(env: str) -> Redactor:
@@ -504,6 +585,26 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def _notebook_matches(run_dir: Path, text: str, record: dict[str, Any]) -> bool:
+    """The session's verdict names its run folder; a run that stopped earlier is
+    matched by papermill's input path and run window against the record."""
+    if str(run_dir.resolve()) in text or str(run_dir) in text:
+        return True
+    from datetime import datetime, timedelta
+
+    try:
+        meta = json.loads(text).get("metadata", {}).get("papermill", {})
+        began = datetime.fromisoformat(str(meta["start_time"]).replace("Z", "+00:00"))
+        opened = datetime.fromisoformat(str(record["started"]).replace("Z", "+00:00"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    if began.tzinfo is None:
+        began = began.replace(tzinfo=opened.tzinfo)
+    stem = Path(str(meta.get("input_path", ""))).stem
+    # the session opens a second or so after papermill starts the kernel
+    return stem == record.get("scenario") and began <= opened <= began + timedelta(minutes=5)
 
 
 def _notebook_of(run_dir: Path, record: dict[str, Any]) -> Path | None:
