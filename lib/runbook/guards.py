@@ -290,10 +290,10 @@ def _parse(text: str, cwd: str | None, depth: int, out: list[SimpleCommand]) -> 
         prog = PurePosixPath(words[0]).name
         reads_stdin = False
         if prog in _SHELLS:
-            script, reads_stdin = _shell_script(words[1:])
-            if script is not None:
+            shell_script, reads_stdin = _shell_script(words[1:])
+            if shell_script is not None:
                 out.append(SimpleCommand(words, cwd))
-                _parse(script, cwd, depth + 1, out)
+                _parse(shell_script, cwd, depth + 1, out)
                 continue
         if prog in ("cd", "pushd"):
             args = [a for a in words[1:] if not a.startswith("-")]

@@ -118,7 +118,10 @@ def declared_parameters(path: Path) -> dict[str, dict[str, Any]]:
                         declared[target.id] = {
                             "name": target.id,
                             "inferred_type_name": "None",
-                            "default": ast.get_source_segment(source, node.value),
+                            # `x: int` alone has no value to show
+                            "default": (
+                                ast.get_source_segment(source, node.value) if node.value else None
+                            ),
                             "help": "",
                         }
         break
@@ -388,7 +391,7 @@ def _register_engine() -> None:
 
     class RunbookEngine(NBClientEngine):
         @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):  # type: ignore[override]
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
             control = _CONTROL
             start = nb_man.cell_start
 

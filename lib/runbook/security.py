@@ -1070,7 +1070,7 @@ def draft_notification(
         "who": f"To: {to}" in written,
         "when": "When: " in written,
         "what": "What: " in written,
-        "evidence hash": bool(doc_sha) and doc_sha in written,
+        "evidence hash": bool(doc_sha and doc_sha in written),
     }
     if preserved and preserved.sha256:
         parts["tarball hash"] = preserved.sha256 in written

@@ -774,9 +774,11 @@ class Session:
         return c
 
     def metric(
-        self, name: str, value: float, unit: str = "", target: float | None = None
+        self, name: str, value: float | None, unit: str = "", target: float | None = None
     ) -> None:
         """Record a measured number for `runbook history` (e.g. "restore_minutes", 7.2, "min", 15).
+
+        None records that the number could not be measured (the key is still there).
 
         Recorded in record.json under "metrics" (and in commands.jsonl as it happens).
         """
@@ -1167,13 +1169,17 @@ def _assigned(source: str) -> dict[str, Any]:
         return {}
     names: dict[str, Any] = {}
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else (
-            [node.target] if isinstance(node, ast.AnnAssign) else []
-        )
+        value: ast.expr | None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, value = [node.target], node.value
+        else:
+            continue
         for target in targets:
             if isinstance(target, ast.Name):
                 try:
-                    names[target.id] = ast.literal_eval(node.value) if node.value else None
+                    names[target.id] = ast.literal_eval(value) if value else None
                 except ValueError:
                     names[target.id] = None
     return names
