@@ -75,8 +75,48 @@ def main(argv: list[str] | None = None) -> int:
         code, _ = runner.run(args.scenario, params, timeout=args.timeout)
     except ParameterError as exc:
         print(f"runbook: {exc}", file=sys.stderr)
+        print(_refused_before_run(args.scenario, params, exc))
         return runner.EXIT["parameters"]
     return code
+
+
+def _refused_before_run(scenario: str, params: dict, exc: ParameterError) -> str:
+    """The story of a run refused before it had a folder: the error, its details, the fix."""
+    import difflib
+
+    from runbook import runner
+    from runbook.paths import notebooks_dir
+    from runbook.story import parameter_fix, rerun_command
+
+    fixed: tuple[str, dict] | None = None
+    if exc.key == "scenario":
+        known = [p.stem for p in notebooks_dir().glob("*.ipynb")]
+        close = difflib.get_close_matches(scenario, known, n=1)
+        fixed = (close[0], params) if close else None
+    elif exc.key and exc.key in params:
+        try:
+            declared = list(runner.declared_parameters(runner.notebook_path(scenario)))
+        except ParameterError:
+            declared = []
+        if exc.key not in declared:
+            renamed = parameter_fix(params, exc.key, declared)
+            fixed = (scenario, renamed) if renamed is not None else None
+    nxt = None
+    if fixed is not None:
+        # offered only if the fixed command passes every check, the secret check
+        # too: a secret in another parameter is never echoed back
+        try:
+            runner.validate_parameters(*fixed)
+            nxt = rerun_command(*fixed)
+        except ParameterError:
+            nxt = None
+    lines = [
+        f"{'outcome:':<13} parameters (exit {runner.EXIT['parameters']}): nothing ran",
+        f"{'error:':<13} ParameterError: {exc}",
+        *(f"  {k + ':':<11} {v}" for k, v in exc.details().items()),
+        f"{'next:':<13} {nxt or 'none: fix the parameter named above'}",
+    ]
+    return "\n".join(lines)
 
 
 def _add_evidence_commands(sub: argparse._SubParsersAction) -> None:
