@@ -28,6 +28,33 @@ def main(argv: list[str] | None = None) -> int:
         from runbook.sandbox.cli import main as sandbox_main
 
         return sandbox_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("verify", "history", "postmortem", "seal"):
+        from runbook.evidence_cli import run_command
+
+        return run_command(args)
+
+    from runbook import runner
+
+    if args.command == "list":
+        from runbook.paths import notebooks_dir
+        from runbook.scenarios import list_text
+
+        print(list_text(sorted(notebooks_dir().glob("*.ipynb"))))
+        return 0
+    params = run_parameters(args)
+    try:
+        code, _ = runner.run(args.scenario, params, timeout=args.timeout)
+    except ParameterError as exc:
+        print(f"runbook: {exc}", file=sys.stderr)
+        print(_refused_before_run(args.scenario, params, exc))
+        return runner.EXIT["parameters"]
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `runbook` (tests parse the printed `next:` commands with it)."""
     parser = argparse.ArgumentParser(prog="runbook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("sandbox", help="the disposable stand-in server (runbook sandbox --help)")
@@ -48,20 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--timeout", type=float, default=None, help="per-cell timeout, seconds")
     sub.add_parser("list", help="the scenarios and their parameters")
     _add_evidence_commands(sub)
-    args = parser.parse_args(argv)
-    if args.command in ("verify", "history", "postmortem", "seal"):
-        from runbook.evidence_cli import run_command
+    return parser
 
-        return run_command(args)
 
+def run_parameters(args: argparse.Namespace) -> dict:
+    """The notebook parameters of a parsed `runbook run` command line.
+
+    >>> run_parameters(build_parser().parse_args(["run", "rollback", "-p", "reason", "x",
+    ...     "--env", "staging", "--confirm", "staging"]))
+    {'reason': 'x', 'env': 'staging', 'confirm': 'staging'}
+    """
     from runbook import runner
 
-    if args.command == "list":
-        from runbook.paths import notebooks_dir
-        from runbook.scenarios import list_text
-
-        print(list_text(sorted(notebooks_dir().glob("*.ipynb"))))
-        return 0
     params = {name: runner.parse_value(value) for name, value in args.parameter}
     for flag, name in (("env", "env"), ("confirm", "confirm"), ("approved_by", "approved_by")):
         value = getattr(args, flag)
@@ -71,13 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         params["dry_run"] = True
     if args.break_stale_lock:
         params["break_stale_lock"] = True
-    try:
-        code, _ = runner.run(args.scenario, params, timeout=args.timeout)
-    except ParameterError as exc:
-        print(f"runbook: {exc}", file=sys.stderr)
-        print(_refused_before_run(args.scenario, params, exc))
-        return runner.EXIT["parameters"]
-    return code
+    return params
 
 
 def _refused_before_run(scenario: str, params: dict, exc: ParameterError) -> str:

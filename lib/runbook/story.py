@@ -131,17 +131,19 @@ def story(record: Mapping[str, Any], run_dir: Path | None = None) -> str:
     lines = [_line("outcome", f"{record.get('outcome')} (exit {record.get('exit_code')})")]
     if record.get("dry_run"):
         lines.append(_line("mode", "dry run: nothing was changed"))
-    if record.get("failed_step"):
-        lines.append(_line("failed step", record["failed_step"]))
-    for check in record.get("checks") or []:
-        if check.get("status") == "failed":
-            lines.append(
-                _line(
-                    "check failed",
-                    f"{check.get('name')}: expected {check.get('expected')}, "
-                    f"actual {check.get('actual')}",
-                )
+    failed = [c for c in record.get("checks") or [] if c.get("status") == "failed"]
+    # a definition of done not met names no failed step: its first failed check's step
+    step = record.get("failed_step") or next((c["step"] for c in failed if c.get("step")), None)
+    if step:
+        lines.append(_line("failed step", step))
+    for check in failed:
+        lines.append(
+            _line(
+                "check failed",
+                f"{check.get('name')}: expected {check.get('expected')}, "
+                f"actual {check.get('actual')}",
             )
+        )
     error = record.get("error") or {}
     if error:
         message = str(error.get("message") or "").strip().splitlines() or [""]
