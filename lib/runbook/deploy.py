@@ -56,6 +56,7 @@ from runbook.errors import Forbidden, HTTPFailed, ParameterError, RunbookError
 from runbook.evidence import iso, utc_now
 from runbook.http import HttpClient
 from runbook.paths import outputs_dir
+from runbook.story import Text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -415,10 +416,14 @@ class _Ops:
 
     def revisions_at(self, rev: str) -> dict[str, str | None]:
         """{revision: down_revision} of the migration files in commit `rev` (no checkout)."""
+        return {r: down for r, (down, _) in self.migration_files_at(rev).items()}
+
+    def migration_files_at(self, rev: str) -> dict[str, tuple[str | None, str]]:
+        """{revision: (down_revision, file name)} of the migrations in commit `rev`."""
         listing = self.s.probe(
             self._git("ls-tree", "--name-only", f"{rev}:{MIGRATIONS_DIR}"), label="git-ls-tree"
         ).stdout.split()
-        out: dict[str, str | None] = {}
+        out: dict[str, tuple[str | None, str]] = {}
         for name in listing:
             if not name.endswith(".py"):
                 continue
@@ -427,8 +432,20 @@ class _Ops:
             ).stdout
             r, d = parse_migration(text)
             if r:
-                out[r] = d
+                out[r] = (d, name)
         return out
+
+    def preview_unchanged_env_and_restart(self, what: str) -> None:
+        """Dry run: the two sections every deploy and rollback share."""
+        s = self.s
+        s.preview_change(
+            ".env keys",
+            [f"none: {what} never edits {self.app.env_file} (only scenario 4 changes one key)"],
+        )
+        unit = s.services.unit("api")
+        s.preview_change(
+            "services to restart", [f"{unit} ({s.profile.services.manager} restart)"]
+        )
 
     def wait_running(self, sha: str) -> tuple[bool, float]:
         """Until /health answers 200 with `sha` (the restarted API runs the new code)."""
@@ -533,10 +550,10 @@ class Deploy(_Ops):
         )
         print(
             "DEPLOY FAILED: " + (self.failure or "see above") + "\n"
-            "Roll back now (runbook scenario 2, target < 5 min), headless:\n\n"
-            f"    {cmd}\n\n"
-            "or step through notebooks/rollback.ipynb with the same parameters."
+            "Roll back now (runbook scenario 2, target < 5 min): run the next command below "
+            "headless, or step through notebooks/rollback.ipynb with the same parameters."
         )
+        self.s.set_next_command(cmd)
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -680,6 +697,8 @@ class Deploy(_Ops):
             self.head_before, self.rev_before = s.git.head(), rev_before
             self.running_before = self.running_sha()
             self.changes_started = True
+            if s.dry_run:
+                self.preview()
             s.git.fetch()
             s.git.checkout(branch)
             s.git.pull_ff_only("origin", branch)
@@ -727,6 +746,53 @@ class Deploy(_Ops):
             }
             s.evidence.append({"kind": "deploy", "event": "migrated", **info})
             return info
+
+    def preview(self) -> dict[str, list[str]]:
+        """Dry run: what step 4 and 5 would change, read on the server without changing it.
+
+        The commits come from the origin's objects, fetched without touching a
+        ref (`--refmap=` and no FETCH_HEAD: HEAD, branches, remote-tracking refs
+        and the working tree stay as they are; the unreferenced objects are
+        git's to prune). The migrations are read from the commit to deploy
+        (`git show`, no checkout), compared with the database's revision.
+        """
+        s = self.s
+        branch = s.profile.github.branch
+        target = self.target_sha
+        if target is None:
+            r = s.probe(self._git("ls-remote", "origin", f"refs/heads/{branch}"), label="ls-remote")
+            target = r.stdout.split()[0] if r.stdout.split() else None
+        if target is None:
+            s.preview_change("commits", [f"cannot tell: origin has no branch {branch}"])
+            return dict(s.preview)
+        s.probe(
+            self._git(
+                "fetch", "--quiet", "--no-write-fetch-head", "--refmap=", "origin",
+                f"refs/heads/{branch}",
+            ),
+            label="git-fetch-objects",
+        )
+        head = s.git.head()
+        log = s.probe(self._git("log", "--oneline", f"HEAD..{target}"), label="git-log").stdout
+        s.preview_change(
+            f"commits (git log HEAD..origin/{branch} --oneline)",
+            log.splitlines() or [f"none: HEAD {head[:12]} already is origin/{branch}"],
+        )
+        s.preview_change("checkout", [f"{head[:12]} -> {target[:12]} (origin/{branch})"])
+        current = s.alembic.current()
+        files = self.migration_files_at(target)
+        revs = {r: down for r, (down, _) in files.items()}
+        found = heads(revs)
+        try:
+            if len(found) != 1:
+                raise ValueError(f"{len(found)} alembic heads at {target[:12]}: {found}")
+            todo = list(reversed(migration_chain(revs, found[0], current)))
+            items = [f"{r} ({files[r][1]})" for r in todo] or [f"none: the database is at {current}"]
+        except ValueError as exc:
+            items = [f"cannot tell: {exc}"]
+        s.preview_change(f"migrations to apply (alembic upgrade head, from {current})", items)
+        self.preview_unchanged_env_and_restart("the deploy")
+        return dict(s.preview)
 
     # -- step 5 -----------------------------------------------------------
     def restart(self) -> None:
@@ -899,8 +965,8 @@ class Deploy(_Ops):
             _show(fig)
         plt.close(fig)
 
-    def advice(self) -> str:
-        """What to do now: all good, or the exact rollback command line."""
+    def advice(self) -> Text:
+        """What to do now: all good, or the exact rollback command line (plain text)."""
         failed = [c.name for c in self.s.checks if c.passed is False]
         if self.s.dry_run:
             msg = "Dry run: nothing was changed. Run again without dry_run to deploy."
@@ -909,10 +975,8 @@ class Deploy(_Ops):
         else:
             self.failure = self.failure or f"{', '.join(failed)} failed"
             self._say_rollback()
-            msg = self.rollback_hint()
-        if not failed or self.s.dry_run:
-            print(msg)
-        return msg
+            msg = f"next: {self.rollback_hint()}"
+        return Text(msg)
 
 
 # --------------------------------------------------------------------------
@@ -1059,6 +1123,8 @@ class Rollback(_Ops):
                 columns=["what", "value"],
             )
             _show(plan)
+            if s.dry_run:
+                self.preview()
             s.evidence.append(
                 {
                     "kind": "rollback",
@@ -1096,6 +1162,23 @@ class Rollback(_Ops):
                 else f"{steps} steps: approved by {s.approved_by}",
             )
             return plan
+
+    def preview(self) -> dict[str, list[str]]:
+        """Dry run: what the rollback would change (after `plan`, read-only)."""
+        s = self.s
+        good, head = self.last_good or "", self.head or ""
+        log = s.probe(self._git("log", "--oneline", f"{good}..{head}"), label="git-log").stdout
+        s.preview_change(
+            f"commits to leave (git log {good[:7]}..HEAD --oneline)",
+            log.splitlines() or [f"none: HEAD already is {good[:12]}"],
+        )
+        s.preview_change("checkout", [f"{head[:12]} -> {good[:12]} (last good SHA, detached)"])
+        s.preview_change(
+            f"migrations to undo (alembic downgrade -{len(self.to_undo)}, to {self.target_rev})",
+            self.to_undo or [f"none: the database is at {self.current}"],
+        )
+        self.preview_unchanged_env_and_restart("the rollback")
+        return dict(s.preview)
 
     def confirm_plan(self) -> None:
         """Under the lock: the server is still as planned (nobody deployed meanwhile)."""
@@ -1275,14 +1358,13 @@ class Rollback(_Ops):
             )
             return numbers
 
-    def reminder(self) -> str:
+    def reminder(self) -> Text:
         text = (
             "Rollback done. The fix goes through a PR to main (main is protected: no commits or "
             "pushes from the server), then the deploy notebook. The server is on a detached HEAD "
             f"at {(self.last_good or '?')[:12]} until then."
         )
-        print(text)
-        return text
+        return Text(text)
 
 
 def _in_kernel() -> bool:
