@@ -8,6 +8,9 @@ papermill kernels) find the same sandbox. `RUNBOOK_TEST_SANDBOX_REUSE=1`
 keeps a running one between sessions (quicker when iterating; the seed
 data then ages).
 
+Tests that use either are marked `sandbox`; `scripts/check` runs the rest
+(`pytest -m "not sandbox"`) as its fast tests.
+
 `healed`: the sandbox again, healed after the test; use it in every test
 that applies a fault::
 
@@ -40,6 +43,21 @@ import nbformat
 import pytest
 
 from runbook.sandbox import Sandbox, project_root
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sandbox: needs the real sandbox (set automatically from the fixtures)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Marked from the fixture closure rather than by hand, so a new test that
+    # asks for the sandbox (directly or through `healed`) can never slip into
+    # scripts/check's fast run, which deselects "sandbox".
+    for item in items:
+        if "sandbox" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.sandbox)
 
 
 def _test_state_dir() -> Path:

@@ -482,7 +482,10 @@ def test_a_leaked_secret_is_masked_in_the_evidence(sandbox, outputs, notebooks):
     assert evidence_tools.verify_run(run_dir).ok
 
 
-def test_runbook_list_shows_parameters_and_needs():
+def test_runbook_list_shows_parameters_and_needs(sandbox):
+    # `runbook list` names secrets as the sandbox profile's variables, and that
+    # profile resolves only with a sandbox's state.json: without one it shows
+    # the roles (admin_key), so this test needs the sandbox, not just a checkout.
     cli = subprocess.run([str(ROOT / ".venv/bin/runbook"), "list"], capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     blocks: dict[str, str] = {}

@@ -65,9 +65,19 @@ if TYPE_CHECKING:
 
 
 class RunbookError(Exception):
-    """Root of every error the library raises on purpose."""
+    """Root of every error the library raises on purpose.
+
+    `details()` gives the facts an operator needs at the terminal (the flag
+    to add, the key to fix, who holds a lock), one short string each; the
+    session writes them to record.json as `error.details` and `runbook run`
+    prints them::
+
+        >>> NotConfirmed("no", environment="staging").details()
+        {'environment': 'staging', 'flag': '--confirm staging'}
+    """
 
     def details(self) -> dict[str, str]:
+        """Facts about this error for the terminal and the record; none by default."""
         return {}
 
 
@@ -86,10 +96,27 @@ class ParameterError(RunbookError, ValueError):
     `source` the file or notebook it came from, when known.
     """
 
-    def __init__(self, message: str, *, key: str | None = None, source: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        source: str | None = None,
+        fix: str | None = None,
+    ):
         self.key = key
         self.source = source
+        self.fix = fix
         super().__init__(message)
+
+    def details(self) -> dict[str, str]:
+        """The offending key, where it came from and how to fix it, when known.
+
+        >>> ParameterError("bad", key="reason", fix="-p reason WHY").details()
+        {'key': 'reason', 'fix': '-p reason WHY'}
+        """
+        found = {"key": self.key, "source": self.source, "fix": self.fix}
+        return {k: str(v) for k, v in found.items() if v}
 
 
 class ConnectionFailed(RunbookError):
@@ -197,6 +224,9 @@ class NotConfirmed(Refusal):
     def __init__(self, message: str, *, environment: str):
         self.environment = environment
         super().__init__(message)
+
+    def details(self) -> dict[str, str]:
+        return {"environment": self.environment, "flag": f"--confirm {self.environment}"}
 
 
 class Forbidden(Refusal):

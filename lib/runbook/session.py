@@ -182,6 +182,9 @@ class Session:
         self.checks: list[Check] = []
         self.changes: list[Change] = []
         self.would_change: list[Change] = []
+        # dry run: what would change, by section (commits, migrations, .env keys, services)
+        self.preview: dict[str, list[str]] = {}
+        self.next_command: str | None = None
         self.metrics: dict[str, dict[str, Any]] = {}
         self.decisions: dict[str, dict[str, Any]] = {}
         self._current: Step | None = None
@@ -636,6 +639,12 @@ class Session:
         self._taking_lock = True
         try:
             self.lock.acquire()
+        except Forbidden as exc:
+            # the flag is the next command only when the holder looks dead or stale
+            state = exc.details().get("holder_state")
+            if state in ("dead", "stale") and not self.break_stale_lock:
+                self.set_next_command(self.rerun_command(add={"break_stale_lock": True}))
+            raise
         finally:
             self._taking_lock = False
         return self.lock
@@ -677,6 +686,7 @@ class Session:
                     {"kind": "confirmation", "environment": self.env, "how": "parameter"}
                 )
                 return
+            self.set_next_command(self.rerun_command(add={"confirm": self.env}))
             raise NotConfirmed(
                 f"confirm={self._confirm!r} does not match the environment {self.env!r}: a "
                 "confirmation for one environment never counts for another. Nothing was changed.",
@@ -691,6 +701,7 @@ class Session:
             self._confirmed = True
             self.evidence.append({"kind": "confirmation", "environment": self.env, "how": "typed"})
             return
+        self.set_next_command(self.rerun_command(add={"confirm": self.env}))
         raise NotConfirmed(
             f"changes on {self.env!r} need confirmation and none was given "
             f"({'wrong answer' if answer is not None else 'no one to ask: headless run'}). "
@@ -698,6 +709,61 @@ class Session:
             f"--confirm {self.env}  (runbook run).",
             environment=self.env,
         )
+
+    # ------------------------------------------------- next command, preview
+    def set_next_command(self, command: str | None) -> str | None:
+        """Name the exact command the operator should run next (None: no longer any).
+
+        The one place a notebook or the library says what comes next: written
+        to record.json as `next_command`, printed by `runbook run`, and shown
+        here as a plain line (`next: ...`), never as a Python repr.
+
+            s.set_next_command("runbook run rollback --env sandbox -p reason 'red'")
+        """
+        shown = None if command is None else self.redactor.redact(str(command))
+        self.next_command = shown
+        self.evidence.append({"kind": "next", "step": self.current_step, "command": shown})
+        self._write_record()
+        if shown:
+            print(f"next: {shown}")
+        return shown
+
+    def rerun_command(
+        self, *, add: dict[str, Any] | None = None, drop: Sequence[str] = ()
+    ) -> str:
+        """This run's own `runbook run` command line, with parameters added or dropped.
+
+        Built from what papermill injected (the parameters the run was given),
+        or from the flags of this session when the notebook runs by hand.
+        """
+        from runbook.core.story import FLAGS, rerun_command
+
+        base = dict(self._injected) or {
+            k: v for k, v in self.parameters.items() if k in FLAGS and v not in (None, False)
+        }
+        base["env"] = self.env
+        return rerun_command(self.scenario, base, add=add, drop=drop)
+
+    def preview_change(self, section: str, items: Sequence[str]) -> list[str]:
+        """Dry run: record what a step would change, one section at a time.
+
+        `section` names what changes ("commits", "migrations to apply", ".env keys",
+        "services to restart"), `items` one line each (.env values never: key names
+        only). Recorded in record.json under `preview`, printed here and by
+        `runbook run`. Outside a dry run it records nothing and returns [].
+        """
+        if not self.dry_run:
+            return []
+        lines = [self.redactor.redact(str(i)) for i in items] or ["none"]
+        self.preview[section] = lines
+        self.evidence.append(
+            {"kind": "preview", "step": self.current_step, "section": section, "items": lines}
+        )
+        self._write_record()
+        print(f"[dry run] would change: {section}")
+        for line in lines:
+            print(f"    {line}")
+        return lines
 
     # ---------------------------------------------------- steps and checks
     @contextlib.contextmanager
@@ -754,9 +820,11 @@ class Session:
         return c
 
     def metric(
-        self, name: str, value: float, unit: str = "", target: float | None = None
+        self, name: str, value: float | None, unit: str = "", target: float | None = None
     ) -> None:
         """Record a measured number for `runbook history` (e.g. "restore_minutes", 7.2, "min", 15).
+
+        None records that the number could not be measured (the key is still there).
 
         Recorded in record.json under "metrics" (and in commands.jsonl as it happens).
         """
@@ -850,6 +918,8 @@ class Session:
             "decisions": self.decisions,
             "changes": [c.to_dict() for c in self.changes],
             "would_change": [c.to_dict() for c in self.would_change],
+            "preview": self.preview,
+            "next_command": self.next_command,
             "commands_run": self.commands_run,
             "approved_by": self.approved_by,
             "lock": self.lock.info() if self.lock is not None else None,
@@ -1143,13 +1213,17 @@ def _assigned(source: str) -> dict[str, Any]:
         return {}
     names: dict[str, Any] = {}
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else (
-            [node.target] if isinstance(node, ast.AnnAssign) else []
-        )
+        value: ast.expr | None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, value = [node.target], node.value
+        else:
+            continue
         for target in targets:
             if isinstance(target, ast.Name):
                 try:
-                    names[target.id] = ast.literal_eval(node.value) if node.value else None
+                    names[target.id] = ast.literal_eval(value) if value else None
                 except ValueError:
                     names[target.id] = None
     return names

@@ -37,6 +37,37 @@ def main(argv: list[str] | None = None) -> int:
         from runbook.twin.cli import main as twin_main
 
         return twin_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = _use_parameters_dir(getattr(args, "parameters_dir", None))
+    if problem:
+        print(f"runbook: {problem}", file=sys.stderr)
+        return 2
+    if args.command in ("verify", "history", "postmortem", "seal"):
+        from runbook.cli.evidence import run_command
+
+        return run_command(args)
+
+    from runbook.cli import run as runner
+
+    if args.command == "list":
+        from runbook.core.catalog import list_text
+        from runbook.core.paths import notebooks_dir
+
+        print(list_text(sorted(notebooks_dir().glob("*.ipynb"))))
+        return 0
+    params = run_parameters(args)
+    try:
+        code, _ = runner.run(args.scenario, params, timeout=args.timeout)
+    except ParameterError as exc:
+        print(f"runbook: {exc}", file=sys.stderr)
+        print(_refused_before_run(args.scenario, params, exc))
+        return runner.EXIT["parameters"]
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `runbook` (tests parse the printed `next:` commands with it)."""
     parser = argparse.ArgumentParser(prog="runbook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("sandbox", help="the disposable stand-in server (runbook sandbox --help)")
@@ -59,24 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     _add_parameters_dir(p_run)
     sub.add_parser("list", help="the scenarios and their parameters")
     _add_evidence_commands(sub)
-    args = parser.parse_args(argv)
-    problem = _use_parameters_dir(getattr(args, "parameters_dir", None))
-    if problem:
-        print(f"runbook: {problem}", file=sys.stderr)
-        return 2
-    if args.command in ("verify", "history", "postmortem", "seal"):
-        from runbook.cli.evidence import run_command
+    return parser
 
-        return run_command(args)
 
+def run_parameters(args: argparse.Namespace) -> dict:
+    """The notebook parameters of a parsed `runbook run` command line.
+
+    >>> run_parameters(build_parser().parse_args(["run", "rollback", "-p", "reason", "x",
+    ...     "--env", "staging", "--confirm", "staging"]))
+    {'reason': 'x', 'env': 'staging', 'confirm': 'staging'}
+    """
     from runbook.cli import run as runner
 
-    if args.command == "list":
-        from runbook.core.catalog import list_text
-        from runbook.core.paths import notebooks_dir
-
-        print(list_text(sorted(notebooks_dir().glob("*.ipynb"))))
-        return 0
     params = {name: runner.parse_value(value) for name, value in args.parameter}
     for flag, name in (("env", "env"), ("confirm", "confirm"), ("approved_by", "approved_by")):
         value = getattr(args, flag)
@@ -86,12 +111,46 @@ def main(argv: list[str] | None = None) -> int:
         params["dry_run"] = True
     if args.break_stale_lock:
         params["break_stale_lock"] = True
-    try:
-        code, _ = runner.run(args.scenario, params, timeout=args.timeout)
-    except ParameterError as exc:
-        print(f"runbook: {exc}", file=sys.stderr)
-        return runner.EXIT["parameters"]
-    return code
+    return params
+
+
+def _refused_before_run(scenario: str, params: dict, exc: ParameterError) -> str:
+    """The story of a run refused before it had a folder: the error, its details, the fix."""
+    import difflib
+
+    from runbook.cli import run as runner
+    from runbook.core.paths import notebooks_dir
+    from runbook.core.story import parameter_fix, rerun_command
+
+    fixed: tuple[str, dict] | None = None
+    if exc.key == "scenario":
+        known = [p.stem for p in notebooks_dir().glob("*.ipynb")]
+        close = difflib.get_close_matches(scenario, known, n=1)
+        fixed = (close[0], params) if close else None
+    elif exc.key and exc.key in params:
+        try:
+            declared = list(runner.declared_parameters(runner.notebook_path(scenario)))
+        except ParameterError:
+            declared = []
+        if exc.key not in declared:
+            renamed = parameter_fix(params, exc.key, declared)
+            fixed = (scenario, renamed) if renamed is not None else None
+    nxt = None
+    if fixed is not None:
+        # offered only if the fixed command passes every check, the secret check
+        # too: a secret in another parameter is never echoed back
+        try:
+            runner.validate_parameters(*fixed)
+            nxt = rerun_command(*fixed)
+        except ParameterError:
+            nxt = None
+    lines = [
+        f"{'outcome:':<13} parameters (exit {runner.EXIT['parameters']}): nothing ran",
+        f"{'error:':<13} ParameterError: {exc}",
+        *(f"  {k + ':':<11} {v}" for k, v in exc.details().items()),
+        f"{'next:':<13} {nxt or 'none: fix the parameter named above'}",
+    ]
+    return "\n".join(lines)
 
 
 def _add_evidence_commands(sub: argparse._SubParsersAction) -> None:
@@ -141,4 +200,3 @@ def _use_parameters_dir(path: Path | None) -> str | None:
     # the kernel is a child process: it reads the same variable
     os.environ["RUNBOOK_PARAMETERS_DIR"] = str(path.resolve())
     return None
-

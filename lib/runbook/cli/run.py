@@ -219,11 +219,14 @@ def run_notebook(
             file=sys.stderr,
         )
     if not quiet:
-        print(f"outcome:   {_record(run_dir).get('outcome')} (exit {code})")
-        print(f"notebook:  {output}")
-        print(f"html:      {run_dir / (scenario + '.html')}")
-        print(f"record:    {run_dir / 'record.json'}")
-        print(f"manifest:  {run_dir / 'MANIFEST.sha256'}")
+        from runbook.core.story import story
+
+        # the terminal tells the whole story: an operator at 3 a.m. reads only this
+        print(story(_record(run_dir), run_dir))
+        print(f"notebook:     {output}")
+        print(f"html:         {run_dir / (scenario + '.html')}")
+        print(f"record:       {run_dir / 'record.json'}")
+        print(f"manifest:     {run_dir / 'MANIFEST.sha256'}")
     return code, run_dir
 
 
@@ -315,7 +318,7 @@ def _register_engine() -> None:
 
     class RunbookEngine(NBClientEngine):
         @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):  # type: ignore[override]
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
             control = _CONTROL
             start = nb_man.cell_start
 
@@ -423,6 +426,8 @@ def finalize_record(
     if stopped_by:
         record["stopped_by"] = stopped_by
     record["exit_code"] = EXIT.get(outcome, 1)
+    if not record.get("next_command"):
+        record["next_command"] = _default_next(record, scenario, params, notebook)
     record["finished"] = iso(utc_now())
     record["runner"] = {
         "notebook": notebook.name,
@@ -433,6 +438,19 @@ def finalize_record(
     # redact once more: nothing unredacted reaches the disk
     Evidence(run_dir, Redactor()).write_record(record)
     return record["exit_code"]
+
+
+def _default_next(
+    record: dict[str, Any], scenario: str, params: dict[str, Any], notebook: Path
+) -> str | None:
+    """The next command when the notebook named none (story.default_next)."""
+    from runbook.core.story import default_next
+
+    declared: list[str] = []
+    if record.get("outcome") == "parameters" and notebook.exists():
+        with contextlib.suppress(Exception):
+            declared = list(declared_parameters(notebook))
+    return default_next(record, scenario, params, declared)
 
 
 def open_step(run_dir: Path) -> dict[str, Any] | None:

@@ -135,7 +135,10 @@ def declared_parameters(path: Path) -> dict[str, dict[str, Any]]:
                         declared[target.id] = {
                             "name": target.id,
                             "inferred_type_name": "None",
-                            "default": ast.get_source_segment(source, node.value),
+                            # `x: int` alone has no value to show
+                            "default": (
+                                ast.get_source_segment(source, node.value) if node.value else None
+                            ),
                             "help": "",
                         }
         break

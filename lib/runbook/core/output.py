@@ -28,7 +28,7 @@ import queue
 import threading
 from collections import deque
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from runbook.core.redact import Redactor
 
@@ -62,7 +62,7 @@ class StreamCapture:
         self._pending = b""
         self._head: list[bytes] = []
         self._tail: deque[bytes] = deque(maxlen=tail)
-        self._log: BinaryIO | None = None
+        self._log: _Log | None = None
         self._overflowed = False
         self._no_final_newline = False
         self.bytes = 0
@@ -119,11 +119,11 @@ class StreamCapture:
     def _open_log(self) -> None:
         self._overflowed = True
         if self.log_path is None:
-            self._log = _NullLog()  # type: ignore[assignment]
+            self._log = _NullLog()
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = _LogWriter(self.log_path, self.redactor)  # type: ignore[assignment]
-        self._log.write(b"".join(x + b"\n" for x in [*self._head, *self._tail]))
+        self._log = log = _LogWriter(self.log_path, self.redactor)
+        log.write(b"".join(x + b"\n" for x in [*self._head, *self._tail]))
 
     def close(self) -> str:
         """Flush the last partial line; return the bounded capture."""
@@ -155,6 +155,14 @@ class StreamCapture:
         lines.extend(show(x) for x in self._tail)
         end = "\n" if lines and not self._no_final_newline else ""
         return "\n".join(lines) + end
+
+
+class _Log(Protocol):
+    """Where an overflowing capture writes its full stream."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class _LogWriter:

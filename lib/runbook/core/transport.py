@@ -35,7 +35,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -151,7 +151,15 @@ class LocalTransport(Transport):
     def __init__(self, target: str = "local"):
         self.target = target
 
-    def execute(self, command, *, on_stdout, on_stderr, timeout, stdin=None):  # type: ignore[override]
+    def execute(
+        self,
+        command: str,
+        *,
+        on_stdout: Sink,
+        on_stderr: Sink,
+        timeout: float | None,
+        stdin: bytes | None = None,
+    ) -> ExecOutcome:
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command],
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
@@ -341,12 +349,12 @@ def _channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
     except Exception:  # noqa: S110 - a malformed request is paramiko's to reject
         pass
     m.packet.seek(pos)
-    paramiko.Channel._handle_request(chan, m)
+    paramiko.Channel._handle_request(chan, m)  # type: ignore[attr-defined]  # private, not in the stubs
 
 
 class _Transport(paramiko.Transport):
     _channel_handler_table = {  # noqa: RUF012 - mirrors paramiko's class attribute
-        **paramiko.Transport._channel_handler_table,
+        **paramiko.Transport._channel_handler_table,  # type: ignore[attr-defined]  # private, not in the stubs
         MSG_CHANNEL_REQUEST: _channel_request,
     }
 
@@ -405,13 +413,13 @@ class _ChunkPipe(BufferedPipe):
 
     def __init__(self) -> None:
         super().__init__()
-        self._buffer = _Chunks()  # type: ignore[assignment]
+        self._buffer = _Chunks()
 
     def _buffer_frombytes(self, data: bytes) -> None:
         self._buffer.frombytes(data)
 
     def _buffer_tobytes(self, limit: int | None = None) -> bytes:
-        return self._buffer.take(limit)  # type: ignore[attr-defined]
+        return self._buffer.take(limit)
 
 
 def _fast_pipes(chan: paramiko.Channel) -> paramiko.Channel:
@@ -643,7 +651,15 @@ class SSHTransport(Transport):
             delay = min(delay * 2, 0.5)
 
     # -- commands -----------------------------------------------------------
-    def execute(self, command, *, on_stdout, on_stderr, timeout, stdin=None):  # type: ignore[override]
+    def execute(
+        self,
+        command: str,
+        *,
+        on_stdout: Sink,
+        on_stderr: Sink,
+        timeout: float | None,
+        stdin: bytes | None = None,
+    ) -> ExecOutcome:
         with self._slots:
             chan = _fast_pipes(self._open_channel())
             marker = _MarkerFilter(on_stderr)
@@ -743,12 +759,16 @@ class SSHTransport(Transport):
     def _sftp_client(self) -> paramiko.SFTPClient:
         with self._lock:
             t = self.connection()
-            if self._sftp is None or self._sftp.get_channel().get_transport() is not t:
+            sftp = self._sftp
+            current = sftp.get_channel() if sftp is not None else None
+            if sftp is None or current is None or current.get_transport() is not t:
                 client = paramiko.SFTPClient.from_transport(t)
-                assert client is not None
-                client.get_channel().settimeout(self.spec.connect_timeout * 3)
-                self._sftp = client
-            return self._sftp
+                channel = client.get_channel() if client is not None else None
+                if client is None or channel is None:
+                    raise ConnectionFailed("the server opened no SFTP channel", target=self.target)
+                channel.settimeout(self.spec.connect_timeout * 3)
+                self._sftp = sftp = client
+            return sftp
 
     def read_file(self, path: str) -> bytes:
         with self._sftp_client().open(path, "rb") as fh:
@@ -786,7 +806,7 @@ class SSHTransport(Transport):
             self._jump.close()
 
 
-def _prefer(available: tuple[str, ...], first: tuple[str, ...]) -> tuple[str, ...]:
+def _prefer(available: Sequence[str], first: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(c for c in first if c in available) + tuple(c for c in available if c not in first)
 
 

@@ -232,7 +232,7 @@ def choose(frame: pd.DataFrame, backup: str | None = None) -> dict[str, Any] | N
             )
         row = hits.iloc[0]
     # plain Python values (numpy's int64 is not JSON)
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    return {str(k): (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
 
 
 # ---------------------------------------------------------------- databases

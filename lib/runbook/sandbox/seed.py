@@ -275,7 +275,7 @@ def generate(now: datetime, leads: int = LEADS, users: int = USERS) -> Rows:
         for i, c, n, p, m, a in _PLANS
     ]
 
-    user_rows = []
+    user_rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i in range(1, users + 1):
         while True:
@@ -309,7 +309,7 @@ def generate(now: datetime, leads: int = LEADS, users: int = USERS) -> Rows:
         if u["role"] == "sales" and u["created_at"] < now - timedelta(days=91)
     ]
 
-    lead_rows = []
+    lead_rows: list[dict[str, Any]] = []
     for i, t in enumerate(_lead_times(rng, now, leads), start=1):
         city = rng.choice(_CITIES) + " " if rng.random() < 0.4 else ""
         company = f"{rng.choice(_NAMES)} {city}{rng.choice(_SECTORS)} {rng.choice(_SUFFIXES)}"
@@ -343,7 +343,8 @@ def generate(now: datetime, leads: int = LEADS, users: int = USERS) -> Rows:
     data["leads"] = lead_rows
 
     end = now - timedelta(hours=1)
-    notes, calls = [], []
+    notes: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
     note_texts = (
         "Called, asked for a proposal in Arabic and English.",
         "Interested in the Growth plan; decision after Ramadan.",

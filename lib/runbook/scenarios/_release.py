@@ -56,7 +56,6 @@ from runbook.errors import HTTPFailed
 from runbook.scenarios._base import Scenario
 
 if TYPE_CHECKING:
-
     from runbook.session import Session
 
 DEEP_PARTS = ("postgres", "redis", "llm_providers")
@@ -291,16 +290,32 @@ class Release(Scenario):
 
     def revisions_at(self, rev: str) -> dict[str, str | None]:
         """{revision: down_revision} of the migration files in commit `rev` (no checkout)."""
+        return {r: down for r, (down, _) in self.migration_files_at(rev).items()}
+
+    def migration_files_at(self, rev: str) -> dict[str, tuple[str | None, str]]:
+        """{revision: (down_revision, file name)} of the migrations in commit `rev`."""
         listing = self.s.git.ls_tree(rev, MIGRATIONS_DIR)
-        out: dict[str, str | None] = {}
+        out: dict[str, tuple[str | None, str]] = {}
         for name in listing:
             if not name.endswith(".py"):
                 continue
             text = self.s.git.show(rev, f"{MIGRATIONS_DIR}/{name}")
             r, d = parse_migration(text)
             if r:
-                out[r] = d
+                out[r] = (d, name)
         return out
+
+    def preview_unchanged_env_and_restart(self, what: str) -> None:
+        """Dry run: the two sections every deploy and rollback share."""
+        s = self.s
+        s.preview_change(
+            ".env keys",
+            [f"none: {what} never edits {self.app.env_file} (only scenario 4 changes one key)"],
+        )
+        unit = s.services.unit("api")
+        s.preview_change(
+            "services to restart", [f"{unit} ({s.profile.services.manager} restart)"]
+        )
 
     def wait_running(self, sha: str) -> tuple[bool, float]:
         """Until /health answers 200 with `sha` (the restarted API runs the new code)."""

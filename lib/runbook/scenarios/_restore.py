@@ -163,8 +163,8 @@ class _Progress(threading.Thread):
             n = self.read()
             if n is None:
                 continue
-            if n == "done":
-                # the whole dump is read: psql is finishing (indexes, constraints);
+            if not isinstance(n, int):
+                # "done": the whole dump is read: psql is finishing (indexes, constraints);
                 # keep saying so, so a long tail never looks like a hang
                 t = time.monotonic() - self.t0
                 if not self.samples or self.samples[-1][1] != self.total:
@@ -367,7 +367,7 @@ def compare(
     import pandas as pd
 
     prod = s.profile.postgres.database
-    rows = []
+    rows: list[dict[str, Any]] = []
     ages: list[float] = []
     for table in tables:
         try:

@@ -876,6 +876,7 @@ def after_corrupt(s: Session, branch: Branch) -> str:
         passed=False,
         note=f"run: {cmd}",
     )
+    s.set_next_command(cmd)
     return cmd
 
 

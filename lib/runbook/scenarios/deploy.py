@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import utc_now, wait_for
+from runbook.core.story import Text
 from runbook.errors import Forbidden, HTTPFailed, ParameterError
 from runbook.ops.posthog import PostHog
 from runbook.ops.sentry import SENTRY_BUCKET_S, Sentry, per_minute
@@ -21,6 +22,7 @@ from runbook.scenarios._release import (
     Release,
     deep_green,
     error_rate_ok,
+    heads,
     migration_chain,
     rollback_command,
     snapshot_decision,
@@ -90,10 +92,10 @@ class Deploy(Release):
         )
         print(
             "DEPLOY FAILED: " + (self.failure or "see above") + "\n"
-            "Roll back now (runbook scenario 2, target < 5 min), headless:\n\n"
-            f"    {cmd}\n\n"
-            "or step through notebooks/rollback.ipynb with the same parameters."
+            "Roll back now (runbook scenario 2, target < 5 min): run the next command below "
+            "headless, or step through notebooks/rollback.ipynb with the same parameters."
         )
+        self.s.set_next_command(cmd)
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -238,6 +240,8 @@ class Deploy(Release):
             self.head_before, self.rev_before = s.git.head(), rev_before
             self.running_before = self.running_sha()
             self.changes_started = True
+            if s.dry_run:
+                self.preview()
             s.git.fetch()
             s.git.checkout(branch)
             s.git.pull_ff_only("origin", branch)
@@ -285,6 +289,51 @@ class Deploy(Release):
             }
             s.evidence.append({"kind": "deploy", "event": "migrated", **info})
             return info
+
+    def preview(self) -> dict[str, list[str]]:
+        """Dry run: what step 4 and 5 would change, read on the server without changing it.
+
+        The commits come from the origin's objects, fetched without touching a
+        ref (`--refmap=` and no FETCH_HEAD: HEAD, branches, remote-tracking refs
+        and the working tree stay as they are; the unreferenced objects are
+        git's to prune). The migrations are read from the commit to deploy
+        (`git show`, no checkout), compared with the database's revision.
+        """
+        s = self.s
+        branch = s.profile.github.branch
+        target = self.target_sha
+        if target is None:
+            r = s.git.read("ls-remote", "origin", f"refs/heads/{branch}", label="ls-remote")
+            target = r.stdout.split()[0] if r.stdout.split() else None
+        if target is None:
+            s.preview_change("commits", [f"cannot tell: origin has no branch {branch}"])
+            return dict(s.preview)
+        s.git.read(
+            "fetch", "--quiet", "--no-write-fetch-head", "--refmap=", "origin",
+            f"refs/heads/{branch}",
+            label="git-fetch-objects",
+        )
+        head = s.git.head()
+        log = s.git.read("log", "--oneline", f"HEAD..{target}", label="git-log").stdout
+        s.preview_change(
+            f"commits (git log HEAD..origin/{branch} --oneline)",
+            log.splitlines() or [f"none: HEAD {head[:12]} already is origin/{branch}"],
+        )
+        s.preview_change("checkout", [f"{head[:12]} -> {target[:12]} (origin/{branch})"])
+        current = s.alembic.current()
+        files = self.migration_files_at(target)
+        revs = {r: down for r, (down, _) in files.items()}
+        found = heads(revs)
+        try:
+            if len(found) != 1:
+                raise ValueError(f"{len(found)} alembic heads at {target[:12]}: {found}")
+            todo = list(reversed(migration_chain(revs, found[0], current)))
+            items = [f"{r} ({files[r][1]})" for r in todo] or [f"none: the database is at {current}"]
+        except ValueError as exc:
+            items = [f"cannot tell: {exc}"]
+        s.preview_change(f"migrations to apply (alembic upgrade head, from {current})", items)
+        self.preview_unchanged_env_and_restart("the deploy")
+        return dict(s.preview)
 
     # -- step 5 -----------------------------------------------------------
     def restart(self) -> None:
@@ -457,8 +506,8 @@ class Deploy(Release):
             show(fig)
         plt.close(fig)
 
-    def advice(self) -> str:
-        """What to do now: all good, or the exact rollback command line."""
+    def advice(self) -> Text:
+        """What to do now: all good, or the exact rollback command line (plain text)."""
         failed = [c.name for c in self.s.checks if c.passed is False]
         if self.s.dry_run:
             msg = "Dry run: nothing was changed. Run again without dry_run to deploy."
@@ -467,7 +516,5 @@ class Deploy(Release):
         else:
             self.failure = self.failure or f"{', '.join(failed)} failed"
             self._say_rollback()
-            msg = self.rollback_hint()
-        if not failed or self.s.dry_run:
-            print(msg)
-        return msg
+            msg = f"next: {self.rollback_hint()}"
+        return Text(msg)

@@ -466,6 +466,12 @@ def failover(s: Session, new_order: list[str], wait_seconds: float = 60) -> dict
     diff = s.edit_env_var("LLM_PROVIDER_PRIORITY", ",".join(new_order))
     r = s.services.restart("api")
     if r.dry_run:
+        # provider names, not secrets: the one .env key scenario 4 may change, old -> new
+        s.preview_change(".env keys", [f"{diff['key']}: {diff['before']} -> {diff['after']}"])
+        s.preview_change(
+            "services to restart",
+            [f"{s.services.unit('api')} ({s.profile.services.manager} restart)"],
+        )
         return {"diff": diff, "restarted": False}
     deadline = time.monotonic() + wait_seconds
     primary = None

@@ -190,6 +190,7 @@ class ReviewFindings:
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
+        from matplotlib.dates import date2num
 
         names = sorted(set(self.scenarios) | set(self.runs["scenario"]))
         fig, ax = plt.subplots(figsize=(10, 0.45 * max(len(names), 3) + 1.5))
@@ -204,10 +205,11 @@ class ReviewFindings:
                 s=40,
                 zorder=3,
             )
+        # the x axis holds dates: matplotlib's float for a date is date2num's
         naive = self.as_of.replace(tzinfo=None)
-        ax.axvline(naive, color="black", lw=1, label="as of")
+        ax.axvline(float(date2num(naive)), color="black", lw=1, label="as of")
         ax.axvline(
-            naive - timedelta(days=self.cycle_days),
+            float(date2num(naive - timedelta(days=self.cycle_days))),
             color="grey",
             ls="--",
             lw=1,
@@ -215,7 +217,7 @@ class ReviewFindings:
         )
         if self.since is not None:
             ax.axvline(
-                self.since.replace(tzinfo=None), color="tab:blue", ls=":", lw=1, label="last review"
+                float(date2num(self.since.replace(tzinfo=None))), color="tab:blue", ls=":", lw=1, label="last review"
             )
         stale = set(self.due.loc[self.due["kind"] == "stale", "scenario"])
         ax.set_yticks(range(len(names)))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbook.clock import iso, utc_now, wait_for
 from runbook.core.paths import outputs_dir
+from runbook.core.story import Text
 from runbook.errors import Forbidden, ParameterError, RunbookError
 from runbook.ops.sentry import SENTRY_BUCKET_S, Sentry
 from runbook.scenarios._base import show
@@ -169,6 +170,8 @@ class Rollback(Release):
                 columns=["what", "value"],
             )
             show(plan)
+            if s.dry_run:
+                self.preview()
             s.evidence.append(
                 {
                     "kind": "rollback",
@@ -206,6 +209,23 @@ class Rollback(Release):
                 else f"{steps} steps: approved by {s.approved_by}",
             )
             return plan
+
+    def preview(self) -> dict[str, list[str]]:
+        """Dry run: what the rollback would change (after `plan`, read-only)."""
+        s = self.s
+        good, head = self.last_good or "", self.head or ""
+        log = s.git.read("log", "--oneline", f"{good}..{head}", label="git-log").stdout
+        s.preview_change(
+            f"commits to leave (git log {good[:7]}..HEAD --oneline)",
+            log.splitlines() or [f"none: HEAD already is {good[:12]}"],
+        )
+        s.preview_change("checkout", [f"{head[:12]} -> {good[:12]} (last good SHA, detached)"])
+        s.preview_change(
+            f"migrations to undo (alembic downgrade -{len(self.to_undo)}, to {self.target_rev})",
+            self.to_undo or [f"none: the database is at {self.current}"],
+        )
+        self.preview_unchanged_env_and_restart("the rollback")
+        return dict(s.preview)
 
     def confirm_plan(self) -> None:
         """Under the lock: the server is still as planned (nobody deployed meanwhile)."""
@@ -386,11 +406,10 @@ class Rollback(Release):
             )
             return numbers
 
-    def reminder(self) -> str:
+    def reminder(self) -> Text:
         text = (
             "Rollback done. The fix goes through a PR to main (main is protected: no commits or "
             "pushes from the server), then the deploy notebook. The server is on a detached HEAD "
             f"at {(self.last_good or '?')[:12]} until then."
         )
-        print(text)
-        return text
+        return Text(text)

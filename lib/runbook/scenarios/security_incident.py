@@ -325,6 +325,17 @@ def rotate_secrets(s: Session, *, update_operator_secrets: bool = True) -> Rotat
     before_env = {} if s.dry_run else _read_env(s)
     r = s.run(["bash", "scripts/rotate_secrets.sh"], cwd=s.profile.app.dir, label="rotate-secrets")
     if r.dry_run:
+        # key names only: the values are what the rotation replaces
+        s.preview_change(".env keys", [f"{k}: new value (rotated)" for k in ROTATED])
+        s.preview_change(
+            "services to restart",
+            [f"{s.services.unit('api')} ({s.profile.services.manager} restart)"],
+        )
+        if update_operator_secrets:
+            s.preview_change(
+                "operator's secrets file",
+                [f"{v}: new value" for v in [var, *(v for v in ROTATED.values() if v)]],
+            )
         for name in ("Secrets rotated", "New admin key accepted", "Old admin key refused"):
             s.check(name, expected="proved", actual="dry run: not rotated", passed=None)
         return Rotation(False, "", before, None, None, False, "dry run")
@@ -1031,7 +1042,7 @@ def draft_notification(
         "who": f"To: {to}" in written,
         "when": "When: " in written,
         "what": "What: " in written,
-        "evidence hash": bool(doc_sha) and doc_sha in written,
+        "evidence hash": bool(doc_sha and doc_sha in written),
     }
     if preserved and preserved.sha256:
         parts["tarball hash"] = preserved.sha256 in written
