@@ -197,7 +197,7 @@ def test_disk_full_rotates_old_backups_only(sandbox, healed) -> None:
     shown = next(
         c
         for c in nb["cells"]
-        if c["cell_type"] == "code" and "rotation candidates" in "".join(c["source"])
+        if c["cell_type"] == "code" and "disk_full_report()" in "".join(c["source"])
     )
     assert "dealix-2026-09-30.sql.gz" in json.dumps(shown["outputs"])  # the list was displayed
     (backups / "probe").write_bytes(b"x" * 65536)  # writes work again
