@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Set up this checkout on a Debian machine: the packages the sandbox needs
 # (iptables, fail2ban, ufw: the isolated mode, `runbook sandbox up --isolated`;
-# ufw stays disabled on this machine, it runs only inside the sandbox's namespace),
+# ufw stays disabled on this machine, it runs only inside the sandbox's namespace;
+# systemd-container, debootstrap, zstd: the production twin, `runbook twin up`;
+# systemd-container is version-locked to systemd, so apt may upgrade the host's
+# systemd packages too, which is harmless on a machine without systemd as PID 1),
 # a .venv with the project and its extras, and the project's Jupyter kernel.
 # Idempotent, and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(openssh-server openssh-client postgresql redis-server nginx-light git python3 python3-venv ca-certificates procps iproute2 iptables fail2ban ufw chromium)
+PACKAGES=(openssh-server openssh-client postgresql redis-server nginx-light git python3 python3-venv ca-certificates procps iproute2 iptables fail2ban ufw chromium systemd-container debootstrap zstd)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

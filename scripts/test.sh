@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 # CI runs as root: there the isolated sandbox (network namespaces, a real
-# firewall, fail2ban) must run, so its tests fail instead of skipping when
-# something it needs is missing.
+# firewall, fail2ban) and the production twin (systemd-nspawn) must run, so
+# their tests fail instead of skipping when something they need is missing.
 if [ "$(id -u)" -eq 0 ]; then
   export RUNBOOK_REQUIRE_ISOLATED="${RUNBOOK_REQUIRE_ISOLATED:-1}"
+  export RUNBOOK_REQUIRE_TWIN="${RUNBOOK_REQUIRE_TWIN:-1}"
 fi
 set +e
 .venv/bin/python -m pytest "$@"

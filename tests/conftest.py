@@ -14,6 +14,18 @@ that applies a fault::
     def test_something_under_postgres_down(healed):
         healed.fault("postgres-down")
         ...
+
+`twin` (session scope): the production twin (lib/runbook/twin), built from the
+cached layers and booted once per session in `$RUNBOOK_TEST_TWIN_DIR` (default
+`<project>/.twin-test`), taken down at the end (`RUNBOOK_TEST_TWIN_REUSE=1`
+keeps it). While it runs, `RUNBOOK_TWIN_DIR` points at it. Root and
+systemd-nspawn are needed: elsewhere its tests skip with the reason, unless
+`RUNBOOK_REQUIRE_TWIN=1` (scripts/test.sh as root, CI), where they fail. The
+runner side reaches the twin through `twin_exec(twin, argv)`: the command runs
+under `runbook twin exec`, in a private mount namespace whose /etc/hosts maps
+api.dealix.me and the SaaS names, with SSL_CERT_FILE naming the twin's CA.
+The test process itself never changes its own name resolution (unsharing the
+mount namespace of a threaded pytest process is refused by the kernel).
 """
 
 from __future__ import annotations
@@ -57,6 +69,63 @@ def sandbox() -> Iterator[Sandbox]:
 def healed(sandbox: Sandbox) -> Iterator[Sandbox]:
     yield sandbox
     sandbox.heal()
+
+
+def _test_twin_dir() -> Path:
+    env = os.environ.get("RUNBOOK_TEST_TWIN_DIR")
+    return Path(env).expanduser().resolve() if env else project_root() / ".twin-test"
+
+
+def twin_unavailable() -> str | None:
+    """Why the twin cannot run here, or None."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return "the production twin needs root (systemd-nspawn, mounts, cgroups, veths)"
+    missing = [t for t in ("systemd-nspawn", "debootstrap", "zstd") if not shutil.which(t)]
+    if missing:
+        return f"the production twin needs {', '.join(missing)} (scripts/setup.sh installs them)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def twin() -> Iterator[object]:
+    why = twin_unavailable()
+    if why:
+        if os.environ.get("RUNBOOK_REQUIRE_TWIN") == "1":
+            pytest.fail(f"RUNBOOK_REQUIRE_TWIN=1 but {why}")
+        pytest.skip(why)
+    from runbook.twin import Twin
+
+    reuse = os.environ.get("RUNBOOK_TEST_TWIN_REUSE") == "1"
+    t = Twin(_test_twin_dir())
+    previous = os.environ.get("RUNBOOK_TWIN_DIR")
+    os.environ["RUNBOOK_TWIN_DIR"] = str(t.dir)
+    try:
+        t.up(fresh=not reuse)
+        yield t
+    finally:
+        if not reuse:
+            t.down()
+        if previous is None:
+            os.environ.pop("RUNBOOK_TWIN_DIR", None)
+        else:
+            os.environ["RUNBOOK_TWIN_DIR"] = previous
+
+
+def twin_exec(
+    t: object, argv: list[str], timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run argv on the runner side of the twin (`runbook twin exec --dir <twin> -- argv`)."""
+    runbook = str(Path(sys.executable).with_name("runbook"))
+    return subprocess.run(
+        [runbook, "twin", "--dir", str(t.dir), "exec", "--", *argv],  # type: ignore[attr-defined]
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def plain_papermill(scenario: str, out: Path, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -1,6 +1,7 @@
 """The `runbook` command line.
 
 runbook sandbox up | down | status | fault NAME | fault --list | heal
+runbook twin up | down | status | fault NAME | fault --list | heal | exec -- CMD  (root)
 runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
             [--approved-by NAME] [--break-stale-lock]
 runbook list
@@ -28,9 +29,14 @@ def main(argv: list[str] | None = None) -> int:
         from runbook.sandbox.cli import main as sandbox_main
 
         return sandbox_main(argv[1:])
+    if argv and argv[0] == "twin":
+        from runbook.twin.cli import main as twin_main
+
+        return twin_main(argv[1:])
     parser = argparse.ArgumentParser(prog="runbook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("sandbox", help="the disposable stand-in server (runbook sandbox --help)")
+    sub.add_parser("twin", help="the production twin, root only (runbook twin --help)")
     p_run = sub.add_parser("run", help="run a scenario notebook headless into its evidence folder")
     p_run.add_argument("scenario")
     p_run.add_argument("--env", default=None, help="environment profile (default: sandbox)")

@@ -2,8 +2,9 @@
 
 `parameters/<env>.yaml` is validated on load: unknown keys, wrong types and
 missing values raise `ParameterError` naming the key and the file. Values
-may say `${sandbox.KEY}`: they are filled from the sandbox's state.json
-(ports and key paths cannot be known before `runbook sandbox up`).
+may say `${sandbox.KEY}` or `${twin.KEY}`: they are filled from the sandbox's
+or the production twin's state.json (ports, addresses, host keys and key paths
+cannot be known before `runbook sandbox up` / `runbook twin up`).
 
 Example::
 
@@ -23,10 +24,10 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from runbook.core.paths import parameters_dir, sandbox_state_dir
+from runbook.core.paths import parameters_dir, project_root, sandbox_state_dir
 from runbook.errors import ParameterError
 
-_REF = re.compile(r"\$\{sandbox\.([A-Za-z0-9_]+)\}")
+_REF = re.compile(r"\$\{(sandbox|twin)\.([A-Za-z0-9_]+)\}")
 KINDS = ("sandbox", "staging", "production")
 
 
@@ -366,35 +367,60 @@ def sandbox_state(state_dir: Path | None = None) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def twin_state(state_dir: Path | None = None) -> dict[str, Any]:
+    """The running twin's state.json (`$RUNBOOK_TWIN_DIR`, else <project>/.twin), or a
+    ParameterError saying how to start it."""
+    if state_dir is None:
+        env = os.environ.get("RUNBOOK_TWIN_DIR")
+        state_dir = Path(env).expanduser().resolve() if env else project_root() / ".twin"
+    path = state_dir / "state.json"
+    if not path.exists():
+        raise ParameterError(
+            f"the production twin is not up ({path} is missing): run `runbook twin up` as "
+            "root, then run through `runbook twin exec -- runbook run ...` (its names and CA)",
+            key="env",
+            source=str(path),
+        )
+    return json.loads(path.read_text())
+
+
+_STATES = {"sandbox": sandbox_state, "twin": twin_state}
+_UP = {"sandbox": "runbook sandbox up", "twin": "runbook twin up"}
+
+
 def _interpolate(data: Any, path: Path) -> Any:
-    state: dict[str, Any] | None = None
+    states: dict[str, dict[str, Any]] = {}
+
+    def state_of(kind: str) -> dict[str, Any]:
+        if kind not in states:
+            states[kind] = _STATES[kind]()
+        return states[kind]
 
     def fill(value: Any, key: str) -> Any:
-        nonlocal state
         if isinstance(value, dict):
             return {k: fill(v, f"{key}.{k}" if key else k) for k, v in value.items()}
         if isinstance(value, list):
             return [fill(v, key) for v in value]
         if not isinstance(value, str) or "${" not in value:
             return value
-        if state is None:
-            state = sandbox_state()
 
         def repl(m: re.Match[str]) -> str:
-            assert state is not None
-            if m.group(1) not in state:
+            state = state_of(m.group(1))
+            if m.group(2) not in state:
                 raise ParameterError(
-                    f"{key}: the sandbox state has no {m.group(1)!r}; run `runbook sandbox up`",
+                    f"{key}: the {m.group(1)} state has no {m.group(2)!r}; "
+                    f"run `{_UP[m.group(1)]}`",
                     key=key,
                     source=str(path),
                 )
-            return str(state[m.group(1)])
+            return str(state[m.group(2)])
 
         whole = _REF.fullmatch(value)
-        if whole and not isinstance(state.get(whole.group(1)), str):
+        if whole:
+            state = state_of(whole.group(1))
             # keep ports as ints: "${sandbox.ssh_port}" alone becomes the value itself
-            if whole.group(1) in state:
-                return state[whole.group(1)]
+            if whole.group(2) in state and not isinstance(state[whole.group(2)], str):
+                return state[whole.group(2)]
         return _REF.sub(repl, value)
 
     return fill(data, "")

@@ -1,0 +1,138 @@
+"""Faults on the twin, by name: real systemd units and the stubs behind the "internet".
+
+Each fault is a command on the server (over SSH with the pinned key) or a call
+to the stubs' loopback control endpoints, and its heal undoes it. Active
+faults are kept in state.json; `heal` undoes them newest first. Later
+scenarios add theirs here with `register`.
+
+Example::
+
+    >>> [f.name for f in registry()][:2]
+    ['postgres-down', 'postgres-killed']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from runbook.twin.common import TwinError
+from runbook.twin.internet import stub_control
+
+if TYPE_CHECKING:
+    from runbook.twin.instance import Twin
+
+
+class UnknownFault(TwinError):
+    pass
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    description: str
+    apply: Callable[[Twin], str]
+    heal: Callable[[Twin], None]
+
+
+_REGISTRY: dict[str, Fault] = {}
+
+
+def register(fault: Fault) -> Fault:
+    _REGISTRY[fault.name] = fault
+    return fault
+
+
+def registry() -> list[Fault]:
+    return list(_REGISTRY.values())
+
+
+def get(name: str) -> Fault:
+    if name not in _REGISTRY:
+        raise UnknownFault(
+            "fault",
+            f"unknown fault {name!r}; known: {', '.join(_REGISTRY)} (runbook twin fault --list)",
+        )
+    return _REGISTRY[name]
+
+
+def _ssh(cmd: str) -> Callable[[Twin], None]:
+    def go(t: Twin) -> None:
+        t.ssh(cmd)
+
+    return go
+
+
+def _ssh_says(cmd: str, said: str) -> Callable[[Twin], str]:
+    def go(t: Twin) -> str:
+        t.ssh(cmd)
+        return said
+
+    return go
+
+
+def _stub(path: str, body: object, said: str) -> Callable[[Twin], str]:
+    def go(t: Twin) -> str:
+        stub_control(t.state["stubs_url"], path, body)
+        return said
+
+    return go
+
+
+register(
+    Fault(
+        "postgres-down",
+        "systemctl stop postgresql (the Debian wrapper stops postgresql@15-main): "
+        "/health/deep turns red.",
+        _ssh_says("systemctl stop postgresql", "postgresql stopped (systemctl stop postgresql)"),
+        _ssh("systemctl start postgresql"),
+    )
+)
+register(
+    Fault(
+        "postgres-killed",
+        "SIGKILL the cluster's postmaster: postgresql@15-main fails while the wrapper "
+        "postgresql.service still says active (a Debian fidelity finding, TWIN_NOTES §1.6).",
+        _ssh_says(
+            "kill -KILL $(head -1 /var/lib/postgresql/15/main/postmaster.pid)",
+            "postmaster SIGKILLed; postgresql@15-main is failed, postgresql still 'active'",
+        ),
+        _ssh("systemctl reset-failed postgresql@15-main; systemctl restart postgresql"),
+    )
+)
+register(
+    Fault(
+        "ci-red",
+        "Add a newest failed CI run on main at api.github.com (the stubs).",
+        lambda t: (_add_run(t, "failure"), "newest CI run on main: failure")[1],
+        lambda t: _add_run(t, "success"),
+    )
+)
+register(
+    Fault(
+        "llm-anthropic-down",
+        "api.anthropic.com answers 529 overloaded and its status page shows a major outage.",
+        _stub("/_stub/llm/anthropic", {"down": True}, "anthropic down"),
+        lambda t: _llm(t, "anthropic", down=False),
+    )
+)
+
+
+def _llm(t: Twin, provider: str, *, down: bool) -> None:
+    stub_control(t.state["stubs_url"], f"/_stub/llm/{provider}", {"down": down})
+
+
+def _add_run(t: Twin, conclusion: str) -> None:
+    st = t.state
+    stub_control(
+        st["stubs_url"],
+        "/_stub/github/runs",
+        {
+            "head_sha": st["origin_head"],
+            "conclusion": conclusion,
+            "status": "completed",
+            "name": "CI",
+            "branch": "main",
+        },
+    )
