@@ -106,7 +106,9 @@ register(
         "ci-red",
         "Add a newest failed CI run on main at api.github.com (the stubs).",
         lambda t: (_add_run(t, "failure"), "newest CI run on main: failure")[1],
-        lambda t: _add_run(t, "success"),
+        # a green streak as long as the health check's window (the last 3 runs), as the
+        # sandbox's heal: one green run would leave the red one among them
+        lambda t: [_add_run(t, "success") for _ in range(3)] and None,
     )
 )
 register(
@@ -125,14 +127,20 @@ def _llm(t: Twin, provider: str, *, down: bool) -> None:
 
 def _add_run(t: Twin, conclusion: str) -> None:
     st = t.state
+    # the origin's main as it is now: a pushed deploy (faults_deploy) moves it
+    head = t.ssh("git --git-dir=/srv/git/dealix.git rev-parse refs/heads/main").stdout.strip()
     stub_control(
         st["stubs_url"],
         "/_stub/github/runs",
         {
-            "head_sha": st["origin_head"],
+            "head_sha": head,
             "conclusion": conclusion,
             "status": "completed",
             "name": "CI",
             "branch": "main",
         },
     )
+
+
+# each scenario's faults, in a module of its own, registered on import
+from runbook.twin import faults_deploy  # noqa: E402, F401
