@@ -16,6 +16,7 @@ names; every test heals what it applied.
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def checks(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def failed(record: dict[str, Any]) -> list[Any]:
     """The failed checks (name, actual), and the error if the run stopped on one."""
     out: list[Any] = [(c["name"], c["actual"]) for c in record["checks"] if c["status"] == "failed"]
-    if record.get("error"):
+    if (record.get("error") or {}).get("type") not in (None, "DefinitionOfDoneNotMet"):
         out.append((record.get("failed_step"), record["error"]))
     return out
 
@@ -326,7 +327,7 @@ def test_llm_down_long_enough_fails_over_on_the_twin(twin, env_restored, outputs
     # the old .env was backed up, byte for byte, before the edit
     backups = now["env_backups"]
     assert backups
-    old = twin.ssh(f"base64 -w0 {backups[-1]}").stdout.strip()
+    old = twin.ssh(f"base64 -w0 /opt/dealix/{backups[-1]}").stdout.strip()
     assert old == env_before
     assert base64.b64decode(old) != base64.b64decode(twin.ssh("base64 -w0 /opt/dealix/.env").stdout)
     # the direct calls went to the providers' real names, and no key is in the evidence
@@ -384,10 +385,27 @@ def test_health_check_on_the_twin_names_the_red_ci(twin, healed, outputs) -> Non
 
 
 def test_review_reads_the_twin_runs(twin, outputs) -> None:
+    """Appendix C over this module's twin runs (a real environment: kind production)."""
+    runs = {
+        p.parent.name: json.loads(p.read_text())
+        for p in outputs.glob("twin/*/*/record.json")
+        if "/review/" not in str(p)
+    }
+    assert runs, "run the other tests of this module first (the review reads their records)"
     _, record, run_dir = run(twin, outputs, "review", "outputs_dir", str(outputs), confirm=False)
-    assert record["environment"] == "twin", record
-    runs = json.loads((run_dir / "record.json").read_text())
-    assert runs["outcome"] in ("ok", "dod_not_met"), runs
-    text = json.dumps(record)
-    for scenario in ("deploy", "rollback", "llm_provider_down", "health_check"):
-        assert scenario in text, scenario
+    assert record["environment"] == "twin" and record["environment_kind"] == "production"
+    c = checks(record)
+    # every command of the twin runs ended as accepted: nothing for the runbook to fix,
+    # and the host lock's "is anyone holding it?" probe is not a failed command
+    clean = c["No command failed in a real incident since the last review"]
+    assert clean["status"] == "passed", clean
+    # the review saw each scenario's newest twin run with its outcome
+    with (run_dir / "last_runs.csv").open() as fh:
+        last = {row["scenario"]: row for row in csv.DictReader(fh)}
+    for rec in runs.values():
+        row = last[rec["scenario"]]
+        assert row["environment"] == "twin" and row["due"] == "False", row
+    newest = {}
+    for rec in sorted(runs.values(), key=lambda r: r["started"]):
+        newest[rec["scenario"]] = rec["outcome"]
+    assert {s: last[s]["outcome"] for s in newest} == newest
