@@ -134,6 +134,23 @@ def dlq_depths(twin) -> dict[str, int]:
     return {q: int(queues[q]) for q in ("OUTBOUND_DLQ", "ENRICHMENT_DLQ")}
 
 
+def drain_dlqs(twin) -> None:
+    """Replay whatever the LLM DLQs hold, through the API's admin drain (the provider is up)."""
+    key = twin.secrets()["DEALIX_ADMIN_KEY"]
+    for queue in ("outbound", "enrichment"):
+        subprocess.run(
+            twin.ssh_argv(
+                "curl -sf -X POST -H @- "
+                f"'https://api.dealix.me/api/v1/admin/dlq/{queue}/drain?limit=1000'"
+            ),
+            input=f"X-API-Key: {key}\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+
+
 def queued_jobs(twin) -> list[str]:
     """The job ids in the LLM DLQs, read with redis-cli on the twin."""
     out = twin.ssh(
@@ -176,6 +193,7 @@ def test_good_deploy_goes_live_on_the_twin(twin, healed, outputs) -> None:
     twin.fault("good-deploy")
     new = twin.state["deploy_faults"]["good-deploy"]
     stubs_before = stub_state(twin)
+    log_before = len(internet_log(twin))
     got, record, _ = run(twin, outputs, "deploy", "watch_minutes", WATCH)
     assert got.returncode == 0 and record["outcome"] == "ok", (failed(record), got.stderr[-2000:])
     assert record["environment"] == "twin" and twin.state["host"] in str(record["target"])
@@ -207,6 +225,20 @@ def test_good_deploy_goes_live_on_the_twin(twin, healed, outputs) -> None:
     assert any(e.get("event") == "sentry_check" for e in stubs["posthog"]["events"][-20:]), (
         "no sentry_check event at eu.i.posthog.com"
     )
+    # and all of it went through the internet container: the app's event from the twin
+    # (.2), the runner's reads of both APIs from this machine (.1)
+    seen = internet_log(twin)[log_before:]
+    server_ip, runner_ip = twin.state["host"], twin.state["operator_ip"]
+    sentry_project = twin.state["sentry_project_id"]
+
+    def saw(ip: str, request: str) -> bool:
+        return any(line.startswith(ip + " ") and request in line for line in seen)
+
+    assert saw(server_ip, f"POST /api/{sentry_project}/"), seen[-10:]
+    assert saw(server_ip, "POST /capture/"), seen[-10:]
+    assert saw(runner_ip, "GET /api/0/projects/dealix/dealix-api/events/"), seen[-10:]
+    assert saw(runner_ip, "GET /api/projects/@current/events/"), seen[-10:]
+    assert saw(runner_ip, "GET /repos/VoXc2/dealix/actions/runs"), seen[-10:]
 
 
 def test_bad_deploy_then_rollback_on_the_twin(twin, healed, outputs) -> None:
@@ -264,9 +296,12 @@ def test_bad_deploy_then_rollback_on_the_twin(twin, healed, outputs) -> None:
         "4. Check out the last good SHA + pip install"
     )
     # the announcement is a comment on GitHub issue 42, at api.github.com
-    comments = [x for x in stub_state(twin)["github"]["comments"] if x.get("issue") == 42]
-    assert any("deep health red" in x.get("body", "") for x in comments) or any(
-        "/repos/VoXc2/dealix/issues/42/comments" in line for line in internet_log(twin)
+    comments = stub_state(twin)["github"]["comments"]
+    assert any(
+        str(x["issue_number"]) == "42" and "deep health red" in x["body"] for x in comments
+    ), comments[-3:]
+    assert any(
+        '"POST /repos/VoXc2/dealix/issues/42/comments' in line for line in internet_log(twin)
     )
 
 
@@ -291,6 +326,8 @@ def env_restored(twin) -> Iterator[Any]:
     original = twin.ssh("base64 -w0 /opt/dealix/.env").stdout.strip()
     yield twin
     twin.heal()
+    # what a failed run left queued would make the next test's health check red
+    drain_dlqs(twin)
     twin.ssh(
         f'cd /opt/dealix && if [ "$(base64 -w0 .env)" != {original!r} ]; then '
         f"echo {original} | base64 -d > .env && systemctl restart dealix-api; fi; rm -f .env.bak.*"
@@ -349,8 +386,10 @@ def test_llm_down_briefly_breaker_protects_then_recovers(twin, env_restored, out
         def decided() -> bool:
             for rec in outputs.glob("twin/llm_provider_down/*/record.json"):
                 try:
-                    if "Decision" in json.loads(rec.read_text()).get("decisions", {}):
-                        return rec.stat().st_mtime > started
+                    if rec.stat().st_mtime > started and "Decision" in json.loads(
+                        rec.read_text()
+                    ).get("decisions", {}):
+                        return True
                 except (ValueError, OSError):
                     continue
             return False
