@@ -170,7 +170,11 @@ def _meaning(key: str, v: dict[str, Any]) -> str:
     if key == "postgres_service":
         if value is None:
             return "unknown"
-        return "Postgres runs" if str(value).startswith("active") else "Postgres is not running"
+        if str(value).startswith("active (running)"):
+            return "Postgres runs"
+        if str(value).startswith("active"):
+            return "the unit is active but runs no server process: it proves nothing"
+        return "Postgres is not running"
     if key == "select1":
         if value:
             return "Postgres answers queries"
@@ -220,21 +224,29 @@ def classify(table: pd.DataFrame) -> Branch:
     if full:
         return Branch(DISK_FULL, "; ".join(full) + f" (full from {DISK_FULL_PCT:.0f}%)")
     service = str(v.get("postgres_service") or "")
+    unit = str(v.get("postgres_unit") or "")
+    named = f"the Postgres service ({unit})" if unit else "the Postgres service"
     log_text = str(v.get("postgres_log") or "")
     err = str(v.get("select1_error") or "")
     if service and not service.startswith("active"):
         m = _CORRUPTION.search(log_text)
         if m:
-            return Branch(CORRUPT, f"Postgres is {service} and its log says {_around(log_text, m)}")
-        return Branch(SERVICE_FAILED, f"the Postgres service is {service}; no corruption in log")
+            return Branch(CORRUPT, f"{named} is {service} and its log says {_around(log_text, m)}")
+        return Branch(SERVICE_FAILED, f"{named} is {service}; no corruption in log")
+    # Only say "runs" when the unit that runs the server says so (not a wrapper).
+    runs = (
+        (f"Postgres runs ({unit} {service})" if unit else "Postgres runs")
+        if service.startswith("active (running)")
+        else (f"{named} says {service or 'nothing'}")
+    )
     if v.get("select1") is False:
         m = _CORRUPTION.search(err) or _CORRUPTION.search(log_text)
         if m:
             src = err if _CORRUPTION.search(err) else log_text
-            return Branch(CORRUPT, f"Postgres runs but SELECT 1 fails: {_around(src, m)}")
+            return Branch(CORRUPT, f"{runs} but SELECT 1 fails: {_around(src, m)}")
         if _POOL.search(err):
             return Branch(POOL_EXHAUSTED, f"SELECT 1 is refused for lack of slots: {err[:160]}")
-        return Branch(SERVICE_FAILED, f"Postgres runs but does not answer SELECT 1: {err[:160]}")
+        return Branch(SERVICE_FAILED, f"{runs} but does not answer SELECT 1: {err[:160]}")
     deep = v.get("deep_postgres")
     detail = str(v.get("deep_postgres_detail") or "")
     if deep not in (None, "green"):
@@ -339,7 +351,9 @@ def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
     for key, role in (("api_service", "api"), ("postgres_service", "postgres")):
         st = s.services.status(role)
         v[key] = st.active if key == "api_service" else st.words
-        seen[key] = f"{st.words}" + (f", pid {st.pid}" if st.pid else "")
+        # The unit that runs the server (postgresql@15-main under Debian's wrapper).
+        v[key.replace("_service", "_unit")] = st.name
+        seen[key] = st.label + (f", pid {st.pid}" if st.pid else "")
     r = s.db.probe("SELECT 1", timeout=15)
     v["select1"] = r.ok
     v["select1_error"] = "" if r.ok else _psql_error(r.stderr or r.stdout)

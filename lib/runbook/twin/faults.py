@@ -136,3 +136,5 @@ def _add_run(t: Twin, conclusion: str) -> None:
             "branch": "main",
         },
     )
+
+from runbook.twin import faults_incidents  # noqa: E402, F401 - registers its faults on import
