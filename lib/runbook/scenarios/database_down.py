@@ -67,6 +67,28 @@ _POOL = re.compile(
     re.IGNORECASE,
 )
 
+_SEVERE = re.compile(r"\b(PANIC|FATAL|ERROR)\b")
+_READY = "database system is ready to accept connections"
+
+
+def recent_errors(log_text: str) -> str:
+    """The log lines that can tell of corruption: errors logged since the server last
+    came up (a cluster's own log file keeps every past lifetime).
+
+    Only PANIC/FATAL/ERROR lines count: crash recovery logs "invalid record length at
+    0/32513C0: wanted 24, got 0" at LOG level as the normal end of the WAL it replays.
+
+    >>> recent_errors("LOG:  invalid record length at 0/3: wanted 24, got 0\\n"
+    ...               "LOG:  database system is ready to accept connections\\n"
+    ...               "FATAL:  the database system is shutting down\\n")
+    'FATAL:  the database system is shutting down'
+    """
+    lines = log_text.splitlines()
+    ready = [i for i, ln in enumerate(lines) if _READY in ln]
+    since = lines[ready[-1] + 1 :] if ready else lines
+    return "\n".join(ln for ln in since if _SEVERE.search(ln))
+
+
 # What each signal is, what is normal, in words for someone who never read the runbook.
 SIGNALS: dict[str, tuple[str, str]] = {
     "deep_status": ("API deep health, overall", "green (HTTP 200)"),
@@ -198,7 +220,8 @@ def _meaning(key: str, v: dict[str, Any]) -> str:
             return "the pool is exhausted: new app connections are refused"
         return "connections available"
     if key == "postgres_log":
-        return "corruption or a PANIC in the log" if _CORRUPTION.search(str(value or "")) else "—"
+        recent = recent_errors(str(value or ""))
+        return "corruption or a PANIC in the log" if _CORRUPTION.search(recent) else "—"
     return ""
 
 
@@ -226,7 +249,7 @@ def classify(table: pd.DataFrame) -> Branch:
     service = str(v.get("postgres_service") or "")
     unit = str(v.get("postgres_unit") or "")
     named = f"the Postgres service ({unit})" if unit else "the Postgres service"
-    log_text = str(v.get("postgres_log") or "")
+    log_text = recent_errors(str(v.get("postgres_log") or ""))
     err = str(v.get("select1_error") or "")
     if service and not service.startswith("active"):
         m = _CORRUPTION.search(log_text)
