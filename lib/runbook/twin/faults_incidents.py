@@ -33,6 +33,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from runbook.twin.common import TwinError
@@ -103,8 +104,9 @@ while True:
 
 def _pool_exhausted(t: Twin) -> str:
     t.ssh(
-        f"rm -f {HOG_COUNT}; cd /opt/dealix && setsid nohup .venv/bin/python -c "
-        f"{shlex.quote(_HOG)} {HOG_COUNT} >/dev/null 2>&1 < /dev/null &"
+        # every fd off the SSH channel, or the session waits for the hog to end
+        f"rm -f {HOG_COUNT}; (cd /opt/dealix && exec setsid .venv/bin/python -c "
+        f"{shlex.quote(_HOG)} {HOG_COUNT}) >/dev/null 2>&1 < /dev/null &"
     )
     held = _wait(t, "connections held", f"cat {HOG_COUNT}", 90).strip()
     _deep(t, "red")
@@ -283,51 +285,61 @@ def _intrusion_heal(t: Twin) -> None:
     )
 
 
-register(
-    Fault(
-        "pool-exhausted",
-        "Idle connections as dealix (the app's DATABASE_URL) inside dealix-api.service's "
-        "cgroup until Postgres refuses more: /health/deep postgres red, superuser psql works. "
-        "Heal: systemctl restart dealix-api (ends them with the API's cgroup).",
-        _pool_exhausted,
-        _pool_heal,
-    )
+def _or_heal(apply: Callable[[Twin], str], heal: Callable[[Twin], None]) -> Callable[[Twin], str]:
+    """An apply that heals what it did when it fails half-way: a fault is recorded (and
+    healed by `runbook twin heal`) only once its apply returned."""
+
+    def go(t: Twin) -> str:
+        try:
+            return apply(t)
+        except BaseException:
+            heal(t)
+            raise
+
+    return go
+
+
+def _fault(
+    name: str, description: str, apply: Callable[[Twin], str], heal: Callable[[Twin], None]
+) -> None:
+    register(Fault(name, description, _or_heal(apply, heal), heal))
+
+
+_fault(
+    "pool-exhausted",
+    "Idle connections as dealix (the app's DATABASE_URL) inside dealix-api.service's "
+    "cgroup until Postgres refuses more: /health/deep postgres red, superuser psql works. "
+    "Heal: systemctl restart dealix-api (ends them with the API's cgroup).",
+    _pool_exhausted,
+    _pool_heal,
 )
-register(
-    Fault(
-        "disk-full",
-        f"{BACKUPS} becomes a small tmpfs holding the real backups plus old filler backups "
-        "up to the last byte (ENOSPC). Heal: unmount it; the real backups are as before.",
-        _disk_full,
-        _disk_heal,
-    )
+_fault(
+    "disk-full",
+    f"{BACKUPS} becomes a small tmpfs holding the real backups plus old filler backups "
+    "up to the last byte (ENOSPC). Heal: unmount it; the real backups are as before.",
+    _disk_full,
+    _disk_heal,
 )
-register(
-    Fault(
-        "db-corrupt",
-        "Garbage over the first page of dealix's pg_class file: every connection to dealix "
-        "fails ('invalid page in block 0'); the cluster runs. Heal: the data dir copied aside "
-        "before the damage is put back.",
-        _db_corrupt,
-        _corrupt_heal,
-    )
+_fault(
+    "db-corrupt",
+    "Garbage over the first page of dealix's pg_class file: every connection to dealix "
+    "fails ('invalid page in block 0'); the cluster runs. Heal: the data dir copied aside "
+    "before the damage is put back.",
+    _db_corrupt,
+    _corrupt_heal,
 )
-register(
-    Fault(
-        "cluster-corrupt",
-        f"The cluster's pg_control is overwritten: {CLUSTER} will not start. "
-        "Heal: the data dir copied aside before the damage is put back.",
-        _cluster_corrupt,
-        _corrupt_heal,
-    )
+_fault(
+    "cluster-corrupt",
+    f"The cluster's pg_control is overwritten: {CLUSTER} will not start. "
+    "Heal: the data dir copied aside before the damage is put back.",
+    _cluster_corrupt,
+    _corrupt_heal,
 )
-register(
-    Fault(
-        "intrusion",
-        "Real failed password logins from a third address on the bridge (.66) until "
-        "fail2ban's sshd jail bans it. Heal: unban all, and the firewall back to 22/80/443 open (this also "
-        "undoes a security_incident lockdown).",
-        _intrusion,
-        _intrusion_heal,
-    )
+_fault(
+    "intrusion",
+    "Real failed password logins from a third address on the bridge (.66) until "
+    "fail2ban's sshd jail bans it. Heal: unban all, and the firewall back to 22/80/443 open (this also "
+    "undoes a security_incident lockdown).",
+    _intrusion,
+    _intrusion_heal,
 )
