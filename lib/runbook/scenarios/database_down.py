@@ -491,9 +491,17 @@ def fix_service_failed(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
     if r.dry_run:
         return {"restarted": False, "dry_run": True, "select1": None}
 
+    seen_after: list[str] = []
+
     def manager_gave_up() -> bool:
-        # Only after a failed start: a good start may take a few polls to answer.
-        return not r.ok and s.services.status("postgres").words.startswith("failed")
+        # The unit that runs the server, not the restart's exit code: Debian's
+        # `systemctl restart postgresql` restarts a wrapper (ExecStart=/bin/true) and exits
+        # 0 even when postgresql@15-main fails to start. The restart returns only after
+        # the member's start job ended (it is ordered Before= the wrapper), so "failed"
+        # now is this start's failure; a good start is "activating" until it answers.
+        st = s.services.status("postgres")
+        seen_after[:] = [st.label]
+        return st.words.startswith("failed")
 
     ok = wait_select1(s, wait_seconds, give_up=manager_gave_up)
     res: dict[str, Any] = {
@@ -504,6 +512,7 @@ def fix_service_failed(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
         "restart_output": " ".join((r.stderr or r.stdout).split())[-300:],
         "select1": ok,
         "log_tail": logs.tail(10),
+        "service_after": seen_after[0] if seen_after else "",
     }
     if not ok:
         after = s.services.logs("postgres", 200)
@@ -780,11 +789,15 @@ def after_failed(s: Session, wait_seconds: float) -> dict[str, Any]:
     )
     res["branch"] = Branch(SERVICE_FAILED, "restarted")
     if not res["dry_run"] and not res["select1"]:
-        how = (
-            "the restart failed" + (f" ({res['restart_output']})" if res["restart_output"] else "")
-            if not res["restart_ok"]
-            else f"it was restarted but does not answer SELECT 1 within {wait_seconds:.0f} s"
-        )
+        after = res.get("service_after") or ""
+        if not res["restart_ok"]:
+            how = "the restart failed" + (
+                f" ({res['restart_output']})" if res["restart_output"] else ""
+            )
+        elif after and " failed" in after:
+            how = f"the restart exited 0 but {after}"
+        else:
+            how = f"it was restarted but does not answer SELECT 1 within {wait_seconds:.0f} s"
         branch = Branch(
             CORRUPT, f"{WONT_START}: {how}; its log ends: {res.get('log_after') or '(empty)'}"
         )
