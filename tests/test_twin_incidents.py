@@ -231,6 +231,9 @@ def test_cluster_will_not_start_is_handed_off_with_its_log(healed_twin, tmp_path
     # the server's own words come from the cluster's log file (journald has none)
     assert f"the restart exited 0 but {CLUSTER} failed" in after["reason"], after
     assert "database files are incompatible with server" in after["reason"], after
+    # it gave up as soon as the cluster's unit said failed (not after the whole wait)
+    answered = checks(record)["Postgres answers SELECT 1 after the restart"]
+    assert answered["actual"].startswith(f"no answer: {CLUSTER} failed (failed)"), answered
     assert checks(record)[HANDOFF]["status"] == "failed"
     assert got.returncode == 3 and record["outcome"] == "dod_not_met"
     assert active(twin, CLUSTER) != ["active"]

@@ -492,6 +492,7 @@ def fix_service_failed(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
         return {"restarted": False, "dry_run": True, "select1": None}
 
     seen_after: list[str] = []
+    gave_up: list[bool] = [False]
 
     def manager_gave_up() -> bool:
         # The unit that runs the server, not the restart's exit code: Debian's
@@ -501,7 +502,8 @@ def fix_service_failed(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
         # now is this start's failure; a good start is "activating" until it answers.
         st = s.services.status("postgres")
         seen_after[:] = [st.label]
-        return st.words.startswith("failed")
+        gave_up[0] = st.words.startswith("failed")
+        return gave_up[0]
 
     ok = wait_select1(s, wait_seconds, give_up=manager_gave_up)
     res: dict[str, Any] = {
@@ -513,6 +515,7 @@ def fix_service_failed(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
         "select1": ok,
         "log_tail": logs.tail(10),
         "service_after": seen_after[0] if seen_after else "",
+        "gave_up": not ok and gave_up[0],
     }
     if not ok:
         after = s.services.logs("postgres", 200)
@@ -778,6 +781,8 @@ def after_failed(s: Session, wait_seconds: float) -> dict[str, Any]:
         actual = "1"
     elif not res["restart_ok"]:
         actual = f"no answer: the restart failed (exit {res['restart_exit']})"
+    elif res.get("gave_up"):
+        actual = f"no answer: {res['service_after']}"
     else:
         actual = f"no answer within {wait_seconds:.0f} s"
     s.check(
@@ -794,7 +799,7 @@ def after_failed(s: Session, wait_seconds: float) -> dict[str, Any]:
             how = "the restart failed" + (
                 f" ({res['restart_output']})" if res["restart_output"] else ""
             )
-        elif after and " failed" in after:
+        elif res.get("gave_up"):
             how = f"the restart exited 0 but {after}"
         else:
             how = f"it was restarted but does not answer SELECT 1 within {wait_seconds:.0f} s"
