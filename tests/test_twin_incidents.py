@@ -110,6 +110,7 @@ def test_cluster_sigkilled_triage_reads_the_cluster_not_the_wrapper(healed_twin,
     # the cluster's own log file was read (journald has nothing of the server's words)
     before = (run_dir / "postgres-log-before-restart.txt").read_text()
     assert "==> /var/log/postgresql/postgresql-15-main.log <==" in before
+    assert "database system is ready to accept connections" in before  # the server's words
     assert got.returncode == 0 and record["outcome"] == "ok", (failed(record), got.stderr[-1500:])
     assert any("restart" in c["what"] and "postgresql" in c["what"] for c in record["changes"])
     # and on the twin: the cluster runs, answers, the API sees it
