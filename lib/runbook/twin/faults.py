@@ -143,4 +143,7 @@ def _add_run(t: Twin, conclusion: str) -> None:
 
 
 # each scenario's faults, in a module of its own, registered on import
-from runbook.twin import faults_deploy  # noqa: E402, F401
+from runbook.twin import (
+    faults_deploy,  # noqa: F401
+    faults_incidents,  # noqa: F401
+)
