@@ -143,7 +143,4 @@ def _add_run(t: Twin, conclusion: str) -> None:
 
 
 # each scenario's faults, in a module of its own, registered on import
-from runbook.twin import (
-    faults_deploy,  # noqa: F401
-    faults_incidents,  # noqa: F401
-)
+from runbook.twin import faults_deploy, faults_incidents  # noqa: E402, F401
