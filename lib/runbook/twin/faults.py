@@ -136,3 +136,6 @@ def _add_run(t: Twin, conclusion: str) -> None:
             "branch": "main",
         },
     )
+
+# faults of later parts, each in its own module (registered on import)
+from runbook.twin import faults_drill  # noqa: E402,F401
