@@ -117,9 +117,11 @@ def venv_key(os_key: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _wheels(key: str, log: Path) -> Path:
+def _wheels(key: str, python_version: str, log: Path) -> Path:
     """The runbook's dependencies as wheels, downloaded by this machine's pip with its
-    own configuration (index, certificates); the twin installs them offline."""
+    own configuration (index, certificates); the twin installs them offline. Chosen
+    for the twin's interpreter (Debian's 3.11.2), not this machine's: a release that
+    needs a newer 3.11.x is passed over for one the twin can install."""
     dest = twin_cache_dir() / f"runbook-wheels-{key}"
     if (dest / ".complete").exists():
         return dest
@@ -134,6 +136,8 @@ def _wheels(key: str, log: Path) -> Path:
             "download",
             "-q",
             "--only-binary=:all:",
+            "--python-version",
+            python_version,
             "-r",
             str(reqs),
             "-d",
@@ -191,11 +195,13 @@ def install_runbook(t: Twin, echo: Echo = print) -> dict[str, float]:
         f"test -x {RUNBOOK_DIR}/.venv/bin/runbook && cat {RUNBOOK_DIR}/.venv/.twin-key",
         check=False,
     ).stdout.strip()
-    if have == key:
-        echo(f"  runbook    /opt/dealix-runbook up to date (venv {key})")
-        return times
     t1 = time.monotonic()
     cached = cache / f"runbook-venv-{key}.tar.zst"
+    if have == key:
+        echo(f"  runbook    /opt/dealix-runbook up to date (venv {key})")
+        if not cached.exists():
+            _save_venv(t, cached, echo)
+        return times
     if cached.exists():
         with tempfile.TemporaryDirectory(prefix="twin-drill-") as tmp:
             plain = Path(tmp) / "venv.tar"
@@ -205,7 +211,10 @@ def install_runbook(t: Twin, echo: Echo = print) -> dict[str, float]:
         times["venv_from_cache"] = time.monotonic() - t1
         echo(f"  runbook    venv from {cached.name} in {times['venv_from_cache']:.1f} s")
         return times
-    wheels = _wheels(key, log)
+    python_version = t.ssh(
+        "python3 -c 'import platform; print(platform.python_version())'"
+    ).stdout.strip()
+    wheels = _wheels(f"{key}-py{python_version}", python_version, log)
     times["wheels"] = time.monotonic() - t1
     t2 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="twin-drill-") as tmp:
@@ -221,7 +230,9 @@ def install_runbook(t: Twin, echo: Echo = print) -> dict[str, float]:
             "rm -rf .venv",
             "python3 -m venv .venv",
             f"{pip} install {offline} " + " ".join(shlex.quote(r) for r in BUILD_REQUIREMENTS),
-            f"{pip} install {offline} --no-build-isolation -e .",
+            # no .pyc at install (about a third of pip's time on 2 cores); Python writes
+            # them on first import instead
+            f"{pip} install {offline} --no-compile --no-build-isolation -e .",
             # the kernel the notebooks name, inside the venv (as scripts/setup.sh)
             ".venv/bin/python -m ipykernel install --sys-prefix --name dealix-runbook "
             "--display-name 'Dealix runbook (.venv)' >/dev/null",
@@ -241,25 +252,37 @@ def install_runbook(t: Twin, echo: Echo = print) -> dict[str, float]:
     times["pip_install"] = time.monotonic() - t2
     # keep the built venv: the next twin (same OS layer, same pyproject) streams it in
     t3 = time.monotonic()
-    part = cached.with_suffix(".part")
-    with part.open("wb") as fh:
-        pack = subprocess.Popen(
-            t.ssh_argv(f"tar -C {RUNBOOK_DIR} -cf - .venv | zstd -q -3 -T0"),
-            stdout=fh,
-            stderr=subprocess.PIPE,
-        )
-        _, err = pack.communicate(timeout=600)
-    if pack.returncode == 0:
-        part.replace(cached)
+    if _save_venv(t, cached, echo):
         times["venv_cached"] = time.monotonic() - t3
-    else:
-        part.unlink(missing_ok=True)
-        echo(f"  runbook    venv not cached: {err.decode(errors='replace')[-200:]}")
     echo(
         "  runbook    installed at /opt/dealix-runbook: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
     )
     return times
+
+
+def _save_venv(t: Twin, cached: Path, echo: Echo) -> bool:
+    """The twin's built .venv as a tar.zst in the cache; compressed here, because the
+    server has no zstd (and needs none)."""
+    part = cached.with_suffix(".part")
+    with part.open("wb") as fh:
+        pack = subprocess.Popen(
+            t.ssh_argv(f"tar -C {RUNBOOK_DIR} -cf - .venv"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert pack.stdout is not None
+        zstd = subprocess.run(
+            ["zstd", "-q", "-3", "-T0", "-c"], stdin=pack.stdout, stdout=fh, check=False
+        )
+        pack.stdout.close()
+        _, err = pack.communicate(timeout=600)
+    if pack.returncode == 0 and zstd.returncode == 0:
+        part.replace(cached)
+        return True
+    part.unlink(missing_ok=True)
+    echo(f"  runbook    venv not cached: {err.decode(errors='replace')[-200:]}")
+    return False
 
 
 def install_units(t: Twin, profile: str = DRILL_PROFILE) -> None:
