@@ -273,3 +273,29 @@ def test_the_timer_is_accepted_and_scheduled_for_the_1st_at_0400_utc(drill_twin)
     assert p["NextElapseUSecRealtime"] == f"{want:%a %Y-%m-%d %H:%M:%S} UTC", (p, want)
     listed = t.ssh(f"TZ=UTC systemctl list-timers --all --no-pager {drill.TIMER}").stdout
     assert f"{want:%Y-%m-%d %H:%M:%S} UTC" in listed and drill.UNIT in listed, listed
+
+
+def test_the_documented_crontab_line_runs_the_drill_in_crons_environment(healed) -> None:
+    """The command part of the crontab line, with cron's bare environment (PATH
+    /usr/bin:/bin, HOME, SHELL=/bin/sh); only the profile is swapped, as in the drop-in."""
+    t = healed
+    line = drill.unit_texts()["crontab"].strip()
+    fields = line.split(None, 5)
+    assert fields[:5] == ["0", "4", "1", "*", "*"]  # 04:00 on the 1st (the server's clock)
+    command = fields[5].replace(
+        drill.DOCUMENTED_PROFILE, f"--env {drill.DRILL_PROFILE} --confirm {drill.DRILL_PROFILE}"
+    )
+    before = run_dirs(t)
+    t.ssh("rm -f /var/log/dealix-restore-drill.log")
+    ran = t.ssh(
+        "env -i PATH=/usr/bin:/bin HOME=/root SHELL=/bin/sh LOGNAME=root /bin/sh -c "
+        + shlex.quote(command),
+        check=False,
+        timeout=900,
+    )
+    assert ran.returncode == 0, ran.stderr
+    run_dir, record = new_record(t, before)
+    assert record["outcome"] == "ok" and record["exit_code"] == 0, record.get("error")
+    log = t.ssh("cat /var/log/dealix-restore-drill.log").stdout
+    assert run_dir.split("/")[-1] in log, log[-2000:]
+    assert SCRATCH not in databases(t)
