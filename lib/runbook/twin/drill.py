@@ -203,11 +203,25 @@ def install_runbook(t: Twin, echo: Echo = print) -> dict[str, float]:
             _save_venv(t, cached, echo)
         return times
     if cached.exists():
-        with tempfile.TemporaryDirectory(prefix="twin-drill-") as tmp:
-            plain = Path(tmp) / "venv.tar"
-            run(["zstd", "-q", "-d", str(cached), "-o", str(plain)], "drill: unpack venv")
-            t.ssh(f"rm -rf {RUNBOOK_DIR}/.venv")
-            _send_tar(t, plain, RUNBOOK_DIR, "drill: copy the cached venv")
+        t.ssh(f"rm -rf {RUNBOOK_DIR}/.venv")
+        # decompressed here (the server has no zstd), streamed straight into tar there
+        unpack = subprocess.Popen(["zstd", "-q", "-d", "-c", str(cached)], stdout=subprocess.PIPE)
+        assert unpack.stdout is not None
+        into = subprocess.run(
+            t.ssh_argv(f"tar -x -C {RUNBOOK_DIR} -f -"),
+            stdin=unpack.stdout,
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
+        unpack.stdout.close()
+        if unpack.wait() != 0 or into.returncode != 0:
+            raise TwinError(
+                "drill: copy the cached venv",
+                f"zstd exited {unpack.returncode}, tar on the twin {into.returncode}; "
+                f"delete {cached} to rebuild it",
+                log_tail=into.stderr.decode(errors="replace").splitlines()[-10:],
+            )
         times["venv_from_cache"] = time.monotonic() - t1
         echo(f"  runbook    venv from {cached.name} in {times['venv_from_cache']:.1f} s")
         return times
