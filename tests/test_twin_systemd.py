@@ -123,10 +123,16 @@ def drill_twin(twin):
     )
 
 
+BACKUP_FILES = "cd /var/backups/postgres && stat -c '%n %s %Y %U' * .faults 2>&1; md5sum *"
+
+
 @pytest.fixture
 def healed(drill_twin):
+    before = drill_twin.ssh(BACKUP_FILES, check=False).stdout
     yield drill_twin
     drill_twin.heal()
+    # `heal` puts every backup back as it was: same names, sizes, mtimes, owner, bytes
+    assert drill_twin.ssh(BACKUP_FILES, check=False).stdout == before
     drill_twin.ssh(f"systemctl reset-failed {drill.UNIT} 2>/dev/null; true", check=False)
 
 

@@ -137,5 +137,9 @@ def _add_run(t: Twin, conclusion: str) -> None:
         },
     )
 
+
 # faults of later parts, each in its own module (registered on import)
-from runbook.twin import faults_drill  # noqa: E402,F401
+from runbook.twin import faults_drill  # noqa: E402
+
+for _spec in faults_drill.FAULTS:
+    register(Fault(*_spec))

@@ -11,6 +11,9 @@
 (the sandbox's interrupt test writes such a dump by hand). The originals wait
 in /var/backups/postgres/.faults/KIND/ (not matched by the backup pattern).
 
+FAULTS holds (name, description, apply, heal); faults.py registers them, so
+that this module needs nothing from it (no import circle).
+
 Example::
 
     >>> from runbook.twin.faults import get
@@ -22,8 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-from runbook.twin.faults import Fault, register
 
 if TYPE_CHECKING:
     from runbook.twin.instance import Twin
@@ -60,22 +61,20 @@ def _put_back(kind: str) -> Callable[[Twin], None]:
     return heal
 
 
-register(
-    Fault(
+FAULTS: list[tuple[str, str, Callable[[Twin], str], Callable[[Twin], None]]] = [
+    (
         "corrupt-backup",
         "Cut the newest dump in /var/backups/postgres at 60 % (same mtime, size above the "
         "minimum): gunzip fails midway. Heal: put the original back.",
         _replace_newest("corrupt", 'head -c $(( $(stat -c %s "$orig") * 6 / 10 )) "$orig"'),
         _put_back("corrupt"),
-    )
-)
-register(
-    Fault(
+    ),
+    (
         "slow-backup",
         "The newest dump, whole, then `SELECT pg_sleep(600);` (same mtime): the drill's "
         "restore hangs in psql after the data, so a stop lands mid-restore. Heal: put the "
         "original back.",
         _replace_newest("slow", "cat \"$orig\"; echo 'SELECT pg_sleep(600);' | gzip -1"),
         _put_back("slow"),
-    )
-)
+    ),
+]
