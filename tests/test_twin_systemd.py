@@ -307,3 +307,21 @@ def test_the_documented_crontab_line_runs_the_drill_in_crons_environment(healed)
     log = t.ssh("cat /var/log/dealix-restore-drill.log").stdout
     assert run_dir.split("/")[-1] in log, log[-2000:]
     assert SCRATCH not in databases(t)
+
+
+def test_a_build_step_that_hangs_fails_in_time_and_leaves_no_child(tmp_path) -> None:
+    """A CI build whose mirror stalls must fail with the step's name, not hang: the
+    timeout ends the whole process tree (debootstrap's wget, apt's methods)."""
+    from runbook.twin.common import TwinError, run
+
+    pidfile = tmp_path / "child.pid"
+    t0 = time.monotonic()
+    with pytest.raises(TwinError, match=r"^debootstrap: .* timed out after 1 s and was killed"):
+        run(["sh", "-c", f"sleep 600 & echo $! > {pidfile}; wait"], "debootstrap", timeout=1)
+    # bounded by the timeout (1 s), not by the child's 600 s: a generous margin for load
+    assert time.monotonic() - t0 < 120
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists(), f"the step's child {child} outlived it"
