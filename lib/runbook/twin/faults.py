@@ -14,47 +14,17 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from runbook.twin.common import TwinError
 from runbook.twin.internet import stub_control
 
 if TYPE_CHECKING:
     from runbook.twin.instance import Twin
 
 
-class UnknownFault(TwinError):
-    pass
+from runbook.twin._registry import Fault, UnknownFault, get, register, registry
 
-
-@dataclass(frozen=True)
-class Fault:
-    name: str
-    description: str
-    apply: Callable[[Twin], str]
-    heal: Callable[[Twin], None]
-
-
-_REGISTRY: dict[str, Fault] = {}
-
-
-def register(fault: Fault) -> Fault:
-    _REGISTRY[fault.name] = fault
-    return fault
-
-
-def registry() -> list[Fault]:
-    return list(_REGISTRY.values())
-
-
-def get(name: str) -> Fault:
-    if name not in _REGISTRY:
-        raise UnknownFault(
-            "fault",
-            f"unknown fault {name!r}; known: {', '.join(_REGISTRY)} (runbook twin fault --list)",
-        )
-    return _REGISTRY[name]
+__all__ = ["Fault", "UnknownFault", "get", "register", "registry"]
 
 
 def _ssh(cmd: str) -> Callable[[Twin], None]:
@@ -142,5 +112,9 @@ def _add_run(t: Twin, conclusion: str) -> None:
     )
 
 
-# each scenario's faults, in a module of its own, registered on import
-from runbook.twin import faults_deploy, faults_incidents  # noqa: E402, F401
+# each scenario's faults live in a module of their own, which registers them in
+# _registry on import (they never import this module, so there is no circle)
+from runbook.twin import faults_deploy, faults_drill, faults_incidents  # noqa: E402, F401
+
+for _spec in faults_drill.FAULTS:
+    register(Fault(*_spec))

@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runbook.sandbox.faults import deploy as sandbox_deploy
+from runbook.twin._registry import Fault, register
 from runbook.twin.common import TwinError
-from runbook.twin.faults import Fault, register
 from runbook.twin.internet import stub_control
 
 if TYPE_CHECKING:

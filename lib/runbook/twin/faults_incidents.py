@@ -36,8 +36,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from runbook.twin._registry import Fault, register
 from runbook.twin.common import TwinError
-from runbook.twin.faults import Fault, register
 
 if TYPE_CHECKING:
     from runbook.twin.instance import Twin
