@@ -312,3 +312,37 @@ def test_google_status_page_is_read_as_incidents_json() -> None:
     # a Statuspage body (or an error page) is not Google's list: no answer, not "up"
     assert llm.summarize_google("google", {"status": {"indicator": "none"}})["down"] is None
     assert llm.summarize_google("google", None)["status page"] == "no answer"
+
+
+def test_crash_recovery_lines_of_an_earlier_lifetime_are_not_corruption() -> None:
+    # The cluster's own log file (Debian) keeps every lifetime: crash recovery logs the
+    # normal end of the WAL as "invalid record length" at LOG level (found on the twin).
+    log = "\n".join(
+        [
+            "2026-12-02 14:05:44.251 UTC [282] LOG:  database system was not properly shut "
+            "down; automatic recovery in progress",
+            "2026-12-02 14:05:44.470 UTC [282] LOG:  invalid record length at 0/32513C0: "
+            "wanted 24, got 0",
+            "2026-12-02 14:05:44.997 UTC [279] LOG:  database system is ready to accept "
+            "connections",
+            "2026-12-02 14:06:10.403 UTC [400] dealix@dealix FATAL:  the database system is "
+            "shutting down",
+            "2026-12-02 14:06:10.449 UTC [368] LOG:  database system is shut down",
+        ]
+    )
+    b = branch(
+        postgres_service="inactive (dead)",
+        postgres_unit="postgresql@15-main",
+        select1=False,
+        select1_error="No such file or directory",
+        deep_postgres="red",
+        postgres_log=log,
+    )
+    assert b.name == tr.SERVICE_FAILED and "postgresql@15-main" in b.reason
+    # the same words as an error since the last start still mean corruption
+    b = branch(
+        postgres_service="failed (failed)",
+        select1=False,
+        postgres_log=log + "\n2026-12-02 14:07:00.000 UTC [501] PANIC:  invalid record length",
+    )
+    assert b.name == tr.CORRUPT

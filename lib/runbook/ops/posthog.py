@@ -3,6 +3,9 @@
 Example (in a notebook)::
 
     PostHog(s).has_event("runbook_probe", after=started, probe_id=probe)
+
+An empty `posthog.project_id` in the profile means the key's current project
+(`/api/projects/@current/events/`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ class PostHog(HttpClient):
     def __init__(self, ctx: OpsContext):
         p = ctx.profile.posthog
         super().__init__(ctx, "posthog", p.api_url)
-        self.project_id = p.project_id
+        # production.yaml and staging.yaml leave project_id empty, which made the URL
+        # /api/projects//events/ (a 404 that failed every deploy's probe step on the
+        # twin); PostHog's API takes `@current` for the key's current project
+        self.project_id = p.project_id or "@current"
 
     def has_event(self, event: str, after: datetime, **props: str) -> bool:
         key = self.ctx.secrets.get(self.ctx.profile.secrets.posthog_key)

@@ -5,6 +5,14 @@ Example (in a notebook)::
     s.services.status("api")          # ServiceState(name='dealix-api', active=True, ...)
     s.services.restart("api")         # changing: dry-run and confirmation apply
     s.services.logs("postgres", 200)  # the last lines of its log
+
+A systemd unit that only groups others (Debian's `postgresql.service` is
+`ExecStart=/bin/true`, "active (exited)", and `postgresql@15-main.service`
+is `PartOf=` it) says nothing about the server: after the cluster is
+SIGKILLed the wrapper still says "active" and its journal is empty. So
+`status` follows the wrapper's `ConsistsOf=` to the units that run, and
+`logs("postgres")` reads their journal and, on Debian, the cluster's own log
+file that `pg_lsclusters` names (Postgres writes there, not to journald).
 """
 
 from __future__ import annotations
@@ -23,16 +31,70 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ServiceState:
+    """One unit's state. For a wrapper unit (`postgresql`), `name` is the member that
+    runs the server (`postgresql@15-main`) and `wrapper` says what the wrapper says.
+
+    >>> ServiceState("postgresql@15-main", False, "failed (failed)", None, "",
+    ...              wrapper="postgresql: active (exited)").label
+    'postgresql@15-main failed (failed) (wrapper postgresql: active (exited))'
+    """
+
     name: str
     active: bool
     state: str
     pid: int | None
     detail: str
+    wrapper: str = ""
 
     @property
     def words(self) -> str:
         """systemd's words: 'active (running)', 'inactive (dead)', 'failed (failed)'."""
         return self.state
+
+    @property
+    def label(self) -> str:
+        """Unit and state in one phrase, for records and reasons."""
+        return f"{self.name} {self.state}" + (f" (wrapper {self.wrapper})" if self.wrapper else "")
+
+
+def parse_show(stdout: str) -> list[dict[str, str]]:
+    """`systemctl show A B --property=...` → one dict per unit (blocks split by blank lines).
+
+    >>> parse_show("Id=a.service\\nActiveState=active\\n\\nId=b.service\\nActiveState=failed\\n")
+    [{'Id': 'a.service', 'ActiveState': 'active'}, {'Id': 'b.service', 'ActiveState': 'failed'}]
+    """
+    blocks: list[dict[str, str]] = []
+    for chunk in stdout.strip().split("\n\n"):
+        props = dict(ln.split("=", 1) for ln in chunk.splitlines() if "=" in ln)
+        if props:
+            blocks.append(props)
+    return blocks
+
+
+def _state(name: str, props: dict[str, str], wrapper: str = "") -> ServiceState:
+    active = props.get("ActiveState", "unknown")
+    sub = props.get("SubState", "unknown")
+    return ServiceState(
+        name,
+        active == "active" and sub == "running",
+        f"{active} ({sub})",
+        int(props.get("MainPID", "0") or 0) or None,
+        props.get("ActiveEnterTimestamp", ""),
+        wrapper,
+    )
+
+
+def worst_member(members: list[dict[str, str]]) -> dict[str, str]:
+    """The member to report: the first that is not active (running), else the first.
+
+    >>> worst_member([{"Id": "a", "ActiveState": "active", "SubState": "running"},
+    ...               {"Id": "b", "ActiveState": "failed", "SubState": "failed"}])["Id"]
+    'b'
+    """
+    for m in members:
+        if (m.get("ActiveState"), m.get("SubState")) != ("active", "running"):
+            return m
+    return members[0]
 
 
 class Services:
@@ -63,26 +125,19 @@ class Services:
         name = self._name(role)
         s = self.ctx
         if self.profile.manager == "systemd":
-            r = s.probe(
-                self._control(
-                    "show",
-                    name,
-                    "--no-pager",
-                    "--property=ActiveState,SubState,MainPID,ActiveEnterTimestamp",
-                ),
-                shell=True,
-                warn=True,
-            )
-            props = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-            active = props.get("ActiveState", "unknown")
-            sub = props.get("SubState", "unknown")
-            pid = int(props.get("MainPID", "0") or 0) or None
-            return ServiceState(
-                name,
-                active == "active" and sub == "running",
-                f"{active} ({sub})",
-                pid,
-                props.get("ActiveEnterTimestamp", ""),
+            props = self._show([name], "ConsistsOf")[:1] or [{}]
+            members = self._members(props[0])
+            if not members:
+                return _state(name, props[0])
+            shown = self._show(members)
+            if not shown:
+                return _state(name, props[0])
+            m = worst_member(shown)
+            wrapper = _state(name, props[0])
+            return _state(
+                m.get("Id", members[0]).removesuffix(".service"),
+                m,
+                wrapper=f"{name}: {wrapper.words}",
             )
         r = s.probe(self._control("status", name), shell=True, warn=True)
         line = r.stdout.strip().splitlines()[0] if r.stdout.strip() else r.stderr.strip()
@@ -104,11 +159,53 @@ class Services:
             name, sv_state == "RUNNING", words, int(pid_m.group(1)) if pid_m else None, detail
         )
 
+    def _show(self, units: list[str], *extra: str) -> list[dict[str, str]]:
+        props = ",".join(
+            ("Id", "ActiveState", "SubState", "MainPID", "ActiveEnterTimestamp", *extra)
+        )
+        r = self.ctx.probe(
+            self._control("show", *units, "--no-pager", f"--property={props}"),
+            shell=True,
+            warn=True,
+        )
+        return parse_show(r.stdout)
+
+    @staticmethod
+    def _members(props: dict[str, str]) -> list[str]:
+        # Only instances that run something: a wrapper's members are its *.service units.
+        return [u for u in props.get("ConsistsOf", "").split() if u.endswith(".service")]
+
+    def units(self, role: str) -> list[str]:
+        """The unit and, for a wrapper, the units that run under it (systemd only).
+
+        On Debian: `units("postgres")` → ['postgresql', 'postgresql@15-main.service'].
+        """
+        name = self._name(role)
+        if self.profile.manager != "systemd":
+            return [name]
+        return [name, *self._members((self._show([name], "ConsistsOf")[:1] or [{}])[0])]
+
     def logs(self, role: str, lines: int = 200) -> Result:
-        """The last `lines` lines of the service's log (journalctl / supervisorctl tail)."""
+        """The last `lines` lines of the service's log (journalctl / supervisorctl tail).
+
+        systemd: the journal of the unit and its members; for Postgres also the
+        last lines of each cluster's log file named by `pg_lsclusters` (Debian's
+        clusters log to /var/log/postgresql/postgresql-15-main.log, and journald
+        only holds systemd's own start/stop lines), printed last because the
+        server's own words (FATAL, PANIC) are there.
+        """
         name = self._name(role)
         if self.profile.manager == "systemd":
-            cmd = f"journalctl -u {shlex.quote(name)} -n {int(lines)} --no-pager"
+            units = " ".join(f"-u {shlex.quote(u)}" for u in self.units(role))
+            cmd = f"journalctl {units} -n {int(lines)} --no-pager"
+            if role == "postgres":
+                # pg_lsclusters' 7th column is the log file; absent off Debian (journal only).
+                cmd += (
+                    "; if command -v pg_lsclusters >/dev/null 2>&1; then "
+                    "for f in $(pg_lsclusters --no-header | awk '{print $7}'); do "
+                    f'[ -r "$f" ] && echo "==> $f <==" && tail -n {int(lines)} "$f"; '
+                    "done; fi"
+                )
             return self.ctx.probe(cmd, shell=True, warn=True)
         # supervisorctl tails bytes, not lines: take enough bytes, then cut
         cmd = self._control("tail", f"-{int(lines) * 200}", name) + f" | tail -n {int(lines)}"

@@ -67,6 +67,28 @@ _POOL = re.compile(
     re.IGNORECASE,
 )
 
+_SEVERE = re.compile(r"\b(PANIC|FATAL|ERROR)\b")
+_READY = "database system is ready to accept connections"
+
+
+def recent_errors(log_text: str) -> str:
+    """The log lines that can tell of corruption: errors logged since the server last
+    came up (a cluster's own log file keeps every past lifetime).
+
+    Only PANIC/FATAL/ERROR lines count: crash recovery logs "invalid record length at
+    0/32513C0: wanted 24, got 0" at LOG level as the normal end of the WAL it replays.
+
+    >>> recent_errors("LOG:  invalid record length at 0/3: wanted 24, got 0\\n"
+    ...               "LOG:  database system is ready to accept connections\\n"
+    ...               "FATAL:  the database system is shutting down\\n")
+    'FATAL:  the database system is shutting down'
+    """
+    lines = log_text.splitlines()
+    ready = [i for i, ln in enumerate(lines) if _READY in ln]
+    since = lines[ready[-1] + 1 :] if ready else lines
+    return "\n".join(ln for ln in since if _SEVERE.search(ln))
+
+
 # What each signal is, what is normal, in words for someone who never read the runbook.
 SIGNALS: dict[str, tuple[str, str]] = {
     "deep_status": ("API deep health, overall", "green (HTTP 200)"),
@@ -170,7 +192,11 @@ def _meaning(key: str, v: dict[str, Any]) -> str:
     if key == "postgres_service":
         if value is None:
             return "unknown"
-        return "Postgres runs" if str(value).startswith("active") else "Postgres is not running"
+        if str(value).startswith("active (running)"):
+            return "Postgres runs"
+        if str(value).startswith("active"):
+            return "the unit is active but runs no server process: it proves nothing"
+        return "Postgres is not running"
     if key == "select1":
         if value:
             return "Postgres answers queries"
@@ -194,7 +220,8 @@ def _meaning(key: str, v: dict[str, Any]) -> str:
             return "the pool is exhausted: new app connections are refused"
         return "connections available"
     if key == "postgres_log":
-        return "corruption or a PANIC in the log" if _CORRUPTION.search(str(value or "")) else "—"
+        recent = recent_errors(str(value or ""))
+        return "corruption or a PANIC in the log" if _CORRUPTION.search(recent) else "—"
     return ""
 
 
@@ -220,21 +247,29 @@ def classify(table: pd.DataFrame) -> Branch:
     if full:
         return Branch(DISK_FULL, "; ".join(full) + f" (full from {DISK_FULL_PCT:.0f}%)")
     service = str(v.get("postgres_service") or "")
-    log_text = str(v.get("postgres_log") or "")
+    unit = str(v.get("postgres_unit") or "")
+    named = f"the Postgres service ({unit})" if unit else "the Postgres service"
+    log_text = recent_errors(str(v.get("postgres_log") or ""))
     err = str(v.get("select1_error") or "")
     if service and not service.startswith("active"):
         m = _CORRUPTION.search(log_text)
         if m:
-            return Branch(CORRUPT, f"Postgres is {service} and its log says {_around(log_text, m)}")
-        return Branch(SERVICE_FAILED, f"the Postgres service is {service}; no corruption in log")
+            return Branch(CORRUPT, f"{named} is {service} and its log says {_around(log_text, m)}")
+        return Branch(SERVICE_FAILED, f"{named} is {service}; no corruption in log")
+    # Only say "runs" when the unit that runs the server says so (not a wrapper).
+    runs = (
+        (f"Postgres runs ({unit} {service})" if unit else "Postgres runs")
+        if service.startswith("active (running)")
+        else (f"{named} says {service or 'nothing'}")
+    )
     if v.get("select1") is False:
         m = _CORRUPTION.search(err) or _CORRUPTION.search(log_text)
         if m:
             src = err if _CORRUPTION.search(err) else log_text
-            return Branch(CORRUPT, f"Postgres runs but SELECT 1 fails: {_around(src, m)}")
+            return Branch(CORRUPT, f"{runs} but SELECT 1 fails: {_around(src, m)}")
         if _POOL.search(err):
             return Branch(POOL_EXHAUSTED, f"SELECT 1 is refused for lack of slots: {err[:160]}")
-        return Branch(SERVICE_FAILED, f"Postgres runs but does not answer SELECT 1: {err[:160]}")
+        return Branch(SERVICE_FAILED, f"{runs} but does not answer SELECT 1: {err[:160]}")
     deep = v.get("deep_postgres")
     detail = str(v.get("deep_postgres_detail") or "")
     if deep not in (None, "green"):
@@ -341,7 +376,9 @@ def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
     for key, role in (("api_service", "api"), ("postgres_service", "postgres")):
         st = s.services.status(role)
         v[key] = st.active if key == "api_service" else st.words
-        seen[key] = f"{st.words}" + (f", pid {st.pid}" if st.pid else "")
+        # The unit that runs the server (postgresql@15-main under Debian's wrapper).
+        v[key.replace("_service", "_unit")] = st.name
+        seen[key] = st.label + (f", pid {st.pid}" if st.pid else "")
     r = s.db.probe("SELECT 1", timeout=15)
     v["select1"] = r.ok
     v["select1_error"] = "" if r.ok else _psql_error(r.stderr or r.stdout)
@@ -458,9 +495,19 @@ def fix_service_failed(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
     if r.dry_run:
         return {"restarted": False, "dry_run": True, "select1": None}
 
+    seen_after: list[str] = []
+    gave_up: list[bool] = [False]
+
     def manager_gave_up() -> bool:
-        # Only after a failed start: a good start may take a few polls to answer.
-        return not r.ok and s.services.status("postgres").words.startswith("failed")
+        # The unit that runs the server, not the restart's exit code: Debian's
+        # `systemctl restart postgresql` restarts a wrapper (ExecStart=/bin/true) and exits
+        # 0 even when postgresql@15-main fails to start. The restart returns only after
+        # the member's start job ended (it is ordered Before= the wrapper), so "failed"
+        # now is this start's failure; a good start is "activating" until it answers.
+        st = s.services.status("postgres")
+        seen_after[:] = [st.label]
+        gave_up[0] = st.words.startswith("failed")
+        return gave_up[0]
 
     ok = wait_select1(s, wait_seconds, give_up=manager_gave_up)
     res: dict[str, Any] = {
@@ -471,6 +518,8 @@ def fix_service_failed(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
         "restart_output": " ".join((r.stderr or r.stdout).split())[-300:],
         "select1": ok,
         "log_tail": logs.tail(10),
+        "service_after": seen_after[0] if seen_after else "",
+        "gave_up": not ok and gave_up[0],
     }
     if not ok:
         after = s.services.logs("postgres", 200)
@@ -738,6 +787,8 @@ def after_failed(s: Session, wait_seconds: float) -> dict[str, Any]:
         actual = "1"
     elif not res["restart_ok"]:
         actual = f"no answer: the restart failed (exit {res['restart_exit']})"
+    elif res.get("gave_up"):
+        actual = f"no answer: {res['service_after']}"
     else:
         actual = f"no answer within {wait_seconds:.0f} s"
     s.check(
@@ -749,11 +800,15 @@ def after_failed(s: Session, wait_seconds: float) -> dict[str, Any]:
     )
     res["branch"] = Branch(SERVICE_FAILED, "restarted")
     if not res["dry_run"] and not res["select1"]:
-        how = (
-            "the restart failed" + (f" ({res['restart_output']})" if res["restart_output"] else "")
-            if not res["restart_ok"]
-            else f"it was restarted but does not answer SELECT 1 within {wait_seconds:.0f} s"
-        )
+        after = res.get("service_after") or ""
+        if not res["restart_ok"]:
+            how = "the restart failed" + (
+                f" ({res['restart_output']})" if res["restart_output"] else ""
+            )
+        elif res.get("gave_up"):
+            how = f"the restart exited 0 but {after}"
+        else:
+            how = f"it was restarted but does not answer SELECT 1 within {wait_seconds:.0f} s"
         branch = Branch(
             CORRUPT, f"{WONT_START}: {how}; its log ends: {res.get('log_after') or '(empty)'}"
         )

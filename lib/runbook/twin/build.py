@@ -43,6 +43,7 @@ from runbook.sandbox import seed as sb_seed
 from runbook.sandbox.layout import Layout
 from runbook.twin.common import (
     Echo,
+    TwinError,
     mounted,
     nspawn_argv,
     remove_cgroups,
@@ -58,6 +59,12 @@ DEBOOTSTRAP_INCLUDE = "systemd,systemd-sysv,dbus,openssh-server,iproute2,sudo"
 SEED_LEADS = 40_000
 SEED_USERS = 2_000
 APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+# Each slow network step of a cold build gets this many tries, each bounded: a
+# build that cannot reach the mirror fails with the reason within
+# BUILD_TRIES * (DEBOOTSTRAP_TIMEOUT + APT_TIMEOUT), never hangs a CI run.
+BUILD_TRIES = 2
+DEBOOTSTRAP_TIMEOUT = 900.0
+APT_TIMEOUT = 600.0
 TAR_FLAGS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
 
 
@@ -187,21 +194,40 @@ def build_os(dest: Path, cache: Path, echo: Echo) -> None:
     t0 = time.monotonic()
     # debootstrap is the slow part (the mirror); a finished one survives a failed apt step
     if not done.exists():
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                f"--include={DEBOOTSTRAP_INCLUDE}",
-                SUITE,
-                str(tmp),
-                apt_mirror(),
-            ],
-            "debootstrap",
-            log=log,
-            timeout=1800,
-        )
+        # the packages it fetched survive a failed try (--cache-dir): a retry after a
+        # slow or broken mirror fetches only what is missing
+        debs = cache / "debootstrap-debs"
+        debs.mkdir(exist_ok=True)
+        for attempt in range(1, BUILD_TRIES + 1):
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            try:
+                run(
+                    [
+                        "debootstrap",
+                        "--variant=minbase",
+                        f"--include={DEBOOTSTRAP_INCLUDE}",
+                        f"--cache-dir={debs}",
+                        SUITE,
+                        str(tmp),
+                        apt_mirror(),
+                    ],
+                    "debootstrap",
+                    log=log,
+                    timeout=DEBOOTSTRAP_TIMEOUT,
+                )
+                break
+            except TwinError as exc:
+                if attempt == BUILD_TRIES:
+                    raise TwinError(
+                        "debootstrap",
+                        f"failed {BUILD_TRIES} times from {apt_mirror()} (log: {log}); check "
+                        "that this machine reaches its Debian mirror (`apt-get update`), then "
+                        "run `runbook twin up` again",
+                        log_tail=exc.log_tail,
+                    ) from exc
+                echo(f"    debootstrap try {attempt} failed ({exc.args[0][:160]}); retrying")
+        shutil.rmtree(debs, ignore_errors=True)
         done.write_text("")
     echo(f"    debootstrap {time.monotonic() - t0:.1f} s")
     if APT_SOURCES.exists():
@@ -228,17 +254,28 @@ def build_os(dest: Path, cache: Path, echo: Echo) -> None:
         for p in sorted(Path("/etc/apt/apt.conf.d").glob("*"))
         if p.is_file()
     )
+    # apt's own retries and a timeout per connection: a stalled mirror fails the
+    # download (and the try) instead of hanging the build
+    host_conf += 'Acquire::Retries "5";\nAcquire::http::Timeout "60";\n'
     (tmp / "root/host-apt.conf").write_text(host_conf)
     args += ["-E", "APT_CONFIG=/root/host-apt.conf"]
-    try:
-        run(
-            nspawn_argv("build-os", [*args, "/bin/sh", "/root/os-packages.sh"]),
-            "apt in nspawn",
-            log=log,
-            timeout=1200,
-        )
-    finally:
-        remove_cgroups("build-os")
+    for attempt in range(1, BUILD_TRIES + 1):
+        try:
+            # os-packages.sh starts with `dpkg --configure -a`: a retry finishes a
+            # half-done try
+            run(
+                nspawn_argv("build-os", [*args, "/bin/sh", "/root/os-packages.sh"]),
+                "apt in nspawn",
+                log=log,
+                timeout=APT_TIMEOUT,
+            )
+            break
+        except TwinError as exc:
+            if attempt == BUILD_TRIES:
+                raise
+            echo(f"    apt try {attempt} failed ({exc.args[0][:160]}); retrying")
+        finally:
+            remove_cgroups("build-os")
     (tmp / "root/os-packages.sh").unlink()
     (tmp / "root/host-apt.conf").unlink()
     done.unlink()

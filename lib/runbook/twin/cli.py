@@ -1,5 +1,5 @@
-"""`runbook twin up [--fresh] | down | status [--json] | fault NAME | fault --list | heal
-| exec -- CMD ...`: the production twin, with `runbook sandbox`'s vocabulary.
+"""`runbook twin build | up [--fresh] | down | status [--json] | fault NAME | fault --list
+| heal | exec -- CMD ...`: the production twin, with `runbook sandbox`'s vocabulary.
 
 Exit codes: 0 done / all healthy, 1 a component is unhealthy or a step failed (not
 root, nspawn missing: the message says what to install or how to run), 2 usage
@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dir", help="state dir (default: $RUNBOOK_TWIN_DIR or <project>/.twin)")
     sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser(
+        "build",
+        help="build or refresh the cached OS and app layers only, boot nothing "
+        "(CI starts it early, beside the sandbox tests)",
+    )
     up = sub.add_parser("up", help="build (cached layers) and boot; idempotent")
     up.add_argument("--fresh", action="store_true", help="down first, then a new instance")
     sub.add_parser("down", help="stop and remove the instance; nothing is left behind")
@@ -73,6 +78,16 @@ def main(argv: list[str]) -> int:
                 )
             return 0 if args.list else 2
         require_root_and_tools()
+        if args.cmd == "build":
+            from runbook.twin.build import ensure_layers
+
+            t0 = time.monotonic()
+            layers = ensure_layers(echo=lambda line: print(line, flush=True))
+            print(
+                f"twin layers ready in {time.monotonic() - t0:.1f} s: "
+                f"os {layers.os_key}, app {layers.app_key}"
+            )
+            return 0
         if args.cmd == "up":
             t0 = time.monotonic()
             st = twin.up(fresh=args.fresh)

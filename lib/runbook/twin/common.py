@@ -8,9 +8,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -84,14 +86,32 @@ def run(
         "HOME": "/root",
     }
     full_env.update(env or {})
-    proc = subprocess.run(
-        argv, capture_output=True, timeout=timeout, env=full_env, input=input, check=False
-    )
+    # its own process group, so that a timeout ends the whole tree (debootstrap's
+    # wget, apt's methods), not just the shell at its top: a CI build fails, never hangs
+    with subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=full_env,
+        start_new_session=True,
+    ) as popen:
+        try:
+            stdout, stderr = popen.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            stdout, stderr = popen.communicate()
+            out = (stdout + stderr).decode(errors="replace")
+            _log(log, argv, out + f"\n(timed out after {timeout:.0f} s)")
+            raise TwinError(
+                step,
+                f"`{shlex.join(argv)[:200]}` timed out after {timeout:.0f} s and was killed",
+                log_tail=out.splitlines()[-15:],
+            ) from None
+    proc = subprocess.CompletedProcess(argv, popen.returncode, stdout, stderr)
     out = (proc.stdout + proc.stderr).decode(errors="replace")
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as fh:
-            fh.write(f"$ {shlex.join(argv)}\n{out}\n")
+    _log(log, argv, out)
     if proc.returncode != 0:
         raise TwinError(
             step,
@@ -99,6 +119,13 @@ def run(
             log_tail=out.splitlines()[-15:],
         )
     return proc
+
+
+def _log(log: Path | None, argv: list[str], out: str) -> None:
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as fh:
+            fh.write(f"$ {shlex.join(argv)}\n{out}\n")
 
 
 def cgroup_roots() -> list[Path]:

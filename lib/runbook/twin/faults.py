@@ -14,47 +14,17 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from runbook.twin.common import TwinError
 from runbook.twin.internet import stub_control
 
 if TYPE_CHECKING:
     from runbook.twin.instance import Twin
 
 
-class UnknownFault(TwinError):
-    pass
+from runbook.twin._registry import Fault, UnknownFault, get, register, registry
 
-
-@dataclass(frozen=True)
-class Fault:
-    name: str
-    description: str
-    apply: Callable[[Twin], str]
-    heal: Callable[[Twin], None]
-
-
-_REGISTRY: dict[str, Fault] = {}
-
-
-def register(fault: Fault) -> Fault:
-    _REGISTRY[fault.name] = fault
-    return fault
-
-
-def registry() -> list[Fault]:
-    return list(_REGISTRY.values())
-
-
-def get(name: str) -> Fault:
-    if name not in _REGISTRY:
-        raise UnknownFault(
-            "fault",
-            f"unknown fault {name!r}; known: {', '.join(_REGISTRY)} (runbook twin fault --list)",
-        )
-    return _REGISTRY[name]
+__all__ = ["Fault", "UnknownFault", "get", "register", "registry"]
 
 
 def _ssh(cmd: str) -> Callable[[Twin], None]:
@@ -106,7 +76,9 @@ register(
         "ci-red",
         "Add a newest failed CI run on main at api.github.com (the stubs).",
         lambda t: (_add_run(t, "failure"), "newest CI run on main: failure")[1],
-        lambda t: _add_run(t, "success"),
+        # a green streak as long as the health check's window (the last 3 runs), as the
+        # sandbox's heal: one green run would leave the red one among them
+        lambda t: [_add_run(t, "success") for _ in range(3)] and None,
     )
 )
 register(
@@ -125,14 +97,24 @@ def _llm(t: Twin, provider: str, *, down: bool) -> None:
 
 def _add_run(t: Twin, conclusion: str) -> None:
     st = t.state
+    # the origin's main as it is now: a pushed deploy (faults_deploy) moves it
+    head = t.ssh("git --git-dir=/srv/git/dealix.git rev-parse refs/heads/main").stdout.strip()
     stub_control(
         st["stubs_url"],
         "/_stub/github/runs",
         {
-            "head_sha": st["origin_head"],
+            "head_sha": head,
             "conclusion": conclusion,
             "status": "completed",
             "name": "CI",
             "branch": "main",
         },
     )
+
+
+# each scenario's faults live in a module of their own, which registers them in
+# _registry on import (they never import this module, so there is no circle)
+from runbook.twin import faults_deploy, faults_drill, faults_incidents  # noqa: E402, F401
+
+for _spec in faults_drill.FAULTS:
+    register(Fault(*_spec))

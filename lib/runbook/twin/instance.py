@@ -752,13 +752,16 @@ class Twin:
     def heal(self) -> list[str]:
         from runbook.twin import faults
 
-        st = self.state
         healed = []
-        for name in reversed(st.get("faults", [])):
+        for name in reversed(self.state.get("faults", [])):
             faults.get(name).heal(self)
             healed.append(name)
-        st["faults"] = []
-        self._save(st)
+            # read again after each heal: a heal may record in the state itself
+            # (faults_deploy forgets its pushed commit), and a failed heal must leave
+            # the faults not yet healed listed
+            st = self.state
+            st["faults"] = [x for x in st.get("faults", []) if x != name]
+            self._save(st)
         return healed
 
     # ------------------------------------------------------------------ runner side
