@@ -41,9 +41,19 @@ def median_ms(fn, n: int) -> float:
 
 def ssh_base(st: dict) -> list[str]:
     return [
-        "ssh", "-p", str(st["ssh_port"]), "-i", st["ssh_key"],
-        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={st['known_hosts']}",
-        "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+        "ssh",
+        "-p",
+        str(st["ssh_port"]),
+        "-i",
+        st["ssh_key"],
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={st['known_hosts']}",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
         f"{st['ssh_user']}@{st['ssh_host']}",
     ]
 
@@ -63,14 +73,14 @@ def latency(st: dict, n: int) -> dict[str, float]:
 
     ctl = tempfile.mkdtemp(prefix="rbcm-")
     cm = [base[0], "-o", f"ControlPath={ctl}/cm", *base[1:]]
-    master = subprocess.Popen([cm[0], "-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N", *cm[1:]])
+    master = subprocess.Popen(
+        [cm[0], "-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N", *cm[1:]]
+    )
     for _ in range(50):
         if Path(f"{ctl}/cm").exists():
             break
         time.sleep(0.1)
-    res["OpenSSH ControlMaster"] = median_ms(
-        lambda: subprocess.run([*cm, "true"], check=True), n
-    )
+    res["OpenSSH ControlMaster"] = median_ms(lambda: subprocess.run([*cm, "true"], check=True), n)
     master.terminate()
     master.wait()
     shutil.rmtree(ctl, ignore_errors=True)
@@ -81,8 +91,14 @@ def latency(st: dict, n: int) -> dict[str, float]:
         print("  (fabric not installed: pip install -e '.[bench]')")
     else:
         c = Connection(
-            st["ssh_host"], user=st["ssh_user"], port=int(st["ssh_port"]),
-            connect_kwargs={"key_filename": st["ssh_key"], "allow_agent": False, "look_for_keys": False},
+            st["ssh_host"],
+            user=st["ssh_user"],
+            port=int(st["ssh_port"]),
+            connect_kwargs={
+                "key_filename": st["ssh_key"],
+                "allow_agent": False,
+                "look_for_keys": False,
+            },
         )
         res["Fabric Connection.run"] = median_ms(lambda: c.run("true", hide=True), n)
         c.close()
@@ -116,7 +132,12 @@ def throughput(st: dict, mb: int, rounds: int = 5) -> dict[str, float]:
     cmd = f'yes "abcdefghijklmnopqrstuvwxyz0123456789 some log line text" | head -c {size}'
     mine, raw, growth = [], [], []
     for _ in range(rounds):
-        out = subprocess.run([sys.executable, "-c", STREAM_CHILD, str(size)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", STREAM_CHILD, str(size)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         lib = json.loads(out.stdout.strip().splitlines()[-1])
         mine.append(mb / lib["seconds"])
         growth.append(lib["hwm_growth"] / 1e6)
@@ -136,7 +157,11 @@ def notebook_size(mb: int) -> int:
     import papermill
 
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "dealix-runbook", "display_name": "Dealix runbook", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "dealix-runbook",
+        "display_name": "Dealix runbook",
+        "language": "python",
+    }
     nb.cells = [
         nbformat.v4.new_code_cell("mb = 1", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(
@@ -152,9 +177,15 @@ def notebook_size(mb: int) -> int:
         os.environ.setdefault("RUNBOOK_OUTPUTS", str(Path(d) / "outputs"))
         from traitlets.config import Config
 
-        papermill.execute_notebook(str(src), str(dst), parameters={"mb": mb}, kernel_name="dealix-runbook",
-                                   progress_bar=False, log_output=False,
-                                   config=Config({"KernelManager": {"transport": "ipc"}}))
+        papermill.execute_notebook(
+            str(src),
+            str(dst),
+            parameters={"mb": mb},
+            kernel_name="dealix-runbook",
+            progress_bar=False,
+            log_output=False,
+            config=Config({"KernelManager": {"transport": "ipc"}}),
+        )
         return dst.stat().st_size
 
 
@@ -167,7 +198,9 @@ def main() -> int:
     from runbook.core.profile import sandbox_state
 
     st = sandbox_state()
-    print(f"execution core benchmark against sshd {st['ssh_host']}:{st['ssh_port']} ({os.cpu_count()} cores)")
+    print(
+        f"execution core benchmark against sshd {st['ssh_host']}:{st['ssh_port']} ({os.cpu_count()} cores)"
+    )
     print("\nlatency of `true` (median ms)")
     lat = latency(st, args.n)
     mine = lat["runbook (reused connection)"]
@@ -175,16 +208,28 @@ def main() -> int:
         print(f"  {k:32s} {v:8.2f} ms   {v / mine:6.1f}x runbook")
     cm = lat["OpenSSH ControlMaster"]
     fresh = lat["fresh ssh per command"]
-    print(f"  target: runbook <= 0.5x ControlMaster: {mine / cm:.2f}x  -> {'MET' if mine <= cm / 2 else 'NOT MET'}")
-    print(f"  target: >= 20x better than fresh ssh:  {fresh / mine:.1f}x -> {'MET' if fresh / mine >= 20 else 'NOT MET'}")
-    print(f"\nstreaming {args.mb} MB of output (median of {args.rounds} rounds, peak memory the worst)")
+    print(
+        f"  target: runbook <= 0.5x ControlMaster: {mine / cm:.2f}x  -> {'MET' if mine <= cm / 2 else 'NOT MET'}"
+    )
+    print(
+        f"  target: >= 20x better than fresh ssh:  {fresh / mine:.1f}x -> {'MET' if fresh / mine >= 20 else 'NOT MET'}"
+    )
+    print(
+        f"\nstreaming {args.mb} MB of output (median of {args.rounds} rounds, peak memory the worst)"
+    )
     tp = throughput(st, args.mb, args.rounds)
     ratio = tp["runbook MB/s"] / tp["ssh cat MB/s"]
-    print(f"  runbook {tp['runbook MB/s']:.1f} MB/s, ssh cat {tp['ssh cat MB/s']:.1f} MB/s: ratio {ratio:.2f} -> {'MET' if ratio >= 0.8 else 'NOT MET'} (target >= 0.8)")
+    print(
+        f"  runbook {tp['runbook MB/s']:.1f} MB/s, ssh cat {tp['ssh cat MB/s']:.1f} MB/s: ratio {ratio:.2f} -> {'MET' if ratio >= 0.8 else 'NOT MET'} (target >= 0.8)"
+    )
     growth = tp["peak memory growth MB"]
-    print(f"  peak memory growth {growth:.1f} MB -> {'MET' if growth < 50 else 'NOT MET'} (target < 50 MB)")
+    print(
+        f"  peak memory growth {growth:.1f} MB -> {'MET' if growth < 50 else 'NOT MET'} (target < 50 MB)"
+    )
     size = notebook_size(args.mb)
-    print(f"  executed notebook that streamed {args.mb} MB: {size / 1024:.1f} KB -> {'MET' if size < 1024 * 1024 else 'NOT MET'} (target < 1 MB)")
+    print(
+        f"  executed notebook that streamed {args.mb} MB: {size / 1024:.1f} KB -> {'MET' if size < 1024 * 1024 else 'NOT MET'} (target < 1 MB)"
+    )
     return 0
 
 

@@ -113,7 +113,9 @@ def main() -> int:
         custom.chmod(0o644)
     db_bytes = int(q(f"SELECT pg_database_size('{SRC}')"))
     if db_bytes < 2**30:
-        print(f"note: {SRC} is {db_bytes / 2**20:.0f} MiB, below 1 GiB: raise --size-mb", flush=True)
+        print(
+            f"note: {SRC} is {db_bytes / 2**20:.0f} MiB, below 1 GiB: raise --size-mb", flush=True
+        )
     print(
         f"{SRC}: {db_bytes / 2**20:.0f} MiB; {plain.name} {plain.stat().st_size / 2**20:.0f} MiB; "
         f"{custom.name} {custom.stat().st_size / 2**20:.0f} MiB; cores {os.cpu_count()}",

@@ -155,7 +155,9 @@ def report(root: Path) -> str:
     for e in edge_list:
         imports[e.source].add(e.target)
         imported_by[e.target].add(e.source)
-    lines = [f"{len(modules)} modules, {sum(len(p.read_text().splitlines()) for p in root.rglob('*.py'))} lines"]
+    lines = [
+        f"{len(modules)} modules, {sum(len(p.read_text().splitlines()) for p in root.rglob('*.py'))} lines"
+    ]
     lines.append(f"{'module':40} imports imported-by (any kind)")
     for m in sorted(modules):
         lines.append(f"{m:40} {len(imports[m]):7} {len(imported_by[m]):11}")

@@ -63,11 +63,14 @@ def test_backup_age_is_the_older_of_mtime_and_name(sandbox, planted_backups, tmp
     assert [c.passed for c in fresh] == [False, False]
     assert "by the date in its name" in fresh[0].actual and "is newer" in fresh[0].actual
     assert fresh[0].note.startswith("age taken from the name")
-    assert "by its mtime" in fresh[1].actual and fresh[1].note.startswith("age taken from the mtime")
+    assert "by its mtime" in fresh[1].actual and fresh[1].note.startswith(
+        "age taken from the mtime"
+    )
 
 
-def test_parameters_dir_flag_reaches_the_runner_and_the_kernel(sandbox, tmp_path, monkeypatch,
-                                                               capsys) -> None:
+def test_parameters_dir_flag_reaches_the_runner_and_the_kernel(
+    sandbox, tmp_path, monkeypatch, capsys
+) -> None:
     monkeypatch.setenv("RUNBOOK_OUTPUTS", str(tmp_path / "outputs"))
     # the flag sets the variable for the kernel: monkeypatch restores it afterwards
     monkeypatch.setenv("RUNBOOK_PARAMETERS_DIR", str(project_root() / "parameters"))
@@ -88,8 +91,9 @@ def test_parameters_dir_flag_reaches_the_runner_and_the_kernel(sandbox, tmp_path
     assert record["runbook_sha"] and record["steps"], "the kernel's session did not write it"
 
 
-def test_parameters_dir_flag_refuses_a_folder_without_profiles(tmp_path, capsys,
-                                                               monkeypatch) -> None:
+def test_parameters_dir_flag_refuses_a_folder_without_profiles(
+    tmp_path, capsys, monkeypatch
+) -> None:
     monkeypatch.setenv("RUNBOOK_PARAMETERS_DIR", str(project_root() / "parameters"))
     code = cli.main(["run", "health_check", "--parameters-dir", str(tmp_path)])
     assert code == 2

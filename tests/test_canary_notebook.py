@@ -55,8 +55,13 @@ s.probe('echo "about to fail with $TOKEN" >&2; exit 3', shell=True, env={"TOKEN"
 
 def _forms(secret: str) -> list[str]:
     blob = base64.b64encode(f"user:{secret}".encode()).decode()
-    return [secret, urllib.parse.quote(secret, safe=""), secret.replace("-", "%2D"), blob,
-            blob[8:24]]
+    return [
+        secret,
+        urllib.parse.quote(secret, safe=""),
+        secret.replace("-", "%2D"),
+        blob,
+        blob[8:24],
+    ]
 
 
 def test_canaries_printed_by_the_server_appear_nowhere(sandbox, tmp_path, monkeypatch) -> None:
@@ -68,9 +73,20 @@ def test_canaries_printed_by_the_server_appear_nowhere(sandbox, tmp_path, monkey
     src, out = tmp_path / "canary.ipynb", tmp_path / "canary-out.ipynb"
     nbformat.write(nb, src)
     proc = subprocess.run(
-        [sys.executable, "-m", "papermill", str(src), str(out), "-k", "dealix-runbook",
-         "--cwd", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(src),
+            str(out),
+            "-k",
+            "dealix-runbook",
+            "--cwd",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     # the last cell fails on purpose: its traceback is part of the record
     assert proc.returncode != 0, proc.stderr[-2000:]

@@ -75,9 +75,7 @@ def test_local_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
 
 def test_local_timeout_holds_after_the_command_closes_its_output(tmp_path: Path) -> None:
     pidfile = tmp_path / "self.pid"
-    outcome, _, _ = _run_local(
-        f"echo $$ > {pidfile}; exec >/dev/null 2>&1; sleep 60", timeout=0.5
-    )
+    outcome, _, _ = _run_local(f"echo $$ > {pidfile}; exec >/dev/null 2>&1; sleep 60", timeout=0.5)
     assert outcome.timed_out and outcome.exit_code is None and outcome.signal is not None
     pid = int(pidfile.read_text())
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
@@ -144,9 +142,7 @@ def test_bad_profiles_name_the_key_and_the_file(tmp_path: Path, body: str, key: 
     assert str(d / "x.yaml") in str(info.value) or info.value.source == str(d / "x.yaml")
 
 
-SAFE = (
-    "do_not_touch: {protected_branches: [main], files: [/opt/dealix/.env.pre-v3.0.0.bak]}\n"
-)
+SAFE = "do_not_touch: {protected_branches: [main], files: [/opt/dealix/.env.pre-v3.0.0.bak]}\n"
 
 
 @pytest.mark.parametrize(

@@ -380,10 +380,15 @@ def test_history_table_csv_json_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     fig = history.figure(df)
     panels = {ax.get_title(): ax for ax in fig.axes}
-    assert list(panels) == ["Restore duration (min)", "Data age at restore (h) vs RPO",
-                            "Time to rollback (min)"]
-    for title, col, target in (("Restore duration (min)", "restore_min", 15.0),
-                               ("Time to rollback (min)", "rollback_min", 5.0)):
+    assert list(panels) == [
+        "Restore duration (min)",
+        "Data age at restore (h) vs RPO",
+        "Time to rollback (min)",
+    ]
+    for title, col, target in (
+        ("Restore duration (min)", "restore_min", 15.0),
+        ("Time to rollback (min)", "rollback_min", 5.0),
+    ):
         ax = panels[title]
         values = df[col].dropna()
         green, red = (c.get_offsets() for c in ax.collections[:2])
@@ -500,13 +505,25 @@ def test_runbook_list_shows_parameters_and_needs(sandbox):
         assert 'env="sandbox"' in block and "needs:" in block, block
     assert "read-only; secrets DEALIX_ADMIN_KEY, GITHUB_TOKEN" in blocks["health_check"]
     assert "needs:      read-only" in blocks["review"] and "confirmation" not in blocks["review"]
-    for changing in ("deploy", "rollback", "database_down", "llm_provider_down",
-                     "restore_drill", "restore_incident", "security_incident"):
+    for changing in (
+        "deploy",
+        "rollback",
+        "database_down",
+        "llm_provider_down",
+        "restore_drill",
+        "restore_incident",
+        "security_incident",
+    ):
         assert "confirmation off the sandbox (--confirm ENV)" in blocks[changing], changing
         # a run that died leaves the host lock: every changing notebook can break it
         assert "break_stale_lock=False" in blocks[changing], changing
     deploy = blocks["deploy"]
-    for var in ("DEALIX_ADMIN_KEY", "GITHUB_TOKEN", "SENTRY_AUTH_TOKEN", "POSTHOG_PERSONAL_API_KEY"):
+    for var in (
+        "DEALIX_ADMIN_KEY",
+        "GITHUB_TOKEN",
+        "SENTRY_AUTH_TOKEN",
+        "POSTHOG_PERSONAL_API_KEY",
+    ):
         assert var in deploy, (var, deploy)
     assert "approver (--approved-by NAME)" in blocks["rollback"]
 

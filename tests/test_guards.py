@@ -38,13 +38,19 @@ REFUSED = [
     ("no-force-delete-branch", "git branch --delete --force server-backup-20260423-084442"),
     ("no-force-delete-branch", "git push origin --delete server-backup-20260423-084442"),
     ("no-force-delete-branch", "git push origin :server-backup-20260423-084442"),
-    ("keep-corrupt-db-7-days", "sudo -n -u postgres psql -c 'DROP DATABASE dealix_corrupt_20261125;'"),
+    (
+        "keep-corrupt-db-7-days",
+        "sudo -n -u postgres psql -c 'DROP DATABASE dealix_corrupt_20261125;'",
+    ),
     ("keep-corrupt-db-7-days", "dropdb dealix_corrupt_20261121"),
     ("keep-corrupt-db-7-days", "psql -c 'drop database if exists dealix_corrupt_unknown'"),
     ("one-downgrade-step", "/opt/dealix/.venv/bin/alembic downgrade -2"),
     ("one-downgrade-step", "alembic downgrade base"),
     ("one-downgrade-step", "cd /opt/dealix && .venv/bin/python -m alembic downgrade 0001"),
-    ("no-restore-into-production-db", "gunzip -c /var/backups/postgres/dealix-2026-11-26.sql.gz | sudo -u postgres psql dealix"),
+    (
+        "no-restore-into-production-db",
+        "gunzip -c /var/backups/postgres/dealix-2026-11-26.sql.gz | sudo -u postgres psql dealix",
+    ),
     ("no-restore-into-production-db", "pg_restore -j2 -d dealix /var/backups/postgres/x.dump"),
     ("no-restore-into-production-db", "psql -c 'DROP DATABASE dealix'"),
     ("no-restore-into-production-db", "psql -c 'ALTER DATABASE dealix RENAME TO dealix_old'"),
@@ -106,10 +112,19 @@ PATHS = [
     ("no-delete-active-wal", "rm -rf /var/lib/postgresql/15/main"),
     ("no-delete-active-wal", "rm -rf /var/lib/postgresql/*"),
     ("no-delete-active-wal", "cd /var/lib/postgresql/15 && rm -rf main"),
-    ("no-delete-active-wal", "pg_archivecleanup /var/lib/postgresql/15/main/pg_wal 000000010000000000000010"),
-    ("no-delete-active-wal", "pg_archivecleanup -d /var/lib/postgresql/15/main 000000010000000000000010"),
+    (
+        "no-delete-active-wal",
+        "pg_archivecleanup /var/lib/postgresql/15/main/pg_wal 000000010000000000000010",
+    ),
+    (
+        "no-delete-active-wal",
+        "pg_archivecleanup -d /var/lib/postgresql/15/main 000000010000000000000010",
+    ),
     ("no-delete-active-wal", "find /var/lib/postgresql -name '0000*' -delete"),
-    ("no-delete-active-wal", "sudo -n -u postgres -- sh -c 'rm -rf /var/lib/postgresql/15/main/pg_wal/*'"),
+    (
+        "no-delete-active-wal",
+        "sudo -n -u postgres -- sh -c 'rm -rf /var/lib/postgresql/15/main/pg_wal/*'",
+    ),
 ]
 
 ALLOWED = [
@@ -202,7 +217,9 @@ def test_what_build_command_wraps_is_still_refused(rule: str, inner: str, wrap: 
 
 def test_a_shell_reading_its_script_from_stdin_is_checked() -> None:
     with pytest.raises(Forbidden, match="no-push-to-main"):
-        guards().check_command("sudo -n -- bash -s", stdin=b"cd /opt/dealix\ngit push origin main\n")
+        guards().check_command(
+            "sudo -n -- bash -s", stdin=b"cd /opt/dealix\ngit push origin main\n"
+        )
     with pytest.raises(Forbidden, match="no-restore-into-production-db"):
         guards().check_command("sudo -n -u postgres psql", stdin=b"DROP DATABASE dealix;")
     guards().check_command("bash -s", stdin=b"git status\n")

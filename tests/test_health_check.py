@@ -81,7 +81,9 @@ def test_unknown_parameter_is_refused_before_running(sandbox) -> None:
         runner.run("health_check", {"envv": "production"}, quiet=True)
 
 
-def test_plain_papermill_refuses_an_unknown_parameter_before_any_command(sandbox, outputs, tmp_path):
+def test_plain_papermill_refuses_an_unknown_parameter_before_any_command(
+    sandbox, outputs, tmp_path
+):
     """papermill only warns about `-p dryrun True` and runs on, for real; the
     session refuses it before the first command."""
     import subprocess
@@ -89,9 +91,20 @@ def test_plain_papermill_refuses_an_unknown_parameter_before_any_command(sandbox
 
     out = tmp_path / "typo.ipynb"
     proc = subprocess.run(
-        [sys.executable, "-m", "papermill", "notebooks/health_check.ipynb", str(out),
-         "-p", "dryrun", "True"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            "notebooks/health_check.ipynb",
+            str(out),
+            "-p",
+            "dryrun",
+            "True",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode != 0
     executed = out.read_text()
@@ -99,8 +112,19 @@ def test_plain_papermill_refuses_an_unknown_parameter_before_any_command(sandbox
     assert not list(outputs.rglob("commands.jsonl")), "a command ran despite the typo"
     # the declared name works the same way
     good = subprocess.run(
-        [sys.executable, "-m", "papermill", "notebooks/health_check.ipynb",
-         str(tmp_path / "ok.ipynb"), "-p", "dry_run", "True"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            "notebooks/health_check.ipynb",
+            str(tmp_path / "ok.ipynb"),
+            "-p",
+            "dry_run",
+            "True",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert good.returncode == 0, good.stderr[-2000:]

@@ -117,9 +117,7 @@ def test_the_check_catches_an_upward_import_and_a_circle(tmp_path: Path) -> None
 def test_every_notebook_has_its_scenario_module() -> None:
     # a newcomer finds the code of notebooks/X.ipynb in runbook/scenarios/X.py
     notebooks = sorted(p.stem for p in (LIB.parents[1] / "notebooks").glob("*.ipynb"))
-    modules = sorted(
-        p.stem for p in (LIB / "scenarios").glob("*.py") if not p.stem.startswith("_")
-    )
+    modules = sorted(p.stem for p in (LIB / "scenarios").glob("*.py") if not p.stem.startswith("_"))
     assert notebooks == modules
 
 
@@ -173,7 +171,9 @@ def test_one_error_tree_all_exported() -> None:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef):
-                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+                bases = {
+                    b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases
+                }
                 if bases & names:
                     strays.append(f"{path.relative_to(LIB)}: class {node.name}")
     assert strays == []

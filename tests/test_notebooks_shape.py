@@ -18,8 +18,15 @@ from runbook.core import catalog
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SCENARIOS = {
-    "health_check", "deploy", "rollback", "database_down", "llm_provider_down",
-    "restore_drill", "restore_incident", "security_incident", "review",
+    "health_check",
+    "deploy",
+    "rollback",
+    "database_down",
+    "llm_provider_down",
+    "restore_drill",
+    "restore_incident",
+    "security_incident",
+    "review",
 }
 
 
@@ -61,15 +68,20 @@ def test_notebooks_stay_thin(path: Path) -> None:
         source = "".join(cell["source"])
         tree = ast.parse(source)
         raw = [
-            node for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and node.func.attr in ("run", "probe") and isinstance(node.func.value, ast.Name)
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("run", "probe")
+            and isinstance(node.func.value, ast.Name)
             and node.func.value.id == "s"
         ]
         assert not raw, f"{path.name}: a raw s.run/s.probe; put the operation in lib/runbook"
         defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         assert not defs, f"{path.name}: functions and classes belong in lib/runbook"
-        assert len(source.splitlines()) <= 40, f"{path.name}: a code cell of {len(source.splitlines())} lines"
+        assert len(source.splitlines()) <= 40, (
+            f"{path.name}: a code cell of {len(source.splitlines())} lines"
+        )
 
 
 def _code(path: Path) -> list[str]:
@@ -96,7 +108,9 @@ def test_each_parameter_is_written_once(path: Path) -> None:
     declared = set(catalog.parameter_names(path))
     for source in _code(path)[1:]:
         used = {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
-        assert not used & declared, f"{path.name}: {sorted(used & declared)} outside the parameters cell"
+        assert not used & declared, (
+            f"{path.name}: {sorted(used & declared)} outside the parameters cell"
+        )
 
 
 # the parameters a notebook refuses to run without (its default is None on purpose)

@@ -295,9 +295,9 @@ def test_incident_restore_after_mass_delete(sandbox, healed) -> None:
         )[0][0]
         could_hold = sum(1 for t in created_before if t <= newest)
         assert could_hold > leads_before * 0.5  # the backup is hours, not days, behind
-        restored = sandbox.query(
-            "SELECT count(*) FROM leads WHERE created_at <= %s", (newest,)
-        )[0][0]
+        restored = sandbox.query("SELECT count(*) FROM leads WHERE created_at <= %s", (newest,))[0][
+            0
+        ]
         assert restored >= could_hold * 0.95
         kept = {d for d in databases(sandbox) if d.startswith("dealix_corrupt_")} - kept_before
         assert len(kept) == 1
@@ -432,7 +432,8 @@ def test_incident_restore_that_fails_validation_stops_before_the_swap(sandbox, h
     kept_before = {d for d in databases(sandbox) if d.startswith("dealix_corrupt_")}
     try:
         code, run_dir = runner.run(
-            "restore_incident", {"reason": "test: backup without leads", "backup": empty.name},
+            "restore_incident",
+            {"reason": "test: backup without leads", "backup": empty.name},
             quiet=True,
         )
         record = read(run_dir)
@@ -537,7 +538,9 @@ def test_headless_progress_moves_during_a_long_restore(sandbox, tmp_path, capsys
     assert len(below) >= 2, values
     assert values == sorted(values) and values[-1] == total, values
     out = capsys.readouterr().out
-    shown = [float(x) for x in re.findall(r"restore dealix-progress-test\.sql\.gz: +([\d.]+) % ", out)]
+    shown = [
+        float(x) for x in re.findall(r"restore dealix-progress-test\.sql\.gz: +([\d.]+) % ", out)
+    ]
     assert shown == sorted(shown), out
     assert len({p for p in shown if p < 100}) >= 2, out
     assert shown[-1] == 100.0 or "dump read (100 %), psql finishing" in out, out

@@ -478,7 +478,9 @@ def test_a_missing_secret_refuses_before_the_first_change(
         assert s.record()["would_change"] == [] and s.record()["changes"] == []
         s.close()
     monkeypatch.setenv(var, "sentry-token-fix4-0123456789")
-    s = open_session("deploy", env="sandbox", run_dir=tmp_path / "ok", require_secrets=["sentry_token"])
+    s = open_session(
+        "deploy", env="sandbox", run_dir=tmp_path / "ok", require_secrets=["sentry_token"]
+    )
     try:
         s.run(["touch", str(marker)])
         assert marker.exists()
@@ -568,10 +570,14 @@ def test_changing_http_by_default_for_methods_that_write(sandbox, tmp_path) -> N
 
 def test_incident_procedure_belongs_to_its_scenario(tmp_path) -> None:
     with pytest.raises(ParameterError) as info:
-        open_session("deploy", env="production", procedure="restore_incident", run_dir=tmp_path / "a")
+        open_session(
+            "deploy", env="production", procedure="restore_incident", run_dir=tmp_path / "a"
+        )
     assert info.value.key == "procedure"
     with pytest.raises(ParameterError):
-        open_session("restore_incident", env="production", procedure="anything", run_dir=tmp_path / "b")
+        open_session(
+            "restore_incident", env="production", procedure="anything", run_dir=tmp_path / "b"
+        )
     s = open_session(
         "restore_incident", env="production", procedure="restore_incident", run_dir=tmp_path / "c"
     )

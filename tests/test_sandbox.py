@@ -35,8 +35,16 @@ README_KEYS = (
     "backups_dir pgdata log_dir pg_port pg_socket_dir pg_superuser psql redis_port redis_url "
     "api_port nginx_port base_url stubs_port stubs_url supervisorctl secrets_file"
 ).split()
-SECRET_KEYS = ("DEALIX_ADMIN_KEY", "GITHUB_TOKEN", "SENTRY_AUTH_TOKEN", "POSTHOG_PERSONAL_API_KEY",
-               "POSTHOG_PROJECT_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GOOGLE_API_KEY")
+SECRET_KEYS = (
+    "DEALIX_ADMIN_KEY",
+    "GITHUB_TOKEN",
+    "SENTRY_AUTH_TOKEN",
+    "POSTHOG_PERSONAL_API_KEY",
+    "POSTHOG_PROJECT_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+    "GOOGLE_API_KEY",
+)
 APP_ENV_KEYS = (
     "APP_ENV DATABASE_URL REDIS_URL ADMIN_KEY WEBHOOK_SECRET ANTHROPIC_API_KEY OPENAI_API_KEY "
     "GOOGLE_API_KEY ANTHROPIC_BASE_URL OPENAI_BASE_URL GOOGLE_BASE_URL LLM_PROVIDER_PRIORITY "
@@ -46,8 +54,14 @@ APP_ENV_KEYS = (
 
 
 def sh(command: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True,
-                          text=True, timeout=timeout, check=False, **kw)
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kw,
+    )
 
 
 def psql(sb: Sandbox, sql: str, db: str = "dealix") -> subprocess.CompletedProcess[str]:
@@ -57,14 +71,34 @@ def psql(sb: Sandbox, sql: str, db: str = "dealix") -> subprocess.CompletedProce
 
 def ssh_argv(sb: Sandbox, known_hosts: str, *command: str) -> list[str]:
     st = sb.state
-    return ["ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5",
-            "-i", st["ssh_key"], "-p", str(st["ssh_port"]), f"{st['ssh_user']}@127.0.0.1",
-            *command]
+    return [
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "ConnectTimeout=5",
+        "-i",
+        st["ssh_key"],
+        "-p",
+        str(st["ssh_port"]),
+        f"{st['ssh_user']}@127.0.0.1",
+        *command,
+    ]
 
 
-def api(sb: Sandbox, method: str, path: str, *, key: str | None = None, **kw: Any) -> httpx.Response:
+def api(
+    sb: Sandbox, method: str, path: str, *, key: str | None = None, **kw: Any
+) -> httpx.Response:
     headers = kw.pop("headers", {})
     if key is not None:
         headers["X-API-Key"] = key
@@ -81,18 +115,35 @@ def test_up_again_is_idempotent(sandbox: Sandbox) -> None:
     assert after["pids"] == before["pids"]
     assert after["up_at"] == before["up_at"]
     assert {n: p["pid"] for n, p in sandbox.programs().items()} == {
-        n: pid for n, pid in before["pids"].items() if n != "supervisord"}
+        n: pid for n, pid in before["pids"].items() if n != "supervisord"
+    }
 
 
 def test_state_has_the_contract_keys(sandbox: Sandbox) -> None:
     state = sandbox.state
     missing = [k for k in README_KEYS if k not in state]
     assert not missing
-    assert state["ssh_user"] == ("root" if os.geteuid() == 0 else os.environ.get("USER", state["ssh_user"]))
+    assert state["ssh_user"] == (
+        "root" if os.geteuid() == 0 else os.environ.get("USER", state["ssh_user"])
+    )
     assert state["base_url"] == f"http://127.0.0.1:{state['nginx_port']}"
     assert Path(state["pg_socket_dir"]).parent.name.startswith("rbsb-")
-    assert len({state[k] for k in ("ssh_port", "pg_port", "redis_port", "api_port",
-                                   "nginx_port", "stubs_port")}) == 6
+    assert (
+        len(
+            {
+                state[k]
+                for k in (
+                    "ssh_port",
+                    "pg_port",
+                    "redis_port",
+                    "api_port",
+                    "nginx_port",
+                    "stubs_port",
+                )
+            }
+        )
+        == 6
+    )
 
 
 def test_status_is_all_healthy(sandbox: Sandbox) -> None:
@@ -104,17 +155,20 @@ def test_status_is_all_healthy(sandbox: Sandbox) -> None:
 
 def test_cli_status_and_fault_list(sandbox: Sandbox) -> None:
     run = [sys.executable, "-m", "runbook.cli", "sandbox", "--dir", str(sandbox.state_dir)]
-    out = subprocess.run([*run, "status", "--json"], capture_output=True, text=True, timeout=60,
-                         check=False)
+    out = subprocess.run(
+        [*run, "status", "--json"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert all(r["healthy"] for r in json.loads(out.stdout))
-    listing = subprocess.run([*run, "fault", "--list"], capture_output=True, text=True,
-                             timeout=30, check=False)
+    listing = subprocess.run(
+        [*run, "fault", "--list"], capture_output=True, text=True, timeout=30, check=False
+    )
     assert listing.returncode == 0
     for name in ("postgres-down", "pool-exhausted", "ci-red", "llm-down:PROVIDER"):
         assert name in listing.stdout
-    bad = subprocess.run([*run, "fault", "no-such-fault"], capture_output=True, text=True,
-                         timeout=30, check=False)
+    bad = subprocess.run(
+        [*run, "fault", "no-such-fault"], capture_output=True, text=True, timeout=30, check=False
+    )
     assert bad.returncode == 2
     assert "postgres-down" in bad.stderr
 
@@ -123,11 +177,18 @@ def test_secrets_are_private_and_shared(sandbox: Sandbox) -> None:
     lay = sandbox.layout
     secrets = sandbox.secrets()
     assert set(SECRET_KEYS) <= set(secrets)
-    for path in (lay.secrets_file, lay.app_dir / ".env", lay.app_dir / ".env.pre-v3.0.0.bak",
-                 lay.stubs_config):
+    for path in (
+        lay.secrets_file,
+        lay.app_dir / ".env",
+        lay.app_dir / ".env.pre-v3.0.0.bak",
+        lay.stubs_config,
+    ):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    app_env = dict(line.split("=", 1) for line in (lay.app_dir / ".env").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    app_env = dict(
+        line.split("=", 1)
+        for line in (lay.app_dir / ".env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert app_env["ADMIN_KEY"] == secrets["DEALIX_ADMIN_KEY"]
     stubs = json.loads(lay.stubs_config.read_text())
     assert stubs["github_token"] == secrets["GITHUB_TOKEN"]
@@ -144,9 +205,17 @@ def test_secrets_are_private_and_shared(sandbox: Sandbox) -> None:
 
 def test_ssh_login_with_the_pinned_host_key(sandbox: Sandbox) -> None:
     st = sandbox.state
-    out = subprocess.run(ssh_argv(sandbox, st["known_hosts"], "id -un; test -d " +
-                                  shlex.quote(st["app_dir"]) + " && echo app-ok"),
-                         capture_output=True, text=True, timeout=30, check=False)
+    out = subprocess.run(
+        ssh_argv(
+            sandbox,
+            st["known_hosts"],
+            "id -un; test -d " + shlex.quote(st["app_dir"]) + " && echo app-ok",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [st["ssh_user"], "app-ok"]
     known = Path(st["known_hosts"]).read_text()
@@ -159,11 +228,18 @@ def test_ssh_refuses_a_different_host_key(sandbox: Sandbox, tmp_path: Path) -> N
     blob = other.with_suffix(".pub").read_text().split()[1]
     wrong = tmp_path / "known_hosts"
     wrong.write_text(f"[127.0.0.1]:{sandbox.state['ssh_port']} ssh-ed25519 {blob}\n")
-    out = subprocess.run(ssh_argv(sandbox, str(wrong), "true"), capture_output=True, text=True,
-                         timeout=30, check=False)
+    out = subprocess.run(
+        ssh_argv(sandbox, str(wrong), "true"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert out.returncode == 255
-    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in out.stderr or \
-        "Host key verification failed" in out.stderr
+    assert (
+        "REMOTE HOST IDENTIFICATION HAS CHANGED" in out.stderr
+        or "Host key verification failed" in out.stderr
+    )
 
 
 def test_paramiko_pinned_login_and_auth_log(sandbox: Sandbox) -> None:
@@ -171,12 +247,21 @@ def test_paramiko_pinned_login_and_auth_log(sandbox: Sandbox) -> None:
     client = paramiko.SSHClient()
     client.load_host_keys(st["known_hosts"])
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect("127.0.0.1", port=st["ssh_port"], username=st["ssh_user"],
-                   key_filename=st["ssh_key"], allow_agent=False, look_for_keys=False, timeout=10)
+    client.connect(
+        "127.0.0.1",
+        port=st["ssh_port"],
+        username=st["ssh_user"],
+        key_filename=st["ssh_key"],
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=10,
+    )
     try:
         key = client.get_transport().get_remote_server_key()  # type: ignore[union-attr]
-        assert "SHA256:" + key.fingerprint.split(":", 1)[1] == st["host_key_fingerprint"] \
+        assert (
+            "SHA256:" + key.fingerprint.split(":", 1)[1] == st["host_key_fingerprint"]
             or key.fingerprint == st["host_key_fingerprint"]
+        )
     finally:
         client.close()
     assert f"Accepted publickey for {st['ssh_user']}" in Path(st["auth_log"]).read_text()
@@ -187,16 +272,22 @@ def test_paramiko_pinned_login_and_auth_log(sandbox: Sandbox) -> None:
 
 
 def test_psql_sees_the_seeded_leads(sandbox: Sandbox) -> None:
-    out = psql(sandbox, "SELECT count(*), extract(epoch FROM now() - min(created_at)), "
-                        "extract(epoch FROM now() - max(created_at)) FROM leads")
+    out = psql(
+        sandbox,
+        "SELECT count(*), extract(epoch FROM now() - min(created_at)), "
+        "extract(epoch FROM now() - max(created_at)) FROM leads",
+    )
     assert out.returncode == 0, out.stderr
     count, oldest, newest = out.stdout.strip().split("|")
     assert int(count) >= 10_000
     assert 89 * 86400 <= float(oldest) <= 91 * 86400
     assert float(newest) <= 3 * 3600
     # Spread, not a lump: every one of the last 90 days has leads.
-    days = psql(sandbox, "SELECT count(DISTINCT created_at::date) FROM leads "
-                         "WHERE created_at > now() - interval '90 days'")
+    days = psql(
+        sandbox,
+        "SELECT count(DISTINCT created_at::date) FROM leads "
+        "WHERE created_at > now() - interval '90 days'",
+    )
     assert int(days.stdout) >= 89
 
 
@@ -219,8 +310,9 @@ def test_app_role_uses_a_password_over_tcp(sandbox: Sandbox) -> None:
     with psycopg.connect(url, connect_timeout=5) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("dealix",)
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(f"postgresql://dealix:wrong@127.0.0.1:{st['pg_port']}/dealix",
-                        connect_timeout=5)
+        psycopg.connect(
+            f"postgresql://dealix:wrong@127.0.0.1:{st['pg_port']}/dealix", connect_timeout=5
+        )
 
 
 # --------------------------------------------------------------------------- the app
@@ -231,16 +323,20 @@ def test_app_dir_is_a_deployed_clone(sandbox: Sandbox) -> None:
     app = Path(st["app_dir"])
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(app), *args], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(app), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     head = git("rev-parse", "HEAD")
     assert head == st["origin_head"] == (app / ".last_good_sha").read_text().strip()
     assert git("status", "--porcelain") == ""
     assert int(git("rev-list", "--count", "HEAD")) >= 2
     backup = git("rev-parse", "server-backup-20260423-084442")
-    assert backup == git("rev-parse", "origin/server-backup-20260423-084442") == git(
-        "rev-parse", "HEAD~1")
+    assert (
+        backup
+        == git("rev-parse", "origin/server-backup-20260423-084442")
+        == git("rev-parse", "HEAD~1")
+    )
     assert (app / ".env.pre-v3.0.0.bak").exists() and (app / ".env.example").exists()
     assert os.access(app / "scripts" / "rotate_secrets.sh", os.X_OK)
     env_text = (app / ".env").read_text()
@@ -252,16 +348,36 @@ def test_app_dir_is_a_deployed_clone(sandbox: Sandbox) -> None:
 def test_app_venv_installs_requirements_offline_and_migrates(sandbox: Sandbox) -> None:
     app = sandbox.layout.app_dir
     env = {"PATH": "/usr/bin:/bin", "HOME": str(sandbox.state_dir), "LANG": "C.UTF-8"}
-    pip = subprocess.run([str(app / ".venv/bin/python"), "-m", "pip", "install", "-r",
-                          "requirements.txt"], cwd=app, env=env, capture_output=True, text=True,
-                         timeout=120, check=False)
+    pip = subprocess.run(
+        [str(app / ".venv/bin/python"), "-m", "pip", "install", "-r", "requirements.txt"],
+        cwd=app,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert pip.returncode == 0, pip.stdout + pip.stderr
     assert "Requirement already satisfied" in pip.stdout
-    up = subprocess.run([str(app / ".venv/bin/alembic"), "upgrade", "head"], cwd=app, env=env,
-                        capture_output=True, text=True, timeout=120, check=False)
+    up = subprocess.run(
+        [str(app / ".venv/bin/alembic"), "upgrade", "head"],
+        cwd=app,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert up.returncode == 0, up.stderr
-    current = subprocess.run([str(app / ".venv/bin/alembic"), "current"], cwd=app, env=env,
-                             capture_output=True, text=True, timeout=120, check=False)
+    current = subprocess.run(
+        [str(app / ".venv/bin/alembic"), "current"],
+        cwd=app,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert "0002 (head)" in current.stdout
 
 
@@ -278,8 +394,12 @@ def test_public_endpoints_through_nginx(sandbox: Sandbox) -> None:
     assert {"id", "code", "name", "price_monthly_sar", "max_leads"} <= set(plans[0])
     leads = api(sandbox, "GET", "/api/v1/leads", params={"limit": 5})
     assert leads.status_code == 200
-    created = api(sandbox, "POST", "/api/v1/leads",
-                  json={"company": "Tabuk Solar Est.", "contact_name": "Reem Al-Harbi"})
+    created = api(
+        sandbox,
+        "POST",
+        "/api/v1/leads",
+        json={"company": "Tabuk Solar Est.", "contact_name": "Reem Al-Harbi"},
+    )
     assert created.status_code == 201, created.text
     one = api(sandbox, "GET", f"/api/v1/leads/{created.json()['id']}")
     assert one.status_code == 200 and one.json()["company"] == "Tabuk Solar Est."
@@ -289,22 +409,35 @@ def test_webhook_needs_a_valid_signature(sandbox: Sandbox) -> None:
     secret = sandbox.secrets()["DEALIX_WEBHOOK_SECRET"]
     body = json.dumps({"event_id": f"evt_{uuid.uuid4().hex[:20]}", "type": "payment.paid"}).encode()
     sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    ok = api(sandbox, "POST", "/api/v1/webhooks/moyasar", content=body,
-             headers={"X-Dealix-Signature": sig, "Content-Type": "application/json"})
+    ok = api(
+        sandbox,
+        "POST",
+        "/api/v1/webhooks/moyasar",
+        content=body,
+        headers={"X-Dealix-Signature": sig, "Content-Type": "application/json"},
+    )
     assert ok.status_code == 200, ok.text
-    bad = api(sandbox, "POST", "/api/v1/webhooks/moyasar", content=body,
-              headers={"X-Dealix-Signature": "sha256=00", "Content-Type": "application/json"})
+    bad = api(
+        sandbox,
+        "POST",
+        "/api/v1/webhooks/moyasar",
+        content=body,
+        headers={"X-Dealix-Signature": "sha256=00", "Content-Type": "application/json"},
+    )
     assert bad.status_code == 401
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/api/v1/admin/dlq/stats"),
-    ("GET", "/api/v1/admin/approvals/pending"),
-    ("GET", "/api/v1/admin/sentry-check"),
-    ("POST", "/api/v1/admin/dlq/webhooks/drain?limit=5"),
-    ("POST", "/api/v1/admin/dlq/outbound/drain?limit=5"),
-    ("POST", "/api/v1/admin/dlq/enrichment/drain?limit=5"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/admin/dlq/stats"),
+        ("GET", "/api/v1/admin/approvals/pending"),
+        ("GET", "/api/v1/admin/sentry-check"),
+        ("POST", "/api/v1/admin/dlq/webhooks/drain?limit=5"),
+        ("POST", "/api/v1/admin/dlq/outbound/drain?limit=5"),
+        ("POST", "/api/v1/admin/dlq/enrichment/drain?limit=5"),
+    ],
+)
 def test_admin_endpoints_need_the_key(sandbox: Sandbox, method: str, path: str) -> None:
     for key in (None, "wrong-key-123456"):
         refused = api(sandbox, method, path, key=key)
@@ -406,7 +539,10 @@ def test_ci_red_and_heal(healed: Sandbox) -> None:
     sb.fault("ci-red")
     newest = sb.ci_runs(3)[0]
     assert (newest["conclusion"], newest["head_branch"], newest["head_sha"]) == (
-        "failure", "main", head)
+        "failure",
+        "main",
+        head,
+    )
     sb.heal()
     assert sb.ci_runs(1)[0]["conclusion"] == "success"
 
@@ -477,8 +613,11 @@ def test_newest_backup_restores_with_psql(sandbox: Sandbox) -> None:
     assert psql(sandbox, f"DROP DATABASE IF EXISTS {scratch}", db="postgres").returncode == 0
     assert psql(sandbox, f"CREATE DATABASE {scratch}", db="postgres").returncode == 0
     try:
-        out = sh(f"gunzip -c {shlex.quote(str(newest))} | {prefix} -X -q -v ON_ERROR_STOP=1 "
-                 f"-d {scratch} >/dev/null", timeout=300)
+        out = sh(
+            f"gunzip -c {shlex.quote(str(newest))} | {prefix} -X -q -v ON_ERROR_STOP=1 "
+            f"-d {scratch} >/dev/null",
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         restored = int(psql(sandbox, "SELECT count(*) FROM leads", db=scratch).stdout)
         live = int(psql(sandbox, "SELECT count(*) FROM leads").stdout)
@@ -504,8 +643,11 @@ def test_down_leaves_no_process_then_up_again(sandbox: Sandbox) -> None:
     live = sandbox.pids()
     sup = live["supervisord"]
     # A live SSH session: its per-connection sshd outlives the listener's SIGTERM.
-    session = subprocess.Popen(ssh_argv(sandbox, st["known_hosts"], "sleep 300"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    session = subprocess.Popen(
+        ssh_argv(sandbox, st["known_hosts"], "sleep 300"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for_session(sup, "sleep 300")
         pids = {p: start_time(p) for p in {sup, *descendants(sup), *live.values()}}
@@ -514,8 +656,12 @@ def test_down_leaves_no_process_then_up_again(sandbox: Sandbox) -> None:
         sandbox.down()
         assert [p for p, s in pids.items() if alive(p, s)] == []
         lay = sandbox.layout
-        for pidfile in (lay.run_dir / "supervisord.pid", lay.run_dir / "sshd.pid",
-                        lay.run_dir / "nginx.pid", lay.pgdata / "postmaster.pid"):
+        for pidfile in (
+            lay.run_dir / "supervisord.pid",
+            lay.run_dir / "sshd.pid",
+            lay.run_dir / "nginx.pid",
+            lay.pgdata / "postmaster.pid",
+        ):
             assert not pidfile.exists(), pidfile
         assert sandbox.state["pids"] == {}
         assert not any(r["healthy"] for r in sandbox.status() if r["name"].startswith("program"))

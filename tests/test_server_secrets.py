@@ -50,7 +50,7 @@ CELLS = [
     # env after sourcing it
     "print(s.probe(f'set -a; . {q}; env', shell=True, label='env').stdout)",
     # base64 of one value, and of the whole file on one line
-    "print(s.probe(f'set -a; . {q}; printf %s \"$" + CANARY_NAME + "\" | base64; "
+    "print(s.probe(f'set -a; . {q}; printf %s \"$" + CANARY_NAME + '" | base64; '
     "base64 -w0 {q}', shell=True, label='b64').stdout)",
     # long enough to go to a log file
     "r = s.probe(f'seq 1 30000; cat {q}; seq 1 100', shell=True, label='long')\n"
@@ -115,10 +115,16 @@ def _notebook(tmp_path: Path) -> Path:
 def _server_values(env_file: Path, sandbox) -> dict[str, str]:
     """The server-only values the rule picks from the planted .env (the rotated one too)."""
     found, _ = secret_values(read_env_file(env_file))
-    assert found[CANARY_NAME] == CANARY and "DATABASE_URL (password)" in found and ROTATED_NAME in found
+    assert (
+        found[CANARY_NAME] == CANARY
+        and "DATABASE_URL (password)" in found
+        and ROTATED_NAME in found
+    )
     operator = set(read_env_file(Path(sandbox.state["secrets_file"])).values())
     server_only = {k: v for k, v in found.items() if v not in operator}
-    assert {CANARY_NAME, "DATABASE_URL (password)", ROTATED_NAME} <= set(server_only), server_only.keys()
+    assert {CANARY_NAME, "DATABASE_URL (password)", ROTATED_NAME} <= set(server_only), (
+        server_only.keys()
+    )
     return server_only
 
 
@@ -143,9 +149,21 @@ def test_server_only_secret_under_plain_papermill(sandbox, planted, tmp_path, mo
     monkeypatch.setenv("RUNBOOK_OUTPUTS", str(outputs))
     src, out = _notebook(tmp_path), tmp_path / "executed.ipynb"
     proc = subprocess.run(
-        [sys.executable, "-m", "papermill", str(src), str(out), "-k", "dealix-runbook",
-         "--cwd", str(tmp_path), "--log-output"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(src),
+            str(out),
+            "-k",
+            "dealix-runbook",
+            "--cwd",
+            str(tmp_path),
+            "--log-output",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode != 0, proc.stderr[-2000:]  # the last cell fails on purpose
     executed = out.read_text()
@@ -181,7 +199,9 @@ def test_server_only_secret_under_runbook_run(sandbox, planted, tmp_path, monkey
     assert f"[redacted:{CANARY_NAME}]" in executed
     record = json.loads((run_dir / "record.json").read_text())
     scan = record["secret_scan"]["server_env"]
-    assert scan["read"] and {CANARY_NAME, "DATABASE_URL (password)", ROTATED_NAME} <= set(scan["names"])
+    assert scan["read"] and {CANARY_NAME, "DATABASE_URL (password)", ROTATED_NAME} <= set(
+        scan["names"]
+    )
     assert (run_dir / "server_canary.html").exists()
     values = _server_values(planted, sandbox)
     leaks = _scan({"terminal": terminal.out + terminal.err, **_files(outputs)}, values)
@@ -266,8 +286,9 @@ def test_shell_quoting_of_the_env_file_patterns() -> None:
 
     profile = SimpleNamespace(
         app=SimpleNamespace(env_file="/opt/my app/.env"),
-        do_not_touch=SimpleNamespace(files=["/opt/my app/.env.pre-v3.0.0.bak", "/etc/hosts",
-                                            "/srv/other/.env.keep"]),
+        do_not_touch=SimpleNamespace(
+            files=["/opt/my app/.env.pre-v3.0.0.bak", "/etc/hosts", "/srv/other/.env.keep"]
+        ),
     )
     words = env_file_patterns(profile)  # type: ignore[arg-type]
     assert words == [f"{shlex.quote('/opt/my app')}/.env*", "/srv/other/.env.keep"]

@@ -20,7 +20,9 @@ def test_close_closes_every_http_client(sandbox, tmp_path: Path) -> None:
     s.api.health()
     assert not any(c._client.is_closed for c in clients)
     s.close()
-    assert [name for name, c in zip(HTTP_CLIENTS, clients, strict=True) if not c._client.is_closed] == []
+    assert [
+        name for name, c in zip(HTTP_CLIENTS, clients, strict=True) if not c._client.is_closed
+    ] == []
 
 
 def _backup_checks(s) -> dict[str, tuple[str, str]]:

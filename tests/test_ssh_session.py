@@ -231,7 +231,9 @@ def test_more_channels_than_the_server_allows_are_queued_not_refused(session) ->
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=30) as pool:
-        results = list(pool.map(lambda i: session.probe(["sh", "-c", f"sleep 0.2; echo {i}"]), range(30)))
+        results = list(
+            pool.map(lambda i: session.probe(["sh", "-c", f"sleep 0.2; echo {i}"]), range(30))
+        )
     assert [int(r.stdout) for r in results] == list(range(30))
     assert session.transport.connects == 1
 
@@ -243,14 +245,22 @@ def test_a_refused_channel_waits_and_keeps_the_connection(sandbox) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     st = sandbox.state
-    t = SSHTransport(SSHTarget(host=st["ssh_host"], port=int(st["ssh_port"]), user=st["ssh_user"],
-                               key_path=st["ssh_key"], known_hosts=st["known_hosts"],
-                               max_sessions=24))
+    t = SSHTransport(
+        SSHTarget(
+            host=st["ssh_host"],
+            port=int(st["ssh_port"]),
+            user=st["ssh_user"],
+            key_path=st["ssh_key"],
+            known_hosts=st["known_hosts"],
+            max_sessions=24,
+        )
+    )
 
     def run(i: int) -> bytes:
         out: list[bytes] = []
-        outcome = t.execute(f"sleep 0.3; echo {i}", on_stdout=out.append,
-                            on_stderr=lambda b: None, timeout=30)
+        outcome = t.execute(
+            f"sleep 0.3; echo {i}", on_stdout=out.append, on_stderr=lambda b: None, timeout=30
+        )
         assert outcome.exit_code == 0 and outcome.interrupted is None
         return b"".join(out)
 
@@ -265,10 +275,23 @@ def test_a_refused_channel_waits_and_keeps_the_connection(sandbox) -> None:
 
 def test_jump_host(sandbox, tmp_path) -> None:
     st = sandbox.state
-    jump = SSHTarget(host=st["ssh_host"], port=int(st["ssh_port"]), user=st["ssh_user"],
-                     key_path=st["ssh_key"], known_hosts=st["known_hosts"])
-    t = SSHTransport(SSHTarget(host="127.0.0.1", port=int(st["ssh_port"]), user=st["ssh_user"],
-                               key_path=st["ssh_key"], known_hosts=st["known_hosts"], jump=jump))
+    jump = SSHTarget(
+        host=st["ssh_host"],
+        port=int(st["ssh_port"]),
+        user=st["ssh_user"],
+        key_path=st["ssh_key"],
+        known_hosts=st["known_hosts"],
+    )
+    t = SSHTransport(
+        SSHTarget(
+            host="127.0.0.1",
+            port=int(st["ssh_port"]),
+            user=st["ssh_user"],
+            key_path=st["ssh_key"],
+            known_hosts=st["known_hosts"],
+            jump=jump,
+        )
+    )
     out: list[bytes] = []
     outcome = t.execute("echo via-jump", on_stdout=out.append, on_stderr=lambda b: None, timeout=10)
     assert outcome.exit_code == 0 and b"".join(out) == b"via-jump\n"

@@ -41,9 +41,7 @@ def outputs(tmp_path, monkeypatch):
 
 def runbook(*args: str) -> tuple[int, str, dict[str, str]]:
     """`runbook ARGS` as a subprocess: exit code, stdout, and its `label: value` lines."""
-    p = subprocess.run(
-        [*RUNBOOK, *args], capture_output=True, text=True, timeout=900, cwd=ROOT
-    )
+    p = subprocess.run([*RUNBOOK, *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
     facts: dict[str, str] = {}
     for line in p.stdout.splitlines():
         if line and not line.startswith(" ") and ":" in line:
@@ -84,7 +82,8 @@ def server(sb: Sandbox) -> dict[str, Any]:
         "refs": git("for-each-ref"),
         "revision": sb.query("SELECT version_num FROM alembic_version")[0][0],
         "env_sha256": hashlib.sha256((app / ".env").read_bytes()).hexdigest(),
-        "last_good": (app / ".last_good_sha").read_text() if (app / ".last_good_sha").exists()
+        "last_good": (app / ".last_good_sha").read_text()
+        if (app / ".last_good_sha").exists()
         else None,
         "api_pid": sb.pid("dealix-api"),
     }
@@ -128,9 +127,7 @@ def test_ok_tells_the_outcome_no_next_and_the_evidence(sandbox, healed) -> None:
     assert record(facts)["next_command"] is None
 
 
-def test_bad_deploy_prints_the_failed_check_and_the_rollback_it_then_runs(
-    sandbox, healed
-) -> None:
+def test_bad_deploy_prints_the_failed_check_and_the_rollback_it_then_runs(sandbox, healed) -> None:
     before = server(healed)
     healed.fault("bad-deploy")
     bad = healed.state["deploy_faults"]["bad-deploy"]
@@ -197,8 +194,20 @@ def test_deploy_dry_run_previews_exactly_the_new_commit_and_migration(sandbox, h
 def test_drift_failure_names_the_step_and_the_command(sandbox, healed) -> None:
     healed.fault("good-deploy")
     subprocess.run(
-        ["git", "-C", healed.state["app_dir"], "-c", "user.name=someone", "-c",
-         "user.email=someone@example.com", "commit", "-q", "--allow-empty", "-m", "hotfix"],
+        [
+            "git",
+            "-C",
+            healed.state["app_dir"],
+            "-c",
+            "user.name=someone",
+            "-c",
+            "user.email=someone@example.com",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "hotfix",
+        ],
         check=True,
     )
     code, out, facts = runbook("run", "deploy", "-p", "watch_minutes", WATCH)
@@ -212,8 +221,13 @@ def test_drift_failure_names_the_step_and_the_command(sandbox, healed) -> None:
 def _ghost_lock(sb: Sandbox, *, stale: bool) -> Path:
     lock = lock_dir(sb)
     lock.mkdir(parents=True)
-    ghost = {"operator": "ghost", "operator_host": "gone.example", "scenario": "deploy",
-             "environment": "sandbox", "started": "2026-01-01T00:00:00Z"}
+    ghost = {
+        "operator": "ghost",
+        "operator_host": "gone.example",
+        "scenario": "deploy",
+        "environment": "sandbox",
+        "started": "2026-01-01T00:00:00Z",
+    }
     (lock / "owner.json").write_text(json.dumps(ghost))
     (lock / "heartbeat").touch()
     if stale:

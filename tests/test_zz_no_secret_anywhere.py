@@ -47,7 +47,9 @@ def test_no_sandbox_secret_in_any_evidence_of_the_session(sandbox, request, tmp_
     modules = {item.nodeid.split("::")[0] for item in request.session.items}
     if len(modules) < 10:
         pytest.skip("meaningful only after the whole suite ran (it scans what the others wrote)")
-    secrets = {k: v for k, v in read_env_file(Path(load_profile("sandbox").secrets.file)).items() if v}
+    secrets = {
+        k: v for k, v in read_env_file(Path(load_profile("sandbox").secrets.file)).items() if v
+    }
     assert len(secrets) >= 5, secrets.keys()
     roots = [tmp_path_factory.getbasetemp(), project_root() / "outputs"]
     files = [f for root in roots if root.exists() for f in _evidence_files(root)]
@@ -85,6 +87,8 @@ def test_every_record_of_the_session_follows_the_schema(request, tmp_path_factor
         if "schema" not in record:
             continue  # hand-made records of the history and seal tests
         checked += 1
-        problems += [f"{path}: {e.json_path}: {e.message[:200]}" for e in validator.iter_errors(record)]
+        problems += [
+            f"{path}: {e.json_path}: {e.message[:200]}" for e in validator.iter_errors(record)
+        ]
     assert checked >= 50, f"only {checked} records written by the library"
     assert not problems, "\n".join(problems[:20])

@@ -141,8 +141,11 @@ class HostKeyUnknown(ConnectionFailed, Refusal):
         >>> HostKeyUnknown("m", target="root@h:22", presented="SHA256:x").details()["presented"]
         'SHA256:x'
         """
-        out = {"host": self.target or "", "expected": "(no key pinned for this host)",
-               "presented": self.presented}
+        out = {
+            "host": self.target or "",
+            "expected": "(no key pinned for this host)",
+            "presented": self.presented,
+        }
         if self.fix:
             out["fix"] = self.fix
         return out
@@ -151,9 +154,7 @@ class HostKeyUnknown(ConnectionFailed, Refusal):
 class HostKeyMismatch(ConnectionFailed, Refusal):
     """The server's key differs from the pinned one: possible interception."""
 
-    def __init__(
-        self, message: str, *, target: str, expected: str, presented: str, fix: str = ""
-    ):
+    def __init__(self, message: str, *, target: str, expected: str, presented: str, fix: str = ""):
         self.expected = expected
         self.presented = presented
         self.fix = fix
@@ -329,7 +330,8 @@ def outcome_of(error: BaseException | type[BaseException] | str) -> str:
 
 
 def _subclasses(cls: type) -> list[type]:
-    out = []
-    for sub in cls.__subclasses__():
+    out: list[type] = []
+    subs: list[type] = cls.__subclasses__()
+    for sub in subs:
         out += [sub, *_subclasses(sub)]
     return out

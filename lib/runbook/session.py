@@ -301,9 +301,7 @@ class Session:
         learned = learn(self.redactor, self._transport, self.profile)
         self.server_secrets = learned
         if after is None or learned.new:
-            self.evidence.append(
-                {"kind": "server-secrets", "after": after, **learned.to_dict()}
-            )
+            self.evidence.append({"kind": "server-secrets", "after": after, **learned.to_dict()})
         if learned.unmaskable and after is None:
             print(
                 f"runbook: WARNING: {', '.join(learned.unmaskable)} in the server's env "
@@ -463,9 +461,7 @@ class Session:
             raise CommandFailed(describe_failure(result), result)
         return result
 
-    def guard_command(
-        self, command: str, *, changing: bool, stdin: bytes | None = None
-    ) -> None:
+    def guard_command(self, command: str, *, changing: bool, stdin: bytes | None = None) -> None:
         """Apply the runbook's rules to a command before it runs (in dry-run too)."""
         try:
             self.guards.check_command(command, stdin=stdin)
@@ -728,9 +724,7 @@ class Session:
             print(f"next: {shown}")
         return shown
 
-    def rerun_command(
-        self, *, add: dict[str, Any] | None = None, drop: Sequence[str] = ()
-    ) -> str:
+    def rerun_command(self, *, add: dict[str, Any] | None = None, drop: Sequence[str] = ()) -> str:
         """This run's own `runbook run` command line, with parameters added or dropped.
 
         Built from what papermill injected (the parameters the run was given),

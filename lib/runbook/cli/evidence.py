@@ -47,8 +47,11 @@ def verify(args: argparse.Namespace) -> int:
         abandoned = _abandoned(root or evidence_tools.outputs_dir(), entries)
         print(
             f"CHAIN OK: {len(entries)} sealed runs, every folder present and unchanged"
-            + (f"; {len(abandoned)} abandoned (their process died without a verdict)"
-               if abandoned else "")
+            + (
+                f"; {len(abandoned)} abandoned (their process died without a verdict)"
+                if abandoned
+                else ""
+            )
         )
         for run in abandoned:
             print(f"  abandoned: {run}")

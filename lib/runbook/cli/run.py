@@ -170,9 +170,7 @@ def run_notebook(
             # user can reach (and the kernel's warning about them). The path
             # is explicit: jupyter_client's default is "kernel-ipc" in the
             # working directory, shared by every run started there at once.
-            config=Config(
-                {"KernelManager": {"transport": "ipc", "ip": f"{sockets}/kernel"}}
-            ),
+            config=Config({"KernelManager": {"transport": "ipc", "ip": f"{sockets}/kernel"}}),
         )
     except PapermillExecutionError as exc:
         outcome = outcome_of(exc.ename)
@@ -346,8 +344,17 @@ def _register_engine() -> None:
                 raise
 
         @classmethod
-        def _execute(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
-                     stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
+        def _execute(
+            cls,
+            nb_man,
+            kernel_name,
+            log_output=False,
+            stdout_file=None,
+            stderr_file=None,
+            start_timeout=60,
+            execution_timeout=None,
+            **kwargs,
+        ):
             # NBClientEngine.execute_managed_notebook, with our client class
             kwargs.pop("input_path", None)
             timeout = kwargs.pop("timeout", None)

@@ -159,8 +159,10 @@ def parameter_names(path: Path) -> list[str]:
             continue
         names: list[str] = []
         for node in ast.parse("".join(cell.get("source", ""))).body:
-            targets = node.targets if isinstance(node, ast.Assign) else (
-                [node.target] if isinstance(node, ast.AnnAssign) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else ([node.target] if isinstance(node, ast.AnnAssign) else [])
             )
             names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
         return names

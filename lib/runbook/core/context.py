@@ -43,8 +43,10 @@ class OpsContext(Protocol):
     # who runs this, for the lock's owner file: known when the run opens
     operator: str
     operator_host: str
+
     # this run's pid and start time (runbook.core.liveness), for the lock's owner file
-    process: dict[str, Any] | None
+    @property
+    def process(self) -> dict[str, Any] | None: ...
 
     @property
     def transport(self) -> Transport: ...

@@ -205,8 +205,14 @@ def finish(run_dir: Path, *, finisher: str | Path | None = None) -> dict[str, An
         s.get("name") == known["last_step"] for s in rec.get("steps") or []
     ):
         rec.setdefault("steps", []).append(
-            {"name": known["last_step"], "started": None, "finished": rec["finished"],
-             "duration_s": None, "status": ABANDONED, "error": None}
+            {
+                "name": known["last_step"],
+                "started": None,
+                "finished": rec["finished"],
+                "duration_s": None,
+                "status": ABANDONED,
+                "error": None,
+            }
         )
     if not rec.get("error"):
         rec["error"] = {

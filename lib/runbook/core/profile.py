@@ -408,8 +408,7 @@ def _interpolate(data: Any, path: Path) -> Any:
             state = state_of(m.group(1))
             if m.group(2) not in state:
                 raise ParameterError(
-                    f"{key}: the {m.group(1)} state has no {m.group(2)!r}; "
-                    f"run `{_UP[m.group(1)]}`",
+                    f"{key}: the {m.group(1)} state has no {m.group(2)!r}; run `{_UP[m.group(1)]}`",
                     key=key,
                     source=str(path),
                 )

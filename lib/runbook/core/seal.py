@@ -80,8 +80,9 @@ def seal(
     record = _read_record(run_dir)
     env = env or record.get("environment") or "sandbox"
     redactor = secrets_redactor(env)
-    server_env = _server_env(redactor, env, record) if server else {"read": False,
-                                                                    "why": "not asked"}
+    server_env = (
+        _server_env(redactor, env, record) if server else {"read": False, "why": "not asked"}
+    )
     if notebook is not None:
         adopt_notebook(run_dir, Path(notebook), record)
     hits = scan_secrets(run_dir, redactor)

@@ -160,11 +160,11 @@ def read_script(words: Iterable[str]) -> str:
     """
     lim = MAX_FILE_BYTES
     return (
-        f"for f in {' '.join(words)}; do [ -f \"$f\" ] || continue; "
-        f"case \"$f\" in {'|'.join('*' + e for e in EXAMPLES)}) continue;; esac; "
-        f"if [ -r \"$f\" ]; then printf '\\000%s\\000' \"$f\"; head -c {lim} -- \"$f\"; "
+        f'for f in {" ".join(words)}; do [ -f "$f" ] || continue; '
+        f'case "$f" in {"|".join("*" + e for e in EXAMPLES)}) continue;; esac; '
+        f'if [ -r "$f" ]; then printf \'\\000%s\\000\' "$f"; head -c {lim} -- "$f"; '
         f"elif sudo -n true 2>/dev/null; then printf '\\000%s\\000' \"$f\"; "
-        f"sudo -n head -c {lim} -- \"$f\"; "
+        f'sudo -n head -c {lim} -- "$f"; '
         f"else printf '\\001%s\\001' \"$f\"; fi; done"
     )
 
@@ -197,8 +197,9 @@ def register_env_text(redactor: Redactor, text: str, learned: Learned) -> None:
     learned.unmaskable += short
 
 
-def learn(redactor: Redactor, transport: Transport, profile: Profile, *,
-          timeout: float = 30) -> Learned:
+def learn(
+    redactor: Redactor, transport: Transport, profile: Profile, *, timeout: float = 30
+) -> Learned:
     """Read the server's env files over `transport` (output kept in memory) and register.
 
     Connection errors propagate (the caller was about to connect anyway and

@@ -174,8 +174,12 @@ def _no_next(record: Mapping[str, Any]) -> str:
     return "no command follows from this outcome; read the error and the evidence"
 
 
-def default_next(record: Mapping[str, Any], scenario: str, params: Mapping[str, Any],
-                 declared: Iterable[str] = ()) -> str | None:
+def default_next(
+    record: Mapping[str, Any],
+    scenario: str,
+    params: Mapping[str, Any],
+    declared: Iterable[str] = (),
+) -> str | None:
     """The next command when the notebook named none, from the outcome alone.
 
     A dry run that went well: the same command for real. Missing confirmation:

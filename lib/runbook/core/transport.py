@@ -429,7 +429,6 @@ def _fast_pipes(chan: paramiko.Channel) -> paramiko.Channel:
     return chan
 
 
-
 class _QuietRefusals(logging.Filter):
     """paramiko logs a refused channel at ERROR; `_open_channel` waits for a
     free slot instead, so in a notebook the line would only alarm the reader."""
@@ -439,6 +438,7 @@ class _QuietRefusals(logging.Filter):
 
 
 logging.getLogger("paramiko.transport").addFilter(_QuietRefusals())
+
 
 def _refused(t: paramiko.Transport, exc: BaseException) -> str | None:
     """Why the server refused to open a channel on a live connection, or None.

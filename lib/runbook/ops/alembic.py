@@ -49,9 +49,7 @@ class Alembic:
         return self._probe("history").stdout
 
     def upgrade(self, target: str = "head") -> Result:
-        return self.ctx.run(
-            [self.bin, "upgrade", target], cwd=self.dir, label="alembic-upgrade"
-        )
+        return self.ctx.run([self.bin, "upgrade", target], cwd=self.dir, label="alembic-upgrade")
 
     def downgrade(self, steps: int = 1) -> Result:
         """Undo `steps` migrations; more than one needs `approved_by` (runbook scenario 2)."""

@@ -153,7 +153,15 @@ def list_backups(
             }
         )
     cols = [
-        "name", "format", "size_bytes", "size", "modified", "age_hours", "age_from", "path", "mtime",
+        "name",
+        "format",
+        "size_bytes",
+        "size",
+        "modified",
+        "age_hours",
+        "age_from",
+        "path",
+        "mtime",
     ]
     frame = pd.DataFrame(rows, columns=cols).sort_values("age_hours", kind="stable")
     frame = frame.reset_index(drop=True)
@@ -329,7 +337,9 @@ def table_facts(ctx: OpsContext, database: str, table: str, sample: int = 1000) 
     names = set() if cols.empty else set(cols["column_name"])
     if not names:
         raise RestoreFailed(f"table {table} does not exist in {database}")
-    facts: dict[str, Any] = {"rows": int(one_row(ctx, f"SELECT count(*) AS n FROM {t}", database)["n"])}  # noqa: S608 - names via ident(), values via literal()
+    facts: dict[str, Any] = {
+        "rows": int(one_row(ctx, f"SELECT count(*) AS n FROM {t}", database)["n"])
+    }  # noqa: S608 - names via ident(), values via literal()
     if "created_at" in names:
         row = one_row(
             ctx,

@@ -16,6 +16,7 @@ from runbook.result import Result
 if TYPE_CHECKING:
     from runbook.core.context import OpsContext
 
+
 class Git:
     def __init__(self, ctx: OpsContext):
         self.ctx = ctx
@@ -34,7 +35,9 @@ class Git:
 
     def ls_tree(self, rev: str, path: str) -> list[str]:
         """The names in directory `path` of commit `rev` (no checkout)."""
-        return self.read("ls-tree", "--name-only", f"{rev}:{path}", label="git-ls-tree").stdout.split()
+        return self.read(
+            "ls-tree", "--name-only", f"{rev}:{path}", label="git-ls-tree"
+        ).stdout.split()
 
     def head(self) -> str:
         return self.ctx.probe(self._git("rev-parse", "HEAD")).stdout.strip()
@@ -50,9 +53,7 @@ class Git:
         return r.stdout.strip() or None
 
     def is_ancestor(self, older: str, newer: str) -> bool:
-        r = self.ctx.probe(
-            self._git("merge-base", "--is-ancestor", older, newer), accept=(0, 1)
-        )
+        r = self.ctx.probe(self._git("merge-base", "--is-ancestor", older, newer), accept=(0, 1))
         return r.exit_code == 0
 
     def log(self, rev_range: str, limit: int = 20) -> list[str]:

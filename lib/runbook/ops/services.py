@@ -141,10 +141,10 @@ class Services:
             )
         r = s.probe(self._control("status", name), shell=True, warn=True)
         line = r.stdout.strip().splitlines()[0] if r.stdout.strip() else r.stderr.strip()
-        m = re.match(r"^(\S+)\s+([A-Z]+)\s*(.*)$", line)
-        if not m:
+        said = re.match(r"^(\S+)\s+([A-Z]+)\s*(.*)$", line)
+        if not said:
             return ServiceState(name, False, "unknown", None, line)
-        sv_state, detail = m.group(2), m.group(3)
+        sv_state, detail = said.group(2), said.group(3)
         pid_m = re.search(r"pid (\d+)", detail)
         words = {
             "RUNNING": "active (running)",

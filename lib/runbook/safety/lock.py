@@ -155,8 +155,9 @@ class HostLock:
                 "holder_pid": str(proc.get("pid", "?")),
                 "since": str(current.get("started", "?")),
                 "heartbeat_age_s": str(age),
-                "holder_state": "dead" if dead else ("stale" if stale else
-                                                     ("alive" if living else "unknown")),
+                "holder_state": "dead"
+                if dead
+                else ("stale" if stale else ("alive" if living else "unknown")),
             }
             if stale:
                 extra["fix"] = flag.replace("`", "")

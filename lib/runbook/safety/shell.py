@@ -32,6 +32,8 @@ _KEYWORDS = {"!", "{", "}", "then", "do", "else", "elif", "if", "while", "until"
 # a script nested deeper than this is not read further (and is not a way around the rules:
 # nothing below this depth is trusted, see `_parse`)
 _MAX_DEPTH = 8
+
+
 @dataclass(frozen=True)
 class _Wrapper:
     """A command that runs another command: which of its options take a value, which
@@ -43,6 +45,8 @@ class _Wrapper:
     short_script: str = ""
     long_script: frozenset[str] = frozenset()
     positional: int = 0
+
+
 _WRAPPERS: dict[str, _Wrapper] = {
     "sudo": _Wrapper(
         "ugCDhprtTU",
@@ -112,6 +116,8 @@ _WRAPPERS: dict[str, _Wrapper] = {
         ),
     ),
 }
+
+
 @dataclass(frozen=True)
 class SimpleCommand:
     """One simple command of a shell string: its words (wrappers removed) and the
@@ -121,6 +127,8 @@ class SimpleCommand:
     cwd: str | None = None
     # a shell that reads its script from stdin (`bash -s`, `sh` with no script)
     reads_stdin: bool = False
+
+
 def split_commands(text: str) -> list[list[str]]:
     """Split a shell string into simple commands (word lists), best effort.
 
@@ -133,11 +141,15 @@ def split_commands(text: str) -> list[list[str]]:
     [['bash', '-lc', 'cd /x && git push origin main'], ['cd', '/x'], ['git', 'push', 'origin', 'main']]
     """
     return [c.words for c in parse_commands(text)]
+
+
 def parse_commands(text: str, cwd: str | None = None) -> list[SimpleCommand]:
     """The simple commands of a shell string, with their working directory when known."""
     out: list[SimpleCommand] = []
     _parse(text, cwd, 0, out)
     return out
+
+
 def _tokens(text: str) -> list[str]:
     text = text.replace("\\\n", " ")
     lexer = shlex.shlex(text, posix=True, punctuation_chars=_PUNCT)
@@ -149,6 +161,8 @@ def _tokens(text: str) -> list[str]:
     except ValueError:
         # unbalanced quotes: fall back to whitespace words, still inspected
         return text.split()
+
+
 def _is_separator(tok: str) -> bool:
     if tok in _SEPARATORS:
         return True
@@ -157,6 +171,8 @@ def _is_separator(tok: str) -> bool:
         # target is inspected); anything else made of `;&|()` separates commands
         return not (set(tok) <= set("<>") or tok in (">&", "<&", "&>", "&>>", ">|"))
     return False
+
+
 def _parse(text: str, cwd: str | None, depth: int, out: list[SimpleCommand]) -> None:
     if depth > _MAX_DEPTH:
         # deeper nesting is not read; the outer words are still checked
@@ -190,6 +206,8 @@ def _parse(text: str, cwd: str | None, depth: int, out: list[SimpleCommand]) -> 
             args = [a for a in words[1:] if not a.startswith("-")]
             cwd = resolve(args[0], cwd) if args and not dynamic(args[0]) else None
         out.append(SimpleCommand(words, cwd, reads_stdin))
+
+
 def _substitutions(word: str) -> list[str]:
     """The commands inside `$(...)` and backquotes of one word (quotes kept them whole)."""
     found: list[str] = []
@@ -209,6 +227,8 @@ def _substitutions(word: str) -> list[str]:
     parts = word.split("`")
     found += parts[1::2]
     return [f for f in found if f.strip()]
+
+
 def _unwrap(words: list[str]) -> tuple[list[str], list[str]]:
     """Skip wrappers (sudo, env, nice, timeout, ...) to the real command.
 
@@ -288,6 +308,8 @@ def _unwrap(words: list[str]) -> tuple[list[str], list[str]]:
                 continue
             break
     return words[i:], scripts
+
+
 def _option_values(args: list[str], spec: _Wrapper, *, scripts_only: bool) -> list[str]:
     """The values of a wrapper's script options (`-c CMD`, `--command=CMD`) anywhere in args."""
     found: list[str] = []
@@ -313,6 +335,8 @@ def _option_values(args: list[str], spec: _Wrapper, *, scripts_only: bool) -> li
                     break
         i += 1
     return found
+
+
 def _shell_script(args: list[str]) -> tuple[str | None, bool]:
     """(the `-c` script, reads its script from stdin) of a shell's arguments.
 
@@ -344,8 +368,12 @@ def _shell_script(args: list[str]) -> tuple[str | None, bool]:
     if seen_c:
         return (args[i] if i < len(args) else ""), False
     return None, seen_s or i >= len(args)
+
+
 def dynamic(word: str) -> bool:
     return "$" in word or word.startswith("~") or "`" in word
+
+
 def resolve(path: str, cwd: str | None) -> str | None:
     """An absolute, normalised path, or None when it depends on an unknown directory."""
     if dynamic(path):
@@ -355,6 +383,8 @@ def resolve(path: str, cwd: str | None) -> str | None:
     if cwd is None:
         return None
     return posixpath.normpath(posixpath.join(cwd, path))
+
+
 def expand_braces(word: str) -> list[str]:
     """One level of brace expansion: `/a/{b,c}` -> `/a/b`, `/a/c`."""
     m = re.search(r"\{([^{}]*,[^{}]*)\}", word)
@@ -364,6 +394,8 @@ def expand_braces(word: str) -> list[str]:
     for alt in m.group(1).split(","):
         out += expand_braces(word[: m.start()] + alt + word[m.end() :])
     return out
+
+
 def _component_match(a: str, b: str) -> bool:
     ga, gb = bool(GLOB.search(a)), bool(GLOB.search(b))
     if ga and gb:
@@ -373,6 +405,8 @@ def _component_match(a: str, b: str) -> bool:
     if gb:
         return fnmatch.fnmatchcase(a, b)
     return a == b
+
+
 def may_reach(target: str, protected: str, *, tree: bool) -> bool:
     """Can an operation on `target` (a path or shell glob) hit `protected`?
 

@@ -122,7 +122,9 @@ def scenario_class(name: str) -> type[Scenario]:
     try:
         module = importlib.import_module(f"runbook.scenarios.{name}")
     except ModuleNotFoundError:
-        raise ParameterError(f"no scenario module runbook.scenarios.{name}", key="scenario") from None
+        raise ParameterError(
+            f"no scenario module runbook.scenarios.{name}", key="scenario"
+        ) from None
     found = [
         obj
         for obj in vars(module).values()

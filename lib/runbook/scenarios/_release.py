@@ -313,9 +313,7 @@ class Release(Scenario):
             [f"none: {what} never edits {self.app.env_file} (only scenario 4 changes one key)"],
         )
         unit = s.services.unit("api")
-        s.preview_change(
-            "services to restart", [f"{unit} ({s.profile.services.manager} restart)"]
-        )
+        s.preview_change("services to restart", [f"{unit} ({s.profile.services.manager} restart)"])
 
     def wait_running(self, sha: str) -> tuple[bool, float]:
         """Until /health answers 200 with `sha` (the restarted API runs the new code)."""
@@ -360,5 +358,3 @@ class Release(Scenario):
                 actual=f"{(self.running_sha() or 'no answer')[:12]} after {waited:.1f} s",
                 passed=ok,
             )
-
-

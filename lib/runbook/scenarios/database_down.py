@@ -1123,13 +1123,15 @@ class DatabaseDown(Scenario):
         show(readable(self.table))
         return self.branch
 
-    def take_lock(self, step: str | None = "2. Take the host lock") -> dict[str, Any] | None:
+    def take_lock(
+        self, step: str | None = "2. Take the host lock", *, once: bool = True
+    ) -> dict[str, Any] | None:
         """Step 2, only on a branch that changes the server."""
         assert self.branch is not None, "run triage() first"
         if not changes_server(self.branch):
             print(f"{self.branch.name}: this branch changes nothing on the server, no lock needed")
             return None
-        return super().take_lock(step, once=True)
+        return super().take_lock(step, once=once)
 
     def service_failed(self) -> dict[str, Any] | None:
         """Branch service failed: recent logs, restart, wait, SELECT 1.

@@ -175,9 +175,11 @@ class Deploy(Release):
             return runs
 
     # -- step 2 -----------------------------------------------------------
-    def take_lock(self) -> dict[str, Any]:
+    def take_lock(
+        self, step: str | None = "2. Take the host lock", *, once: bool = False
+    ) -> dict[str, Any] | None:
         """SSH to the server and take the host lock (one changing run per host), as a step."""
-        info = super().take_lock("2. Take the host lock")
+        info = super().take_lock(step, once=once)
         assert info is not None
         return info
 
@@ -309,7 +311,11 @@ class Deploy(Release):
             s.preview_change("commits", [f"cannot tell: origin has no branch {branch}"])
             return dict(s.preview)
         s.git.read(
-            "fetch", "--quiet", "--no-write-fetch-head", "--refmap=", "origin",
+            "fetch",
+            "--quiet",
+            "--no-write-fetch-head",
+            "--refmap=",
+            "origin",
             f"refs/heads/{branch}",
             label="git-fetch-objects",
         )
@@ -328,7 +334,9 @@ class Deploy(Release):
             if len(found) != 1:
                 raise ValueError(f"{len(found)} alembic heads at {target[:12]}: {found}")
             todo = list(reversed(migration_chain(revs, found[0], current)))
-            items = [f"{r} ({files[r][1]})" for r in todo] or [f"none: the database is at {current}"]
+            items = [f"{r} ({files[r][1]})" for r in todo] or [
+                f"none: the database is at {current}"
+            ]
         except ValueError as exc:
             items = [f"cannot tell: {exc}"]
         s.preview_change(f"migrations to apply (alembic upgrade head, from {current})", items)

@@ -636,13 +636,15 @@ class LlmProviderDown(Scenario):
         )
         return a["decision"]
 
-    def take_lock(self, step: str | None = "4. Take the host lock") -> dict[str, Any] | None:
+    def take_lock(
+        self, step: str | None = "4. Take the host lock", *, once: bool = True
+    ) -> dict[str, Any] | None:
         """A step of its own before the first change, only when the decision changes something."""
         assert self.decision is not None, "run assess() first"
         if not changes_server(self.decision):
             print(f"{self.decision.name}: nothing will change, no lock needed")
             return None
-        return super().take_lock(step, once=True)
+        return super().take_lock(step, once=once)
 
     def failover(self) -> dict[str, Any] | None:
         """Step 4: LLM_PROVIDER_PRIORITY to the new order, restart the API (only on FAILOVER)."""
@@ -651,6 +653,7 @@ class LlmProviderDown(Scenario):
             print(f"no failover: {self.decision.name}")
             return None
         with self.s.step("4. Failover: LLM_PROVIDER_PRIORITY, restart the API"):
+            assert self.decision.new_order is not None, "a failover decision names the new order"
             fo = failover(self.s, self.decision.new_order)
         d = fo["diff"]
         print(f"{d['key']}: {d['before']} → {d['after']}   (backup: {d['backup']})")

@@ -217,7 +217,11 @@ class ReviewFindings:
         )
         if self.since is not None:
             ax.axvline(
-                float(date2num(self.since.replace(tzinfo=None))), color="tab:blue", ls=":", lw=1, label="last review"
+                float(date2num(self.since.replace(tzinfo=None))),
+                color="tab:blue",
+                ls=":",
+                lw=1,
+                label="last review",
             )
         stale = set(self.due.loc[self.due["kind"] == "stale", "scenario"])
         ax.set_yticks(range(len(names)))

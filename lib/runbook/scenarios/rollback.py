@@ -139,7 +139,13 @@ class Rollback(Release):
                 raise ParameterError(f"the last good SHA has several alembic heads: {good_heads}")
             self.target_rev = good_heads[0] if good_heads else None
             added = s.git.read(
-                "diff", "--name-only", "--diff-filter=A", last_good, "HEAD", "--", MIGRATIONS_DIR,
+                "diff",
+                "--name-only",
+                "--diff-filter=A",
+                last_good,
+                "HEAD",
+                "--",
+                MIGRATIONS_DIR,
                 label="git-diff",
             ).stdout.split()
             try:
@@ -153,7 +159,13 @@ class Rollback(Release):
                 ) from None
             r = s.git.read("log", "-1", "--format=%ct", "HEAD", label="git-log")
             reflog = s.git.read(
-                "reflog", "-50", "--date=unix", "--format=%H %gd", "HEAD", warn=True, label="git-reflog"
+                "reflog",
+                "-50",
+                "--date=unix",
+                "--format=%H %gd",
+                "HEAD",
+                warn=True,
+                label="git-reflog",
             ).stdout
             when = arrived_at(reflog, self.head)
             self.deployed_at = when if when is not None else float(r.stdout.strip() or time.time())
@@ -238,9 +250,11 @@ class Rollback(Release):
             )
 
     # -- step 3: the lock, then downgrade first, with the bad code still checked out
-    def take_lock(self) -> dict[str, Any]:
+    def take_lock(
+        self, step: str | None = "3. Take the host lock", *, once: bool = False
+    ) -> dict[str, Any] | None:
         """Take the host lock (one changing run per host), after the plan, before any change."""
-        info = super().take_lock("3. Take the host lock")
+        info = super().take_lock(step, once=once)
         assert info is not None
         return info
 

@@ -1118,13 +1118,17 @@ class SecurityIncident(Scenario):
             self.lock_to = lockdown_address(
                 s, self.operator, self.allow_ssh_from, override=self.override_lockout_check
             )
-        print(f"server sees this connection from {self.operator}; SSH will be restricted to {self.lock_to}")
+        print(
+            f"server sees this connection from {self.operator}; SSH will be restricted to {self.lock_to}"
+        )
         return self.lock_to
 
     def rotate(self) -> pd.DataFrame:
         """Step 1: rotate all secrets (and the operator's secrets file)."""
         with self.s.step("1. Rotate all secrets"):
-            self.rotation = rotate_secrets(self.s, update_operator_secrets=self.update_operator_secrets)
+            self.rotation = rotate_secrets(
+                self.s, update_operator_secrets=self.update_operator_secrets
+            )
         print(self.rotation.output)
         print("operator's secrets file:", self.rotation.operator_secrets_updated)
         return self.s.checks_table().tail(4)

@@ -71,14 +71,26 @@ register(
         _ssh("systemctl reset-failed postgresql@15-main; systemctl restart postgresql"),
     )
 )
+
+
+def _ci_red(t: Twin) -> str:
+    _add_run(t, "failure")
+    return "newest CI run on main: failure"
+
+
+def _ci_green_streak(t: Twin) -> None:
+    for _ in range(3):
+        _add_run(t, "success")
+
+
 register(
     Fault(
         "ci-red",
         "Add a newest failed CI run on main at api.github.com (the stubs).",
-        lambda t: (_add_run(t, "failure"), "newest CI run on main: failure")[1],
+        _ci_red,
         # a green streak as long as the health check's window (the last 3 runs), as the
         # sandbox's heal: one green run would leave the red one among them
-        lambda t: [_add_run(t, "success") for _ in range(3)] and None,
+        _ci_green_streak,
     )
 )
 register(

@@ -239,10 +239,12 @@ def _webhooks_heal(sb: Sandbox, _: str | None) -> None:
 def _postgres_down(sb: Sandbox, _: str | None) -> None:
     sb.stop("postgresql")
 
+
 def _postgres_up(sb: Sandbox, _: str | None) -> None:
     sb.start("postgresql")
     sb.wait_postgres()
     sb.wait_deep("postgres", "green")
+
 
 def _leak_connections(sb: Sandbox, _: str | None) -> None:
     status, body = sb.api(
@@ -251,6 +253,7 @@ def _leak_connections(sb: Sandbox, _: str | None) -> None:
     if status >= 300:
         raise RuntimeError(f"leak-connections answered {status}: {body}")
     sb.wait_deep("postgres", "red")
+
 
 def _restart_api(sb: Sandbox, _: str | None) -> None:
     sb.restart("dealix-api")

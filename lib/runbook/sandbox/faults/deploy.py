@@ -306,6 +306,7 @@ def _heal_spike(sb: Sandbox, _: str | None) -> None:
 def _ci_red(sb: Sandbox, _: str | None) -> None:
     sb.add_ci_run("failure")
 
+
 def _ci_green(sb: Sandbox, _: str | None) -> None:
     # a green streak as long as the health check's window (the last 3 runs), so a
     # healed ci-red does not leave a red run among them for the next drill

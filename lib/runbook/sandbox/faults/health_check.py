@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 def _redis_down(sb: Sandbox, _: str | None) -> None:
     sb.stop("redis")
 
+
 def _redis_up(sb: Sandbox, _: str | None) -> None:
     sb.start("redis")
     sb.wait_redis()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 def _llm_down(sb: Sandbox, provider: str | None) -> None:
     sb.stub_control(f"/_stub/llm/{provider}", {"down": True})
 
+
 def _llm_up(sb: Sandbox, provider: str | None) -> None:
     sb.stub_control(f"/_stub/llm/{provider}", {"down": False})
 
