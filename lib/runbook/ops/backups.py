@@ -339,7 +339,7 @@ def table_facts(ctx: OpsContext, database: str, table: str, sample: int = 1000) 
         raise RestoreFailed(f"table {table} does not exist in {database}")
     facts: dict[str, Any] = {
         "rows": int(one_row(ctx, f"SELECT count(*) AS n FROM {t}", database)["n"])
-    }  # noqa: S608 - names via ident(), values via literal()
+    }
     if "created_at" in names:
         row = one_row(
             ctx,
