@@ -1,6 +1,6 @@
 """`runbook run`: execute a scenario notebook headless into its evidence folder.
 
-What it adds over plain papermill (FIELD_NOTES.md): parameter names are
+What it adds over plain papermill (docs/development.md): parameter names are
 checked against the notebook's declared parameters (papermill only warns,
 and does not escape names); a parameter equal to a loaded secret is
 refused; the executed notebook always lands in the run's evidence folder

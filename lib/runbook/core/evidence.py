@@ -1,6 +1,6 @@
 """The run's evidence folder: commands.jsonl as it happens, logs, record.json.
 
-Layout (DESIGN.md): `outputs/<environment>/<scenario>/<UTC time>-<scenario>/`
+Layout (docs/evidence.md): `outputs/<environment>/<scenario>/<UTC time>-<scenario>/`
 holding the executed notebook, `record.json`, `commands.jsonl` and `logs/`.
 `runbook run` chooses the folder and passes it to the kernel in
 `RUNBOOK_RUN_DIR`; a plain papermill run gets a folder of its own.

@@ -8,7 +8,7 @@ from a marker the wrapper prints and kills that process group over a
 second channel (closing a channel does not stop a remote command).
 
 What the SSH transport does that paramiko does not by default (see
-FIELD_NOTES.md): TCP_NODELAY on the socket (a reused connection otherwise
+docs/development.md): TCP_NODELAY on the socket (a reused connection otherwise
 waits ~40 ms per command), TCP keepalive, a timeout on every network call,
 host keys checked against pinned keys only (no AutoAddPolicy, no system
 known_hosts), no agent and no key search unless asked, at most the server's

@@ -337,9 +337,8 @@ def table_facts(ctx: OpsContext, database: str, table: str, sample: int = 1000) 
     names = set() if cols.empty else set(cols["column_name"])
     if not names:
         raise RestoreFailed(f"table {table} does not exist in {database}")
-    facts: dict[str, Any] = {
-        "rows": int(one_row(ctx, f"SELECT count(*) AS n FROM {t}", database)["n"])
-    }
+    count_sql = f"SELECT count(*) AS n FROM {t}"  # noqa: S608 - the name via ident()
+    facts: dict[str, Any] = {"rows": int(one_row(ctx, count_sql, database)["n"])}
     if "created_at" in names:
         row = one_row(
             ctx,
