@@ -430,5 +430,12 @@ def test_llm_failover_dry_run_changes_nothing(sandbox, env_restored) -> None:
     code, record, _ = run("llm_provider_down", failover_after_minutes=0, dry_run=True)
     assert decision_of(record) == "failover"
     assert record["changes"] == [] and record["would_change"]
+    # the preview names the one key scenario 4 may change, old -> new, and the restart
+    (line,) = record["preview"][".env keys"]
+    key, _, change = line.partition(": ")
+    old, _, new = (v.strip("\"'") for v in change.partition(" -> "))
+    assert key == "LLM_PROVIDER_PRIORITY" and old != new, line
+    assert sorted(old.split(",")) == sorted(new.split(",")) and new.split(",")[-1] == "anthropic"
+    assert any("dealix-api" in x for x in record["preview"]["services to restart"])
     assert env.read_bytes() == before
     assert code != 0  # nothing fixed, and the verdict says so

@@ -195,3 +195,28 @@ def test_a_rotation_that_skips_a_key_is_not_reported_as_rotated(sandbox, healed)
     for path in run_dir.rglob("*"):
         if path.is_file() and path.suffix != ".tgz":
             assert before["WEBHOOK_SECRET"] not in path.read_text(errors="replace"), path
+
+
+def test_a_dry_run_previews_the_rotation_by_key_name_and_changes_nothing(sandbox, healed) -> None:
+    """Dry run of scenario 6: the keys it would rotate, by name only, the restart, and
+    the operator's secrets it would update; the server's .env and the API's key stay."""
+    env = Path(sandbox.state["app_dir"]) / ".env"
+    before_bytes = env.read_bytes()
+    before = build.read_app_env(sandbox.layout)
+    code, run_dir = runner.run("security_incident", {"dry_run": True}, quiet=True)
+    record = _record(run_dir)
+    assert code == 0 and record["dry_run"] is True, record  # a clean dry run
+    rotated = next(c for c in record["checks"] if c["name"] == "Secrets rotated")
+    assert rotated["status"] == "not available"  # a dry run proves nothing
+    preview = record["preview"]
+    assert preview[".env keys"] == [f"{key}: new value (rotated)" for key in security.ROTATED], (
+        preview
+    )
+    assert any("dealix-api" in line for line in preview["services to restart"]), preview
+    assert record["changes"] == []
+    assert env.read_bytes() == before_bytes
+    assert _status(sandbox, before["ADMIN_KEY"]) == 200  # the old key still works
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.suffix != ".tgz":
+            text = path.read_text(errors="replace")
+            assert before["ADMIN_KEY"] not in text and before["WEBHOOK_SECRET"] not in text
