@@ -53,9 +53,13 @@ def test_pyproject_and_environment_yml_agree() -> None:
     )
 
 
-def test_fast_run_leaves_out_every_sandbox_test() -> None:
+def test_fast_run_leaves_out_every_sandbox_and_twin_test() -> None:
     # every health_check test asks for the sandbox (directly or through
-    # `healed`); none of the triage unit tests does
+    # `healed`), every twin_deploy test the twin; none of the triage unit tests does
+    # (the selection is scripts/check's)
+    check = (ROOT / "scripts" / "check").read_text()
+    selection = re.search(r'fast-tests .* -m "([^"]+)"', check)
+    assert selection, "scripts/check runs the fast tests with -m"
     out = subprocess.run(
         [
             sys.executable,
@@ -66,8 +70,9 @@ def test_fast_run_leaves_out_every_sandbox_test() -> None:
             "-p",
             "no:cacheprovider",
             "-m",
-            "not sandbox",
+            selection.group(1),
             "tests/test_health_check.py",
+            "tests/test_twin_deploy.py",
             "tests/test_triage_unit.py",
         ],
         cwd=ROOT,
@@ -78,4 +83,4 @@ def test_fast_run_leaves_out_every_sandbox_test() -> None:
     fast = [line for line in out.stdout.splitlines() if "::" in line]
     assert fast, out.stdout + out.stderr
     wrong = [t for t in fast if "test_triage_unit.py" not in t]
-    assert not wrong, f"sandbox tests in the fast run: {wrong}"
+    assert not wrong, f"sandbox or twin tests in the fast run: {wrong}"

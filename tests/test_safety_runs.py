@@ -16,6 +16,7 @@ from conftest import runbook_notebook
 from runbook import ParameterError, cli
 from runbook.cli import run as runner
 from runbook.core import catalog
+from runbook.scenarios._base import SESSION_KEYWORDS
 
 
 def _lock_dir(sb) -> Path:
@@ -35,8 +36,10 @@ def test_notebooks_declare_break_stale_lock_and_pass_it_on(scenario: str) -> Non
     path = catalog.notebook_path(scenario)
     assert catalog.declared_parameters(path)["break_stale_lock"]["default"] == "False"
     nb = nbformat.read(path, as_version=4)
-    opening = next(c.source for c in nb.cells if "open_session(" in c.source)
-    assert "break_stale_lock=break_stale_lock" in opening
+    # open_scenario reads the parameters cell and hands the session its keywords
+    opening = next(c.source for c in nb.cells if "open_scenario(" in c.source)
+    assert f'open_scenario("{scenario}")' in opening
+    assert "break_stale_lock" in SESSION_KEYWORDS
 
 
 def test_stale_lock_is_broken_only_with_the_flag_and_recorded(

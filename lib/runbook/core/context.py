@@ -9,7 +9,7 @@ Example::
 
     >>> from runbook.core.context import OpsContext
     >>> sorted(n for n in vars(OpsContext) if not n.startswith("_"))
-    ['allow_change', 'current_step', 'log_http', 'probe', 'run', 'transport', 'verify_target']
+    ['allow_change', 'current_step', 'log_http', 'probe', 'process', 'run', 'transport', 'verify_target']
 """
 
 from __future__ import annotations
