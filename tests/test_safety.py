@@ -255,7 +255,7 @@ def test_stale_lock_is_broken_only_when_asked(sandbox, tmp_path) -> None:
     os.utime(lock / "heartbeat", (1_700_000_000, 1_700_000_000))
     try:
         s = open_session("deploy", env="sandbox", run_dir=tmp_path / "a")
-        with pytest.raises(Forbidden, match="break_stale_lock=True"):
+        with pytest.raises(Forbidden, match="break_stale_lock = True"):
             s.acquire_lock()
         s.close()
         s = open_session("deploy", env="sandbox", run_dir=tmp_path / "b", break_stale_lock=True)
