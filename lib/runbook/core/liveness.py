@@ -140,6 +140,7 @@ def last_known(run_dir: Path) -> dict[str, Any]:
             if event.get("event") == "start":
                 open_steps.append(name)
                 last_step = name
+                out.setdefault("step_started", {})[name] = event.get("ts")
             else:
                 open_steps = [s for s in open_steps if s != name]
         elif kind in ("command", "http"):
@@ -207,7 +208,10 @@ def finish(run_dir: Path, *, finisher: str | Path | None = None) -> dict[str, An
         rec.setdefault("steps", []).append(
             {
                 "name": known["last_step"],
-                "started": None,
+                # the schema wants a time: the step's start event, else the run's start
+                "started": (known.get("step_started") or {}).get(known["last_step"])
+                or rec.get("started")
+                or rec["finished"],
                 "finished": rec["finished"],
                 "duration_s": None,
                 "status": ABANDONED,
