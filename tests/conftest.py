@@ -171,3 +171,25 @@ def runbook_notebook() -> nbformat.NotebookNode:
         "language": "python",
     }
     return nb
+
+
+def profile_keys(name: str) -> dict[str, object]:
+    """parameters/<name>.yaml with its `extends:` chain merged, as flat dotted keys
+    (`target.host`), before interpolation: what a profile diff test compares."""
+    from typing import Any
+
+    import yaml
+
+    from runbook.core.paths import parameters_dir
+    from runbook.core.profile import _extend
+
+    def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(data, dict):
+            out: dict[str, Any] = {}
+            for k, v in data.items():
+                out.update(flatten(v, f"{prefix}{k}."))
+            return out
+        return {prefix.rstrip("."): data}
+
+    path = parameters_dir() / f"{name}.yaml"
+    return flatten(_extend(yaml.safe_load(path.read_text()), path, parameters_dir(), [name]))

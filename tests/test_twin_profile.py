@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from conftest import profile_keys
 
-from runbook.core.paths import parameters_dir
-from runbook.core.profile import _extend, load_profile
+from runbook.core.profile import load_profile
 from runbook.errors import ParameterError
 
 # key -> why (the same reasons as the comments in parameters/twin.yaml)
@@ -30,22 +29,8 @@ DOCUMENTED_OVERRIDES = {
 }
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix.rstrip("."): data}
-
-
-def _raw(name: str) -> dict[str, Any]:
-    path = parameters_dir() / f"{name}.yaml"
-    return _extend(yaml.safe_load(path.read_text()), path, parameters_dir(), [name])
-
-
 def test_twin_profile_differs_from_production_exactly_by_the_documented_overrides() -> None:
-    prod, twin = _flatten(_raw("production")), _flatten(_raw("twin"))
+    prod, twin = profile_keys("production"), profile_keys("twin")
     differs = {
         k for k in prod.keys() | twin.keys() if prod.get(k, "<absent>") != twin.get(k, "<absent>")
     }

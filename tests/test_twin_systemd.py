@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from conftest import profile_keys
 
-from runbook.core.paths import parameters_dir, project_root
-from runbook.core.profile import _extend
+from runbook.core.paths import project_root
 from runbook.twin import drill
 
 pytestmark = pytest.mark.twin
@@ -87,22 +86,8 @@ def test_the_drop_in_changes_only_the_profile() -> None:
     ]
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix.rstrip("."): data}
-
-
-def _raw(name: str) -> dict[str, Any]:
-    path = parameters_dir() / f"{name}.yaml"
-    return _extend(yaml.safe_load(path.read_text()), path, parameters_dir(), [name])
-
-
 def test_the_drill_profile_is_production_run_on_the_server() -> None:
-    prod, ours = _flatten(_raw("production")), _flatten(_raw(drill.DRILL_PROFILE))
+    prod, ours = profile_keys("production"), profile_keys(drill.DRILL_PROFILE)
     differs = {k for k in prod.keys() | ours.keys() if prod.get(k) != ours.get(k)}
     assert differs == {"name", "description", "target.transport"}
     assert ours["target.transport"] == "local" and ours["kind"] == "production"
