@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from runbook.clock import wait_for
 from runbook.errors import CommandFailed, Refusal, RunbookError
 from runbook.ops import backups as backup_ops
+from runbook.ops.logs import last_lines, log_gist, recent_errors
 from runbook.scenarios._base import Scenario, show, take_lock
 
 if TYPE_CHECKING:
@@ -49,8 +50,6 @@ BRANCHES = (NO_INCIDENT, SERVICE_FAILED, DISK_FULL, POOL_EXHAUSTED, CORRUPT, NOT
 # The branches whose steps change the server (restart, delete): they take the host lock.
 CHANGING = (SERVICE_FAILED, DISK_FULL, POOL_EXHAUSTED)
 WONT_START = "Postgres will not start"
-# "2026-11-27 03:00:01.123 UTC [4242] " before each Postgres log line: group 1 is the pid
-_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ \[(\d+)\]\s*")
 
 # A filesystem this full is "full" for the runbook: Postgres needs room for
 # WAL segments and checkpoints well before df says 100 %.
@@ -66,28 +65,6 @@ _POOL = re.compile(
     r"too many clients|remaining connection slots are reserved|too many connections",
     re.IGNORECASE,
 )
-
-_SEVERE = re.compile(r"\b(PANIC|FATAL|ERROR)\b")
-_READY = "database system is ready to accept connections"
-
-
-def recent_errors(log_text: str) -> str:
-    """The log lines that can tell of corruption: errors logged since the server last
-    came up (a cluster's own log file keeps every past lifetime).
-
-    Only PANIC/FATAL/ERROR lines count: crash recovery logs "invalid record length at
-    0/32513C0: wanted 24, got 0" at LOG level as the normal end of the WAL it replays.
-
-    >>> recent_errors("LOG:  invalid record length at 0/3: wanted 24, got 0\\n"
-    ...               "LOG:  database system is ready to accept connections\\n"
-    ...               "FATAL:  the database system is shutting down\\n")
-    'FATAL:  the database system is shutting down'
-    """
-    lines = log_text.splitlines()
-    ready = [i for i, ln in enumerate(lines) if _READY in ln]
-    since = lines[ready[-1] + 1 :] if ready else lines
-    return "\n".join(ln for ln in since if _SEVERE.search(ln))
-
 
 # What each signal is, what is normal, in words for someone who never read the runbook.
 SIGNALS: dict[str, tuple[str, str]] = {
@@ -415,10 +392,9 @@ def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
             v["connections_max"], v["connections_reserved"] = int(nums[-2]), int(nums[-1])
     else:
         v["connections_error"] = _psql_error(q.stderr) or "no answer"
-    logs = s.services.logs("postgres", log_lines)
-    v["postgres_log"] = "\n".join(logs.stdout.strip().splitlines()[-log_lines:])
-    last = logs.stdout.strip().splitlines()[-2:]
-    seen["postgres_log"] = " | ".join(ln.strip()[-150:] for ln in last) or "(empty)"
+    logs = s.services.logs("postgres", log_lines).stdout
+    v["postgres_log"] = "\n".join(last_lines(logs, log_lines))
+    seen["postgres_log"] = " | ".join(ln.strip()[-150:] for ln in last_lines(logs, 2)) or "(empty)"
     return signal_table(v, seen)
 
 
@@ -526,32 +502,6 @@ def fix_service_failed(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
         s.evidence.write_text("postgres-log-after-restart.txt", after.stdout)
         res["log_after"] = log_gist(after.stdout)
     return res
-
-
-def log_gist(text: str, lines: int = 3) -> str:
-    """Why it failed, on one line: the last FATAL/PANIC/ERROR line and the lines the same
-    process logged just before it (Postgres logs the cause first, then FATAL).
-
-    >>> log_gist("LOG:  starting\\nFATAL:  invalid value for parameter shared_buffers\\nLOG:  done\\n")
-    'FATAL:  invalid value for parameter shared_buffers'
-    """
-    rows = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    bad = [i for i, ln in enumerate(rows) if re.search(r"\b(FATAL|PANIC|ERROR)\b", ln)]
-    if not bad:
-        pick = rows[-lines:]
-    else:
-        last = bad[-1]
-        m = _LOG_PREFIX.match(rows[last])
-        if m is None:  # no pids to tell attempts apart: the last few bad lines
-            pick = [rows[i] for i in bad[-lines:]]
-        else:
-            pick = [rows[last]]
-            for ln in reversed(rows[max(0, last - lines + 1) : last]):
-                prev = _LOG_PREFIX.match(ln)
-                if prev is None or prev.group(1) != m.group(1):
-                    break
-                pick.insert(0, ln)
-    return " | ".join(_LOG_PREFIX.sub("", ln) for ln in pick)[:300]
 
 
 # --------------------------------------------------------------------------- branch: disk
