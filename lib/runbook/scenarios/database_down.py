@@ -30,6 +30,8 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import wait_for
+from runbook.core import postmortem
+from runbook.core.postmortem import Summary
 from runbook.errors import CommandFailed, Refusal, RunbookError
 from runbook.ops import backups as backup_ops
 from runbook.ops.logs import last_lines, log_gist, recent_errors
@@ -665,38 +667,33 @@ def restore_command(env: str, reason: str = "database corrupt or will not start"
 # --------------------------------------------------------------------------- post-incident
 
 
-def postmortem_draft(
+def postmortem_summary(
     *,
     started: datetime,
     finished: datetime,
     branch: Branch,
     actions: list[str],
     webhooks: str,
-    environment: str,
-) -> str:
-    """The runbook's 5-line postmortem for docs/incidents/YYYY-MM-DD.md.
+) -> Summary:
+    """The runbook's 5-line postmortem (for docs/incidents/YYYY-MM-DD.md) of this incident.
 
     >>> from datetime import datetime, UTC
     >>> t = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
-    >>> text = postmortem_draft(started=t, finished=t, branch=Branch("disk full", "x"),
-    ...                         actions=["rm old"], webhooks="0 queued", environment="sandbox")
-    >>> len([ln for ln in text.splitlines() if ln.startswith("- ")])
-    5
+    >>> lines = postmortem_summary(started=t, finished=t, branch=Branch("disk full", "x"),
+    ...                            actions=["rm old"], webhooks="0 queued").lines()
+    >>> len(lines), lines[0]
+    (5, '1. **What happened:** disk full — x')
     """
     minutes = (finished - started).total_seconds() / 60
-    return "\n".join(
-        [
-            f"# {started:%Y-%m-%d} — database incident ({environment}): {branch.name}",
-            "",
-            f"- **What happened:** {branch.name} — {branch.reason}",
-            f"- **When:** triage {started:%H:%M} UTC, "
-            + ("handed over to scenario 5" if branch.name == CORRUPT else "fixed")
-            + f" by {finished:%H:%M} UTC ({minutes:.0f} min in this notebook)",
-            f"- **What we did:** {'; '.join(actions) or 'nothing: no action was needed'}",
-            f"- **Data:** {webhooks}",
-            "- **Follow-up:** (owner, action, due date — fill in before filing)",
-            "",
-        ]
+    return Summary(
+        what_happened=f"{branch.name} — {branch.reason}",
+        impact=f"Data: {webhooks}. TODO: who or what was affected, for how long.",
+        detection=f"triage {started:%H:%M} UTC named the branch “{branch.name}”. "
+        "TODO: which signal paged us.",
+        resolution=f"{'; '.join(actions) or 'nothing: no action was needed'}; "
+        + ("handed over to scenario 5" if branch.name == CORRUPT else "fixed")
+        + f" by {finished:%H:%M} UTC ({minutes:.0f} min in this notebook)",
+        follow_up="TODO: owner, action, due date (fill in before filing).",
     )
 
 
@@ -999,7 +996,8 @@ def _reason_for_restore(branch: Branch) -> str:
 
 
 def write_postmortem(s: Session, branch: Branch, drained: dict[str, Any] | None = None) -> str:
-    """Draft the 5-line postmortem and save it as `<YYYY-MM-DD>.md` in the evidence folder.
+    """Draft the postmortem (the 5 lines, the timeline, the checks, the evidence) and save
+    it as `<YYYY-MM-DD>.md` in the evidence folder.
 
     `drained` is what `drain_after_incident` returned (None: nothing replayed).
     """
@@ -1022,17 +1020,30 @@ def write_postmortem(s: Session, branch: Branch, drained: dict[str, Any] | None 
             f"DLQ depth before → after the drain: {depths} "
             "(work received during the outage was queued, then replayed)"
         )
-    text = postmortem_draft(
-        started=s.started,
-        finished=utc_now(),
-        branch=branch,
-        actions=actions,
-        webhooks=data,
-        environment=s.env,
+    now = utc_now()
+    summary = postmortem_summary(
+        started=s.started, finished=now, branch=branch, actions=actions, webhooks=data
+    )
+    record = s.record()
+    written = [f for f in _EVIDENCE if (s.run_dir / f[0]).exists()]
+    text = postmortem.draft(
+        record,
+        subject=f"database incident: {branch.name}",
+        by=f"written by the database_down notebook at {now:%H:%M} UTC",
+        summary=summary,
+        files=postmortem.run_files(record, *written),
     )
     name = f"{s.started:%Y-%m-%d}.md"
     s.evidence.write_text(name, f"<!-- draft for docs/incidents/{name} -->\n" + text)
     return text
+
+
+# what this scenario writes into the evidence folder, linked from the postmortem when there
+_EVIDENCE = (
+    ("triage.json", "every signal triage read, and the branch"),
+    ("postgres-log-before-restart.txt", "Postgres's log before the restart"),
+    ("postgres-log-after-restart.txt", "Postgres's log after a restart that did not help"),
+)
 
 
 # --------------------------------------------------------------------------- the scenario

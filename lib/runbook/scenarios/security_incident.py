@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from runbook.clock import wait_for
+from runbook.core import postmortem
 from runbook.core.evidence import utc_now
 from runbook.core.secrets import parse_env_text
 from runbook.errors import Forbidden, Refusal, RunbookError
@@ -750,17 +751,6 @@ def preserve_evidence(s: Session) -> Preserved:
 # -------------------------------------------------------------- 5. document
 
 
-def _md_table(df: pd.DataFrame, limit: int = 30) -> str:
-    if df is None or df.empty:
-        return "_none_\n"
-    df = df.head(limit)
-    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
-    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
-    return head + "".join(
-        "| " + " | ".join(cell(v) for v in row) + " |\n" for row in df.itertuples(index=False)
-    )
-
-
 def draft_documents(
     s: Session,
     rotation: Rotation | None,
@@ -770,50 +760,77 @@ def draft_documents(
 ) -> tuple[Path, Path]:
     """Write the incident document and a GitHub security advisory draft (text only)."""
     day = s.started.strftime("%Y-%m-%d")
-    checks = s.checks_table()[["check", "status", "actual"]]
     attackers = ", ".join(findings.attackers) or "none identified"
     granted = (
         findings.admin_calls[findings.admin_calls["granted"] > 0]
         if len(findings.admin_calls)
         else findings.admin_calls
     )
-    incident = f"""# Security incident {day} ({s.env})
-
-Draft written by the security_incident notebook at {utc_now():%Y-%m-%d %H:%M} UTC,
-{s.elapsed / 60:.1f} min after the run started. Evidence folder: `{s.run_dir}`.
-Commit it as `docs/incidents/{day}.md` through a PR (never on the server).
-
-## Summary
-
-- Suspected breach on `{s.profile.target.host}`; attacker addresses: {attackers}.
-- Secrets rotated: {"yes, proved (new key accepted, old refused)" if rotation and rotation.rotated and rotation.old_status == 401 and rotation.new_status == 200 else "NOT proved"}; per key: {", ".join(f"{k} {v}" for k, v in (rotation.keys if rotation else {}).items()) or "-"}.
-- SSH locked to: {lockdown.target if lockdown else "-"} ({"firewall applied" if lockdown and lockdown.available else NOT_AVAILABLE}).
-- Evidence: `{preserved.remote if preserved else "-"}` sha256 `{preserved.sha256 if preserved else "-"}`.
-
-## Timeline (UTC)
-
-{_md_table(s.steps_table()[["name", "started", "duration_s", "status"]])}
-## Logins (auth log)
-
-{_md_table(findings.summary)}
-## Banned by fail2ban
-
-{_md_table(findings.banned)}
-## Unexpected admin API calls
-
-{_md_table(findings.admin_calls)}
-## Definition of done
-
-{_md_table(checks)}
-## Follow-up
-
-- Notify {NOTIFY_WHO}: the message is drafted in `notify-sami.md` beside this file; send it.
-- Rotate the provider keys (Anthropic, OpenAI, Google) in their consoles: the script cannot.
-- Revert the temporary SSH lockdown once the incident is closed (rules saved in
-  `{lockdown.saved if lockdown and lockdown.saved else "-"}`).
-- File the GitHub security advisory if user data was touched (draft beside this file).
-- Postmortem: how the key leaked, why it was not noticed sooner, what changes.
-"""
+    proved = (
+        rotation is not None
+        and rotation.rotated
+        and rotation.old_status == 401
+        and rotation.new_status == 200
+    )
+    per_key = ", ".join(f"{k} {v}" for k, v in (rotation.keys if rotation else {}).items())
+    record = s.record()
+    summary = postmortem.Summary(
+        what_happened=f"Suspected breach on `{s.profile.target.host}`; attacker addresses: "
+        f"{attackers}. TODO: how the key leaked.",
+        impact=f"admin API calls granted to unknown addresses: {len(granted)} (below). "
+        "TODO: whether user data (leads) was read, established from the access log.",
+        detection=postmortem.summary_from_record(record).detection,
+        resolution="Secrets rotated: "
+        + ("yes, proved (new key accepted, old refused)" if proved else "NOT proved")
+        + f"; per key: {per_key or '-'}. SSH locked to: "
+        f"{lockdown.target if lockdown else '-'} "
+        f"({'firewall applied' if lockdown and lockdown.available else NOT_AVAILABLE}). "
+        f"Evidence: `{preserved.remote if preserved else '-'}` sha256 "
+        f"`{preserved.sha256 if preserved else '-'}`.",
+        follow_up="the list under Follow-up below; owner and date for each. Postmortem: how "
+        "the key leaked, why it was not noticed sooner, what changes.",
+    )
+    follow_up = "\n".join(
+        [
+            f"- Notify {NOTIFY_WHO}: the message is drafted in `notify-sami.md` beside this "
+            "file; send it.",
+            "- Rotate the provider keys (Anthropic, OpenAI, Google) in their consoles: the "
+            "script cannot.",
+            "- Revert the temporary SSH lockdown once the incident is closed (rules saved in "
+            f"`{lockdown.saved if lockdown and lockdown.saved else '-'}`).",
+            "- File the GitHub security advisory if user data was touched (draft beside this "
+            "file).",
+        ]
+    )
+    incident = postmortem.draft(
+        record,
+        subject="security incident",
+        by=f"written by the security_incident notebook at {utc_now():%Y-%m-%d %H:%M} UTC, "
+        f"{s.elapsed / 60:.1f} min after the run started (evidence folder: `{s.run_dir}`); "
+        "commit it through a PR (never on the server)",
+        summary=summary,
+        sections=[
+            ("Logins (auth log)", postmortem.frame_table(findings.summary)),
+            ("Banned by fail2ban", postmortem.frame_table(findings.banned)),
+            ("Unexpected admin API calls", postmortem.frame_table(findings.admin_calls)),
+            ("Follow-up", follow_up),
+        ],
+        files=postmortem.run_files(
+            record,
+            ("notify-sami.md", "the notification to send"),
+            ("security-advisory-draft.md", "the GitHub security advisory draft"),
+            *(
+                [
+                    (
+                        f"evidence/{preserved.local.name}",
+                        f"the log tarball, sha256 {preserved.sha256}",
+                    )
+                ]
+                if preserved and preserved.local
+                else []
+            ),
+        ),
+    )
     advisory = f"""# GitHub security advisory (DRAFT, text only: not filed)
 
 Repository: {s.profile.github.repo}
