@@ -163,7 +163,19 @@ def summary_from_record(record: Mapping[str, Any]) -> Summary:
 
 def timeline(record: Mapping[str, Any]) -> str:
     """Steps, decisions and changes in time order, between the run's start and (when the
-    record has it) its end."""
+    record has it) its end.
+
+    >>> print(timeline({"started": "2026-11-27T08:00:00Z", "steps": [
+    ...     {"name": "1. Triage", "started": "2026-11-27T08:00:01Z", "duration_s": 2, "status": "ok"}],
+    ...     "decisions": {"Branch": {"choice": "disk full", "at": "2026-11-27T08:00:03Z"}},
+    ...     "changes": [{"what": "rm -f -- /b/" + "x" * 200, "at": "2026-11-27T08:00:02Z"}]}), end="")
+    | time | step | duration (s) | status |
+    |---|---|---|---|
+    | 08:00:00 | run started |  |  |
+    | 08:00:01 | 1. Triage | 2 | ok |
+    | 08:00:02 | change: rm -f -- /b/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… |  | changed |
+    | 08:00:03 | decision: Branch: disk full |  |  |
+    """
     events: list[tuple[str, int, list[Any]]] = []
     for s in record.get("steps") or []:
         events.append(
@@ -172,7 +184,10 @@ def timeline(record: Mapping[str, Any]) -> str:
     for name, d in (record.get("decisions") or {}).items():
         events.append((d.get("at") or "", 1, [f"decision: {name}: {d.get('choice')}", "", ""]))
     for c in record.get("changes") or []:
-        events.append((c.get("at") or "", 2, [f"change: {c.get('what')}", "", "changed"]))
+        # a change is a whole command: its start here, all of it in record.json
+        what = " ".join(str(c.get("what")).split())
+        what = what if len(what) <= 120 else what[:119] + "…"
+        events.append((c.get("at") or "", 2, [f"change: {what}", "", "changed"]))
     events.sort(key=lambda e: (e[0], e[1]))
     rows: list[list[Any]] = [[hhmmss(record.get("started")), "run started", "", ""]]
     rows += [[hhmmss(at), *rest] for at, _, rest in events]

@@ -858,14 +858,26 @@ def after_pool_exhausted(s: Session, wait_seconds: float) -> dict[str, Any]:
     res = fix_pool_exhausted(s, wait_seconds)
     after = connections_by_state(s)
     if not res["dry_run"]:
-        pg = res.get("deep_postgres") or {}
-        s.check(
+        _check_postgres_green(
+            s,
             "API gets database connections again",
-            expected="deep health postgres green",
-            actual=f"{pg.get('status')}: {pg.get('detail')}",
-            passed=pg.get("status") == "green",
+            "deep health postgres green",
+            res.get("deep_postgres"),
         )
     return {"before": before, "after": after, **res}
+
+
+def _check_postgres_green(
+    s: Session, name: str, expected: str, part: dict[str, Any] | None
+) -> None:
+    """A check that deep health's postgres part is green."""
+    pg = part or {}
+    s.check(
+        name,
+        expected=expected,
+        actual=f"{pg.get('status')}: {pg.get('detail')}",
+        passed=pg.get("status") == "green",
+    )
 
 
 def after_corrupt(s: Session, branch: Branch) -> str:
@@ -885,13 +897,7 @@ def after_corrupt(s: Session, branch: Branch) -> str:
 def deep_postgres_check(s: Session, branch: Branch, wait_seconds: float) -> dict[str, Any]:
     """The runbook's DoD: /health/deep postgres green (waits a little after a fix)."""
     deep = wait_deep_postgres(s, wait_seconds if branch.name != NO_INCIDENT else 0)
-    pg = deep.get("postgres") or {}
-    s.check(
-        "Deep health postgres green",
-        expected="green",
-        actual=f"{pg.get('status')}: {pg.get('detail')}",
-        passed=pg.get("status") == "green",
-    )
+    _check_postgres_green(s, "Deep health postgres green", "green", deep.get("postgres"))
     return deep
 
 
@@ -1084,15 +1090,13 @@ class DatabaseDown(Scenario):
         show(readable(self.table))
         return self.branch
 
-    def take_lock(
-        self, step: str | None = "2. Take the host lock", *, once: bool = True
-    ) -> dict[str, Any] | None:
-        """Step 2, only on a branch that changes the server."""
+    # Step 2, `take_lock()`: only on a branch that changes the server
+    lock_step, lock_once = "2. Take the host lock", True
+
+    def no_lock_needed(self) -> str | None:
         assert self.branch is not None, "run triage() first"
-        if not changes_server(self.branch):
-            print(f"{self.branch.name}: this branch changes nothing on the server, no lock needed")
-            return None
-        return super().take_lock(step, once=once)
+        nothing = f"{self.branch.name}: this branch changes nothing on the server, no lock needed"
+        return None if changes_server(self.branch) else nothing
 
     def service_failed(self) -> dict[str, Any] | None:
         """Branch service failed: recent logs, restart, wait, SELECT 1.

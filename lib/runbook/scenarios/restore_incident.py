@@ -475,7 +475,7 @@ class IncidentRestore(Scenario):
         }
         summary = postmortem.summary_from_record(record)
         summary = postmortem.Summary(
-            what_happened=f"production data restored from backup `{b.get('name')}`; reason "
+            what_happened=f"the database was restored from backup `{b.get('name')}`; reason "
             f"given at restore time: {self.reason}. TODO: the cause, in one sentence.",
             impact=f"{loss.get('window_hours')} h of writes (after "
             f"{loss.get('newest_restored')}) are not in the restored database; the rows "
