@@ -31,13 +31,17 @@ def is_loopback(host: str | None) -> bool:
 
 
 def local(handler: Handler) -> Handler:
-    """`handler`, refused to any client that is not on this machine."""
+    """`handler`, refused to any client that is not on this machine; a body that
+    `control_body` refuses is a 400 with its reason."""
 
     async def guarded(request: Request) -> Response:
         host = request.client.host if request.client else None
         if not is_loopback(host):
             return JSONResponse({"error": "control endpoints are loopback only"}, 403)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except BodyError as exc:
+            return control_error(str(exc))
 
     return guarded
 

@@ -180,6 +180,15 @@ class GitHub(Service):
         full = f"{request.path_params['owner']}/{request.path_params['repo']}"
         return full.lower() == self.cfg["github_repo"].lower()
 
+    def github_refused(self, request: Request, docs: str) -> Response | None:
+        """401 without the token; then 404, pointing at `docs`, for another repository."""
+        denied = self.github_denied(request)
+        if denied:
+            return denied
+        if not self.github_repo_ok(request):
+            return self.github_error(404, "Not Found", docs)
+        return None
+
     def github_user(self) -> dict[str, Any]:
         login = self.cfg["github_repo"].split("/")[0]
         return {
@@ -270,21 +279,29 @@ class GitHub(Service):
             f'<{request.url.include_query_params(page=n)}>; rel="{rel}"' for n, rel in links
         )
 
+    @classmethod
+    def paginate(
+        cls, request: Request, items: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """The page asked for (``page``, ``per_page``: 30, at most 100) and its Link header."""
+        q = request.query_params
+        per_page = min(max(int_param(q, "per_page", 30), 1), 100)
+        page = max(int_param(q, "page", 1), 1)
+        chunk = items[(page - 1) * per_page : page * per_page]
+        link = cls.link_header(request, page, ceil_div(len(items), per_page))
+        return chunk, {"Link": link} if link else {}
+
     RUN_STATUSES = frozenset(
         {"completed", "in_progress", "queued", "requested", "waiting", "pending", "action_required"}
     )
 
     async def github_runs(self, request: Request) -> Response:
-        denied = self.github_denied(request)
-        if denied:
-            return denied
-        if not self.github_repo_ok(request):
-            return self.github_error(
-                404,
-                "Not Found",
-                "https://docs.github.com/rest/actions/workflow-runs"
-                "#list-workflow-runs-for-a-repository",
-            )
+        refused = self.github_refused(
+            request,
+            "https://docs.github.com/rest/actions/workflow-runs#list-workflow-runs-for-a-repository",
+        )
+        if refused:
+            return refused
         q = request.query_params
         runs: list[dict[str, Any]] = self.state["github"]["runs"]
         if q.get("branch"):
@@ -297,14 +314,8 @@ class GitHub(Service):
         for name in ("event", "head_sha"):
             if q.get(name):
                 runs = [r for r in runs if r[name] == q[name]]
-        per_page = min(max(int_param(q, "per_page", 30), 1), 100)
-        page = max(int_param(q, "page", 1), 1)
         total = len(runs)
-        chunk = runs[(page - 1) * per_page : page * per_page]
-        headers = {}
-        link = self.link_header(request, page, ceil_div(total, per_page))
-        if link:
-            headers["Link"] = link
+        chunk, headers = self.paginate(request, runs)
         return JSONResponse(
             {"total_count": total, "workflow_runs": [self.render_run(r) for r in chunk]},
             headers=headers,
@@ -330,11 +341,9 @@ class GitHub(Service):
     COMMENT_DOCS = "https://docs.github.com/rest/issues/comments#create-an-issue-comment"
 
     async def github_create_comment(self, request: Request) -> Response:
-        denied = self.github_denied(request)
-        if denied:
-            return denied
-        if not self.github_repo_ok(request):
-            return self.github_error(404, "Not Found", self.COMMENT_DOCS)
+        refused = self.github_refused(request, self.COMMENT_DOCS)
+        if refused:
+            return refused
         try:
             payload = await read_json(request)
         except BodyError:
@@ -361,28 +370,18 @@ class GitHub(Service):
         return JSONResponse(rendered, 201, headers={"Location": rendered["url"]})
 
     async def github_list_comments(self, request: Request) -> Response:
-        denied = self.github_denied(request)
-        if denied:
-            return denied
-        if not self.github_repo_ok(request):
-            return self.github_error(
-                404,
-                "Not Found",
-                "https://docs.github.com/rest/issues/comments#list-issue-comments",
-            )
+        refused = self.github_refused(
+            request, "https://docs.github.com/rest/issues/comments#list-issue-comments"
+        )
+        if refused:
+            return refused
         q = request.query_params
         number = request.path_params["number"]
         comments = [c for c in self.state["github"]["comments"] if c["issue_number"] == number]
         since = parse_time(q.get("since"))
         if since is not None:
             comments = [c for c in comments if (parse_time(c["updated_at"]) or 0) >= since]
-        per_page = min(max(int_param(q, "per_page", 30), 1), 100)
-        page = max(int_param(q, "page", 1), 1)
-        chunk = comments[(page - 1) * per_page : page * per_page]
-        headers = {}
-        link = self.link_header(request, page, ceil_div(len(comments), per_page))
-        if link:
-            headers["Link"] = link
+        chunk, headers = self.paginate(request, comments)
         return JSONResponse([self.render_comment(c) for c in chunk], headers=headers)
 
     async def github_not_found(self, request: Request) -> Response:
@@ -404,10 +403,7 @@ class GitHub(Service):
     )
 
     async def control_github_runs(self, request: Request) -> Response:
-        try:
-            body = await control_body(request)
-        except BodyError as exc:
-            return control_error(str(exc))
+        body = await control_body(request)
         runs = self.state["github"]["runs"]
         head_sha = body.get("head_sha") or random_sha()
         if not isinstance(head_sha, str) or not re.fullmatch(r"[0-9a-f]{40}", head_sha):
@@ -456,10 +452,7 @@ class GitHub(Service):
         return JSONResponse(self.render_run(run), 201)
 
     async def control_github_ci(self, request: Request) -> Response:
-        try:
-            body = await control_body(request)
-        except BodyError as exc:
-            return control_error(str(exc))
+        body = await control_body(request)
         conclusion = body.get("conclusion")
         if conclusion not in self.CONCLUSIONS:
             return control_error(

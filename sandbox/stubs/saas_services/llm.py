@@ -105,6 +105,12 @@ class LLMs(Service):
         name = {"anthropic": "Anthropic", "openai": "OpenAI", "google": "Gemini"}[provider]
         return f"Hello! This is a reply from the sandbox stand-in for the {name} API."
 
+    def reply(self, provider: str, prompt: str) -> tuple[str, int, int]:
+        """The reply to a good call, counted: its text, the prompt's tokens and its own."""
+        text = self.reply_text(provider)
+        self.llm_count(provider, "ok")
+        return text, approx_tokens(prompt), approx_tokens(text)
+
     # -- Anthropic --------------------------------------------------------
 
     @staticmethod
@@ -160,8 +166,7 @@ class LLMs(Service):
             self.llm_count("anthropic", "failed")
             return self.anthropic_error(529, "overloaded_error", "Overloaded")
         prompt = json.dumps(body.get("messages")) + json.dumps(body.get("system", ""))
-        text = self.reply_text("anthropic")
-        self.llm_count("anthropic", "ok")
+        text, input_tokens, output_tokens = self.reply("anthropic", prompt)
         return JSONResponse(
             {
                 "id": "msg_01" + random_token(22),
@@ -172,10 +177,10 @@ class LLMs(Service):
                 "stop_reason": "end_turn",
                 "stop_sequence": None,
                 "usage": {
-                    "input_tokens": approx_tokens(prompt),
+                    "input_tokens": input_tokens,
                     "cache_creation_input_tokens": 0,
                     "cache_read_input_tokens": 0,
-                    "output_tokens": approx_tokens(text),
+                    "output_tokens": output_tokens,
                     "service_tier": "standard",
                 },
             },
@@ -258,10 +263,9 @@ class LLMs(Service):
             return self.openai_error(
                 503, "The server is overloaded or not ready yet.", "server_error"
             )
-        text = self.reply_text("openai")
-        prompt_tokens = approx_tokens(json.dumps(body.get("messages")))
-        completion_tokens = approx_tokens(text)
-        self.llm_count("openai", "ok")
+        text, prompt_tokens, completion_tokens = self.reply(
+            "openai", json.dumps(body.get("messages"))
+        )
         return JSONResponse(
             {
                 "id": "chatcmpl-" + random_token(29),
@@ -362,10 +366,9 @@ class LLMs(Service):
             return self.google_error(
                 503, "The model is overloaded. Please try again later.", "UNAVAILABLE"
             )
-        text = self.reply_text("google")
-        prompt_tokens = approx_tokens(json.dumps(body.get("contents")))
-        completion_tokens = approx_tokens(text)
-        self.llm_count("google", "ok")
+        text, prompt_tokens, completion_tokens = self.reply(
+            "google", json.dumps(body.get("contents"))
+        )
         return JSONResponse(
             {
                 "candidates": [
@@ -395,10 +398,7 @@ class LLMs(Service):
         provider = request.path_params["provider"]
         if provider not in PROVIDERS:
             return control_error(f"unknown provider {provider!r}", 404)
-        try:
-            body = await control_body(request)
-        except BodyError as exc:
-            return control_error(str(exc))
+        body = await control_body(request)
         down = body.get("down")
         if not isinstance(down, bool):
             return control_error("down must be true or false")

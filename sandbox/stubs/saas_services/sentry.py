@@ -679,10 +679,7 @@ class Sentry(Service):
         }
 
     async def control_spike(self, request: Request) -> Response:
-        try:
-            body = await control_body(request)
-        except BodyError as exc:
-            return control_error(str(exc))
+        body = await control_body(request)
         on = body.get("on")
         rate = body.get("errors_per_minute", 120)
         if not isinstance(on, bool):
