@@ -30,7 +30,8 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runbook.sandbox import build
+from runbook.sandbox.build.app import app_git
+from runbook.sandbox.build.host import run
 from runbook.sandbox.faults._registry import Fault, register
 from runbook.sandbox.procs import SandboxError
 from runbook.scenarios._release import parse_migration
@@ -110,7 +111,7 @@ def _revisions(work: Path) -> dict[str, str | None]:
 
 
 def _git(*args: str, cwd: Path | None = None) -> str:
-    return build._git(*args, cwd=cwd)
+    return app_git(*args, cwd=cwd)
 
 
 def _db_revision(sb: Sandbox) -> str | None:
@@ -234,7 +235,7 @@ def _heal_push(sb: Sandbox, name: str) -> None:
         # pushed commit), exactly the trap the rollback notebook avoids.
         _git("-C", str(app), "fetch", "-q", "origin")
         _git("-C", str(app), "checkout", "-q", "-f", "--detach", info["pushed"])
-        build.run(
+        run(
             [alembic, "downgrade", before["revision"] or "base"],
             "heal",
             cwd=app,
