@@ -23,9 +23,8 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-from runbook.sandbox.build import host
 from runbook.sandbox.build.envfiles import read_env_file, write_env_file
-from runbook.sandbox.build.host import clean_env, project_python, run
+from runbook.sandbox.build.host import clean_env, git, project_python, run
 from runbook.sandbox.layout import BACKUP_BRANCH, Layout, project_root
 from runbook.sandbox.procs import SandboxError
 
@@ -49,7 +48,7 @@ def app_git(
         env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date
     name, email = GIT_AUTHOR
     config = {"user.name": name, "user.email": email, "init.defaultBranch": "main"}
-    return host.git(*args, env=env, cwd=cwd, log=log, config=config)
+    return git(*args, env=env, cwd=cwd, log=log, config=config)
 
 
 def _split_history(work: Path) -> tuple[list[str], list[str]]:
