@@ -236,36 +236,14 @@ class Twin:
                 shutil.rmtree(p)
             p.mkdir(parents=True, mode=0o700)
         # client key and this instance's own host key
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "runbook-twin-operator",
-                "-f",
-                st["ssh_key"],
-            ],
-            "ssh keys",
-        )
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "",
-                "-f",
-                str(ssh / "ssh_host_ed25519_key"),
-            ],
-            "ssh keys",
-        )
+        for key, comment in (
+            (st["ssh_key"], "runbook-twin-operator"),
+            (str(ssh / "ssh_host_ed25519_key"), ""),
+        ):
+            run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key],
+                "ssh keys",
+            )
         pub = (ssh / "ssh_host_ed25519_key.pub").read_text().split()
         st["host_key"] = f"{pub[0]} {pub[1]}"
         Path(st["known_hosts"]).write_text(f"{st['host']} {st['host_key']}\n")
@@ -463,11 +441,10 @@ class Twin:
 
     # ------------------------------------------------------------------ waiting
 
-    def ssh_argv(self, command: str, st: dict[str, Any] | None = None) -> list[str]:
+    def ssh_options(self, st: dict[str, Any] | None = None) -> list[str]:
+        """The operator's key and the pinned host key, as `ssh` options (never a prompt)."""
         st = st or self.state
         return [
-            "ssh",
-            "-q",
             "-i",
             st["ssh_key"],
             "-o",
@@ -476,6 +453,14 @@ class Twin:
             "StrictHostKeyChecking=yes",
             "-o",
             f"UserKnownHostsFile={st['known_hosts']}",
+        ]
+
+    def ssh_argv(self, command: str, st: dict[str, Any] | None = None) -> list[str]:
+        st = st or self.state
+        return [
+            "ssh",
+            "-q",
+            *self.ssh_options(st),
             "-o",
             "ConnectTimeout=5",
             f"root@{st['host']}",

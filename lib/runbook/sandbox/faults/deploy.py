@@ -27,6 +27,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 STATE_KEY = "deploy_faults"
 HOOK_MARK = "# runbook sandbox fault sentry-spike"
+# the health check judges CI by the last runs on main, this many
+CI_WINDOW = 3
 
 MIGRATION = '''"""{title}
 
@@ -141,37 +144,60 @@ def _origin_main(sb: Sandbox) -> str:
     return _git("--git-dir", sb.state["origin_dir"], "rev-parse", "refs/heads/main")
 
 
-def _push_commit(sb: Sandbox, name: str, change: Any, message: str) -> str:
-    """Clone the origin, let `change(work, rev, down)` edit it, commit, push to main."""
+Git = Callable[..., str]
+Change = Callable[[Path, str, "str | None"], None]
+
+
+def commit_and_push(
+    git: Git, origin: str, work: Path, change: Change, message: str
+) -> tuple[str, str]:
+    """Clone `origin` into `work`, let `change(work, rev, down)` edit it, commit, push to main.
+
+    `git(*args, cwd=...)` runs git the target's way (the sandbox's local origin, the
+    twin's over SSH); `work` is removed afterwards. Returns (pushed sha, migration rev).
+    """
+    if work.exists():
+        shutil.rmtree(work)
+    work.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        git("clone", "-q", "--branch", "main", origin, str(work))
+        rev, down = next_revision(_revisions(work))
+        change(work, rev, down)
+        git("add", "-A", cwd=work)
+        git("commit", "-q", "-m", message.format(rev=rev), cwd=work)
+        sha = git("rev-parse", "HEAD", cwd=work)
+        git("push", "-q", "origin", "main:main", cwd=work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return sha, rev
+
+
+def push_record(before: str, sha: str, rev: str, app_before: dict[str, Any]) -> dict[str, Any]:
+    """What a deploy fault keeps in state (under STATE_KEY) for its heal."""
+    return {"origin_before": before, "pushed": sha, "revision": rev, "app_before": app_before}
+
+
+def ci_green_streak(add_run: Callable[[str], object]) -> None:
+    """Green CI runs as many as the health check's window (the last 3 runs), so a healed
+    ci-red leaves no red run among them for the next drill; `add_run(conclusion)` adds one."""
+    for _run in range(CI_WINDOW):
+        add_run("success")
+
+
+def _push_commit(sb: Sandbox, name: str, change: Change, message: str) -> str:
+    """Push `change` to the origin's main (commit_and_push), CI green for it; recorded for heal."""
     state = sb.state
     if name in state.get(STATE_KEY, {}):
         raise SandboxError(name, f"{name} is already applied")
     before = _origin_main(sb)
     app_before = _app_snapshot(sb)
     work = sb.state_dir / "tmp" / f"fault-{name}"
-    if work.exists():
-        shutil.rmtree(work)
-    work.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        _git("clone", "-q", "--branch", "main", state["origin_dir"], str(work))
-        rev, down = next_revision(_revisions(work))
-        change(work, rev, down)
-        _git("add", "-A", cwd=work)
-        _git("commit", "-q", "-m", message.format(rev=rev), cwd=work)
-        sha = _git("rev-parse", "HEAD", cwd=work)
-        _git("push", "-q", "origin", "main:main", cwd=work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    sha, rev = commit_and_push(_git, state["origin_dir"], work, change, message)
     # CI passed for the merged commit (for the bad one too: the bug only
     # shows against the real schema after the restart).
     sb.add_ci_run("success", head_sha=sha)
     faults = dict(sb.state.get(STATE_KEY, {}))
-    faults[name] = {
-        "origin_before": before,
-        "pushed": sha,
-        "revision": rev,
-        "app_before": app_before,
-    }
+    faults[name] = push_record(before, sha, rev, app_before)
     sb._update(**{STATE_KEY: faults})
     return sha
 
@@ -308,10 +334,7 @@ def _ci_red(sb: Sandbox, _: str | None) -> None:
 
 
 def _ci_green(sb: Sandbox, _: str | None) -> None:
-    # a green streak as long as the health check's window (the last 3 runs), so a
-    # healed ci-red does not leave a red run among them for the next drill
-    for _run in range(3):
-        sb.add_ci_run("success")
+    ci_green_streak(sb.add_ci_run)
 
 
 register(
