@@ -173,30 +173,11 @@ def _heal_push(t: Twin, name: str) -> None:
     info = st.get(STATE_KEY, {}).get(name)
     if info is None:
         return
-    b = info["app_before"]
-    rev = b["revision"] or "base"
-    checkout = (
-        f"git checkout -q -f -B {_q(b['branch'])} {b['head']}"
-        if b["branch"]
-        else f"git checkout -q -f --detach {b['head']}"
-    )
-    last_good = (
-        f"echo {b['last_good_b64']} | base64 -d > .last_good_sha"
-        if b["last_good_b64"]
-        else "rm -f .last_good_sha"
-    )
-    # Downgrade with the pushed code checked out (it still holds the migration), then
-    # the old checkout: the order the rollback notebook keeps.
+    current = "$(cd / && sudo -n -u postgres psql -d dealix -Atc 'SELECT version_num FROM alembic_version')"
+    downgrade_if = f'[ "{current}" != {_q(info["app_before"]["revision"] or "")} ]'
     t.ssh(
-        f"set -e; cd {APP}; "  # noqa: S608 (SHAs and revisions we recorded)
-        "cur=$(cd / && sudo -n -u postgres psql -d dealix -Atc "
-        "'SELECT version_num FROM alembic_version'); "
-        f'if [ "$cur" != {_q(b["revision"] or "")} ]; then git fetch -q origin; '
-        f"git checkout -q -f --detach {info['pushed']}; .venv/bin/alembic downgrade {_q(rev)} "
-        ">/dev/null; fi; "
-        f"{checkout}; git update-ref refs/remotes/origin/main {b['origin_main']}; {last_good}; "
-        f"git --git-dir={ORIGIN} update-ref refs/heads/main {info['origin_before']}; "
-        "systemctl restart dealix-api",
+        sandbox_deploy.heal_script(APP, ORIGIN, info, downgrade_if)
+        + "; systemctl restart dealix-api",
         timeout=300,
     )
     # the origin's HEAD is green again for the next deploy's CI gate

@@ -24,6 +24,7 @@ origin: that is the sandbox's GitHub, not a push from the server).
 
 from __future__ import annotations
 
+import base64
 import shlex
 import shutil
 import subprocess
@@ -136,7 +137,10 @@ def _app_snapshot(sb: Sandbox) -> dict[str, Any]:
         "origin_main": _git("-C", str(app), "rev-parse", "refs/remotes/origin/main"),
         "branch": branch or None,
         "revision": _db_revision(sb),
-        "last_good": last_good.read_text() if last_good.exists() else None,
+        # base64 keeps the file byte for byte, as the twin's snapshot does (heal_script)
+        "last_good_b64": (
+            base64.b64encode(last_good.read_bytes()).decode() if last_good.exists() else None
+        ),
     }
 
 
@@ -246,36 +250,50 @@ def _apply_bad(sb: Sandbox, _: str | None) -> None:
     )
 
 
+def heal_script(app: str, origin: str, info: dict[str, Any], downgrade_if: str) -> str:
+    """The shell, run on the target's host in either case, that puts the app and the origin
+    back as before a deploy fault (`info` is its push_record).
+
+    When the shell test `downgrade_if` holds (the database is not at the old revision),
+    alembic downgrades with the pushed code checked out, which still holds the migration,
+    then the old checkout: the order the rollback notebook keeps. Then the clone's
+    origin/main, .last_good_sha and the origin's main as they were.
+    """
+    b = info["app_before"]
+    q = shlex.quote
+    checkout = (
+        f"git checkout -q -f -B {q(b['branch'])} {b['head']}"
+        if b["branch"]
+        else f"git checkout -q -f --detach {b['head']}"
+    )
+    last_good = (
+        f"echo {b['last_good_b64']} | base64 -d > .last_good_sha"
+        if b["last_good_b64"]
+        else "rm -f .last_good_sha"
+    )
+    return (
+        f"set -e; cd {q(app)}; "
+        f"if {downgrade_if}; then git fetch -q origin; "
+        f"git checkout -q -f --detach {info['pushed']}; "
+        f".venv/bin/alembic downgrade {q(b['revision'] or 'base')} >/dev/null; fi; "
+        f"{checkout}; git update-ref refs/remotes/origin/main {b['origin_main']}; {last_good}; "
+        f"git --git-dir={q(origin)} update-ref refs/heads/main {info['origin_before']}"
+    )
+
+
 def _heal_push(sb: Sandbox, name: str) -> None:
     """Database, checkout, .last_good_sha and the API as before `name`; origin main as before."""
     state = sb.state
     info = state.get(STATE_KEY, {}).get(name)
     if info is None:
         return
-    app = Path(state["app_dir"])
-    before = info["app_before"]
-    alembic = str(app / ".venv" / "bin" / "alembic")
-    if _db_revision(sb) != before["revision"]:
-        # Downgrade with code that still holds the applied migrations (the
-        # pushed commit), exactly the trap the rollback notebook avoids.
-        _git("-C", str(app), "fetch", "-q", "origin")
-        _git("-C", str(app), "checkout", "-q", "-f", "--detach", info["pushed"])
-        build.run(
-            [alembic, "downgrade", before["revision"] or "base"],
-            "heal",
-            cwd=app,
-        )
-    if before["branch"]:
-        _git("-C", str(app), "checkout", "-q", "-f", "-B", before["branch"], before["head"])
-    else:
-        _git("-C", str(app), "checkout", "-q", "-f", "--detach", before["head"])
-    _git("-C", str(app), "update-ref", "refs/remotes/origin/main", before["origin_main"])
-    last_good = app / ".last_good_sha"
-    if before["last_good"] is None:
-        last_good.unlink(missing_ok=True)
-    else:
-        last_good.write_text(before["last_good"])
-    _git("--git-dir", state["origin_dir"], "update-ref", "refs/heads/main", info["origin_before"])
+    downgrade = _db_revision(sb) != info["app_before"]["revision"]
+    script = heal_script(
+        state["app_dir"], state["origin_dir"], info, "true" if downgrade else "false"
+    )
+    env = build.clean_env(GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0")
+    env["GIT_CONFIG_GLOBAL"] = "/dev/null"  # never the operator's global git config
+    build.run(["sh", "-c", script], "heal", env=env, timeout=300)
     # The origin's HEAD is green again for the next deploy's CI gate.
     sb.add_ci_run("success", head_sha=info["origin_before"])
     faults = dict(sb.state.get(STATE_KEY, {}))
