@@ -51,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from runbook.cli import run as runner
 
     if args.command == "list":
-        from runbook.core.catalog import list_text
-        from runbook.core.paths import notebooks_dir
-
-        print(list_text(sorted(notebooks_dir().glob("*.ipynb"))))
+        print(list_scenarios())
         return 0
     params = run_parameters(args)
     try:
@@ -64,6 +61,26 @@ def main(argv: list[str] | None = None) -> int:
         print(_refused_before_run(args.scenario, params, exc))
         return runner.EXIT["parameters"]
     return code
+
+
+def list_scenarios() -> str:
+    """`runbook list`: every notebook from the catalog, sandbox or not. The secrets' variable
+    names come from the sandbox's profile, which resolves only once a sandbox is set up;
+    without one they are shown as the declared roles, and one line says so."""
+    from runbook.core.catalog import list_text
+    from runbook.core.paths import notebooks_dir
+    from runbook.core.profile import load_profile
+
+    notebooks = sorted(notebooks_dir().glob("*.ipynb"))
+    try:
+        profile = load_profile("sandbox")
+    except ParameterError as exc:
+        return (
+            list_text(notebooks)
+            + "\nsecrets are shown as profile roles, not the sandbox's variable names: "
+            + str(exc)
+        )
+    return list_text(notebooks, profile)
 
 
 def build_parser() -> argparse.ArgumentParser:

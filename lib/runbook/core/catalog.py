@@ -1,18 +1,22 @@
 """`runbook list`: the scenarios, their parameters, and what each needs before it runs.
 
-What a scenario needs comes from the notebook itself, so it cannot drift:
+What a scenario needs is declared in its notebook, once, and read from there:
 
-- the notebook metadata ``runbook`` (optional), e.g.
-  ``{"changes": true, "secrets": ["ADMIN_KEY"], "approval": "second downgrade"}``;
-- otherwise it is read off the parameters cell and the code: a ``confirm``
-  parameter means the scenario changes things (confirmation needed off the
-  sandbox), ``approved_by`` means a rule can ask for a named approver, and
-  ``secrets.get("NAME")`` / the admin API name the secrets it reads.
+- the notebook metadata ``runbook``, e.g.
+  ``{"changes": true, "secrets": ["admin_key"], "approval": "second downgrade"}``:
+  whether it changes things (confirmation needed off the sandbox), the secrets
+  it needs as profile roles (``admin_key``, ``github_token``: each environment's
+  profile names the variable), and the rule that asks for a named approver;
+- the parameters cell: an ``approved_by`` parameter means a rule can ask for one.
+
+Nothing is guessed from the code (tests/test_catalog.py holds every
+notebook's declaration against the secrets its scenario reads).
 
 Example::
 
-    >>> needs_from_code(['s.api.admin_get("/x")', 'k = s.secrets.get("SENTRY_TOKEN")'])
-    ['ADMIN_KEY', 'SENTRY_TOKEN']
+    >>> sc = describe(notebooks_dir() / "health_check.ipynb")
+    >>> sc.secrets, sc.needs()
+    (['admin_key', 'github_token'], 'read-only; secrets admin_key, github_token')
 """
 
 from __future__ import annotations
@@ -25,10 +29,6 @@ from typing import Any
 
 from runbook.core.paths import notebooks_dir
 from runbook.errors import ParameterError
-
-_SECRET_GET = re.compile(r"secrets\.get\(\s*['\"]([A-Z0-9_]+)['\"]")
-# calls that go through the admin API use ADMIN_KEY (api.py)
-_ADMIN = re.compile(r"\.(admin_get|admin_post|dlq_stats|pending_approvals|drain)\(")
 
 
 @dataclass
@@ -53,40 +53,13 @@ class Scenario:
         return "; ".join(parts)
 
 
-def needs_from_code(
-    sources: list[str],
-    admin_key: str = "ADMIN_KEY",
-    github_token: str = "GITHUB_TOKEN",  # noqa: S107 - a variable name, not a value
-) -> list[str]:
-    """Secret names the code reads (the admin API and GitHub by their profile names)."""
-    found: set[str] = set()
-    for src in sources:
-        found.update(_SECRET_GET.findall(src))
-        if _ADMIN.search(src) or "health.check_all" in src:
-            found.add(admin_key)
-        if ".github." in src or "health.check_all" in src:
-            found.add(github_token)
-    return sorted(found)
-
-
-def _secret_names() -> dict[str, str]:
+def declared(path: Path) -> dict[str, Any]:
+    """The notebook's ``runbook`` metadata: what it declares it changes and needs."""
     try:
-        from runbook.core.profile import load_profile
-
-        secrets = load_profile("sandbox").secrets
-        return {"admin_key": secrets.admin_key, "github_token": secrets.github_token}
-    except Exception:
+        nb = json.loads(path.read_text())
+    except ValueError:
         return {}
-
-
-def _as_variables(names: list[str]) -> list[str]:
-    """Profile roles ("sentry_token") as the sandbox profile's variable names."""
-    try:
-        from runbook.core.profile import load_profile
-
-        return resolve_secret_names(names, load_profile("sandbox"))
-    except Exception:
-        return list(names)
+    return dict(nb.get("metadata", {}).get("runbook", {}) or {})
 
 
 def notebook_path(scenario: str) -> Path:
@@ -169,19 +142,20 @@ def parameter_names(path: Path) -> list[str]:
     raise ParameterError(f"{path.name} has no cell tagged 'parameters'", key="notebook")
 
 
-def describe(path: Path) -> Scenario:
-    """What `runbook list` shows for one notebook."""
+def describe(path: Path, profile: Any = None) -> Scenario:
+    """What `runbook list` shows for one notebook; secrets as `profile`'s variables if given,
+    else as the roles the notebook declares."""
     nb = json.loads(path.read_text())
-    declared = declared_parameters(path)
-    params = {k: v.get("default") for k, v in declared.items()}
-    meta = nb.get("metadata", {}).get("runbook", {}) or {}
-    code = ["".join(c.get("source", "")) for c in nb.get("cells", []) if c["cell_type"] == "code"]
+    declared_params = declared_parameters(path)
+    params = {k: v.get("default") for k, v in declared_params.items()}
+    meta = declared(path)
     title = ""
     for c in nb.get("cells", []):
         if c["cell_type"] == "markdown":
             first = "".join(c.get("source", "")).strip().splitlines()
             title = first[0].lstrip("# ").strip() if first else ""
             break
+    secrets = list(meta.get("secrets", []))
     return Scenario(
         name=path.stem,
         path=path,
@@ -189,10 +163,7 @@ def describe(path: Path) -> Scenario:
         changes=bool(meta.get("changes", "confirm" in params)),
         approval=meta.get("approval")
         or ("a rule that names one" if "approved_by" in params else None),
-        secrets=sorted(
-            set(_as_variables(meta.get("secrets", [])))
-            | set(needs_from_code(code, **_secret_names()))
-        ),
+        secrets=sorted(set(resolve_secret_names(secrets, profile) if profile else secrets)),
         title=title,
     )
 
@@ -220,35 +191,20 @@ def required_secrets(
     """Every secret a run of `scenario` needs, as this profile's variable names.
 
     `explicit` (the session's `require_secrets`) plus what the scenario's notebook
-    declares (metadata ``runbook.secrets``) or visibly reads (see `needs_from_code`).
+    declares (metadata ``runbook.secrets``).
     """
     names = list(explicit)
     path = notebooks_dir() / f"{scenario}.ipynb"
     if re.fullmatch(r"[A-Za-z0-9_-]+", scenario or "") and path.is_file():
-        try:
-            nb = json.loads(path.read_text())
-        except ValueError:
-            nb = {}
-        meta = nb.get("metadata", {}).get("runbook", {}) or {}
-        code = [
-            "".join(c.get("source", ""))
-            for c in nb.get("cells", [])
-            if c.get("cell_type") == "code"
-        ]
-        names += list(meta.get("secrets", []))
-        names += needs_from_code(
-            code,
-            admin_key=profile.secrets.admin_key,
-            github_token=profile.secrets.github_token,
-        )
+        names += list(declared(path).get("secrets", []))
     return resolve_secret_names(names, profile)
 
 
-def list_text(notebooks: list[Path]) -> str:
-    """The `runbook list` output."""
+def list_text(notebooks: list[Path], profile: Any = None) -> str:
+    """The `runbook list` output; secrets by `profile`'s variable names when one is given."""
     out = []
     for path in notebooks:
-        sc = describe(path)
+        sc = describe(path, profile)
         out.append(f"{sc.name}  {sc.title}")
         out.append("  parameters: " + ", ".join(f"{k}={v}" for k, v in sc.parameters.items()))
         out.append(f"  needs:      {sc.needs()}")

@@ -37,6 +37,16 @@ def register(fault: Fault) -> Fault:
     return fault
 
 
+def says(action: Callable[[Twin], object], said: str) -> Callable[[Twin], str]:
+    """`action` as a fault's apply, which returns what it did in one line."""
+
+    def go(t: Twin) -> str:
+        action(t)
+        return said
+
+    return go
+
+
 def registry() -> list[Fault]:
     return list(_REGISTRY.values())
 

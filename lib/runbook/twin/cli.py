@@ -16,12 +16,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import textwrap
 import time
 
+from runbook.sandbox.cli import add_target_commands, guarded, list_faults, run_common
 from runbook.twin import faults
 from runbook.twin.common import TwinError, require_root_and_tools
 from runbook.twin.instance import Twin
@@ -39,15 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         help="build or refresh the cached OS and app layers only, boot nothing "
         "(CI starts it early, beside the sandbox tests)",
     )
-    up = sub.add_parser("up", help="build (cached layers) and boot; idempotent")
-    up.add_argument("--fresh", action="store_true", help="down first, then a new instance")
-    sub.add_parser("down", help="stop and remove the instance; nothing is left behind")
-    st = sub.add_parser("status", help="every component; non-zero exit if one is unhealthy")
-    st.add_argument("--json", action="store_true")
-    f = sub.add_parser("fault", help="apply a fault by name")
-    f.add_argument("name", nargs="?")
-    f.add_argument("--list", action="store_true", help="list the known faults")
-    sub.add_parser("heal", help="undo every active fault")
+    add_target_commands(
+        sub,
+        up_help="build (cached layers) and boot; idempotent",
+        fresh_help="down first, then a new instance",
+        down_help="stop and remove the instance; nothing is left behind",
+    )
     ex = sub.add_parser(
         "exec",
         help="run CMD with the twin's names (api.dealix.me, the SaaS) and CA "
@@ -57,80 +53,55 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _table(rows: list[dict[str, object]]) -> str:
-    width = max(len(str(r["name"])) for r in rows)
-    return "\n".join(
-        f"{'ok  ' if r['healthy'] else 'FAIL'}  {r['name']!s:<{width}}  {r['detail']}" for r in rows
-    )
-
-
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     twin = Twin(args.dir, echo=lambda line: print(line, flush=True))
-    try:
-        if args.cmd == "fault" and (args.list or not args.name):
-            for fault in faults.registry():
-                print(fault.name)
-                print(
-                    textwrap.fill(
-                        fault.description, 78, initial_indent="    ", subsequent_indent="    "
-                    )
-                )
-            return 0 if args.list else 2
-        require_root_and_tools()
-        if args.cmd == "build":
-            from runbook.twin.build import ensure_layers
+    return guarded(lambda: _run(args, twin), faults.UnknownFault, TwinError)
 
-            t0 = time.monotonic()
-            layers = ensure_layers(echo=lambda line: print(line, flush=True))
+
+def _run(args: argparse.Namespace, twin: Twin) -> int:
+    # the list needs no root: it is the registry, not the twin
+    listed = list_faults(args, ((f.name, f.description) for f in faults.registry()))
+    if listed is not None:
+        return listed
+    require_root_and_tools()
+    if args.cmd == "build":
+        from runbook.twin.build import ensure_layers
+
+        t0 = time.monotonic()
+        layers = ensure_layers(echo=lambda line: print(line, flush=True))
+        print(
+            f"twin layers ready in {time.monotonic() - t0:.1f} s: "
+            f"os {layers.os_key}, app {layers.app_key}"
+        )
+        return 0
+    if args.cmd == "up":
+        t0 = time.monotonic()
+        st = twin.up(fresh=args.fresh)
+        print(
+            f"twin up in {time.monotonic() - t0:.1f} s: ssh root@{st['host']} "
+            f"(host key {st['host_key_fingerprint']}), {st['base_url']} via "
+            f"`runbook twin exec`; internet {st['internet_ip']}; state in {twin.state_file}"
+        )
+        return 0
+    if args.cmd == "down":
+        t0 = time.monotonic()
+        done = twin.down()
+        stopped = ", ".join(f"{k} ({v})" for k, v in done.get("stopped", {}).items())
+        print(
+            f"twin down in {time.monotonic() - t0:.1f} s"
+            + (f": {stopped}" if stopped else ": nothing was running")
+        )
+        return 0
+    if args.cmd == "exec":
+        cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not cmd:
             print(
-                f"twin layers ready in {time.monotonic() - t0:.1f} s: "
-                f"os {layers.os_key}, app {layers.app_key}"
+                "error: runbook twin exec -- CMD [ARGS...]: name the command to run",
+                file=sys.stderr,
             )
-            return 0
-        if args.cmd == "up":
-            t0 = time.monotonic()
-            st = twin.up(fresh=args.fresh)
-            print(
-                f"twin up in {time.monotonic() - t0:.1f} s: ssh root@{st['host']} "
-                f"(host key {st['host_key_fingerprint']}), {st['base_url']} via "
-                f"`runbook twin exec`; internet {st['internet_ip']}; state in {twin.state_file}"
-            )
-            return 0
-        if args.cmd == "down":
-            t0 = time.monotonic()
-            done = twin.down()
-            stopped = ", ".join(f"{k} ({v})" for k, v in done.get("stopped", {}).items())
-            print(
-                f"twin down in {time.monotonic() - t0:.1f} s"
-                + (f": {stopped}" if stopped else ": nothing was running")
-            )
-            return 0
-        if args.cmd == "status":
-            rows = twin.status()
-            print(json.dumps(rows, indent=2) if args.json else _table(rows))
-            return 0 if all(r["healthy"] for r in rows) else 1
-        if args.cmd == "fault":
-            print(twin.fault(args.name))
-            return 0
-        if args.cmd == "heal":
-            healed = twin.heal()
-            print(f"healed: {', '.join(healed)}" if healed else "no active faults")
-            return 0
-        if args.cmd == "exec":
-            cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
-            if not cmd:
-                print(
-                    "error: runbook twin exec -- CMD [ARGS...]: name the command to run",
-                    file=sys.stderr,
-                )
-                return 2
-            argv_, env = twin.exec_argv(cmd)
-            os.execvpe(argv_[0], argv_, env)  # noqa: S606 (argv from exec_argv, no shell)
-    except faults.UnknownFault as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except TwinError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 2
+            return 2
+        argv_, env = twin.exec_argv(cmd)
+        os.execvpe(argv_[0], argv_, env)  # noqa: S606 (argv from exec_argv, no shell)
+    code = run_common(args, twin)
+    return 2 if code is None else code

@@ -16,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from runbook.twin.internet import stub_control
+from runbook.sandbox.faults import deploy as sandbox_deploy
 
 if TYPE_CHECKING:
     from runbook.twin.instance import Twin
 
 
-from runbook.twin._registry import Fault, UnknownFault, get, register, registry
+from runbook.twin._registry import Fault, UnknownFault, get, register, registry, says
 
 __all__ = ["Fault", "UnknownFault", "get", "register", "registry"]
 
@@ -34,28 +34,12 @@ def _ssh(cmd: str) -> Callable[[Twin], None]:
     return go
 
 
-def _ssh_says(cmd: str, said: str) -> Callable[[Twin], str]:
-    def go(t: Twin) -> str:
-        t.ssh(cmd)
-        return said
-
-    return go
-
-
-def _stub(path: str, body: object, said: str) -> Callable[[Twin], str]:
-    def go(t: Twin) -> str:
-        stub_control(t.state["stubs_url"], path, body)
-        return said
-
-    return go
-
-
 register(
     Fault(
         "postgres-down",
         "systemctl stop postgresql (the Debian wrapper stops postgresql@15-main): "
         "/health/deep turns red.",
-        _ssh_says("systemctl stop postgresql", "postgresql stopped (systemctl stop postgresql)"),
+        says(_ssh("systemctl stop postgresql"), "postgresql stopped (systemctl stop postgresql)"),
         _ssh("systemctl start postgresql"),
     )
 )
@@ -64,8 +48,8 @@ register(
         "postgres-killed",
         "SIGKILL the cluster's postmaster: postgresql@15-main fails while the wrapper "
         "postgresql.service still says active (a Debian fidelity finding, TWIN_NOTES §1.6).",
-        _ssh_says(
-            "kill -KILL $(head -1 /var/lib/postgresql/15/main/postmaster.pid)",
+        says(
+            _ssh("kill -KILL $(head -1 /var/lib/postgresql/15/main/postmaster.pid)"),
             "postmaster SIGKILLed; postgresql@15-main is failed, postgresql still 'active'",
         ),
         _ssh("systemctl reset-failed postgresql@15-main; systemctl restart postgresql"),
@@ -73,55 +57,29 @@ register(
 )
 
 
-def _ci_red(t: Twin) -> str:
-    _add_run(t, "failure")
-    return "newest CI run on main: failure"
-
-
-def _ci_green_streak(t: Twin) -> None:
-    for _ in range(3):
-        _add_run(t, "success")
+def _ci_run(t: Twin, conclusion: str, said: str) -> str:
+    # faults_deploy is imported below, after these are registered (the --list order)
+    faults_deploy.ci_run(conclusion)(t)
+    return said
 
 
 register(
     Fault(
         "ci-red",
         "Add a newest failed CI run on main at api.github.com (the stubs).",
-        _ci_red,
-        # a green streak as long as the health check's window (the last 3 runs), as the
-        # sandbox's heal: one green run would leave the red one among them
-        _ci_green_streak,
+        lambda t: _ci_run(t, "failure", "newest CI run on main: failure"),
+        # as the sandbox's heal: one green run would leave the red one in the window
+        lambda t: sandbox_deploy.ci_green_streak(lambda c: _ci_run(t, c, "")),
     )
 )
 register(
     Fault(
         "llm-anthropic-down",
         "api.anthropic.com answers 529 overloaded and its status page shows a major outage.",
-        _stub("/_stub/llm/anthropic", {"down": True}, "anthropic down"),
-        lambda t: _llm(t, "anthropic", down=False),
+        lambda t: says(faults_deploy.llm("anthropic", True), "anthropic down")(t),
+        lambda t: faults_deploy.llm("anthropic", False)(t),
     )
 )
-
-
-def _llm(t: Twin, provider: str, *, down: bool) -> None:
-    stub_control(t.state["stubs_url"], f"/_stub/llm/{provider}", {"down": down})
-
-
-def _add_run(t: Twin, conclusion: str) -> None:
-    st = t.state
-    # the origin's main as it is now: a pushed deploy (faults_deploy) moves it
-    head = t.ssh("git --git-dir=/srv/git/dealix.git rev-parse refs/heads/main").stdout.strip()
-    stub_control(
-        st["stubs_url"],
-        "/_stub/github/runs",
-        {
-            "head_sha": head,
-            "conclusion": conclusion,
-            "status": "completed",
-            "name": "CI",
-            "branch": "main",
-        },
-    )
 
 
 # each scenario's faults live in a module of their own, which registers them in

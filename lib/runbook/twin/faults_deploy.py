@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbook.sandbox.build.host import git
 from runbook.sandbox.faults import deploy as sandbox_deploy
-from runbook.twin._registry import Fault, register
+from runbook.twin._registry import Fault, register, says
 from runbook.twin.common import TwinError
 from runbook.twin.internet import stub_control
 
@@ -84,20 +83,7 @@ def app_snapshot(t: Twin) -> dict[str, Any]:
 
 
 def _git_env(t: Twin) -> dict[str, str]:
-    st = t.state
-    ssh = shlex.join(
-        [
-            "ssh",
-            "-i",
-            st["ssh_key"],
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={st['known_hosts']}",
-        ]
-    )
+    ssh = shlex.join(["ssh", *t.ssh_options()])
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(t.dir),
@@ -129,38 +115,24 @@ def add_ci_run(t: Twin, conclusion: str, head_sha: str) -> None:
     )
 
 
-def _push_commit(
-    t: Twin, name: str, change: Callable[[Path, str, str | None], None], message: str
-) -> str:
-    """Clone the origin over SSH, let `change(work, rev, down)` edit it, commit, push to main."""
+def _push_commit(t: Twin, name: str, change: sandbox_deploy.Change, message: str) -> str:
+    """Push `change` to the origin's main over SSH (the sandbox's commit_and_push), CI green."""
     st = t.state
     if name in st.get(STATE_KEY, {}):
         raise TwinError(name, f"{name} is already applied (runbook twin heal first)")
     before = origin_main(t)
     app_before = app_snapshot(t)
-    work = t.dir / "tmp" / f"fault-{name}"
-    if work.exists():
-        shutil.rmtree(work)
-    work.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        _git(t, "clone", "-q", "--branch", "main", f"root@{st['host']}:{ORIGIN}", str(work))
-        rev, down = sandbox_deploy.next_revision(sandbox_deploy._revisions(work))
-        change(work, rev, down)
-        _git(t, "add", "-A", cwd=work)
-        _git(t, "commit", "-q", "-m", message.format(rev=rev), cwd=work)
-        sha = _git(t, "rev-parse", "HEAD", cwd=work)
-        _git(t, "push", "-q", "origin", "main:main", cwd=work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    sha, rev = sandbox_deploy.commit_and_push(
+        lambda *args, cwd=None: _git(t, *args, cwd=cwd),
+        f"root@{st['host']}:{ORIGIN}",
+        t.dir / "tmp" / f"fault-{name}",
+        change,
+        message,
+    )
     # CI passed for the merged commit (the bad one too: its bug shows only after the restart)
     add_ci_run(t, "success", sha)
     st = t.state
-    st.setdefault(STATE_KEY, {})[name] = {
-        "origin_before": before,
-        "pushed": sha,
-        "revision": rev,
-        "app_before": app_before,
-    }
+    st.setdefault(STATE_KEY, {})[name] = sandbox_deploy.push_record(before, sha, rev, app_before)
     t._save(st)
     return f"{name}: pushed {sha[:12]} (migration {rev}) to the origin's main, CI green for it"
 
@@ -186,30 +158,11 @@ def _heal_push(t: Twin, name: str) -> None:
     info = st.get(STATE_KEY, {}).get(name)
     if info is None:
         return
-    b = info["app_before"]
-    rev = b["revision"] or "base"
-    checkout = (
-        f"git checkout -q -f -B {_q(b['branch'])} {b['head']}"
-        if b["branch"]
-        else f"git checkout -q -f --detach {b['head']}"
-    )
-    last_good = (
-        f"echo {b['last_good_b64']} | base64 -d > .last_good_sha"
-        if b["last_good_b64"]
-        else "rm -f .last_good_sha"
-    )
-    # Downgrade with the pushed code checked out (it still holds the migration), then
-    # the old checkout: the order the rollback notebook keeps.
+    current = "$(cd / && sudo -n -u postgres psql -d dealix -Atc 'SELECT version_num FROM alembic_version')"
+    downgrade_if = f'[ "{current}" != {_q(info["app_before"]["revision"] or "")} ]'
     t.ssh(
-        f"set -e; cd {APP}; "  # noqa: S608 (SHAs and revisions we recorded)
-        "cur=$(cd / && sudo -n -u postgres psql -d dealix -Atc "
-        "'SELECT version_num FROM alembic_version'); "
-        f'if [ "$cur" != {_q(b["revision"] or "")} ]; then git fetch -q origin; '
-        f"git checkout -q -f --detach {info['pushed']}; .venv/bin/alembic downgrade {_q(rev)} "
-        ">/dev/null; fi; "
-        f"{checkout}; git update-ref refs/remotes/origin/main {b['origin_main']}; {last_good}; "
-        f"git --git-dir={ORIGIN} update-ref refs/heads/main {info['origin_before']}; "
-        "systemctl restart dealix-api",
+        sandbox_deploy.heal_script(APP, ORIGIN, info, downgrade_if)
+        + "; systemctl restart dealix-api",
         timeout=300,
     )
     # the origin's HEAD is green again for the next deploy's CI gate
@@ -272,17 +225,21 @@ def _heal_spike(t: Twin) -> None:
     )
 
 
-def _llm(provider: str, down: bool) -> Callable[[Twin], None]:
+def llm(provider: str, down: bool) -> Callable[[Twin], None]:
+    """The fault action that takes `provider`'s API (a SaaS stub) down or back up."""
+
     def go(t: Twin) -> None:
         stub_control(t.state["stubs_url"], f"/_stub/llm/{provider}", {"down": down})
 
     return go
 
 
-def _says(action: Callable[[Twin], None], said: str) -> Callable[[Twin], str]:
-    def go(t: Twin) -> str:
-        action(t)
-        return said
+def ci_run(conclusion: str) -> Callable[[Twin], None]:
+    """The fault action that adds a newest CI run for the origin's main as it is now
+    (a pushed deploy moves it)."""
+
+    def go(t: Twin) -> None:
+        add_ci_run(t, conclusion, origin_main(t))
 
     return go
 
@@ -331,8 +288,8 @@ for _p in PROVIDERS:
             f"llm-down:{_p}",
             f"{_p}'s API fails (5xx) and its status page shows an incident: the API's breaker "
             "for it opens after BREAKER_FAILURE_THRESHOLD failures. Heal: it answers again.",
-            _says(_llm(_p, True), f"{_p} down"),
-            _llm(_p, False),
+            says(llm(_p, True), f"{_p} down"),
+            llm(_p, False),
         )
     )
     register(
@@ -340,7 +297,7 @@ for _p in PROVIDERS:
             f"llm-recover:{_p}",
             f"{_p} answers again and its status page is operational (ends llm-down:{_p}). "
             "Heal: nothing to undo.",
-            _says(_llm(_p, False), f"{_p} recovered"),
+            says(llm(_p, False), f"{_p} recovered"),
             lambda t: None,
         )
     )

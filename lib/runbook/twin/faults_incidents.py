@@ -34,8 +34,10 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runbook.sandbox.faults import _fill
 from runbook.twin._registry import Fault, register
 from runbook.twin.common import TwinError
 
@@ -48,7 +50,6 @@ ASIDE = "/var/lib/postgresql/15/main.runbook-fault"
 BACKUPS = "/var/backups/postgres"
 BACKUPS_ASIDE = "/var/tmp/runbook-fault-disk-full"
 HOG_COUNT = "/run/runbook-fault-pool.count"
-FILLER = 700 * 1024
 HEADROOM = 16 * 1024 * 1024
 
 
@@ -121,32 +122,8 @@ def _pool_heal(t: Twin) -> None:
 
 # ------------------------------------------------------------------ disk-full
 
-_FILL = r"""
-import os, secrets, sys
-d, size = sys.argv[1], int(sys.argv[2])
-names = sorted(os.listdir(d))
-oldest = min((os.stat(os.path.join(d, n)).st_mtime for n in names), default=0)
-# Old daily backups before the real ones, then one last file that takes every byte left.
-for day in range(1, 29):
-    p = os.path.join(d, f"dealix-2026-10-{day:02d}.sql.gz")
-    try:
-        with open(p, "wb", buffering=0) as fh:
-            fh.write(secrets.token_bytes(size))
-    except OSError:
-        os.unlink(p)
-        break
-    m = oldest - 86400 * (40 - day)
-    os.utime(p, (m, m))
-p = os.path.join(d, "dealix-2026-09-30.sql.gz")
-with open(p, "wb", buffering=0) as fh:
-    try:
-        while True:
-            fh.write(secrets.token_bytes(4096))
-    except OSError:
-        pass
-m = oldest - 86400 * 60
-os.utime(p, (m, m))
-"""
+# the sandbox's filling, run as a script on the server (it is stdlib only)
+_FILL = Path(_fill.__file__).read_text()
 
 
 def _disk_full(t: Twin) -> str:
@@ -158,7 +135,7 @@ def _disk_full(t: Twin) -> str:
         f"rm -rf {BACKUPS_ASIDE} && cp -a {BACKUPS} {BACKUPS_ASIDE} && "
         f"mount -t tmpfs -o size={size},mode=0755 runbook-fault-disk-full {BACKUPS} && "
         f"cp -a {BACKUPS_ASIDE}/. {BACKUPS}/ && chown postgres:postgres {BACKUPS} && "
-        f"python3 -c {shlex.quote(_FILL)} {BACKUPS} {FILLER}"
+        f"python3 -c {shlex.quote(_FILL)} {BACKUPS} {_fill.FILLER_BYTES}"
     )
     df = t.ssh(f"df -P {BACKUPS} | tail -1").stdout.split()
     return f"{BACKUPS} is a {size // 2**20} MiB tmpfs, {df[4]} used"

@@ -22,6 +22,7 @@ import fcntl
 import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -33,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from runbook.core.paths import project_root
-from runbook.sandbox import build as sb_build
+from runbook.sandbox.build.envfiles import generate_secrets, read_env_file, write_env_file
+from runbook.sandbox.build.host import free_ports, write_private
+from runbook.sandbox.build.stubs import stubs_config
 from runbook.twin import build, internet
 from runbook.twin.common import (
     Echo,
@@ -128,7 +131,7 @@ class Twin:
         tmp.replace(self.state_file)
 
     def secrets(self) -> dict[str, str]:
-        return sb_build.read_env_file(Path(self.state["secrets_file"]))
+        return read_env_file(Path(self.state["secrets_file"]))
 
     # ------------------------------------------------------------------ up
 
@@ -209,7 +212,7 @@ class Twin:
                 f"{{port}}), timeout=5, source_address=('{outside}', 0)); "
                 "assert s.recv(4) == b'SSH-'\""
             ),
-            "stubs_port": (port := sb_build.free_ports(["stubs"])["stubs"]),
+            "stubs_port": (port := free_ports(["stubs"])["stubs"]),
             "stubs_url": f"http://127.0.0.1:{port}",
             "pids": {},
             "faults": [],
@@ -236,36 +239,14 @@ class Twin:
                 shutil.rmtree(p)
             p.mkdir(parents=True, mode=0o700)
         # client key and this instance's own host key
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "runbook-twin-operator",
-                "-f",
-                st["ssh_key"],
-            ],
-            "ssh keys",
-        )
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "",
-                "-f",
-                str(ssh / "ssh_host_ed25519_key"),
-            ],
-            "ssh keys",
-        )
+        for key, comment in (
+            (st["ssh_key"], "runbook-twin-operator"),
+            (str(ssh / "ssh_host_ed25519_key"), ""),
+        ):
+            run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key],
+                "ssh keys",
+            )
         pub = (ssh / "ssh_host_ed25519_key.pub").read_text().split()
         st["host_key"] = f"{pub[0]} {pub[1]}"
         Path(st["known_hosts"]).write_text(f"{st['host']} {st['host_key']}\n")
@@ -282,19 +263,17 @@ class Twin:
             internet.hosts_text(internet.runner_names(st["host"], st["internet_ip"]))
         )
         # secrets: the operator's file (0600) and the app's .env on the server
-        sec = sb_build.generate_secrets()
+        sec = generate_secrets()
         st["sentry_project_id"] = "4507000000000001"
-        st["sentry_public_key"] = sb_build.secrets.token_hex(16)
+        st["sentry_public_key"] = secrets.token_hex(16)
         st["posthog_project_id"] = "10001"
-        sb_build.write_env_file(
+        write_env_file(
             Path(st["secrets_file"]), sec, header="The operator's secrets for the production twin."
         )
         st["github_repo"] = "VoXc2/dealix"
         stubs = d / "stubs"
         stubs.mkdir(exist_ok=True)
-        sb_build.write_private(
-            stubs / "config.json", json.dumps(sb_build.stubs_config(st, sec), indent=2) + "\n"
-        )
+        write_private(stubs / "config.json", json.dumps(stubs_config(st, sec), indent=2) + "\n")
         st["origin_head"] = (layers.app / "opt/dealix/.last_good_sha").read_text().strip()
 
         server = self._mount(st, "server", f"{layers.app}:{layers.os}")
@@ -311,7 +290,7 @@ class Twin:
         _write(etc / "ssl/dealix/api.dealix.me.key", api[1].read_text(), 0o600)
         self._trust_ca(server, ca[0])
         env_path = server / "opt/dealix/.env"
-        env = sb_build.read_env_file(env_path)
+        env = read_env_file(env_path)
         fresh = build.twin_app_env(
             sec,
             db_password=env["DATABASE_URL"].split(":", 2)[2].split("@")[0],
@@ -319,7 +298,7 @@ class Twin:
             sentry_project_id=st["sentry_project_id"],
         )
         env.update(fresh)
-        sb_build.write_env_file(
+        write_env_file(
             env_path,
             env,
             header=(
@@ -463,11 +442,10 @@ class Twin:
 
     # ------------------------------------------------------------------ waiting
 
-    def ssh_argv(self, command: str, st: dict[str, Any] | None = None) -> list[str]:
+    def ssh_options(self, st: dict[str, Any] | None = None) -> list[str]:
+        """The operator's key and the pinned host key, as `ssh` options (never a prompt)."""
         st = st or self.state
         return [
-            "ssh",
-            "-q",
             "-i",
             st["ssh_key"],
             "-o",
@@ -476,6 +454,14 @@ class Twin:
             "StrictHostKeyChecking=yes",
             "-o",
             f"UserKnownHostsFile={st['known_hosts']}",
+        ]
+
+    def ssh_argv(self, command: str, st: dict[str, Any] | None = None) -> list[str]:
+        st = st or self.state
+        return [
+            "ssh",
+            "-q",
+            *self.ssh_options(st),
             "-o",
             "ConnectTimeout=5",
             f"root@{st['host']}",

@@ -40,24 +40,31 @@ SAAS: dict[str, str] = {
 API_NAMES = ("api.dealix.me", "dealix.me")
 
 
+def _new_p256(key: Path, out: Path, *extra: str) -> list[str]:
+    """`openssl req` with a new unencrypted P-256 key in `key`, the request (or cert) in `out`."""
+    return [
+        "openssl",
+        "req",
+        *extra,
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(out),
+    ]
+
+
 def make_ca(d: Path, label: str) -> tuple[Path, Path]:
     """A throwaway test CA for one twin (P-256, 30 days). Returns (cert, key)."""
     d.mkdir(parents=True, exist_ok=True)
     crt, key = d / "ca.crt", d / "ca.key"
     run(
         [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(crt),
+            *_new_p256(key, crt, "-x509"),
             "-days",
             "30",
             "-subj",
@@ -79,21 +86,7 @@ def make_leaf(d: Path, name: str, sans: list[str], ca: tuple[Path, Path]) -> tup
     """A server certificate for `sans`, signed by the twin's CA. Returns (cert, key)."""
     crt, key, csr, ext = (d / f"{name}.{s}" for s in ("crt", "key", "csr", "ext"))
     run(
-        [
-            "openssl",
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(csr),
-            "-subj",
-            f"/CN={sans[0]}",
-        ],
+        [*_new_p256(key, csr), "-subj", f"/CN={sans[0]}"],
         f"cert {name}",
     )
     ext.write_text(

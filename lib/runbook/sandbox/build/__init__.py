@@ -20,20 +20,4 @@ Import from the component (`from runbook.sandbox.build.ssh import ...`).
 
 from __future__ import annotations
 
-# The twin's instance (lib/runbook/twin/instance.py) reaches these through the
-# package, the standard library's `secrets` included; new code imports the component.
-import secrets
-
-from runbook.sandbox.build.envfiles import generate_secrets, read_env_file, write_env_file
-from runbook.sandbox.build.host import free_ports, write_private
-from runbook.sandbox.build.stubs import stubs_config
-
-__all__ = [
-    "free_ports",
-    "generate_secrets",
-    "read_env_file",
-    "secrets",
-    "stubs_config",
-    "write_env_file",
-    "write_private",
-]
+__all__: list[str] = []

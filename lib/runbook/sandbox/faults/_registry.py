@@ -59,6 +59,13 @@ def register(fault: Fault) -> Fault:
     return fault
 
 
+def start_and_wait(sb: Sandbox, program: str, ready: Callable[[], object], part: str) -> None:
+    """A heal's usual end: start `program`, wait until `ready()` and deep health `part` green."""
+    sb.start(program)
+    ready()
+    sb.wait_deep(part, "green")
+
+
 def parse(spec: str) -> tuple[Fault, str | None]:
     """`name` or `name:param` → (fault, param); raises UnknownFault naming the known ones."""
     name, sep, param = spec.strip().partition(":")

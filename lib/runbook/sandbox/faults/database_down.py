@@ -36,7 +36,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runbook.sandbox.faults._registry import Fault, register
+from runbook.sandbox.faults._fill import fill
+from runbook.sandbox.faults._registry import Fault, register, start_and_wait
 
 if TYPE_CHECKING:
     from runbook.sandbox.manager import Sandbox
@@ -83,9 +84,7 @@ def _crash_heal(sb: Sandbox, _: str | None) -> None:
     text = conf.read_text()
     if CRASH_MARK in text:
         conf.write_text(text.split(f"\n{CRASH_MARK}")[0] + "\n")
-    sb.start("postgresql")
-    sb.wait_postgres()
-    sb.wait_deep("postgres", "green")
+    _postgres_up(sb, None)
 
 
 # --------------------------------------------------------------------------- disk-full
@@ -117,31 +116,7 @@ def _disk_full(sb: Sandbox, _: str | None) -> None:
 def _fill(backups: Path, aside: Path) -> None:
     for f in sorted(aside.iterdir()):
         shutil.copy2(f, backups / f.name)
-    # Old daily backups before the real ones (October), then one last file
-    # that takes every remaining byte: the filesystem is really full.
-    oldest = min((f.stat().st_mtime for f in aside.iterdir()), default=time.time())
-    size = 700 * 1024
-    for day in range(1, 29):
-        path = backups / f"dealix-2026-10-{day:02d}.sql.gz"
-        mtime = oldest - 86400 * (40 - day)
-        try:
-            with path.open("wb", buffering=0) as fh:
-                fh.write(secrets.token_bytes(size))
-        except OSError:
-            path.unlink(missing_ok=True)
-            break
-        finally:
-            if path.exists():
-                os.utime(path, (mtime, mtime))
-    filler = backups / "dealix-2026-09-30.sql.gz"
-    with filler.open("wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(secrets.token_bytes(4096))
-        except OSError:
-            pass
-    mtime = oldest - 86400 * 60
-    os.utime(filler, (mtime, mtime))
+    fill(backups)
 
 
 def _disk_heal(sb: Sandbox, _: str | None) -> None:
@@ -190,9 +165,7 @@ def _db_corrupt_heal(sb: Sandbox, _: str | None) -> None:
         shutil.rmtree(pgdata)
         subprocess.run(["cp", "-a", str(copy), str(pgdata)], check=True)
         shutil.rmtree(copy)
-    sb.start("postgresql")
-    sb.wait_postgres()
-    sb.wait_deep("postgres", "green")
+    _postgres_up(sb, None)
 
 
 # --------------------------------------------------------------------------- webhooks
@@ -230,20 +203,12 @@ def _webhooks_outage(sb: Sandbox, _: str | None) -> None:
     webhook_events_file(sb).write_text(json.dumps({"event_ids": sent}, indent=2) + "\n")
 
 
-def _webhooks_heal(sb: Sandbox, _: str | None) -> None:
-    sb.start("postgresql")
-    sb.wait_postgres()
-    sb.wait_deep("postgres", "green")
-
-
 def _postgres_down(sb: Sandbox, _: str | None) -> None:
     sb.stop("postgresql")
 
 
 def _postgres_up(sb: Sandbox, _: str | None) -> None:
-    sb.start("postgresql")
-    sb.wait_postgres()
-    sb.wait_deep("postgres", "green")
+    start_and_wait(sb, "postgresql", sb.wait_postgres, "postgres")
 
 
 def _leak_connections(sb: Sandbox, _: str | None) -> None:
@@ -320,6 +285,6 @@ register(
         "queued in WEBHOOKS_DLQ; their event_ids are listed in webhooks-during-outage.json "
         "in the state dir. Heal: start Postgres (the heal's settle drains the DLQ).",
         _webhooks_outage,
-        _webhooks_heal,
+        _postgres_up,
     )
 )

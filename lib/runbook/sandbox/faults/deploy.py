@@ -24,14 +24,16 @@ origin: that is the sandbox's GitHub, not a push from the server).
 
 from __future__ import annotations
 
+import base64
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runbook.sandbox.build.app import app_git
-from runbook.sandbox.build.host import run
+from runbook.sandbox.build.host import clean_env, run
 from runbook.sandbox.faults._registry import Fault, register
 from runbook.sandbox.procs import SandboxError
 from runbook.scenarios._release import parse_migration
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 
 STATE_KEY = "deploy_faults"
 HOOK_MARK = "# runbook sandbox fault sentry-spike"
+# the health check judges CI by the last runs on main, this many
+CI_WINDOW = 3
 
 MIGRATION = '''"""{title}
 
@@ -130,7 +134,10 @@ def _app_snapshot(sb: Sandbox) -> dict[str, Any]:
         "origin_main": app_git("-C", str(app), "rev-parse", "refs/remotes/origin/main"),
         "branch": branch or None,
         "revision": _db_revision(sb),
-        "last_good": last_good.read_text() if last_good.exists() else None,
+        # base64 keeps the file byte for byte, as the twin's snapshot does (heal_script)
+        "last_good_b64": (
+            base64.b64encode(last_good.read_bytes()).decode() if last_good.exists() else None
+        ),
     }
 
 
@@ -138,37 +145,60 @@ def _origin_main(sb: Sandbox) -> str:
     return app_git("--git-dir", sb.state["origin_dir"], "rev-parse", "refs/heads/main")
 
 
-def _push_commit(sb: Sandbox, name: str, change: Any, message: str) -> str:
-    """Clone the origin, let `change(work, rev, down)` edit it, commit, push to main."""
+Git = Callable[..., str]
+Change = Callable[[Path, str, "str | None"], None]
+
+
+def commit_and_push(
+    git: Git, origin: str, work: Path, change: Change, message: str
+) -> tuple[str, str]:
+    """Clone `origin` into `work`, let `change(work, rev, down)` edit it, commit, push to main.
+
+    `git(*args, cwd=...)` runs git the target's way (the sandbox's local origin, the
+    twin's over SSH); `work` is removed afterwards. Returns (pushed sha, migration rev).
+    """
+    if work.exists():
+        shutil.rmtree(work)
+    work.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        git("clone", "-q", "--branch", "main", origin, str(work))
+        rev, down = next_revision(_revisions(work))
+        change(work, rev, down)
+        git("add", "-A", cwd=work)
+        git("commit", "-q", "-m", message.format(rev=rev), cwd=work)
+        sha = git("rev-parse", "HEAD", cwd=work)
+        git("push", "-q", "origin", "main:main", cwd=work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return sha, rev
+
+
+def push_record(before: str, sha: str, rev: str, app_before: dict[str, Any]) -> dict[str, Any]:
+    """What a deploy fault keeps in state (under STATE_KEY) for its heal."""
+    return {"origin_before": before, "pushed": sha, "revision": rev, "app_before": app_before}
+
+
+def ci_green_streak(add_run: Callable[[str], object]) -> None:
+    """Green CI runs as many as the health check's window (the last 3 runs), so a healed
+    ci-red leaves no red run among them for the next drill; `add_run(conclusion)` adds one."""
+    for _run in range(CI_WINDOW):
+        add_run("success")
+
+
+def _push_commit(sb: Sandbox, name: str, change: Change, message: str) -> str:
+    """Push `change` to the origin's main (commit_and_push), CI green for it; recorded for heal."""
     state = sb.state
     if name in state.get(STATE_KEY, {}):
         raise SandboxError(name, f"{name} is already applied")
     before = _origin_main(sb)
     app_before = _app_snapshot(sb)
     work = sb.state_dir / "tmp" / f"fault-{name}"
-    if work.exists():
-        shutil.rmtree(work)
-    work.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        app_git("clone", "-q", "--branch", "main", state["origin_dir"], str(work))
-        rev, down = next_revision(_revisions(work))
-        change(work, rev, down)
-        app_git("add", "-A", cwd=work)
-        app_git("commit", "-q", "-m", message.format(rev=rev), cwd=work)
-        sha = app_git("rev-parse", "HEAD", cwd=work)
-        app_git("push", "-q", "origin", "main:main", cwd=work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    sha, rev = commit_and_push(app_git, state["origin_dir"], work, change, message)
     # CI passed for the merged commit (for the bad one too: the bug only
     # shows against the real schema after the restart).
     sb.add_ci_run("success", head_sha=sha)
     faults = dict(sb.state.get(STATE_KEY, {}))
-    faults[name] = {
-        "origin_before": before,
-        "pushed": sha,
-        "revision": rev,
-        "app_before": app_before,
-    }
+    faults[name] = push_record(before, sha, rev, app_before)
     sb._update(**{STATE_KEY: faults})
     return sha
 
@@ -217,38 +247,50 @@ def _apply_bad(sb: Sandbox, _: str | None) -> None:
     )
 
 
+def heal_script(app: str, origin: str, info: dict[str, Any], downgrade_if: str) -> str:
+    """The shell, run on the target's host in either case, that puts the app and the origin
+    back as before a deploy fault (`info` is its push_record).
+
+    When the shell test `downgrade_if` holds (the database is not at the old revision),
+    alembic downgrades with the pushed code checked out, which still holds the migration,
+    then the old checkout: the order the rollback notebook keeps. Then the clone's
+    origin/main, .last_good_sha and the origin's main as they were.
+    """
+    b = info["app_before"]
+    q = shlex.quote
+    checkout = (
+        f"git checkout -q -f -B {q(b['branch'])} {b['head']}"
+        if b["branch"]
+        else f"git checkout -q -f --detach {b['head']}"
+    )
+    last_good = (
+        f"echo {b['last_good_b64']} | base64 -d > .last_good_sha"
+        if b["last_good_b64"]
+        else "rm -f .last_good_sha"
+    )
+    return (
+        f"set -e; cd {q(app)}; "
+        f"if {downgrade_if}; then git fetch -q origin; "
+        f"git checkout -q -f --detach {info['pushed']}; "
+        f".venv/bin/alembic downgrade {q(b['revision'] or 'base')} >/dev/null; fi; "
+        f"{checkout}; git update-ref refs/remotes/origin/main {b['origin_main']}; {last_good}; "
+        f"git --git-dir={q(origin)} update-ref refs/heads/main {info['origin_before']}"
+    )
+
+
 def _heal_push(sb: Sandbox, name: str) -> None:
     """Database, checkout, .last_good_sha and the API as before `name`; origin main as before."""
     state = sb.state
     info = state.get(STATE_KEY, {}).get(name)
     if info is None:
         return
-    app = Path(state["app_dir"])
-    before = info["app_before"]
-    alembic = str(app / ".venv" / "bin" / "alembic")
-    if _db_revision(sb) != before["revision"]:
-        # Downgrade with code that still holds the applied migrations (the
-        # pushed commit), exactly the trap the rollback notebook avoids.
-        app_git("-C", str(app), "fetch", "-q", "origin")
-        app_git("-C", str(app), "checkout", "-q", "-f", "--detach", info["pushed"])
-        run(
-            [alembic, "downgrade", before["revision"] or "base"],
-            "heal",
-            cwd=app,
-        )
-    if before["branch"]:
-        app_git("-C", str(app), "checkout", "-q", "-f", "-B", before["branch"], before["head"])
-    else:
-        app_git("-C", str(app), "checkout", "-q", "-f", "--detach", before["head"])
-    app_git("-C", str(app), "update-ref", "refs/remotes/origin/main", before["origin_main"])
-    last_good = app / ".last_good_sha"
-    if before["last_good"] is None:
-        last_good.unlink(missing_ok=True)
-    else:
-        last_good.write_text(before["last_good"])
-    app_git(
-        "--git-dir", state["origin_dir"], "update-ref", "refs/heads/main", info["origin_before"]
+    downgrade = _db_revision(sb) != info["app_before"]["revision"]
+    script = heal_script(
+        state["app_dir"], state["origin_dir"], info, "true" if downgrade else "false"
     )
+    env = clean_env(GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0")
+    env["GIT_CONFIG_GLOBAL"] = "/dev/null"  # never the operator's global git config
+    run(["sh", "-c", script], "heal", env=env, timeout=300)
     # The origin's HEAD is green again for the next deploy's CI gate.
     sb.add_ci_run("success", head_sha=info["origin_before"])
     faults = dict(sb.state.get(STATE_KEY, {}))
@@ -307,10 +349,7 @@ def _ci_red(sb: Sandbox, _: str | None) -> None:
 
 
 def _ci_green(sb: Sandbox, _: str | None) -> None:
-    # a green streak as long as the health check's window (the last 3 runs), so a
-    # healed ci-red does not leave a red run among them for the next drill
-    for _run in range(3):
-        sb.add_ci_run("success")
+    ci_green_streak(sb.add_ci_run)
 
 
 register(

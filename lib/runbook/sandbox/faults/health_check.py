@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from runbook.sandbox.faults._registry import Fault, register
+from runbook.sandbox.faults._registry import Fault, register, start_and_wait
 
 if TYPE_CHECKING:
     from runbook.sandbox.manager import Sandbox
@@ -18,9 +18,7 @@ def _redis_down(sb: Sandbox, _: str | None) -> None:
 
 
 def _redis_up(sb: Sandbox, _: str | None) -> None:
-    sb.start("redis")
-    sb.wait_redis()
-    sb.wait_deep("redis", "green")
+    start_and_wait(sb, "redis", sb.wait_redis, "redis")
 
 
 register(
