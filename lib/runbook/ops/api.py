@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from runbook.clock import wait_for
+from runbook.errors import Refusal, RunbookError
 from runbook.ops.http import HttpClient, HttpResponse
 
 if TYPE_CHECKING:
@@ -50,6 +52,29 @@ class DealixAPI(HttpClient):
         body = resp.json() if isinstance(resp.json(), dict) else {"status": "red", "raw": resp.text}
         body["http_status"] = resp.status
         return body
+
+    def wait_green(self, part: str, timeout: float, interval: float = 1.0) -> dict[str, Any]:
+        """Poll `/health/deep` until `part` (postgres, redis, llm_providers, ...) is green
+        or `timeout` passes; returns the last answer, whole.
+
+        An unreachable API counts as not green and its error stands in the answer
+        (`{"status": "unreachable", part: {"status": None, "detail": ...}}`); a refusal
+        (a changed host key) ends the wait, never a red check.
+        """
+        last: dict[str, Any] = {}
+
+        def green() -> bool:
+            nonlocal last
+            try:
+                last = self.deep_health()
+            except Refusal:
+                raise
+            except RunbookError as exc:
+                last = {"status": "unreachable", part: {"status": None, "detail": str(exc)[:200]}}
+            return (last.get(part) or {}).get("status") == "green"
+
+        wait_for(green, timeout, interval)
+        return last
 
     def pricing_plans(self) -> list[dict[str, Any]]:
         return self.get("/api/v1/pricing/plans").json()["plans"]

@@ -437,24 +437,6 @@ def wait_select1(
     return ok
 
 
-def wait_deep_postgres(s: Session, timeout: float = 60, interval: float = 1.0) -> dict[str, Any]:
-    """Poll /health/deep until postgres is green; returns the last answer."""
-    last: dict[str, Any] = {}
-
-    def green() -> bool:
-        nonlocal last
-        try:
-            last = s.api.deep_health()
-        except Refusal:
-            raise  # a refusal ends the run; never a red check
-        except RunbookError as exc:
-            last = {"status": "unreachable", "postgres": {"status": None, "detail": str(exc)}}
-        return (last.get("postgres") or {}).get("status") == "green"
-
-    wait_for(green, timeout, interval)
-    return last
-
-
 # --------------------------------------------------------------------------- branch: failed
 
 
@@ -647,7 +629,7 @@ def fix_pool_exhausted(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
     r = s.services.restart("api")
     if r.dry_run:
         return {"restarted": False, "dry_run": True}
-    deep = wait_deep_postgres(s, wait_seconds)
+    deep = s.api.wait_green("postgres", wait_seconds)
     return {"restarted": True, "dry_run": False, "deep_postgres": deep.get("postgres")}
 
 
@@ -896,7 +878,7 @@ def after_corrupt(s: Session, branch: Branch) -> str:
 
 def deep_postgres_check(s: Session, branch: Branch, wait_seconds: float) -> dict[str, Any]:
     """The runbook's DoD: /health/deep postgres green (waits a little after a fix)."""
-    deep = wait_deep_postgres(s, wait_seconds if branch.name != NO_INCIDENT else 0)
+    deep = s.api.wait_green("postgres", wait_seconds if branch.name != NO_INCIDENT else 0)
     _check_postgres_green(s, "Deep health postgres green", "green", deep.get("postgres"))
     return deep
 

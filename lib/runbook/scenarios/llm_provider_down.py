@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from runbook.clock import parse_time, wait_for
+from runbook.clock import parse_time
 from runbook.errors import Refusal, RunbookError
 from runbook.ops.http import HttpClient
 from runbook.scenarios._base import Scenario, show
@@ -504,30 +504,12 @@ ENV_EXAMPLE_REMINDER = (
 # --------------------------------------------------------------------------- recovery
 
 
-def wait_breaker_closed(s: Session, timeout: float, interval: float = 2.0) -> dict[str, Any]:
-    """Poll deep health until llm_providers is green (breaker closed) or `timeout` passes."""
-    last: dict[str, Any] = {}
-
-    def closed() -> bool:
-        nonlocal last
-        try:
-            deep = s.api.deep_health()
-        except Refusal:
-            raise  # a refusal ends the run; never a red check
-        except RunbookError as exc:
-            deep = {"llm_providers": {"status": "unknown", "detail": str(exc)[:200]}}
-        last = deep.get("llm_providers") or {}
-        return last.get("status") == "green"
-
-    wait_for(closed, timeout, interval)
-    return last
-
-
 def recover(s: Session, limit: int, wait_seconds: float) -> dict[str, Any]:
     """Wait for the breaker to close, then drain OUTBOUND_DLQ and ENRICHMENT_DLQ to zero."""
     import pandas as pd
 
-    llm = wait_breaker_closed(s, wait_seconds)
+    # The breaker is closed when deep health says llm_providers green.
+    llm = s.api.wait_green("llm_providers", wait_seconds, interval=2.0).get("llm_providers") or {}
     s.check(
         "Deep health llm_providers green",
         expected="green",
