@@ -30,6 +30,25 @@ LAYOUT_VERSION = 1
 
 BACKUP_BRANCH = "server-backup-20260423-084442"
 GITHUB_REPO = "VoXc2/dealix"
+# The GitHub stub's control path that records a finished Actions run.
+CI_RUNS_CONTROL = "/_stub/github/runs"
+
+
+def ci_run_body(conclusion: str, head_sha: str) -> dict[str, str]:
+    """The body of a completed CI run on main, as the GitHub stub's control API takes it.
+
+    >>> ci_run_body("failure", "abc")["status"]
+    'completed'
+    """
+    return {
+        "head_sha": head_sha,
+        "conclusion": conclusion,
+        "status": "completed",
+        "name": "CI",
+        "branch": "main",
+    }
+
+
 PROGRAMS = ("saas-stubs", "postgresql", "redis", "sshd", "dealix-api", "nginx")
 
 

@@ -43,10 +43,12 @@ from runbook.sandbox.build import (
 from runbook.sandbox.faults import FAULTS, Fault, canonical, parse
 from runbook.sandbox.layout import (
     BACKUP_BRANCH,
+    CI_RUNS_CONTROL,
     GITHUB_REPO,
     LAYOUT_VERSION,
     PROGRAMS,
     Layout,
+    ci_run_body,
     default_state_dir,
 )
 from runbook.sandbox.procs import (
@@ -663,14 +665,7 @@ class Sandbox:
     def add_ci_run(self, conclusion: str, head_sha: str | None = None) -> Any:
         """Record a completed GitHub Actions run on main (newest first in the stub's list)."""
         return self.stub_control(
-            "/_stub/github/runs",
-            {
-                "head_sha": head_sha or self.state["origin_head"],
-                "conclusion": conclusion,
-                "status": "completed",
-                "name": "CI",
-                "branch": "main",
-            },
+            CI_RUNS_CONTROL, ci_run_body(conclusion, head_sha or self.state["origin_head"])
         )
 
     def ci_runs(self, per_page: int = 3) -> list[dict[str, Any]]:

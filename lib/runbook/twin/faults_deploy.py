@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbook.sandbox.build.host import git
 from runbook.sandbox.faults import deploy as sandbox_deploy
+from runbook.sandbox.layout import CI_RUNS_CONTROL, ci_run_body
 from runbook.twin._registry import Fault, register, says
 from runbook.twin.common import TwinError
 from runbook.twin.internet import stub_control
@@ -102,17 +103,7 @@ def _git(t: Twin, *args: str, cwd: Path | None = None) -> str:
 
 
 def add_ci_run(t: Twin, conclusion: str, head_sha: str) -> None:
-    stub_control(
-        t.state["stubs_url"],
-        "/_stub/github/runs",
-        {
-            "head_sha": head_sha,
-            "conclusion": conclusion,
-            "status": "completed",
-            "name": "CI",
-            "branch": "main",
-        },
-    )
+    stub_control(t.state["stubs_url"], CI_RUNS_CONTROL, ci_run_body(conclusion, head_sha))
 
 
 def _push_commit(t: Twin, name: str, change: sandbox_deploy.Change, message: str) -> str:
