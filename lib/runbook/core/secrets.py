@@ -50,6 +50,28 @@ def parse_env_text(text: str) -> dict[str, str]:
     return values
 
 
+def replace_env_line(text: str, key: str, value: str) -> tuple[str, str | None]:
+    r"""Set `key` in .env text, keeping every other line as it is; returns (text, old value).
+
+    >>> replace_env_line('A=1\nLLM_PROVIDER_PRIORITY="a,b"\n', "LLM_PROVIDER_PRIORITY", "b,a")
+    ('A=1\nLLM_PROVIDER_PRIORITY="b,a"\n', '"a,b"')
+    """
+    lines = text.splitlines(keepends=True)
+    before = None
+    for i, line in enumerate(lines):
+        name = line.split("=", 1)[0].strip().removeprefix("export ").strip()
+        if "=" in line and name == key:
+            before = line.split("=", 1)[1].strip()
+            end = "\n" if line.endswith("\n") else ""
+            lines[i] = f'{key}="{value}"{end}'
+            break
+    else:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines.append(f'{key}="{value}"\n')
+    return "".join(lines), before
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """Parse a `.env`-style file (see `parse_env_text`)."""
     return parse_env_text(path.read_text())
