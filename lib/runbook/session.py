@@ -29,7 +29,6 @@ import contextlib
 import getpass
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from functools import cached_property
@@ -43,7 +42,7 @@ from runbook.core.evidence import RECORD_SCHEMA, Evidence, iso, new_run_dir, utc
 from runbook.core.kernel import display_verdict, install_error_hook, ipython, redact_kernel_output
 from runbook.core.output import StreamCapture
 from runbook.core.parameters import check_papermill_injection
-from runbook.core.paths import project_root
+from runbook.core.paths import runbook_sha
 from runbook.core.profile import Profile, load_profile
 from runbook.core.record import Change, Step, error_dict
 from runbook.core.redact import Redactor
@@ -347,40 +346,36 @@ class Session:
         limit = self.profile.target.command_timeout if timeout is None else timeout
         if echo if echo is not None else changing:
             print(f"$ {shown}")
+
+        def log(**how: Any) -> None:
+            self.evidence.append(
+                {
+                    "kind": "command",
+                    "seq": seq,
+                    "step": self.current_step,
+                    "target": target,
+                    "command": shown,
+                    "changing": changing,
+                    **how,
+                }
+            )
+
         try:
             outcome = self.transport.execute(
                 text, on_stdout=out.feed, on_stderr=err.feed, timeout=limit, stdin=stdin
             )
         except RunbookError as exc:
-            self.evidence.append(
-                {
-                    "kind": "command",
-                    "seq": seq,
-                    "step": self.current_step,
-                    "target": target,
-                    "command": shown,
-                    "changing": changing,
-                    "error": str(exc),
-                }
-            )
+            log(error=str(exc))
             self._note_refusal(exc)
             raise
         except KeyboardInterrupt:
             # the operator stopped the run mid-command: the transport has stopped
             # the command on the target; say so in the log
-            self.evidence.append(
-                {
-                    "kind": "command",
-                    "seq": seq,
-                    "step": self.current_step,
-                    "target": target,
-                    "command": shown,
-                    "changing": changing,
-                    "status": "interrupted",
-                    "error": "interrupted by the operator while it ran; the command was "
-                    "stopped on the target",
-                    "duration_s": round(time.monotonic() - t0, 4),
-                }
+            log(
+                status="interrupted",
+                error="interrupted by the operator while it ran; the command was stopped on "
+                "the target",
+                duration_s=round(time.monotonic() - t0, 4),
             )
             raise
         duration = time.monotonic() - t0
@@ -409,26 +404,16 @@ class Session:
             timed_out=outcome.timed_out,
             interrupted=outcome.interrupted,
         )
-        self.evidence.append(
-            {
-                "kind": "command",
-                "seq": seq,
-                "step": self.current_step,
-                "target": target,
-                "command": shown,
-                "changing": changing,
-                "exit_code": outcome.exit_code,
-                "signal": outcome.signal,
-                "status": result.status,
-                # accepted exit codes differ per call: the review (appendix C) needs the verdict
-                "ok": result.ok,
-                "duration_s": round(duration, 4),
-                "bytes_out": out.bytes,
-                "bytes_err": err.bytes,
-                "log": [
-                    str(p.relative_to(self.run_dir)) for p in (out.full_log, err.full_log) if p
-                ],
-            }
+        log(
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            status=result.status,
+            # accepted exit codes differ per call: the review (appendix C) needs the verdict
+            ok=result.ok,
+            duration_s=round(duration, 4),
+            bytes_out=out.bytes,
+            bytes_err=err.bytes,
+            log=[str(p.relative_to(self.run_dir)) for p in (out.full_log, err.full_log) if p],
         )
         if changing:
             self.changes.append(Change("command", shown, self.current_step))
@@ -838,7 +823,7 @@ class Session:
             "operator": self.operator,
             "operator_host": self.operator_host,
             "process": self._process,
-            "runbook_sha": _runbook_sha(),
+            "runbook_sha": runbook_sha(),
             "parameters": self.parameters,
             "dry_run": self.dry_run,
             "started": iso(self.started),
@@ -919,16 +904,3 @@ def _operator() -> str:
         return getpass.getuser()
     except Exception:
         return "unknown"
-
-
-def _runbook_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(project_root()), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None

@@ -116,12 +116,10 @@ class ChangeCheck:
             if self.confirm_parameter == self.env:
                 self._confirm("parameter")
                 return
-            self.suggest({"confirm": self.env})
-            raise NotConfirmed(
+            raise self._refused(
                 f"confirm={self.confirm_parameter!r} does not match the environment "
                 f"{self.env!r}: a confirmation for one environment never counts for another. "
-                "Nothing was changed.",
-                environment=self.env,
+                "Nothing was changed."
             )
         answer = self.ask(
             f"About to change {self.env.upper()} ({self.host}): {what}\n"
@@ -130,18 +128,21 @@ class ChangeCheck:
         if answer is not None and answer.strip() == self.env:
             self._confirm("typed")
             return
-        self.suggest({"confirm": self.env})
-        raise NotConfirmed(
+        raise self._refused(
             f"changes on {self.env!r} need confirmation and none was given "
             f"({'wrong answer' if answer is not None else 'no one to ask: headless run'}). "
             f"Nothing was changed. Headless, add:  -p confirm {self.env}  (papermill) or "
-            f"--confirm {self.env}  (runbook run).",
-            environment=self.env,
+            f"--confirm {self.env}  (runbook run)."
         )
 
     def _confirm(self, how: str) -> None:
         self.confirmed = True
         self.evidence.append({"kind": "confirmation", "environment": self.env, "how": how})
+
+    def _refused(self, message: str) -> NotConfirmed:
+        # the run's next command is this one with `confirm` set, whatever went wrong
+        self.suggest({"confirm": self.env})
+        return NotConfirmed(message, environment=self.env)
 
     def preview_section(self, section: str, items: Sequence[str], *, step: str | None) -> list[str]:
         """Dry run: record one section of what a step would change; [] outside a dry run.
