@@ -74,11 +74,9 @@ from runbook.ops.postgres import Postgres
 from runbook.ops.services import Services
 from runbook.result import Result, raise_for_ending
 from runbook.safety.change import ChangeCheck
-from runbook.safety.guards import Guards, check_provider_priority, forbid
+from runbook.safety.guards import Guards, check_procedure, check_provider_priority, forbid
 from runbook.safety.lock import HostLock
 
-# procedures that lift a rule, each for its own scenario only (guards.py)
-PROCEDURES = frozenset({"restore_incident"})
 # the session's HTTP clients (cached properties) that close() closes
 HTTP_CLIENTS = ("api", "github")
 
@@ -128,13 +126,7 @@ class Session:
         self._needed_secrets = self._required_secret_names()
         self._injected = check_papermill_injection(ipython())
         self._check_parameters()
-        if procedure is not None and (procedure not in PROCEDURES or procedure != scenario):
-            raise ParameterError(
-                f"procedure={procedure!r} is only for the {procedure!r} scenario "
-                f"(this is {scenario!r}; known procedures: {', '.join(sorted(PROCEDURES))}): "
-                "it lifts the rule that protects the production database",
-                key="procedure",
-            )
+        check_procedure(procedure, scenario)
         self.approved_by = approved_by
         self.guards = Guards(self.profile, approved_by=approved_by, procedure=procedure)
         self.break_stale_lock = break_stale_lock
