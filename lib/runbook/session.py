@@ -48,8 +48,8 @@ from runbook.core.record import Change, Step, error_dict
 from runbook.core.redact import Redactor
 from runbook.core.secrets import (
     SecretStore,
-    parameter_holding_secret,
     parse_env_text,
+    refuse_secret_parameters,
     replace_env_line,
     secret_values,
 )
@@ -61,7 +61,6 @@ from runbook.errors import (
     Forbidden,
     HostKeyMismatch,
     HostKeyUnknown,
-    ParameterError,
     Refusal,
     RunbookError,
     outcome_of,
@@ -221,16 +220,9 @@ class Session:
         values = secret_values(self.profile, self.secrets, self._needed_secrets)
         # what papermill injected counts too, also the names the notebook does
         # not hand to open_session (papermill writes them into the output)
-        found = parameter_holding_secret(
+        refuse_secret_parameters(
             {**self._injected, **self.parameters}, values, self.redactor.is_secret
         )
-        if found is not None:
-            raise ParameterError(
-                f"parameter {found!r} holds a secret value; secrets are never parameters "
-                "(papermill copies parameters into the output notebook twice). Put it in "
-                "the environment or the profile's secrets file instead.",
-                key=found,
-            )
 
     def _required_secret_names(self) -> list[str]:
         """The variables named by `require_secrets` (profile roles like "sentry_token"
@@ -775,18 +767,10 @@ class Session:
         failed = [c for c in self.checks if c.status == FAILED]
         self._outcome = "dod_not_met" if failed else "ok"
         self.release_lock()
-        self._write_record()
+        record = self.record()
+        self.evidence.write_record(record)
         table = self.checks_table()
-        display_verdict(
-            table,
-            scenario=self.scenario,
-            env=self.env,
-            dry_run=self.dry_run,
-            elapsed=self.elapsed,
-            run_dir=self.run_dir,
-            outcome=self._outcome,
-            record_path=self.evidence.record_path,
-        )
+        display_verdict(table, record, self.evidence.record_path)
         if failed:
             raise DefinitionOfDoneNotMet(self.checks)
         return table

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,18 +80,12 @@ def redact_kernel_output(redactor: Redactor) -> None:
     kernel_session.send = redacting_send
 
 
-def display_verdict(
-    table: Any,
-    *,
-    scenario: str,
-    env: str,
-    dry_run: bool,
-    elapsed: float,
-    run_dir: Path,
-    outcome: str,
-    record_path: Path,
-) -> None:
-    """Show the definition-of-done table: coloured HTML in a kernel, plain text elsewhere."""
+def display_verdict(table: Any, record: Mapping[str, Any], record_path: Path) -> None:
+    """Show the definition-of-done table: coloured HTML in a kernel, plain text elsewhere.
+
+    `record` is the run's record as just written (scenario, environment,
+    dry_run, duration_s, run_dir, outcome).
+    """
     failed = int((table["status"] == "failed").sum()) if len(table) else 0
     verdict = (
         "DEFINITION OF DONE MET" if not failed else f"DEFINITION OF DONE NOT MET ({failed} failed)"
@@ -110,18 +104,18 @@ def display_verdict(
     display(
         HTML(
             f'<h3 style="color:{color}">{verdict}</h3>'
-            f"<p>{scenario} on <b>{env}</b>"
-            f"{' (dry run)' if dry_run else ''}, {elapsed:.1f}s, "
-            f"evidence in <code>{run_dir}</code></p>"
+            f"<p>{record['scenario']} on <b>{record['environment']}</b>"
+            f"{' (dry run)' if record['dry_run'] else ''}, {record['duration_s']:.1f}s, "
+            f"evidence in <code>{record['run_dir']}</code></p>"
         )
     )
     display(styled)
     display(
         {
             "application/vnd.dealix.runbook.record+json": {
-                "scenario": scenario,
-                "environment": env,
-                "outcome": outcome,
+                "scenario": record["scenario"],
+                "environment": record["environment"],
+                "outcome": record["outcome"],
                 "record": str(record_path),
             },
             "text/plain": f"record: {record_path}",

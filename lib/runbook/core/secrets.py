@@ -204,3 +204,25 @@ def parameter_holding_secret(
         if found:
             return found
     return None
+
+
+def refuse_secret_parameters(
+    params: dict[str, Any],
+    values: Iterable[str],
+    is_secret: Callable[[str], bool] | None = None,
+) -> None:
+    """Raise `ParameterError` naming the first parameter that holds a secret (never its value).
+
+    >>> refuse_secret_parameters({"note": "Bearer s3cr3t-value"}, ["s3cr3t-value"])
+    Traceback (most recent call last):
+    ...
+    runbook.errors.ParameterError: parameter 'note' holds a secret value: ...
+    """
+    found = parameter_holding_secret(params, values, is_secret)
+    if found is not None:
+        raise ParameterError(
+            f"parameter {found!r} holds a secret value: secrets are never parameters "
+            "(papermill copies parameters into the output notebook). Put it in the "
+            "environment or the profile's secrets file instead.",
+            key=found,
+        )
