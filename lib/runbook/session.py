@@ -14,7 +14,9 @@ hangs off it::
 Read-only calls (`probe`) always run. Changing calls (`run`) are skipped in
 dry-run and shown as what would run; on any environment but sandbox they
 need the operator's confirmation (typed interactively, or the parameter
-`confirm="<environment>"` headless), once per run.
+`confirm="<environment>"` headless), once per run: the change check,
+runbook.safety.change, which `allow_change`, `require_confirmation` and
+`preview_change` call.
 
 Before the first change the session also checks that every secret the run
 needs is set (`require_secrets=["sentry_token", ...]`, profile roles or
