@@ -112,8 +112,19 @@ def test_database_down_branches(sandbox, healed, fault, expected, fix_check) -> 
     assert any(s["name"].startswith("2. ") and s["status"] == "ok" for s in record["steps"])
     postmortem = list(run_dir.glob("20*.md"))
     assert len(postmortem) == 1
-    assert len([ln for ln in postmortem[0].read_text().splitlines() if ln.startswith("- ")]) == 5
-    assert "OUTBOUND_DLQ" in postmortem[0].read_text()
+    text = postmortem[0].read_text()
+    # the runbook's 5-line postmortem, then the timeline, the checks and the evidence
+    five = [ln for ln in text.splitlines() if ln[:1].isdigit() and ln[1:5] == ". **"]
+    assert [ln.split("**")[1] for ln in five] == [
+        "What happened:",
+        "Impact:",
+        "Detection:",
+        "Resolution:",
+        "Follow-up:",
+    ]
+    assert expected in five[0] and "OUTBOUND_DLQ" in five[1] and "restart" in five[3]
+    assert f"| decision: Triage: branch: {expected} |" in text
+    assert "- [triage.json](triage.json)" in text and "| Deep health postgres green |" in text
     assert sandbox.api("/health/deep")[1]["postgres"]["status"] == "green"
     assert_llm_work_replayed(sandbox, record, jobs)
 

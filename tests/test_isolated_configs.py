@@ -10,7 +10,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from runbook.sandbox import build
+from runbook.sandbox.build.nginx import write_nginx_config
+from runbook.sandbox.build.supervisor import NETNS_PROGRAMS, program_configs
 from runbook.sandbox.layout import Layout
 
 PORTS = {
@@ -31,11 +32,11 @@ def _command(conf: str) -> list[str]:
 
 def test_loopback_configs_have_no_namespace(tmp_path: Path) -> None:
     lay = Layout(tmp_path)
-    progs = build.program_configs(dict(PORTS), lay)
+    progs = program_configs(dict(PORTS), lay)
     assert not any("netns" in text for text in progs.values())
     stubs = _command(progs["saas-stubs"])
     assert stubs[stubs.index("--host") + 1] == "127.0.0.1" and stubs.count("--host") == 1
-    build.write_nginx_config(dict(PORTS), lay)
+    write_nginx_config(dict(PORTS), lay)
     nginx = (lay.nginx_dir / "nginx.conf").read_text()
     assert "listen 127.0.0.1:54004;" in nginx and "listen 54004;" not in nginx
 
@@ -43,9 +44,9 @@ def test_loopback_configs_have_no_namespace(tmp_path: Path) -> None:
 def test_isolated_configs_run_the_server_side_in_the_namespace(tmp_path: Path) -> None:
     lay = Layout(tmp_path)
     state = {**PORTS, "isolated": dict(ISO)}
-    plain = build.program_configs(dict(PORTS), lay)
-    progs = build.program_configs(state, lay)
-    for name in build.NETNS_PROGRAMS:
+    plain = program_configs(dict(PORTS), lay)
+    progs = program_configs(state, lay)
+    for name in NETNS_PROGRAMS:
         cmd = _command(progs[name])
         assert cmd[:4] == ["ip", "netns", "exec", "rbsabc123"], (name, cmd)
         # the program itself is unchanged after the wrapper (and a privilege drop)
@@ -60,7 +61,7 @@ def test_isolated_configs_run_the_server_side_in_the_namespace(tmp_path: Path) -
     stubs = _command(progs["saas-stubs"])
     hosts = [stubs[i + 1] for i, a in enumerate(stubs) if a == "--host"]
     assert hosts == ["127.0.0.1", "10.213.7.1"]
-    build.write_nginx_config(state, lay)
+    write_nginx_config(state, lay)
     nginx = (lay.nginx_dir / "nginx.conf").read_text()
     assert "listen 127.0.0.1:54004;" in nginx and "listen 54004;" in nginx
     assert "proxy_pass http://127.0.0.1:54003;" in nginx  # the API on the namespace's loopback

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from runbook.cli import run as runner
-from runbook.sandbox import build
+from runbook.sandbox.build.app import read_app_env
 from runbook.sandbox.faults import security_incident as faults_security
 from runbook.sandbox.procs import http_get
 from runbook.scenarios import security_incident as security
@@ -50,7 +50,7 @@ def _events(run_dir: Path) -> list[dict]:
 def test_intrusion_contained_proved_and_preserved(sandbox, healed) -> None:
     old_key = sandbox.admin_key
     old_webhook = sandbox.secrets()["DEALIX_WEBHOOK_SECRET"]
-    env_before = build.read_app_env(sandbox.layout)
+    env_before = read_app_env(sandbox.layout)
     healed.fault("intrusion")
     healed.fault("leaked-admin-key")
     assert _status(sandbox, old_key) == 200  # the leaked key works before the notebook
@@ -80,7 +80,7 @@ def test_intrusion_contained_proved_and_preserved(sandbox, healed) -> None:
 
     # Independently of the notebook: the old key is refused, the new one (from the
     # server's .env) accepted, and the operator's secrets file holds the new values.
-    app_env = build.read_app_env(sandbox.layout)
+    app_env = read_app_env(sandbox.layout)
     new_key = app_env["ADMIN_KEY"]
     assert new_key != old_key
     assert _status(sandbox, old_key) == 401
@@ -180,7 +180,7 @@ def test_faults_write_the_signals_and_heal_removes_them(sandbox, healed) -> None
 def test_a_rotation_that_skips_a_key_is_not_reported_as_rotated(sandbox, healed) -> None:
     """The app's script stops replacing WEBHOOK_SECRET but still prints that it rotated
     both: the before/after comparison names the key and the definition of done fails."""
-    before = build.read_app_env(sandbox.layout)
+    before = read_app_env(sandbox.layout)
     healed.fault("partial-rotation")
     code, run_dir = runner.run("security_incident", {}, quiet=True)
     record = _record(run_dir)
@@ -189,7 +189,7 @@ def test_a_rotation_that_skips_a_key_is_not_reported_as_rotated(sandbox, healed)
     assert rotated["status"] == "failed"
     assert rotated["actual"] == "ADMIN_KEY replaced, WEBHOOK_SECRET unchanged"
     assert "rotated: ADMIN_KEY WEBHOOK_SECRET" in rotated["note"]  # what the script claimed
-    after = build.read_app_env(sandbox.layout)
+    after = read_app_env(sandbox.layout)
     assert after["ADMIN_KEY"] != before["ADMIN_KEY"]
     assert after["WEBHOOK_SECRET"] == before["WEBHOOK_SECRET"]
     for path in run_dir.rglob("*"):
@@ -202,7 +202,7 @@ def test_a_dry_run_previews_the_rotation_by_key_name_and_changes_nothing(sandbox
     the operator's secrets it would update; the server's .env and the API's key stay."""
     env = Path(sandbox.state["app_dir"]) / ".env"
     before_bytes = env.read_bytes()
-    before = build.read_app_env(sandbox.layout)
+    before = read_app_env(sandbox.layout)
     code, run_dir = runner.run("security_incident", {"dry_run": True}, quiet=True)
     record = _record(run_dir)
     assert code == 0 and record["dry_run"] is True, record  # a clean dry run

@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 
 from runbook.cli import run as runner
-from runbook.sandbox import Sandbox, build, isolated
+from runbook.sandbox import Sandbox, isolated
+from runbook.sandbox.build.app import read_app_env
+from runbook.sandbox.build.supervisor import NETNS_PROGRAMS
 from runbook.sandbox.faults import security_incident as faults_security
 from runbook.sandbox.procs import http_get
 from runbook.scenarios import security_incident as security
@@ -119,7 +121,7 @@ def test_server_side_runs_in_the_namespace(iso) -> None:
     """Postgres, Redis, the API and nginx are in the server namespace; the stubs are not."""
     info = iso.state["isolated"]
     in_ns = set(isolated._run("ip", "netns", "pids", info["server_ns"]).stdout.split())
-    for program in build.NETNS_PROGRAMS:
+    for program in NETNS_PROGRAMS:
         assert str(iso.pid(program)) in in_ns, program
     assert str(iso.pid("saas-stubs")) not in in_ns  # "the internet" stays outside
     # nothing of the server side listens on this machine's loopback any more
@@ -133,7 +135,7 @@ def test_server_side_runs_in_the_namespace(iso) -> None:
     assert status == 200, body
     assert iso.query("SELECT count(*) FROM leads")  # over the shared Unix socket
     # the app reaches the SaaS at the host side of the veth
-    env = build.read_app_env(iso.layout)
+    env = read_app_env(iso.layout)
     stubs = f"@{info['operator_ip']}:{iso.state['stubs_port']}/"
     assert stubs in env["SENTRY_DSN"], env["SENTRY_DSN"]
     for key in ("POSTHOG_HOST", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "GOOGLE_BASE_URL"):
@@ -148,7 +150,7 @@ def test_intrusion_end_to_end_outside_blocked_operator_in(healed_iso) -> None:
     sb = healed_iso
     info = sb.state["isolated"]
     old_key = sb.admin_key
-    env_before = build.read_app_env(sb.layout)
+    env_before = read_app_env(sb.layout)
     sb.fault("intrusion")
     sb.fault("leaked-admin-key")
     assert isolated.ssh_reachable_from_outside(sb)  # before: anyone reaches SSH
@@ -191,7 +193,7 @@ def test_intrusion_end_to_end_outside_blocked_operator_in(healed_iso) -> None:
     assert faults_security.ATTACKER in banned and faults_security.SCANNER in banned
     assert faults_security.COLLEAGUE not in banned
     # The keys, checked against the API directly.
-    env_after = build.read_app_env(sb.layout)
+    env_after = read_app_env(sb.layout)
     new_key = env_after["ADMIN_KEY"]
     assert _status(sb, old_key) == 401 and _status(sb, new_key) == 200
     for key in security.ROTATED:  # each rotated key, from the server's .env before and after

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
+from runbook.ops import logs
 from runbook.scenarios import database_down as tr
 from runbook.scenarios import llm_provider_down as llm
 
@@ -162,13 +163,13 @@ def test_failed_restart_becomes_will_not_start_with_the_log() -> None:
     log = "2026-11-27 03:00:00.0 UTC [39] LOG:  received fast shutdown request\n" + "".join(
         attempt.format(n=n) for n in (1, 2, 3)
     )
-    gist = tr.log_gist(log)
+    gist = logs.log_gist(log)
     assert gist == (
         'LOG:  invalid value for parameter "shared_buffers": "x" | '
         'FATAL:  configuration file "/pg/main/sandbox.conf" contains errors'
     )
-    assert tr.log_gist("LOG: a\nLOG: b\n") == "LOG: a | LOG: b"
-    assert tr.log_gist("FATAL: a\nLOG: b\nFATAL: c\n") == "FATAL: a | FATAL: c"
+    assert logs.log_gist("LOG: a\nLOG: b\n") == "LOG: a | LOG: b"
+    assert logs.log_gist("FATAL: a\nLOG: b\nFATAL: c\n") == "FATAL: a | FATAL: c"
     b = tr.Branch(tr.CORRUPT, f"{tr.WONT_START}: the restart failed; its log ends: {gist}")
     reason = tr._reason_for_restore(b)
     assert reason.startswith("database will not start: LOG: invalid value for parameter")

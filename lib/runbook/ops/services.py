@@ -12,7 +12,8 @@ is `PartOf=` it) says nothing about the server: after the cluster is
 SIGKILLed the wrapper still says "active" and its journal is empty. So
 `status` follows the wrapper's `ConsistsOf=` to the units that run, and
 `logs("postgres")` reads their journal and, on Debian, the cluster's own log
-file that `pg_lsclusters` names (Postgres writes there, not to journald).
+file that `pg_lsclusters` names (Postgres writes there, not to journald): the
+readers are in runbook.ops.logs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from runbook.errors import ParameterError
+from runbook.ops import logs
 from runbook.result import Result
 
 if TYPE_CHECKING:
@@ -186,30 +188,16 @@ class Services:
         return [name, *self._members((self._show([name], "ConsistsOf")[:1] or [{}])[0])]
 
     def logs(self, role: str, lines: int = 200) -> Result:
-        """The last `lines` lines of the service's log (journalctl / supervisorctl tail).
+        """The last `lines` lines of the service's log (runbook.ops.logs).
 
         systemd: the journal of the unit and its members; for Postgres also the
-        last lines of each cluster's log file named by `pg_lsclusters` (Debian's
-        clusters log to /var/log/postgresql/postgresql-15-main.log, and journald
-        only holds systemd's own start/stop lines), printed last because the
-        server's own words (FATAL, PANIC) are there.
+        last lines of each cluster's log file named by `pg_lsclusters`.
+        supervisord: the program's log through supervisorctl.
         """
         name = self._name(role)
         if self.profile.manager == "systemd":
-            units = " ".join(f"-u {shlex.quote(u)}" for u in self.units(role))
-            cmd = f"journalctl {units} -n {int(lines)} --no-pager"
-            if role == "postgres":
-                # pg_lsclusters' 7th column is the log file; absent off Debian (journal only).
-                cmd += (
-                    "; if command -v pg_lsclusters >/dev/null 2>&1; then "
-                    "for f in $(pg_lsclusters --no-header | awk '{print $7}'); do "
-                    f'[ -r "$f" ] && echo "==> $f <==" && tail -n {int(lines)} "$f"; '
-                    "done; fi"
-                )
-            return self.ctx.probe(cmd, shell=True, warn=True)
-        # supervisorctl tails bytes, not lines: take enough bytes, then cut
-        cmd = self._control("tail", f"-{int(lines) * 200}", name) + f" | tail -n {int(lines)}"
-        return self.ctx.probe(cmd, shell=True, warn=True)
+            return logs.journal(self.ctx, self.units(role), lines, cluster_logs=role == "postgres")
+        return logs.supervisor_tail(self.ctx, self.profile.control, name, lines)
 
     def _act(self, action: str, role: str) -> Result:
         name = self._name(role)

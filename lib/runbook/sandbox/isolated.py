@@ -25,7 +25,7 @@ network side, reached over veth pairs, with its own addresses:
 
 The server side runs in the namespace too: PostgreSQL, Redis, the API
 (uvicorn) and nginx stay under the sandbox's supervisord, but their commands
-are `ip netns exec <ns> …` (build.NETNS_PROGRAMS), so they listen on the
+are `ip netns exec <ns> …` (build.supervisor.NETNS_PROGRAMS), so they listen on the
 namespace's own loopback (Postgres, Redis, the API, as production's bind to
 localhost) and nginx on all of the namespace's addresses: the operator reaches the API at
 `http://10.213.K.2:<nginx port>` (state `base_url` while isolated) through the
@@ -56,7 +56,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runbook.sandbox import build
+from runbook.sandbox.build.host import is_root, write_private
+from runbook.sandbox.build.nginx import write_nginx_config
+from runbook.sandbox.build.ssh import ensure_privsep_dir, host_key_line, sshd_config_text
+from runbook.sandbox.build.supervisor import NETNS_PROGRAMS, write_supervisor_config
 from runbook.sandbox.procs import SandboxError, start_time
 
 if TYPE_CHECKING:
@@ -128,7 +131,7 @@ def _ns_exists(ns: str) -> bool:
 
 def sshd_config(sb: Sandbox) -> str:
     """The loopback sshd's config, listening on port 22 in the namespace."""
-    text = build.sshd_config_text(sb.state, sb.layout)
+    text = sshd_config_text(sb.state, sb.layout)
     out = []
     for line in text.splitlines():
         if line.startswith("Port "):
@@ -213,7 +216,7 @@ def _open_ssh(sb: Sandbox, ns: str, kind: str, http_port: int, stubs: tuple[str,
 
 def up(sb: Sandbox) -> dict[str, Any]:
     """Build the namespaces, start sshd and fail2ban in the server one; idempotent."""
-    if not build.is_root():
+    if not is_root():
         raise SandboxError("isolated", "isolated mode needs root (network namespaces, iptables)")
     for tool in ("ip", "iptables", "fail2ban-server", "fail2ban-client"):
         if not shutil.which(tool):
@@ -260,13 +263,13 @@ def up(sb: Sandbox) -> dict[str, Any]:
         _ufw_config(sb, srv)  # before anything runs in the namespace (mounted at exec)
     _open_ssh(sb, srv, kind_fw, sb.state["nginx_port"], (ip["operator_ip"], sb.state["stubs_port"]))
 
-    kind, blob = build.host_key_line(sb.layout)
+    kind, blob = host_key_line(sb.layout)
     known = d / "known_hosts"
     known.write_text(f"{ip['server_ip']} {kind} {blob}\n{ip['server_outside_ip']} {kind} {blob}\n")
     cfg = d / "sshd_config"
     cfg.write_text(sshd_config(sb))
     _run("/usr/sbin/sshd", "-t", "-f", str(cfg))
-    build.ensure_privsep_dir()
+    ensure_privsep_dir()
     auth_log = sb.state["auth_log"]
     # sshd -e writes bare lines to stderr; stamp them as rsyslog does (ISO time,
     # host, sshd[pid]) so fail2ban can date them, and append to the auth log.
@@ -324,7 +327,7 @@ def _stub_hosts(sb: Sandbox, old: str, new: str) -> None:
     port = sb.state["stubs_port"]
     text = env.read_text()
     if f"{old}:{port}" in text:
-        build.write_private(env, text.replace(f"{old}:{port}", f"{new}:{port}"))
+        write_private(env, text.replace(f"{old}:{port}", f"{new}:{port}"))
 
 
 def _reload_programs(sb: Sandbox) -> None:
@@ -337,12 +340,12 @@ def _reload_programs(sb: Sandbox) -> None:
     from runbook.sandbox.procs import supervisor_state
 
     lay = sb.layout
-    build.write_nginx_config(sb.state, lay)
-    build.write_supervisor_config(sb.state, lay, with_api=True)
+    write_nginx_config(sb.state, lay)
+    write_supervisor_config(sb.state, lay, with_api=True)
     if supervisor_state(lay.supervisor_socket) is None:
         return  # not running: the next `up` starts them from these configs
     rpc = sb.rpc()
-    moved = ["saas-stubs", *build.NETNS_PROGRAMS]
+    moved = ["saas-stubs", *NETNS_PROGRAMS]
     for name in reversed(moved):
         # not running (or not configured yet): nothing to stop
         with contextlib.suppress(Exception):

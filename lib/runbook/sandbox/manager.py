@@ -28,7 +28,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runbook.sandbox import build, seed
+from runbook.sandbox import seed
+from runbook.sandbox.build import (
+    app,
+    envfiles,
+    host,
+    nginx,
+    postgres,
+    redis,
+    ssh,
+    stubs,
+    supervisor,
+)
 from runbook.sandbox.faults import FAULTS, Fault, canonical, parse
 from runbook.sandbox.layout import (
     BACKUP_BRANCH,
@@ -125,7 +136,7 @@ class Sandbox:
 
     def secrets(self) -> dict[str, str]:
         """The operator's secrets (secrets.env). Never print them."""
-        return build.read_env_file(self.layout.secrets_file)
+        return envfiles.read_env_file(self.layout.secrets_file)
 
     @property
     def admin_key(self) -> str:
@@ -187,14 +198,14 @@ class Sandbox:
 
     def _new_state(self) -> dict[str, Any]:
         lay = self.layout
-        root = build.is_root()
-        user = "root" if root else build.current_user()
+        root = host.is_root()
+        user = "root" if root else host.current_user()
         superuser = "postgres" if root else user
-        ports = build.free_ports(
+        ports = host.free_ports(
             ["ssh_port", "pg_port", "redis_port", "api_port", "nginx_port", "stubs_port"]
         )
         psql = [
-            str(build.pg_bindir() / "psql"),
+            str(postgres.pg_bindir() / "psql"),
             "-h",
             str(lay.pg_socket_dir),
             "-p",
@@ -218,12 +229,12 @@ class Sandbox:
             "auth_log": str(lay.auth_log),
             "pg_socket_dir": str(lay.pg_socket_dir),
             "pg_superuser": superuser,
-            "pg_bindir": str(build.pg_bindir()),
-            "psql": shlex.join(build.as_db_superuser(psql)),
+            "pg_bindir": str(postgres.pg_bindir()),
+            "psql": shlex.join(postgres.as_db_superuser(psql)),
             "redis_url": f"redis://127.0.0.1:{ports['redis_port']}/0",
             "base_url": f"http://127.0.0.1:{ports['nginx_port']}",
             "stubs_url": f"http://127.0.0.1:{ports['stubs_port']}",
-            "supervisorctl": build.supervisorctl_prefix(lay),
+            "supervisorctl": supervisor.supervisorctl_prefix(lay),
             "supervisor_conf": str(lay.supervisor_conf),
             "supervisor_socket": str(lay.supervisor_socket),
             "sock_dir": str(lay.sock_dir),
@@ -239,9 +250,9 @@ class Sandbox:
             "pids": {},
             "ready": False,
         }
-        build.write_env_file(
+        envfiles.write_env_file(
             lay.secrets_file,
-            build.generate_secrets(),
+            envfiles.generate_secrets(),
             header="The operator's secrets for the Dealix sandbox. Never commit.",
         )
         self._save(state)
@@ -278,29 +289,29 @@ class Sandbox:
         self._save(state)
 
         if "ssh-keys" not in built:
-            self._step(state, "ssh-keys", lambda: build.ensure_ssh_keys(lay))
-        state["host_key_fingerprint"] = build.host_key_fingerprint(lay)
+            self._step(state, "ssh-keys", lambda: ssh.ensure_ssh_keys(lay))
+        state["host_key_fingerprint"] = ssh.host_key_fingerprint(lay)
         initdb = None
         if "cluster" not in built:
-            initdb = build.start_initdb(lay, state["pg_superuser"])
+            initdb = postgres.start_initdb(lay, state["pg_superuser"])
             t_initdb = time.monotonic()
         try:
             if "app-repo" not in built:
                 state["origin_head"] = self._step(
-                    state, "app-repo", lambda: build.build_app_repo(lay)
+                    state, "app-repo", lambda: app.build_app_repo(lay)
                 )
             if "app-venv" not in built:
-                self._step(state, "app-venv", lambda: build.build_app_venv(lay))
+                self._step(state, "app-venv", lambda: app.build_app_venv(lay))
             if "app-env" not in built:
                 self._step(
                     state,
                     "app-env",
-                    lambda: build.write_app_env(lay, state, self.secrets(), state["origin_head"]),
+                    lambda: app.write_app_env(lay, state, self.secrets(), state["origin_head"]),
                 )
         finally:
             if initdb is not None:
                 # Started before the app steps so that it ran alongside them.
-                self._step(state, "cluster", lambda: build.finish_initdb(lay, initdb))
+                self._step(state, "cluster", lambda: postgres.finish_initdb(lay, initdb))
                 state["timings"]["cluster"] = round(time.monotonic() - t_initdb, 2)
 
         self._write_configs(state)
@@ -308,7 +319,7 @@ class Sandbox:
         self.wait_postgres()
         if "database" not in state["built"]:
             self._step(state, "database", lambda: self._build_database(state))
-            build.write_supervisor_config(state, lay, with_api=True)
+            supervisor.write_supervisor_config(state, lay, with_api=True)
             self._add_new_programs()
         else:
             # An earlier `up` may have stopped between the schema and the API.
@@ -331,18 +342,18 @@ class Sandbox:
     def _write_configs(self, state: dict[str, Any]) -> None:
         lay = self.layout
         sec = self.secrets()
-        build.write_known_hosts(lay, state["ssh_port"])
+        ssh.write_known_hosts(lay, state["ssh_port"])
         lay.run_dir.mkdir(parents=True, exist_ok=True)
-        lay.sshd_config.write_text(build.sshd_config_text(state, lay))
-        build.ensure_privsep_dir()
-        build.check_account_usable(state["ssh_user"])
-        build.check_sshd_config(lay)
-        build.write_pg_config(state, lay)
-        build.write_redis_config(state, lay)
-        build.write_nginx_config(state, lay)
-        build.write_stubs_config(state, lay, sec)
-        build.prepare_sockets(lay)
-        build.write_supervisor_config(state, lay, with_api="database" in state["built"])
+        lay.sshd_config.write_text(ssh.sshd_config_text(state, lay))
+        ssh.ensure_privsep_dir()
+        ssh.check_account_usable(state["ssh_user"])
+        ssh.check_sshd_config(lay)
+        postgres.write_pg_config(state, lay)
+        redis.write_redis_config(state, lay)
+        nginx.write_nginx_config(state, lay)
+        stubs.write_stubs_config(state, lay, sec)
+        postgres.prepare_sockets(lay)
+        supervisor.write_supervisor_config(state, lay, with_api="database" in state["built"])
 
     def _start_supervisord(self, state: dict[str, Any]) -> None:
         lay = self.layout
@@ -350,7 +361,7 @@ class Sandbox:
             return
         lay.supervisor_socket.unlink(missing_ok=True)
         t0 = time.monotonic()
-        build.start_supervisord(lay)
+        supervisor.start_supervisord(lay)
         wait_for(
             "supervisord",
             lambda: supervisor_state(lay.supervisor_socket) == "RUNNING",
@@ -410,7 +421,7 @@ class Sandbox:
     def _build_database(self, state: dict[str, Any]) -> None:
         from psycopg import sql
 
-        env = build.read_app_env(self.layout)
+        env = app.read_app_env(self.layout)
         password = env["DATABASE_URL"].split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
         with self.connect("postgres") as conn:
             conn.execute("DROP DATABASE IF EXISTS dealix WITH (FORCE)")
@@ -419,11 +430,11 @@ class Sandbox:
             # server log line, should it fail) ever holds the plain secret.
             conn.execute(
                 sql.SQL("CREATE ROLE dealix LOGIN PASSWORD {}").format(
-                    sql.Literal(build.scram_verifier(password))
+                    sql.Literal(postgres.scram_verifier(password))
                 )
             )
             conn.execute("CREATE DATABASE dealix OWNER dealix")
-        build.run(
+        host.run(
             [str(self.layout.app_venv / "bin" / "alembic"), "upgrade", "head"],
             "alembic",
             self.layout.root / "build.log",

@@ -28,7 +28,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runbook.sandbox import build
+from runbook.sandbox.build.host import clean_env
+from runbook.sandbox.build.postgres import as_db_superuser
 from runbook.sandbox.procs import SandboxError
 
 if TYPE_CHECKING:
@@ -471,7 +472,7 @@ def dump(sb: Sandbox, target: Path, when: datetime | None = None) -> Path:
     state = sb.state
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
-    argv = build.as_db_superuser(
+    argv = as_db_superuser(
         [
             str(Path(state["pg_bindir"]) / "pg_dump"),
             "-h",
@@ -483,11 +484,9 @@ def dump(sb: Sandbox, target: Path, when: datetime | None = None) -> Path:
     )
     with tmp.open("wb") as out:
         dumper = subprocess.Popen(
-            argv, cwd="/", env=build.clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            argv, cwd="/", env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        zipper = subprocess.Popen(
-            ["gzip", "-6"], stdin=dumper.stdout, stdout=out, env=build.clean_env()
-        )
+        zipper = subprocess.Popen(["gzip", "-6"], stdin=dumper.stdout, stdout=out, env=clean_env())
         assert dumper.stdout is not None
         dumper.stdout.close()
         _, err = dumper.communicate(timeout=300)

@@ -48,9 +48,28 @@ class Scenario:
     def __init__(self, s: Session):
         self.s = s
 
-    def take_lock(self, step: str | None = None, *, once: bool = False) -> dict[str, Any] | None:
-        """Take the host lock now, in a step of its own when `step` names one (see `take_lock`)."""
-        return take_lock(self.s, step, once=once)
+    #: the step of its own the host lock is taken in by `take_lock()` (None: no step)
+    lock_step: ClassVar[str | None] = None
+    #: skip that step when the lock is already held (a scenario that may ask twice)
+    lock_once: ClassVar[bool] = False
+
+    def no_lock_needed(self) -> str | None:
+        """Why this run needs no lock now, or None: a scenario that decides first (a triage
+        branch, a failover decision) takes it only when what it decided changes the server."""
+        return None
+
+    def take_lock(
+        self, step: str | None = None, *, once: bool | None = None
+    ) -> dict[str, Any] | None:
+        """Take the host lock now, in a step of its own (`step`, else `lock_step`), unless
+        `no_lock_needed()` says why not (see `take_lock`)."""
+        why_not = self.no_lock_needed()
+        if why_not:
+            print(why_not)
+            return None
+        return take_lock(
+            self.s, step or self.lock_step, once=self.lock_once if once is None else once
+        )
 
 
 def take_lock(s: Session, step: str | None = None, *, once: bool = False) -> dict[str, Any] | None:

@@ -30,8 +30,11 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import wait_for
+from runbook.core import postmortem
+from runbook.core.postmortem import Summary
 from runbook.errors import CommandFailed, Refusal, RunbookError
 from runbook.ops import backups as backup_ops
+from runbook.ops.logs import last_lines, log_gist, recent_errors
 from runbook.scenarios._base import Scenario, show, take_lock
 
 if TYPE_CHECKING:
@@ -49,8 +52,6 @@ BRANCHES = (NO_INCIDENT, SERVICE_FAILED, DISK_FULL, POOL_EXHAUSTED, CORRUPT, NOT
 # The branches whose steps change the server (restart, delete): they take the host lock.
 CHANGING = (SERVICE_FAILED, DISK_FULL, POOL_EXHAUSTED)
 WONT_START = "Postgres will not start"
-# "2026-11-27 03:00:01.123 UTC [4242] " before each Postgres log line: group 1 is the pid
-_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ \[(\d+)\]\s*")
 
 # A filesystem this full is "full" for the runbook: Postgres needs room for
 # WAL segments and checkpoints well before df says 100 %.
@@ -66,28 +67,6 @@ _POOL = re.compile(
     r"too many clients|remaining connection slots are reserved|too many connections",
     re.IGNORECASE,
 )
-
-_SEVERE = re.compile(r"\b(PANIC|FATAL|ERROR)\b")
-_READY = "database system is ready to accept connections"
-
-
-def recent_errors(log_text: str) -> str:
-    """The log lines that can tell of corruption: errors logged since the server last
-    came up (a cluster's own log file keeps every past lifetime).
-
-    Only PANIC/FATAL/ERROR lines count: crash recovery logs "invalid record length at
-    0/32513C0: wanted 24, got 0" at LOG level as the normal end of the WAL it replays.
-
-    >>> recent_errors("LOG:  invalid record length at 0/3: wanted 24, got 0\\n"
-    ...               "LOG:  database system is ready to accept connections\\n"
-    ...               "FATAL:  the database system is shutting down\\n")
-    'FATAL:  the database system is shutting down'
-    """
-    lines = log_text.splitlines()
-    ready = [i for i, ln in enumerate(lines) if _READY in ln]
-    since = lines[ready[-1] + 1 :] if ready else lines
-    return "\n".join(ln for ln in since if _SEVERE.search(ln))
-
 
 # What each signal is, what is normal, in words for someone who never read the runbook.
 SIGNALS: dict[str, tuple[str, str]] = {
@@ -415,10 +394,9 @@ def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
             v["connections_max"], v["connections_reserved"] = int(nums[-2]), int(nums[-1])
     else:
         v["connections_error"] = _psql_error(q.stderr) or "no answer"
-    logs = s.services.logs("postgres", log_lines)
-    v["postgres_log"] = "\n".join(logs.stdout.strip().splitlines()[-log_lines:])
-    last = logs.stdout.strip().splitlines()[-2:]
-    seen["postgres_log"] = " | ".join(ln.strip()[-150:] for ln in last) or "(empty)"
+    logs = s.services.logs("postgres", log_lines).stdout
+    v["postgres_log"] = "\n".join(last_lines(logs, log_lines))
+    seen["postgres_log"] = " | ".join(ln.strip()[-150:] for ln in last_lines(logs, 2)) or "(empty)"
     return signal_table(v, seen)
 
 
@@ -526,32 +504,6 @@ def fix_service_failed(s: Session, wait_seconds: float = 60) -> dict[str, Any]:
         s.evidence.write_text("postgres-log-after-restart.txt", after.stdout)
         res["log_after"] = log_gist(after.stdout)
     return res
-
-
-def log_gist(text: str, lines: int = 3) -> str:
-    """Why it failed, on one line: the last FATAL/PANIC/ERROR line and the lines the same
-    process logged just before it (Postgres logs the cause first, then FATAL).
-
-    >>> log_gist("LOG:  starting\\nFATAL:  invalid value for parameter shared_buffers\\nLOG:  done\\n")
-    'FATAL:  invalid value for parameter shared_buffers'
-    """
-    rows = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    bad = [i for i, ln in enumerate(rows) if re.search(r"\b(FATAL|PANIC|ERROR)\b", ln)]
-    if not bad:
-        pick = rows[-lines:]
-    else:
-        last = bad[-1]
-        m = _LOG_PREFIX.match(rows[last])
-        if m is None:  # no pids to tell attempts apart: the last few bad lines
-            pick = [rows[i] for i in bad[-lines:]]
-        else:
-            pick = [rows[last]]
-            for ln in reversed(rows[max(0, last - lines + 1) : last]):
-                prev = _LOG_PREFIX.match(ln)
-                if prev is None or prev.group(1) != m.group(1):
-                    break
-                pick.insert(0, ln)
-    return " | ".join(_LOG_PREFIX.sub("", ln) for ln in pick)[:300]
 
 
 # --------------------------------------------------------------------------- branch: disk
@@ -715,38 +667,33 @@ def restore_command(env: str, reason: str = "database corrupt or will not start"
 # --------------------------------------------------------------------------- post-incident
 
 
-def postmortem_draft(
+def postmortem_summary(
     *,
     started: datetime,
     finished: datetime,
     branch: Branch,
     actions: list[str],
     webhooks: str,
-    environment: str,
-) -> str:
-    """The runbook's 5-line postmortem for docs/incidents/YYYY-MM-DD.md.
+) -> Summary:
+    """The runbook's 5-line postmortem (for docs/incidents/YYYY-MM-DD.md) of this incident.
 
     >>> from datetime import datetime, UTC
     >>> t = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
-    >>> text = postmortem_draft(started=t, finished=t, branch=Branch("disk full", "x"),
-    ...                         actions=["rm old"], webhooks="0 queued", environment="sandbox")
-    >>> len([ln for ln in text.splitlines() if ln.startswith("- ")])
-    5
+    >>> lines = postmortem_summary(started=t, finished=t, branch=Branch("disk full", "x"),
+    ...                            actions=["rm old"], webhooks="0 queued").lines()
+    >>> len(lines), lines[0]
+    (5, '1. **What happened:** disk full — x')
     """
     minutes = (finished - started).total_seconds() / 60
-    return "\n".join(
-        [
-            f"# {started:%Y-%m-%d} — database incident ({environment}): {branch.name}",
-            "",
-            f"- **What happened:** {branch.name} — {branch.reason}",
-            f"- **When:** triage {started:%H:%M} UTC, "
-            + ("handed over to scenario 5" if branch.name == CORRUPT else "fixed")
-            + f" by {finished:%H:%M} UTC ({minutes:.0f} min in this notebook)",
-            f"- **What we did:** {'; '.join(actions) or 'nothing: no action was needed'}",
-            f"- **Data:** {webhooks}",
-            "- **Follow-up:** (owner, action, due date — fill in before filing)",
-            "",
-        ]
+    return Summary(
+        what_happened=f"{branch.name} — {branch.reason}",
+        impact=f"Data: {webhooks}. TODO: who or what was affected, for how long.",
+        detection=f"triage {started:%H:%M} UTC named the branch “{branch.name}”. "
+        "TODO: which signal paged us.",
+        resolution=f"{'; '.join(actions) or 'nothing: no action was needed'}; "
+        + ("handed over to scenario 5" if branch.name == CORRUPT else "fixed")
+        + f" by {finished:%H:%M} UTC ({minutes:.0f} min in this notebook)",
+        follow_up="TODO: owner, action, due date (fill in before filing).",
     )
 
 
@@ -911,14 +858,26 @@ def after_pool_exhausted(s: Session, wait_seconds: float) -> dict[str, Any]:
     res = fix_pool_exhausted(s, wait_seconds)
     after = connections_by_state(s)
     if not res["dry_run"]:
-        pg = res.get("deep_postgres") or {}
-        s.check(
+        _check_postgres_green(
+            s,
             "API gets database connections again",
-            expected="deep health postgres green",
-            actual=f"{pg.get('status')}: {pg.get('detail')}",
-            passed=pg.get("status") == "green",
+            "deep health postgres green",
+            res.get("deep_postgres"),
         )
     return {"before": before, "after": after, **res}
+
+
+def _check_postgres_green(
+    s: Session, name: str, expected: str, part: dict[str, Any] | None
+) -> None:
+    """A check that deep health's postgres part is green."""
+    pg = part or {}
+    s.check(
+        name,
+        expected=expected,
+        actual=f"{pg.get('status')}: {pg.get('detail')}",
+        passed=pg.get("status") == "green",
+    )
 
 
 def after_corrupt(s: Session, branch: Branch) -> str:
@@ -938,13 +897,7 @@ def after_corrupt(s: Session, branch: Branch) -> str:
 def deep_postgres_check(s: Session, branch: Branch, wait_seconds: float) -> dict[str, Any]:
     """The runbook's DoD: /health/deep postgres green (waits a little after a fix)."""
     deep = wait_deep_postgres(s, wait_seconds if branch.name != NO_INCIDENT else 0)
-    pg = deep.get("postgres") or {}
-    s.check(
-        "Deep health postgres green",
-        expected="green",
-        actual=f"{pg.get('status')}: {pg.get('detail')}",
-        passed=pg.get("status") == "green",
-    )
+    _check_postgres_green(s, "Deep health postgres green", "green", deep.get("postgres"))
     return deep
 
 
@@ -1049,7 +1002,8 @@ def _reason_for_restore(branch: Branch) -> str:
 
 
 def write_postmortem(s: Session, branch: Branch, drained: dict[str, Any] | None = None) -> str:
-    """Draft the 5-line postmortem and save it as `<YYYY-MM-DD>.md` in the evidence folder.
+    """Draft the postmortem (the 5 lines, the timeline, the checks, the evidence) and save
+    it as `<YYYY-MM-DD>.md` in the evidence folder.
 
     `drained` is what `drain_after_incident` returned (None: nothing replayed).
     """
@@ -1072,17 +1026,30 @@ def write_postmortem(s: Session, branch: Branch, drained: dict[str, Any] | None 
             f"DLQ depth before → after the drain: {depths} "
             "(work received during the outage was queued, then replayed)"
         )
-    text = postmortem_draft(
-        started=s.started,
-        finished=utc_now(),
-        branch=branch,
-        actions=actions,
-        webhooks=data,
-        environment=s.env,
+    now = utc_now()
+    summary = postmortem_summary(
+        started=s.started, finished=now, branch=branch, actions=actions, webhooks=data
+    )
+    record = s.record()
+    written = [f for f in _EVIDENCE if (s.run_dir / f[0]).exists()]
+    text = postmortem.draft(
+        record,
+        subject=f"database incident: {branch.name}",
+        by=f"written by the database_down notebook at {now:%H:%M} UTC",
+        summary=summary,
+        files=postmortem.run_files(record, *written),
     )
     name = f"{s.started:%Y-%m-%d}.md"
     s.evidence.write_text(name, f"<!-- draft for docs/incidents/{name} -->\n" + text)
     return text
+
+
+# what this scenario writes into the evidence folder, linked from the postmortem when there
+_EVIDENCE = (
+    ("triage.json", "every signal triage read, and the branch"),
+    ("postgres-log-before-restart.txt", "Postgres's log before the restart"),
+    ("postgres-log-after-restart.txt", "Postgres's log after a restart that did not help"),
+)
 
 
 # --------------------------------------------------------------------------- the scenario
@@ -1123,15 +1090,13 @@ class DatabaseDown(Scenario):
         show(readable(self.table))
         return self.branch
 
-    def take_lock(
-        self, step: str | None = "2. Take the host lock", *, once: bool = True
-    ) -> dict[str, Any] | None:
-        """Step 2, only on a branch that changes the server."""
+    # Step 2, `take_lock()`: only on a branch that changes the server
+    lock_step, lock_once = "2. Take the host lock", True
+
+    def no_lock_needed(self) -> str | None:
         assert self.branch is not None, "run triage() first"
-        if not changes_server(self.branch):
-            print(f"{self.branch.name}: this branch changes nothing on the server, no lock needed")
-            return None
-        return super().take_lock(step, once=once)
+        nothing = f"{self.branch.name}: this branch changes nothing on the server, no lock needed"
+        return None if changes_server(self.branch) else nothing
 
     def service_failed(self) -> dict[str, Any] | None:
         """Branch service failed: recent logs, restart, wait, SELECT 1.

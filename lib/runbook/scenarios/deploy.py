@@ -174,14 +174,9 @@ class Deploy(Release):
                 )
             return runs
 
-    # -- step 2 -----------------------------------------------------------
-    def take_lock(
-        self, step: str | None = "2. Take the host lock", *, once: bool = False
-    ) -> dict[str, Any] | None:
-        """SSH to the server and take the host lock (one changing run per host), as a step."""
-        info = super().take_lock(step, once=once)
-        assert info is not None
-        return info
+    # -- step 2: `take_lock()`, SSH to the server and take the host lock (one changing
+    # run per host), as a step
+    lock_step = "2. Take the host lock"
 
     # -- step 3 -----------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

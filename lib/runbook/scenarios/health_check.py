@@ -61,6 +61,15 @@ def liveness(s: Session) -> dict[str, Any]:
     )
 
 
+def _pairs(values: dict[str, Any]) -> str:
+    """A mapping on one line, for a check's `actual`.
+
+    >>> _pairs({"postgres": "green", "redis": "red"})
+    'postgres green, redis red'
+    """
+    return ", ".join(f"{k} {v}" for k, v in values.items())
+
+
 def deep_health(s: Session) -> dict[str, Any]:
     body = s.api.deep_health()
     parts = {
@@ -69,13 +78,12 @@ def deep_health(s: Session) -> dict[str, Any]:
     }
     red = {k: v for k, v in parts.items() if v != GREEN}
     note = "; ".join(f"{k}: {(body.get(k) or {}).get('detail', '')}" for k in red)
-    actual = ", ".join(f"{k} {v}" for k, v in parts.items())
     return _row(
         s,
         "Deep health",
         "curl -sf https://api.dealix.me/health/deep",
         "postgres + redis + llm_providers green",
-        actual,
+        _pairs(parts),
         not red,
         note,
     )
@@ -97,13 +105,12 @@ def ci_status(s: Session) -> dict[str, Any]:
 def dlq_depth(s: Session) -> dict[str, Any]:
     queues = s.api.dlq_stats().get("queues", {})
     total = sum(int(v) for v in queues.values())
-    actual = ", ".join(f"{k} {v}" for k, v in queues.items())
     return _row(
         s,
         "DLQ depth",
         "GET /api/v1/admin/dlq/stats",
         "0 across all queues",
-        actual,
+        _pairs(queues),
         total == 0 and bool(queues),
     )
 

@@ -147,6 +147,17 @@ def decide(
 # --------------------------------------------------------------------------- status pages
 
 
+def _no_answer(provider: str) -> dict[str, Any]:
+    """The row of a status page that did not answer: nothing known, not "up"."""
+    return {
+        "provider": provider,
+        "status page": "no answer",
+        "down": None,
+        "incident": "",
+        "since": None,
+    }
+
+
 def summarize_status(provider: str, body: dict[str, Any] | None) -> dict[str, Any]:
     """One row from a Statuspage summary.json (pure).
 
@@ -155,13 +166,7 @@ def summarize_status(provider: str, body: dict[str, Any] | None) -> dict[str, An
     False
     """
     if not isinstance(body, dict) or "status" not in body:
-        return {
-            "provider": provider,
-            "status page": "no answer",
-            "down": None,
-            "incident": "",
-            "since": None,
-        }
+        return _no_answer(provider)
     status = body.get("status") or {}
     open_incidents = [i for i in body.get("incidents") or [] if not i.get("resolved_at")]
     since = min(
@@ -206,13 +211,7 @@ def summarize_google(provider: str, body: Any) -> dict[str, Any]:
     False
     """
     if not isinstance(body, list):
-        return {
-            "provider": provider,
-            "status page": "no answer",
-            "down": None,
-            "incident": "",
-            "since": None,
-        }
+        return _no_answer(provider)
     ongoing = [
         i
         for i in body
@@ -636,15 +635,14 @@ class LlmProviderDown(Scenario):
         )
         return a["decision"]
 
-    def take_lock(
-        self, step: str | None = "4. Take the host lock", *, once: bool = True
-    ) -> dict[str, Any] | None:
-        """A step of its own before the first change, only when the decision changes something."""
+    # `take_lock()`: a step of its own before the first change, only when the decision
+    # changes something
+    lock_step, lock_once = "4. Take the host lock", True
+
+    def no_lock_needed(self) -> str | None:
         assert self.decision is not None, "run assess() first"
-        if not changes_server(self.decision):
-            print(f"{self.decision.name}: nothing will change, no lock needed")
-            return None
-        return super().take_lock(step, once=once)
+        nothing = f"{self.decision.name}: nothing will change, no lock needed"
+        return None if changes_server(self.decision) else nothing
 
     def failover(self) -> dict[str, Any] | None:
         """Step 4: LLM_PROVIDER_PRIORITY to the new order, restart the API (only on FAILOVER)."""

@@ -24,6 +24,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from runbook.core import postmortem
 from runbook.errors import (
     CommandFailed,
     ParameterError,
@@ -436,13 +437,8 @@ class IncidentRestore(Scenario):
         """Draft the mandatory postmortem into the evidence folder (postmortem.md)."""
         s = self.s
         b = self.chosen or {}
-        lines = [
-            f"# Postmortem draft: production data restored from backup ({datetime.now(UTC):%Y-%m-%d})",
-            "",
-            f"Reason given at restore time: {self.reason}",
-            "",
-            "## What happened",
-            "",
+        loss = self.loss
+        restore = [
             f"- Incident time: {self.incident_time:%Y-%m-%d %H:%M UTC}",
             f"- Damaged database kept as `{self.renamed}` (keep at least "
             f"{s.profile.do_not_touch.corrupt_db_keep_days} days; never dropped by this run)",
@@ -453,47 +449,56 @@ class IncidentRestore(Scenario):
             "damaged database up to the newest restored row)",
             f"- API after restore: /health/deep {self.deep.get('http_status')} "
             f"{self.deep.get('status')}",
-            "",
-            "## Data-loss window",
-            "",
-            f"- Newest restored row: {self.loss.get('newest_restored')}",
-            f"- Window: {self.loss.get('window_hours')} h of writes are not in the restored "
-            "database",
         ]
-        for t, f in self.loss.get("tables", {}).items():
+        window = [
+            f"- Newest restored row: {loss.get('newest_restored')}",
+            f"- Window: {loss.get('window_hours')} h of writes are not in the restored database",
+        ]
+        for t, f in loss.get("tables", {}).items():
             before = self.before.get(t, {}).get("rows")
-            lines.append(
+            window.append(
                 f"- `{t}`: {before} rows in the damaged database before the restore, "
                 f"{f.get('restored_rows')} restored; {f.get('only_in_renamed')} rows newer than "
                 f"the backup exist only in `{self.renamed}` (candidates for re-import)"
             )
-        lines += [
-            "",
-            "## How the data was lost",
-            "",
-            "_TODO: the exact cause (statement, deploy, person or process) and when it was "
-            "noticed._",
-            "",
-            "## Why the backup gap existed",
-            "",
-            f"_TODO: backups are nightly; {self.loss.get('window_hours')} h passed between the "
-            "newest restored row and the incident. Say whether the nightly job ran, and why no "
-            "WAL archive / point-in-time recovery covered the gap._",
-            "",
-            "## What changed",
-            "",
-            "_TODO: the fix that prevents it (guard, permission, review) and the backup change "
-            "(frequency, PITR, custom format), with owners and dates._",
-            "",
-            "## Evidence",
-            "",
-            "- [executed notebook](restore_incident.ipynb)",
-            "- [record.json](record.json): steps, checks, changes",
-            "- [commands.jsonl](commands.jsonl): every command as it ran",
-            "- [restore_incident.json](restore_incident.json): the numbers above",
-            "",
-        ]
-        text = "\n".join(lines)
+        record = s.record()
+        # Scenario 5 step 5: the postmortem is mandatory and names these three things.
+        todo = {
+            "How the data was lost": "_TODO: the exact cause (statement, deploy, person or "
+            "process) and when it was noticed._",
+            "Why the backup gap existed": f"_TODO: backups are nightly; "
+            f"{loss.get('window_hours')} h passed between the newest restored row and the "
+            "incident. Say whether the nightly job ran, and why no WAL archive / "
+            "point-in-time recovery covered the gap._",
+            "What changed": "_TODO: the fix that prevents it (guard, permission, review) and "
+            "the backup change (frequency, PITR, custom format), with owners and dates._",
+        }
+        summary = postmortem.summary_from_record(record)
+        summary = postmortem.Summary(
+            what_happened=f"the database was restored from backup `{b.get('name')}`; reason "
+            f"given at restore time: {self.reason}. TODO: the cause, in one sentence.",
+            impact=f"{loss.get('window_hours')} h of writes (after "
+            f"{loss.get('newest_restored')}) are not in the restored database; the rows "
+            f"newer than the backup are kept in `{self.renamed}`. TODO: who was affected.",
+            detection=f"incident time {self.incident_time:%Y-%m-%d %H:%M} UTC; "
+            + summary.detection,
+            resolution=f"restored into the clone `{self.clone}`, validated, swapped in; API "
+            f"/health/deep {self.deep.get('http_status')} {self.deep.get('status')}.",
+            follow_up="TODO: the three sections below (how the data was lost, why the backup "
+            "gap existed, what changed), with owners and dates.",
+        )
+        text = postmortem.draft(
+            record,
+            subject="data restored from backup",
+            by=f"written by the restore_incident notebook at {datetime.now(UTC):%H:%M} UTC",
+            summary=summary,
+            sections=[
+                ("The restore", "\n".join(restore)),
+                ("Data-loss window", "\n".join(window)),
+                *todo.items(),
+            ],
+            files=postmortem.run_files(record, ("restore_incident.json", "the numbers above")),
+        )
         s.evidence.write_text("postmortem.md", text)
         s.evidence.write_text(
             "restore_incident.json",

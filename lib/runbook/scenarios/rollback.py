@@ -249,14 +249,9 @@ class Rollback(Release):
                 f"{head[:12]}, revision {self.current} -> {current}): run the plan again"
             )
 
-    # -- step 3: the lock, then downgrade first, with the bad code still checked out
-    def take_lock(
-        self, step: str | None = "3. Take the host lock", *, once: bool = False
-    ) -> dict[str, Any] | None:
-        """Take the host lock (one changing run per host), after the plan, before any change."""
-        info = super().take_lock(step, once=once)
-        assert info is not None
-        return info
+    # -- step 3: `take_lock()` (one changing run per host) after the plan, before any
+    # change; then downgrade first, with the bad code still checked out
+    lock_step = "3. Take the host lock"
 
     def downgrade(self) -> None:
         s = self.s

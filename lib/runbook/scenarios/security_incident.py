@@ -21,15 +21,8 @@ The runbook's steps, each made provable:
    and its hash checked.
 5. **Document**: an incident document and a GitHub security advisory draft.
 
-Parsing is pure and tested here::
+The logs are read and parsed by runbook.ops.logs; what this module makes of them is pure::
 
-    >>> df = parse_auth_log(
-    ...     "2026-11-27T07:41:02.5+00:00 dealix sshd[7]: Failed password for invalid user "
-    ...     "admin from 203.0.113.66 port 51234 ssh2\\n"
-    ...     "Nov 27 07:43:10 dealix sshd[9]: Accepted password for deploy from 203.0.113.66 "
-    ...     "port 51302 ssh2\\n", year=2026)
-    >>> list(df["result"]), list(df["user"])
-    (['failed', 'accepted'], ['admin', 'deploy'])
     >>> ssh_client_address("198.51.100.7 52144 10.0.0.2 22")
     '198.51.100.7'
 """
@@ -41,16 +34,17 @@ import ipaddress
 import re
 import shlex
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from runbook.clock import wait_for
+from runbook.core import postmortem
 from runbook.core.evidence import utc_now
 from runbook.core.secrets import parse_env_text
 from runbook.errors import Forbidden, Refusal, RunbookError
+from runbook.ops import logs
 from runbook.ops.firewall import fail2ban_status
 from runbook.scenarios._base import Scenario
 
@@ -68,58 +62,13 @@ ROTATED = {"ADMIN_KEY": None, "WEBHOOK_SECRET": "DEALIX_WEBHOOK_SECRET"}
 # Values of .env keys like these are registered with the redactor when the file is read.
 _SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|DSN|DATABASE_URL|REDIS_URL", re.I)
 
-# ----------------------------------------------------------------- parsing
-
-_ISO = r"(?P<iso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
-_SYSLOG = r"(?P<sys>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)"
-_PREFIX = re.compile(rf"^(?:{_ISO}|{_SYSLOG})\s")
-_ACCEPTED = re.compile(r"Accepted (?P<method>\S+) for (?P<user>\S+) from (?P<addr>\S+) port (\d+)")
-_FAILED = re.compile(
-    r"Failed (?P<method>\S+) for (?:invalid user )?(?P<user>\S*) from (?P<addr>\S+) port (\d+)"
-)
-
-
-def _line_time(line: str, year: int) -> datetime | None:
-    m = _PREFIX.match(line)
-    if not m:
-        return None
-    if m.group("iso"):
-        ts = datetime.fromisoformat(m.group("iso").replace("Z", "+00:00"))
-        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-    # Traditional syslog has no year: assume `year` (the caller passes the current one).
-    return datetime.strptime(f"{year} {m.group('sys')}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC)
-
-
-def parse_auth_log(text: str, *, year: int | None = None) -> pd.DataFrame:
-    """sshd's accepted and failed logins: one row per attempt.
-
-    Lines with ISO (Debian 12 rsyslog) or traditional syslog timestamps get a
-    time; lines without one (sshd -E, the loopback sandbox) get NaT.
-    """
-    year = year or utc_now().year
-    rows = []
-    for line in text.splitlines():
-        for result, rx in (("accepted", _ACCEPTED), ("failed", _FAILED)):
-            m = rx.search(line)
-            if m:
-                rows.append(
-                    {
-                        "time": _line_time(line, year),
-                        "address": m.group("addr"),
-                        "user": m.group("user") or "(empty)",
-                        "result": result,
-                        "method": m.group("method"),
-                    }
-                )
-                break
-    df = pd.DataFrame(rows, columns=["time", "address", "user", "result", "method"])
-    df["time"] = pd.to_datetime(df["time"], utc=True)
-    return df
+# ----------------------------------------------------------------- findings
 
 
 def login_summary(logins: pd.DataFrame, known: set[str]) -> pd.DataFrame:
     """Accepted and failed logins by address and user, first and last seen.
 
+    >>> from runbook.ops.logs import parse_auth_log
     >>> df = parse_auth_log("Accepted publickey for root from 127.0.0.1 port 1 ssh2\\n" * 2)
     >>> login_summary(df, {"127.0.0.1"})[["address", "user", "accepted", "failed", "known"]]
          address  user  accepted  failed  known
@@ -140,60 +89,6 @@ def login_summary(logins: pd.DataFrame, known: set[str]) -> pd.DataFrame:
     out["known"] = out["address"].isin(known)
     out = out[cols].sort_values(["known", "accepted", "failed"], ascending=[True, False, False])
     return out.reset_index(drop=True)
-
-
-# the app's own line: `<ts> INFO dealix.access <ip> "<METHOD> <path>" <status> <ms>ms key=<state>`
-_APP_ACCESS = re.compile(
-    r'dealix\.access (?P<addr>\S+) "(?P<method>[A-Z]+) (?P<path>[^"]*)" (?P<status>\d{3}) '
-    r"\S+ key=(?P<key>\w+)"
-)
-# nginx's combined format (production: the API's access log is nginx's)
-_NGINX = re.compile(
-    r'^(?P<addr>\S+) \S+ \S+ \[(?P<ts>[^\]]+)\] "(?P<method>[A-Z]+) (?P<path>\S+)[^"]*" '
-    r"(?P<status>\d{3})"
-)
-
-
-def parse_access_log(text: str) -> pd.DataFrame:
-    """API requests from the app's access lines or nginx's combined log.
-
-    >>> parse_access_log('2026-11-27T08:02:11+0000 INFO dealix.access 203.0.113.66 '
-    ...     '"GET /api/v1/admin/dlq/stats" 200 1.2ms key=present')[["address", "status", "key"]]
-            address  status      key
-    0  203.0.113.66     200  present
-    """
-    rows = []
-    for line in text.splitlines():
-        m = _APP_ACCESS.search(line)
-        if m:
-            parts = line.split(" ", 1)
-            try:
-                ts = datetime.strptime(parts[0], "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
-            except ValueError:
-                ts = None
-            key = m.group("key")
-        else:
-            m = _NGINX.search(line)
-            if not m:
-                continue
-            try:
-                ts = datetime.strptime(m.group("ts"), "%d/%b/%Y:%H:%M:%S %z").astimezone(UTC)
-            except ValueError:
-                ts = None
-            key = None  # nginx does not know whether the key was valid: the status tells
-        rows.append(
-            {
-                "time": ts,
-                "address": m.group("addr"),
-                "method": m.group("method"),
-                "path": m.group("path").split("?", 1)[0],
-                "status": int(m.group("status")),
-                "key": key,
-            }
-        )
-    df = pd.DataFrame(rows, columns=["time", "address", "method", "path", "status", "key"])
-    df["time"] = pd.to_datetime(df["time"], utc=True)
-    return df
 
 
 def unexpected_admin_calls(requests: pd.DataFrame, known: set[str]) -> pd.DataFrame:
@@ -704,13 +599,6 @@ class Findings:
         )
 
 
-def _read_text(s: Session, path: str) -> str:
-    r = s.probe(["test", "-r", path], warn=True, label="readable")
-    if not r.ok:
-        return ""
-    return s.read_file(path).decode("utf-8", "replace")
-
-
 def parse_addresses(value: Any) -> list[str]:
     """`known_addresses` as a list, from a list or a string (`-p` passes strings).
 
@@ -743,9 +631,8 @@ def investigate(s: Session, operator: str | None, known: Any = None) -> Findings
     Known (never flagged, never banned): the operator's address, `known`, and
     loopback (the server itself: nginx in front of the API, local health checks).
     """
-    sec = s.profile.security
     known_set = {a for a in [operator, *parse_addresses(known)] if a}
-    logins = parse_auth_log(_read_text(s, sec.auth_log))
+    logins = logs.auth_log(s)
     seen = set(logins["address"])
     known_set |= {a for a in seen if _is_loopback(a)}
     summary = login_summary(logins, known_set)
@@ -754,7 +641,7 @@ def investigate(s: Session, operator: str | None, known: Any = None) -> Findings
         [{"address": a, "authorized": a in known_set} for a in (f2b or {}).get("banned", [])],
         columns=["address", "authorized"],
     )
-    requests = parse_access_log(_read_text(s, sec.api_access_log))
+    requests = logs.access_log(s)
     known_set |= {a for a in set(requests["address"]) if _is_loopback(a)}
     calls = unexpected_admin_calls(requests, known_set)
     return Findings(logins, summary, f2b, banned, calls, known_set)
@@ -822,9 +709,7 @@ def preserve_evidence(s: Session) -> Preserved:
     sec = s.profile.security
     stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
     remote = f"{sec.evidence_dir}/incident-{stamp}.tgz"
-    # Globs (/var/log/dealix*) are expanded by the server's shell; fixed paths are quoted.
-    paths = [sec.nginx_logs, sec.auth_log, *sec.app_logs]
-    shown = " ".join(p if any(c in p for c in "*?[") else shlex.quote(p) for p in paths)
+    shown = logs.preserved_paths(sec)
     r = s.run(
         f"mkdir -p {shlex.quote(sec.evidence_dir)} && umask 077 && "
         f"tar --ignore-failed-read --warning=no-file-changed -czf {shlex.quote(remote)} {shown}",
@@ -858,17 +743,6 @@ def preserve_evidence(s: Session) -> Preserved:
 # -------------------------------------------------------------- 5. document
 
 
-def _md_table(df: pd.DataFrame, limit: int = 30) -> str:
-    if df is None or df.empty:
-        return "_none_\n"
-    df = df.head(limit)
-    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
-    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
-    return head + "".join(
-        "| " + " | ".join(cell(v) for v in row) + " |\n" for row in df.itertuples(index=False)
-    )
-
-
 def draft_documents(
     s: Session,
     rotation: Rotation | None,
@@ -878,50 +752,77 @@ def draft_documents(
 ) -> tuple[Path, Path]:
     """Write the incident document and a GitHub security advisory draft (text only)."""
     day = s.started.strftime("%Y-%m-%d")
-    checks = s.checks_table()[["check", "status", "actual"]]
     attackers = ", ".join(findings.attackers) or "none identified"
     granted = (
         findings.admin_calls[findings.admin_calls["granted"] > 0]
         if len(findings.admin_calls)
         else findings.admin_calls
     )
-    incident = f"""# Security incident {day} ({s.env})
-
-Draft written by the security_incident notebook at {utc_now():%Y-%m-%d %H:%M} UTC,
-{s.elapsed / 60:.1f} min after the run started. Evidence folder: `{s.run_dir}`.
-Commit it as `docs/incidents/{day}.md` through a PR (never on the server).
-
-## Summary
-
-- Suspected breach on `{s.profile.target.host}`; attacker addresses: {attackers}.
-- Secrets rotated: {"yes, proved (new key accepted, old refused)" if rotation and rotation.rotated and rotation.old_status == 401 and rotation.new_status == 200 else "NOT proved"}; per key: {", ".join(f"{k} {v}" for k, v in (rotation.keys if rotation else {}).items()) or "-"}.
-- SSH locked to: {lockdown.target if lockdown else "-"} ({"firewall applied" if lockdown and lockdown.available else NOT_AVAILABLE}).
-- Evidence: `{preserved.remote if preserved else "-"}` sha256 `{preserved.sha256 if preserved else "-"}`.
-
-## Timeline (UTC)
-
-{_md_table(s.steps_table()[["name", "started", "duration_s", "status"]])}
-## Logins (auth log)
-
-{_md_table(findings.summary)}
-## Banned by fail2ban
-
-{_md_table(findings.banned)}
-## Unexpected admin API calls
-
-{_md_table(findings.admin_calls)}
-## Definition of done
-
-{_md_table(checks)}
-## Follow-up
-
-- Notify {NOTIFY_WHO}: the message is drafted in `notify-sami.md` beside this file; send it.
-- Rotate the provider keys (Anthropic, OpenAI, Google) in their consoles: the script cannot.
-- Revert the temporary SSH lockdown once the incident is closed (rules saved in
-  `{lockdown.saved if lockdown and lockdown.saved else "-"}`).
-- File the GitHub security advisory if user data was touched (draft beside this file).
-- Postmortem: how the key leaked, why it was not noticed sooner, what changes.
-"""
+    proved = (
+        rotation is not None
+        and rotation.rotated
+        and rotation.old_status == 401
+        and rotation.new_status == 200
+    )
+    per_key = ", ".join(f"{k} {v}" for k, v in (rotation.keys if rotation else {}).items())
+    record = s.record()
+    summary = postmortem.Summary(
+        what_happened=f"Suspected breach on `{s.profile.target.host}`; attacker addresses: "
+        f"{attackers}. TODO: how the key leaked.",
+        impact=f"admin API calls granted to unknown addresses: {len(granted)} (below). "
+        "TODO: whether user data (leads) was read, established from the access log.",
+        detection=postmortem.summary_from_record(record).detection,
+        resolution="Secrets rotated: "
+        + ("yes, proved (new key accepted, old refused)" if proved else "NOT proved")
+        + f"; per key: {per_key or '-'}. SSH locked to: "
+        f"{lockdown.target if lockdown else '-'} "
+        f"({'firewall applied' if lockdown and lockdown.available else NOT_AVAILABLE}). "
+        f"Evidence: `{preserved.remote if preserved else '-'}` sha256 "
+        f"`{preserved.sha256 if preserved else '-'}`.",
+        follow_up="the list under Follow-up below; owner and date for each. Postmortem: how "
+        "the key leaked, why it was not noticed sooner, what changes.",
+    )
+    follow_up = "\n".join(
+        [
+            f"- Notify {NOTIFY_WHO}: the message is drafted in `notify-sami.md` beside this "
+            "file; send it.",
+            "- Rotate the provider keys (Anthropic, OpenAI, Google) in their consoles: the "
+            "script cannot.",
+            "- Revert the temporary SSH lockdown once the incident is closed (rules saved in "
+            f"`{lockdown.saved if lockdown and lockdown.saved else '-'}`).",
+            "- File the GitHub security advisory if user data was touched (draft beside this "
+            "file).",
+        ]
+    )
+    incident = postmortem.draft(
+        record,
+        subject="security incident",
+        by=f"written by the security_incident notebook at {utc_now():%Y-%m-%d %H:%M} UTC, "
+        f"{s.elapsed / 60:.1f} min after the run started (evidence folder: `{s.run_dir}`); "
+        "commit it through a PR (never on the server)",
+        summary=summary,
+        sections=[
+            ("Logins (auth log)", postmortem.frame_table(findings.summary)),
+            ("Banned by fail2ban", postmortem.frame_table(findings.banned)),
+            ("Unexpected admin API calls", postmortem.frame_table(findings.admin_calls)),
+            ("Follow-up", follow_up),
+        ],
+        files=postmortem.run_files(
+            record,
+            ("notify-sami.md", "the notification to send"),
+            ("security-advisory-draft.md", "the GitHub security advisory draft"),
+            *(
+                [
+                    (
+                        f"evidence/{preserved.local.name}",
+                        f"the log tarball, sha256 {preserved.sha256}",
+                    )
+                ]
+                if preserved and preserved.local
+                else []
+            ),
+        ),
+    )
     advisory = f"""# GitHub security advisory (DRAFT, text only: not filed)
 
 Repository: {s.profile.github.repo}

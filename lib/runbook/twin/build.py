@@ -25,10 +25,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
+import secrets
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,14 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from runbook.core.paths import project_root
-from runbook.sandbox import build as sb_build
 from runbook.sandbox import seed as sb_seed
+from runbook.sandbox.build.app import build_app_repo
+from runbook.sandbox.build.envfiles import generate_secrets, write_env_file
 from runbook.sandbox.layout import Layout
 from runbook.twin.common import (
     Echo,
     TwinError,
     mounted,
     nspawn_argv,
+    pip_download,
     remove_cgroups,
     run,
     twin_cache_dir,
@@ -333,50 +334,23 @@ def write_seed(dest: Path, now: datetime) -> None:
 
 
 def download_wheels(dest: Path, log: Path) -> None:
-    """The app's requirements as wheels, fetched by the host's own pip with the host's
-    configuration (index or local mirror, certificates of a TLS-intercepting egress):
-    the build container then installs offline and never sees the host's CA bundle."""
-    dest.mkdir(parents=True, exist_ok=True)
+    """The app's requirements as wheels for the build container, which installs offline."""
     req = project_root() / "sandbox" / "app" / "requirements.txt"
-    run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--only-binary=:all:",
-            "-r",
-            str(req),
-            "-r",
-            str(twin_files() / "wheels-extra.txt"),
-            "-d",
-            str(dest),
-        ],
-        "pip download",
-        log=log,
-        timeout=600,
-        env={
-            k: v
-            for k, v in os.environ.items()
-            if k.startswith(("PIP_", "SSL_", "REQUESTS_"))
-            or k in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy")
-        },
-    )
+    pip_download([req, twin_files() / "wheels-extra.txt"], dest, "pip download", log, timeout=600)
 
 
 def app_env_files(dest: Path) -> None:
     """.env and .env.pre-v3.0.0.bak of the app layer. The secrets in them are build-time
     placeholders: `runbook twin up` writes fresh ones into each instance."""
-    sec = sb_build.generate_secrets()
+    sec = generate_secrets()
     env = twin_app_env(
         sec,
-        db_password=sb_build.secrets.token_urlsafe(24),
-        sentry_public_key=sb_build.secrets.token_hex(16),
+        db_password=secrets.token_urlsafe(24),
+        sentry_public_key=secrets.token_hex(16),
         sentry_project_id="1",
     )
     dest.mkdir(parents=True, exist_ok=True)
-    sb_build.write_env_file(
+    write_env_file(
         dest / "dotenv",
         env,
         header=(
@@ -391,13 +365,13 @@ def app_env_files(dest: Path) -> None:
     }
     old.update(
         {
-            "ADMIN_KEY": "dlx_admin_" + sb_build.secrets.token_urlsafe(32),
-            "ANTHROPIC_API_KEY": "sk-ant-api03-" + sb_build.secrets.token_urlsafe(70),
-            "OPENAI_API_KEY": "sk-" + sb_build.secrets.token_urlsafe(36),
+            "ADMIN_KEY": "dlx_admin_" + secrets.token_urlsafe(32),
+            "ANTHROPIC_API_KEY": "sk-ant-api03-" + secrets.token_urlsafe(70),
+            "OPENAI_API_KEY": "sk-" + secrets.token_urlsafe(36),
         }
     )
     old.pop("GOOGLE_API_KEY", None)
-    sb_build.write_env_file(
+    write_env_file(
         dest / "dotenv-pre-v3",
         old,
         header=(
@@ -447,7 +421,7 @@ def build_app(dest: Path, os_dir: Path, cache: Path, echo: Echo) -> None:
     # The app's git history exactly as the sandbox builds it (same commits, dates
     # and backup branch), so every scenario sees the same repository.
     lay = Layout(work / "repo-build")
-    sb_build.build_app_repo(lay)
+    build_app_repo(lay)
     (inputs / "repo").mkdir()
     shutil.copytree(lay.origin_dir, inputs / "repo" / "origin.git", symlinks=True)
     shutil.copytree(lay.app_dir, inputs / "repo" / "clone", symlinks=True)

@@ -8,16 +8,16 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import shutil
-import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from runbook.core.paths import project_root
+from runbook.sandbox.build.host import run_command
 
 Echo = Callable[[str], None]
 
@@ -86,46 +86,49 @@ def run(
         "HOME": "/root",
     }
     full_env.update(env or {})
-    # its own process group, so that a timeout ends the whole tree (debootstrap's
-    # wget, apt's methods), not just the shell at its top: a CI build fails, never hangs
-    with subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=full_env,
-        start_new_session=True,
-    ) as popen:
-        try:
-            stdout, stderr = popen.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            stdout, stderr = popen.communicate()
-            out = (stdout + stderr).decode(errors="replace")
-            _log(log, argv, out + f"\n(timed out after {timeout:.0f} s)")
-            raise TwinError(
-                step,
-                f"`{shlex.join(argv)[:200]}` timed out after {timeout:.0f} s and was killed",
-                log_tail=out.splitlines()[-15:],
-            ) from None
-    proc = subprocess.CompletedProcess(argv, popen.returncode, stdout, stderr)
-    out = (proc.stdout + proc.stderr).decode(errors="replace")
-    _log(log, argv, out)
-    if proc.returncode != 0:
-        raise TwinError(
-            step,
-            f"`{shlex.join(argv)[:200]}` exited {proc.returncode}",
-            log_tail=out.splitlines()[-15:],
-        )
-    return proc
+    return run_command(
+        argv, step, error=TwinError, log=log, env=full_env, input=input, timeout=timeout
+    )
 
 
-def _log(log: Path | None, argv: list[str], out: str) -> None:
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as fh:
-            fh.write(f"$ {shlex.join(argv)}\n{out}\n")
+def pip_download(
+    requirements: list[Path],
+    dest: Path,
+    step: str,
+    log: Path,
+    *,
+    timeout: float,
+    python_version: str | None = None,
+) -> None:
+    """Wheels for `requirements` into `dest`, fetched by this machine's pip with this
+    machine's configuration (index or local mirror, proxies, the certificates of a
+    TLS-intercepting egress): the twin then installs offline and never sees them.
+    `python_version` picks wheels for the twin's interpreter instead of ours."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pinned = ["--python-version", python_version] if python_version else []
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--only-binary=:all:",
+            *pinned,
+            *(arg for r in requirements for arg in ("-r", str(r))),
+            "-d",
+            str(dest),
+        ],
+        step,
+        log=log,
+        timeout=timeout,
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(("PIP_", "SSL_", "REQUESTS_"))
+            or k in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy")
+        },
+    )
 
 
 def cgroup_roots() -> list[Path]:

@@ -30,10 +30,8 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import os
 import shlex
 import subprocess
-import sys
 import tempfile
 import time
 import tomllib
@@ -41,7 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runbook.core.paths import project_root
-from runbook.twin.common import Echo, TwinError, run, twin_cache_dir
+from runbook.sandbox.build.host import run_command
+from runbook.twin.common import Echo, TwinError, pip_download, run, twin_cache_dir
 
 if TYPE_CHECKING:
     from runbook.twin.instance import Twin
@@ -118,35 +117,22 @@ def venv_key(os_key: str) -> str:
 
 
 def _wheels(key: str, python_version: str, log: Path) -> Path:
-    """The runbook's dependencies as wheels, downloaded by this machine's pip with its
-    own configuration (index, certificates); the twin installs them offline. Chosen
-    for the twin's interpreter (Debian's 3.11.2), not this machine's: a release that
-    needs a newer 3.11.x is passed over for one the twin can install."""
+    """The runbook's dependencies as wheels for the twin's interpreter (Debian's 3.11.2),
+    not this machine's: a release that needs a newer 3.11.x is passed over for one the
+    twin can install."""
     dest = twin_cache_dir() / f"runbook-wheels-{key}"
     if (dest / ".complete").exists():
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     reqs = dest / "requirements.txt"
     reqs.write_text("\n".join(_dependencies()) + "\n")
-    run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--only-binary=:all:",
-            "--python-version",
-            python_version,
-            "-r",
-            str(reqs),
-            "-d",
-            str(dest),
-        ],
+    pip_download(
+        [reqs],
+        dest,
         "pip download (runbook)",
-        log=log,
+        log,
         timeout=900,
-        env={k: v for k, v in os.environ.items() if k.startswith(("PIP_", "SSL_"))},
+        python_version=python_version,
     )
     (dest / ".complete").write_text("")
     return dest
@@ -154,18 +140,13 @@ def _wheels(key: str, python_version: str, log: Path) -> Path:
 
 def _send_tar(t: Twin, tarball: Path, dest: str, step: str) -> None:
     with tarball.open("rb") as fh:
-        proc = subprocess.run(
+        run_command(
             t.ssh_argv(f"mkdir -p {shlex.quote(dest)} && tar -x -C {shlex.quote(dest)} -f -"),
-            stdin=fh,
-            capture_output=True,
-            timeout=600,
-            check=False,
-        )
-    if proc.returncode != 0:
-        raise TwinError(
             step,
-            f"tar into {dest} exited {proc.returncode}",
-            log_tail=[ln for ln in proc.stderr.decode(errors="replace").splitlines()[-10:]],
+            error=TwinError,
+            stdin=fh,
+            timeout=600,
+            what=f"tar into {dest}",
         )
 
 
@@ -254,15 +235,14 @@ def install_runbook(t: Twin, echo: Echo = print) -> dict[str, float]:
             "rm -rf /var/tmp/runbook-wheels",
         ]
     )
-    proc = t.ssh(script, timeout=1200, check=False)
-    with log.open("a") as fh:
-        fh.write(f"$ {script}\n{proc.stdout}{proc.stderr}\n")
-    if proc.returncode != 0:
-        raise TwinError(
-            "drill: pip install on the twin",
-            f"exited {proc.returncode} (log: {log})",
-            log_tail=(proc.stdout + proc.stderr).splitlines()[-15:],
-        )
+    run_command(
+        t.ssh_argv(script),
+        "drill: pip install on the twin",
+        error=TwinError,
+        log=log,
+        timeout=1200,
+        what=f"the install script (log: {log})",
+    )
     times["pip_install"] = time.monotonic() - t2
     # keep the built venv: the next twin (same OS layer, same pyproject) streams it in
     t3 = time.monotonic()

@@ -32,12 +32,12 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runbook.sandbox.build.host import git
 from runbook.sandbox.faults import deploy as sandbox_deploy
 from runbook.twin._registry import Fault, register
 from runbook.twin.common import TwinError
@@ -112,22 +112,7 @@ def _git_env(t: Twin) -> dict[str, str]:
 
 
 def _git(t: Twin, *args: str, cwd: Path | None = None) -> str:
-    proc = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env=_git_env(t),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise TwinError(
-            "git",
-            f"`git {' '.join(args)[:120]}` exited {proc.returncode}",
-            proc.stderr.splitlines(),
-        )
-    return proc.stdout.strip()
+    return git(*args, env=_git_env(t), cwd=cwd, error=TwinError)
 
 
 def add_ci_run(t: Twin, conclusion: str, head_sha: str) -> None:

@@ -30,7 +30,8 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runbook.sandbox import build
+from runbook.sandbox.build.app import app_git
+from runbook.sandbox.build.host import run
 from runbook.sandbox.faults._registry import Fault, register
 from runbook.sandbox.procs import SandboxError
 from runbook.scenarios._release import parse_migration
@@ -109,10 +110,6 @@ def _revisions(work: Path) -> dict[str, str | None]:
     return out
 
 
-def _git(*args: str, cwd: Path | None = None) -> str:
-    return build._git(*args, cwd=cwd)
-
-
 def _db_revision(sb: Sandbox) -> str | None:
     rows = sb.query("SELECT version_num FROM alembic_version")
     return rows[0][0] if rows else None
@@ -129,8 +126,8 @@ def _app_snapshot(sb: Sandbox) -> dict[str, Any]:
         check=False,
     ).stdout.strip()
     return {
-        "head": _git("-C", str(app), "rev-parse", "HEAD"),
-        "origin_main": _git("-C", str(app), "rev-parse", "refs/remotes/origin/main"),
+        "head": app_git("-C", str(app), "rev-parse", "HEAD"),
+        "origin_main": app_git("-C", str(app), "rev-parse", "refs/remotes/origin/main"),
         "branch": branch or None,
         "revision": _db_revision(sb),
         "last_good": last_good.read_text() if last_good.exists() else None,
@@ -138,7 +135,7 @@ def _app_snapshot(sb: Sandbox) -> dict[str, Any]:
 
 
 def _origin_main(sb: Sandbox) -> str:
-    return _git("--git-dir", sb.state["origin_dir"], "rev-parse", "refs/heads/main")
+    return app_git("--git-dir", sb.state["origin_dir"], "rev-parse", "refs/heads/main")
 
 
 def _push_commit(sb: Sandbox, name: str, change: Any, message: str) -> str:
@@ -153,13 +150,13 @@ def _push_commit(sb: Sandbox, name: str, change: Any, message: str) -> str:
         shutil.rmtree(work)
     work.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _git("clone", "-q", "--branch", "main", state["origin_dir"], str(work))
+        app_git("clone", "-q", "--branch", "main", state["origin_dir"], str(work))
         rev, down = next_revision(_revisions(work))
         change(work, rev, down)
-        _git("add", "-A", cwd=work)
-        _git("commit", "-q", "-m", message.format(rev=rev), cwd=work)
-        sha = _git("rev-parse", "HEAD", cwd=work)
-        _git("push", "-q", "origin", "main:main", cwd=work)
+        app_git("add", "-A", cwd=work)
+        app_git("commit", "-q", "-m", message.format(rev=rev), cwd=work)
+        sha = app_git("rev-parse", "HEAD", cwd=work)
+        app_git("push", "-q", "origin", "main:main", cwd=work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     # CI passed for the merged commit (for the bad one too: the bug only
@@ -232,24 +229,26 @@ def _heal_push(sb: Sandbox, name: str) -> None:
     if _db_revision(sb) != before["revision"]:
         # Downgrade with code that still holds the applied migrations (the
         # pushed commit), exactly the trap the rollback notebook avoids.
-        _git("-C", str(app), "fetch", "-q", "origin")
-        _git("-C", str(app), "checkout", "-q", "-f", "--detach", info["pushed"])
-        build.run(
+        app_git("-C", str(app), "fetch", "-q", "origin")
+        app_git("-C", str(app), "checkout", "-q", "-f", "--detach", info["pushed"])
+        run(
             [alembic, "downgrade", before["revision"] or "base"],
             "heal",
             cwd=app,
         )
     if before["branch"]:
-        _git("-C", str(app), "checkout", "-q", "-f", "-B", before["branch"], before["head"])
+        app_git("-C", str(app), "checkout", "-q", "-f", "-B", before["branch"], before["head"])
     else:
-        _git("-C", str(app), "checkout", "-q", "-f", "--detach", before["head"])
-    _git("-C", str(app), "update-ref", "refs/remotes/origin/main", before["origin_main"])
+        app_git("-C", str(app), "checkout", "-q", "-f", "--detach", before["head"])
+    app_git("-C", str(app), "update-ref", "refs/remotes/origin/main", before["origin_main"])
     last_good = app / ".last_good_sha"
     if before["last_good"] is None:
         last_good.unlink(missing_ok=True)
     else:
         last_good.write_text(before["last_good"])
-    _git("--git-dir", state["origin_dir"], "update-ref", "refs/heads/main", info["origin_before"])
+    app_git(
+        "--git-dir", state["origin_dir"], "update-ref", "refs/heads/main", info["origin_before"]
+    )
     # The origin's HEAD is green again for the next deploy's CI gate.
     sb.add_ci_run("success", head_sha=info["origin_before"])
     faults = dict(sb.state.get(STATE_KEY, {}))
@@ -284,7 +283,7 @@ def spike_hook(bad_sha: str, stubs_url: str) -> str:
 def _apply_spike(sb: Sandbox, _: str | None) -> None:
     state = sb.state
     app = Path(state["app_dir"])
-    bad = state.get(STATE_KEY, {}).get("bad-deploy", {}).get("pushed") or _git(
+    bad = state.get(STATE_KEY, {}).get("bad-deploy", {}).get("pushed") or app_git(
         "-C", str(app), "rev-parse", "HEAD"
     )
     hook = app / ".git" / "hooks" / "post-checkout"

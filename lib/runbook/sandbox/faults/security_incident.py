@@ -30,7 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runbook.sandbox import build
+from runbook.sandbox.build.app import read_app_env
+from runbook.sandbox.build.envfiles import read_env_file, write_env_file
 from runbook.sandbox.faults._registry import Fault, register
 from runbook.sandbox.procs import http_get
 
@@ -163,8 +164,8 @@ def _remove_lines(
 
 def sync_operator_secrets(sb: Sandbox) -> list[str]:
     """Make secrets.env hold the app's current ADMIN_KEY and WEBHOOK_SECRET."""
-    app = build.read_app_env(sb.layout)
-    sec = build.read_env_file(sb.layout.secrets_file)
+    app = read_app_env(sb.layout)
+    sec = read_env_file(sb.layout.secrets_file)
     want = {
         "DEALIX_ADMIN_KEY": app.get("ADMIN_KEY", ""),
         "DEALIX_WEBHOOK_SECRET": app.get("WEBHOOK_SECRET", ""),
@@ -173,7 +174,7 @@ def sync_operator_secrets(sb: Sandbox) -> list[str]:
     if changed:
         sec.update({k: want[k] for k in changed})
         tmp = sb.layout.secrets_file.with_name(sb.layout.secrets_file.name + ".tmp")
-        build.write_env_file(
+        write_env_file(
             tmp, sec, header="The operator's secrets for the Dealix sandbox. Never commit."
         )
         os.chmod(tmp, 0o600)
