@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from runbook.core.command import build_command
 from runbook.core.profile import load_profile
 from runbook.core.transport import LocalTransport
 from runbook.errors import ParameterError
-from runbook.session import build_command
 
 HOSTILE = [
     "; touch {p}",

@@ -64,7 +64,7 @@ REFUSED = [
 ]
 
 # Item: wrappers never hide a command. `s.run(cmd, shell=True, sudo=True)` becomes
-# `sudo -n -- sh -c '<cmd>'` and env= becomes `env 'K=V' sh -c '<cmd>'` (build_command).
+# `sudo -n -- sh -c '<cmd>'` and env= becomes `env 'K=V' sh -c '<cmd>'` (runbook.core.command.build_command).
 WRAPPED = [
     ("keep-protected-files", "sudo -n -- sh -c 'rm -f /opt/dealix/.env.pre-v3.0.0.bak'"),
     ("no-push-to-main", "sudo -n -- sh -c 'git push origin main'"),
@@ -206,7 +206,7 @@ def test_ancestors_and_globs_of_protected_paths_are_refused(rule: str, command: 
     ],
 )
 def test_what_build_command_wraps_is_still_refused(rule: str, inner: str, wrap: dict) -> None:
-    from runbook.session import build_command
+    from runbook.core.command import build_command
 
     text = build_command(inner, shell=True, **wrap)
     assert text != inner  # really wrapped

@@ -43,6 +43,8 @@ def layer_of(module: str) -> int:
 
     >>> LAYERS[layer_of("runbook.ops.api")][0], LAYERS[layer_of("runbook")][0]
     ('ops', 'surface')
+    >>> LAYERS[layer_of("runbook.safety.change")][0], LAYERS[layer_of("runbook.core.kernel")][0]
+    ('safety', 'core')
     """
     best, best_len = -1, -1
     for index, (_, prefixes) in enumerate(LAYERS):

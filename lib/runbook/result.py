@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from runbook.errors import CommandFailed
+from runbook.errors import CommandFailed, CommandInterrupted, CommandTimedOut
 
 
 @dataclass(frozen=True)
@@ -104,3 +104,24 @@ def describe_failure(result: Result, lines: int = 10) -> str:
         if log:
             msg += f"\n  full {name}: {log}"
     return msg
+
+
+def raise_for_ending(result: Result, *, timeout: float | None, warn: bool = False) -> Result:
+    """Return `result`, or raise for how it ended: interrupted, timed out, or (unless `warn`) failed.
+
+    An interrupted command is never re-run by the library: the message says so.
+    """
+    if result.interrupted:
+        raise CommandInterrupted(
+            describe_failure(result)
+            + "\n  the command was NOT re-run; check the server's state before retrying",
+            result,
+        )
+    if result.timed_out:
+        raise CommandTimedOut(
+            describe_failure(result).replace("command failed", f"command timed out ({timeout}s)"),
+            result,
+        )
+    if not result.ok and not warn:
+        raise CommandFailed(describe_failure(result), result)
+    return result

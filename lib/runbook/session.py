@@ -14,7 +14,9 @@ hangs off it::
 Read-only calls (`probe`) always run. Changing calls (`run`) are skipped in
 dry-run and shown as what would run; on any environment but sandbox they
 need the operator's confirmation (typed interactively, or the parameter
-`confirm="<environment>"` headless), once per run.
+`confirm="<environment>"` headless), once per run: the change check,
+runbook.safety.change, which `allow_change`, `require_confirmation` and
+`preview_change` call.
 
 Before the first change the session also checks that every secret the run
 needs is set (`require_secrets=["sentry_token", ...]`, profile roles or
@@ -29,88 +31,55 @@ import contextlib
 import getpass
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from runbook.checks import FAILED, Check, checks_frame
+from runbook.core.command import Command, build_command, command_label
+from runbook.core.context import HttpCall
 from runbook.core.evidence import RECORD_SCHEMA, Evidence, iso, new_run_dir, utc_now
+from runbook.core.kernel import display_verdict, install_error_hook, ipython, redact_kernel_output
 from runbook.core.output import StreamCapture
-from runbook.core.paths import project_root
+from runbook.core.parameters import check_papermill_injection
+from runbook.core.paths import runbook_sha
 from runbook.core.profile import Profile, load_profile
+from runbook.core.record import Change, Step, error_dict
 from runbook.core.redact import Redactor
-from runbook.core.secrets import SecretStore, parameter_holding_secret, secret_values
+from runbook.core.secrets import (
+    SecretStore,
+    parse_env_text,
+    refuse_secret_parameters,
+    replace_env_line,
+    secret_values,
+)
 from runbook.core.server_secrets import EXAMPLES
-from runbook.core.transport import Transport, quote_command, transport_for
+from runbook.core.transport import Transport, transport_for
 from runbook.errors import (
-    CommandFailed,
-    CommandInterrupted,
-    CommandTimedOut,
     ConnectionFailed,
     DefinitionOfDoneNotMet,
     Forbidden,
     HostKeyMismatch,
     HostKeyUnknown,
-    NotConfirmed,
-    ParameterError,
     Refusal,
     RunbookError,
     outcome_of,
 )
-from runbook.result import Result, describe_failure
-from runbook.safety.guards import Guards, check_provider_priority, forbid
+from runbook.ops.alembic import Alembic
+from runbook.ops.api import DealixAPI
+from runbook.ops.git import Git
+from runbook.ops.github import GitHub
+from runbook.ops.postgres import Postgres
+from runbook.ops.services import Services
+from runbook.result import Result, raise_for_ending
+from runbook.safety.change import ChangeCheck
+from runbook.safety.guards import Guards, check_procedure, check_provider_priority, forbid
 from runbook.safety.lock import HostLock
 
-Command = str | Sequence[str]
-# procedures that lift a rule, each for its own scenario only (guards.py)
-PROCEDURES = frozenset({"restore_incident"})
 # the session's HTTP clients (cached properties) that close() closes
 HTTP_CLIENTS = ("api", "github")
-
-
-@dataclass
-class Step:
-    name: str
-    started: datetime
-    finished: datetime | None = None
-    status: str = "running"
-    error: str | None = None
-
-    @property
-    def duration(self) -> float | None:
-        if self.finished is None:
-            return None
-        return (self.finished - self.started).total_seconds()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "started": iso(self.started),
-            "finished": iso(self.finished),
-            "duration_s": None if self.duration is None else round(self.duration, 3),
-            "status": self.status,
-            "error": self.error,
-        }
-
-
-@dataclass
-class Change:
-    """Something a changing call did (or, in dry-run, would have done)."""
-
-    kind: str
-    what: str
-    step: str | None
-    at: datetime = field(default_factory=utc_now)
-    done: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "what": self.what, "step": self.step, "at": iso(self.at)}
 
 
 class Session:
@@ -142,8 +111,6 @@ class Session:
         self.profile = profile or load_profile(env)
         self.env = self.profile.name
         self.dry_run = bool(dry_run)
-        self._confirm = confirm
-        self._confirmed = False
         self.interactive = interactive
         self.secrets = SecretStore(
             self.redactor, self.profile.secrets.file, source=self.profile.source
@@ -158,15 +125,9 @@ class Session:
         }
         self.require_secrets = [str(n) for n in require_secrets]
         self._needed_secrets = self._required_secret_names()
-        self._injected = _check_papermill_injection(_ipython())
+        self._injected = check_papermill_injection(ipython())
         self._check_parameters()
-        if procedure is not None and (procedure not in PROCEDURES or procedure != scenario):
-            raise ParameterError(
-                f"procedure={procedure!r} is only for the {procedure!r} scenario "
-                f"(this is {scenario!r}; known procedures: {', '.join(sorted(PROCEDURES))}): "
-                "it lifts the rule that protects the production database",
-                key="procedure",
-            )
+        check_procedure(procedure, scenario)
         self.approved_by = approved_by
         self.guards = Guards(self.profile, approved_by=approved_by, procedure=procedure)
         self.break_stale_lock = break_stale_lock
@@ -181,9 +142,16 @@ class Session:
         self.steps: list[Step] = []
         self.checks: list[Check] = []
         self.changes: list[Change] = []
-        self.would_change: list[Change] = []
-        # dry run: what would change, by section (commits, migrations, .env keys, services)
-        self.preview: dict[str, list[str]] = {}
+        self.change_check = ChangeCheck(
+            self.env,
+            sandbox=self.profile.is_sandbox,
+            host=self.profile.target.host,
+            dry_run=self.dry_run,
+            confirm=confirm,
+            evidence=self.evidence,
+            interactive=interactive,
+            suggest=lambda add: self.set_next_command(self.rerun_command(add=add)),
+        )
         self.next_command: str | None = None
         self.metrics: dict[str, dict[str, Any]] = {}
         self.decisions: dict[str, dict[str, Any]] = {}
@@ -211,8 +179,8 @@ class Session:
             }
         )
         self._write_record()
-        _install_ipython_hook(self)
-        _redact_kernel_output(self.redactor)
+        install_error_hook(self.record_failure)
+        redact_kernel_output(self.redactor)
         from runbook.core.liveness import finish_abandoned
 
         # runs on this machine that died (SIGKILL, power) without a verdict
@@ -230,6 +198,16 @@ class Session:
         return f"<Session {self.scenario} on {self.env}{mode}, evidence in {self.run_dir}>"
 
     @property
+    def would_change(self) -> list[Change]:
+        """What a dry run would have changed, call by call (the change check keeps it)."""
+        return self.change_check.would_change
+
+    @property
+    def preview(self) -> dict[str, list[str]]:
+        """Dry run: what would change, by section (see `preview_change`)."""
+        return self.change_check.preview
+
+    @property
     def elapsed(self) -> float:
         """Seconds since the session opened."""
         return time.monotonic() - self._t0
@@ -244,16 +222,9 @@ class Session:
         values = secret_values(self.profile, self.secrets, self._needed_secrets)
         # what papermill injected counts too, also the names the notebook does
         # not hand to open_session (papermill writes them into the output)
-        found = parameter_holding_secret(
+        refuse_secret_parameters(
             {**self._injected, **self.parameters}, values, self.redactor.is_secret
         )
-        if found is not None:
-            raise ParameterError(
-                f"parameter {found!r} holds a secret value; secrets are never parameters "
-                "(papermill copies parameters into the output notebook twice). Put it in "
-                "the environment or the profile's secrets file instead.",
-                key=found,
-            )
 
     def _required_secret_names(self) -> list[str]:
         """The variables named by `require_secrets` (profile roles like "sentry_token"
@@ -353,7 +324,7 @@ class Session:
                 dry_run=True,
             )
         seq = self.evidence.next_seq()
-        name = label or _label(command)
+        name = label or command_label(command)
         out = StreamCapture(self.redactor, log_path=self.evidence.log_path(seq, name, "stdout"))
         err = StreamCapture(self.redactor, log_path=self.evidence.log_path(seq, name, "stderr"))
         started = utc_now()
@@ -361,40 +332,36 @@ class Session:
         limit = self.profile.target.command_timeout if timeout is None else timeout
         if echo if echo is not None else changing:
             print(f"$ {shown}")
+
+        def log(**how: Any) -> None:
+            self.evidence.append(
+                {
+                    "kind": "command",
+                    "seq": seq,
+                    "step": self.current_step,
+                    "target": target,
+                    "command": shown,
+                    "changing": changing,
+                    **how,
+                }
+            )
+
         try:
             outcome = self.transport.execute(
                 text, on_stdout=out.feed, on_stderr=err.feed, timeout=limit, stdin=stdin
             )
         except RunbookError as exc:
-            self.evidence.append(
-                {
-                    "kind": "command",
-                    "seq": seq,
-                    "step": self.current_step,
-                    "target": target,
-                    "command": shown,
-                    "changing": changing,
-                    "error": str(exc),
-                }
-            )
+            log(error=str(exc))
             self._note_refusal(exc)
             raise
         except KeyboardInterrupt:
             # the operator stopped the run mid-command: the transport has stopped
             # the command on the target; say so in the log
-            self.evidence.append(
-                {
-                    "kind": "command",
-                    "seq": seq,
-                    "step": self.current_step,
-                    "target": target,
-                    "command": shown,
-                    "changing": changing,
-                    "status": "interrupted",
-                    "error": "interrupted by the operator while it ran; the command was "
-                    "stopped on the target",
-                    "duration_s": round(time.monotonic() - t0, 4),
-                }
+            log(
+                status="interrupted",
+                error="interrupted by the operator while it ran; the command was stopped on "
+                "the target",
+                duration_s=round(time.monotonic() - t0, 4),
             )
             raise
         duration = time.monotonic() - t0
@@ -423,43 +390,20 @@ class Session:
             timed_out=outcome.timed_out,
             interrupted=outcome.interrupted,
         )
-        self.evidence.append(
-            {
-                "kind": "command",
-                "seq": seq,
-                "step": self.current_step,
-                "target": target,
-                "command": shown,
-                "changing": changing,
-                "exit_code": outcome.exit_code,
-                "signal": outcome.signal,
-                "status": result.status,
-                # accepted exit codes differ per call: the review (appendix C) needs the verdict
-                "ok": result.ok,
-                "duration_s": round(duration, 4),
-                "bytes_out": out.bytes,
-                "bytes_err": err.bytes,
-                "log": [
-                    str(p.relative_to(self.run_dir)) for p in (out.full_log, err.full_log) if p
-                ],
-            }
+        log(
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            status=result.status,
+            # accepted exit codes differ per call: the review (appendix C) needs the verdict
+            ok=result.ok,
+            duration_s=round(duration, 4),
+            bytes_out=out.bytes,
+            bytes_err=err.bytes,
+            log=[str(p.relative_to(self.run_dir)) for p in (out.full_log, err.full_log) if p],
         )
         if changing:
             self.changes.append(Change("command", shown, self.current_step))
-        if outcome.interrupted:
-            raise CommandInterrupted(
-                describe_failure(result)
-                + "\n  the command was NOT re-run; check the server's state before retrying",
-                result,
-            )
-        if outcome.timed_out:
-            raise CommandTimedOut(
-                describe_failure(result).replace("command failed", f"command timed out ({limit}s)"),
-                result,
-            )
-        if not result.ok and not warn:
-            raise CommandFailed(describe_failure(result), result)
-        return result
+        return raise_for_ending(result, timeout=limit, warn=warn)
 
     def guard_command(self, command: str, *, changing: bool, stdin: bytes | None = None) -> None:
         """Apply the runbook's rules to a command before it runs (in dry-run too)."""
@@ -493,7 +437,7 @@ class Session:
             )
             # the record says it now: a notebook that catches it cannot hide it
             self._outcome = "refused"
-            self._error = _error_dict(exc, self.redactor)
+            self._error = error_dict(exc, self.redactor)
             self._write_record()
 
     def _stop_if_refused(self) -> None:
@@ -600,7 +544,7 @@ class Session:
             )
         path = self.profile.app.env_file
         old = self.read_file(path).decode()
-        check_provider_priority(value, self.profile, current=_env_value(old, key))
+        check_provider_priority(value, self.profile, current=parse_env_text(old).get(key))
         new, before = replace_env_line(old, key, value)
         backup = self.backup_file(path)
         self.guards.env_edit_allowed = True
@@ -655,56 +599,23 @@ class Session:
 
         Before the first change: every secret the run needs must be set (in dry-run
         too: the plan would stop there), the operator must have confirmed (off the
-        sandbox), and the session takes the host lock.
+        sandbox; the rules are in runbook.safety.change), and the session takes the
+        host lock.
         """
         if not self._taking_lock and not self._secrets_verified:
             self.verify_secrets()
-        if self.dry_run:
-            self.would_change.append(Change(kind, what, self.current_step, done=False))
-            self.evidence.append(
-                {"kind": kind, "step": self.current_step, "would_run": what, "dry_run": True}
-            )
-            print(f"[dry run] would run: {what}")
+        if not self.change_check.allow(what, kind=kind, step=self.current_step):
             return False
-        self.require_confirmation(what)
         if not self._taking_lock and (self.lock is None or not self.lock.held):
             self.acquire_lock()
         return True
 
     def require_confirmation(self, what: str = "a change") -> None:
-        """Fail closed unless the operator confirmed changes on this environment."""
-        if self.profile.is_sandbox or self._confirmed:
-            return
-        if self._confirm is not None:
-            if self._confirm == self.env:
-                self._confirmed = True
-                self.evidence.append(
-                    {"kind": "confirmation", "environment": self.env, "how": "parameter"}
-                )
-                return
-            self.set_next_command(self.rerun_command(add={"confirm": self.env}))
-            raise NotConfirmed(
-                f"confirm={self._confirm!r} does not match the environment {self.env!r}: a "
-                "confirmation for one environment never counts for another. Nothing was changed.",
-                environment=self.env,
-            )
-        answer = _ask(
-            f"About to change {self.env.upper()} ({self.profile.target.host}): {what}\n"
-            f"Type the environment name ({self.env}) to confirm: ",
-            self.interactive,
-        )
-        if answer is not None and answer.strip() == self.env:
-            self._confirmed = True
-            self.evidence.append({"kind": "confirmation", "environment": self.env, "how": "typed"})
-            return
-        self.set_next_command(self.rerun_command(add={"confirm": self.env}))
-        raise NotConfirmed(
-            f"changes on {self.env!r} need confirmation and none was given "
-            f"({'wrong answer' if answer is not None else 'no one to ask: headless run'}). "
-            f"Nothing was changed. Headless, add:  -p confirm {self.env}  (papermill) or "
-            f"--confirm {self.env}  (runbook run).",
-            environment=self.env,
-        )
+        """Fail closed unless the operator confirmed changes on this environment.
+
+        Raises `NotConfirmed` and names the rerun command with `confirm` set.
+        """
+        self.change_check.require_confirmation(what)
 
     # ------------------------------------------------- next command, preview
     def set_next_command(self, command: str | None) -> str | None:
@@ -746,17 +657,9 @@ class Session:
         only). Recorded in record.json under `preview`, printed here and by
         `runbook run`. Outside a dry run it records nothing and returns [].
         """
-        if not self.dry_run:
-            return []
-        lines = [self.redactor.redact(str(i)) for i in items] or ["none"]
-        self.preview[section] = lines
-        self.evidence.append(
-            {"kind": "preview", "step": self.current_step, "section": section, "items": lines}
-        )
-        self._write_record()
-        print(f"[dry run] would change: {section}")
-        for line in lines:
-            print(f"    {line}")
+        lines = self.change_check.preview_section(section, items, step=self.current_step)
+        if lines:
+            self._write_record()
         return lines
 
     # ---------------------------------------------------- steps and checks
@@ -866,9 +769,10 @@ class Session:
         failed = [c for c in self.checks if c.status == FAILED]
         self._outcome = "dod_not_met" if failed else "ok"
         self.release_lock()
-        self._write_record()
+        record = self.record()
+        self.evidence.write_record(record)
         table = self.checks_table()
-        _display_verdict(self, table)
+        display_verdict(table, record, self.evidence.record_path)
         if failed:
             raise DefinitionOfDoneNotMet(self.checks)
         return table
@@ -881,7 +785,7 @@ class Session:
         self._outcome = outcome
         if self._refusal is not None and not isinstance(exc, Refusal):
             exc = self._refusal  # what stopped the run, not what a caller made of it
-        self._error = _error_dict(exc, self.redactor)
+        self._error = error_dict(exc, self.redactor)
         self._write_record()
 
     def record(self) -> dict[str, Any]:
@@ -897,7 +801,7 @@ class Session:
             "operator": self.operator,
             "operator_host": self.operator_host,
             "process": self._process,
-            "runbook_sha": _runbook_sha(),
+            "runbook_sha": runbook_sha(),
             "parameters": self.parameters,
             "dry_run": self.dry_run,
             "started": iso(self.started),
@@ -940,71 +844,32 @@ class Session:
             self._transport.close()
 
     # ------------------------------------------------------ log helpers
-    def log_http(
-        self,
-        name: str,
-        shown: str,
-        status: int | None,
-        duration: float,
-        size: int,
-        changing: bool,
-        error: str | None = None,
-    ) -> None:
+    def log_http(self, call: HttpCall) -> None:
+        """Record one HTTP call (already redacted); a changing one that got an answer is a change."""
         self.evidence.append(
             {
                 "kind": "http",
-                "service": name,
+                "service": call.service,
                 "step": self.current_step,
-                "request": shown,
-                "status": status,
-                "duration_s": round(duration, 4),
-                "bytes": size,
-                "changing": changing,
-                "error": error,
+                "request": call.request,
+                "status": call.status,
+                "duration_s": round(call.duration, 4),
+                "bytes": call.size,
+                "changing": call.changing,
+                "error": call.error,
             }
         )
-        if changing and status is not None:
-            self.changes.append(Change("http", shown, self.current_step))
+        if call.changing and call.status is not None:
+            self.changes.append(Change("http", call.request, self.current_step))
 
     # ------------------------------------------------------- operations
-    @cached_property
-    def api(self):  # -> runbook.ops.api.DealixAPI
-        """The Dealix API (admin key from the secrets, never a parameter)."""
-        from runbook.ops.api import DealixAPI
-
-        return DealixAPI(self)
-
-    @cached_property
-    def services(self):  # -> runbook.ops.services.Services
-        from runbook.ops.services import Services
-
-        return Services(self)
-
-    @cached_property
-    def db(self):  # -> runbook.ops.postgres.Postgres
-        from runbook.ops.postgres import Postgres
-
-        return Postgres(self)
-
-    @cached_property
-    def git(self):  # -> runbook.ops.git.Git
-        """git in the app's checkout on the server."""
-        from runbook.ops.git import Git
-
-        return Git(self)
-
-    @cached_property
-    def alembic(self):  # -> runbook.ops.alembic.Alembic
-        """alembic in the app's venv on the server."""
-        from runbook.ops.alembic import Alembic
-
-        return Alembic(self)
-
-    @cached_property
-    def github(self):  # -> runbook.ops.github.GitHub
-        from runbook.ops.github import GitHub
-
-        return GitHub(self)
+    # built on first use from the session (their OpsContext) and kept for the run
+    api = cached_property(DealixAPI)
+    services = cached_property(Services)
+    db = cached_property(Postgres)
+    git = cached_property(Git)
+    alembic = cached_property(Alembic)
+    github = cached_property(GitHub)
 
 
 def open_session(scenario: str, env: str = "sandbox", **kw: Any) -> Session:
@@ -1012,298 +877,8 @@ def open_session(scenario: str, env: str = "sandbox", **kw: Any) -> Session:
     return Session(scenario, env, **kw)
 
 
-def build_command(
-    command: Command,
-    *,
-    shell: bool = False,
-    cwd: str | None = None,
-    env: dict[str, str] | None = None,
-    sudo: bool | str = False,
-) -> str:
-    """The shell string for a command: arguments quoted, env as quoted `env K=V`.
-
-    >>> build_command(["echo", "a b; rm -rf /"], env={"X": "1; touch y"})
-    "env 'X=1; touch y' echo 'a b; rm -rf /'"
-    >>> build_command(["systemctl", "restart", "dealix-api"], sudo=True)
-    'sudo -n -- systemctl restart dealix-api'
-    """
-    if isinstance(command, str):
-        if not shell:
-            raise ParameterError(
-                f"command {command!r} is a string: pass an argument list (quoted for you), or "
-                "shell=True to run a raw shell string on purpose",
-                key="command",
-            )
-        body = command
-        if env or sudo:
-            body = "sh -c " + quote_command([command])
-    else:
-        if shell:
-            raise ParameterError("shell=True needs a string command", key="command")
-        if not command:
-            raise ParameterError("empty command", key="command")
-        body = quote_command(list(command))
-    if env:
-        for key in env:
-            if not key.replace("_", "a").isalnum() or key[0].isdigit():
-                raise ParameterError(f"bad environment variable name {key!r}", key="env")
-        body = "env " + quote_command([f"{k}={v}" for k, v in env.items()]) + " " + body
-    if sudo:
-        prefix = ["sudo", "-n"]
-        if isinstance(sudo, str):
-            prefix += ["-u", sudo]
-        body = quote_command([*prefix, "--"]) + " " + body
-    if cwd:
-        body = f"cd {quote_command([cwd])} && " + body
-    return body
-
-
-def replace_env_line(text: str, key: str, value: str) -> tuple[str, str | None]:
-    r"""Set `key` in .env text, keeping every other line as it is.
-
-    >>> replace_env_line('A=1\nLLM_PROVIDER_PRIORITY="a,b"\n', "LLM_PROVIDER_PRIORITY", "b,a")
-    ('A=1\nLLM_PROVIDER_PRIORITY="b,a"\n', '"a,b"')
-    """
-    lines = text.splitlines(keepends=True)
-    before = None
-    for i, line in enumerate(lines):
-        name = line.split("=", 1)[0].strip().removeprefix("export ").strip()
-        if "=" in line and name == key:
-            before = line.split("=", 1)[1].strip()
-            end = "\n" if line.endswith("\n") else ""
-            lines[i] = f'{key}="{value}"{end}'
-            break
-    else:
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines.append(f'{key}="{value}"\n')
-    return "".join(lines), before
-
-
-def _env_value(text: str, key: str) -> str | None:
-    """The value of `key` in .env text (quotes removed), or None."""
-    from runbook.core.secrets import parse_env_text
-
-    return parse_env_text(text).get(key)
-
-
-def _error_dict(exc: BaseException, redactor: Redactor) -> dict[str, Any]:
-    """record.json's `error`: type, message and, for our errors, `details` (all redacted)."""
-    out: dict[str, Any] = {
-        "type": type(exc).__name__,
-        "message": redactor.redact(str(exc))[:4000],
-    }
-    if isinstance(exc, RunbookError):
-        details = exc.details()
-        if details:
-            out["details"] = {str(k): redactor.redact(str(v)) for k, v in details.items()}
-    return out
-
-
-def _label(command: Command) -> str:
-    if isinstance(command, str):
-        return command.split()[0] if command.split() else "shell"
-    parts = [Path(str(p)).name for p in list(command)[:2]]
-    return "-".join(parts)
-
-
-def _ask(prompt: str, interactive: bool | None) -> str | None:
-    """Ask the operator; None when nobody can answer (papermill, cron)."""
-    if interactive is False:
-        return None
-    try:
-        return input(prompt)
-    except (EOFError, OSError):
-        return None
-    except Exception as exc:  # ipykernel's StdinNotImplementedError under papermill
-        if type(exc).__name__ == "StdinNotImplementedError":
-            return None
-        raise
-
-
 def _operator() -> str:
     try:
         return getpass.getuser()
     except Exception:
         return "unknown"
-
-
-def _runbook_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(project_root()), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
-
-
-def _install_ipython_hook(session: Session) -> None:
-    """In a kernel, record any uncaught cell error in the record before the traceback."""
-    ip = _ipython()
-    if ip is None:
-        return
-
-    def handler(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None):
-        with contextlib.suppress(Exception):
-            session.record_failure(value)
-        # our errors already say what happened and carry redacted evidence;
-        # the full traceback would only repeat it
-        if isinstance(value, RunbookError):
-            shell.showtraceback((etype, value, tb), tb_offset=tb_offset, exception_only=True)
-        else:
-            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
-
-    ip.set_custom_exc((BaseException,), handler)
-
-
-_KERNEL_REDACTORS: list[Redactor] = []
-
-
-def _redact_kernel_output(redactor: Redactor) -> None:
-    """Pass everything the kernel sends to the notebook through the session's redactor.
-
-    The library redacts what it returns, but a cell can print anything it
-    holds (`print(s.read_file(".env").decode())`, a bytes repr, a traceback).
-    Every stream, display, result and error message of an ipykernel leaves
-    through its `session.send`: wrapping that one call covers them all,
-    under papermill, `runbook run` and JupyterLab alike.
-    """
-    ip = _ipython()
-    kernel_session = getattr(getattr(ip, "kernel", None), "session", None)
-    if kernel_session is None:
-        return
-    if redactor not in _KERNEL_REDACTORS:
-        _KERNEL_REDACTORS.append(redactor)
-    if getattr(kernel_session.send, "_runbook_redacts", False):
-        return
-    send = kernel_session.send
-
-    def redacting_send(stream: Any, msg_or_type: Any, content: Any = None, *a: Any, **kw: Any):
-        for r in _KERNEL_REDACTORS:
-            if isinstance(msg_or_type, dict) and "content" in msg_or_type:
-                msg_or_type = {**msg_or_type, "content": r.redact_obj(msg_or_type["content"])}
-            if content is not None:
-                content = r.redact_obj(content)
-        return send(stream, msg_or_type, content, *a, **kw)
-
-    redacting_send._runbook_redacts = True  # type: ignore[attr-defined]
-    kernel_session.send = redacting_send
-
-
-PAPERMILL_MARK = "# Parameters"
-
-
-def _assigned(source: str) -> dict[str, Any]:
-    """Names a cell assigns at top level, with their literal values when it has them."""
-    import ast
-
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return {}
-    names: dict[str, Any] = {}
-    for node in tree.body:
-        value: ast.expr | None
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign):
-            targets, value = [node.target], node.value
-        else:
-            continue
-        for target in targets:
-            if isinstance(target, ast.Name):
-                try:
-                    names[target.id] = ast.literal_eval(value) if value else None
-                except ValueError:
-                    names[target.id] = None
-    return names
-
-
-def _check_papermill_injection(ip: Any) -> dict[str, Any]:
-    r"""Refuse parameters the notebook does not declare, under plain papermill too.
-
-    papermill only warns about an unknown `-p` name and runs on: a typo such as
-    `-p bakup X` would silently restore the newest backup. Its injected cell
-    (marked "# Parameters") runs right after the notebook's parameters cell,
-    so both are in the kernel's input history. Returns what was injected.
-
-    >>> class Kernel:
-    ...     user_ns = {"In": ["", "env = 'sandbox'\nbackup = None", "# Parameters\nbakup = 'x'\n"]}
-    >>> _check_papermill_injection(Kernel())
-    Traceback (most recent call last):
-    ...
-    runbook.errors.ParameterError: papermill passed a parameter this notebook does not declare: bakup. ...
-    """
-    history = getattr(ip, "user_ns", {}).get("In") if ip is not None else None
-    if not history:
-        return {}
-    for index in range(len(history) - 1, 0, -1):
-        if str(history[index]).lstrip().startswith(PAPERMILL_MARK):
-            break
-    else:
-        return {}
-    injected = _assigned(str(history[index]))
-    declared = _assigned(str(history[index - 1])) if index > 1 else {}
-    unknown = sorted(set(injected) - set(declared))
-    if unknown:
-        raise ParameterError(
-            "papermill passed a parameter this notebook does not declare: "
-            f"{', '.join(unknown)}. Nothing ran. Declared: {', '.join(declared) or 'none'}; "
-            "fix the -p name (papermill itself only warns).",
-            key=unknown[0],
-        )
-    return injected
-
-
-def _ipython() -> Any:
-    mod = sys.modules.get("IPython")
-    if mod is None:
-        return None
-    try:
-        return mod.get_ipython()
-    except Exception:
-        return None
-
-
-def _display_verdict(session: Session, table: Any) -> None:
-    failed = int((table["status"] == "failed").sum()) if len(table) else 0
-    verdict = (
-        "DEFINITION OF DONE MET" if not failed else f"DEFINITION OF DONE NOT MET ({failed} failed)"
-    )
-    ip = _ipython()
-    if ip is None:
-        print(verdict)
-        print(table.to_string(index=False))
-        return
-    from IPython.display import HTML, display
-
-    colors = {"passed": "#1a7f37", "failed": "#cf222e", "not available": "#9a6700"}
-    styled = table.style.map(
-        lambda v: f"color: {colors.get(v, 'inherit')}; font-weight: bold", subset=["status"]
-    ).hide(axis="index")
-    color = "#1a7f37" if not failed else "#cf222e"
-    display(
-        HTML(
-            f'<h3 style="color:{color}">{verdict}</h3>'
-            f"<p>{session.scenario} on <b>{session.env}</b>"
-            f"{' (dry run)' if session.dry_run else ''}, {session.elapsed:.1f}s, "
-            f"evidence in <code>{session.run_dir}</code></p>"
-        )
-    )
-    display(styled)
-    display(
-        {
-            "application/vnd.dealix.runbook.record+json": {
-                "scenario": session.scenario,
-                "environment": session.env,
-                "outcome": session._outcome,
-                "record": str(session.evidence.record_path),
-            },
-            "text/plain": f"record: {session.evidence.record_path}",
-        },
-        raw=True,
-    )

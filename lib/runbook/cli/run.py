@@ -44,7 +44,7 @@ from runbook.core.evidence import RECORD_SCHEMA, Evidence, iso, new_run_dir, utc
 from runbook.core.paths import notebooks_dir
 from runbook.core.profile import load_profile
 from runbook.core.redact import Redactor
-from runbook.core.secrets import SecretStore, parameter_holding_secret, secret_values
+from runbook.core.secrets import SecretStore, refuse_secret_parameters, secret_values
 from runbook.errors import OUTCOMES, ParameterError, outcome_of
 
 KERNEL_NAME = "dealix-runbook"
@@ -71,14 +71,7 @@ def validate_parameters(
     # the secrets file and every environment variable the profile or the scenario
     # names as a secret; lists and dicts are looked into
     values = secret_values(profile, store, required_secrets(scenario, profile))
-    found = parameter_holding_secret(params, values)
-    if found is not None:
-        raise ParameterError(
-            f"parameter {found!r} holds a secret value: secrets are never parameters "
-            "(papermill stores parameters in the output notebook). Use the environment "
-            "or the secrets file.",
-            key=found,
-        )
+    refuse_secret_parameters(params, values)
     return params
 
 

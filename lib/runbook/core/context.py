@@ -14,8 +14,10 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from runbook.core.command import Command
 
 if TYPE_CHECKING:
     from runbook.core.evidence import Evidence
@@ -26,7 +28,18 @@ if TYPE_CHECKING:
     from runbook.result import Result
     from runbook.safety.guards import Guards
 
-Command = str | Sequence[str]
+
+@dataclass(frozen=True)
+class HttpCall:
+    """One HTTP call as the evidence holds it (`request` and `error` already redacted)."""
+
+    service: str
+    request: str
+    status: int | None
+    duration: float
+    size: int
+    changing: bool
+    error: str | None = None
 
 
 class OpsContext(Protocol):
@@ -70,15 +83,6 @@ class OpsContext(Protocol):
         """The change check: True if a change may go ahead now, False in dry-run (recorded)."""
         ...
 
-    def log_http(
-        self,
-        name: str,
-        shown: str,
-        status: int | None,
-        duration: float,
-        size: int,
-        changing: bool,
-        error: str | None = None,
-    ) -> None:
-        """Record one HTTP call (already redacted) in the run's evidence."""
+    def log_http(self, call: HttpCall) -> None:
+        """Record one HTTP call in the run's evidence."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -20,6 +21,20 @@ def project_root() -> Path:
     raise RuntimeError(
         f"cannot find the project root (no pyproject.toml above {here}); set RUNBOOK_HOME"
     )
+
+
+def runbook_sha() -> str | None:
+    """The commit the checkout is at (record.json's `runbook_sha`), None outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(project_root()), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
 
 
 def parameters_dir() -> Path:

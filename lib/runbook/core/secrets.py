@@ -50,6 +50,28 @@ def parse_env_text(text: str) -> dict[str, str]:
     return values
 
 
+def replace_env_line(text: str, key: str, value: str) -> tuple[str, str | None]:
+    r"""Set `key` in .env text, keeping every other line as it is; returns (text, old value).
+
+    >>> replace_env_line('A=1\nLLM_PROVIDER_PRIORITY="a,b"\n', "LLM_PROVIDER_PRIORITY", "b,a")
+    ('A=1\nLLM_PROVIDER_PRIORITY="b,a"\n', '"a,b"')
+    """
+    lines = text.splitlines(keepends=True)
+    before = None
+    for i, line in enumerate(lines):
+        name = line.split("=", 1)[0].strip().removeprefix("export ").strip()
+        if "=" in line and name == key:
+            before = line.split("=", 1)[1].strip()
+            end = "\n" if line.endswith("\n") else ""
+            lines[i] = f'{key}="{value}"{end}'
+            break
+    else:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines.append(f'{key}="{value}"\n')
+    return "".join(lines), before
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """Parse a `.env`-style file (see `parse_env_text`)."""
     return parse_env_text(path.read_text())
@@ -182,3 +204,25 @@ def parameter_holding_secret(
         if found:
             return found
     return None
+
+
+def refuse_secret_parameters(
+    params: dict[str, Any],
+    values: Iterable[str],
+    is_secret: Callable[[str], bool] | None = None,
+) -> None:
+    """Raise `ParameterError` naming the first parameter that holds a secret (never its value).
+
+    >>> refuse_secret_parameters({"note": "Bearer s3cr3t-value"}, ["s3cr3t-value"])
+    Traceback (most recent call last):
+    ...
+    runbook.errors.ParameterError: parameter 'note' holds a secret value: ...
+    """
+    found = parameter_holding_secret(params, values, is_secret)
+    if found is not None:
+        raise ParameterError(
+            f"parameter {found!r} holds a secret value: secrets are never parameters "
+            "(papermill copies parameters into the output notebook). Put it in the "
+            "environment or the profile's secrets file instead.",
+            key=found,
+        )

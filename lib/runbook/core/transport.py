@@ -26,7 +26,6 @@ import os
 import re
 import select
 import selectors
-import shlex
 import signal as signal_mod
 import socket
 import subprocess
@@ -826,11 +825,6 @@ def _has_entry(spec: SSHTarget) -> bool:
         if len(parts) >= 3 and names & set(parts[0].split(",")):
             return True
     return bool(spec.host_keys)
-
-
-def quote_command(args: list[str] | tuple[str, ...]) -> str:
-    """Quote an argument list for a POSIX shell."""
-    return " ".join(shlex.quote(str(a)) for a in args)
 
 
 def transport_for(profile: Profile) -> Transport:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from runbook.core.context import HttpCall
 from runbook.errors import HTTPFailed
 
 if TYPE_CHECKING:
@@ -118,11 +119,13 @@ class HttpClient:
         except httpx.HTTPError as exc:
             duration = time.monotonic() - started
             message = s.redactor.redact(f"{self.name}: {shown} failed: {type(exc).__name__}: {exc}")
-            s.log_http(self.name, shown, None, duration, 0, changing, error=message)
+            s.log_http(HttpCall(self.name, shown, None, duration, 0, changing, error=message))
             raise HTTPFailed(message, method=method, url=s.redactor.redact(url)) from None
         duration = time.monotonic() - started
         text = s.redactor.redact(resp.text)
-        s.log_http(self.name, shown, resp.status_code, duration, len(resp.content), changing)
+        s.log_http(
+            HttpCall(self.name, shown, resp.status_code, duration, len(resp.content), changing)
+        )
         result = HttpResponse(
             method,
             s.redactor.redact(url),

@@ -121,6 +121,27 @@ _DATE_IN_NAME = re.compile(r"(\d{8})")
 WRITE, TREE, BELOW = "write", "tree", "below"
 
 
+# procedures that lift a rule, each for its own scenario only (check_replace_production_db)
+PROCEDURES = frozenset({"restore_incident"})
+
+
+def check_procedure(procedure: str | None, scenario: str) -> None:
+    """Refuse a procedure named by any scenario but its own (raises `ParameterError`).
+
+    >>> check_procedure("restore_incident", "restore_drill")
+    Traceback (most recent call last):
+    ...
+    runbook.errors.ParameterError: procedure='restore_incident' is only for the 'restore_incident' scenario ...
+    """
+    if procedure is not None and (procedure not in PROCEDURES or procedure != scenario):
+        raise ParameterError(
+            f"procedure={procedure!r} is only for the {procedure!r} scenario "
+            f"(this is {scenario!r}; known procedures: {', '.join(sorted(PROCEDURES))}): "
+            "it lifts the rule that protects the production database",
+            key="procedure",
+        )
+
+
 def forbid(rule: str, action: str, why: str = "") -> Forbidden:
     r = RULES[rule]
     return Forbidden(rule, action, source=r.source, why=why)

@@ -175,18 +175,23 @@ class HostLock:
             why="could not take it after two attempts",
         )
 
+    def _unlogged(self, command: str) -> None:
+        """Run a lock command straight on the transport, its output dropped.
+
+        The heartbeat runs in a thread and the release at exit or after a
+        failure: neither goes through the run's commands or its evidence.
+        """
+        self.ctx.transport.execute(
+            command, on_stdout=lambda b: None, on_stderr=lambda b: None, timeout=15
+        )
+
     def _start_heartbeat(self) -> None:
         q = shlex.quote(self.path)
 
         def beat() -> None:
             while not self._stop.wait(HEARTBEAT_S):
                 with contextlib.suppress(Exception):
-                    self.ctx.transport.execute(
-                        f"touch {q}/heartbeat",
-                        on_stdout=lambda b: None,
-                        on_stderr=lambda b: None,
-                        timeout=15,
-                    )
+                    self._unlogged(f"touch {q}/heartbeat")
 
         self._thread = threading.Thread(target=beat, daemon=True, name="runbook-lock-heartbeat")
         self._thread.start()
@@ -198,12 +203,7 @@ class HostLock:
         self._stop.set()
         q = shlex.quote(self.path)
         with contextlib.suppress(Exception):
-            self.ctx.transport.execute(
-                f"grep -q {shlex.quote(self.run_id)} {q}/owner.json && rm -rf {q}",
-                on_stdout=lambda b: None,
-                on_stderr=lambda b: None,
-                timeout=15,
-            )
+            self._unlogged(f"grep -q {shlex.quote(self.run_id)} {q}/owner.json && rm -rf {q}")
             self.ctx.evidence.append({"kind": "lock", "event": "released", "path": self.path})
         self.held = False
         with contextlib.suppress(Exception):

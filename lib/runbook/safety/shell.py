@@ -229,6 +229,35 @@ def _substitutions(word: str) -> list[str]:
     return [f for f in found if f.strip()]
 
 
+def _value_option(word: str, name: str, spec: _Wrapper) -> tuple[bool, bool, str | None] | None:
+    """The option in `word` that takes a value, or None when no option in it does.
+
+    Returns (its value is a shell script, it is env's split string, the value
+    when the word holds it: `--user=x`, `-ux`; None when it is the next word).
+    In a group of letters the first one that takes a value takes the rest.
+
+    >>> _value_option("--user=root", "sudo", _WRAPPERS["sudo"])
+    (False, False, 'root')
+    >>> _value_option("-nu", "sudo", _WRAPPERS["sudo"])
+    (False, False, None)
+    >>> _value_option("-iS", "env", _WRAPPERS["env"]), _value_option("-i", "env", _WRAPPERS["env"])
+    ((False, True, None), None)
+    """
+    if word.startswith("--"):
+        opt, eq, val = word.partition("=")
+        if opt not in spec.long_value and opt not in spec.long_script:
+            return None
+        return (
+            opt in spec.long_script,
+            name == "env" and opt == "--split-string",
+            val if eq else None,
+        )
+    for j, ch in enumerate(word[1:], start=1):
+        if ch in spec.short_value or ch in spec.short_script:
+            return ch in spec.short_script, name == "env" and ch == "S", word[j + 1 :] or None
+    return None
+
+
 def _unwrap(words: list[str]) -> tuple[list[str], list[str]]:
     """Skip wrappers (sudo, env, nice, timeout, ...) to the real command.
 
@@ -239,6 +268,12 @@ def _unwrap(words: list[str]) -> tuple[list[str], list[str]]:
     (['rm', 'x'], [])
     >>> _unwrap(["su", "-", "postgres", "-c", "dropdb dealix"])
     ([], ['dropdb dealix'])
+    >>> _unwrap(["sudo", "-nupostgres", "rm", "x"]), _unwrap(["env", "-iS", "rm -r", "/srv"])
+    ((['rm', 'x'], []), ([], ['rm -r /srv']))
+    >>> _unwrap(["runuser", "--user=x", "--command=dropdb dealix"])
+    ([], ['dropdb dealix'])
+    >>> _unwrap(["env", "--split-string", "rm -r", "/srv"])
+    ([], ['rm -r /srv'])
     """
     scripts: list[str] = []
     i, n = 0, len(words)
@@ -272,31 +307,18 @@ def _unwrap(words: list[str]) -> tuple[list[str], list[str]]:
             if w == "--":
                 i += 1
                 break
-            if w.startswith("--"):
-                opt, eq, val = w.partition("=")
-                if (opt in spec.long_value or opt in spec.long_script) and not eq:
-                    val = words[i + 1] if i + 1 < n else ""
-                    i += 1
-                if opt in spec.long_script:
-                    scripts.append(val)
-                if name == "env" and opt == "--split-string":
-                    scripts.append(val + " " + shlex.join(words[i + 1 :]))
-                    return [], scripts
-                i += 1
-                continue
             if w.startswith("-") and len(w) > 1:
-                for j, ch in enumerate(w[1:], start=1):
-                    if ch in spec.short_value or ch in spec.short_script:
-                        val = w[j + 1 :]
-                        if not val:
-                            val = words[i + 1] if i + 1 < n else ""
-                            i += 1
-                        if ch in spec.short_script:
-                            scripts.append(val)
-                        if name == "env" and ch == "S":
-                            scripts.append(val + " " + shlex.join(words[i + 1 :]))
-                            return [], scripts
-                        break
+                option = _value_option(w, name, spec)
+                if option is not None:
+                    script, split, val = option
+                    if val is None:
+                        val = words[i + 1] if i + 1 < n else ""
+                        i += 1
+                    if script:
+                        scripts.append(val)
+                    if split:
+                        scripts.append(val + " " + shlex.join(words[i + 1 :]))
+                        return [], scripts
                 i += 1
                 continue
             if name == "env" and _ASSIGNMENT.match(w):
