@@ -105,16 +105,18 @@ def _client_methods() -> dict[str, dict[str, set[str]]]:
 
 
 def _session_clients() -> dict[str, str]:
-    """Session attribute (s.api) -> the runbook.ops class it returns (DealixAPI)."""
-    tree = ast.parse((LIB / "session.py").read_text())
+    """Session attribute (s.api) -> the runbook.ops class it builds (DealixAPI): read from
+    the class itself, so the way the session writes its clients cannot hide one."""
+    from functools import cached_property
+
+    from runbook.session import Session
+
     out = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and any(
-            isinstance(d, ast.Name) and d.id == "cached_property" for d in node.decorator_list
-        ):
-            for sub in ast.walk(node):
-                if isinstance(sub, ast.ImportFrom) and (sub.module or "").startswith("runbook.ops"):
-                    out[node.name] = sub.names[0].name
+    for name, attr in vars(Session).items():
+        if isinstance(attr, cached_property):
+            built = attr.func
+            if isinstance(built, type) and built.__module__.startswith("runbook.ops."):
+                out[name] = built.__name__
     return out
 
 

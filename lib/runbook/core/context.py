@@ -9,7 +9,7 @@ Example::
 
     >>> from runbook.core.context import OpsContext
     >>> sorted(n for n in vars(OpsContext) if not n.startswith("_"))
-    ['allow_change', 'current_step', 'log_http', 'probe', 'process', 'run', 'transport', 'verify_target']
+    ['allow_change', 'current_step', 'log_http', 'probe', 'process', 'read_file', 'run', 'transport', 'verify_target']
 """
 
 from __future__ import annotations
@@ -73,6 +73,10 @@ class OpsContext(Protocol):
 
     def run(self, command: Command, **kw: Any) -> Result:
         """Run a changing command (dry-run, confirmation, guards and the lock apply)."""
+        ...
+
+    def read_file(self, path: str) -> bytes:
+        """A file's bytes on the target, read-only, recorded in the evidence."""
         ...
 
     def verify_target(self) -> None:

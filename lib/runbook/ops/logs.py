@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import shlex
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from runbook.clock import utc_now
 from runbook.core.context import OpsContext
@@ -39,14 +39,6 @@ if TYPE_CHECKING:
 
     from runbook.core.profile import Security
     from runbook.result import Result
-
-
-class FileContext(OpsContext, Protocol):
-    """An `OpsContext` that also reads files on the target (the session does)."""
-
-    def read_file(self, path: str) -> bytes:
-        """A file's bytes, read-only, recorded in the evidence."""
-        ...
 
 
 # ----------------------------------------------------------------- service logs
@@ -143,7 +135,7 @@ def log_gist(text: str, lines: int = 3) -> str:
 # ----------------------------------------------------------------- log files
 
 
-def read_log(ctx: FileContext, path: str) -> str:
+def read_log(ctx: OpsContext, path: str) -> str:
     """A log file's text; "" when it is missing or unreadable (a target may not keep it)."""
     r = ctx.probe(["test", "-r", path], warn=True, label="readable")
     if not r.ok:
@@ -151,12 +143,12 @@ def read_log(ctx: FileContext, path: str) -> str:
     return ctx.read_file(path).decode("utf-8", "replace")
 
 
-def auth_log(ctx: FileContext, *, year: int | None = None) -> pd.DataFrame:
+def auth_log(ctx: OpsContext, *, year: int | None = None) -> pd.DataFrame:
     """sshd's logins from the profile's `security.auth_log` (see `parse_auth_log`)."""
     return parse_auth_log(read_log(ctx, ctx.profile.security.auth_log), year=year)
 
 
-def access_log(ctx: FileContext) -> pd.DataFrame:
+def access_log(ctx: OpsContext) -> pd.DataFrame:
     """The API's requests from the profile's `security.api_access_log` (see `parse_access_log`)."""
     return parse_access_log(read_log(ctx, ctx.profile.security.api_access_log))
 
