@@ -129,7 +129,13 @@ class Session:
         self._check_parameters()
         check_procedure(procedure, scenario)
         self.approved_by = approved_by
-        self.guards = Guards(self.profile, approved_by=approved_by, procedure=procedure)
+        self.guards = Guards(
+            self.profile,
+            approved_by=approved_by,
+            procedure=procedure,
+            ask=self._guard_ask,
+            read=self._guard_read,
+        )
         self.break_stale_lock = break_stale_lock
         self.lock: HostLock | None = None
         # the host lock is taken on the first real change (see allow_change)
@@ -404,6 +410,22 @@ class Session:
         if changing:
             self.changes.append(Change("command", shown, self.current_step))
         return raise_for_ending(result, timeout=limit, warn=warn)
+
+    def _guard_ask(self, command: str) -> str | None:
+        """A read-only question the guard asks the server (the branch HEAD is on, the
+        current migration's parent); recorded like every probe. None when it fails."""
+        try:
+            r = self.probe(command, shell=True, warn=True, label="guard-ask", echo=False)
+        except RunbookError:
+            return None
+        return r.stdout if r.ok else None
+
+    def _guard_read(self, path: str) -> bytes | None:
+        """A file the guard reads to see what a command runs (psql -f, \\i); None when unreadable."""
+        try:
+            return self.read_file(path)
+        except RunbookError:
+            return None
 
     def guard_command(self, command: str, *, changing: bool, stdin: bytes | None = None) -> None:
         """Apply the runbook's rules to a command before it runs (in dry-run too)."""

@@ -19,6 +19,9 @@ paths are resolved against a preceding `cd`.
 | no-restore-into-production-db | restoring into, dropping or renaming the production database outside the incident restore | scenario 5 preflight |
 | env-edit-only-llm-priority | any in-place edit of `.env` but `LLM_PROVIDER_PRIORITY` (backed up first; a list of provider names only) | scenario 4 step 4 |
 | no-delete-active-wal | deleting or moving anything under `pg_wal` / `pg_xlog`, or the data directory or a parent of it | scenario 3 step 3 |
+| opaque-command | a command that could reach a protected object but that the guard cannot read: an unknown expansion or command substitution in a watched program, eval/source, an interpreter's inline program, a script piped into a shell, xargs feeding a watched program, a git alias, a psql meta-command or -f file it cannot read | README |
+
+How the guard reads a command: docs/safety.md, "Layer 1: the guard".
 
 Example::
 
@@ -123,6 +126,11 @@ RULES: dict[str, Rule] = {
             "no-delete-active-wal",
             "Scenario 3 step 3: DO NOT delete active WAL",
             "active WAL is never deleted",
+        ),
+        Rule(
+            "opaque-command",
+            "README: the notebooks enforce the runbook's rules in code whatever anyone types",
+            "a command the guard cannot read is not run",
         ),
     ]
 }
@@ -357,7 +365,8 @@ class Guards:
                     )
                 self._check_path(one, action, mode, cmd.cwd)
         # what it cannot read, in a program a rule watches
-        if prog in WATCHED and cmd.unknown:
+        reading = prog in _COMPRESSORS and not self._written_paths(prog, args, words, cmd)
+        if prog in WATCHED and cmd.unknown and not reading:
             part = cmd.unknown[0]
             how = (
                 "xargs (or parallel) feeds it words the guard cannot see: list the paths "
@@ -607,8 +616,9 @@ class Guards:
                 pname = PurePosixPath(protected).name
                 if (
                     path == protected
+                    # a bare name in an unknown directory (a copy beside it, `name.bak`,
+                    # is another file: the real parser leaves no quotes inside words)
                     or name == pname
-                    or fnmatch.fnmatch(full, f"*{pname}*")
                     # a relative glob in an unknown directory: judge it by its name
                     or (
                         not full.startswith("/")
@@ -992,7 +1002,11 @@ class Guards:
             if cmd.stdin is not None:
                 if cmd.stdin.strip():
                     self._check_sql(cmd.stdin, db, cmd, depth, script=True, action=action)
-            elif cmd.stdin_from_file and self.read is not None:
+            elif (
+                cmd.stdin_from_file
+                and self.read is not None
+                and (resolve(cmd.stdin_from_file, cmd.cwd) or "") not in cmd.written_before
+            ):
                 self._check_sql(
                     self._read_script(cmd.stdin_from_file, cmd.cwd, action),
                     db,

@@ -472,7 +472,7 @@ class _Reader:
                 args = args[1:]
             return " ".join(args) + "\n"
         if c.prog == "printf" and len(c.words) == 2 and "%" not in c.words[1]:
-            return None if "\\" in c.words[1] else c.words[1]
+            return decode_ansi_c(c.words[1])
         if c.prog == "cat" and len(c.words) == 1:
             return c.stdin
         return None
@@ -701,7 +701,7 @@ class _Reader:
                     replace(cmd, opaque=f"eval of a word that is not known ({kept_unknown[0]})")
                 )
             return
-        if name in ("source", "."):
+        if name in ("source", ".") or inner_words[0] == ".":
             self.out.append(
                 replace(
                     cmd,
@@ -714,6 +714,11 @@ class _Reader:
             if name == "busybox" and args and args[0] in SHELLS:
                 args = args[1:]
             script, reads_stdin, positional = _shell_script(args)
+            if script is not None and xargs:
+                # the script is still read below (a rule it plainly breaks is named first)
+                self.out.append(
+                    replace(cmd, opaque="a shell script run by xargs on words it reads from stdin")
+                )
             if script is not None:
                 self.out.append(cmd)
                 at = offset + 1 + args.index(script) if script in args else -1

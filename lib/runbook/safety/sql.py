@@ -144,6 +144,9 @@ def conninfo_database(value: str) -> tuple[str | None, bool]:
     return value, True
 
 
+_COPY_FROM_STDIN = re.compile(r"\bcopy\b[^;]*\bfrom\s+stdin\b[^;]*;$", re.I | re.S)
+
+
 def split_script(text: str) -> tuple[list[str], list[tuple[str, str]]]:
     r"""Split a psql script into SQL chunks and meta-commands (name, argument text).
 
@@ -153,9 +156,15 @@ def split_script(text: str) -> tuple[list[str], list[tuple[str, str]]]:
     sql: list[str] = []
     metas: list[tuple[str, str]] = []
     buf: list[str] = []
+    since = 0  # where the statement being read starts in buf
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
+        if ch == ";" and not _COPY_FROM_STDIN.search("".join(buf[since:]) + ";"):
+            buf.append(ch)
+            since = len(buf)
+            i += 1
+            continue
         if ch == "'" or ch == '"':
             j = i + 1
             while j < n:
@@ -195,6 +204,14 @@ def split_script(text: str) -> tuple[list[str], list[tuple[str, str]]]:
                 buf.append(text[i:end])
                 i = end
                 continue
+        if ch == ";" and _COPY_FROM_STDIN.search("".join(buf[since:]) + ";"):
+            # COPY ... FROM stdin: the data lines follow, up to a line `\.`
+            buf.append(";")
+            sql.append("".join(buf))
+            buf, since = [], 0
+            end = text.find("\n\\.", i)
+            i = n if end < 0 else (text.find("\n", end + 1) if text.find("\n", end + 1) >= 0 else n)
+            continue
         if ch == "\\":
             m = re.match(r"\\([A-Za-z?!+]+|!|\\)", text[i:])
             if m and m.group(1) == "\\":
