@@ -713,30 +713,38 @@ class _Reader:
             args = inner_words[1:]
             if name == "busybox" and args and args[0] in SHELLS:
                 args = args[1:]
-            script, reads_stdin, positional = _shell_script(args)
-            if script is not None and xargs:
+            shell_text, reads_stdin, positional = _shell_script(args)
+            if shell_text is not None and xargs:
                 # the script is still read below (a rule it plainly breaks is named first)
                 self.out.append(
                     replace(cmd, opaque="a shell script run by xargs on words it reads from stdin")
                 )
-            if script is not None:
+            if shell_text is not None:
                 self.out.append(cmd)
-                at = offset + 1 + args.index(script) if script in args else -1
-                if at >= len(words) or (0 <= at and not words[at].known) or script == XARGS_INPUT:
+                rest = inner_words[1:]
+                at = offset + 1 + rest.index(shell_text) if shell_text in rest else len(words)
+                hidden = (
+                    [XARGS_INPUT]
+                    if shell_text == XARGS_INPUT
+                    else (words[at].unknown if at < len(words) else [])
+                )
+                if hidden:
                     self.out.append(
-                        replace(cmd, opaque=f"a shell script that is not known ({cmd.unknown[0]})")
+                        replace(cmd, opaque=f"a shell script that is not known ({hidden[0]})")
                     )
                     return
-                script_vars = dict(nested_vars)
+                shell_text_vars = dict(nested_vars)
                 for i, p in enumerate(positional):
-                    script_vars[str(i)] = p if p not in cmd.unknown and p != XARGS_INPUT else None
+                    shell_text_vars[str(i)] = (
+                        p if p not in cmd.unknown and p != XARGS_INPUT else None
+                    )
                 for i in range(len(positional), 10):
-                    script_vars.setdefault(str(i), "")
+                    shell_text_vars.setdefault(str(i), "")
                 if xargs:
-                    script_vars.update({str(i): None for i in range(1, 10)})
+                    shell_text_vars.update({str(i): None for i in range(1, 10)})
                 inner = self.nested(ctx, nested_vars)
-                inner.vars.update(script_vars)
-                self.script(script, inner, depth + 1)
+                inner.vars.update(shell_text_vars)
+                self.script(shell_text, inner, depth + 1)
                 return
             if reads_stdin:
                 cmd = replace(cmd, reads_stdin=True)
