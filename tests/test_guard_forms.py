@@ -132,6 +132,7 @@ FORMS: list[tuple[str, str, str]] = [
     ("editors", "keep-protected-files", f"sed -i 's/a/b/' {F}"),
     ("editors", "keep-protected-files", f"gzip {F}"),
     ("editors", "keep-protected-files", f"chattr -i {F}"),
+    ("editors", "keep-protected-files", f"chattr = {F}"),
     # --- git beyond the porcelain
     ("git", "no-force-delete-branch", f"git update-ref -d refs/heads/{KEPT}"),
     ("git", "no-force-delete-branch", f"git update-ref refs/heads/{KEPT} HEAD~3"),
@@ -258,6 +259,8 @@ HARMLESS = [
     "journalctl -u dealix-api --since \"$(date -d '1 hour ago' '+%F %T')\" | tail",
     "python3 /opt/dealix/scripts/report.py",
     "git symbolic-ref --short -q HEAD",
+    f"chattr +i {F}",
+    f"lsattr {F}",
     "git rev-parse --abbrev-ref HEAD",
     "git pull --ff-only origin main",
     "psql -d dealix -c 'SELECT count(*) FROM leads'",

@@ -492,9 +492,11 @@ class Guards:
             # gzip FILE replaces FILE by FILE.gz: the file itself goes
             paths += [(p, TREE) for p in plain]
         elif prog == "chattr":
-            paths += [(p, WRITE) for p in plain[1:] if not p.startswith(("+", "="))]
-            if any(a.startswith("-") and "i" in a[1:] for a in args):
-                paths += [(p, WRITE) for p in plain]
+            # adding immutability (+i, the armor) is fine; lifting it (-i, or = without i)
+            # is a step towards changing the file
+            modes = [a for a in args if re.fullmatch(r"[-+=][aAcCdDeFijmPsStTux]*", a)]
+            if any((m[0] == "-" and "i" in m) or (m[0] == "=" and "i" not in m) for m in modes):
+                paths += [(p, WRITE) for p in args if p not in modes and not p.startswith("-")]
         elif prog in ("sort",) and (_option(words, "-o", "--output") is not None):
             paths.append((_option(words, "-o", "--output") or "", WRITE))
         elif prog in ("curl", "wget"):
