@@ -42,7 +42,9 @@ def answers(command: str) -> str | None:
     """The server's answers to the guard's questions (as the sandbox gives them)."""
     if "symbolic-ref" in command:
         return "main\n"
-    if "show current" in command:
+    if command.endswith(" current"):
+        return "INFO  [alembic.runtime.migration] Context impl PostgresqlImpl.\n0003 (head)\n"
+    if command.endswith(" show 0003"):
         return "Rev: 0003 (head)\nParent: 0002\nPath: x.py\n"
     return None
 

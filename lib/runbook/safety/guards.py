@@ -925,9 +925,16 @@ class Guards:
             if cmd.cwd
             else f"cd {shlex.quote(self.profile.app.dir)} && "
         )
-        out = self.ask(f"{where}{prog} {shlex.join(options)} show current".replace("  ", " "))
-        if not out:
+        base = f"{where}{prog} {shlex.join(options)}".rstrip()
+        current = None
+        for line in (self.ask(f"{base} current") or "").splitlines():
+            m = re.match(r"^([0-9A-Za-z_]+)(?: \(.*\))?\s*$", line.strip())
+            if m and not line.startswith("INFO"):
+                current = m.group(1)
+                break
+        if current is None:
             return None
+        out = self.ask(f"{base} show {shlex.quote(current)}") or ""
         m = re.search(r"^Parent:\s*(\S+)", out, re.M)
         parent = m.group(1) if m else ""
         if parent and parent != "<base>" and len(target) >= 4 and parent.startswith(target):
