@@ -134,6 +134,10 @@ FORMS: list[tuple[str, str, str]] = [
     ("editors", "keep-protected-files", f"sed -i 's/a/b/' {F}"),
     ("editors", "keep-protected-files", f"gzip {F}"),
     ("editors", "keep-protected-files", f"chattr -i {F}"),
+    ("editors", "env-edit-only-llm-priority", f"sed -n 's/a/b/w {ENV}' /tmp/x"),
+    ("editors", "opaque-command", "sed 's/.*/rm -f x/e' /tmp/x"),
+    ("editors", "env-edit-only-llm-priority", f"pg_dump -f {ENV} dealix"),
+    ("editors", "env-edit-only-llm-priority", f"psql -o {ENV} -c 'select 1'"),
     ("editors", "keep-protected-files", f"chattr = {F}"),
     # --- git beyond the porcelain
     ("git", "no-force-delete-branch", f"git update-ref -d refs/heads/{KEPT}"),
@@ -173,6 +177,9 @@ FORMS: list[tuple[str, str, str]] = [
     ("git", "no-commit-on-server", "git revert HEAD"),
     ("git", "no-commit-on-server", "git pull origin main"),
     ("git", "no-commit-on-server", "git replace HEAD abc123"),
+    ("git", "no-force-delete-branch", f"git branch -C main {KEPT}"),
+    ("git", "no-force-delete-branch", f"git worktree add -B {KEPT} /tmp/w"),
+    ("git", "no-commit-on-server", "git update-ref HEAD 1234abcd"),
     ("git", "opaque-command", "git ci -m x"),
     ("git", "opaque-command", "git p"),
     # --- SQL as PostgreSQL reads it
@@ -194,6 +201,12 @@ FORMS: list[tuple[str, str, str]] = [
     ("sql", "env-edit-only-llm-priority", f"psql -c \"COPY leads TO '{ENV}'\""),
     ("sql", "opaque-command", "psql -c \"COPY leads TO PROGRAM 'rm -f /x'\""),
     ("sql", "opaque-command", "psql -c 'select 1 \\gexec'"),
+    ("sql", "keep-corrupt-db-7-days", f"psql -c 'ALTER DATABASE {CORRUPT} RENAME TO old'"),
+    (
+        "sql",
+        "opaque-command",
+        "psql -c \"UPDATE pg_database SET datname = 'x' WHERE datname = 'dealix'\"",
+    ),
     ("sql", "opaque-command", "psql -d dealix -f /tmp/missing.sql"),
     (
         "sql",
@@ -273,6 +286,11 @@ HARMLESS = [
     "ls | xargs -n1 echo",
     "find /var/backups/postgres -name '*.gz' | xargs ls -l",
     "gunzip -c /var/backups/d.sql.gz | psql dealix_restore_test",
+    "git reset --hard 1234abcd",
+    "sed -n '/error/p' /var/log/dealix/api.log",
+    "sed 's/e/E/g' /var/log/dealix/api.log",
+    "rm -f ~/runbook-scratch.txt",
+    "chattr +i /opt/dealix/.env.pre-v3.0.0.bak",
 ]
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import shlex
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -80,6 +81,10 @@ from runbook.safety.lock import HostLock
 
 # the session's HTTP clients (cached properties) that close() closes
 HTTP_CLIENTS = ("api", "github")
+
+
+# the largest file the guard reads from the server to see what a command runs (psql -f)
+GUARD_READ_LIMIT = 16 * 1024 * 1024
 
 
 class Session:
@@ -421,7 +426,12 @@ class Session:
         return r.stdout if r.ok else None
 
     def _guard_read(self, path: str) -> bytes | None:
-        """A file the guard reads to see what a command runs (psql -f, \\i); None when unreadable."""
+        """A file the guard reads to see what a command runs (psql -f, \\i); None when it
+        cannot be read or is larger than GUARD_READ_LIMIT (a dump: the guard refuses it
+        as opaque rather than pull gigabytes over SSH)."""
+        size = self._guard_ask(f"stat -L -c %s -- {shlex.quote(path)}")
+        if size is None or not size.strip().isdigit() or int(size) > GUARD_READ_LIMIT:
+            return None
         try:
             return self.read_file(path)
         except RunbookError:

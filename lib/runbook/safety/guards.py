@@ -358,7 +358,8 @@ class Guards:
             )
         for path, mode in self._written_paths(prog, args, words, cmd):
             for one in expand_braces(path):
-                if dynamic(one):
+                # `~/x`: an unknown directory, judged by name like a relative path
+                if dynamic(one) and not (one.startswith("~") and "$" not in one and "`" not in one):
                     raise _Opaque(
                         f"{action}: writes to {one}, a path the guard cannot read",
                         "name the path plainly",
@@ -380,6 +381,8 @@ class Guards:
             raise _Opaque(f"{action}: output redirected to {cmd.writes}", "name the file plainly")
         if INTERPRETER.match(prog):
             self._check_interpreter(prog, args, cmd)
+        if prog == "sed" and _sed_runs_commands(args):
+            raise _Opaque(f"{action}: a sed script that runs shell commands (e)", _HOW_PLAIN)
         if prog in ("awk", "gawk", "mawk") and _awk_program_reaches(args):
             raise _Opaque(
                 f"{action}: an awk program that runs commands or writes files",
@@ -442,8 +445,7 @@ class Guards:
             paths += [(p, TREE) for p in plain]
         elif prog in _EDITORS or prog == "truncate" or prog == "tee":
             paths += [
-                (p, WRITE)
-                for p in _plain_after_values(args, "sSoCLrpd" if prog == "truncate" else "")
+                (p, WRITE) for p in _plain_after_values(args, "sr" if prog == "truncate" else "")
             ]
         elif prog in ("mv", "cp", "install", "ln") and plain:
             target = _option(words, "-t", "--target-directory")
@@ -507,6 +509,15 @@ class Guards:
             )
             if out:
                 paths.append((out, WRITE))
+        elif prog in ("pg_dump", "pg_dumpall", "pg_basebackup", "pg_restore") and (
+            _option(words, "-f", "--file")
+            or (_option(words, "-D", "--pgdata") if prog == "pg_basebackup" else None)
+        ):
+            out = _option(words, "-f", "--file") or _option(words, "-D", "--pgdata") or ""
+            if out != "-":
+                paths.append((out, WRITE))
+        elif prog == "sed" and _sed_writes(args):
+            paths += [(p, WRITE) for p in _sed_writes(args)]
         elif prog == "dd":
             paths += [(a.split("=", 1)[1], WRITE) for a in args if a.startswith("of=")]
         elif prog == "find" and any(
@@ -738,7 +749,14 @@ class Guards:
             self._check_push(rest, action, where, protected, kept)
         elif sub == "branch":
             self._check_branch(rest, action, where, protected, kept)
-        elif sub in ("checkout", "switch"):
+        elif sub == "reset" and not any(a in ("--soft",) for a in rest) and kept:
+            # a reset moves the branch HEAD is on: never the kept one
+            branch = self._current_branch(where) if self.ask is not None else None
+            if branch in kept:
+                raise forbid(
+                    "no-force-delete-branch", action, f"HEAD is on {branch}, which is kept"
+                )
+        if sub in ("checkout", "switch", "worktree"):
             for j, a in enumerate(rest):
                 if (
                     a in ("-B", "-C", "--force-create")
@@ -861,6 +879,11 @@ class Guards:
                 raise forbid(
                     "no-force-delete-branch", action, f"{old} is kept; renaming moves it away"
                 )
+        copying = "c" in letters or "C" in letters or "--copy" in flags
+        if copying and len(names) >= 2 and names[1] in kept | protected:
+            raise forbid(
+                "no-force-delete-branch", action, f"{names[1]} is kept; a copy onto it replaces it"
+            )
         if force and not deleting and not moving and names and names[0] in kept | protected:
             raise forbid("no-force-delete-branch", action, f"{names[0]} is kept; -f resets it")
 
@@ -883,6 +906,16 @@ class Guards:
             if len(parts) < 2:
                 continue
             verb, ref = parts[0], _branch_name(parts[1])
+            if ref in ("HEAD", "@") and "--no-deref" not in rest:
+                branch = self._current_branch(cmd.cwd)
+                if branch is None:
+                    raise forbid(
+                        "no-commit-on-server",
+                        action,
+                        "update-ref HEAD moves the branch HEAD is on, which the guard cannot "
+                        "tell; name the branch",
+                    )
+                ref = branch
             if ref in kept or (verb == "delete" and ref in protected):
                 raise forbid(
                     "no-force-delete-branch", action, f"{ref} is kept; update-ref {verb}s it"
@@ -992,6 +1025,11 @@ class Guards:
         inv = read_psql_args(cmd.words[1:], env)
         action = " ".join(cmd.words)
         db = inv.database if inv.database_known else None
+        for out in (_option(cmd.words, "-o", "--output"), _option(cmd.words, "-L", "--log-file")):
+            if out and not out.startswith("|"):
+                self._check_path(out, action, WRITE, cmd.cwd)
+            elif out:
+                self._check_text(out[1:], None, depth + 1)
         for text in inv.commands:
             # -c runs one command: SQL, or a single backslash meta-command
             self._check_sql(text, db, cmd, depth, script=False, action=action)
@@ -1134,8 +1172,14 @@ class Guards:
                 if kind == "DropdbStmt":
                     self.check_drop_database(st.dbname)
                 elif kind == "RenameStmt" and st.renameType == ObjectType.OBJECT_DATABASE:
-                    self.check_replace_production_db(
-                        st.subname, f"ALTER DATABASE {st.subname} RENAME"
+                    # renaming a young corrupt database away is the first half of dropping it
+                    self.check_drop_database(st.subname, "ALTER DATABASE ... RENAME")
+                elif kind in ("UpdateStmt", "DeleteStmt", "InsertStmt") and (
+                    getattr(st.relation, "relname", "") or ""
+                ).startswith("pg_"):
+                    raise _Opaque(
+                        f"{action}: writes the system catalog ({st.relation.relname})",
+                        "use DROP/ALTER DATABASE, which the guard reads",
                     )
                 elif kind == "AlterDatabaseStmt" and st.dbname == self.profile.postgres.database:
                     pass
@@ -1174,7 +1218,8 @@ class Guards:
         self._restore_into(name, action, f"pg_restore into {name}", known=known)
 
     # ------------------------------------------------------------- databases
-    def check_drop_database(self, name: str) -> None:
+    def check_drop_database(self, name: str, verb: str = "DROP DATABASE") -> None:
+        """Refuse dropping (or renaming away, `verb`) a young corrupt or the production database."""
         dnt = self.profile.do_not_touch
         if fnmatch.fnmatch(name, dnt.corrupt_db_pattern):
             m = _DATE_IN_NAME.search(name)
@@ -1182,7 +1227,7 @@ class Guards:
             if not m:
                 raise forbid(
                     "keep-corrupt-db-7-days",
-                    f"DROP DATABASE {name}",
+                    f"{verb} {name}",
                     "its age cannot be read from the name",
                 )
             try:
@@ -1190,17 +1235,17 @@ class Guards:
             except ValueError:
                 raise forbid(
                     "keep-corrupt-db-7-days",
-                    f"DROP DATABASE {name}",
+                    f"{verb} {name}",
                     "its age cannot be read from the name",
                 ) from None
             age = (today - made).days
             if age < dnt.corrupt_db_keep_days:
                 raise forbid(
                     "keep-corrupt-db-7-days",
-                    f"DROP DATABASE {name}",
+                    f"{verb} {name}",
                     f"it is {age} day(s) old; keep it until day {dnt.corrupt_db_keep_days}",
                 )
-        self.check_replace_production_db(name, f"DROP DATABASE {name}")
+        self.check_replace_production_db(name, f"{verb} {name}")
 
     def check_replace_production_db(self, name: str, action: str) -> None:
         if name == self.profile.postgres.database and self.procedure != "restore_incident":
@@ -1375,6 +1420,39 @@ def _sed_files(args: list[str]) -> list[str]:
             continue
         plain.append(a)
     return plain if scripted else plain[1:]
+
+
+def _sed_scripts(args: list[str]) -> list[str]:
+    scripts: list[str] = []
+    for i, a in enumerate(args):
+        if a in ("-e", "--expression") and i + 1 < len(args):
+            scripts.append(args[i + 1])
+        elif a.startswith("--expression="):
+            scripts.append(a.split("=", 1)[1])
+    if not scripts:
+        plain = [a for a in args if not a.startswith("-")]
+        scripts = plain[:1]
+    return scripts
+
+
+def _sed_writes(args: list[str]) -> list[str]:
+    """Files a sed script writes with its `w`/`W` command or the `s///w` flag.
+
+    >>> _sed_writes(["-n", "s/a/b/w /opt/dealix/.env", "x"]), _sed_writes(["s/a/b/g", "x"])
+    (['/opt/dealix/.env'], [])
+    """
+    found: list[str] = []
+    for script in _sed_scripts(args):
+        found += re.findall(r"(?:^|[;\n{}]|/[gpiImMeE0-9]*)\s*[wW]\s+([^;\n}]+)", script)
+    return [f.strip() for f in found if f.strip()]
+
+
+def _sed_runs_commands(args: list[str]) -> bool:
+    """A sed script with the `e` command or the `s///e` flag runs shell commands."""
+    return any(
+        re.search(r"(?:^|[;\n{}])\s*e(\s|$)|s(.).*?\2.*?\2[gpiImM0-9]*e", script)
+        for script in _sed_scripts(args)
+    )
 
 
 def _perl_in_place(args: list[str]) -> bool:
