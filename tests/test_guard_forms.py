@@ -35,6 +35,8 @@ FILES = {
     "/opt/dealix/queries.sql": b"-- report\nSELECT count(*) FROM leads;\nSELECT 1;\n",
     "/tmp/drop.sql": b"DROP DATABASE dealix;\n",
     "/tmp/incl.sql": b"\\i /tmp/dump.sql\n",
+    "/opt/dealix/.env": b'DATABASE_URL="postgresql://dealix@localhost/dealix"\nLLM_PROVIDER_PRIORITY=openai\n',
+    "/tmp/evil.sh": b"rm -f /opt/dealix/.env.pre-v3.0.0.bak\n",
 }
 
 
@@ -113,6 +115,12 @@ FORMS: list[tuple[str, str, str]] = [
     ("interpreters", "opaque-command", 'eval "$PAYLOAD"'),
     ("interpreters", "opaque-command", "source /tmp/cleanup.sh"),
     ("interpreters", "opaque-command", ". /tmp/cleanup.sh"),
+    ("interpreters", "keep-protected-files", "source /tmp/evil.sh"),
+    (
+        "sql",
+        "no-restore-into-production-db",
+        f'set -a; . {ENV}; gunzip -c x.gz | psql "$DATABASE_URL"',
+    ),
     ("interpreters", "opaque-command", f"echo 'rm -f {F}' > /tmp/x.sh; sh /tmp/x.sh"),
     ("interpreters", "opaque-command", "awk 'BEGIN{system(\"rm -f /opt/x\")}'"),
     ("interpreters", "opaque-command", 'echo "unterminated'),
@@ -291,6 +299,8 @@ HARMLESS = [
     "sed 's/e/E/g' /var/log/dealix/api.log",
     "rm -f ~/runbook-scratch.txt",
     "chattr +i /opt/dealix/.env.pre-v3.0.0.bak",
+    f"set -a; . {ENV}; env | grep -c LLM_",
+    "cd /opt/dealix && . ./.env && psql \"$DATABASE_URL\" -c 'SELECT 1'",
 ]
 
 

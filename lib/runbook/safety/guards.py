@@ -320,7 +320,7 @@ class Guards:
 
     def _check_text(self, text: str, stdin: bytes | str | None, depth: int) -> None:
         script = stdin.decode(errors="replace") if isinstance(stdin, bytes) else (stdin or "")
-        cmds = parse_commands(text, stdin=script)
+        cmds = parse_commands(text, stdin=script, read=self.read)
         # a rule a command plainly breaks is named first; what cannot be read comes after
         opaque: Forbidden | None = None
         for cmd in cmds:

@@ -35,6 +35,7 @@ import fnmatch
 import posixpath
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import PurePosixPath
@@ -202,13 +203,20 @@ def split_commands(text: str) -> list[list[str]]:
 
 
 def parse_commands(
-    text: str, cwd: str | None = None, *, stdin: str | None = ""
+    text: str,
+    cwd: str | None = None,
+    *,
+    stdin: str | None = "",
+    read: Callable[[str], bytes | None] | None = None,
 ) -> list[SimpleCommand]:
     """The simple commands of a shell string, with their working directory when known.
 
     `stdin`: what the string's first command reads (the session's stdin=; "" for none).
+    `read`: a file on the server, for `source FILE` / `. FILE` (read and parsed in
+    the current shell, so `set -a; . .env` sets what the file sets); without it,
+    or when the file cannot be read, such a command is opaque.
     """
-    reader = _Reader()
+    reader = _Reader(read)
     reader.script(text, _Ctx(cwd=cwd, stdin=stdin), 0)
     return reader.out
 
@@ -274,9 +282,10 @@ _STATEMENTS = {
 
 
 class _Reader:
-    def __init__(self) -> None:
+    def __init__(self, read: Callable[[str], bytes | None] | None = None) -> None:
         self.out: list[SimpleCommand] = []
         self.written: list[str] = []
+        self.read = read
 
     # ------------------------------------------------------------- scripts
     def script(self, text: str, ctx: _Ctx, depth: int) -> _Ctx:
@@ -635,6 +644,11 @@ class _Reader:
         self.simple(words, inner, depth, env, redir_writes, unknown)
         if words and words[0].text in ("cd", "pushd", "popd") and words[0].known:
             ctx.cwd = inner.cwd
+        if words and words[0].text in ("source", ".") and words[0].known:
+            # a sourced file runs in this shell: what it sets stays set
+            ctx.vars.update(inner.vars)
+            ctx.exported |= inner.exported
+            ctx.cwd = inner.cwd
 
     def simple(
         self,
@@ -702,6 +716,18 @@ class _Reader:
                 )
             return
         if name in ("source", ".") or inner_words[0] == ".":
+            target = inner_words[1] if len(inner_words) > 1 else ""
+            full = resolve(target, ctx.cwd)
+            data = (
+                self.read(full)
+                if self.read is not None and full and not cmd.unknown and full not in self.written
+                else None
+            )
+            if data is not None:
+                # sourced: runs in this shell, so what it sets stays set
+                self.out.append(cmd)
+                self.script(data.decode(errors="replace"), ctx, depth + 1)
+                return
             self.out.append(
                 replace(
                     cmd,
