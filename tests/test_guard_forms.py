@@ -197,6 +197,7 @@ FORMS: list[tuple[str, str, str]] = [
     ("sql", "no-restore-into-production-db", "psql -c 'select 1; drop\n-- x\ndatabase dealix'"),
     ("sql", "no-restore-into-production-db", "psql -c 'ALTER DATABASE dealix RENAME TO x'"),
     ("sql", "keep-corrupt-db-7-days", f"psql -c 'DROP/**/DATABASE {CORRUPT}'"),
+    ("sql", "no-restore-into-production-db", "psql -c 'SELEC oops; DROP DATABASE dealix'"),
     ("sql", "keep-corrupt-db-7-days", "psql -c 'drop database U&\"dealix_corrupt_2026112\\0035\"'"),
     ("sql", "no-restore-into-production-db", "psql -d dealix -f /tmp/dump.sql"),
     ("sql", "no-restore-into-production-db", "psql -f /tmp/drop.sql"),

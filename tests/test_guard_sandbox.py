@@ -146,3 +146,21 @@ def test_the_five_harmless_commands_run(sandbox, session) -> None:
         assert Path(p).exists()
         Path(p).unlink()
     assert protected_state(sandbox) == before
+
+
+def test_a_restore_split_over_two_calls_is_refused_at_the_second(sandbox, session) -> None:
+    """The first call only writes a file; the guard reads that file on the server when
+    the second feeds it to psql, and sees a restore into the production database."""
+    st = sandbox.state
+    dump = f"/tmp/guard-split-{uuid.uuid4().hex[:8]}.sql"
+    newest = sorted(Path(st["backups_dir"]).glob("dealix-*.sql.gz"))[-1]
+    before = protected_state(sandbox)
+    session.run(f"gunzip -c {newest} | head -c 4000000 > {dump}", shell=True)
+    try:
+        for text in (f"{st['psql']} dealix < {dump}", f"{st['psql']} -d dealix -f {dump}"):
+            with pytest.raises(Forbidden) as info:
+                session.run(text, shell=True)
+            assert info.value.rule == "no-restore-into-production-db", str(info.value)
+        assert protected_state(sandbox) == before
+    finally:
+        Path(dump).unlink()

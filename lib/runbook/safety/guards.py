@@ -1159,14 +1159,16 @@ class Guards:
                     "write the SQL itself (s.db.execute / s.db.query)",
                 )
         writes_db = False
+        unparsed: _Opaque | None = None
         for chunk in chunks:
             try:
                 stmts = statements(chunk)
-            except Exception as exc:  # pglast.parser.ParseError
-                raise _Opaque(
+            except Exception as exc:  # PartialParse, pglast.parser.ParseError
+                unparsed = unparsed or _Opaque(
                     f"{action}: PostgreSQL's parser does not read {chunk.strip()[:80]!r} ({exc})",
                     "write plain SQL (psql variables such as :name are not resolved by the guard)",
-                ) from None
+                )
+                stmts = getattr(exc, "parsed", [])
             for st in stmts:
                 kind = type(st).__name__
                 if kind == "DropdbStmt":
@@ -1198,6 +1200,8 @@ class Guards:
                 "(CREATE, COPY, INSERT ...): a restore",
                 known=known,
             )
+        if unparsed is not None:
+            raise unparsed
 
     def _check_pg_restore(self, cmd: SimpleCommand) -> None:
         words = cmd.words

@@ -245,10 +245,37 @@ def split_script(text: str) -> tuple[list[str], list[tuple[str, str]]]:
 
 
 def statements(sql: str) -> list[Any]:
-    """The parsed statements of SQL text (raises pglast's ParseError when it does not parse)."""
+    """The parsed statements of SQL text (raises pglast's ParseError when one does not parse).
+
+    When the whole text does not parse, each statement (split by PostgreSQL's own
+    scanner) is parsed alone, so one bad statement does not hide the others: the
+    error is raised after them, as `PartialParse` carrying what did parse.
+    """
     import pglast
 
-    return [raw.stmt for raw in pglast.parse_sql(sql)]
+    try:
+        return [raw.stmt for raw in pglast.parse_sql(sql)]
+    except pglast.parser.ParseError as whole:
+        parsed: list[Any] = []
+        first: Exception | None = None
+        try:
+            pieces = pglast.split(sql, with_parser=False)
+        except Exception:
+            raise whole from None
+        for piece in pieces:
+            try:
+                parsed += [raw.stmt for raw in pglast.parse_sql(piece)]
+            except pglast.parser.ParseError as exc:
+                first = first or exc
+        raise PartialParse(parsed, first or whole) from None
+
+
+class PartialParse(Exception):
+    """Some statements did not parse; `parsed` holds those that did."""
+
+    def __init__(self, parsed: list[Any], error: Exception):
+        super().__init__(str(error))
+        self.parsed = parsed
 
 
 _READ_ONLY = {
