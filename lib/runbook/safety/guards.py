@@ -381,6 +381,18 @@ class Guards:
             raise _Opaque(f"{action}: output redirected to {cmd.writes}", "name the file plainly")
         if INTERPRETER.match(prog):
             self._check_interpreter(prog, args, cmd)
+        if prog in ("tar", "unzip", "cpio", "bsdtar") and _extracts(prog, args):
+            where = _option(words, "-C", "--directory") or (
+                _option(words, "-d", "--exdir") if prog == "unzip" else None
+            )
+            base = resolve(where, cmd.cwd) if where else cmd.cwd
+            guarded = [*self.profile.do_not_touch.files, self.profile.app.env_file]
+            if base is None or any(may_reach(base, p, tree=True) for p in guarded):
+                raise _Opaque(
+                    f"{action}: extracts an archive the guard cannot read into "
+                    f"{base or 'an unknown directory'}, which holds protected files",
+                    "extract into a new directory and copy what you need from there",
+                )
         if prog == "sed" and _sed_runs_commands(args):
             raise _Opaque(f"{action}: a sed script that runs shell commands (e)", _HOW_PLAIN)
         if prog in ("awk", "gawk", "mawk") and _awk_program_reaches(args):
@@ -1424,6 +1436,22 @@ def _sed_files(args: list[str]) -> list[str]:
             continue
         plain.append(a)
     return plain if scripted else plain[1:]
+
+
+def _extracts(prog: str, args: list[str]) -> bool:
+    """tar -x / --extract / --get, unzip (always), cpio -i."""
+    if prog == "unzip":
+        return not any(a in ("-l", "-t", "-v", "-Z", "-p", "-c") for a in args)
+    if prog == "cpio":
+        return any(a.startswith("-") and not a.startswith("--") and "i" in a for a in args) or (
+            "--extract" in args
+        )
+    first = args[0] if args else ""
+    return (
+        any(a in ("--extract", "--get") for a in args)
+        or any(a.startswith("-") and not a.startswith("--") and "x" in a for a in args)
+        or (not first.startswith("-") and "x" in first)
+    )
 
 
 def _sed_scripts(args: list[str]) -> list[str]:

@@ -373,9 +373,13 @@ class _Reader:
             return
         if t in ("ERROR",):
             return
-        # anything else (arithmetic, words at statement level): read the substitutions
-        # it holds; the commands inside them run too
-        self.word_tree(node, ctx, depth)
+        # anything else (coproc, arithmetic, words at statement level): read what it
+        # holds as statements; the commands inside run too
+        if node.type in _WORD_TYPES or not node.named_children:
+            self.word_tree(node, ctx, depth)
+            return
+        for c in node.named_children:
+            self.stmt(c, ctx, depth)
 
     def word_tree(self, node: Any, ctx: _Ctx, depth: int) -> None:
         """Read the command substitutions anywhere below a node (their commands run)."""
@@ -531,6 +535,16 @@ class _Reader:
             else:
                 self.word_tree(r, ctx, depth)
         if body is None:
+            # `> FILE` alone truncates FILE
+            self.out.append(
+                SimpleCommand(
+                    [":"],
+                    ctx.cwd,
+                    writes=tuple(writes),
+                    unknown=tuple(unknown),
+                    in_loop=ctx.in_loop,
+                )
+            )
             return
         inner = ctx.copy(stdin=stdin)
         inner.stdin_from_file = stdin_file
@@ -692,6 +706,17 @@ class _Reader:
                 continue
             self.script(script, self.nested(ctx, nested_vars), depth + 1)
         if not inner_words:
+            if writes:
+                # `exec 3> FILE`: the redirection still opens (truncates) FILE
+                self.out.append(
+                    SimpleCommand(
+                        [":"],
+                        ctx.cwd,
+                        writes=tuple(writes),
+                        unknown=tuple(unknown + wrapper_unknown),
+                        in_loop=ctx.in_loop,
+                    )
+                )
             return
         name = PurePosixPath(inner_words[0]).name
         cmd = SimpleCommand(
@@ -1047,6 +1072,14 @@ def _unwrap(words: list[str]) -> tuple[list[str], list[str], list[tuple[str, str
         if i >= n:
             return [], scripts, env, xargs
         name = PurePosixPath(words[i]).name
+        if name == "coproc":
+            # `coproc CMD`, `coproc NAME { CMD; }` (which the grammar reads as words)
+            i += 1
+            if i + 1 < n and words[i + 1] in ("{", "("):
+                i += 2
+            elif i < n and words[i] in ("{", "("):
+                i += 1
+            continue
         spec = _WRAPPERS.get(name)
         if spec is None:
             return words[i:], scripts, env, xargs
