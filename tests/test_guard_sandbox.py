@@ -105,6 +105,10 @@ def test_each_class_is_refused_and_nothing_changes_on_the_server(sandbox, sessio
             assert info.value.rule == rule, (klass, text, str(info.value))
             stopped += 1
     assert stopped == 2 * len(forms(sandbox.state))
+    # the library's own SQL call, with a psql meta-command in it
+    with pytest.raises(Forbidden) as info:
+        session.db.execute("\\i /tmp/guard-dump.sql")
+    assert info.value.rule == "no-restore-into-production-db"
     assert protected_state(sandbox) == before
     # the guard's own questions (the branch HEAD is on) are the only commands that ran
     assert session.commands_run <= 2 * len(forms(sandbox.state))

@@ -417,7 +417,7 @@ class Guards:
 
     def _check_interpreter(self, prog: str, args: list[str], cmd: SimpleCommand) -> None:
         action = " ".join(cmd.words)
-        inline = {"-c", "-e", "-E", "-r", "--eval", "-p", "--print", "-x"}
+        inline = {"-c", "-e", "-E", "-r", "--eval", "-p", "--print"}
         for a in args:
             if a == "--":
                 break
