@@ -37,6 +37,8 @@ FILES = {
     "/tmp/incl.sql": b"\\i /tmp/dump.sql\n",
     "/opt/dealix/.env": b'DATABASE_URL="postgresql://dealix@localhost/dealix"\nLLM_PROVIDER_PRIORITY=openai\n',
     "/tmp/evil.sh": b"rm -f /opt/dealix/.env.pre-v3.0.0.bak\n",
+    # pg_dump 17.6+ brackets a dump with \restrict
+    "/tmp/new-dump.sql": b"\\restrict k3y\nSET x = 1;\nCREATE TABLE t (id int);\n\\unrestrict k3y\n",
 }
 
 
@@ -207,6 +209,7 @@ FORMS: list[tuple[str, str, str]] = [
     ("sql", "no-restore-into-production-db", "psql -d dealix -f /tmp/dump.sql"),
     ("sql", "no-restore-into-production-db", "psql -f /tmp/drop.sql"),
     ("sql", "no-restore-into-production-db", "psql dealix < /tmp/dump.sql"),
+    ("sql", "no-restore-into-production-db", "psql -d dealix -f /tmp/new-dump.sql"),
     ("sql", "no-restore-into-production-db", "psql -d dealix -c '\\i /tmp/dump.sql'"),
     ("sql", "no-restore-into-production-db", "psql -d dealix -c '\\ir /tmp/dump.sql'"),
     ("sql", "no-restore-into-production-db", "psql -d dealix -f /tmp/incl.sql"),
@@ -300,6 +303,7 @@ HARMLESS = [
     "ls | xargs -n1 echo",
     "find /var/backups/postgres -name '*.gz' | xargs ls -l",
     "gunzip -c /var/backups/d.sql.gz | psql dealix_restore_test",
+    "psql -d dealix_restore_test -f /tmp/new-dump.sql",
     "git reset --hard 1234abcd",
     "sed -n '/error/p' /var/log/dealix/api.log",
     "sed 's/e/E/g' /var/log/dealix/api.log",

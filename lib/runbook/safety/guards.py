@@ -1124,6 +1124,7 @@ class Guards:
             raise _Opaque(f"{action}: SQL scripts nested more than 4 deep", _HOW_SQL)
         known = db is not None
         chunks, metas = split_script(text)
+        unknown_meta: _Opaque | None = None
         for name, arg in metas:
             if name == "!" or (
                 (name in ("o", "out", "g", "gx", "w", "write")) and arg.startswith("|")
@@ -1166,7 +1167,8 @@ class Guards:
                     )
                 continue
             if not SAFE_META.match(name) or name in ("gexec", "e", "edit", "ef", "ev"):
-                raise _Opaque(
+                # raised after the statements are judged: a restore is named as one
+                unknown_meta = unknown_meta or _Opaque(
                     f"{action}: psql's \\{name} runs what the guard cannot read",
                     "write the SQL itself (s.db.execute / s.db.query)",
                 )
@@ -1212,6 +1214,8 @@ class Guards:
                 "(CREATE, COPY, INSERT ...): a restore",
                 known=known,
             )
+        if unknown_meta is not None:
+            raise unknown_meta
         if unparsed is not None:
             raise unparsed
 

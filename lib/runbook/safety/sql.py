@@ -44,7 +44,9 @@ SAFE_META = re.compile(
     r"^(d[A-Za-z+]*|l\+?|list|x|timing|pset|a|t|T|C|f|H|echo|qecho|warn|q|quit|conninfo|set"
     r"|unset|encoding|errverbose|prompt|sf\+?|sv\+?|p|print|r|reset|s|copyright|h|help|\?"
     r"|if|elif|else|endif|bind|getenv|setenv|cd|watch|gset|g|gx|gdesc|o|out|w|write|i|ir"
-    r"|include|include_relative|c|connect|copy|!|z|lo_list|dconfig)$"
+    r"|include|include_relative|c|connect|copy|!|z|lo_list|dconfig"
+    # pg_dump 17.6+ brackets a dump with these: they only forbid meta-commands
+    r"|restrict|unrestrict)$"
 )
 
 
