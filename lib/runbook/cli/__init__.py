@@ -7,6 +7,7 @@ runbook sandbox up | down | status | fault NAME | fault --list | heal
 runbook twin up | down | status | fault NAME | fault --list | heal | exec -- CMD  (root)
 runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
             [--approved-by NAME] [--break-stale-lock] [--parameters-dir DIR]
+            [--notify URL ...] [--notify-when WHEN] [--ping URL ...]
 runbook list
 runbook verify RUN_DIR | --chain [OUTPUTS]
 runbook history [--scenario S] [--env E] [--since DATE] [--format table|csv|json] [--plot FILE]
@@ -55,7 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     params = run_parameters(args)
     try:
-        code, _ = runner.run(args.scenario, params, timeout=args.timeout)
+        code, _ = runner.run(
+            args.scenario,
+            params,
+            timeout=args.timeout,
+            notify=args.notify,
+            ping=args.ping,
+            notify_when=args.notify_when,
+        )
     except ParameterError as exc:
         print(f"runbook: {exc}", file=sys.stderr)
         print(_refused_before_run(args.scenario, params, exc))
@@ -104,6 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="break the host lock of a run that died (its heartbeat is stale); recorded",
     )
     p_run.add_argument("--timeout", type=float, default=None, help="per-cell timeout, seconds")
+    p_run.add_argument(
+        "--notify",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="an Apprise URL to tell when the run ends (json://, slack://, mailtos://...); "
+        "repeatable; on top of the profile's notify: section",
+    )
+    p_run.add_argument(
+        "--notify-when",
+        metavar="WHEN",
+        action="append",
+        default=[],
+        help="failure (any outcome but ok, the default), always, or outcome names "
+        "(dod_not_met,refused,...)",
+    )
+    p_run.add_argument(
+        "--ping",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="a dead-man's switch: healthchecks.io protocol (URL/start, URL, URL/<exit code>), "
+        "or a Cronitor telemetry URL; repeatable",
+    )
     _add_parameters_dir(p_run)
     sub.add_parser("list", help="the scenarios and their parameters")
     _add_evidence_commands(sub)
