@@ -22,7 +22,7 @@ in the run folder (sealed with the rest: see `runbook.core.seal`) and printed.
 Example::
 
     >>> mask_url("json://hook:pa55word-xyz@alerts.internal:8080/runbook/notify?token=abcdef123")
-    'json://hook:****@alerts.internal:8080/runbook/notify?token=****'
+    'json://hook:[redacted]@alerts.internal:8080/runbook/notify?token=****'
     >>> Plan(when=("failure",)).due("ok"), Plan(when=("failure",)).due("dod_not_met")
     (False, True)
     >>> Plan(when=("always",)).due("ok"), Plan(when=("refused", "abandoned")).due("failed")
@@ -73,6 +73,8 @@ def mask_url(url: str) -> str:
     'https://hc-ping.com/5f1…'
     >>> mask_url("slack://T1JJ3T3L2/B1JJ3T3L2/abcdefghijklmnop")
     'slack://T1J…/B1J…/abc…'
+    >>> mask_url("json://:pa55word-xyz@")
+    'json://:[redacted]@'
     >>> mask_url("not a url at all, secret123")
     'not…'
     """
@@ -85,12 +87,14 @@ def mask_url(url: str) -> str:
     host = parts.netloc.rpartition("@")[2]
     # a service's token in the host place (slack://TokenA/...) has no dot; a host has
     netloc = _mask_word(host) if _tokenish(host) and "." not in host else host
-    if parts.username:
-        user = parts.username if len(parts.username) < _TOKEN_LEN else parts.username[:3] + "…"
-        netloc = f"{user}:****@{netloc}" if parts.password else f"{user}@{netloc}"
+    if "@" in parts.netloc:
+        user = parts.username or ""
+        user = user if len(user) < _TOKEN_LEN else user[:3] + "…"
+        # the redactor's own mark: it leaves it as it is
+        netloc = f"{user}:[redacted]@{netloc}" if parts.password is not None else f"{user}@{netloc}"
     path = "/".join(_mask_word(w) for w in parts.path.split("/"))
     query = "&".join(f"{k}=****" if v else k for k, v in urllib.parse.parse_qsl(parts.query, True))
-    return urllib.parse.urlunsplit((parts.scheme, netloc, path, query, ""))
+    return f"{parts.scheme}://{netloc}{path}" + (f"?{query}" if query else "")
 
 
 def _mask_word(word: str) -> str:
@@ -101,9 +105,9 @@ def url_secrets(url: str) -> list[str]:
     """The parts of `url` that `mask_url` hides, for the redactor (long enough to mask).
 
     >>> url_secrets("json://u:pa55word-xyz@h/notify/hook-t0ken-99?k=abcdef123")
-    ['json://u:pa55word-xyz@h/notify/hook-t0ken-99?k=abcdef123', 'pa55word-xyz', 'hook-t0ken-99', 'abcdef123']
+    ['pa55word-xyz', 'hook-t0ken-99', 'abcdef123']
     """
-    found = [url]
+    found: list[str] = []
     with contextlib.suppress(ValueError):
         parts = urllib.parse.urlsplit(url)
         if parts.password:
