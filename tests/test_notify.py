@@ -13,16 +13,22 @@ profile must (a webhook URL holds a token): RB_NOTIFY_URL and RB_PING_URL.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from runbook.cli import run as runner
@@ -345,3 +351,129 @@ def test_the_manifest_covers_the_notifications(tmp_path) -> None:
     (tmp_path / notify.NOTIFICATIONS).write_text('{"sent": []}')
     assert verify_run(tmp_path).changed == [notify.NOTIFICATIONS]
     assert (tmp_path / MANIFEST).exists()
+
+
+# ------------------------------------------------- runbook notify (OnFailure=)
+SLEEPER = """
+from runbook import open_session
+s = open_session("sleeper", env=env)
+with s.step("1. Sleep as a drill that hangs"):
+    s.probe(["true"])
+    print("READY", flush=True)
+    import time
+    time.sleep(600)
+"""
+
+
+def _runbook_notify(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    runbook = str(Path(sys.executable).with_name("runbook"))
+    return subprocess.run(
+        [runbook, "notify", *args],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+
+
+MONITOR = {
+    "MONITOR_UNIT": "dealix-restore-drill.service",
+    "MONITOR_SERVICE_RESULT": "signal",
+    "MONITOR_EXIT_STATUS": "KILL",
+}
+
+
+def test_a_killed_run_is_told_through_runbook_notify(sandbox, receiver, outputs, tmp_path) -> None:
+    """What OnFailure= runs after a SIGKILL: the stuck record is finished as abandoned, then told."""
+    from conftest import runbook_notebook
+
+    from runbook.core import liveness
+
+    nb = runbook_notebook()
+    params = nbformat.v4.new_code_cell('env = "sandbox"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(SLEEPER)]
+    path = tmp_path / "sleeper.ipynb"
+    nbformat.write(nb, path)
+    code = (
+        "from pathlib import Path; from runbook.cli.run import run_notebook; "
+        f"run_notebook(Path({str(path)!r}), 'sleeper', {{}}, quiet=True)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=project_root(), env=os.environ.copy())
+    record_path = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list((outputs / "sandbox" / "sleeper").glob("*/commands.jsonl"))
+            if found and '"step": "1. Sleep as a drill that hangs"' in found[0].read_text():
+                record_path = found[0].parent / "record.json"
+                break
+            time.sleep(0.2)
+        assert record_path is not None, "the sleeper never started its step"
+        info = json.loads(record_path.read_text())["process"]
+        os.kill(info["pid"], signal.SIGKILL)  # the kernel
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)  # the runner: no verdict, no message
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while liveness.alive(info) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert receiver.requests == []
+    hook = receiver.url("json", "/hook/onfailure")
+    ping = receiver.url("http", f"/ping/{PING_CANARY}")
+    done = _runbook_notify(["sleeper", "--notify", hook, "--ping", ping], **MONITOR)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads(record_path.read_text())
+    assert record["outcome"] == "abandoned" and record["exit_code"] == 8
+    (sent,) = receiver.under("/hook/onfailure")
+    text = json.loads(sent["body"])["message"]
+    assert "outcome:      abandoned (exit 8)" in text
+    assert "1. Sleep as a drill that hangs" in text
+    assert f"evidence:     {record_path.parent}" in text
+    assert [p["path"] for p in receiver.under("/ping")] == [f"/ping/{PING_CANARY}/8"]
+    assert (
+        "unit:         systemd: dealix-restore-drill.service failed (result signal" in done.stdout
+    )
+    assert PING_CANARY not in done.stdout + done.stderr
+
+
+def test_runbook_notify_stays_quiet_when_the_run_told_them(
+    sandbox, healed, receiver, outputs
+) -> None:
+    hook = receiver.url("json", "/hook/told")
+    healed.fault("ci-red")
+    code, run_dir = runner.run("health_check", {}, quiet=True, notify=[hook])
+    assert code == 3 and len(receiver.under("/hook/told")) == 1
+    done = _runbook_notify(["health_check", "--notify", hook], **MONITOR)
+    assert done.returncode == 0, done.stderr
+    assert "already told by the run itself" in done.stdout
+    assert len(receiver.under("/hook/told")) == 1
+    assert verify_run(run_dir).ok
+
+
+def test_runbook_notify_says_the_run_left_no_record(sandbox, receiver, outputs) -> None:
+    hook = receiver.url("form", "/hook/none")
+    ping = receiver.url("http", f"/ping/{PING_CANARY}")
+    done = _runbook_notify(["restore_drill", "--notify", hook, "--ping", ping], **MONITOR)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (sent,) = receiver.under("/hook/none")
+    fields = urllib.parse.parse_qs(sent["body"].decode())
+    assert fields["title"] == ["runbook: restore_drill on sandbox: no record (exit KILL)"]
+    text = fields["message"][0]
+    assert "dealix-restore-drill.service failed (result signal, exit status KILL)" in text
+    assert "the run left no record in the last 180 minutes" in text
+    assert "journalctl -u dealix-restore-drill.service" in text
+    assert [p["path"] for p in receiver.under("/ping")] == [f"/ping/{PING_CANARY}/fail"]
+
+
+def test_the_scheduling_docs_quote_the_notify_units_verbatim() -> None:
+    text = (project_root() / "docs" / "scheduling.md").read_text()
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+    units = project_root() / "docs" / "scheduling"
+    for name in (
+        "dealix-restore-drill-notify.service",
+        "dealix-restore-drill.service.d/notify.conf",
+    ):
+        assert (units / name).read_text() in blocks, name

@@ -9,6 +9,7 @@ runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
             [--approved-by NAME] [--break-stale-lock] [--parameters-dir DIR]
             [--notify URL ...] [--notify-when WHEN] [--ping URL ...]
 runbook list
+runbook notify SCENARIO [--env ENV] [--notify URL ...] [--ping URL ...] [--max-age MINUTES]
 runbook verify RUN_DIR | --chain [OUTPUTS]
 runbook history [--scenario S] [--env E] [--since DATE] [--format table|csv|json] [--plot FILE]
 runbook postmortem RUN_DIR
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"runbook: {problem}", file=sys.stderr)
         return 2
+    if args.command == "notify":
+        from runbook.cli.notify import run_command as notify_command
+
+        return notify_command(args)
     if args.command in ("verify", "history", "postmortem", "seal"):
         from runbook.cli.evidence import run_command
 
@@ -138,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_parameters_dir(p_run)
     sub.add_parser("list", help="the scenarios and their parameters")
+    from runbook.cli.notify import add_parser as add_notify
+
+    add_notify(sub)
+    _add_parameters_dir(sub.choices["notify"])
     _add_evidence_commands(sub)
     return parser
 

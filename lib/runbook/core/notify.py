@@ -180,13 +180,15 @@ def ping_url(url: str, event: str, code: int | None = None) -> str:
     'https://hc.example/ping/abc/start'
     >>> ping_url("https://hc.example/ping/abc", "exit", 0)
     'https://hc.example/ping/abc'
+    >>> ping_url("https://hc.example/ping/abc", "exit", None)
+    'https://hc.example/ping/abc/fail'
     >>> ping_url("cronitor+https://c.example/p/k/job", "exit", 3)
     'https://c.example/p/k/job?state=fail&status_code=3'
     """
     style, plain = ping_style(url)
     if style == "cronitor":
         state = "run" if event == "start" else ("complete" if code == 0 else "fail")
-        extra = f"&status_code={code}" if event == "exit" else ""
+        extra = f"&status_code={code}" if event == "exit" and code is not None else ""
         sep = "&" if "?" in plain else "?"
         return f"{plain}{sep}state={state}{extra}"
     parts = urllib.parse.urlsplit(plain)
@@ -194,7 +196,8 @@ def ping_url(url: str, event: str, code: int | None = None) -> str:
     if event == "start":
         path = f"{base}/start"
     else:
-        path = base if code == 0 else f"{base}/{code}"
+        # no exit code known (the run left no record): the plain failure signal
+        path = base if code == 0 else f"{base}/{'fail' if code is None else code}"
     return urllib.parse.urlunsplit(parts._replace(path=path))
 
 
@@ -492,7 +495,9 @@ def ping(
         result = _with_retries(
             plan, functools.partial(_attempt_ping, target, body, plan.timeout_s), sleep
         )
-        event_name = event if event == "start" else ("ok" if code == 0 else f"exit {code}")
+        event_name = (
+            event if event == "start" else ("ok" if code == 0 else f"exit {code or 'fail'}")
+        )
         results.append(
             {"target": mask_url(url), "event": event_name, "at": iso(utc_now()), **result}
         )
