@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -46,7 +47,7 @@ BODY_CANARY = "cnry-notify-Vb8Nq4Lz6Ks1"
 class Receiver:
     """A webhook receiver and ping service: keeps every request; answers 500 under /broken."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[dict] = []
         receiver = self
 
@@ -75,6 +76,8 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -477,3 +480,27 @@ def test_the_scheduling_docs_quote_the_notify_units_verbatim() -> None:
         "dealix-restore-drill.service.d/notify.conf",
     ):
         assert (units / name).read_text() in blocks, name
+
+
+def test_jsons_reaches_an_https_receiver(tmp_path) -> None:
+    """jsons:// is json:// over TLS; the receiver's certificate is self-signed, so the
+    URL says verify=no (a real receiver has a certificate the system trusts)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    receiver = Receiver(tls=context)
+    try:
+        plan = notify.Plan(urls=(receiver.url("jsons", "/hook/tls") + "?verify=no",))
+        record = {"scenario": "restore_drill", "environment": "staging", "outcome": "failed",
+                  "exit_code": 1, "failed_step": "3. Restore"}  # fmt: skip
+        log = notify.deliver_run(plan, record, None, None)
+        assert log["sent"][0]["delivered"], log
+        (sent,) = receiver.under("/hook/tls")
+        assert "failed step:  3. Restore" in json.loads(sent["body"])["message"]
+    finally:
+        receiver.close()
