@@ -279,8 +279,8 @@ def run_notebook(
         for note in notes:
             print(note)
     failed = [n for n in notes if "NOT delivered" in n or "failed:" in n]
-    if quiet and failed:
-        # a person must hear that nobody heard: on stderr even when quiet
+    if failed:
+        # a person must hear that nobody heard: on stderr too, even when quiet
         print("\n".join(failed), file=sys.stderr)
     return code, run_dir
 
