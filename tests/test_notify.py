@@ -504,3 +504,27 @@ def test_jsons_reaches_an_https_receiver(tmp_path) -> None:
         assert "failed step:  3. Restore" in json.loads(sent["body"])["message"]
     finally:
         receiver.close()
+
+
+def test_a_run_refused_before_it_began_still_tells_the_flags(receiver, outputs) -> None:
+    """A profile that no longer loads: exit 2, and the command line's URLs hear it at once."""
+    hook = receiver.url("json", "/hook/refused", f"u:{URL_CANARY}@")
+    ping = receiver.url("http", f"/ping/{PING_CANARY}")
+    runbook = str(Path(sys.executable).with_name("runbook"))
+    proc = subprocess.run(
+        [runbook, "run", "restore_drill", "--env", "nosuch", "--notify", hook, "--ping", ping],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "nothing ran" in proc.stdout
+    (sent,) = receiver.under("/hook/refused")
+    payload = json.loads(sent["body"])
+    assert payload["title"] == "runbook: restore_drill on nosuch: parameters (exit 2)"
+    assert "no profile for environment 'nosuch'" in payload["message"]
+    assert [p["path"] for p in receiver.under("/ping")] == [f"/ping/{PING_CANARY}/2"]
+    assert "delivered (1 attempt)" in proc.stderr
+    assert URL_CANARY not in proc.stdout + proc.stderr and PING_CANARY not in proc.stderr
+    assert not outputs.exists() or not any(outputs.rglob("record.json"))

@@ -19,9 +19,11 @@ runbook seal RUN_DIR [--notebook OUTPUT]  (seal a plain papermill run: HTML, man
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
+from runbook.core.redact import Redactor
 from runbook.errors import ParameterError
 
 
@@ -72,8 +74,46 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as exc:
         print(f"runbook: {exc}", file=sys.stderr)
         print(_refused_before_run(args.scenario, params, exc))
+        for line in _tell_refused(args, params, exc):
+            print(line, file=sys.stderr)
         return runner.EXIT["parameters"]
     return code
+
+
+def _tell_refused(args: argparse.Namespace, params: dict, exc: ParameterError) -> list[str]:
+    """A run refused before it had a folder still tells the command line's URLs and pings:
+    an unattended drill whose profile broke says so now, not when a ping service's grace
+    ends. The profile's own notify: section may be what failed to load: only the flags."""
+    from runbook.core import notify as notifier
+
+    if exc.key in ("notify", "ping", "notify.when") or not (args.notify or args.ping):
+        return []
+    try:
+        for url in args.notify:
+            notifier.check_notify_url(url, "--notify")
+        for url in args.ping:
+            notifier.check_ping_url(url, "--ping")
+        when = notifier.check_when(args.notify_when, "--notify-when")
+    except ParameterError:
+        return []
+    redactor = Redactor()
+    for url in [*args.notify, *args.ping]:
+        for part in notifier.url_secrets(url):
+            with contextlib.suppress(ValueError):
+                redactor.register("notify-url", part)
+    plan = notifier.Plan(
+        urls=tuple(args.notify), pings=tuple(args.ping), when=when, redactor=redactor
+    )
+    record = {
+        "scenario": args.scenario,
+        "environment": params.get("env", "sandbox"),
+        "outcome": "parameters",
+        "exit_code": 2,
+        "error": {"type": "ParameterError", "message": str(exc)},
+        "next_command": "none: fix what the error names, then run it again",
+    }
+    log = notifier.deliver_run(plan, record, None, None)
+    return notifier.summary_lines(log)
 
 
 def list_scenarios() -> str:
