@@ -293,6 +293,11 @@ def notify_plan(
     from runbook.core.seal import secrets_redactor
 
     profile = load_profile(env)
+    section = profile.notify
+    anyone = urls or pings or section.urls or section.url_secrets or section.ping
+    if not (anyone or section.ping_secret):
+        # nobody to tell: skip building the secrets redactor (~40 ms of every run)
+        return notifier.Plan(when=notifier.check_when(when or section.when, "--notify-when"))
     redactor = secrets_redactor(env)
     store = SecretStore(redactor, profile.secrets.file, source=profile.source)
     return notifier.build_plan(
