@@ -212,7 +212,9 @@ def test_dry_run_skips_changes_but_runs_probes(sandbox, tmp_path) -> None:
     marker = "/tmp/rb-dry-run-marker"
     s.probe(["rm", "-f", marker])
     r = s.run(["touch", marker])
-    assert r.dry_run and r.ok
+    # it never ran: neither ok nor failed, and check() has nothing to raise
+    assert r.dry_run and not r.ran and not r.ok and not r.failed
+    assert r.check() is r and r.status == "not run (dry run)"
     assert s.probe(["test", "-e", marker], warn=True).exit_code == 1
     rec = s.record()
     assert rec["would_change"][0]["what"] == f"touch {marker}"

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from runbook.clock import wait_for
 from runbook.core import postmortem
 from runbook.core.postmortem import Summary
-from runbook.errors import CommandFailed, Refusal, RunbookError
+from runbook.errors import CommandFailed
 from runbook.ops import backups as backup_ops
 from runbook.ops.logs import last_lines, log_gist, recent_errors
 from runbook.scenarios._base import Scenario, show, take_lock
@@ -333,7 +333,7 @@ def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
     """Measure every triage signal (read-only; all of them, even when one fails)."""
     v: dict[str, Any] = {}
     seen: dict[str, str] = {}
-    try:
+    with s.attempt() as a:
         deep = s.api.deep_health()
         v["deep_status"] = deep.get("status")
         pg = deep.get("postgres") or {}
@@ -348,10 +348,8 @@ def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
         seen["deep_status"] = f"{deep.get('status')} (HTTP {deep.get('http_status')})" + (
             f"; not green: {', '.join(red)}" if red else ""
         )
-    except Refusal:
-        raise  # a refusal ends the run; never a red check
-    except RunbookError as exc:
-        v["deep_status_error"] = v["deep_postgres_error"] = str(exc)[:200]
+    if a.error is not None:
+        v["deep_status_error"] = v["deep_postgres_error"] = str(a.error)[:200]
     for key, role in (("api_service", "api"), ("postgres_service", "postgres")):
         st = s.services.status(role)
         v[key] = st.active if key == "api_service" else st.words
@@ -684,12 +682,9 @@ def postmortem_summary(
 
 def dlq_depths_or_none(s: Session) -> dict[str, int] | None:
     """DLQ depths, or None when the API cannot say (it may be the thing that is down)."""
-    try:
+    with s.attempt():
         return s.api.dlq_depths()
-    except Refusal:
-        raise  # a refusal ends the run; never a red check
-    except RunbookError:
-        return None
+    return None  # it failed: the API cannot say
 
 
 def changes_server(branch: Branch) -> bool:

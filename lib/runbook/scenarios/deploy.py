@@ -114,7 +114,7 @@ class Deploy(Release):
 
     def _untouched(self) -> bool:
         """True when the failed step left the server as the snapshot saw it (nothing live)."""
-        try:
+        with self.s.attempt():
             head = self.s.git.head()
             return (
                 self.head_before is not None
@@ -122,8 +122,7 @@ class Deploy(Release):
                 and self.running_sha() == self.running_before
                 and self.s.alembic.current() == self.rev_before
             )
-        except Exception:  # cannot tell: assume the worst and say how to roll back
-            return False
+        return False  # cannot tell: assume the worst and say how to roll back
 
     def _say_nothing_deployed(self) -> None:
         sha = (self.running_before or "?")[:12]

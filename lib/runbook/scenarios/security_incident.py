@@ -271,12 +271,10 @@ def wait_api(s: Session, timeout: float = 30.0) -> None:
 
     def up() -> bool:
         nonlocal last
-        try:
+        with s.attempt() as a:
             last = s.api.health().status
-        except Refusal:
-            raise  # a refusal ends the run; never a red check
-        except RunbookError as exc:
-            last = type(exc).__name__
+        if a.error is not None:
+            last = type(a.error).__name__
         return last == 200
 
     if not wait_for(up, timeout, 0.3)[0]:
@@ -379,6 +377,8 @@ class Lockdown:
 
 def _new_connection(s: Session) -> tuple[bool, str]:
     """Open a NEW SSH connection (as the operator) and run `true` on it."""
+    import paramiko
+
     from runbook.core.transport import SSHTransport
 
     transport = s.transport
@@ -387,15 +387,20 @@ def _new_connection(s: Session) -> tuple[bool, str]:
     s._stop_if_refused()
     fresh = SSHTransport(transport.spec)
     try:
-        out = fresh.execute("true", on_stdout=lambda b: None, on_stderr=lambda b: None, timeout=20)
-        return out.exit_code == 0, f"new connection: exit {out.exit_code}"
+        # any failure to connect is the answer; a refusal is not
+        with s.attempt(also=(OSError, EOFError, paramiko.SSHException)) as a:
+            out = fresh.execute(
+                "true", on_stdout=lambda b: None, on_stderr=lambda b: None, timeout=20
+            )
     except Refusal as exc:
         s._note_refusal(exc)  # the session's latch: nothing more goes out
         raise
-    except Exception as exc:  # any failure to connect is the answer
-        return False, s.redactor.redact(f"new connection failed: {type(exc).__name__}: {exc}")
     finally:
         fresh.close()
+    if a.error is not None:
+        why = f"{type(a.error).__name__}: {a.error}"
+        return False, s.redactor.redact(f"new connection failed: {why}")
+    return out.exit_code == 0, f"new connection: exit {out.exit_code}"
 
 
 def _fw_commands(kind: str, port: int, target: str, saved: str) -> dict[str, str]:
