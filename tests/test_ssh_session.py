@@ -12,6 +12,7 @@ from runbook import (
     CommandFailed,
     CommandInterrupted,
     CommandTimedOut,
+    Forbidden,
     HostKeyMismatch,
     ParameterError,
     open_session,
@@ -219,6 +220,24 @@ def test_dry_run_skips_changes_but_runs_probes(sandbox, tmp_path) -> None:
     rec = s.record()
     assert rec["would_change"][0]["what"] == f"touch {marker}"
     assert rec["changes"] == []
+    s.close()
+
+
+def test_attempt_and_judge_on_a_real_session(sandbox, tmp_path) -> None:
+    s = open_session("test", env="sandbox", dry_run=True, run_dir=tmp_path / "run")
+    marker = "/tmp/rb-judge-marker"
+    # a changing command a dry run skipped: judged "not run", never passed
+    c = s.judge("Marker written", expected="exit 0", result=s.run(["touch", marker]))
+    assert (c.actual, c.status) == ("not run (dry run)", "not available")
+    # a probe that ran and failed, inside attempt: one failed check, type and first line
+    with s.attempt("Server answers", expected="exit 0") as a:
+        s.probe("echo boom >&2; exit 3", shell=True)
+    assert a.failed and s.checks[-1].status == "failed"
+    assert s.checks[-1].actual.startswith("CommandFailed: command failed on ")
+    # a runbook rule's refusal passes through attempt and records no check
+    with pytest.raises(Forbidden), s.attempt("Pushed", expected="exit 0"):
+        s.run(["git", "push", "origin", "main"])
+    assert [x.name for x in s.checks] == ["Marker written", "Server answers"]
     s.close()
 
 

@@ -705,9 +705,7 @@ def after_failed(s: Session, wait_seconds: float) -> dict[str, Any]:
     over to scenario 5 exactly as for a corrupt database.
     """
     res = fix_service_failed(s, wait_seconds)
-    if res["dry_run"]:
-        actual = "not restarted (dry run)"
-    elif res["select1"]:
+    if res["select1"]:
         actual = "1"
     elif not res["restart_ok"]:
         actual = f"no answer: the restart failed (exit {res['restart_exit']})"
@@ -715,11 +713,12 @@ def after_failed(s: Session, wait_seconds: float) -> dict[str, Any]:
         actual = f"no answer: {res['service_after']}"
     else:
         actual = f"no answer within {wait_seconds:.0f} s"
-    s.check(
+    s.judge(
         "Postgres answers SELECT 1 after the restart",
         expected="1",
+        ran=not res["dry_run"],
         actual=actual,
-        passed=None if res["dry_run"] else bool(res["select1"]),
+        passed=bool(res["select1"]),
         note="" if res["dry_run"] or res["select1"] else f"log: {res.get('log_after', '')}",
     )
     res["branch"] = Branch(SERVICE_FAILED, "restarted")
@@ -800,7 +799,7 @@ def rotate_backups(s: Session, plan: dict[str, Any]) -> dict[str, Any]:
     dry run, confirmation and the guards apply), then re-check from the server."""
     candidates, kept = plan["candidates"], plan["kept"]
     r = delete_backups(s, candidates)
-    dry = r is not None and getattr(r, "dry_run", False)
+    dry = r is not None and not r.ran
     usage = disk_usage(s)
     worst = float(usage["used %"].max()) if len(usage) else float("nan")
     s.check(
@@ -817,8 +816,9 @@ def rotate_backups(s: Session, plan: dict[str, Any]) -> dict[str, Any]:
     newest = [str(p) for p in kept["path"]]
     missing = [p for p in newest if p not in present]
     gone = [str(p) for p in candidates["path"] if str(p) in present]
-    s.check(
+    s.judge(
         "Newest backups kept",
+        ran=not dry,  # nothing was deleted: "kept" would say nothing
         expected=f"the newest {plan['keep_newest']} backups still on the server",
         actual=f"{len(newest) - len(missing)} of {len(newest)} still there"
         + (f"; MISSING: {', '.join(PurePosixPath(p).name for p in missing)}" if missing else "")
@@ -834,7 +834,12 @@ def after_pool_exhausted(s: Session, wait_seconds: float) -> dict[str, Any]:
     before = connections_by_state(s)
     res = fix_pool_exhausted(s, wait_seconds)
     after = connections_by_state(s)
-    if not res["dry_run"]:
+    if res["dry_run"]:
+        # the restart was skipped: nothing to judge, and never a pass
+        s.judge(
+            "API gets database connections again", expected="deep health postgres green", ran=False
+        )
+    else:
         _check_postgres_green(
             s,
             "API gets database connections again",
@@ -935,11 +940,12 @@ def drain_after_incident(
             if s.dry_run and depth
             else _stopped_because(batches, max_batches)
         )
-        s.check(
+        s.judge(
             f"{check}: {queue} drained",
             expected="0 left",
+            ran=not (s.dry_run and depth),
             actual=f"{depth} before, {left} after",
-            passed=None if s.dry_run and depth else left == 0,
+            passed=left == 0,
             note=f"batches of {limit}; {why}",
         )
         queues[queue] = {"before": depth, "after": left, "batches": batches, "stopped": why}

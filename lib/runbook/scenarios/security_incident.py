@@ -232,7 +232,7 @@ def rotate_secrets(s: Session, *, update_operator_secrets: bool = True) -> Rotat
                 [f"{v}: new value" for v in [var, *(v for v in ROTATED.values() if v)]],
             )
         for name in ("Secrets rotated", "New admin key accepted", "Old admin key refused"):
-            s.check(name, expected="proved", actual="dry run: not rotated", passed=None)
+            s.judge(name, expected="proved", result=r)
         return Rotation(False, "", before, None, None, False, "dry run")
     s.services.restart("api")
     wait_api(s)
@@ -466,13 +466,10 @@ def lock_down_ssh(s: Session, target: str, *, revert_after_s: int = 300) -> Lock
     )
     lock.saved = saved
     lock.steps.append({"step": "save", "command": r.command, "result": r.status})
-    if r.dry_run:
-        s.check(names[0], expected="saved", actual="dry run", passed=None)
-    else:
-        s.check(names[0], expected="saved", actual=saved if r.ok else r.status, passed=r.ok)
-    if r.dry_run:
+    s.judge(names[0], expected="saved", result=r, actual=lambda r: saved if r.ok else r.status)
+    if not r.ran:
         for name in names[1:]:
-            s.check(name, expected="done and proved", actual="dry run", passed=None)
+            s.judge(name, expected="done and proved", result=r)
         return lock
     lock.outside_before, what = outside_reachable(s)
     if lock.outside_before is not None:
@@ -680,20 +677,22 @@ def ban_attackers(s: Session, findings: Findings) -> None:
         s.run(["fail2ban-client", "set", jail, "unbanip", addr], sudo=sudo, label="unbanip")
     after = fail2ban_status(s) or {"banned": []}
     missing = sorted(set(attackers) - set(after["banned"]))
-    s.check(
+    s.judge(
         "Attacker addresses banned",
         expected=", ".join(attackers) or "none found",
         actual=", ".join(sorted(set(attackers) & set(after["banned"]))) or "none",
-        passed=not missing if not s.dry_run else None,
+        passed=not missing,
+        ran=not s.dry_run,
         note=f"not banned: {', '.join(missing)}" if missing else "",
     )
     still = sorted(set(findings.authorized_banned) & set(after["banned"]))
     if findings.authorized_banned:
-        s.check(
+        s.judge(
             "Authorized addresses unbanned",
             expected="none banned",
+            ran=not s.dry_run,
             actual=", ".join(still) or "none banned",
-            passed=not still if not s.dry_run else None,
+            passed=not still,
         )
 
 
@@ -722,8 +721,8 @@ def preserve_evidence(s: Session) -> Preserved:
         accept=(0, 1),  # 1: a log grew while tar read it; the copy is still good
         label="evidence-tarball",
     )
-    if r.dry_run:
-        s.check("Evidence preserved", expected="tarball hashed", actual="dry run", passed=None)
+    if not r.ran:
+        s.judge("Evidence preserved", expected="tarball hashed", result=r)
         return Preserved(None, None, None, None)
     h = s.probe(["sha256sum", remote], label="sha256")
     digest = h.stdout.split()[0]
