@@ -705,7 +705,9 @@ def after_failed(s: Session, wait_seconds: float) -> dict[str, Any]:
     over to scenario 5 exactly as for a corrupt database.
     """
     res = fix_service_failed(s, wait_seconds)
-    if res["select1"]:
+    if res["dry_run"]:
+        actual = ""  # judge() says "not run (dry run)": nothing was restarted
+    elif res["select1"]:
         actual = "1"
     elif not res["restart_ok"]:
         actual = f"no answer: the restart failed (exit {res['restart_exit']})"
