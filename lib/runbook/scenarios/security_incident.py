@@ -872,9 +872,10 @@ def elapsed_check(s: Session) -> None:
     """The DoD's 1-hour target, measured from the session's start."""
     target = s.profile.targets.incident_doc_minutes
     minutes = s.elapsed / 60
-    s.check(
+    s.judge(
         f"Contained and documented within {target:.0f} min",
         expected=f"<= {target:.0f} min",
+        ran=not s.dry_run,  # a dry run contained nothing: its speed proves nothing
         actual=f"{minutes:.1f} min",
         passed=minutes <= target,
     )
