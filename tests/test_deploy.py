@@ -389,6 +389,11 @@ def test_deploy_dry_run_changes_nothing(sandbox, healed) -> None:
     kinds = " ".join(w["what"] for w in record["would_change"])
     assert "git" in kinds and "alembic" in kinds and "restart" in kinds
     assert server(healed) == before
+    # the changes it skipped are "not run", never passed
+    st = {c["name"]: (c["status"], c["actual"]) for c in record["checks"]}
+    for name in (".env backed up", "Checked out the commit to deploy", "Migrations at head"):
+        assert st[name] == ("not available", "not run (dry run)"), st
+    assert st["Service restarted"] == ("not available", "not run (dry run)"), st
 
 
 def test_rollback_needs_a_reason(sandbox, healed) -> None:

@@ -263,6 +263,8 @@ def test_database_down_dry_run_changes_nothing(sandbox, healed) -> None:
     assert record["changes"] == [] and record["would_change"]
     assert code == runner.EXIT["dod_not_met"]  # not fixed: the verdict says so
     assert sandbox.programs()["postgresql"]["statename"] == "STOPPED"
+    restarted = checks(record)["Postgres answers SELECT 1 after the restart"]
+    assert (restarted["status"], restarted["actual"]) == ("not available", "not run (dry run)")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="disk-full mounts a tmpfs: needs root")

@@ -74,6 +74,7 @@ from runbook.ops.github import GitHub
 from runbook.ops.postgres import Postgres
 from runbook.ops.services import Services
 from runbook.result import Result, raise_for_ending
+from runbook.safety import attempt as _attempt
 from runbook.safety.change import ChangeCheck
 from runbook.safety.guards import Guards, check_procedure, check_provider_priority, forbid
 from runbook.safety.lock import HostLock
@@ -714,6 +715,64 @@ class Session:
         )
         self.checks.append(c)
         self.evidence.append({"kind": "check", **c.to_dict()})
+        return c
+
+    def attempt(
+        self,
+        name: str | None = None,
+        *,
+        expected: Any = "",
+        note: str = "",
+        also: tuple[type[Exception], ...] = (),
+    ) -> contextlib.AbstractContextManager[_attempt.Attempt]:
+        """Run a block whose `RunbookError` becomes the failed check `name` (type, first line).
+
+        Refusals (Forbidden, NotConfirmed, a host-key refusal), an interrupted
+        command and KeyboardInterrupt pass through and stop the run. Without a
+        name nothing is recorded; the error waits in `a.error` (runbook.safety.attempt)::
+
+            with s.attempt("Restore completed", expected="exit 0") as a:
+                r = restore(s, backup, scratch)
+            if a.failed:
+                return None
+        """
+        return _attempt.attempt(
+            self.check if name is not None else None,
+            name,
+            expected=expected,
+            note=note,
+            also=also,
+        )
+
+    def judge(
+        self,
+        name: str,
+        *,
+        expected: Any,
+        result: Any = None,
+        actual: Any = _attempt.FROM_RESULT,
+        passed: Any = _attempt.FROM_RESULT,
+        note: str = "",
+        ran: bool | None = None,
+    ) -> Check:
+        """Record a check on a result; a call a dry run skipped is "not run (dry run)", never passed.
+
+        `passed` defaults to the result's `ok`, `actual` to its `status`; both may
+        be functions of the result::
+
+            r = s.services.restart("api")
+            s.judge("API restarted", expected="exit 0", result=r)
+        """
+        c: Check = _attempt.judge(
+            self.check,
+            name,
+            expected=expected,
+            result=result,
+            actual=actual,
+            passed=passed,
+            note=note,
+            ran=ran,
+        )
         return c
 
     def metric(

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runbook.errors import Refusal, RunbookError
 from runbook.ops.firewall import jail_status
 from runbook.scenarios._base import Scenario
 
@@ -195,13 +194,11 @@ def check_all(s: Session) -> pd.DataFrame:
     rows = []
     for name, fn in SIGNALS:
         with s.step(f"Signal: {name}"):
-            try:
+            with s.attempt() as a:
                 rows.append(fn(s))
-            except Refusal:
-                raise  # a refusal ends the run; never a red check
-            except RunbookError as exc:
+            if a.error is not None:
                 # a signal we could not even measure is red, with the reason
-                rows.append(_row(s, name, "", "measurable", "error", False, str(exc)[:300]))
+                rows.append(_row(s, name, "", "measurable", "error", False, str(a.error)[:300]))
     return pd.DataFrame(rows)
 
 
