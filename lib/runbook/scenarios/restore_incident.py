@@ -47,7 +47,7 @@ from runbook.ops.backups import (
     one_row,
     table_facts,
 )
-from runbook.scenarios._base import Scenario
+from runbook.scenarios._base import Scenario, armor_preflight
 from runbook.scenarios._restore import (
     RestoreResult,
     as_utc,
@@ -161,6 +161,7 @@ class IncidentRestore(Scenario):
                         f"{self.chosen['name']} is corrupt: nothing was changed; pick another"
                     )
             s.acquire_lock()
+        armor_preflight(s)
         return self.frame
 
     def snapshot(self) -> dict[str, Any]:
@@ -350,6 +351,15 @@ class IncidentRestore(Scenario):
                 self.renamed = None
                 raise
             kept = database_exists(s, self.renamed) if not s.dry_run else None
+            # the evidence outlives even a DROP nobody should run: dumped, then immutable
+            sealed = s.armor.seal_dump(self.renamed)
+            s.check(
+                "Damaged database dumped (immutable evidence)",
+                expected="pg_dump -Fc of it, chattr +i",
+                actual=sealed.status if sealed.passed is not None else sealed.detail,
+                passed=None if s.dry_run else sealed.passed,
+                note=f"{sealed.name}: {sealed.detail}",
+            )
             s.check(
                 "Damaged database kept",
                 expected=f"{self.prod} renamed to {self.renamed}, not dropped",
