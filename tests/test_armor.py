@@ -217,3 +217,12 @@ def test_the_hooks_carry_the_mark(armored: Sandbox) -> None:
     hook = Path(armored.state["app_dir"]) / ".git" / "hooks" / "reference-transaction"
     assert MARK in hook.read_text()
     assert MARK in (Path(armored.state["origin_dir"]) / "hooks" / "pre-receive").read_text()
+
+
+def test_a_read_cannot_write_least_privilege(armored: Sandbox, session: Session) -> None:
+    # a read-only call (db.query, db.probe) runs in read-only transactions: a read that
+    # would write fails, and nothing was written
+    r = session.db.probe("CREATE TABLE armor_probe_wrote (a int)")
+    assert not r.ok and "read-only transaction" in r.stderr, r.stderr
+    exists = session.db.query("SELECT to_regclass('public.armor_probe_wrote') IS NULL AS gone")
+    assert bool(exists["gone"][0])
