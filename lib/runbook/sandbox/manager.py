@@ -22,7 +22,6 @@ import os
 import secrets
 import shlex
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -85,19 +84,6 @@ DLQS = {"webhooks": "WEBHOOKS_DLQ", "outbound": "OUTBOUND_DLQ", "enrichment": "E
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def lift_armor(root: Path) -> None:
-    """Clear the immutable attribute the runbook's armor put on files under `root`.
-
-    The armor (runbook.ops.armor) makes the do-not-touch files and the evidence
-    dumps immutable, for root too. Throwing the whole sandbox away (`up --fresh`)
-    is the one place the sandbox lifts it, as root, on purpose; nothing else does.
-    """
-    if not root.exists() or shutil.which("chattr") is None:
-        return
-    # -f: quiet on files without the attribute or filesystems that lack it
-    subprocess.run(["chattr", "-R", "-f", "-i", str(root)], check=False, capture_output=True)
 
 
 class Sandbox:
@@ -582,7 +568,7 @@ class Sandbox:
 
     def _wipe(self) -> None:
         lay = self.layout
-        lift_armor(lay.root)
+        host.lift_armor(lay.root)
         if lay.sock_dir.exists() and lay.sock_dir.stat().st_uid == os.geteuid():
             shutil.rmtree(lay.sock_dir, ignore_errors=True)
         for child in lay.root.iterdir():
