@@ -171,7 +171,8 @@ def commit_and_push(
         git("add", "-A", cwd=work)
         git("commit", "-q", "-m", message.format(rev=rev), cwd=work)
         sha = git("rev-parse", "HEAD", cwd=work)
-        git("push", "-q", "origin", f"HEAD:refs/pull/{rev}/head", cwd=work)
+        # forced: a healed fault leaves its pull-request ref behind, as GitHub does
+        git("push", "-q", "origin", f"+HEAD:refs/pull/{rev}/head", cwd=work)
         merge(sha)
     finally:
         shutil.rmtree(work, ignore_errors=True)
