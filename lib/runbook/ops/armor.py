@@ -347,6 +347,15 @@ class Armor:
         from runbook.ops.github import GitHub
 
         gh = GitHub(self.ctx)
+        token = self.profile.secrets.github_token
+        if not self.ctx.secrets.get(token, required=False):
+            # read-only and not this run's business to demand: say it could not be read
+            return Piece(
+                name,
+                NOT_AVAILABLE,
+                f"not available: no GitHub token ({token}) to read the branch protection "
+                f"of {gh.repo}; export {token} to verify it",
+            )
         problems: list[str] = []
         for branch in self.dnt.protected_branches:
             try:
