@@ -140,6 +140,8 @@ def twin() -> Iterator[object]:
     os.environ["RUNBOOK_TWIN_DIR"] = str(t.dir)
     try:
         t.up(fresh=not reuse)
+        # as for the sandbox: the armor a changing run's preflight installs, through a session
+        armor_through_runbook("twin")
         yield t
     finally:
         if not reuse:
