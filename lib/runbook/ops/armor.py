@@ -42,7 +42,7 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runbook.ops.backups import tool
+from runbook.ops.backups import literal, tool
 
 if TYPE_CHECKING:
     from runbook.core.context import OpsContext
@@ -389,7 +389,7 @@ class Armor:
     def _evidence_pieces(self) -> list[Piece]:
         d = self.evidence_dir()
         r = self.ctx.probe(
-            f"ls -1 {shlex.quote(d)} 2>/dev/null | grep '\\.dump$' || true",
+            f"ls -1 {shlex.quote(d)} 2>/dev/null | grep -E '\\.(dump|tar\\.gz)$' || true",
             shell=True,
             label="armor-evidence",
         )
@@ -429,7 +429,9 @@ class Armor:
         """`pg_dump -Fc` of `database` into the evidence dir, then immutable (changing).
 
         Called when restore_incident renames production to `dealix_corrupt_*`, so the
-        evidence survives even a DROP DATABASE nobody should run.
+        evidence survives even a DROP DATABASE nobody should run. A database too
+        damaged to dump (a corrupt catalog: pg_dump cannot read it) is kept as its
+        files instead: a tar of `<data_directory>/base/<oid>`, sealed the same way.
         """
         from runbook.clock import utc_now
 
@@ -448,13 +450,52 @@ class Armor:
         )
         if r.dry_run:
             return Piece(f"evidence dump {path}", MISSING, "dry run: would dump and seal")
+        how = "pg_dump -Fc"
         if not r.ok:
-            return Piece(f"evidence dump {path}", MISSING, f"pg_dump failed: {r.tail(2)}")
+            self.ctx.run(["rm", "-f", f"{path}.part"], warn=True, label="pg_dump-evidence")
+            failed = r.tail(1)
+            path = posixpath.join(d, f"{database}-{stamp}.files.tar.gz")
+            made = self._tar_files(database, path)
+            if made is not None:
+                return Piece(
+                    f"evidence dump {path}",
+                    MISSING,
+                    f"pg_dump failed ({failed}) and its files could not be kept: {made}",
+                )
+            how = f"its files (pg_dump failed: {failed})"
         why = self._chattr(path)
         piece = self._file_piece(path, "evidence dump")
         if why and piece.status != HOLDING:
-            return Piece(piece.name, NOT_AVAILABLE, f"dumped, not sealed: {why}")
-        return piece
+            return Piece(piece.name, NOT_AVAILABLE, f"{how} kept, not sealed: {why}")
+        return Piece(piece.name, piece.status, f"{how}; {piece.detail}")
+
+    def _tar_files(self, database: str, path: str) -> str | None:
+        """A tar of the database's directory under the data directory; why not, or None."""
+        from runbook.errors import Refusal, RunbookError
+        from runbook.ops.postgres import Postgres
+
+        try:
+            row = Postgres(self.ctx).query(
+                "SELECT d.oid, current_setting('data_directory') AS data "  # noqa: S608 - the name via literal()
+                f"FROM pg_database d WHERE d.datname = {literal(database)}",
+                database="postgres",
+            )
+        except Refusal:
+            raise
+        except RunbookError as exc:
+            return str(exc).splitlines()[0]
+        if row.empty:
+            return f"no database {database}"
+        base = posixpath.join(str(row["data"][0]), "base")
+        q = shlex.quote
+        r = self.ctx.run(
+            f"tar -C {q(base)} -czf {q(path)} {int(row['oid'][0])}",
+            shell=True,
+            warn=True,
+            timeout=3600,
+            label="evidence-files",
+        )
+        return None if r.ok else r.tail(2)
 
 
 def record_pieces(ctx: Any, pieces: list[Piece], *, prefix: str = "Armor: ") -> None:
