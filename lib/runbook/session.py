@@ -69,6 +69,7 @@ from runbook.errors import (
 )
 from runbook.ops.alembic import Alembic
 from runbook.ops.api import DealixAPI
+from runbook.ops.armor import Armor
 from runbook.ops.git import Git
 from runbook.ops.github import GitHub
 from runbook.ops.postgres import Postgres
@@ -929,6 +930,7 @@ class Session:
     git = cached_property(Git)
     alembic = cached_property(Alembic)
     github = cached_property(GitHub)
+    armor = cached_property(Armor)
 
 
 def open_session(scenario: str, env: str = "sandbox", **kw: Any) -> Session:

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from runbook.ops.armor import MISSING, NOT_AVAILABLE
+from runbook.ops.armor import summary as armor_summary
 from runbook.ops.firewall import jail_status
 from runbook.scenarios._base import Scenario
 
@@ -175,6 +177,29 @@ def nginx(s: Session) -> dict[str, Any]:
     return _row(s, "Nginx", f"systemctl status {st.name}", "active (running)", st.words, st.active)
 
 
+def armor(s: Session) -> dict[str, Any]:
+    """The server's armor (runbook.ops.armor), read back: every piece holding.
+
+    A piece the platform does not allow (no immutable attribute on this
+    filesystem) makes the signal "not available", never passed; a missing piece
+    makes it red (a changing scenario's preflight installs it again).
+    """
+    pieces = s.armor.verify()
+    missing = [p for p in pieces if p.status == MISSING]
+    unavailable = [p for p in pieces if p.status == NOT_AVAILABLE]
+    passed: bool | None = False if missing else (None if unavailable else True)
+    note = "; ".join(f"{p.name}: {p.detail}" for p in missing + unavailable)
+    return _row(
+        s,
+        "Armor",
+        "lsattr -d <do-not-touch files>; git hooks; origin protection",
+        "every piece holding",
+        armor_summary(pieces),
+        passed,
+        note or f"{len(pieces)} pieces holding",
+    )
+
+
 SIGNALS: list[tuple[str, Callable[[Session], dict[str, Any]]]] = [
     ("Liveness", liveness),
     ("Deep health", deep_health),
@@ -184,6 +209,7 @@ SIGNALS: list[tuple[str, Callable[[Session], dict[str, Any]]]] = [
     ("Service status", service_status),
     ("fail2ban", fail2ban),
     ("Nginx", nginx),
+    ("Armor", armor),
 ]
 
 

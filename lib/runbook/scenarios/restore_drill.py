@@ -37,7 +37,7 @@ from runbook.ops.backups import (
     list_backups,
 )
 from runbook.safety.guards import forbid
-from runbook.scenarios._base import Scenario
+from runbook.scenarios._base import Scenario, armor_preflight
 from runbook.scenarios._restore import (
     RestoreResult,
     backup_checks,
@@ -151,6 +151,9 @@ class RestoreDrill(Scenario):
                 self.s, self.chosen, rpo_hours=self.rpo_hours, min_bytes=self.min_bytes
             )
             self.ready = all(verdict.values()) and len(verdict) == 3
+        if self.ready:
+            # the drill changes the server (a scratch database): armor first
+            armor_preflight(self.s)
         if not self.ready:
             print("preflight failed: the backup is NOT restored (see the failed checks)")
         return self.ready

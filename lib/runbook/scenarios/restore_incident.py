@@ -44,7 +44,7 @@ from runbook.ops.backups import (
     one_row,
     table_facts,
 )
-from runbook.scenarios._base import Scenario
+from runbook.scenarios._base import Scenario, armor_preflight
 from runbook.scenarios._restore import (
     RestoreResult,
     as_utc,
@@ -158,6 +158,7 @@ class IncidentRestore(Scenario):
                         f"{self.chosen['name']} is corrupt: nothing was changed; pick another"
                     )
             s.acquire_lock()
+        armor_preflight(s)
         return self.frame
 
     def snapshot(self) -> dict[str, Any]:
@@ -344,6 +345,16 @@ class IncidentRestore(Scenario):
                 self.renamed = None
                 raise a.error
             kept = False if s.dry_run else database_exists(s, self.renamed)
+            # the evidence outlives even a DROP nobody should run: dumped, then immutable
+            sealed = s.armor.seal_dump(self.renamed)
+            s.judge(
+                "Damaged database dumped (immutable evidence)",
+                expected="pg_dump -Fc of it, chattr +i",
+                ran=not s.dry_run,
+                actual=sealed.status if sealed.passed is not None else sealed.detail,
+                passed=sealed.passed,
+                note=f"{sealed.name}: {sealed.detail}",
+            )
             s.judge(
                 "Damaged database kept",
                 expected=f"{self.prod} renamed to {self.renamed}, not dropped",
