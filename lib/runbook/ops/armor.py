@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runbook.ops.backups import literal, tool
+from runbook.safety.attempt import attempt
 
 if TYPE_CHECKING:
     from runbook.core.context import OpsContext
@@ -343,7 +344,6 @@ class Armor:
 
     def _github_protection(self, name: str) -> Piece:
         """Branch protection read back through GitHub's API (production)."""
-        from runbook.errors import Refusal, RunbookError
         from runbook.ops.github import GitHub
 
         gh = GitHub(self.ctx)
@@ -358,16 +358,14 @@ class Armor:
             )
         problems: list[str] = []
         for branch in self.dnt.protected_branches:
-            try:
+            with attempt() as a:
                 resp = gh.get(
                     f"/repos/{gh.repo}/branches/{branch}/protection",
                     headers=gh._auth(),
                     accept=(200, 404),
                 )
-            except Refusal:
-                raise
-            except RunbookError as exc:
-                return Piece(name, MISSING, f"could not read GitHub's branch protection: {exc}")
+            if a.error is not None:
+                return Piece(name, MISSING, f"could not read GitHub's branch protection: {a.error}")
             if resp.status == 404:
                 problems.append(f"{branch}: not protected on GitHub")
                 continue
@@ -471,19 +469,16 @@ class Armor:
 
     def _tar_files(self, database: str, path: str) -> str | None:
         """A tar of the database's directory under the data directory; why not, or None."""
-        from runbook.errors import Refusal, RunbookError
         from runbook.ops.postgres import Postgres
 
-        try:
+        with attempt() as a:
             row = Postgres(self.ctx).query(
                 "SELECT d.oid, current_setting('data_directory') AS data "  # noqa: S608 - the name via literal()
                 f"FROM pg_database d WHERE d.datname = {literal(database)}",
                 database="postgres",
             )
-        except Refusal:
-            raise
-        except RunbookError as exc:
-            return str(exc).splitlines()[0]
+        if a.error is not None:
+            return str(a.error).splitlines()[0]
         if row.empty:
             return f"no database {database}"
         base = posixpath.join(str(row["data"][0]), "base")
