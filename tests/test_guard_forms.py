@@ -143,7 +143,7 @@ FORMS: list[tuple[str, str, str]] = [
     ("editors", "env-edit-only-llm-priority", f"sort -o {ENV} {ENV}"),
     ("editors", "keep-protected-files", f"sed -i 's/a/b/' {F}"),
     ("editors", "keep-protected-files", f"gzip {F}"),
-    ("editors", "keep-protected-files", f"chattr -i {F}"),
+    ("editors", "keep-armor", f"chattr -i {F}"),
     ("editors", "keep-protected-files", f"> {F}"),
     ("editors", "keep-protected-files", f"exec 3> {F}"),
     ("editors", "keep-protected-files", f"coproc rm -f {F}"),
@@ -153,7 +153,7 @@ FORMS: list[tuple[str, str, str]] = [
     ("editors", "opaque-command", "sed 's/.*/rm -f x/e' /tmp/x"),
     ("editors", "env-edit-only-llm-priority", f"pg_dump -f {ENV} dealix"),
     ("editors", "env-edit-only-llm-priority", f"psql -o {ENV} -c 'select 1'"),
-    ("editors", "keep-protected-files", f"chattr = {F}"),
+    ("editors", "keep-armor", f"chattr = {F}"),
     # --- git beyond the porcelain
     ("git", "no-force-delete-branch", f"git update-ref -d refs/heads/{KEPT}"),
     ("git", "no-force-delete-branch", f"git update-ref refs/heads/{KEPT} HEAD~3"),
