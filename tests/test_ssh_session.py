@@ -138,8 +138,8 @@ def test_no_host_key_pinned_refuses_with_procedure(sandbox, tmp_path) -> None:
 def test_multibyte_and_invalid_utf8_across_chunks(session) -> None:
     # 70 KB of a 3-byte character: chunk boundaries fall inside characters
     r = session.probe(
-        "python3 -c \"import sys; sys.stdout.write('✓'*70000 + '\\n')\"; "
-        "printf 'bad \\377\\376 end\\n'",
+        # (not python3 -c: the guard refuses an inline program it cannot read, issue 19)
+        "yes '✓' | head -n 70000 | tr -d '\\n'; echo; printf 'bad \\377\\376 end\\n'",
         shell=True,
     )
     text = r.stdout_log.read_text() if r.stdout_log else r.stdout

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import shlex
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -84,6 +85,10 @@ from runbook.safety.lock import HostLock
 HTTP_CLIENTS = ("api", "github")
 
 
+# the largest file the guard reads from the server to see what a command runs (psql -f)
+GUARD_READ_LIMIT = 16 * 1024 * 1024
+
+
 class Session:
     """See the module docstring. Use `open_session()` to make one."""
 
@@ -131,7 +136,13 @@ class Session:
         self._check_parameters()
         check_procedure(procedure, scenario)
         self.approved_by = approved_by
-        self.guards = Guards(self.profile, approved_by=approved_by, procedure=procedure)
+        self.guards = Guards(
+            self.profile,
+            approved_by=approved_by,
+            procedure=procedure,
+            ask=self._guard_ask,
+            read=self._guard_read,
+        )
         self.break_stale_lock = break_stale_lock
         self.lock: HostLock | None = None
         # the host lock is taken on the first real change (see allow_change)
@@ -406,6 +417,27 @@ class Session:
         if changing:
             self.changes.append(Change("command", shown, self.current_step))
         return raise_for_ending(result, timeout=limit, warn=warn)
+
+    def _guard_ask(self, command: str) -> str | None:
+        """A read-only question the guard asks the server (the branch HEAD is on, the
+        current migration's parent); recorded like every probe. None when it fails."""
+        try:
+            r = self.probe(command, shell=True, warn=True, label="guard-ask", echo=False)
+        except RunbookError:
+            return None
+        return r.stdout if r.ok else None
+
+    def _guard_read(self, path: str) -> bytes | None:
+        """A file the guard reads to see what a command runs (psql -f, \\i); None when it
+        cannot be read or is larger than GUARD_READ_LIMIT (a dump: the guard refuses it
+        as opaque rather than pull gigabytes over SSH)."""
+        size = self._guard_ask(f"stat -L -c %s -- {shlex.quote(path)}")
+        if size is None or not size.strip().isdigit() or int(size) > GUARD_READ_LIMIT:
+            return None
+        try:
+            return self.read_file(path)
+        except RunbookError:
+            return None
 
     def guard_command(self, command: str, *, changing: bool, stdin: bytes | None = None) -> None:
         """Apply the runbook's rules to a command before it runs (in dry-run too)."""
