@@ -95,7 +95,8 @@ def armor_through_runbook(env: str, run_dir: Path | None = None) -> list[Any]:
     from runbook.session import open_session
 
     where = run_dir or Path(tempfile.mkdtemp(prefix="armor-run-"))
-    s = open_session("health_check", env, run_dir=where)
+    # off the sandbox a change needs its confirmation, as `runbook run --confirm ENV` gives
+    s = open_session("health_check", env, run_dir=where, confirm=env)
     try:
         return armor_preflight(s)
     finally:
