@@ -347,7 +347,7 @@ class Tripwire:
             self.prod_oid, self.highest_rev = oid, None
         if snap.alembic:
             rev = snap.alembic[0]
-            if self.highest_rev is None or self._below(self.highest_rev, rev) is not None:
+            if self.highest_rev is None or self._below(rev, self.highest_rev):
                 self.highest_rev = rev
 
     def _below(self, upper: str, lower: str | None) -> int | None:
@@ -492,6 +492,28 @@ class Tripwire:
                             self._put_ref(main, before, origin=True),
                         )
                     )
+                    server_before = old.refs.get(main)
+                    server_now = new.refs.get(main)
+                    listed = any(v.object == f"server ref {main}" for v in out)
+                    if (
+                        after
+                        and server_before
+                        and server_now == after != server_before
+                        and not listed
+                    ):
+                        # the commit that was pushed was made here: off main too
+                        out.append(
+                            Violation(
+                                f"server ref {main}",
+                                "no-commit-on-server",
+                                f"moved to {after[:12]}, a commit made on the server and pushed",
+                                self._put_ref(main, server_before, origin=False),
+                            )
+                        )
+                        put_tracking = self._put_ref(
+                            "refs/remotes/origin/main", before, origin=False
+                        )
+                        out[-1].restore = _both(out[-1].restore, put_tracking)
         return out
 
     def _put_ref(self, ref: str, sha: str, *, origin: bool) -> Callable[[], str | None]:
@@ -665,6 +687,16 @@ class Tripwire:
         if self.copies and self.tripped is None:
             self._exec(f"rm -rf {shlex.quote(self.copy_dir)}")
             self.copies = {}
+
+
+def _both(
+    first: Callable[[], str | None] | None, second: Callable[[], str | None]
+) -> Callable[[], str | None]:
+    def put() -> str | None:
+        why = first() if first is not None else None
+        return why or second()
+
+    return put
 
 
 def parse(text: str, files: list[str]) -> Snapshot:
