@@ -298,38 +298,43 @@ def test_restore_incident_may_swap_the_production_database(sandbox, tmp_path) ->
 
 
 # ------------------------------------------------------------------ alembic
-def _alembic(sandbox, *args: str) -> None:
-    app = sandbox.state["app_dir"]
-    subprocess.run(
-        [f"{app}/.venv/bin/alembic", *args], cwd=app, check=True, capture_output=True, text=True
-    )
+# The revision is moved in alembic_version, as a root shell's `alembic downgrade`
+# would leave it, without dropping the tables a real downgrade to base drops (the
+# sandbox's seeded data). A real one-step downgrade is the rollback's, in
+# tests/test_deploy.py (its record's tripwire does not trip).
+def _set_revision(sandbox, rev: str | None) -> None:
+    sandbox.query("DELETE FROM alembic_version")
+    if rev:
+        sandbox.query("INSERT INTO alembic_version (version_num) VALUES (%s)", (rev,))
 
 
 def test_alembic_two_steps_down_trips_one_does_not(sandbox, tmp_path) -> None:
+    head = sandbox.query("SELECT version_num FROM alembic_version")[0][0]
     s = _session(tmp_path, scenario="rollback")
     try:
-        head = s.tripwire.highest_rev
-        assert head and s.tripwire._below(head, None) == 2  # the sandbox's 0001 <- 0002
-        _alembic(sandbox, "downgrade", "-1")  # one step: the rollback's own
+        assert s.tripwire.highest_rev == head == "0002"
+        assert s.tripwire._below(head, None) == 2  # the sandbox's 0001 <- 0002
+        _set_revision(sandbox, "0001")  # one step: the rollback's own
         _no_trip(s)
-        _alembic(sandbox, "downgrade", "-1")  # a second: needs approved_by
+        _set_revision(sandbox, None)  # base: a second step, which needs approved_by
         exc, rec = _trips(s, "alembic revision")
         assert exc.violations[0]["rule"] == "one-downgrade-step"
-        assert "2 steps below" in exc.violations[0]["what"]
+        assert "2 steps below 0002 (now base)" in exc.violations[0]["what"]
         assert any("alembic revision" in x for x in rec["tripwire"]["tripped"]["not_put_back"])
     finally:
         s.close()
-        _alembic(sandbox, "upgrade", "head")
+        _set_revision(sandbox, head)
 
 
 def test_two_steps_down_with_an_approver_do_not_trip(sandbox, tmp_path) -> None:
+    head = sandbox.query("SELECT version_num FROM alembic_version")[0][0]
     s = _session(tmp_path, scenario="rollback", approved_by="Sami")
     try:
-        _alembic(sandbox, "downgrade", "base")
+        _set_revision(sandbox, None)
         _no_trip(s)
     finally:
         s.close()
-        _alembic(sandbox, "upgrade", "head")
+        _set_revision(sandbox, head)
 
 
 # ------------------------------------------------------------------ WAL
