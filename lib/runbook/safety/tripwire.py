@@ -156,33 +156,34 @@ class Tripwire:
         )
         heads = " ".join(q(f"refs/heads/{b}") for b in self._branches())
         lines += [
-            f"git -C {app} for-each-ref --format='ref|%(refname)|%(objectname)' "
-            f"{heads} refs/remotes/origin/main 2>/dev/null",
+            f"refs=$(git -C {app} for-each-ref --format='ref|%(refname)|%(objectname)' "
+            f"{heads} refs/remotes/origin/main 2>/dev/null)",
+            "printf '%s\\n' \"$refs\"",
             f'echo "head|$(git -C {app} rev-parse -q --verify HEAD 2>/dev/null)"',
             f"url=$(git -C {app} remote get-url origin 2>/dev/null)",
             f"lr=$(timeout 5 git -C {app} ls-remote origin {heads} 2>/dev/null) "
             "&& echo 'origin|ok' || echo 'origin|unreachable'",
             'printf \'%s\\n\' "$lr" | awk \'NF==2{print "oref|" $2 "|" $1}\'',
-            # ancestry, asked in the checkout, else in origin when it is a local directory
-            "has() { git -C " + app + ' cat-file -e "$1^{commit}" 2>/dev/null || '
-            '{ [ -d "$url" ] && git --git-dir="$url" cat-file -e "$1^{commit}" 2>/dev/null; }; }',
-            "anc() { git -C " + app + ' merge-base --is-ancestor "$1" "$2" 2>/dev/null || '
-            '{ [ -d "$url" ] && git --git-dir="$url" merge-base --is-ancestor "$1" "$2" '
-            "2>/dev/null; }; }",
+            # ancestry: merge-base exits 0 (yes), 1 (no), 128 (an object it lacks): asked
+            # in the checkout, then in origin when it is a local directory
+            "anc() { git -C " + app + ' merge-base --is-ancestor "$1" "$2" 2>/dev/null; r=$?; '
+            'if [ $r -gt 1 ] && [ -d "$url" ]; then git --git-dir="$url" merge-base '
+            '--is-ancestor "$1" "$2" 2>/dev/null; r=$?; fi; '
+            "case $r in 0) echo yes ;; 1) echo no ;; *) echo unknown ;; esac; }",
             "om=$(printf '%s\\n' \"$lr\" | awk '$2==\"refs/heads/main\"{print $1}')",
-            f'[ -n "$om" ] || om=$(git -C {app} rev-parse -q --verify '
-            "refs/remotes/origin/main 2>/dev/null)",
-            f"sm=$(git -C {app} rev-parse -q --verify refs/heads/main 2>/dev/null)",
-            'if [ -z "$sm" ] || [ -z "$om" ] || ! has "$sm" || ! has "$om"; then '
-            "echo 'mainok|unknown'; elif anc \"$sm\" \"$om\"; then echo 'mainok|yes'; "
-            "else echo 'mainok|no'; fi",
+            "sm=''; ot=''",
+            "for l in $refs; do case $l in ref\\|refs/heads/main\\|*) sm=${l##*|} ;; "
+            "ref\\|refs/remotes/origin/main\\|*) ot=${l##*|} ;; esac; done",
+            '[ -n "$om" ] || om=$ot',
+            'if [ -z "$sm" ] || [ -z "$om" ]; then echo \'mainok|unknown\'; '
+            'elif [ "$sm" = "$om" ]; then echo \'mainok|yes\'; '
+            'else echo "mainok|$(anc "$sm" "$om")"; fi',
         ]
         prev = (self.last.origin or {}).get("refs/heads/main") if self.last else None
         if prev:
             lines.append(
                 f'if [ -z "$om" ] || [ "$om" = {q(prev)} ]; then echo \'ff|yes\'; '
-                f"elif ! has \"$om\" || ! has {q(prev)}; then echo 'ff|unknown'; "
-                f"elif anc {q(prev)} \"$om\"; then echo 'ff|yes'; else echo 'ff|no'; fi"
+                f'else echo "ff|$(anc {q(prev)} "$om")"; fi'
             )
         psql = self.profile.postgres.psql
         sql = [
