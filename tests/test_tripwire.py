@@ -426,6 +426,23 @@ def test_wal_rule_spares_what_postgres_recycles_below_redo() -> None:
     assert next(v.object for v in w.compare(old, gone)).startswith("data directory")
 
 
+def test_wal_is_not_judged_while_postgres_does_not_answer() -> None:
+    # a stop's shutdown checkpoint recycles segments before its new REDO; with no
+    # REDO to read, the listing is kept for the next reading that has one
+    w = _wire()
+    seg = "0000000100000000000000{:02X}".format
+    old = Snapshot(wal=[seg(2), seg(3), seg(4)], redo=seg(2), data_dir=True)
+    down = Snapshot(wal=[seg(4), seg(5)], redo=None, data_dir=True)
+    assert w.compare(old, down) == []
+    carried = w._carry(old, down)
+    assert carried.wal == old.wal and carried.redo == seg(2)
+    up = Snapshot(wal=[seg(4), seg(5)], redo=seg(4), data_dir=True)
+    assert w.compare(carried, up) == []
+    assert [v.rule for v in w.compare(carried, Snapshot(wal=[seg(5)], redo=seg(4)))] == [
+        "no-delete-active-wal"
+    ]
+
+
 def test_production_database_rule_follows_the_procedure() -> None:
     old = Snapshot(dbs={5: "postgres", 100: "dealix"})
     swapped = Snapshot(dbs={5: "postgres", 100: "dealix_corrupt_20261207", 200: "dealix"})

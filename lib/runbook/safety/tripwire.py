@@ -334,7 +334,9 @@ class Tripwire:
             new.alembic = old.alembic
         if new.origin is None:
             new.origin = old.origin
-        if new.wal is None:
+        if new.wal is None or new.redo is None:
+            # no REDO point to judge this listing by (Postgres down): the last one
+            # that had one is compared at the next reading that has one
             new.wal, new.redo = old.wal, old.redo
         return new
 
@@ -636,10 +638,11 @@ class Tripwire:
                     lambda: "a data directory cannot be put back: restore from backup",
                 )
             )
-        if old.wal is None or new.wal is None:
-            return out
-        redo = new.redo or old.redo
-        if redo is None:
+        # judged by the REDO point read with the listing: while Postgres does not
+        # answer (stopped, its shutdown checkpoint may recycle what was before the
+        # new REDO) only the data directory is checked
+        redo = new.redo
+        if old.wal is None or new.wal is None or redo is None:
             return out
         gone = sorted(
             w for w in set(old.wal) - set(new.wal) if _SEGMENT.match(w) and w[8:] >= redo[8:]
@@ -703,7 +706,8 @@ def _both(
 def parse(text: str, files: list[str]) -> Snapshot:
     """A `Snapshot` from the script's output lines (`key|value...`).
 
-    >>> s = parse("file|0|12|5|600|0:0|" + "a" * 64 + "\\ndb|16384|dealix\\nalembic|0003\\n", ["/x"])
+    >>> s = parse("file|0|12|5|600|0:0|" + "a" * 64 + "\\nalembic_read|yes\\n"
+    ...           "db|16384|dealix\\nalembic|0003\\n", ["/x"])
     >>> s.files["/x"]["size"], s.dbs, s.alembic
     ('5', {16384: 'dealix'}, ['0003'])
     """
