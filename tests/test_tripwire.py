@@ -158,6 +158,42 @@ def test_env_changed_outside_is_put_back_but_the_llm_edit_is_kept(sandbox, tmp_p
         Path(env).write_bytes(original)
 
 
+def test_a_step_allowed_to_rotate_keys_changes_only_those(sandbox, tmp_path) -> None:
+    env = load_profile("sandbox").app.env_file
+    original = Path(env).read_text()
+    s = _session(tmp_path, scenario="security_incident")
+    try:
+        with s.tripwire_allows(["ADMIN_KEY"], "scenario 6 step 1: rotate"):
+            Path(env).write_text(original.replace("ADMIN_KEY=", "ADMIN_KEY=rotated", 1))
+            _no_trip(s)
+        rotated = Path(env).read_text()
+        # the copy follows the allowed change: a later trip never puts old keys back
+        Path(env).write_text(rotated.replace("APP_ENV=", "APP_ENV=hacked-", 1))
+        exc, _ = _trips(s, f"env {env}")
+        assert "other than LLM_PROVIDER_PRIORITY changed" in exc.violations[0]["what"]
+        assert Path(env).read_text() == rotated
+        allow = [e for e in _events(s.run_dir) if e["event"] == "allow"]
+        assert [e["env_keys"] for e in allow] == [["ADMIN_KEY"], []]
+    finally:
+        s.close()
+        Path(env).write_text(original)
+
+
+def test_outside_the_allowance_another_key_still_trips(sandbox, tmp_path) -> None:
+    env = load_profile("sandbox").app.env_file
+    original = Path(env).read_text()
+    s = _session(tmp_path, scenario="security_incident")
+    try:
+        with s.tripwire_allows(["ADMIN_KEY"], "scenario 6 step 1: rotate"):
+            Path(env).write_text(original.replace("REDIS_URL=", "REDIS_URL=x", 1))
+            exc, _ = _trips(s, f"env {env}")
+        assert "other than LLM_PROVIDER_PRIORITY, ADMIN_KEY changed" in exc.violations[0]["what"]
+        assert Path(env).read_text() == original
+    finally:
+        s.close()
+        Path(env).write_text(original)
+
+
 # ------------------------------------------------------------------ git refs
 def test_kept_branch_deleted_on_the_server_and_in_origin_is_put_back(sandbox, tmp_path) -> None:
     app, origin = sandbox.state["app_dir"], sandbox.state["origin_dir"]

@@ -437,16 +437,19 @@ class Session:
             raise Forbidden(exc.rule, self.redactor.redact(exc.action), source=exc.source) from None
 
     # ------------------------------------------------------------- tripwire
+    def _new_tripwire(self) -> Tripwire:
+        return Tripwire(
+            lambda: self.transport,
+            self.profile,
+            self.guards,
+            run_id=self.run_dir.name,
+            log=self.evidence.append,
+        )
+
     def _arm_tripwire(self) -> None:
         """Record every protected object before the first real change (once per run)."""
         if self.tripwire is None:
-            self.tripwire = Tripwire(
-                lambda: self.transport,
-                self.profile,
-                self.guards,
-                run_id=self.run_dir.name,
-                log=self.evidence.append,
-            )
+            self.tripwire = self._new_tripwire()
         if not self.tripwire.armed:
             self.tripwire.arm()
             self._write_record()
@@ -463,6 +466,24 @@ class Session:
             self._write_record()
             print(f"runbook: {self.redactor.redact(str(exc))}")
             raise
+
+    @contextlib.contextmanager
+    def tripwire_allows(self, env_keys: Sequence[str], why: str) -> Iterator[None]:
+        """Within: the tripwire lets these `.env` keys change (a step's own change).
+
+        Scenario 6 rotates secrets with the app's script, which rewrites ADMIN_KEY
+        and WEBHOOK_SECRET in `.env`; any other line changing still trips::
+
+            with s.tripwire_allows(["ADMIN_KEY", "WEBHOOK_SECRET"], "scenario 6 step 1"):
+                s.run(["bash", "scripts/rotate_secrets.sh"], cwd=app)
+        """
+        if self.tripwire is None:
+            self.tripwire = self._new_tripwire()
+        self.tripwire.allow_env(tuple(env_keys), self.redactor.redact(why))
+        try:
+            yield
+        finally:
+            self.tripwire.allow_env((), "")
 
     def _stop_if_tripped(self) -> None:
         """After a trip no change goes out: raise the trip again."""

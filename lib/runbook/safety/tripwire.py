@@ -72,6 +72,7 @@ class Snapshot:
 
     files: dict[str, dict[str, str] | None] = field(default_factory=dict)
     env: str | None = None  # hash of .env without its editable line; "" when missing
+    envx: str | None = None  # the same, also without the keys a step may change now
     refs: dict[str, str] = field(default_factory=dict)  # server refs (refs/heads/x -> sha)
     origin: dict[str, str] | None = None  # origin's refs; None when unreachable
     main_on_origin: str = "unknown"  # yes / no / unknown: server main within origin's main
@@ -121,6 +122,7 @@ class Tripwire:
         self.costs_ms: list[float] = []
         self.checks = 0
         self.highest_rev: str | None = None
+        self.allowed_env: tuple[str, ...] = ()
         self.prod_oid: int | None = None
         self.chain: dict[str, str | None] = {}
 
@@ -154,6 +156,13 @@ class Tripwire:
             f"'^[[:space:]]*(export[[:space:]]+)?{ENV_EDITABLE}[[:space:]]*=' {env} "
             "| sha256sum | cut -c1-64)\"; else echo 'env|'; fi"
         )
+        if self.allowed_env:
+            keys = "|".join([ENV_EDITABLE, *self.allowed_env])
+            lines.append(
+                f'if [ -e {env} ]; then echo "envx|$(grep -v -E '
+                f"'^[[:space:]]*(export[[:space:]]+)?({keys})[[:space:]]*=' {env} "
+                "| sha256sum | cut -c1-64)\"; else echo 'envx|'; fi"
+            )
         heads = " ".join(q(f"refs/heads/{b}") for b in self._branches())
         lines += [
             f"refs=$(git -C {app} for-each-ref --format='ref|%(refname)|%(objectname)' "
@@ -263,6 +272,26 @@ class Tripwire:
             }
         )
 
+    def allow_env(self, keys: tuple[str, ...], why: str) -> None:
+        """Let the next changes rewrite these `.env` keys (a step's own, e.g. the
+        rotation of scenario 6); `allow_env((), "")` ends it. Read again at once, so
+        that the next comparison leaves exactly these keys out."""
+        self.allowed_env = tuple(keys)
+        self.log({"kind": "tripwire", "event": "allow", "env_keys": list(keys), "why": why})
+        if self.armed and self.last is not None:
+            snap, cost = self._read()
+            self.costs_ms.append(cost)
+            if not self.compare(self.last, snap):
+                self.last = self._carry(self.last, snap)
+
+    def _refresh_env_copy(self) -> None:
+        """After an allowed .env change: the copy holds the new file (never put back old keys)."""
+        env = self.profile.app.env_file
+        copy = self.copies.get(env)
+        if copy:
+            q = shlex.quote
+            self._exec(f"cp -p {q(env)} {q(copy)} && chmod 600 {q(copy)}")
+
     def objects(self, snap: Snapshot) -> list[str]:
         """The names of the objects watched (no values: they may be secret)."""
         names = [f"file {p}" for p in self._files()] + [f"env {self.profile.app.env_file}"]
@@ -283,6 +312,8 @@ class Tripwire:
         self.checks += 1
         violations = self.compare(self.last, snap)
         if not violations:
+            if self.allowed_env and snap.env != self.last.env:
+                self._refresh_env_copy()
             self._note_chain(snap)
             self.last = self._carry(self.last, snap)
             self.log(
@@ -397,8 +428,10 @@ class Tripwire:
                 Violation(f"file {path}", "keep-protected-files", what, self._put_file(path))
             )
         env = self.profile.app.env_file
-        if old.env and new.env != old.env:
-            what = "gone" if not new.env else f"a line other than {ENV_EDITABLE} changed"
+        allowed = self.allowed_env and old.envx is not None
+        if old.env and (new.envx != old.envx if allowed else new.env != old.env):
+            others = ", ".join([ENV_EDITABLE, *self.allowed_env]) if allowed else ENV_EDITABLE
+            what = "gone" if not new.env else f"a line other than {others} changed"
             out.append(
                 Violation(
                     f"env {env}", "env-edit-only-llm-priority", what, self._put_file(env, True)
@@ -735,6 +768,8 @@ def parse(text: str, files: list[str]) -> Snapshot:
                 }
         elif key == "env":
             snap.env = rest
+        elif key == "envx":
+            snap.envx = rest
         elif key == "ref" and len(parts) == 2:
             snap.refs[parts[0]] = parts[1]
         elif key == "head":
