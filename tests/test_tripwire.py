@@ -150,9 +150,7 @@ def test_env_changed_outside_is_put_back_but_the_llm_edit_is_kept(sandbox, tmp_p
         back = Path(env).read_text()
         assert "APP_ENV=hacked-" not in back
         assert 'LLM_PROVIDER_PRIORITY="openai,google,anthropic"' in back  # the allowed edit stays
-        assert {ln.split("=")[0] for ln in back.splitlines()} == {
-            ln.split("=")[0] for ln in edited.splitlines()
-        }
+        assert back == edited  # line for line, in its place
     finally:
         s.close()
         Path(env).write_bytes(original)
@@ -531,3 +529,12 @@ def test_parse_reads_the_scripts_lines() -> None:
     assert snap.origin is None and snap.alembic == [] and snap.dbs == {5: "postgres"}
     assert snap.chain == {"0002": "0001", "0001": None}
     assert snap.wal == ["000000010000000000000002", "archive_status"] and snap.data_dir
+
+
+def test_an_origin_unreachable_at_the_baseline_is_not_asked_again() -> None:
+    w = _wire()
+    assert "ls-remote origin" in w.script()
+    w.baseline = w.last = Snapshot(origin=None)
+    assert "ls-remote" not in w.script() and "origin|unreachable" in w.script()
+    w.baseline = w.last = Snapshot(origin={"refs/heads/main": "a" * 40})
+    assert "ls-remote origin" in w.script()

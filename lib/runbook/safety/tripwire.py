@@ -170,8 +170,11 @@ class Tripwire:
             "printf '%s\\n' \"$refs\"",
             f'echo "head|$(git -C {app} rev-parse -q --verify HEAD 2>/dev/null)"',
             f"url=$(git -C {app} remote get-url origin 2>/dev/null)",
+            # origin unreachable at the baseline: not asked again (each try may wait 5 s)
             f"lr=$(timeout 5 git -C {app} ls-remote origin {heads} 2>/dev/null) "
-            "&& echo 'origin|ok' || echo 'origin|unreachable'",
+            "&& echo 'origin|ok' || echo 'origin|unreachable'"
+            if self.baseline is None or self.baseline.origin is not None
+            else "lr=''; echo 'origin|unreachable'",
             'printf \'%s\\n\' "$lr" | awk \'NF==2{print "oref|" $2 "|" $1}\'',
             # ancestry: merge-base exits 0 (yes), 1 (no), 128 (an object it lacks): asked
             # in the checkout, then in origin when it is a local directory
@@ -452,15 +455,21 @@ class Tripwire:
                 cmd += f" && chmod {q(prev['mode'])} {q(path)}.tripwire-tmp"
                 cmd += f" && chown {q(prev['owner'])} {q(path)}.tripwire-tmp"
             if env:
-                # keep the one line scenario 4 may have changed: take it from the current file
+                # the copy, but with the one line scenario 4 may have changed taken from
+                # the current file, in its place (awk reads it from the environment:
+                # no escape processing); mode and owner those of the current file
+                pat = f"^[[:space:]]*(export[[:space:]]+)?{ENV_EDITABLE}[[:space:]]*="
+                prog = (
+                    f'$0 ~ /{pat}/ {{ if (!d) print (ENVIRON["L"] != "" ? '
+                    f'ENVIRON["L"] : $0); d = 1; next }} {{ print }} '
+                    f'END {{ if (!d && ENVIRON["L"] != "") print ENVIRON["L"] }}'
+                )
+                tmp = q(f"{path}.tripwire-tmp")
                 cmd = (
-                    f"cp -p {q(copy)} {q(path)}.tripwire-tmp && if [ -e {q(path)} ]; then "
-                    f"line=$(grep -E '^[[:space:]]*(export[[:space:]]+)?{ENV_EDITABLE}[[:space:]]*=' "
-                    f"{q(path)} | tail -n1); grep -v -E "
-                    f"'^[[:space:]]*(export[[:space:]]+)?{ENV_EDITABLE}[[:space:]]*=' "
-                    f"{q(copy)} > {q(path)}.tripwire-tmp; "
-                    f'[ -z "$line" ] || printf \'%s\\n\' "$line" >> {q(path)}.tripwire-tmp; '
-                    f"chmod --reference={q(copy)} {q(path)}.tripwire-tmp; fi"
+                    f"L=$(grep -E {q(pat)} {q(path)} 2>/dev/null | tail -n1); export L; "
+                    f"awk {q(prog)} {q(copy)} > {tmp} && "
+                    f"{{ {{ [ -e {q(path)} ] && chmod --reference={q(path)} {tmp} && "
+                    f"chown --reference={q(path)} {tmp}; }} || chmod 600 {tmp}; }}"
                 )
             cmd += f" && mv -f {q(path)}.tripwire-tmp {q(path)}"
             code, tail = self._exec(cmd)
