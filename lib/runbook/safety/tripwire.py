@@ -123,6 +123,7 @@ class Tripwire:
         self.checks = 0
         self.highest_rev: str | None = None
         self.allowed_env: tuple[str, ...] = ()
+        self.immutable: set[str] = set()
         self.prod_oid: int | None = None
         self.chain: dict[str, str | None] = {}
 
@@ -235,12 +236,12 @@ class Tripwire:
         cost = (time.monotonic() - t0) * 1000
         return parse(b"".join(out).decode("utf-8", "replace"), self._files()), cost
 
-    def _exec(self, command: str) -> tuple[int | None, str]:
+    def _exec(self, command: str, keep: int = 300) -> tuple[int | None, str]:
         out: list[bytes] = []
         r = self._transport().execute(
             command, on_stdout=out.append, on_stderr=out.append, timeout=120
         )
-        return r.exit_code, b"".join(out).decode("utf-8", "replace")[-300:]
+        return r.exit_code, b"".join(out).decode("utf-8", "replace")[-keep:]
 
     # ------------------------------------------------------------ arm and check
     def arm(self) -> None:
@@ -259,6 +260,14 @@ class Tripwire:
         code, tail = self._exec(" && ".join(parts))
         if code != 0:
             self.copies = {}
+        # which files the server's armor made immutable: put back, they are again
+        attrs = " ; ".join(f"lsattr -d {q(p)} 2>/dev/null" for p in self._files())
+        if attrs:
+            _, listing = self._exec(attrs, keep=100_000)
+            for line in listing.splitlines():
+                flags, _, path = line.partition(" ")
+                if "i" in flags and path.strip() in self._files():
+                    self.immutable.add(path.strip())
         snap, cost = self._read()
         self.baseline = self.last = snap
         self._note_chain(snap)
@@ -472,6 +481,8 @@ class Tripwire:
                     f"chown --reference={q(path)} {tmp}; }} || chmod 600 {tmp}; }}"
                 )
             cmd += f" && mv -f {q(path)}.tripwire-tmp {q(path)}"
+            if path in self.immutable:
+                cmd += f" && chattr +i {q(path)}"  # the armor it had (layer 2)
             code, tail = self._exec(cmd)
             return None if code == 0 else f"copying it back failed (exit {code}): {tail}"
 
