@@ -178,6 +178,8 @@ def test_good_deploy(sandbox, healed) -> None:
     assert code == 0, record["error"]
     assert record["outcome"] == "ok"
     assert all(c["status"] == "passed" for c in record["checks"]), record["checks"]
+    # pull (main fast-forwards to origin's), migrate, restart: watched, none trips
+    assert record["tripwire"]["checks"] >= 3 and record["tripwire"]["tripped"] is None
     after = server(healed)
     assert after["head"] == after["running"] == new["pushed"]  # the new SHA is live
     assert after["revision"] == new["revision"] != before["revision"]  # migration applied
@@ -245,6 +247,8 @@ def test_bad_deploy_rerun_and_rollback(sandbox, healed) -> None:
 
     code, record, run_dir = run("rollback", reason="deep health red after deploy", issue_number=42)
     assert code == 0, (record["error"], record["checks"])
+    # one downgrade step and the checkout of the last good SHA do not trip
+    assert record["tripwire"]["checks"] >= 2 and record["tripwire"]["tripped"] is None
     after = server(healed)
     assert after["head"] == after["running"] == before["head"]  # on the last good SHA
     assert after["revision"] == before["revision"]  # alembic at the previous head
@@ -347,6 +351,7 @@ def test_two_downgrades_need_approval(sandbox, healed) -> None:
     code, record, _ = run("rollback", reason="two migrations to undo", approved_by="Sami Assiri")
     assert code == 0, (record["error"], record["checks"])
     assert record["approved_by"] == "Sami Assiri"
+    assert record["tripwire"]["tripped"] is None  # two steps, approved
     after = server(healed)
     assert after["head"] == after["running"] == before["head"]
     assert after["revision"] == before["revision"]

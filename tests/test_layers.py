@@ -145,6 +145,7 @@ PUBLIC = {
     "Result",
     "RunbookError",
     "Session",
+    "Tripped",
     "open_scenario",
     "open_session",
     "outcome_of",

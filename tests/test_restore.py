@@ -286,6 +286,9 @@ def test_incident_restore_after_mass_delete(sandbox, healed) -> None:
         )
         record = read(run_dir)
         assert code == 0, record
+        # the swap (production renamed to evidence, the clone renamed to production)
+        # is the procedure's own change: watched, it does not trip
+        assert record["tripwire"]["checks"] >= 2 and record["tripwire"]["tripped"] is None
         st = statuses(record)
         assert st["Restore completed"] == st["API deep health"] == "passed"
         # validated in the clone before anything was renamed

@@ -33,6 +33,7 @@ from runbook.errors import (
     Refusal,
     RestoreFailed,
     RunbookError,
+    Tripped,
     outcome_of,
 )
 from runbook.result import Result
@@ -59,6 +60,7 @@ __all__ = [
     "Result",
     "RunbookError",
     "Session",
+    "Tripped",
     "open_scenario",
     "open_session",
     "outcome_of",

@@ -18,6 +18,7 @@ session's redactor, so it is safe to show in a notebook or a record::
     ├── RestoreFailed                      a restore did not complete (says what is left, how to go back)
     ├── NotConfirmed (Refusal)             a changing call without the operator's confirmation
     ├── Forbidden (Refusal)                a runbook rule refused the action (names the rule)
+    ├── Tripped (Refusal)                  a protected object changed after a command (tripwire)
     └── DefinitionOfDoneNotMet             `session.done()` found failed checks
 
 A `Refusal` is never turned into a red check or a "not available" value: the
@@ -45,6 +46,7 @@ only table, read by the session and the runner alike::
     timed_out        6  CommandTimedOut
     kernel_died      7  (the runner: the kernel died)
     abandoned        8  (the next session or runner: a run that died without a verdict)
+    tripped          9  Tripped: a protected object changed under a changing command
 
 Example::
 
@@ -272,6 +274,56 @@ class Forbidden(Refusal):
         return {**out, **{k: str(v) for k, v in self.extra.items()}}
 
 
+class Tripped(Refusal):
+    """A changing command changed what a runbook rule protects; the run stopped.
+
+    Raised by the tripwire (runbook.safety.tripwire), which read the protected
+    objects again after the command. A `Refusal`: nothing may catch it and carry
+    on, and every later change of the run raises it again.
+
+    `command` is the command after which it was seen, `violations` one dict per
+    object (object, rule, what), `restored` what was put back, `not_restored`
+    what could not be (and why).
+
+    >>> t = Tripped("rm x", [{"object": "file /a", "rule": "keep-protected-files",
+    ...                       "what": "gone"}], ["file /a"], [])
+    >>> t.details()["objects"], str(t).startswith("tripwire:")
+    ('file /a', True)
+    """
+
+    def __init__(
+        self,
+        command: str,
+        violations: list[dict[str, str]],
+        restored: list[str],
+        not_restored: list[str],
+    ):
+        self.command = command
+        self.violations = violations
+        self.restored = restored
+        self.not_restored = not_restored
+        what = "; ".join(f"{v['object']}: {v['what']} (rule {v['rule']})" for v in violations)
+        message = f"tripwire: after `{command}` a protected object changed: {what}."
+        if restored:
+            message += f" Put back: {', '.join(restored)}."
+        if not_restored:
+            message += f" Could NOT put back: {'; '.join(not_restored)}."
+        message += " The run stopped; no further change goes out."
+        super().__init__(message)
+
+    def details(self) -> dict[str, str]:
+        out = {
+            "command": self.command,
+            "objects": ", ".join(v["object"] for v in self.violations),
+            "rules": ", ".join(sorted({v["rule"] for v in self.violations})),
+        }
+        if self.restored:
+            out["put_back"] = ", ".join(self.restored)
+        if self.not_restored:
+            out["not_put_back"] = "; ".join(self.not_restored)
+        return out
+
+
 class DefinitionOfDoneNotMet(RunbookError):
     """`session.done()` found checks that did not pass."""
 
@@ -293,11 +345,13 @@ OUTCOMES: dict[str, int] = {
     "timed_out": 6,
     "kernel_died": 7,
     "abandoned": 8,
+    "tripped": 9,
 }
 
 # checked in order: the first class the error is an instance of names the outcome
 _OUTCOME_OF: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
     ((DefinitionOfDoneNotMet,), "dod_not_met"),
+    ((Tripped,), "tripped"),
     ((Refusal,), "refused"),
     ((ParameterError,), "parameters"),
     ((CommandTimedOut,), "timed_out"),

@@ -66,6 +66,7 @@ from runbook.errors import (
     HostKeyUnknown,
     Refusal,
     RunbookError,
+    Tripped,
     outcome_of,
 )
 from runbook.ops.alembic import Alembic
@@ -80,6 +81,7 @@ from runbook.safety import attempt as _attempt
 from runbook.safety.change import ChangeCheck
 from runbook.safety.guards import Guards, check_procedure, check_provider_priority, forbid
 from runbook.safety.lock import HostLock
+from runbook.safety.tripwire import Tripwire
 
 # the session's HTTP clients (cached properties) that close() closes
 HTTP_CLIENTS = ("api", "github")
@@ -145,6 +147,8 @@ class Session:
         )
         self.break_stale_lock = break_stale_lock
         self.lock: HostLock | None = None
+        # armed before the first real change; checks after each (runbook.safety.tripwire)
+        self.tripwire: Tripwire | None = None
         # the host lock is taken on the first real change (see allow_change)
         self._taking_lock = False
         self._secrets_verified = False
@@ -319,6 +323,8 @@ class Session:
         echo: bool | None = None,
     ) -> Result:
         self._stop_if_refused()
+        if changing:
+            self._stop_if_tripped()
         text = build_command(command, shell=shell, cwd=cwd, env=env, sudo=sudo)
         shown = self.redactor.redact(text)
         target = (self.profile.target.transport == "local" and f"local:{self.env}") or (
@@ -336,6 +342,9 @@ class Session:
                 duration=0.0,
                 dry_run=True,
             )
+        watched = changing and not self._taking_lock
+        if watched:
+            self._arm_tripwire()
         seq = self.evidence.next_seq()
         name = label or command_label(command)
         out = StreamCapture(self.redactor, log_path=self.evidence.log_path(seq, name, "stdout"))
@@ -366,6 +375,9 @@ class Session:
         except RunbookError as exc:
             log(error=str(exc))
             self._note_refusal(exc)
+            if watched and not isinstance(exc, Refusal):
+                with contextlib.suppress(RunbookError, OSError):
+                    self._check_tripwire(shown)
             raise
         except KeyboardInterrupt:
             # the operator stopped the run mid-command: the transport has stopped
@@ -416,6 +428,9 @@ class Session:
         )
         if changing:
             self.changes.append(Change("command", shown, self.current_step))
+        if watched:
+            # a failed command may have changed things too: checked before its error
+            self._check_tripwire(shown)
         return raise_for_ending(result, timeout=limit, warn=warn)
 
     def _guard_ask(self, command: str) -> str | None:
@@ -454,6 +469,60 @@ class Session:
                 }
             )
             raise Forbidden(exc.rule, self.redactor.redact(exc.action), source=exc.source) from None
+
+    # ------------------------------------------------------------- tripwire
+    def _new_tripwire(self) -> Tripwire:
+        return Tripwire(
+            lambda: self.transport,
+            self.profile,
+            self.guards,
+            run_id=self.run_dir.name,
+            log=self.evidence.append,
+        )
+
+    def _arm_tripwire(self) -> None:
+        """Record every protected object before the first real change (once per run)."""
+        if self.tripwire is None:
+            self.tripwire = self._new_tripwire()
+        if not self.tripwire.armed:
+            self.tripwire.arm()
+            self._write_record()
+
+    def _check_tripwire(self, shown: str) -> None:
+        """Read the protected objects again after a change; a trip ends the run (`Tripped`)."""
+        if self.tripwire is None or not self.tripwire.armed:
+            return
+        try:
+            self.tripwire.check(shown)
+        except Tripped as exc:
+            self._outcome = "tripped"
+            self._error = error_dict(exc, self.redactor)
+            self._write_record()
+            print(f"runbook: {self.redactor.redact(str(exc))}")
+            raise
+
+    @contextlib.contextmanager
+    def tripwire_allows(self, env_keys: Sequence[str], why: str) -> Iterator[None]:
+        """Within: the tripwire lets these `.env` keys change (a step's own change).
+
+        Scenario 6 rotates secrets with the app's script, which rewrites ADMIN_KEY
+        and WEBHOOK_SECRET in `.env`; any other line changing still trips::
+
+            with s.tripwire_allows(["ADMIN_KEY", "WEBHOOK_SECRET"], "scenario 6 step 1"):
+                s.run(["bash", "scripts/rotate_secrets.sh"], cwd=app)
+        """
+        if self.tripwire is None:
+            self.tripwire = self._new_tripwire()
+        self.tripwire.allow_env(tuple(env_keys), self.redactor.redact(why))
+        try:
+            yield
+        finally:
+            self.tripwire.allow_env((), "")
+
+    def _stop_if_tripped(self) -> None:
+        """After a trip no change goes out: raise the trip again."""
+        if self.tripwire is not None and self.tripwire.tripped is not None:
+            raise self.tripwire.tripped.with_traceback(None)
 
     # ----------------------------------------------------- host-key refusal
     def _note_refusal(self, exc: BaseException) -> None:
@@ -536,9 +605,11 @@ class Session:
     def write_file(self, path: str, data: bytes, *, mode: int | None = None) -> bool:
         """Write a file on the target atomically (changing). False in dry-run."""
         self._stop_if_refused()
+        self._stop_if_tripped()
         self.guards.check_write(path, f"write {path}")
         if not self.allow_change(f"write {len(data)} bytes to {path}", kind="file"):
             return False
+        self._arm_tripwire()
         try:
             self.transport.write_file(path, data, mode)
         except RunbookError as exc:
@@ -555,6 +626,7 @@ class Session:
                 "changing": True,
             }
         )
+        self._check_tripwire(f"write {path}")
         return True
 
     def backup_file(self, path: str) -> str:
@@ -858,8 +930,10 @@ class Session:
         always runs before the verdict.
         """
         self._stop_if_refused()  # a caught host-key refusal still ends the run refused
+        self._stop_if_tripped()  # so does a caught trip
         failed = [c for c in self.checks if c.status == FAILED]
         self._outcome = "dod_not_met" if failed else "ok"
+        self._discard_copies()
         self.release_lock()
         record = self.record()
         self.evidence.write_record(record)
@@ -872,7 +946,10 @@ class Session:
     def record_failure(self, exc: BaseException) -> None:
         """Note an uncaught error in the record (called from the IPython hook)."""
         outcome = outcome_of(exc)
-        if self._refusal is not None and outcome != "dod_not_met":
+        tripped = self.tripwire.tripped if self.tripwire is not None else None
+        if tripped is not None:
+            outcome, exc = "tripped", tripped  # the trip stopped the run, whatever came after
+        elif self._refusal is not None and outcome != "dod_not_met":
             outcome = "refused"  # a latched refusal stopped the run, whatever came after
         self._outcome = outcome
         if self._refusal is not None and not isinstance(exc, Refusal):
@@ -913,17 +990,25 @@ class Session:
             "commands_run": self.commands_run,
             "approved_by": self.approved_by,
             "lock": self.lock.info() if self.lock is not None else None,
+            "tripwire": self.tripwire.summary() if self.tripwire is not None else None,
             # names only: which server-held values the redactor learned, from where
             "server_secrets": (
                 self.server_secrets.to_dict() if self.server_secrets is not None else None
             ),
         }
 
+    def _discard_copies(self) -> None:
+        """Remove the tripwire's copies of protected files (kept after a trip)."""
+        if self.tripwire is not None:
+            with contextlib.suppress(Exception):
+                self.tripwire.discard()
+
     def _write_record(self) -> None:
         self.evidence.write_record(self.record())
 
     def close(self) -> None:
         """Release the lock and close connections (the record stays as written)."""
+        self._discard_copies()
         with contextlib.suppress(Exception):
             self.release_lock()
         # the HTTP clients are cached properties: stored under their own names

@@ -21,6 +21,8 @@ Exit codes:
 7     the kernel died
 8     abandoned: the run's process died without a verdict (SIGKILL, power);
       set by the next run on the same host, never by the run itself
+9     tripped: a protected object changed under a changing command (the
+      tripwire); the record names the command, the object, what was put back
 ====  =========================================================
 """
 

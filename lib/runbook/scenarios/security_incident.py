@@ -218,7 +218,11 @@ def rotate_secrets(s: Session, *, update_operator_secrets: bool = True) -> Rotat
     # every key the script must change, read (and registered with the redactor) first,
     # so the proof compares each one and not only the admin key
     before_env = {} if s.dry_run else _read_env(s)
-    r = s.run(["bash", "scripts/rotate_secrets.sh"], cwd=s.profile.app.dir, label="rotate-secrets")
+    # the rotation rewrites these .env keys: the tripwire lets exactly them change
+    with s.tripwire_allows(list(ROTATED), "Scenario 6 step 1: rotate all secrets"):
+        r = s.run(
+            ["bash", "scripts/rotate_secrets.sh"], cwd=s.profile.app.dir, label="rotate-secrets"
+        )
     if r.dry_run:
         # key names only: the values are what the rotation replaces
         s.preview_change(".env keys", [f"{k}: new value (rotated)" for k in ROTATED])
