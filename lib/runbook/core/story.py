@@ -199,6 +199,9 @@ def default_next(
     message = str(error.get("message") or "")
     if outcome == "ok" and record.get("dry_run"):
         return rerun_command(scenario, params, drop=["dry_run"])
+    if outcome == "refused" and details.get("pin"):
+        # an unknown or changed host key: fetch the key to check it out of band, then pin it
+        return str(details["pin"])
     if error.get("type") == "NotConfirmed":
         env = details.get("environment") or params.get("env") or record.get("environment")
         return rerun_command(scenario, params, add={"confirm": env})

@@ -53,6 +53,15 @@ class Scenario:
     #: skip that step when the lock is already held (a scenario that may ask twice)
     lock_once: ClassVar[bool] = False
 
+    def change_summary(self) -> list[str]:
+        """What this run is about to change, one short line each, for the confirmation question.
+
+        Asked once, before the first change (off the sandbox); read-only calls
+        may be used to fill it in (the SHA to deploy, the pending migrations).
+        [] when the scenario has nothing to say: the question names the first change.
+        """
+        return []
+
     def no_lock_needed(self) -> str | None:
         """Why this run needs no lock now, or None: a scenario that decides first (a triage
         branch, a failover decision) takes it only when what it decided changes the server."""
@@ -129,7 +138,10 @@ def open_scenario(
         procedure=cls.procedure,
         require_secrets=cls.require_secrets,
     )
-    return s, cls(s, **scenario_kw)
+    scenario = cls(s, **scenario_kw)
+    # the confirmation question asks about what this run will change (safety/change.py)
+    s.change_check.summarize = scenario.change_summary
+    return s, scenario
 
 
 def scenario_class(name: str) -> type[Scenario]:

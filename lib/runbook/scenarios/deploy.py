@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import utc_now, wait_for
+from runbook.core.output import Progress
 from runbook.core.story import Text
 from runbook.errors import Forbidden, HTTPFailed, ParameterError
 from runbook.ops.posthog import PostHog
@@ -66,6 +67,8 @@ class Deploy(Release):
         self.healthy: bool | None = None
         self.failure: str | None = None
         self.hint_shown = False
+        # why the watch window ended early (its first red poll), or None
+        self.watch_stopped: str | None = None
 
     # -- failure handling ------------------------------------------------
     def rollback_hint(self) -> str:
@@ -305,6 +308,23 @@ class Deploy(Release):
         if target is None:
             s.preview_change("commits", [f"cannot tell: origin has no branch {branch}"])
             return dict(s.preview)
+        head = s.git.head()
+        log = s.git.read("log", "--oneline", f"HEAD..{target}", label="git-log").stdout
+        current, items = self.migrations_to_apply(target)
+        s.preview_change(
+            f"commits (git log HEAD..origin/{branch} --oneline)",
+            log.splitlines() or [f"none: HEAD {head[:12]} already is origin/{branch}"],
+        )
+        s.preview_change("checkout", [f"{head[:12]} -> {target[:12]} (origin/{branch})"])
+        s.preview_change(f"migrations to apply (alembic upgrade head, from {current})", items)
+        self.preview_unchanged_env_and_restart("the deploy")
+        return dict(s.preview)
+
+    def migrations_to_apply(self, target: str) -> tuple[str, list[str]]:
+        """The database's revision and the migrations `alembic upgrade head` would apply at
+        `target` (read-only: the origin's objects fetched without touching a ref)."""
+        s = self.s
+        branch = s.profile.github.branch
         s.git.read(
             "fetch",
             "--quiet",
@@ -314,13 +334,6 @@ class Deploy(Release):
             f"refs/heads/{branch}",
             label="git-fetch-objects",
         )
-        head = s.git.head()
-        log = s.git.read("log", "--oneline", f"HEAD..{target}", label="git-log").stdout
-        s.preview_change(
-            f"commits (git log HEAD..origin/{branch} --oneline)",
-            log.splitlines() or [f"none: HEAD {head[:12]} already is origin/{branch}"],
-        )
-        s.preview_change("checkout", [f"{head[:12]} -> {target[:12]} (origin/{branch})"])
         current = s.alembic.current()
         files = self.migration_files_at(target)
         revs = {r: down for r, (down, _) in files.items()}
@@ -334,9 +347,26 @@ class Deploy(Release):
             ]
         except ValueError as exc:
             items = [f"cannot tell: {exc}"]
-        s.preview_change(f"migrations to apply (alembic upgrade head, from {current})", items)
-        self.preview_unchanged_env_and_restart("the deploy")
-        return dict(s.preview)
+        return current, items
+
+    def change_summary(self) -> list[str]:
+        """What the deploy will change, for the confirmation question (read-only)."""
+        s = self.s
+        branch = s.profile.github.branch
+        target = self.target_sha
+        if target is None:
+            r = s.git.read("ls-remote", "origin", f"refs/heads/{branch}", label="ls-remote")
+            target = r.stdout.split()[0] if r.stdout.split() else None
+        if target is None:
+            return [f"deploy origin/{branch}: origin has no such branch (the run will stop)"]
+        head = s.git.head()
+        current, items = self.migrations_to_apply(target)
+        return [
+            f"deploy {head[:12]} -> {target[:12]} (origin/{branch}), pip install -r requirements",
+            f"migrations to apply (from {current}): {', '.join(items)}",
+            f"restart {s.services.unit('api')} ({s.profile.services.manager})",
+            ".env backed up; .last_good_sha written if the running deploy is healthy",
+        ]
 
     # -- step 5 -----------------------------------------------------------
     def restart(self) -> None:
@@ -397,16 +427,21 @@ class Deploy(Release):
             event_id = (resp.json() or {}).get("sentry_event_id", "")
             sentry, posthog = Sentry(s), PostHog(s)
             try:
-                got, waited = wait_for(lambda: sentry.has_event(event_id), self.probe_seconds)
+                seen = Progress("waiting for the probe in Sentry", seconds=self.probe_seconds)
+                got, waited = wait_for(
+                    lambda: sentry.has_event(event_id), self.probe_seconds, on_poll=seen.poll
+                )
                 s.check(
                     "Sentry probe received",
                     expected=f"event {event_id[:12]} in Sentry within {self.probe_seconds:.0f} s",
                     actual=f"after {waited:.1f} s" if got else "not seen",
                     passed=got,
                 )
+                seen = Progress("waiting for the probe in PostHog", seconds=self.probe_seconds)
                 got_ph, waited_ph = wait_for(
                     lambda: posthog.has_event("sentry_check", sent_at, sentry_event_id=event_id),
                     self.probe_seconds,
+                    on_poll=seen.poll,
                 )
                 s.check(
                     "PostHog probe received",
@@ -442,20 +477,39 @@ class Deploy(Release):
             try:
                 baseline = sentry.rate(self.started_at - 1800, self.started_at) or 0.0
                 rows = []
+                progress = Progress(f"watch ({self.watch_minutes:g} min on {s.env})")
                 t0 = time.time()
+                self.watch_stopped = None
                 while True:
                     now = time.time()
                     deep = s.api.deep_health()
                     buckets = sentry.stats(now - 60, now)
                     # the last whole bucket, as errors per minute
                     rate = per_minute(buckets, now - 2 * SENTRY_BUCKET_S - 1, now) or 0.0
+                    green, summary = deep_green(deep)
                     rows.append(
-                        {
-                            "t_s": round(now - t0, 1),
-                            "deep_green": deep_green(deep)[0],
-                            "errors_per_min": rate,
-                        }
+                        {"t_s": round(now - t0, 1), "deep_green": green, "errors_per_min": rate}
                     )
+                    red = [] if green else [f"deep health {summary}"]
+                    if not error_rate_ok(rate, baseline):
+                        red.append(f"errors {rate:.1f}/min over baseline {baseline:.1f}/min")
+                    progress.say(
+                        f"{now - t0:5.0f} s of {seconds:.0f} s  deep health "
+                        f"{'green' if green else 'RED'}  errors {rate:.1f}/min "
+                        f"(baseline {baseline:.1f})",
+                        final=True,
+                    )
+                    if red:
+                        # a red poll is the rollback's signal: waiting out the window
+                        # (10 min on production) only delays it
+                        self.watch_stopped = (
+                            f"stopped at the first red poll, {now - t0:.0f} s in: {'; '.join(red)}"
+                        )
+                        print(f"watch {self.watch_stopped}")
+                        s.evidence.append(
+                            {"kind": "deploy", "event": "watch stopped", "why": self.watch_stopped}
+                        )
+                        break
                     if now - t0 >= seconds:
                         break
                     time.sleep(min(step, max(0.0, seconds - (time.time() - t0))))
@@ -464,10 +518,11 @@ class Deploy(Release):
                 sentry.close()
             df = pd.DataFrame(rows, columns=cols)
             self._plot(df, baseline)
+            stopped = f" ({self.watch_stopped})" if self.watch_stopped else ""
             s.check(
                 "Deep health green during the watch",
                 expected=f"green for {self.watch_minutes:g} min",
-                actual=f"{int(df['deep_green'].sum())}/{len(df)} polls green",
+                actual=f"{int(df['deep_green'].sum())}/{len(df)} polls green{stopped}",
                 passed=bool(df["deep_green"].all()),
             )
             peak = float(df["errors_per_min"].max()) if len(df) else 0.0

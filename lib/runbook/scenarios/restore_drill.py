@@ -161,6 +161,14 @@ class RestoreDrill(Scenario):
             print("preflight failed: the backup is NOT restored (see the failed checks)")
         return self.ready
 
+    def change_summary(self) -> list[str]:
+        """What the drill will change, for the confirmation question (after `preflight`)."""
+        name = (self.chosen or {}).get("name") or "the newest backup"
+        return [
+            f"create the scratch database {self.scratch} and restore {name} into it",
+            f"drop {self.scratch} at the end (the production database is never touched)",
+        ]
+
     def restore(self) -> RestoreResult | None:
         """Create the scratch database and restore into it."""
         if not self.ready or self.chosen is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import iso, utc_now, wait_for
+from runbook.core.output import Progress
 from runbook.core.paths import outputs_dir
 from runbook.core.story import Text
 from runbook.errors import Forbidden, ParameterError, RunbookError
@@ -239,6 +240,20 @@ class Rollback(Release):
         self.preview_unchanged_env_and_restart("the rollback")
         return dict(s.preview)
 
+    def change_summary(self) -> list[str]:
+        """What the rollback will change, for the confirmation question (after `plan`)."""
+        s = self.s
+        if self.last_good is None or self.head is None:
+            return ["roll back to .last_good_sha (run plan() first to see what changes)"]
+        undo = self.to_undo
+        return [
+            f"migrations: alembic downgrade -{len(undo)} to {self.target_rev} ("
+            + (", ".join(undo) if undo else f"none: the database is at {self.current}")
+            + ")",
+            f"checkout {self.head[:12]} -> {self.last_good[:12]} (last good SHA, detached)",
+            f"restart {s.services.unit('api')} ({s.profile.services.manager})",
+        ]
+
     def confirm_plan(self) -> None:
         """Under the lock: the server is still as planned (nobody deployed meanwhile)."""
         s = self.s
@@ -394,7 +409,16 @@ class Rollback(Release):
                     recent = sentry.rate(since, time.time())
                     return recent is not None and error_rate_ok(recent, baseline)
 
-                ok, waited = wait_for(settled, self.error_rate_wait, 2.0)
+                progress = Progress(
+                    f"Sentry error rate (baseline {baseline:.1f}/min)", seconds=self.error_rate_wait
+                )
+
+                def said(ok: bool, waited: float) -> None:
+                    rate = "no data" if recent is None else f"{recent:.1f}/min"
+                    verdict = "at baseline" if ok else "not yet at baseline"
+                    progress.say(f"{rate}, {verdict}", waited=waited, final=True)
+
+                ok, waited = wait_for(settled, self.error_rate_wait, 2.0, on_poll=said)
             finally:
                 sentry.close()
             numbers = {
