@@ -46,6 +46,34 @@ def install_error_hook(on_error: Callable[[BaseException], None]) -> None:
     ip.set_custom_exc((BaseException,), handler)
 
 
+def kernel_identity() -> dict[str, str] | None:
+    """The notebook and Jupyter kernel id this code runs in, when a Jupyter server started it.
+
+    The host lock's owner record holds it, so that a run refused by a lock
+    held by a kernel left open (a tab mid-notebook) is told which notebook and
+    kernel to shut down. None outside a kernel (a script, `runbook run`'s
+    papermill kernel names no notebook of a person).
+
+    >>> kernel_identity() is None  # not in a kernel here
+    True
+    """
+    import os
+
+    ip = ipython()
+    if ip is None:
+        return None
+    kernel_id = ""
+    with contextlib.suppress(Exception):
+        from ipykernel.connect import get_connection_file
+
+        name = Path(get_connection_file()).stem  # kernel-<id>
+        kernel_id = name[len("kernel-") :] if name.startswith("kernel-") else name
+    notebook = os.environ.get("JPY_SESSION_NAME", "")
+    if not kernel_id and not notebook:
+        return None
+    return {"id": kernel_id, "notebook": notebook}
+
+
 _KERNEL_REDACTORS: list[Redactor] = []
 
 

@@ -28,6 +28,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import iso, utc_now
+from runbook.core.kernel import kernel_identity
 from runbook.core.liveness import alive, describe
 from runbook.errors import Forbidden
 
@@ -59,6 +60,9 @@ class HostLock:
             "started": iso(utc_now()),
             # pid and start time: a run on this machine can tell at once that we died
             "process": ctx.process,
+            # a notebook in JupyterLab: which one and which kernel holds the lock (a tab
+            # left open keeps it), so that the next run can say what to shut down
+            "kernel": kernel_identity(),
         }
 
     def info(self) -> dict[str, Any]:
@@ -145,6 +149,17 @@ class HostLock:
                     f"it: {flag}; in a notebook: `break_stale_lock = True` "
                     "in the parameters cell). Breaking it is recorded."
                 )
+            elif current.get("kernel"):
+                k = current["kernel"]
+                hint = (
+                    f" It is held by a notebook kernel: {k.get('notebook') or 'a notebook'} "
+                    f"(kernel {k.get('id') or '?'}), which keeps the lock until that notebook "
+                    "reaches s.done() or its kernel stops. If nobody is stepping through it (an "
+                    "idle kernel, a tab left open), open that notebook and use Kernel > Shut "
+                    "Down Kernel (the lock is released as the kernel exits), or shut it down "
+                    "from JupyterLab's Running Terminals and Kernels panel; if the kernel was "
+                    f"killed and the lock stays, break it: {flag}."
+                )
             else:
                 hint = " Wait for that run to finish."
             proc = current.get("process") or {}
@@ -159,6 +174,10 @@ class HostLock:
                 if dead
                 else ("stale" if stale else ("alive" if living else "unknown")),
             }
+            if current.get("kernel"):
+                k = current["kernel"]
+                extra["holder_kernel"] = f"{k.get('notebook') or '?'} (kernel {k.get('id') or '?'})"
+                extra["free_it"] = "Kernel > Shut Down Kernel in that notebook"
             if stale:
                 extra["fix"] = flag.replace("`", "")
             raise Forbidden(
