@@ -61,6 +61,30 @@ class Text(str):
         p.text(str(self))
 
 
+class Summary(dict[str, Any]):
+    """A step's result: its facts as a dict (for code and tests), shown in a notebook as one line.
+
+    A step that returned a dict, a bool or a DataFrame made the notebook show
+    a 19-line dict, a bare `True` or an `Empty DataFrame` under every cell.
+
+    >>> r = Summary("snapshot: 1a2b3c4d5e6f recorded as last good", head="1a2b3c4d5e6f")
+    >>> r
+    snapshot: 1a2b3c4d5e6f recorded as last good
+    >>> r["head"]
+    '1a2b3c4d5e6f'
+    """
+
+    def __init__(self, line: str, /, **facts: Any):
+        super().__init__(**facts)
+        self.line = line
+
+    def __repr__(self) -> str:
+        return self.line
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.line)
+
+
 def _value(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value)

@@ -104,7 +104,9 @@ class HostLock:
         for _attempt in (1, 2):
             current = self.holder()
             if current is None:
-                r = s.run(cmd, shell=True, warn=True, label="lock-acquire")
+                # not echoed: the lock's mkdir/printf tells the operator nothing (take_lock
+                # says "host lock taken"); commands.jsonl has it
+                r = s.run(cmd, shell=True, warn=True, label="lock-acquire", echo=False)
                 if r.dry_run:
                     return
                 if r.ok:

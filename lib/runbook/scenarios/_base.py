@@ -23,9 +23,11 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from runbook.core.catalog import notebook_path, parameter_names
+from runbook.core.story import Summary
 from runbook.errors import ParameterError
 from runbook.session import Session, open_session
 
@@ -53,7 +55,7 @@ class Scenario:
     #: skip that step when the lock is already held (a scenario that may ask twice)
     lock_once: ClassVar[bool] = False
 
-    def change_summary(self) -> list[str]:
+    def change_summary(self) -> Sequence[str]:
         """What this run is about to change, one short line each, for the confirmation question.
 
         Asked once, before the first change (off the sandbox); read-only calls
@@ -92,9 +94,23 @@ def take_lock(s: Session, step: str | None = None, *, once: bool = False) -> dic
     Returns the lock's record entry.
     """
     if once and s.lock is not None and (s.lock.held or s.dry_run):
-        return s.lock.info()
+        return _lock_summary(s)
     with s.step(step) if step else contextlib.nullcontext():
-        return s.acquire_lock().info()
+        s.acquire_lock()
+    return _lock_summary(s)
+
+
+def _lock_summary(s: Session) -> Summary:
+    """The lock's record entry, shown as one line (not its command and owner dict)."""
+    assert s.lock is not None
+    info = s.lock.info()
+    if s.dry_run:
+        line = f"dry run: no host lock taken ({info['path']})"
+    else:
+        line = f"host lock taken: {info['path']} (run {info['owner']['run_id'][:8]})"
+    if info.get("broken"):
+        line += "; broke a stale lock (recorded)"
+    return Summary(line, **info)
 
 
 def open_scenario(

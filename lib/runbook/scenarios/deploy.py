@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from runbook.clock import utc_now, wait_for
 from runbook.core.output import Progress
-from runbook.core.story import Text
+from runbook.core.story import Summary, Text
 from runbook.errors import Forbidden, HTTPFailed, ParameterError
 from runbook.ops.posthog import PostHog
 from runbook.ops.sentry import SENTRY_BUCKET_S, Sentry, per_minute
@@ -141,7 +141,7 @@ class Deploy(Release):
         )
 
     # -- step 1 -----------------------------------------------------------
-    def ci_gate(self) -> pd.DataFrame:
+    def ci_gate(self) -> Summary:
         """CI green on main (the last three runs completed/success, one of them on the commit
         to deploy); otherwise abort before any change, showing the runs."""
         s = self.s
@@ -175,14 +175,20 @@ class Deploy(Release):
                     "If not, abort.",
                     why="CI is not green for the commit on main; nothing was changed",
                 )
-            return runs
+            self.ci_runs = runs
+            return Summary(
+                f"CI green: the last {len(runs)} runs on {branch} passed, one on "
+                f"{(self.target_sha or '?')[:12]} (the commit to deploy)",
+                runs=runs,
+                target_sha=self.target_sha,
+            )
 
     # -- step 2: `take_lock()`, SSH to the server and take the host lock (one changing
     # run per host), as a step
     lock_step = "2. Take the host lock"
 
     # -- step 3 -----------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Summary:
         """`.last_good_sha` only when the current deployment is healthy; `.env` backed up."""
         s = self.s
         with self.step("3. Snapshot current state"):
@@ -228,10 +234,15 @@ class Deploy(Release):
                 "env_backup": backup,
             }
             s.evidence.append({"kind": "deploy", "event": "snapshot", **info})
-            return info
+            kept = (
+                f"last good SHA {head[:12]}"
+                if write
+                else f"last good SHA kept {(before or '?')[:12]}"
+            )
+            return Summary(f"snapshot: running {head[:12]}, {summary}; {kept}", **info)
 
     # -- step 4 -----------------------------------------------------------
-    def pull_install_migrate(self) -> dict[str, Any]:
+    def pull_install_migrate(self) -> Summary:
         """fetch, checkout main, pull --ff-only, pip install -r, alembic upgrade head."""
         s = self.s
         branch = s.profile.github.branch
@@ -288,7 +299,14 @@ class Deploy(Release):
                 "head": head,
             }
             s.evidence.append({"kind": "deploy", "event": "migrated", **info})
-            return info
+            moved = (
+                "dry run: nothing pulled or migrated" if s.dry_run else f"checked out {head[:12]}"
+            )
+            return Summary(
+                f"{moved}; alembic {rev_before} -> {rev_after}"
+                + (f" (applied {', '.join(info['applied'])})" if info["applied"] else ""),
+                **info,
+            )
 
     def preview(self) -> dict[str, list[str]]:
         """Dry run: what step 4 and 5 would change, read on the server without changing it.
@@ -320,7 +338,7 @@ class Deploy(Release):
         self.preview_unchanged_env_and_restart("the deploy")
         return dict(s.preview)
 
-    def migrations_to_apply(self, target: str) -> tuple[str, list[str]]:
+    def migrations_to_apply(self, target: str) -> tuple[str | None, list[str]]:
         """The database's revision and the migrations `alembic upgrade head` would apply at
         `target` (read-only: the origin's objects fetched without touching a ref)."""
         s = self.s
@@ -374,7 +392,7 @@ class Deploy(Release):
             self.restart_api(self.target_sha)
 
     # -- step 6 -----------------------------------------------------------
-    def verify_health(self) -> bool:
+    def verify_health(self) -> Summary:
         """/health, /health/deep (postgres, redis, llm_providers green), pricing plans > 0."""
         s = self.s
         with self.step("6. Health verification"):
@@ -401,10 +419,14 @@ class Deploy(Release):
                 bad = [c.name for c in s.checks[-3:] if c.passed is False]
                 self.failure = f"{' and '.join(bad) or 'health'} red after deploy"
                 self._say_rollback()
-            return self.healthy
+            return Summary(
+                f"health: {'green' if self.healthy else 'RED'} (liveness {live.status}, "
+                f"deep health {summary}, {plans} pricing plans)",
+                healthy=self.healthy,
+            )
 
     # -- step 7 -----------------------------------------------------------
-    def probes(self) -> dict[str, Any]:
+    def probes(self) -> Summary:
         """Trigger admin/sentry-check; confirm through Sentry's and PostHog's APIs."""
         s = self.s
         with self.step("7. Sentry + PostHog probes"):
@@ -417,13 +439,13 @@ class Deploy(Release):
                         passed=False,
                         note="roll back first",
                     )
-                return {}
+                return Summary("probes skipped: health red, roll back first")
             sent_at = utc_now()
             resp = s.api.sentry_check()
             if resp.dry_run:
                 for name in ("Sentry probe received", "PostHog probe received"):
                     s.check(name, expected="event via API", actual="dry run", passed=None)
-                return {}
+                return Summary("dry run: no probe sent")
             event_id = (resp.json() or {}).get("sentry_event_id", "")
             sentry, posthog = Sentry(s), PostHog(s)
             try:
@@ -452,11 +474,16 @@ class Deploy(Release):
             finally:
                 sentry.close()
                 posthog.close()
-            return {"event_id": event_id}
+            return Summary(
+                f"probe {event_id[:12]}: Sentry {'seen' if got else 'NOT seen'}, "
+                f"PostHog {'seen' if got_ph else 'NOT seen'}",
+                event_id=event_id,
+            )
 
     # -- definition of done: the watch window ---------------------------
-    def watch(self, interval: float | None = None) -> pd.DataFrame:
-        """Poll deep health and Sentry's error count for `watch_minutes`; plot; check."""
+    def watch(self, interval: float | None = None) -> Summary:
+        """Poll deep health and Sentry's error count for `watch_minutes`, a line per poll, until
+        the first red poll; plot; check. The polls are in the result's "polls" (a DataFrame)."""
         import pandas as pd
 
         s = self.s
@@ -470,7 +497,7 @@ class Deploy(Release):
                     actual=why,
                     passed=None if s.dry_run else False,
                 )
-                return pd.DataFrame(columns=cols)
+                return Summary(f"watch: {why}", polls=pd.DataFrame(columns=cols))
             seconds = self.watch_minutes * 60
             step = interval or max(1.0, min(30.0, seconds / 10))
             sentry = Sentry(s)
@@ -533,7 +560,11 @@ class Deploy(Release):
                 actual=f"peak {worst:.1f}/min",
                 passed=error_rate_ok(worst, baseline),
             )
-            return df
+            verdict = self.watch_stopped or f"{len(df)} polls, all green"
+            return Summary(
+                f"watch: {verdict}; peak {worst:.1f} errors/min (baseline {baseline:.1f})",
+                polls=df,
+            )
 
     def _plot(self, df: pd.DataFrame, baseline: float) -> None:
         import matplotlib

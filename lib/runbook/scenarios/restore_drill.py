@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import fnmatch
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -161,7 +162,7 @@ class RestoreDrill(Scenario):
             print("preflight failed: the backup is NOT restored (see the failed checks)")
         return self.ready
 
-    def change_summary(self) -> list[str]:
+    def change_summary(self) -> Sequence[str]:
         """What the drill will change, for the confirmation question (after `preflight`)."""
         name = (self.chosen or {}).get("name") or "the newest backup"
         return [
