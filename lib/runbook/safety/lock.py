@@ -1,7 +1,8 @@
 """The host lock: one changing run per host at a time.
 
 A directory on the server (`mkdir` is atomic) holding `owner.json` (run,
-scenario, operator, their host, start time) and a `heartbeat` file the
+scenario, operator, their host, start time, and in JupyterLab the notebook and
+kernel id, so that a lock kept by a tab left open is named as such) and a `heartbeat` file the
 holder touches every 30 s. A second changing run is refused with who holds
 the lock and since when. A lock whose heartbeat is older than 2 minutes is
 stale (its run died), and so is one whose holder ran on this machine and
