@@ -233,3 +233,40 @@ def test_the_health_check_shows_its_verdict_once(sandbox, healed) -> None:
     assert code == 0, out
     nb = run_dir / "health_check.ipynb"
     assert verdicts(nb) == 1 and unreadable(nb) == []
+
+
+def test_progress_updates_one_line_in_place_in_a_jupyterlab_kernel(tmp_path) -> None:
+    """In a kernel a Jupyter server started (JPY_SESSION_NAME set), a wait's progress is one
+    display updated in place, not a stream of lines; headless it is a line per poll."""
+    import os
+
+    from jupyter_client.manager import start_new_kernel
+
+    code = (
+        "from runbook.core.output import Progress\n"
+        "p = Progress('watch', seconds=30)\n"
+        "for t in (4, 8, 12):\n"
+        "    p.say('deep health green', waited=t)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RUNBOOK_RUN_DIR"}
+    km, kc = start_new_kernel(
+        kernel_name="dealix-runbook", env={**env, "JPY_SESSION_NAME": "lab/deploy.ipynb"}
+    )
+    try:
+        msgs: list[dict[str, Any]] = []
+        reply = kc.execute_interactive(code, timeout=60, output_hook=msgs.append)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    kinds = [m["msg_type"] for m in msgs if m["msg_type"] not in ("status", "execute_input")]
+    assert kinds == ["display_data", "update_display_data", "update_display_data"], kinds
+    last = [m for m in msgs if m["msg_type"] == "update_display_data"][-1]
+    assert last["content"]["data"]["text/plain"] == "watch: deep health green (12 s of 30 s)"
+    # headless (papermill, runbook run): a line per poll
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert p.stdout.splitlines() == [
+        f"watch: deep health green ({t} s of 30 s)" for t in (4, 8, 12)
+    ]
