@@ -326,9 +326,10 @@ class Deploy(Release):
         if target is None:
             s.preview_change("commits", [f"cannot tell: origin has no branch {branch}"])
             return dict(s.preview)
+        # fetches the origin's objects first: the log below needs them
+        current, items = self.migrations_to_apply(target)
         head = s.git.head()
         log = s.git.read("log", "--oneline", f"HEAD..{target}", label="git-log").stdout
-        current, items = self.migrations_to_apply(target)
         s.preview_change(
             f"commits (git log HEAD..origin/{branch} --oneline)",
             log.splitlines() or [f"none: HEAD {head[:12]} already is origin/{branch}"],
