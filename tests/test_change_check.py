@@ -105,7 +105,8 @@ def test_a_wrong_typed_answer_says_what_was_typed_and_that_rerunning_asks_again(
     # someone is at the notebook: no command-line `next:`, no papermill flag
     assert suggested == [] and "--confirm" not in message and "-p confirm" not in message
     assert check.confirmed is False
-    assert [e["how"] for e in events(tmp_path, "confirmation")] == ["wrong answer"]
+    assert events(tmp_path, "confirmation") == []  # a "confirmation" event means confirmed
+    assert [e["why"] for e in events(tmp_path, "confirmation-refused")] == ["wrong answer"]
 
 
 class Interrupting:
@@ -145,7 +146,8 @@ def test_an_interrupt_at_the_question_says_one_plain_line_and_changes_nothing(
         "A box left above is not read; re-run the cell to be asked again."
     ]
     assert check.confirmed is False and suggested == [] and len(operator.prompts) == 1
-    assert [e["how"] for e in events(tmp_path, "confirmation")] == ["interrupted"]
+    assert events(tmp_path, "confirmation") == []
+    assert [e["why"] for e in events(tmp_path, "confirmation-refused")] == ["interrupted"]
     # the next cell asks again: an interrupt confirmed nothing
     check.ask = Operator("staging")
     assert check.allow("systemctl restart dealix-api", kind="command", step=None) is True

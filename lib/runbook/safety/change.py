@@ -143,8 +143,9 @@ class ChangeCheck:
         try:
             answer = self.ask(question)
         except KeyboardInterrupt:
+            # not a "confirmation" event: those mean confirmed
             self.evidence.append(
-                {"kind": "confirmation", "environment": self.env, "how": "interrupted"}
+                {"kind": "confirmation-refused", "environment": self.env, "why": "interrupted"}
             )
             # one plain line; the error below is ours, so the kernel shows one line of it
             # too, not ipykernel's raw_input frames
@@ -162,7 +163,7 @@ class ChangeCheck:
         if answer is not None:
             # someone typed: they are in front of the notebook, so the way on is the cell
             self.evidence.append(
-                {"kind": "confirmation", "environment": self.env, "how": "wrong answer"}
+                {"kind": "confirmation-refused", "environment": self.env, "why": "wrong answer"}
             )
             raise NotConfirmed(
                 f"You typed {self.evidence.redactor.redact(answer.strip())!r}, not "
