@@ -11,21 +11,37 @@ if [ "$(id -u)" -eq 0 ]; then
   export RUNBOOK_REQUIRE_ISOLATED="${RUNBOOK_REQUIRE_ISOLATED:-1}"
   export RUNBOOK_REQUIRE_TWIN="${RUNBOOK_REQUIRE_TWIN:-1}"
 fi
-build_pid=""
-if [ "${RUNBOOK_REQUIRE_TWIN:-}" = "1" ]; then
-  # A cold twin build is mostly downloads (debootstrap, apt): start it now, beside
-  # the sandbox tests; the twin fixture waits on the cache's lock and then finds
-  # the layers built (or, if this build failed, builds them itself and says why).
-  build_log="${TMPDIR:-/tmp}/runbook-twin-build.$$.log"
-  .venv/bin/runbook twin build >"$build_log" 2>&1 &
-  build_pid=$!
-  echo "test: building the twin's layers in the background (log: $build_log)"
-fi
+# Two lanes, side by side, when the twin runs: the suite mostly waits (on sshd,
+# PostgreSQL, papermill kernels, a booting container), so the twin's tests (their
+# own containers, no sandbox) run in a second pytest beside the sandbox's. The
+# sandbox lane's last file (tests/test_zz_no_secret_anywhere.py) waits for the twin
+# lane and scans its evidence and records too. RUNBOOK_TEST_LANES=1 runs one pytest.
 set +e
-.venv/bin/python -m pytest "$@"
-code=$?
-if [ -n "$build_pid" ]; then
-  wait "$build_pid" || { echo "test: the background twin build failed; its log:" >&2; tail -n 40 "$build_log" >&2; }
+if [ "${RUNBOOK_REQUIRE_TWIN:-}" = "1" ] && [ "${RUNBOOK_TEST_LANES:-2}" = "2" ]; then
+  lanes="$(mktemp -d "${TMPDIR:-/tmp}/runbook-lanes.XXXXXX")"
+  echo "test: two lanes: the twin's tests in the background (log: $lanes/twin.log)"
+  (
+    .venv/bin/python -m pytest -m twin --basetemp="$lanes/twin-tmp" "$@" >"$lanes/twin.log" 2>&1
+    echo $? >"$lanes/twin.rc.tmp" && mv "$lanes/twin.rc.tmp" "$lanes/twin.rc"
+  ) &
+  twin_lane=$!
+  RUNBOOK_TEST_OTHER_LANE="$lanes" .venv/bin/python -m pytest -m "not twin" "$@"
+  code=$?
+  wait "$twin_lane"
+  twin_code=$(cat "$lanes/twin.rc" 2>/dev/null || echo 1)
+  echo "test: ---- the twin lane ----"
+  cat "$lanes/twin.log"
+  # 5: the arguments selected no twin test, which is fine when the other lane ran some
+  if [ "$twin_code" -ne 0 ] && [ "$twin_code" -ne 5 ]; then
+    echo "test: the twin lane failed (exit $twin_code)" >&2
+    [ "$code" -eq 0 ] && code=$twin_code
+  fi
+  if [ "$code" -eq 5 ] && [ "$twin_code" -eq 0 ]; then
+    code=0
+  fi
+else
+  .venv/bin/python -m pytest "$@"
+  code=$?
 fi
 set -e
 if [ "$code" -eq 5 ]; then

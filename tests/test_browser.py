@@ -10,7 +10,11 @@ browser session autosaves, and the committed notebooks must stay clean).
    definition-of-done table, read it, take a screenshot.
 2. A change on a non-sandbox environment (a "rehearsal" profile pointing at
    the sandbox) asks in the live kernel; typing the environment name into the
-   browser's stdin box lets the change go ahead, once, recorded as typed.
+   browser's stdin box lets the change go ahead, once, recorded as typed. The asks
+   are counted where they happen: the kernel's input_request messages, read from
+   the page's kernel connection; only a box JupyterLab has not marked answered
+   (jp-OutputArea-stdin-hiding) counts as still waiting.
+3. A wrong answer is refused: nothing changes, nothing is recorded as confirmed.
 """
 
 from __future__ import annotations
@@ -199,39 +203,67 @@ def test_health_check_runs_in_jupyterlab(lab, page) -> None:
     assert record["outcome"] == "ok" and len(record["checks"]) == 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "on this machine's JupyterLab 4.6.5/4.6.6 a second stdin prompt for the first change "
-        "is left waiting after the confirmed run ends; the landed 365e581 shows it too, so it "
-        "is not the change check (tests/test_change_check.py); strict: a pass fails the suite"
-    ),
-)
-def test_confirmation_prompt_accepts_the_typed_environment_name(lab, page) -> None:
+# Every message the kernel sends on the stdin channel, counted in the page: the browser's
+# own record of how many times the run asked, whatever JupyterLab does with the boxes.
+COUNT_INPUT_REQUESTS = f"""() => {{
+    const kernel = {KERNEL};
+    window.__inputRequests = [];
+    kernel.anyMessage.connect((_, args) => {{
+        if (args.direction === 'recv' && args.msg.header.msg_type === 'input_request') {{
+            window.__inputRequests.push(args.msg.content.prompt);
+        }}
+    }});
+}}"""
+# A box that still waits for an answer. JupyterLab (4.6) marks an answered box's panel
+# jp-OutputArea-stdin-hiding and removes it 500 ms later: that box is not waiting.
+WAITING_BOX = ".jp-OutputArea-stdin-item:not(.jp-OutputArea-stdin-hiding) .jp-Stdin-input"
+
+
+def answer_the_question(page, lab: dict, answer: str) -> str:
+    """Run the confirmation notebook, wait for its one question, type `answer`; the prompt."""
     open_notebook(page, lab, "confirm_demo.ipynb")
+    page.evaluate(COUNT_INPUT_REQUESTS)
     run_all(page)
-    box = page.wait_for_selector(".jp-Stdin-input", timeout=120_000)
+    box = page.wait_for_selector(WAITING_BOX, timeout=120_000)
     prompt = page.locator(".jp-Stdin-prompt").inner_text()
-    assert "REHEARSAL" in prompt and "Type the environment name (rehearsal)" in prompt, prompt
     assert not lab["marker"].exists()  # nothing changed before the answer
-    box.fill("rehearsal")
+    box.fill(answer)
     box.press("Enter")
+    return prompt
+
+
+def confirmation_events(lab: dict) -> list[dict]:
+    (log,) = (lab["tmp"] / "outputs" / "rehearsal" / "confirm_demo").glob("*/commands.jsonl")
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    return [e for e in events if e["kind"] == "confirmation"]
+
+
+def test_confirmation_prompt_accepts_the_typed_environment_name(lab, page) -> None:
+    prompt = answer_the_question(page, lab, "rehearsal")
+    assert "REHEARSAL" in prompt and "Type the environment name (rehearsal)" in prompt, prompt
     page.wait_for_selector(".jp-OutputArea-output:has-text('changed on rehearsal True')")
     page.wait_for_selector(".jp-OutputArea-output:has-text('evidence:')")
     page.screenshot(path=str(lab["tmp"] / "confirm.png"))
     assert lab["marker"].exists()
-    # asked once, recorded as typed. JupyterLab (4.6) turns an answered prompt into
-    # a stdin stream, and depending on timing shows the prompt's text in one output
-    # or two, so the DOM cannot count the asks. What proves one ask: nothing still
-    # waits for an answer (a second ask would hang the cell with an input box open,
-    # and "evidence:" was printed after both changes), and the log holds exactly one
-    # confirmation, typed, for this environment.
-    outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
-    assert any("Type the environment name (rehearsal)" in text for text in outputs), outputs
-    assert page.locator(".jp-Stdin-input").count() == 0
-    (log,) = (lab["tmp"] / "outputs" / "rehearsal" / "confirm_demo").glob("*/commands.jsonl")
-    events = [json.loads(line) for line in log.read_text().splitlines()]
-    confirmations = [e for e in events if e["kind"] == "confirmation"]
+    # asked once: the kernel sent one input_request for two changes, and no box is left
+    # waiting once the run printed its evidence folder (after both changes)
+    requests = page.evaluate("window.__inputRequests")
+    assert len(requests) == 1 and "Type the environment name (rehearsal)" in requests[0], requests
+    assert page.locator(WAITING_BOX).count() == 0
+    # recorded as typed, once, for this environment
+    confirmations = confirmation_events(lab)
     assert confirmations == [{**confirmations[0], "environment": "rehearsal", "how": "typed"}], (
         confirmations
     )
+
+
+def test_a_wrong_answer_is_refused_and_changes_nothing(lab, page) -> None:
+    answer_the_question(page, lab, "production")
+    # the cell fails with the refusal; the change after the question never ran
+    page.wait_for_selector(".jp-OutputArea-output:has-text('NotConfirmed')", timeout=60_000)
+    assert not lab["marker"].exists()
+    assert page.locator(".jp-OutputArea-output:has-text('changed on rehearsal')").count() == 0
+    # one question, none left waiting, and no confirmation recorded
+    assert len(page.evaluate("window.__inputRequests")) == 1
+    assert page.locator(WAITING_BOX).count() == 0
+    assert confirmation_events(lab) == []

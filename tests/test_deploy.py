@@ -189,7 +189,11 @@ def test_good_deploy(sandbox, healed) -> None:
     assert "after" in c["PostHog probe received"]["actual"]
     steps = [s["name"] for s in record["steps"]]
     assert steps[0] == "1. Verify CI green on main" and "DoD. Watch window" in steps
-    assert steps[1] == "2. Take the host lock" and steps[2] == "3. Snapshot current state"
+    assert steps[1] == "2. Take the host lock" and steps[3] == "3. Snapshot current state"
+    # the armor on the server, installed and read back right after the lock (runbook.ops.armor)
+    assert steps[2] == "Preflight: armor on the server"
+    armor = [c for c in record["checks"] if c["name"].startswith("Armor: ")]
+    assert armor and all(c["status"] == "passed" for c in armor), armor
     assert (run_dir / "watch.png").stat().st_size > 1000
     assert record["lock"]["held"] is False  # released by done()
 
@@ -350,12 +354,16 @@ def test_two_downgrades_need_approval(sandbox, healed) -> None:
 
 def test_drift_on_the_server_stops_the_deploy_before_anything_goes_live(sandbox, healed) -> None:
     healed.fault("good-deploy")
-    # someone committed on the server (the runbook's "untracked production drift")
+    # someone committed on the server (the runbook's "untracked production drift"); the
+    # server's armor refuses that (runbook.ops.armor), so this root shell lifts it for the
+    # one command, deliberately: core.hooksPath=/dev/null runs none of the armor's hooks
     subprocess.run(
         [
             "git",
             "-C",
             healed.state["app_dir"],
+            "-c",
+            "core.hooksPath=/dev/null",
             "-c",
             "user.name=someone",
             "-c",
@@ -389,6 +397,11 @@ def test_deploy_dry_run_changes_nothing(sandbox, healed) -> None:
     kinds = " ".join(w["what"] for w in record["would_change"])
     assert "git" in kinds and "alembic" in kinds and "restart" in kinds
     assert server(healed) == before
+    # the changes it skipped are "not run", never passed
+    st = {c["name"]: (c["status"], c["actual"]) for c in record["checks"]}
+    for name in (".env backed up", "Checked out the commit to deploy", "Migrations at head"):
+        assert st[name] == ("not available", "not run (dry run)"), st
+    assert st["Service restarted"] == ("not available", "not run (dry run)"), st
 
 
 def test_rollback_needs_a_reason(sandbox, healed) -> None:

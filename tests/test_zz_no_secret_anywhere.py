@@ -10,12 +10,18 @@ notebook under pytest's temporary tree or the project's outputs/ folder must
 hold none of them, in any of the encodings the redactor promises to mask.
 The server's own env files count too: every value the session's rule
 registers (server_secrets.py), most of which the operator never holds.
+
+When scripts/test.sh runs the twin's tests in a second pytest beside this one
+(`RUNBOOK_TEST_OTHER_LANE` names its folder), these tests first wait for that
+lane to finish, then scan its evidence and check its records as well.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -43,6 +49,20 @@ def _evidence_files(root: Path) -> list[Path]:
     return sorted(files)
 
 
+def _other_lane() -> list[Path]:
+    """The twin lane's temporary tree, once that lane has finished; [] when there is none."""
+    lane = os.environ.get("RUNBOOK_TEST_OTHER_LANE")
+    if not lane:
+        return []
+    done = Path(lane) / "twin.rc"
+    deadline = time.monotonic() + 3600
+    while not done.exists():
+        assert time.monotonic() < deadline, f"the twin lane did not finish within an hour ({lane})"
+        time.sleep(5)
+    root = Path(lane) / "twin-tmp"
+    return [root] if root.exists() else []
+
+
 def test_no_sandbox_secret_in_any_evidence_of_the_session(sandbox, request, tmp_path_factory):
     modules = {item.nodeid.split("::")[0] for item in request.session.items}
     if len(modules) < 10:
@@ -51,7 +71,7 @@ def test_no_sandbox_secret_in_any_evidence_of_the_session(sandbox, request, tmp_
         k: v for k, v in read_env_file(Path(load_profile("sandbox").secrets.file)).items() if v
     }
     assert len(secrets) >= 5, secrets.keys()
-    roots = [tmp_path_factory.getbasetemp(), project_root() / "outputs"]
+    roots = [tmp_path_factory.getbasetemp(), project_root() / "outputs", *_other_lane()]
     files = [f for root in roots if root.exists() for f in _evidence_files(root)]
     run_dirs = {f.parent for f in files if f.name == "record.json"}
     assert len(run_dirs) >= 50, f"only {len(run_dirs)} run folders found under {roots}"
@@ -82,7 +102,8 @@ def test_every_record_of_the_session_follows_the_schema(request, tmp_path_factor
     schema = json.loads((project_root() / "docs" / "record.schema.json").read_text())
     validator = jsonschema.Draft202012Validator(schema)
     checked, problems = 0, []
-    for path in tmp_path_factory.getbasetemp().rglob("record.json"):
+    roots = [tmp_path_factory.getbasetemp(), *_other_lane()]
+    for path in (p for root in roots for p in root.rglob("record.json")):
         record = json.loads(path.read_text())
         if "schema" not in record:
             continue  # hand-made records of the history and seal tests

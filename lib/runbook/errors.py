@@ -20,9 +20,11 @@ session's redactor, so it is safe to show in a notebook or a record::
     ├── Forbidden (Refusal)                a runbook rule refused the action (names the rule)
     └── DefinitionOfDoneNotMet             `session.done()` found failed checks
 
-A `Refusal` is never turned into a red check or a "not available" value: every
-library function that catches errors lets it through (`except Refusal: raise`
-first), so the run ends with outcome "refused" (exit 4). A host-key refusal
+A `Refusal` is never turned into a red check or a "not available" value: the
+scenarios and ops catch errors only through `runbook.safety.attempt`
+(`s.attempt(...)`), which lets every refusal through (elsewhere a function
+that catches errors says `except Refusal: raise` first), so the run ends with
+outcome "refused" (exit 4). A host-key refusal
 also latches the session: every later command, SQL query, file access and HTTP
 call raises it again without going out.
 

@@ -69,11 +69,13 @@ from runbook.errors import (
 )
 from runbook.ops.alembic import Alembic
 from runbook.ops.api import DealixAPI
+from runbook.ops.armor import Armor
 from runbook.ops.git import Git
 from runbook.ops.github import GitHub
 from runbook.ops.postgres import Postgres
 from runbook.ops.services import Services
 from runbook.result import Result, raise_for_ending
+from runbook.safety import attempt as _attempt
 from runbook.safety.change import ChangeCheck
 from runbook.safety.guards import Guards, check_procedure, check_provider_priority, forbid
 from runbook.safety.lock import HostLock
@@ -722,6 +724,64 @@ class Session:
         self.evidence.append({"kind": "check", **c.to_dict()})
         return c
 
+    def attempt(
+        self,
+        name: str | None = None,
+        *,
+        expected: Any = "",
+        note: str = "",
+        also: tuple[type[Exception], ...] = (),
+    ) -> contextlib.AbstractContextManager[_attempt.Attempt]:
+        """Run a block whose `RunbookError` becomes the failed check `name` (type, first line).
+
+        Refusals (Forbidden, NotConfirmed, a host-key refusal), an interrupted
+        command and KeyboardInterrupt pass through and stop the run. Without a
+        name nothing is recorded; the error waits in `a.error` (runbook.safety.attempt)::
+
+            with s.attempt("Restore completed", expected="exit 0") as a:
+                r = restore(s, backup, scratch)
+            if a.failed:
+                return None
+        """
+        return _attempt.attempt(
+            self.check if name is not None else None,
+            name,
+            expected=expected,
+            note=note,
+            also=also,
+        )
+
+    def judge(
+        self,
+        name: str,
+        *,
+        expected: Any,
+        result: Any = None,
+        actual: Any = _attempt.FROM_RESULT,
+        passed: Any = _attempt.FROM_RESULT,
+        note: str = "",
+        ran: bool | None = None,
+    ) -> Check:
+        """Record a check on a result; a call a dry run skipped is "not run (dry run)", never passed.
+
+        `passed` defaults to the result's `ok`, `actual` to its `status`; both may
+        be functions of the result::
+
+            r = s.services.restart("api")
+            s.judge("API restarted", expected="exit 0", result=r)
+        """
+        c: Check = _attempt.judge(
+            self.check,
+            name,
+            expected=expected,
+            result=result,
+            actual=actual,
+            passed=passed,
+            note=note,
+            ran=ran,
+        )
+        return c
+
     def metric(
         self, name: str, value: float | None, unit: str = "", target: float | None = None
     ) -> None:
@@ -877,6 +937,7 @@ class Session:
     git = cached_property(Git)
     alembic = cached_property(Alembic)
     github = cached_property(GitHub)
+    armor = cached_property(Armor)
 
 
 def open_session(scenario: str, env: str = "sandbox", **kw: Any) -> Session:

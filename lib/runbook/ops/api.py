@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from runbook.clock import wait_for
 from runbook.core.output import Progress
-from runbook.errors import Refusal, RunbookError
 from runbook.ops.http import HttpClient, HttpResponse
+from runbook.safety.attempt import attempt
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,12 +66,11 @@ class DealixAPI(HttpClient):
 
         def green() -> bool:
             nonlocal last
-            try:
+            with attempt() as a:
                 last = self.deep_health()
-            except Refusal:
-                raise
-            except RunbookError as exc:
-                last = {"status": "unreachable", part: {"status": None, "detail": str(exc)[:200]}}
+            if a.error is not None:
+                detail = str(a.error)[:200]
+                last = {"status": "unreachable", part: {"status": None, "detail": detail}}
             return (last.get(part) or {}).get("status") == "green"
 
         progress = Progress(f"waiting for deep health {part} green", seconds=timeout)

@@ -19,6 +19,7 @@ paths are resolved against a preceding `cd`.
 | no-restore-into-production-db | restoring into, dropping or renaming the production database outside the incident restore | scenario 5 preflight |
 | env-edit-only-llm-priority | any in-place edit of `.env` but `LLM_PROVIDER_PRIORITY` (backed up first; a list of provider names only) | scenario 4 step 4 |
 | no-delete-active-wal | deleting or moving anything under `pg_wal` / `pg_xlog`, or the data directory or a parent of it | scenario 3 step 3 |
+| keep-armor | `chattr -i` (or `=` without `i`) on a do-not-touch file or an evidence dump, or on a directory above one with `-R` | Appendix B; runbook.ops.armor |
 
 Example::
 
@@ -107,6 +108,11 @@ RULES: dict[str, Rule] = {
             "no-delete-active-wal",
             "Scenario 3 step 3: DO NOT delete active WAL",
             "active WAL is never deleted",
+        ),
+        Rule(
+            "keep-armor",
+            "Appendix B (do-not-touch), held on the server by the armor (runbook.ops.armor)",
+            "the server's armor on protected files and evidence dumps is never lifted",
         ),
     ]
 }
@@ -223,6 +229,8 @@ class Guards:
             names = [a for a in args if not a.startswith("-")]
             if names:
                 self.check_drop_database(names[-1])
+        elif prog == "chattr":
+            check_lift_armor(self.profile, args, cmd.cwd)
         action = " ".join(words)
         for path, mode in self._written_paths(prog, args, words, cmd.cwd):
             for one in expand_braces(path):
@@ -570,6 +578,51 @@ class Guards:
 
 _PROVIDER_LIST = re.compile(r"^[a-z0-9_-]+(,[a-z0-9_-]+)*$")
 DEFAULT_PROVIDERS = ("anthropic", "openai", "google")
+
+
+def check_lift_armor(profile: Profile, args: list[str], cwd: str | None) -> None:
+    """Refuse a `chattr` that lifts the immutable attribute from what the armor protects.
+
+    Kept apart from the rest of the guard on purpose: the armor (runbook.ops.armor)
+    is the layer that holds when a command is not read at all, and this is the one
+    thing the guard adds for it. Protected: the do-not-touch files and the evidence
+    dumps under `<backups.dir>/evidence/`; with `-R`, a directory above one of them.
+
+    >>> from runbook.core.profile import load_profile
+    >>> check_lift_armor(load_profile("production"), ["-i", "/opt/dealix/.env.pre-v3.0.0.bak"], None)
+    Traceback (most recent call last):
+    ...
+    runbook.errors.Forbidden: refused by rule 'keep-armor': ...
+    >>> check_lift_armor(load_profile("production"), ["+i", "/opt/dealix/.env.pre-v3.0.0.bak"], None)
+    """
+    lifts, recursive, paths = False, False, []
+    it = iter(args)
+    for a in it:
+        if a in ("-v", "-p"):
+            next(it, None)  # a version or project number, not a path
+        elif a.startswith("-") and set(a[1:]) <= set("RVf") and a != "-":
+            recursive = recursive or "R" in a
+        elif a[:1] == "-" and "i" in a[1:]:
+            lifts = True
+        elif a[:1] == "=":
+            lifts = lifts or "i" not in a[1:]
+        elif a[:1] == "+":
+            continue
+        else:
+            paths.append(a)
+    if not lifts:
+        return
+    armored = [*profile.do_not_touch.files, posixpath.join(profile.backups.dir, "evidence", "*")]
+    for path in paths:
+        full = resolve(path, cwd) or path
+        for protected in armored:
+            if not full.startswith("/") or may_reach(full, protected, tree=recursive):
+                raise forbid(
+                    "keep-armor",
+                    "chattr " + " ".join(args),
+                    f"{protected} is armored (immutable) on purpose; a root shell outside "
+                    "the runbook can lift it, the runbook does not",
+                )
 
 
 def check_provider_priority(value: str, profile: Profile, current: str | None = None) -> None:

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 from runbook.core.catalog import notebook_path, parameter_names
 from runbook.core.story import Summary
 from runbook.errors import ParameterError
+from runbook.ops.armor import MISSING, NOT_AVAILABLE, Piece, record_pieces
 from runbook.session import Session, open_session
 
 # the session's own keywords; every other parameter belongs to the scenario class
@@ -94,9 +95,11 @@ def take_lock(s: Session, step: str | None = None, *, once: bool = False) -> dic
     Returns the lock's record entry.
     """
     if once and s.lock is not None and (s.lock.held or s.dry_run):
+        armor_preflight(s)
         return _lock_summary(s)
     with s.step(step) if step else contextlib.nullcontext():
         s.acquire_lock()
+    armor_preflight(s)
     return _lock_summary(s)
 
 
@@ -111,6 +114,39 @@ def _lock_summary(s: Session) -> Summary:
     if info.get("broken"):
         line += "; broke a stale lock (recorded)"
     return Summary(line, **info)
+
+
+#: the preflight step that installs and verifies the server's armor (runbook.ops.armor)
+ARMOR_STEP = "Preflight: armor on the server"
+
+
+def _armored(s: Session) -> bool:
+    return any(st.name == ARMOR_STEP for st in s.steps)
+
+
+def armor_preflight(s: Session) -> list[Piece]:
+    """Install the server's armor and verify it, in a step of its own; once per run.
+
+    Every changing scenario runs it before its first change (through
+    `take_lock`, or from its own preflight). Each piece is a check: holding
+    passes, missing fails, and a piece the platform does not allow (no
+    immutable attribute on this filesystem) is "not available", never passed.
+    """
+    if _armored(s):
+        return s.armor.pieces
+    with s.step(ARMOR_STEP):
+        pieces = s.armor.install()
+        if s.dry_run:
+            pieces = [
+                p
+                if p.status != MISSING
+                else Piece(p.name, NOT_AVAILABLE, f"dry run: would install ({p.detail})")
+                for p in pieces
+            ]
+        record_pieces(s, pieces)
+        for p in pieces:
+            print(f"armor: {p.name}: {p.status} ({p.detail})")
+    return pieces
 
 
 def open_scenario(

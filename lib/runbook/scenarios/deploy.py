@@ -117,7 +117,7 @@ class Deploy(Release):
 
     def _untouched(self) -> bool:
         """True when the failed step left the server as the snapshot saw it (nothing live)."""
-        try:
+        with self.s.attempt():
             head = self.s.git.head()
             return (
                 self.head_before is not None
@@ -125,8 +125,7 @@ class Deploy(Release):
                 and self.running_sha() == self.running_before
                 and self.s.alembic.current() == self.rev_before
             )
-        except Exception:  # cannot tell: assume the worst and say how to roll back
-            return False
+        return False  # cannot tell: assume the worst and say how to roll back
 
     def _say_nothing_deployed(self) -> None:
         sha = (self.running_before or "?")[:12]
@@ -201,29 +200,32 @@ class Deploy(Release):
             self.previous_sha = head if write else before
             if write and before != head:
                 s.write_file(self.app.last_good_sha_file, (head + "\n").encode())
-            s.check(
+            # the write a dry run skipped is "not run", never a pass
+            skipped = s.dry_run and write and before != head
+            s.judge(
                 "Snapshot: .last_good_sha is a healthy SHA",
                 expected="written only when deep health is green and HEAD is running",
+                ran=not skipped,
                 actual=(
-                    (f"dry run: would record {head[:12]}" if s.dry_run else f"{head[:12]} recorded")
+                    f"{head[:12]} recorded"
                     if write and before != head
                     else f"{head[:12]} already recorded"
                     if write
                     else f"kept {(before or 'none')[:12]}"
                 ),
-                passed=(
-                    (None if s.dry_run and before != head else True)
-                    if write
-                    else (before is not None and before != head)
-                ),
-                note=why + f" (deep health: {summary})",
+                passed=True if write else (before is not None and before != head),
+                note=(f"would record {head[:12]}; " if skipped else "")
+                + why
+                + f" (deep health: {summary})",
             )
             backup = s.backup_file(self.app.env_file)
-            s.check(
+            s.judge(
                 ".env backed up",
                 expected=".env.bak.<UTC time>",
-                actual=backup if not s.dry_run else f"dry run: would copy to {backup}",
-                passed=None if s.dry_run else True,
+                ran=not s.dry_run,
+                actual=backup,
+                passed=True,
+                note=f"would copy to {backup}" if s.dry_run else "",
             )
             info = {
                 "head": head,
@@ -265,33 +267,23 @@ class Deploy(Release):
                 applied = migration_chain(self.revisions_at("HEAD"), rev_after, rev_before)
             except ValueError:
                 applied = []
-            if s.dry_run:
-                s.check(
-                    "Checked out the commit to deploy",
-                    expected=(self.target_sha or "?")[:12],
-                    actual=f"dry run: still {head[:12]}",
-                    passed=None,
-                )
-                s.check(
-                    "Migrations at head",
-                    expected=", ".join(heads_now),
-                    actual=f"dry run: {rev_before}",
-                    passed=None,
-                )
-            else:
-                s.check(
-                    "Checked out the commit to deploy",
-                    expected=(self.target_sha or "?")[:12],
-                    actual=head[:12],
-                    passed=head == self.target_sha,
-                )
-                s.check(
-                    "Migrations at head",
-                    expected=", ".join(heads_now),
-                    actual=f"{rev_before} -> {rev_after}"
-                    + (f" (applied {', '.join(reversed(applied))})" if applied else " (none new)"),
-                    passed=rev_after in heads_now,
-                )
+            s.judge(
+                "Checked out the commit to deploy",
+                expected=(self.target_sha or "?")[:12],
+                ran=not s.dry_run,
+                actual=head[:12],
+                passed=head == self.target_sha,
+                note=f"still {head[:12]}" if s.dry_run else "",
+            )
+            s.judge(
+                "Migrations at head",
+                expected=", ".join(heads_now),
+                ran=not s.dry_run,
+                actual=f"{rev_before} -> {rev_after}"
+                + (f" (applied {', '.join(reversed(applied))})" if applied else " (none new)"),
+                passed=rev_after in heads_now,
+                note=f"still {rev_before}" if s.dry_run else "",
+            )
             info = {
                 "migrations_before": rev_before,
                 "migrations_after": rev_after,
@@ -443,9 +435,9 @@ class Deploy(Release):
                 return Summary("probes skipped: health red, roll back first")
             sent_at = utc_now()
             resp = s.api.sentry_check()
-            if resp.dry_run:
+            if not resp.ran:
                 for name in ("Sentry probe received", "PostHog probe received"):
-                    s.check(name, expected="event via API", actual="dry run", passed=None)
+                    s.judge(name, expected="event via API", result=resp)
                 return Summary("dry run: no probe sent")
             event_id = (resp.json() or {}).get("sentry_event_id", "")
             sentry, posthog = Sentry(s), PostHog(s)
@@ -491,13 +483,14 @@ class Deploy(Release):
         cols = ["t_s", "deep_green", "errors_per_min"]
         with s.step("DoD. Watch window"):
             if s.dry_run or self.healthy is False:
-                why = "dry run" if s.dry_run else "skipped: health red, roll back first"
-                s.check(
+                s.judge(
                     "No error spike during the watch",
                     expected="rate at baseline",
-                    actual=why,
-                    passed=None if s.dry_run else False,
+                    ran=not s.dry_run,
+                    actual="skipped: health red, roll back first",
+                    passed=False,
                 )
+                why = "dry run" if s.dry_run else "skipped: health red, roll back first"
                 return Summary(f"watch: {why}", polls=pd.DataFrame(columns=cols))
             seconds = self.watch_minutes * 60
             step = interval or max(1.0, min(30.0, seconds / 10))

@@ -283,11 +283,13 @@ class Rollback(Release):
                 return
             s.alembic.downgrade(len(self.to_undo))
             now = s.alembic.current()
-            s.check(
+            s.judge(
                 "Migrations rolled back",
                 expected=f"at {self.target_rev} (undo {', '.join(self.to_undo)})",
-                actual=f"dry run: still {now}" if s.dry_run else now,
-                passed=None if s.dry_run else now == self.target_rev,
+                ran=not s.dry_run,
+                actual=now,
+                passed=now == self.target_rev,
+                note=f"still {now}" if s.dry_run else "",
             )
 
     # -- step 4: old code ----------------------------------------------------
@@ -308,7 +310,7 @@ class Rollback(Release):
         with s.step("6. Verify deep health on the old SHA"):
             if s.dry_run:
                 for name in ("Healthy on the last good SHA", "Rollback time"):
-                    s.check(name, expected="see the runbook", actual="dry run", passed=None)
+                    s.judge(name, expected="see the runbook", ran=False)
                 return None
             ok, deep, _ = self.wait_deep_green()
             head, running = s.git.head(), self.running_sha()
@@ -394,10 +396,11 @@ class Rollback(Release):
         s = self.s
         with s.step("DoD. Sentry error rate back to baseline"):
             if s.dry_run or self.complete_at is None:
-                s.check(
+                s.judge(
                     "Sentry error rate at baseline",
                     expected="<= baseline",
-                    actual="dry run" if s.dry_run else "rollback not complete",
+                    ran=not s.dry_run,
+                    actual="rollback not complete",
                     passed=None,
                 )
                 return Summary(
