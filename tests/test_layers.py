@@ -132,6 +132,7 @@ PUBLIC = {
     "CommandFailed",
     "CommandInterrupted",
     "CommandTimedOut",
+    "ConfirmationInterrupted",
     "ConnectionFailed",
     "DefinitionOfDoneNotMet",
     "Forbidden",

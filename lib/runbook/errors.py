@@ -134,13 +134,15 @@ class ConnectionFailed(RunbookError):
 class HostKeyUnknown(ConnectionFailed, Refusal):
     """The server presented a key that is not pinned in the profile."""
 
-    def __init__(self, message: str, *, target: str, presented: str, fix: str = ""):
+    def __init__(self, message: str, *, target: str, presented: str, fix: str = "", pin: str = ""):
         self.presented = presented
         self.fix = fix
+        # the commands that fetch the key to check and pin: the run's next step
+        self.pin = pin
         super().__init__(message, target=target)
 
     def details(self) -> dict[str, str]:
-        """The host, the presented fingerprint and the fix.
+        """The host, the presented fingerprint, the fix and the pinning commands.
 
         >>> HostKeyUnknown("m", target="root@h:22", presented="SHA256:x").details()["presented"]
         'SHA256:x'
@@ -152,16 +154,28 @@ class HostKeyUnknown(ConnectionFailed, Refusal):
         }
         if self.fix:
             out["fix"] = self.fix
+        if self.pin:
+            out["pin"] = self.pin
         return out
 
 
 class HostKeyMismatch(ConnectionFailed, Refusal):
     """The server's key differs from the pinned one: possible interception."""
 
-    def __init__(self, message: str, *, target: str, expected: str, presented: str, fix: str = ""):
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str,
+        expected: str,
+        presented: str,
+        fix: str = "",
+        pin: str = "",
+    ):
         self.expected = expected
         self.presented = presented
         self.fix = fix
+        self.pin = pin
         super().__init__(message, target=target)
 
     def details(self) -> dict[str, str]:
@@ -173,6 +187,8 @@ class HostKeyMismatch(ConnectionFailed, Refusal):
         out = {"host": self.target or "", "expected": self.expected, "presented": self.presented}
         if self.fix:
             out["fix"] = self.fix
+        if self.pin:
+            out["pin"] = self.pin
         return out
 
 
@@ -232,6 +248,17 @@ class NotConfirmed(Refusal):
 
     def details(self) -> dict[str, str]:
         return {"environment": self.environment, "flag": f"--confirm {self.environment}"}
+
+
+class ConfirmationInterrupted(RunbookError):
+    """The operator interrupted the confirmation question: nothing was confirmed or changed."""
+
+    def __init__(self, message: str, *, environment: str):
+        self.environment = environment
+        super().__init__(message)
+
+    def details(self) -> dict[str, str]:
+        return {"environment": self.environment}
 
 
 class Forbidden(Refusal):
@@ -355,7 +382,7 @@ _OUTCOME_OF: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
     ((Refusal,), "refused"),
     ((ParameterError,), "parameters"),
     ((CommandTimedOut,), "timed_out"),
-    ((CommandInterrupted, KeyboardInterrupt), "interrupted"),
+    ((CommandInterrupted, ConfirmationInterrupted, KeyboardInterrupt), "interrupted"),
 )
 
 

@@ -168,6 +168,7 @@ class Session:
             evidence=self.evidence,
             interactive=interactive,
             suggest=lambda add: self.set_next_command(self.rerun_command(add=add)),
+            scenario=scenario,
         )
         self.next_command: str | None = None
         self.metrics: dict[str, dict[str, Any]] = {}
@@ -710,6 +711,11 @@ class Session:
         """
         if not self._taking_lock and not self._secrets_verified:
             self.verify_secrets()
+        if self._taking_lock and not self.dry_run and not self.change_check.confirmed:
+            # a question about the lock's own mkdir tells the operator nothing: without a
+            # scenario's summary, say what the lock is for
+            question = f"{self.scenario}: take the host lock, then change the server"
+            self.change_check.require_confirmation(question)
         if not self.change_check.allow(what, kind=kind, step=self.current_step):
             return False
         if not self._taking_lock and (self.lock is None or not self.lock.held):
@@ -923,11 +929,13 @@ class Session:
         return pd.DataFrame(rows, columns=["name", "started", "finished", "duration_s", "status"])
 
     # ------------------------------------------------------------- verdict
-    def done(self) -> Any:
+    def done(self) -> None:
         """Render the definition of done, write the record, raise if a check failed.
 
         Call it in the notebook's last cell, after cleanup cells, so cleanup
-        always runs before the verdict.
+        always runs before the verdict. It returns None: the table is displayed
+        once (a returned table would be shown again as the cell's result);
+        `checks_table()` gives it as a DataFrame.
         """
         self._stop_if_refused()  # a caught host-key refusal still ends the run refused
         self._stop_if_tripped()  # so does a caught trip
@@ -941,7 +949,6 @@ class Session:
         display_verdict(table, record, self.evidence.record_path)
         if failed:
             raise DefinitionOfDoneNotMet(self.checks)
-        return table
 
     def record_failure(self, exc: BaseException) -> None:
         """Note an uncaught error in the record (called from the IPython hook)."""

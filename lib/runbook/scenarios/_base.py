@@ -23,9 +23,11 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from runbook.core.catalog import notebook_path, parameter_names
+from runbook.core.story import Summary
 from runbook.errors import ParameterError
 from runbook.ops.armor import MISSING, NOT_AVAILABLE, Piece, record_pieces
 from runbook.session import Session, open_session
@@ -53,6 +55,15 @@ class Scenario:
     lock_step: ClassVar[str | None] = None
     #: skip that step when the lock is already held (a scenario that may ask twice)
     lock_once: ClassVar[bool] = False
+
+    def change_summary(self) -> Sequence[str]:
+        """What this run is about to change, one short line each, for the confirmation question.
+
+        Asked once, before the first change (off the sandbox); read-only calls
+        may be used to fill it in (the SHA to deploy, the pending migrations).
+        [] when the scenario has nothing to say: the question names the first change.
+        """
+        return []
 
     def no_lock_needed(self) -> str | None:
         """Why this run needs no lock now, or None: a scenario that decides first (a triage
@@ -85,11 +96,24 @@ def take_lock(s: Session, step: str | None = None, *, once: bool = False) -> dic
     """
     if once and s.lock is not None and (s.lock.held or s.dry_run):
         armor_preflight(s)
-        return s.lock.info()
+        return _lock_summary(s)
     with s.step(step) if step else contextlib.nullcontext():
-        info = s.acquire_lock().info()
+        s.acquire_lock()
     armor_preflight(s)
-    return info
+    return _lock_summary(s)
+
+
+def _lock_summary(s: Session) -> Summary:
+    """The lock's record entry, shown as one line (not its command and owner dict)."""
+    assert s.lock is not None
+    info = s.lock.info()
+    if s.dry_run:
+        line = f"dry run: no host lock taken ({info['path']})"
+    else:
+        line = f"host lock taken: {info['path']} (run {info['owner']['run_id'][:8]})"
+    if info.get("broken"):
+        line += "; broke a stale lock (recorded)"
+    return Summary(line, **info)
 
 
 #: the preflight step that installs and verifies the server's armor (runbook.ops.armor)
@@ -166,7 +190,10 @@ def open_scenario(
         procedure=cls.procedure,
         require_secrets=cls.require_secrets,
     )
-    return s, cls(s, **scenario_kw)
+    scenario = cls(s, **scenario_kw)
+    # the confirmation question asks about what this run will change (safety/change.py)
+    s.change_check.summarize = scenario.change_summary
+    return s, scenario
 
 
 def scenario_class(name: str) -> type[Scenario]:

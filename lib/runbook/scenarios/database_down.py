@@ -1083,6 +1083,23 @@ class DatabaseDown(Scenario):
         nothing = f"{self.branch.name}: this branch changes nothing on the server, no lock needed"
         return None if changes_server(self.branch) else nothing
 
+    def change_summary(self) -> list[str]:
+        """What this branch will change, for the confirmation question (after `triage`)."""
+        s = self.s
+        name = self.branch.name if self.branch is not None else None
+        manager = s.profile.services.manager
+        fix = {
+            SERVICE_FAILED: f"restart {s.services.unit('postgres')} ({manager}), then SELECT 1",
+            DISK_FULL: "delete the old backups listed above (the newest "
+            f"{self.keep_newest_backups} are never deleted)",
+            POOL_EXHAUSTED: f"restart {s.services.unit('api')} ({manager}) to drop its "
+            "stale connections",
+        }.get(name or "", f"branch {name!r}: no change of its own")
+        return [
+            f"branch {name!r}: {fix}",
+            "afterwards: drain the dead-letter queues that hold messages (admin API)",
+        ]
+
     def service_failed(self) -> dict[str, Any] | None:
         """Branch service failed: recent logs, restart, wait, SELECT 1.
 

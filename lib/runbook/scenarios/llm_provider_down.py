@@ -619,6 +619,23 @@ class LlmProviderDown(Scenario):
         nothing = f"{self.decision.name}: nothing will change, no lock needed"
         return None if changes_server(self.decision) else nothing
 
+    def change_summary(self) -> list[str]:
+        """What this decision will change, for the confirmation question (after `assess`)."""
+        s = self.s
+        d = self.decision
+        if d is None:
+            return ["run assess() first: the decision says what changes"]
+        drain = "drain the LLM dead-letter queues (admin API), in batches"
+        if d.name == FAILOVER and d.new_order:
+            before = ",".join((self.assessment or {}).get("priority") or []) or "?"
+            return [
+                f"LLM_PROVIDER_PRIORITY in .env: {before} -> {','.join(d.new_order)} "
+                "(.env backed up first; the only .env edit allowed)",
+                f"restart {s.services.unit('api')} ({s.profile.services.manager})",
+                f"once the provider is back: {drain}",
+            ]
+        return [f"decision {d.name!r}: {drain}"]
+
     def failover(self) -> dict[str, Any] | None:
         """Step 4: LLM_PROVIDER_PRIORITY to the new order, restart the API (only on FAILOVER)."""
         assert self.decision is not None, "run assess() first"

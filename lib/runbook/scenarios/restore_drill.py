@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import fnmatch
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -157,6 +158,14 @@ class RestoreDrill(Scenario):
         if not self.ready:
             print("preflight failed: the backup is NOT restored (see the failed checks)")
         return self.ready
+
+    def change_summary(self) -> Sequence[str]:
+        """What the drill will change, for the confirmation question (after `preflight`)."""
+        name = (self.chosen or {}).get("name") or "the newest backup"
+        return [
+            f"create the scratch database {self.scratch} and restore {name} into it",
+            f"drop {self.scratch} at the end (the production database is never touched)",
+        ]
 
     def restore(self) -> RestoreResult | None:
         """Create the scratch database and restore into it."""

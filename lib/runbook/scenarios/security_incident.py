@@ -1022,6 +1022,20 @@ class SecurityIncident(Scenario):
         self.doc: Path | None = None
         self.advisory: Path | None = None
 
+    def change_summary(self) -> list[str]:
+        """What the response will change, for the confirmation question."""
+        s = self.s
+        sec = s.profile.security
+        where = self.allow_ssh_from or "the address this connection comes from"
+        return [
+            f"rotate every app secret (the app's rotation script), restart "
+            f"{s.services.unit('api')}; the old admin key stops working"
+            + ("; your secrets file gets the new values" if self.update_operator_secrets else ""),
+            f"lock SSH (port {sec.ssh_port}) down to {where} with {sec.firewall or 'no firewall'}"
+            f", reverted after {self.lockdown_revert_seconds} s unless a new connection works",
+            "ban the attacking addresses found in the logs",
+        ]
+
     def preflight(self) -> str:
         """The host lock, then step 0: the operator's address, and the address SSH is locked to."""
         s = self.s
