@@ -268,3 +268,79 @@ def test_a_wrong_answer_is_refused_and_changes_nothing(lab, page) -> None:
     assert len(page.evaluate("window.__inputRequests")) == 1
     assert page.locator(WAITING_BOX).count() == 0
     assert confirmation_events(lab) == []
+
+
+def wait_or_show(page, selector: str, timeout: float):
+    """wait_for_selector, failing with what the notebook printed (the why of a timeout)."""
+    try:
+        return page.wait_for_selector(selector, timeout=timeout)
+    except sync_api.TimeoutError:
+        shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+        pytest.fail(
+            f"no {selector} within {timeout / 1000:.0f} s; the notebook showed:\n{shown[-4000:]}"
+        )
+
+
+def set_parameters(page, **values: str) -> None:
+    """Edit lines of the open notebook's parameters cell, as an operator types into it
+    (`env='"rehearsal"'` turns the line `env = ...` into `env = "rehearsal"`)."""
+    page.evaluate(
+        f"""(values) => {{
+            const model = {APP}.shell.currentWidget.content.model;
+            for (let i = 0; i < model.cells.length; i++) {{
+                const cell = model.cells.get(i);
+                if (!(cell.getMetadata('tags') || []).includes('parameters')) continue;
+                const lines = cell.sharedModel.getSource().split('\\n').map((line) => {{
+                    const name = line.split('=')[0].trim();
+                    return name in values ? `${{name}} = ${{values[name]}}` : line;
+                }});
+                cell.sharedModel.setSource(lines.join('\\n'));
+                return;
+            }}
+            throw new Error('no parameters cell');
+        }}""",
+        values,
+    )
+
+
+def test_a_rehearsal_deploy_asks_about_the_change_and_shows_the_watch(lab, page, sandbox) -> None:
+    """The deploy notebook on a non-sandbox environment, as an operator runs it: the one
+    question names the SHA, the migrations and the restart (never the lock's command); one
+    typed answer lets the run go ahead; the watch window shows a line per poll."""
+    sandbox.fault("good-deploy")
+    target = sandbox.state["deploy_faults"]["good-deploy"]["pushed"]
+    open_notebook(page, lab, "deploy.ipynb")
+    set_parameters(page, env='"rehearsal"', watch_minutes="0.1")
+    page.evaluate(COUNT_INPUT_REQUESTS)
+    run_all(page)
+    box = wait_or_show(page, WAITING_BOX, 180_000)
+    prompt = page.locator(".jp-Stdin-prompt").inner_text()
+    assert "deploy is about to change REHEARSAL" in prompt, prompt
+    assert f"-> {target[:12]}" in prompt, (target, prompt)
+    assert "migrations to apply" in prompt and "restart" in prompt, prompt
+    assert "mkdir" not in prompt and "owner.json" not in prompt, prompt
+    box.scroll_into_view_if_needed()
+    page.screenshot(path=str(lab["tmp"] / "deploy-question.png"))
+    box.fill("rehearsal")
+    box.press("Enter")
+    verdict = wait_or_show(page, ".jp-OutputArea-output h3:has-text('DEFINITION OF DONE')", 300_000)
+    # a long notebook: JupyterLab renders the cells out of view lazily, so read the text
+    # itself rather than what is painted
+    assert (verdict.text_content() or "").strip() == "DEFINITION OF DONE MET"
+    # the watch window's progress: one display, updated in place at every poll
+    watch = page.locator(".jp-OutputArea-output", has_text="watch (0.1 min on rehearsal)")
+    assert watch.count() == 1, watch.all_inner_texts()
+    watch.scroll_into_view_if_needed()
+    page.screenshot(path=str(lab["tmp"] / "deploy-watch.png"))
+    if os.environ.get("RUNBOOK_DOCS_SCREENSHOTS"):  # regenerate the pictures in docs/running.md
+        for name in ("deploy-question.png", "deploy-watch.png"):
+            shutil.copy(lab["tmp"] / name, ROOT / "docs" / "img" / name)
+    assert len(page.evaluate("window.__inputRequests")) == 1
+    assert page.locator(WAITING_BOX).count() == 0
+    (record_path,) = (lab["tmp"] / "outputs" / "rehearsal" / "deploy").glob("*/record.json")
+    record = json.loads(record_path.read_text())
+    assert record["outcome"] == "ok", [c for c in record["checks"] if c["status"] == "failed"]
+    (log,) = record_path.parent.glob("commands.jsonl")
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    confirmations = [e for e in events if e["kind"] == "confirmation"]
+    assert [(e["environment"], e["how"]) for e in confirmations] == [("rehearsal", "typed")]
