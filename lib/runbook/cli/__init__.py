@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"runbook: {problem}", file=sys.stderr)
         return 2
+    if args.command == "resume":
+        from runbook.cli.resume import main as resume_main
+
+        return resume_main(args)
     if args.command in ("verify", "history", "postmortem", "seal"):
         from runbook.cli.evidence import run_command
 
@@ -106,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--timeout", type=float, default=None, help="per-cell timeout, seconds")
     _add_parameters_dir(p_run)
     sub.add_parser("list", help="the scenarios and their parameters")
+    from runbook.cli.resume import add_parser as add_resume
+
+    add_resume(sub)
     _add_evidence_commands(sub)
     return parser
 
