@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from runbook.cli import main as cli_main
@@ -146,6 +147,9 @@ def test_deploy_failed_at_pull_resumes_without_a_second_snapshot(
     # the snapshot did not run twice: no second .env backup, last good SHA as the parent left it
     assert done["env_backups"] == after_parent["env_backups"]
     assert done["last_good"] == after_parent["last_good"]
+    schema = json.loads((notebook_path("deploy").parents[1] / "docs/record.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    assert [e.message for r in (crec, refused, rec) for e in validator.iter_errors(r)] == []
     # the parent's sealed folder is untouched; the chain is derived
     assert verify_run(parent).ok
     df = history.load(outputs)
