@@ -22,6 +22,7 @@ from runbook.cli import run as runner
 from runbook.core import resume
 from runbook.core.catalog import notebook_path
 from runbook.core.seal import verify_run
+from runbook.errors import Forbidden
 from runbook.evidence import history
 from runbook.sandbox import Sandbox
 from runbook.sandbox.faults import parse
@@ -147,7 +148,9 @@ def test_deploy_failed_at_pull_resumes_without_a_second_snapshot(
     # the snapshot did not run twice: no second .env backup, last good SHA as the parent left it
     assert done["env_backups"] == after_parent["env_backups"]
     assert done["last_good"] == after_parent["last_good"]
-    schema = json.loads((notebook_path("deploy").parents[1] / "docs/record.schema.json").read_text())
+    schema = json.loads(
+        (notebook_path("deploy").parents[1] / "docs/record.schema.json").read_text()
+    )
     validator = jsonschema.Draft202012Validator(schema)
     assert [e.message for r in (crec, refused, rec) for e in validator.iter_errors(r)] == []
     # the parent's sealed folder is untouched; the chain is derived
@@ -172,7 +175,7 @@ def test_deploy_failed_at_pull_resumes_without_a_second_snapshot(
     code_cells[2]["source"] = "dep.ci_gate()  # edited"
     edited = tmp_path / "deploy.ipynb"
     edited.write_text(json.dumps(changed))
-    with pytest.raises(resume.ResumeRefused, match="code cell"):
+    with pytest.raises(Forbidden, match="code cell"):
         resume.plan(parent, edited, rules)
     # a later cell may change: recorded
     original = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
@@ -180,17 +183,17 @@ def test_deploy_failed_at_pull_resumes_without_a_second_snapshot(
     code_cells[-2]["source"] = "dep.advice()  # edited later"
     edited.write_text(json.dumps(changed))
     assert resume.plan(parent, edited, rules).later_cells_changed == [len(code_cells) - 2]
-    with pytest.raises(resume.ResumeRefused, match="interrupted"):
+    with pytest.raises(Forbidden, match="interrupted"):
         resume.plan(copy_with(parent, tmp_path, outcome="interrupted"), nb, rules)
     allowed = resume.plan(
         copy_with(parent, tmp_path, outcome="interrupted"), nb, rules, allow_interrupted=True
     )
     assert allowed.to_record()["allow_interrupted"] is True
     for outcome in ("refused", "parameters", "abandoned"):
-        with pytest.raises(resume.ResumeRefused, match=outcome):
+        with pytest.raises(Forbidden, match=outcome):
             resume.plan(copy_with(parent, tmp_path, outcome=outcome), nb, rules)
     # the failed step is not safe to repeat and has no postcondition
-    with pytest.raises(resume.ResumeRefused, match="not safe to repeat"):
+    with pytest.raises(Forbidden, match="not safe to repeat"):
         resume.plan(copy_with(parent, tmp_path, failed_step=SNAPSHOT), nb, rules)
 
 
@@ -216,7 +219,7 @@ def test_a_done_step_that_must_run_again_and_is_not_repeatable_is_refused(tmp_pa
         "runner": {"notebook": "deploy.ipynb"},
     }
     (run_dir / "record.json").write_text(json.dumps(rec))
-    with pytest.raises(resume.ResumeRefused, match="not safe to repeat"):
+    with pytest.raises(Forbidden, match="not safe to repeat"):
         resume.plan(run_dir, notebook_path("deploy"), Deploy.resume_rules())
     steps[0]["name"] = "3a. repeatable"
     (run_dir / "record.json").write_text(json.dumps(rec))
@@ -230,5 +233,5 @@ def test_a_scenario_without_declarations_is_not_resumed(tmp_path) -> None:
     run_dir = tmp_path / "20261207T000000Z-security_incident"
     run_dir.mkdir()
     (run_dir / "record.json").write_text(json.dumps({"scenario": "security_incident"}))
-    with pytest.raises(resume.ResumeRefused, match="safe to repeat"):
+    with pytest.raises(Forbidden, match="safe to repeat"):
         resume.plan(run_dir, notebook_path("security_incident"), SecurityIncident.resume_rules())

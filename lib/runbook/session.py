@@ -52,13 +52,13 @@ from runbook.core.resume import (
     RESUME_ENV,
     RESUME_FLAGS_ENV,
     Plan,
-    ResumeRefused,
     StepRules,
     flags_from_env,
     moved_facts,
     parameters_hash,
 )
 from runbook.core.resume import plan as resume_plan
+from runbook.core.resume import refusal as resume_refusal
 from runbook.core.secrets import (
     SecretStore,
     parse_env_text,
@@ -857,7 +857,7 @@ class Session:
         """Make this run a resume when `RUNBOOK_RESUME_FROM` names the parent run folder.
 
         Called by `open_scenario` before the scenario's first step. Refuses
-        (`ResumeRefused`, nothing has run) as `runbook.core.resume.plan` says,
+        (`Forbidden`, nothing has run) as `runbook.core.resume.plan` says,
         and when what the parent's completed steps rely on moved since it
         stopped. Returns the plan, None when this run is no resume.
         """
@@ -890,7 +890,7 @@ class Session:
             moved = moved_facts(before, now, rules.relies_on, plan.accept_moved)
             self.evidence.append({"kind": "resume", "event": "facts", "parent": before, "now": now})
             if moved:
-                raise ResumeRefused(
+                raise resume_refusal(
                     "the target moved since run "
                     f"{plan.parent_id} stopped, so its completed steps may no longer hold: "
                     + "; ".join(moved),

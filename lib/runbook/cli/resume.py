@@ -27,12 +27,11 @@ from runbook.core.resume import (
     FREE_PARAMETERS,
     RESUME_ENV,
     RESUME_FLAGS_ENV,
-    ResumeRefused,
     find_run,
     plan,
     read_record,
 )
-from runbook.errors import OUTCOMES, ParameterError
+from runbook.errors import OUTCOMES, Forbidden, ParameterError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -106,9 +105,11 @@ def main(args: argparse.Namespace) -> int:
             overrides=args.override,
             accept_moved=args.accept_moved,
         )
-    except ResumeRefused as exc:
-        print(f"runbook: resume refused: {exc.reason}", file=sys.stderr)
-        print(f"fix: {exc.fix}")
+    except Forbidden as exc:
+        details = exc.details()
+        print(f"runbook: resume refused: {details.get('reason', exc)}", file=sys.stderr)
+        if details.get("fix"):
+            print(f"fix: {details['fix']}")
         return OUTCOMES["refused"]
     except ParameterError as exc:
         print(f"runbook: resume: {exc}", file=sys.stderr)

@@ -12,7 +12,7 @@ The link is written in the new run only (`resume.from` in its record): the
 parent's folder is sealed (MANIFEST.sha256, core/seal.py) and stays as it
 was; `runbook history` derives `resumed_by` from the children.
 
-Refused before anything runs (`ResumeRefused`, exit 4; a bad RUN or override is
+Refused before anything runs (`refusal`: a `Forbidden`, exit 4; a bad RUN or override is
 a `ParameterError`, exit 2) when:
 
 - the parent's outcome is ok, refused, parameters or abandoned, or it was a
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook.core.paths import outputs_dir
-from runbook.errors import ParameterError, Refusal
+from runbook.errors import Forbidden, ParameterError
 
 #: the run folder of the parent, for the kernel (set by `runbook resume`, or by hand
 #: in JupyterLab with `%env RUNBOOK_RESUME_FROM=<run folder>` before the first cell)
@@ -64,15 +64,18 @@ FREE_PARAMETERS = ("confirm", "break_stale_lock", "approved_by")
 FACTS = ("app_head", "alembic_revision")
 
 
-class ResumeRefused(Refusal):
-    """A resume that must not run: `reason` says why, `fix` what to do instead."""
+def refusal(reason: str, fix: str) -> Forbidden:
+    """The refusal of a resume: rule "resume-safely", with the reason and the fix (exit 4).
 
-    def __init__(self, reason: str, fix: str):
-        self.reason, self.fix = reason, fix
-        super().__init__(f"resume refused: {reason}. Fix: {fix}")
-
-    def details(self) -> dict[str, str]:
-        return {"rule": "resume", "reason": self.reason, "fix": self.fix}
+    >>> refusal("run x ended ok", "start a new run").details()["fix"]
+    'start a new run'
+    """
+    return Forbidden(
+        "resume-safely",
+        "resume this run",
+        why=f"{reason}. Fix: {fix}",
+        extra={"reason": reason, "fix": fix},
+    )
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ def _parent_notebook(parent: Path, record: dict[str, Any]) -> Path:
     name = (record.get("runner") or {}).get("notebook") or f"{record.get('scenario')}.ipynb"
     path = parent / str(name)
     if not path.exists():
-        raise ResumeRefused(
+        raise refusal(
             f"the parent's executed notebook {path.name} is not in {parent}",
             "start a new run: without it the resume cannot tell what the parent ran",
         )
@@ -224,34 +227,32 @@ def plan(
     """Check that `parent` may be resumed with `notebook` and `params`; say what the resume does.
 
     `params` are the resume's parameters (default: the parent's). Raises
-    `ResumeRefused` (exit 4) or `ParameterError` (exit 2) naming the fix.
+    `Forbidden` from `refusal` (exit 4) or `ParameterError` (exit 2) naming the fix.
     """
     record = read_record(parent)
     rid = parent.name
     if not rules.resumable:
-        raise ResumeRefused(
+        raise refusal(
             f"{record.get('scenario')} has not declared which of its steps are safe to repeat "
             "(Scenario.resume_once and friends), so no resume can be trusted with it",
             f"finish run {rid}'s remaining steps by hand, or start a new run",
         )
     outcome = str(record.get("outcome"))
     if outcome in NOT_RESUMABLE:
-        raise ResumeRefused(
+        raise refusal(
             f"run {rid} ended {outcome}: {NOT_RESUMABLE[outcome]}",
             f"`runbook run {record.get('scenario')}` starts a new run",
         )
     if outcome == "interrupted" and not allow_interrupted:
-        raise ResumeRefused(
+        raise refusal(
             f"run {rid} was interrupted by the operator",
             "resume it only if stopping it was not a decision: add --allow-interrupted (recorded)",
         )
     if record.get("dry_run"):
-        raise ResumeRefused(
-            f"run {rid} was a dry run", "start a real run: a dry run changed nothing"
-        )
+        raise refusal(f"run {rid} was a dry run", "start a real run: a dry run changed nothing")
     steps = list(record.get("steps") or [])
     if steps and not any("method" in st for st in steps):
-        raise ResumeRefused(
+        raise refusal(
             f"run {rid} predates resumable records (its steps name no scenario method)",
             "start a new run",
         )
@@ -277,7 +278,7 @@ def plan(
         )
     recorded = record.get("parameters_sha256")
     if recorded and not differ and recorded != parameters_hash(given):
-        raise ResumeRefused(
+        raise refusal(
             f"run {rid}'s parameters do not match the hash its record holds",
             "the record was edited: check `runbook verify` on it and start a new run",
         )
@@ -289,7 +290,7 @@ def plan(
     upto = min(stop + 1, len(before))
     changed = [i for i in range(upto) if i >= len(after) or after[i] != before[i]]
     if changed:
-        raise ResumeRefused(
+        raise refusal(
             f"the notebook's code cell(s) {', '.join(str(i + 1) for i in changed)} changed "
             f"since run {rid} ran them (up to the cell it stopped in, {stop + 1})",
             "a resume continues the same procedure: start a new run, or put the cells back",
@@ -321,13 +322,13 @@ def plan(
             continue
         once_done = [n for n in names if n in done and not rules.repeatable(n)]
         if once_done:
-            raise ResumeRefused(
+            raise refusal(
                 f"step {once_done[0]!r} (done in run {rid}) is not safe to repeat, and "
                 f"{method}() must run again for {runs_again[0]!r}",
                 "finish the remaining steps by hand, recorded in a postmortem",
             )
     if failed and not rules.repeatable(str(failed)) and failed not in rules.postconditions:
-        raise ResumeRefused(
+        raise refusal(
             f"the failed step {failed!r} is not safe to repeat and cannot tell whether its "
             "effect already happened",
             "check the target by hand and finish the run's remaining steps by hand",
