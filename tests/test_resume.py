@@ -153,6 +153,7 @@ def test_deploy_failed_at_pull_resumes_without_a_second_snapshot(
     )
     validator = jsonschema.Draft202012Validator(schema)
     assert [e.message for r in (crec, refused, rec) for e in validator.iter_errors(r)] == []
+    assert f"resumed from</th><td>{parent.name}" in (child / "deploy.html").read_text()
     # the parent's sealed folder is untouched; the chain is derived
     assert verify_run(parent).ok
     df = history.load(outputs)

@@ -805,7 +805,9 @@ class Session:
         if self._refusal is not None and not isinstance(exc, Refusal):
             exc = self._refusal  # what stopped the run, not what a caller made of it
         self._error = error_dict(exc, self.redactor)
-        if outcome not in ("refused", "parameters"):
+        # not after an interrupt: the operator is stopping the run, no more commands
+        # (a resume of it then needs --accept-moved for what it could not record)
+        if outcome not in ("refused", "parameters", "interrupted"):
             self._note_target_facts()
         self._write_record()
 
