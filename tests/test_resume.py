@@ -22,7 +22,7 @@ from runbook.cli import run as runner
 from runbook.core import resume
 from runbook.core.catalog import notebook_path
 from runbook.core.seal import verify_run
-from runbook.errors import Forbidden
+from runbook.errors import Forbidden, ParameterError
 from runbook.evidence import history
 from runbook.sandbox import Sandbox
 from runbook.sandbox.faults import parse
@@ -193,6 +193,14 @@ def test_deploy_failed_at_pull_resumes_without_a_second_snapshot(
     for outcome in ("refused", "parameters", "abandoned"):
         with pytest.raises(Forbidden, match=outcome):
             resume.plan(copy_with(parent, tmp_path, outcome=outcome), nb, rules)
+    # a parameter may differ only when named, and then it is recorded
+    changed_params = {**rec["parameters"], "watch_minutes": 1}
+    with pytest.raises(ParameterError, match="watch_minutes"):
+        resume.plan(parent, nb, rules, params=changed_params)
+    named = resume.plan(parent, nb, rules, params=changed_params, overrides=["watch_minutes"])
+    assert named.to_record()["overrides"] == ["watch_minutes"]
+    with pytest.raises(ParameterError, match="does not differ"):
+        resume.plan(parent, nb, rules, overrides=["watch_minutes"])
     # the failed step is not safe to repeat and has no postcondition
     with pytest.raises(Forbidden, match="not safe to repeat"):
         resume.plan(copy_with(parent, tmp_path, failed_step=SNAPSHOT), nb, rules)
