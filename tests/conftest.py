@@ -38,6 +38,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -73,6 +74,9 @@ def sandbox() -> Iterator[Sandbox]:
     os.environ["RUNBOOK_SANDBOX_DIR"] = str(sb.state_dir)
     try:
         sb.up(fresh=not reuse)
+        # a server the runbook has worked on: its armor installed by the runbook's own
+        # preflight (health_check's Armor signal reads it back)
+        armor_through_runbook("sandbox")
         yield sb
     finally:
         if not reuse:
@@ -81,6 +85,22 @@ def sandbox() -> Iterator[Sandbox]:
             os.environ.pop("RUNBOOK_SANDBOX_DIR", None)
         else:
             os.environ["RUNBOOK_SANDBOX_DIR"] = previous
+
+
+def armor_through_runbook(env: str, run_dir: Path | None = None) -> list[Any]:
+    """Install the server's armor as a changing scenario's preflight does, through a session."""
+    import tempfile
+
+    from runbook.scenarios._base import armor_preflight
+    from runbook.session import open_session
+
+    where = run_dir or Path(tempfile.mkdtemp(prefix="armor-run-"))
+    # off the sandbox a change needs its confirmation, as `runbook run --confirm ENV` gives
+    s = open_session("health_check", env, run_dir=where, confirm=env)
+    try:
+        return armor_preflight(s)
+    finally:
+        s.close()
 
 
 @pytest.fixture
@@ -121,6 +141,8 @@ def twin() -> Iterator[object]:
     os.environ["RUNBOOK_TWIN_DIR"] = str(t.dir)
     try:
         t.up(fresh=not reuse)
+        # as for the sandbox: the armor a changing run's preflight installs, through a session
+        armor_through_runbook("twin")
         yield t
     finally:
         if not reuse:
@@ -176,7 +198,6 @@ def runbook_notebook() -> nbformat.NotebookNode:
 def profile_keys(name: str) -> dict[str, object]:
     """parameters/<name>.yaml with its `extends:` chain merged, as flat dotted keys
     (`target.host`), before interpolation: what a profile diff test compares."""
-    from typing import Any
 
     import yaml
 

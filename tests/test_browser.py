@@ -183,7 +183,7 @@ def test_health_check_runs_in_jupyterlab(lab, page) -> None:
     assert verdict.inner_text() == "DEFINITION OF DONE MET"
     verdict.scroll_into_view_if_needed()
     # the rendered definition-of-done table: the output that holds the verdict
-    # (done() displays the styled table, then returns the DataFrame: the first table is ours)
+    # (done() displays the styled table once and returns None)
     output = page.locator(".jp-OutputArea", has=page.locator("h3:has-text('DEFINITION OF DONE')"))
     output = output.locator("table").first
     header = output.locator("thead").inner_text()
@@ -194,13 +194,14 @@ def test_health_check_runs_in_jupyterlab(lab, page) -> None:
     }
     assert rows["Liveness"] == rows["Deep health"] == rows["Nginx"] == "passed", rows
     assert rows["fail2ban"] == "not available", rows
+    assert rows["Armor"] == "passed", rows  # the runbook armed the test sandbox
     shot = lab["tmp"] / "health_check.png"
     page.screenshot(path=str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     # the run in the browser left its evidence like a headless one
     (record_path,) = (lab["tmp"] / "outputs" / "sandbox" / "health_check").glob("*/record.json")
     record = json.loads(record_path.read_text())
-    assert record["outcome"] == "ok" and len(record["checks"]) == 8
+    assert record["outcome"] == "ok" and len(record["checks"]) == 9
 
 
 # Every message the kernel sends on the stdin channel, counted in the page: the browser's

@@ -18,7 +18,7 @@ import pytest
 
 from runbook.core.evidence import Evidence
 from runbook.core.redact import Redactor
-from runbook.errors import NotConfirmed
+from runbook.errors import ConfirmationInterrupted, NotConfirmed, RunbookError, outcome_of
 from runbook.safety.change import ChangeCheck, ask_operator
 
 
@@ -93,11 +93,119 @@ def test_a_real_change_headless_without_confirm_is_refused_with_the_parameter(
     assert check.would_change == []
 
 
-def test_a_wrong_typed_answer_is_refused(tmp_path: Path) -> None:
+def test_a_wrong_typed_answer_says_what_was_typed_and_that_rerunning_asks_again(
+    tmp_path: Path,
+) -> None:
     check, _, suggested = make(tmp_path, answer="yes")
-    with pytest.raises(NotConfirmed, match="wrong answer"):
+    with pytest.raises(NotConfirmed) as caught:
         check.require_confirmation("write .env")
-    assert suggested == [{"confirm": "staging"}] and check.confirmed is False
+    message = str(caught.value)
+    assert "You typed 'yes', not 'staging'" in message
+    assert "nothing was changed" in message and "Re-run the cell to be asked again" in message
+    # someone is at the notebook: no command-line `next:`, no papermill flag
+    assert suggested == [] and "--confirm" not in message and "-p confirm" not in message
+    assert check.confirmed is False
+    assert events(tmp_path, "confirmation") == []  # a "confirmation" event means confirmed
+    assert [e["why"] for e in events(tmp_path, "confirmation-refused")] == ["wrong answer"]
+
+
+class Interrupting:
+    """An operator who presses Interrupt (the kernel's KeyboardInterrupt) at the question."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def __call__(self, prompt: str) -> str | None:
+        self.prompts.append(prompt)
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_at_the_question_says_one_plain_line_and_changes_nothing(
+    tmp_path: Path, capsys
+) -> None:
+    operator = Interrupting()
+    suggested: list[dict[str, Any]] = []
+    check = ChangeCheck(
+        "staging",
+        sandbox=False,
+        host="staging.example",
+        dry_run=False,
+        confirm=None,
+        evidence=Evidence(tmp_path, Redactor()),
+        ask=operator,
+        suggest=suggested.append,
+    )
+    with pytest.raises(ConfirmationInterrupted) as caught:
+        check.allow("systemctl restart dealix-api", kind="command", step=None)
+    # a RunbookError: the kernel's hook shows it as one line, not ipykernel's raw_input frames
+    assert isinstance(caught.value, RunbookError) and caught.value.__cause__ is None
+    assert outcome_of(caught.value) == "interrupted"
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [
+        "Interrupted at the question: nothing was confirmed and nothing was changed on staging. "
+        "A box left above is not read; re-run the cell to be asked again."
+    ]
+    assert check.confirmed is False and suggested == [] and len(operator.prompts) == 1
+    assert events(tmp_path, "confirmation") == []
+    assert [e["why"] for e in events(tmp_path, "confirmation-refused")] == ["interrupted"]
+    # the next cell asks again: an interrupt confirmed nothing
+    check.ask = Operator("staging")
+    assert check.allow("systemctl restart dealix-api", kind="command", step=None) is True
+
+
+def test_the_question_names_the_scenario_and_what_will_change_not_the_command(
+    tmp_path: Path,
+) -> None:
+    operator = Operator("staging")
+    check = ChangeCheck(
+        "staging",
+        sandbox=False,
+        host="staging.example",
+        dry_run=False,
+        confirm=None,
+        evidence=Evidence(tmp_path, Redactor()),
+        ask=operator,
+        scenario="deploy",
+        summarize=lambda: ["deploy 1a2b3c4 -> 5d6e7f8 (origin/main)", "restart dealix-api"],
+    )
+    lock = "mkdir -p /var/lock && mkdir /var/lock/dealix-runbook.lock"
+    assert check.allow(lock, kind="command", step=None) is True
+    [prompt] = operator.prompts
+    assert prompt == (
+        "deploy is about to change STAGING (staging.example):\n"
+        "  - deploy 1a2b3c4 -> 5d6e7f8 (origin/main)\n"
+        "  - restart dealix-api\n"
+        "Type the environment name (staging) to confirm: "
+    )
+    assert "mkdir" not in prompt
+    [asked] = events(tmp_path, "confirmation-question")
+    assert asked["summary"] == ["deploy 1a2b3c4 -> 5d6e7f8 (origin/main)", "restart dealix-api"]
+    [confirmed] = events(tmp_path, "confirmation")
+    assert confirmed["how"] == "typed" and confirmed["summary"] == asked["summary"]
+
+
+def test_headless_the_parameter_confirms_the_same_summary_and_a_summary_error_is_said(
+    tmp_path: Path, capsys
+) -> None:
+    def broken() -> list[str]:
+        raise OSError("git not found")
+
+    check = ChangeCheck(
+        "staging",
+        sandbox=False,
+        host="staging.example",
+        dry_run=False,
+        confirm="staging",
+        evidence=Evidence(tmp_path, Redactor()),
+        ask=Operator(None),
+        scenario="deploy",
+        summarize=broken,
+    )
+    assert check.allow("systemctl restart dealix-api", kind="command", step=None) is True
+    [confirmed] = events(tmp_path, "confirmation")
+    assert confirmed["how"] == "parameter"
+    assert confirmed["summary"] == ["(could not read what will change: OSError: git not found)"]
+    assert "confirmed by confirm='staging':" in capsys.readouterr().out
 
 
 def test_the_environment_typed_confirms_once_per_run(tmp_path: Path) -> None:

@@ -178,6 +178,8 @@ def test_good_deploy(sandbox, healed) -> None:
     assert code == 0, record["error"]
     assert record["outcome"] == "ok"
     assert all(c["status"] == "passed" for c in record["checks"]), record["checks"]
+    # pull (main fast-forwards to origin's), migrate, restart: watched, none trips
+    assert record["tripwire"]["checks"] >= 3 and record["tripwire"]["tripped"] is None
     after = server(healed)
     assert after["head"] == after["running"] == new["pushed"]  # the new SHA is live
     assert after["revision"] == new["revision"] != before["revision"]  # migration applied
@@ -189,7 +191,11 @@ def test_good_deploy(sandbox, healed) -> None:
     assert "after" in c["PostHog probe received"]["actual"]
     steps = [s["name"] for s in record["steps"]]
     assert steps[0] == "1. Verify CI green on main" and "DoD. Watch window" in steps
-    assert steps[1] == "2. Take the host lock" and steps[2] == "3. Snapshot current state"
+    assert steps[1] == "2. Take the host lock" and steps[3] == "3. Snapshot current state"
+    # the armor on the server, installed and read back right after the lock (runbook.ops.armor)
+    assert steps[2] == "Preflight: armor on the server"
+    armor = [c for c in record["checks"] if c["name"].startswith("Armor: ")]
+    assert armor and all(c["status"] == "passed" for c in armor), armor
     assert (run_dir / "watch.png").stat().st_size > 1000
     assert record["lock"]["held"] is False  # released by done()
 
@@ -241,6 +247,8 @@ def test_bad_deploy_rerun_and_rollback(sandbox, healed) -> None:
 
     code, record, run_dir = run("rollback", reason="deep health red after deploy", issue_number=42)
     assert code == 0, (record["error"], record["checks"])
+    # one downgrade step and the checkout of the last good SHA do not trip
+    assert record["tripwire"]["checks"] >= 2 and record["tripwire"]["tripped"] is None
     after = server(healed)
     assert after["head"] == after["running"] == before["head"]  # on the last good SHA
     assert after["revision"] == before["revision"]  # alembic at the previous head
@@ -343,6 +351,7 @@ def test_two_downgrades_need_approval(sandbox, healed) -> None:
     code, record, _ = run("rollback", reason="two migrations to undo", approved_by="Sami Assiri")
     assert code == 0, (record["error"], record["checks"])
     assert record["approved_by"] == "Sami Assiri"
+    assert record["tripwire"]["tripped"] is None  # two steps, approved
     after = server(healed)
     assert after["head"] == after["running"] == before["head"]
     assert after["revision"] == before["revision"]
@@ -350,12 +359,16 @@ def test_two_downgrades_need_approval(sandbox, healed) -> None:
 
 def test_drift_on_the_server_stops_the_deploy_before_anything_goes_live(sandbox, healed) -> None:
     healed.fault("good-deploy")
-    # someone committed on the server (the runbook's "untracked production drift")
+    # someone committed on the server (the runbook's "untracked production drift"); the
+    # server's armor refuses that (runbook.ops.armor), so this root shell lifts it for the
+    # one command, deliberately: core.hooksPath=/dev/null runs none of the armor's hooks
     subprocess.run(
         [
             "git",
             "-C",
             healed.state["app_dir"],
+            "-c",
+            "core.hooksPath=/dev/null",
             "-c",
             "user.name=someone",
             "-c",
@@ -389,6 +402,11 @@ def test_deploy_dry_run_changes_nothing(sandbox, healed) -> None:
     kinds = " ".join(w["what"] for w in record["would_change"])
     assert "git" in kinds and "alembic" in kinds and "restart" in kinds
     assert server(healed) == before
+    # the changes it skipped are "not run", never passed
+    st = {c["name"]: (c["status"], c["actual"]) for c in record["checks"]}
+    for name in (".env backed up", "Checked out the commit to deploy", "Migrations at head"):
+        assert st[name] == ("not available", "not run (dry run)"), st
+    assert st["Service restarted"] == ("not available", "not run (dry run)"), st
 
 
 def test_rollback_needs_a_reason(sandbox, healed) -> None:

@@ -61,6 +61,12 @@ REFUSED = [
     ("env-edit-only-llm-priority", "rm /opt/dealix/.env"),
     ("no-delete-active-wal", "rm -rf /var/lib/postgresql/15/main/pg_wal/0000000100000000000000A1"),
     ("no-delete-active-wal", "find /var/lib/postgresql/15/main/pg_wal -mtime +1 -delete"),
+    ("opaque-command", 'rm -f "$(cat /tmp/list)"'),
+    ("keep-armor", "chattr -i /opt/dealix/.env.pre-v3.0.0.bak"),
+    ("keep-armor", "cd /opt/dealix && sudo -n chattr -f -i .env.pre-v3.0.0.bak"),
+    ("keep-armor", "chattr -R -i /opt"),
+    ("keep-armor", "chattr = /opt/dealix/.env.pre-v3.0.0.bak"),
+    ("keep-armor", "chattr -i /var/backups/postgres/evidence/dealix_corrupt_20261207-x.dump"),
 ]
 
 # Item: wrappers never hide a command. `s.run(cmd, shell=True, sudo=True)` becomes
@@ -128,6 +134,9 @@ PATHS = [
 ]
 
 ALLOWED = [
+    "chattr +i /opt/dealix/.env.pre-v3.0.0.bak",
+    "lsattr -d /opt/dealix/.env.pre-v3.0.0.bak",
+    "chattr -i /tmp/scratch.txt",
     "git fetch origin",
     "git checkout main",
     "git pull --ff-only origin main",

@@ -196,6 +196,16 @@ def test_each_fault_fails_the_drill_by_name(sandbox, healed, fault, failed_check
     assert sandbox.query("SELECT count(*) FROM leads")[0][0] >= leads_before_fault
 
 
+def test_a_dry_run_drill_restores_nothing_and_passes_no_restore_check(sandbox, healed) -> None:
+    code, run_dir = runner.run("restore_drill", {"dry_run": True}, quiet=True)
+    record = read(run_dir)
+    assert code == 0 and record["dry_run"] is True, record
+    assert record["changes"] == [] and SCRATCH not in databases(sandbox)
+    for name in ("Restore completed", "Restore time"):
+        check = next(c for c in record["checks"] if c["name"] == name)
+        assert (check["status"], check["actual"]) == ("not available", "not run (dry run)")
+
+
 def test_restore_failing_midway_still_drops_the_scratch_database(sandbox, healed) -> None:
     sandbox.fault("corrupt-backup")
     code, run_dir = runner.run("restore_drill", {}, quiet=True)
@@ -276,6 +286,9 @@ def test_incident_restore_after_mass_delete(sandbox, healed) -> None:
         )
         record = read(run_dir)
         assert code == 0, record
+        # the swap (production renamed to evidence, the clone renamed to production)
+        # is the procedure's own change: watched, it does not trip
+        assert record["tripwire"]["checks"] >= 2 and record["tripwire"]["tripped"] is None
         st = statuses(record)
         assert st["Restore completed"] == st["API deep health"] == "passed"
         # validated in the clone before anything was renamed

@@ -208,6 +208,9 @@ def test_a_dry_run_previews_the_rotation_by_key_name_and_changes_nothing(sandbox
     assert code == 0 and record["dry_run"] is True, record  # a clean dry run
     rotated = next(c for c in record["checks"] if c["name"] == "Secrets rotated")
     assert rotated["status"] == "not available"  # a dry run proves nothing
+    # nothing was contained: its speed is not judged, never passed
+    contained = next(c for c in record["checks"] if c["name"].startswith("Contained and"))
+    assert (contained["status"], contained["actual"]) == ("not available", "not run (dry run)")
     preview = record["preview"]
     assert preview[".env keys"] == [f"{key}: new value (rotated)" for key in security.ROTATED], (
         preview

@@ -12,6 +12,7 @@ from runbook import (
     CommandFailed,
     CommandInterrupted,
     CommandTimedOut,
+    Forbidden,
     HostKeyMismatch,
     ParameterError,
     open_session,
@@ -137,8 +138,8 @@ def test_no_host_key_pinned_refuses_with_procedure(sandbox, tmp_path) -> None:
 def test_multibyte_and_invalid_utf8_across_chunks(session) -> None:
     # 70 KB of a 3-byte character: chunk boundaries fall inside characters
     r = session.probe(
-        "python3 -c \"import sys; sys.stdout.write('✓'*70000 + '\\n')\"; "
-        "printf 'bad \\377\\376 end\\n'",
+        # (not python3 -c: the guard refuses an inline program it cannot read, issue 19)
+        "yes '✓' | head -n 70000 | tr -d '\\n'; echo; printf 'bad \\377\\376 end\\n'",
         shell=True,
     )
     text = r.stdout_log.read_text() if r.stdout_log else r.stdout
@@ -212,11 +213,31 @@ def test_dry_run_skips_changes_but_runs_probes(sandbox, tmp_path) -> None:
     marker = "/tmp/rb-dry-run-marker"
     s.probe(["rm", "-f", marker])
     r = s.run(["touch", marker])
-    assert r.dry_run and r.ok
+    # it never ran: neither ok nor failed, and check() has nothing to raise
+    assert r.dry_run and not r.ran and not r.ok and not r.failed
+    assert r.check() is r and r.status == "not run (dry run)"
     assert s.probe(["test", "-e", marker], warn=True).exit_code == 1
     rec = s.record()
     assert rec["would_change"][0]["what"] == f"touch {marker}"
     assert rec["changes"] == []
+    s.close()
+
+
+def test_attempt_and_judge_on_a_real_session(sandbox, tmp_path) -> None:
+    s = open_session("test", env="sandbox", dry_run=True, run_dir=tmp_path / "run")
+    marker = "/tmp/rb-judge-marker"
+    # a changing command a dry run skipped: judged "not run", never passed
+    c = s.judge("Marker written", expected="exit 0", result=s.run(["touch", marker]))
+    assert (c.actual, c.status) == ("not run (dry run)", "not available")
+    # a probe that ran and failed, inside attempt: one failed check, type and first line
+    with s.attempt("Server answers", expected="exit 0") as a:
+        s.probe("echo boom >&2; exit 3", shell=True)
+    assert a.failed and s.checks[-1].status == "failed"
+    assert s.checks[-1].actual.startswith("CommandFailed: command failed on ")
+    # a runbook rule's refusal passes through attempt and records no check
+    with pytest.raises(Forbidden), s.attempt("Pushed", expected="exit 0"):
+        s.run(["git", "push", "origin", "main"])
+    assert [x.name for x in s.checks] == ["Marker written", "Server answers"]
     s.close()
 
 

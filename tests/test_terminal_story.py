@@ -193,11 +193,15 @@ def test_deploy_dry_run_previews_exactly_the_new_commit_and_migration(sandbox, h
 
 def test_drift_failure_names_the_step_and_the_command(sandbox, healed) -> None:
     healed.fault("good-deploy")
+    # a commit on the server, which the armor refuses: this root shell lifts the hooks
+    # for the one command (core.hooksPath=/dev/null), as tests/test_deploy.py's drift test
     subprocess.run(
         [
             "git",
             "-C",
             healed.state["app_dir"],
+            "-c",
+            "core.hooksPath=/dev/null",
             "-c",
             "user.name=someone",
             "-c",

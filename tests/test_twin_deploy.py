@@ -209,9 +209,10 @@ def test_good_deploy_goes_live_on_the_twin(twin, healed, outputs) -> None:
     assert "after" in c["Sentry probe received"]["actual"]
     assert "after" in c["PostHog probe received"]["actual"]
     steps = [s["name"] for s in record["steps"]]
-    assert steps[:3] == [
+    assert steps[:4] == [
         "1. Verify CI green on main",
         "2. Take the host lock",
+        "Preflight: armor on the server",
         "3. Snapshot current state",
     ]
     assert record["lock"]["held"] is False

@@ -22,6 +22,7 @@ from runbook.errors import (
     CommandFailed,
     CommandInterrupted,
     CommandTimedOut,
+    ConfirmationInterrupted,
     ConnectionFailed,
     DefinitionOfDoneNotMet,
     Forbidden,
@@ -33,6 +34,7 @@ from runbook.errors import (
     Refusal,
     RestoreFailed,
     RunbookError,
+    Tripped,
     outcome_of,
 )
 from runbook.result import Result
@@ -46,6 +48,7 @@ __all__ = [
     "CommandFailed",
     "CommandInterrupted",
     "CommandTimedOut",
+    "ConfirmationInterrupted",
     "ConnectionFailed",
     "DefinitionOfDoneNotMet",
     "Forbidden",
@@ -59,6 +62,7 @@ __all__ = [
     "Result",
     "RunbookError",
     "Session",
+    "Tripped",
     "open_scenario",
     "open_session",
     "outcome_of",

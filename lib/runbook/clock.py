@@ -63,20 +63,29 @@ def wait_for(
     interval: float = 1.0,
     *,
     give_up: Callable[[], bool] | None = None,
+    on_poll: Callable[[bool, float], None] | None = None,
 ) -> tuple[bool, float]:
     """Call `probe()` until it is truthy, `seconds` pass, or `give_up()` says waiting is
     pointless: (ok, seconds waited).
 
     The one wait loop: it probes once more at the deadline, so a zero timeout still looks once.
+    `on_poll(ok, waited)` is told each poll's answer, for a progress line
+    (runbook.core.output.Progress): a wait of more than a few seconds is never silent.
 
     >>> wait_for(lambda: True, 0)[0], wait_for(lambda: False, 0)[0]
     (True, False)
     >>> wait_for(lambda: False, 60, give_up=lambda: True)[0]
     False
+    >>> wait_for(lambda: False, 0, on_poll=lambda ok, s: print("polled:", ok))[0]
+    polled: False
+    False
     """
     t0 = time.monotonic()
     while True:
-        if probe():
+        ok = bool(probe())
+        if on_poll is not None:
+            on_poll(ok, time.monotonic() - t0)
+        if ok:
             return True, time.monotonic() - t0
         if time.monotonic() - t0 >= seconds or (give_up is not None and give_up()):
             return False, time.monotonic() - t0

@@ -18,11 +18,14 @@ session's redactor, so it is safe to show in a notebook or a record::
     ├── RestoreFailed                      a restore did not complete (says what is left, how to go back)
     ├── NotConfirmed (Refusal)             a changing call without the operator's confirmation
     ├── Forbidden (Refusal)                a runbook rule refused the action (names the rule)
+    ├── Tripped (Refusal)                  a protected object changed after a command (tripwire)
     └── DefinitionOfDoneNotMet             `session.done()` found failed checks
 
-A `Refusal` is never turned into a red check or a "not available" value: every
-library function that catches errors lets it through (`except Refusal: raise`
-first), so the run ends with outcome "refused" (exit 4). A host-key refusal
+A `Refusal` is never turned into a red check or a "not available" value: the
+scenarios and ops catch errors only through `runbook.safety.attempt`
+(`s.attempt(...)`), which lets every refusal through (elsewhere a function
+that catches errors says `except Refusal: raise` first), so the run ends with
+outcome "refused" (exit 4). A host-key refusal
 also latches the session: every later command, SQL query, file access and HTTP
 call raises it again without going out.
 
@@ -43,6 +46,7 @@ only table, read by the session and the runner alike::
     timed_out        6  CommandTimedOut
     kernel_died      7  (the runner: the kernel died)
     abandoned        8  (the next session or runner: a run that died without a verdict)
+    tripped          9  Tripped: a protected object changed under a changing command
 
 Example::
 
@@ -130,13 +134,15 @@ class ConnectionFailed(RunbookError):
 class HostKeyUnknown(ConnectionFailed, Refusal):
     """The server presented a key that is not pinned in the profile."""
 
-    def __init__(self, message: str, *, target: str, presented: str, fix: str = ""):
+    def __init__(self, message: str, *, target: str, presented: str, fix: str = "", pin: str = ""):
         self.presented = presented
         self.fix = fix
+        # the commands that fetch the key to check and pin: the run's next step
+        self.pin = pin
         super().__init__(message, target=target)
 
     def details(self) -> dict[str, str]:
-        """The host, the presented fingerprint and the fix.
+        """The host, the presented fingerprint, the fix and the pinning commands.
 
         >>> HostKeyUnknown("m", target="root@h:22", presented="SHA256:x").details()["presented"]
         'SHA256:x'
@@ -148,16 +154,28 @@ class HostKeyUnknown(ConnectionFailed, Refusal):
         }
         if self.fix:
             out["fix"] = self.fix
+        if self.pin:
+            out["pin"] = self.pin
         return out
 
 
 class HostKeyMismatch(ConnectionFailed, Refusal):
     """The server's key differs from the pinned one: possible interception."""
 
-    def __init__(self, message: str, *, target: str, expected: str, presented: str, fix: str = ""):
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str,
+        expected: str,
+        presented: str,
+        fix: str = "",
+        pin: str = "",
+    ):
         self.expected = expected
         self.presented = presented
         self.fix = fix
+        self.pin = pin
         super().__init__(message, target=target)
 
     def details(self) -> dict[str, str]:
@@ -169,6 +187,8 @@ class HostKeyMismatch(ConnectionFailed, Refusal):
         out = {"host": self.target or "", "expected": self.expected, "presented": self.presented}
         if self.fix:
             out["fix"] = self.fix
+        if self.pin:
+            out["pin"] = self.pin
         return out
 
 
@@ -230,6 +250,17 @@ class NotConfirmed(Refusal):
         return {"environment": self.environment, "flag": f"--confirm {self.environment}"}
 
 
+class ConfirmationInterrupted(RunbookError):
+    """The operator interrupted the confirmation question: nothing was confirmed or changed."""
+
+    def __init__(self, message: str, *, environment: str):
+        self.environment = environment
+        super().__init__(message)
+
+    def details(self) -> dict[str, str]:
+        return {"environment": self.environment}
+
+
 class Forbidden(Refusal):
     """A runbook rule refused the action.
 
@@ -270,6 +301,56 @@ class Forbidden(Refusal):
         return {**out, **{k: str(v) for k, v in self.extra.items()}}
 
 
+class Tripped(Refusal):
+    """A changing command changed what a runbook rule protects; the run stopped.
+
+    Raised by the tripwire (runbook.safety.tripwire), which read the protected
+    objects again after the command. A `Refusal`: nothing may catch it and carry
+    on, and every later change of the run raises it again.
+
+    `command` is the command after which it was seen, `violations` one dict per
+    object (object, rule, what), `restored` what was put back, `not_restored`
+    what could not be (and why).
+
+    >>> t = Tripped("rm x", [{"object": "file /a", "rule": "keep-protected-files",
+    ...                       "what": "gone"}], ["file /a"], [])
+    >>> t.details()["objects"], str(t).startswith("tripwire:")
+    ('file /a', True)
+    """
+
+    def __init__(
+        self,
+        command: str,
+        violations: list[dict[str, str]],
+        restored: list[str],
+        not_restored: list[str],
+    ):
+        self.command = command
+        self.violations = violations
+        self.restored = restored
+        self.not_restored = not_restored
+        what = "; ".join(f"{v['object']}: {v['what']} (rule {v['rule']})" for v in violations)
+        message = f"tripwire: after `{command}` a protected object changed: {what}."
+        if restored:
+            message += f" Put back: {', '.join(restored)}."
+        if not_restored:
+            message += f" Could NOT put back: {'; '.join(not_restored)}."
+        message += " The run stopped; no further change goes out."
+        super().__init__(message)
+
+    def details(self) -> dict[str, str]:
+        out = {
+            "command": self.command,
+            "objects": ", ".join(v["object"] for v in self.violations),
+            "rules": ", ".join(sorted({v["rule"] for v in self.violations})),
+        }
+        if self.restored:
+            out["put_back"] = ", ".join(self.restored)
+        if self.not_restored:
+            out["not_put_back"] = "; ".join(self.not_restored)
+        return out
+
+
 class DefinitionOfDoneNotMet(RunbookError):
     """`session.done()` found checks that did not pass."""
 
@@ -291,15 +372,17 @@ OUTCOMES: dict[str, int] = {
     "timed_out": 6,
     "kernel_died": 7,
     "abandoned": 8,
+    "tripped": 9,
 }
 
 # checked in order: the first class the error is an instance of names the outcome
 _OUTCOME_OF: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
     ((DefinitionOfDoneNotMet,), "dod_not_met"),
+    ((Tripped,), "tripped"),
     ((Refusal,), "refused"),
     ((ParameterError,), "parameters"),
     ((CommandTimedOut,), "timed_out"),
-    ((CommandInterrupted, KeyboardInterrupt), "interrupted"),
+    ((CommandInterrupted, ConfirmationInterrupted, KeyboardInterrupt), "interrupted"),
 )
 
 

@@ -5,8 +5,16 @@ Example::
     >>> from datetime import datetime, timezone
     >>> r = Result(command="true", target="local", exit_code=0, stdout="", stderr="",
     ...            started=datetime.now(timezone.utc), duration=0.01)
-    >>> r.ok, r.check() is r
-    (True, True)
+    >>> r.ran, r.ok, r.check() is r
+    (True, True, True)
+
+A changing command skipped by a dry run never ran: it is neither ok nor failed,
+and `check()` has nothing to complain about::
+
+    >>> skipped = Result(command="rm x", target="local", exit_code=None, stdout="", stderr="",
+    ...                  started=datetime.now(timezone.utc), duration=0.0, dry_run=True)
+    >>> skipped.ran, skipped.ok, skipped.failed, skipped.status, skipped.check() is skipped
+    (False, False, False, 'not run (dry run)', True)
 """
 
 from __future__ import annotations
@@ -50,11 +58,24 @@ class Result:
     meta: dict[str, object] = field(default_factory=dict)
 
     @property
+    def ran(self) -> bool:
+        """False for a command that never ran (a changing command in a dry run: "would run")."""
+        return not self.dry_run
+
+    @property
     def ok(self) -> bool:
-        """True when the command ran and its exit code is accepted."""
-        if self.dry_run:
-            return True
-        return self.exit_code is not None and self.exit_code in self.accepted
+        """True only when the command ran and its exit code is accepted.
+
+        A command that never ran (dry run) is not ok: nothing it was meant to do
+        happened, so nothing may be judged passed on it. It is not `failed`
+        either; `session.judge` records it as "not run (dry run)".
+        """
+        return self.ran and self.exit_code is not None and self.exit_code in self.accepted
+
+    @property
+    def failed(self) -> bool:
+        """True when the command ran and did not end well (a dry run is not a failure)."""
+        return self.ran and not self.ok
 
     @property
     def status(self) -> str:
@@ -80,8 +101,11 @@ class Result:
         return "\n".join(self.lines(stream)[-n:])
 
     def check(self) -> Result:
-        """Return self when ok, else raise `CommandFailed` carrying this result."""
-        if not self.ok:
+        """Return self unless the command ran and failed: then raise `CommandFailed`.
+
+        A dry-run result is returned as is: it did not fail, it did not run.
+        """
+        if self.failed:
             raise CommandFailed(describe_failure(self), self)
         return self
 
@@ -122,6 +146,6 @@ def raise_for_ending(result: Result, *, timeout: float | None, warn: bool = Fals
             describe_failure(result).replace("command failed", f"command timed out ({timeout}s)"),
             result,
         )
-    if not result.ok and not warn:
+    if result.failed and not warn:
         raise CommandFailed(describe_failure(result), result)
     return result

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import shlex
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -76,21 +77,29 @@ from runbook.errors import (
     HostKeyUnknown,
     Refusal,
     RunbookError,
+    Tripped,
     outcome_of,
 )
 from runbook.ops.alembic import Alembic
 from runbook.ops.api import DealixAPI
+from runbook.ops.armor import Armor
 from runbook.ops.git import Git
 from runbook.ops.github import GitHub
 from runbook.ops.postgres import Postgres
 from runbook.ops.services import Services
 from runbook.result import Result, raise_for_ending
+from runbook.safety import attempt as _attempt
 from runbook.safety.change import ChangeCheck
 from runbook.safety.guards import Guards, check_procedure, check_provider_priority, forbid
 from runbook.safety.lock import HostLock
+from runbook.safety.tripwire import Tripwire
 
 # the session's HTTP clients (cached properties) that close() closes
 HTTP_CLIENTS = ("api", "github")
+
+
+# the largest file the guard reads from the server to see what a command runs (psql -f)
+GUARD_READ_LIMIT = 16 * 1024 * 1024
 
 
 class Session:
@@ -140,9 +149,17 @@ class Session:
         self._check_parameters()
         check_procedure(procedure, scenario)
         self.approved_by = approved_by
-        self.guards = Guards(self.profile, approved_by=approved_by, procedure=procedure)
+        self.guards = Guards(
+            self.profile,
+            approved_by=approved_by,
+            procedure=procedure,
+            ask=self._guard_ask,
+            read=self._guard_read,
+        )
         self.break_stale_lock = break_stale_lock
         self.lock: HostLock | None = None
+        # armed before the first real change; checks after each (runbook.safety.tripwire)
+        self.tripwire: Tripwire | None = None
         # the host lock is taken on the first real change (see allow_change)
         self._taking_lock = False
         self._secrets_verified = False
@@ -162,6 +179,7 @@ class Session:
             evidence=self.evidence,
             interactive=interactive,
             suggest=lambda add: self.set_next_command(self.rerun_command(add=add)),
+            scenario=scenario,
         )
         self.next_command: str | None = None
         self.metrics: dict[str, dict[str, Any]] = {}
@@ -323,6 +341,8 @@ class Session:
         echo: bool | None = None,
     ) -> Result:
         self._stop_if_refused()
+        if changing:
+            self._stop_if_tripped()
         text = build_command(command, shell=shell, cwd=cwd, env=env, sudo=sudo)
         shown = self.redactor.redact(text)
         target = (self.profile.target.transport == "local" and f"local:{self.env}") or (
@@ -340,6 +360,9 @@ class Session:
                 duration=0.0,
                 dry_run=True,
             )
+        watched = changing and not self._taking_lock
+        if watched:
+            self._arm_tripwire()
         seq = self.evidence.next_seq()
         name = label or command_label(command)
         out = StreamCapture(self.redactor, log_path=self.evidence.log_path(seq, name, "stdout"))
@@ -370,6 +393,9 @@ class Session:
         except RunbookError as exc:
             log(error=str(exc))
             self._note_refusal(exc)
+            if watched and not isinstance(exc, Refusal):
+                with contextlib.suppress(RunbookError, OSError):
+                    self._check_tripwire(shown)
             raise
         except KeyboardInterrupt:
             # the operator stopped the run mid-command: the transport has stopped
@@ -420,7 +446,31 @@ class Session:
         )
         if changing:
             self.changes.append(Change("command", shown, self.current_step))
+        if watched:
+            # a failed command may have changed things too: checked before its error
+            self._check_tripwire(shown)
         return raise_for_ending(result, timeout=limit, warn=warn)
+
+    def _guard_ask(self, command: str) -> str | None:
+        """A read-only question the guard asks the server (the branch HEAD is on, the
+        current migration's parent); recorded like every probe. None when it fails."""
+        try:
+            r = self.probe(command, shell=True, warn=True, label="guard-ask", echo=False)
+        except RunbookError:
+            return None
+        return r.stdout if r.ok else None
+
+    def _guard_read(self, path: str) -> bytes | None:
+        """A file the guard reads to see what a command runs (psql -f, \\i); None when it
+        cannot be read or is larger than GUARD_READ_LIMIT (a dump: the guard refuses it
+        as opaque rather than pull gigabytes over SSH)."""
+        size = self._guard_ask(f"stat -L -c %s -- {shlex.quote(path)}")
+        if size is None or not size.strip().isdigit() or int(size) > GUARD_READ_LIMIT:
+            return None
+        try:
+            return self.read_file(path)
+        except RunbookError:
+            return None
 
     def guard_command(self, command: str, *, changing: bool, stdin: bytes | None = None) -> None:
         """Apply the runbook's rules to a command before it runs (in dry-run too)."""
@@ -437,6 +487,60 @@ class Session:
                 }
             )
             raise Forbidden(exc.rule, self.redactor.redact(exc.action), source=exc.source) from None
+
+    # ------------------------------------------------------------- tripwire
+    def _new_tripwire(self) -> Tripwire:
+        return Tripwire(
+            lambda: self.transport,
+            self.profile,
+            self.guards,
+            run_id=self.run_dir.name,
+            log=self.evidence.append,
+        )
+
+    def _arm_tripwire(self) -> None:
+        """Record every protected object before the first real change (once per run)."""
+        if self.tripwire is None:
+            self.tripwire = self._new_tripwire()
+        if not self.tripwire.armed:
+            self.tripwire.arm()
+            self._write_record()
+
+    def _check_tripwire(self, shown: str) -> None:
+        """Read the protected objects again after a change; a trip ends the run (`Tripped`)."""
+        if self.tripwire is None or not self.tripwire.armed:
+            return
+        try:
+            self.tripwire.check(shown)
+        except Tripped as exc:
+            self._outcome = "tripped"
+            self._error = error_dict(exc, self.redactor)
+            self._write_record()
+            print(f"runbook: {self.redactor.redact(str(exc))}")
+            raise
+
+    @contextlib.contextmanager
+    def tripwire_allows(self, env_keys: Sequence[str], why: str) -> Iterator[None]:
+        """Within: the tripwire lets these `.env` keys change (a step's own change).
+
+        Scenario 6 rotates secrets with the app's script, which rewrites ADMIN_KEY
+        and WEBHOOK_SECRET in `.env`; any other line changing still trips::
+
+            with s.tripwire_allows(["ADMIN_KEY", "WEBHOOK_SECRET"], "scenario 6 step 1"):
+                s.run(["bash", "scripts/rotate_secrets.sh"], cwd=app)
+        """
+        if self.tripwire is None:
+            self.tripwire = self._new_tripwire()
+        self.tripwire.allow_env(tuple(env_keys), self.redactor.redact(why))
+        try:
+            yield
+        finally:
+            self.tripwire.allow_env((), "")
+
+    def _stop_if_tripped(self) -> None:
+        """After a trip no change goes out: raise the trip again."""
+        if self.tripwire is not None and self.tripwire.tripped is not None:
+            raise self.tripwire.tripped.with_traceback(None)
 
     # ----------------------------------------------------- host-key refusal
     def _note_refusal(self, exc: BaseException) -> None:
@@ -519,9 +623,11 @@ class Session:
     def write_file(self, path: str, data: bytes, *, mode: int | None = None) -> bool:
         """Write a file on the target atomically (changing). False in dry-run."""
         self._stop_if_refused()
+        self._stop_if_tripped()
         self.guards.check_write(path, f"write {path}")
         if not self.allow_change(f"write {len(data)} bytes to {path}", kind="file"):
             return False
+        self._arm_tripwire()
         try:
             self.transport.write_file(path, data, mode)
         except RunbookError as exc:
@@ -538,6 +644,7 @@ class Session:
                 "changing": True,
             }
         )
+        self._check_tripwire(f"write {path}")
         return True
 
     def backup_file(self, path: str) -> str:
@@ -621,6 +728,11 @@ class Session:
         """
         if not self._taking_lock and not self._secrets_verified:
             self.verify_secrets()
+        if self._taking_lock and not self.dry_run and not self.change_check.confirmed:
+            # a question about the lock's own mkdir tells the operator nothing: without a
+            # scenario's summary, say what the lock is for
+            question = f"{self.scenario}: take the host lock, then change the server"
+            self.change_check.require_confirmation(question)
         if not self.change_check.allow(what, kind=kind, step=self.current_step):
             return False
         if not self._taking_lock and (self.lock is None or not self.lock.held):
@@ -733,6 +845,64 @@ class Session:
         self.evidence.append({"kind": "check", **c.to_dict()})
         return c
 
+    def attempt(
+        self,
+        name: str | None = None,
+        *,
+        expected: Any = "",
+        note: str = "",
+        also: tuple[type[Exception], ...] = (),
+    ) -> contextlib.AbstractContextManager[_attempt.Attempt]:
+        """Run a block whose `RunbookError` becomes the failed check `name` (type, first line).
+
+        Refusals (Forbidden, NotConfirmed, a host-key refusal), an interrupted
+        command and KeyboardInterrupt pass through and stop the run. Without a
+        name nothing is recorded; the error waits in `a.error` (runbook.safety.attempt)::
+
+            with s.attempt("Restore completed", expected="exit 0") as a:
+                r = restore(s, backup, scratch)
+            if a.failed:
+                return None
+        """
+        return _attempt.attempt(
+            self.check if name is not None else None,
+            name,
+            expected=expected,
+            note=note,
+            also=also,
+        )
+
+    def judge(
+        self,
+        name: str,
+        *,
+        expected: Any,
+        result: Any = None,
+        actual: Any = _attempt.FROM_RESULT,
+        passed: Any = _attempt.FROM_RESULT,
+        note: str = "",
+        ran: bool | None = None,
+    ) -> Check:
+        """Record a check on a result; a call a dry run skipped is "not run (dry run)", never passed.
+
+        `passed` defaults to the result's `ok`, `actual` to its `status`; both may
+        be functions of the result::
+
+            r = s.services.restart("api")
+            s.judge("API restarted", expected="exit 0", result=r)
+        """
+        c: Check = _attempt.judge(
+            self.check,
+            name,
+            expected=expected,
+            result=result,
+            actual=actual,
+            passed=passed,
+            note=note,
+            ran=ran,
+        )
+        return c
+
     def metric(
         self, name: str, value: float | None, unit: str = "", target: float | None = None
     ) -> None:
@@ -776,17 +946,21 @@ class Session:
         return pd.DataFrame(rows, columns=["name", "started", "finished", "duration_s", "status"])
 
     # ------------------------------------------------------------- verdict
-    def done(self) -> Any:
+    def done(self) -> None:
         """Render the definition of done, write the record, raise if a check failed.
 
         Call it in the notebook's last cell, after cleanup cells, so cleanup
-        always runs before the verdict.
+        always runs before the verdict. It returns None: the table is displayed
+        once (a returned table would be shown again as the cell's result);
+        `checks_table()` gives it as a DataFrame.
         """
         self._stop_if_refused()  # a caught host-key refusal still ends the run refused
+        self._stop_if_tripped()  # so does a caught trip
         failed = [c for c in self.checks if c.status == FAILED]
         self._outcome = "dod_not_met" if failed else "ok"
         if failed:
             self._note_target_facts()
+        self._discard_copies()
         self.release_lock()
         record = self.record()
         self.evidence.write_record(record)
@@ -794,12 +968,14 @@ class Session:
         display_verdict(table, record, self.evidence.record_path)
         if failed:
             raise DefinitionOfDoneNotMet(self.checks)
-        return table
 
     def record_failure(self, exc: BaseException) -> None:
         """Note an uncaught error in the record (called from the IPython hook)."""
         outcome = outcome_of(exc)
-        if self._refusal is not None and outcome != "dod_not_met":
+        tripped = self.tripwire.tripped if self.tripwire is not None else None
+        if tripped is not None:
+            outcome, exc = "tripped", tripped  # the trip stopped the run, whatever came after
+        elif self._refusal is not None and outcome != "dod_not_met":
             outcome = "refused"  # a latched refusal stopped the run, whatever came after
         self._outcome = outcome
         if self._refusal is not None and not isinstance(exc, Refusal):
@@ -844,6 +1020,7 @@ class Session:
             "commands_run": self.commands_run,
             "approved_by": self.approved_by,
             "lock": self.lock.info() if self.lock is not None else None,
+            "tripwire": self.tripwire.summary() if self.tripwire is not None else None,
             # names only: which server-held values the redactor learned, from where
             "server_secrets": (
                 self.server_secrets.to_dict() if self.server_secrets is not None else None
@@ -954,11 +1131,18 @@ class Session:
         with contextlib.suppress(Exception):
             self.target_facts = self.read_target_facts(self.resume_relies_on)
 
+    def _discard_copies(self) -> None:
+        """Remove the tripwire's copies of protected files (kept after a trip)."""
+        if self.tripwire is not None:
+            with contextlib.suppress(Exception):
+                self.tripwire.discard()
+
     def _write_record(self) -> None:
         self.evidence.write_record(self.record())
 
     def close(self) -> None:
         """Release the lock and close connections (the record stays as written)."""
+        self._discard_copies()
         with contextlib.suppress(Exception):
             self.release_lock()
         # the HTTP clients are cached properties: stored under their own names
@@ -997,6 +1181,7 @@ class Session:
     git = cached_property(Git)
     alembic = cached_property(Alembic)
     github = cached_property(GitHub)
+    armor = cached_property(Armor)
 
 
 def open_session(scenario: str, env: str = "sandbox", **kw: Any) -> Session:

@@ -27,6 +27,10 @@ cp -a "$IN/repo/clone" /opt/dealix
 git -C /opt/dealix remote set-url origin https://github.com/VoXc2/dealix.git
 git -C /opt/dealix fetch -q origin
 chown -R root:root /opt/dealix /srv/git/dealix.git
+# the origin stands for GitHub: its pre-receive hook (written by build_app_repo) refuses
+# pushes to main and the kept branch, as GitHub's branch protection does (runbook.ops.armor)
+grep -q 'dealix-runbook armor' /srv/git/dealix.git/hooks/pre-receive
+test -x /srv/git/dealix.git/hooks/pre-receive
 
 # 2. the app's venv, from the wheels only (offline by construction)
 python3 -m venv /opt/dealix/.venv

@@ -7,7 +7,9 @@ runbook sandbox up | down | status | fault NAME | fault --list | heal
 runbook twin up | down | status | fault NAME | fault --list | heal | exec -- CMD  (root)
 runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
             [--approved-by NAME] [--break-stale-lock] [--parameters-dir DIR]
+            [--notify URL ...] [--notify-when WHEN] [--ping URL ...]
 runbook list
+runbook notify SCENARIO [--env ENV] [--notify URL ...] [--ping URL ...] [--max-age MINUTES]
 runbook verify RUN_DIR | --chain [OUTPUTS]
 runbook history [--scenario S] [--env E] [--since DATE] [--format table|csv|json] [--plot FILE]
 runbook postmortem RUN_DIR
@@ -17,9 +19,11 @@ runbook seal RUN_DIR [--notebook OUTPUT]  (seal a plain papermill run: HTML, man
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
+from runbook.core.redact import Redactor
 from runbook.errors import ParameterError
 
 
@@ -47,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from runbook.cli.resume import main as resume_main
 
         return resume_main(args)
+    if args.command == "notify":
+        from runbook.cli.notify import run_command as notify_command
+
+        return notify_command(args)
     if args.command in ("verify", "history", "postmortem", "seal"):
         from runbook.cli.evidence import run_command
 
@@ -59,12 +67,57 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     params = run_parameters(args)
     try:
-        code, _ = runner.run(args.scenario, params, timeout=args.timeout)
+        code, _ = runner.run(
+            args.scenario,
+            params,
+            timeout=args.timeout,
+            notify=args.notify,
+            ping=args.ping,
+            notify_when=args.notify_when,
+        )
     except ParameterError as exc:
         print(f"runbook: {exc}", file=sys.stderr)
         print(_refused_before_run(args.scenario, params, exc))
+        for line in _tell_refused(args, params, exc):
+            print(line, file=sys.stderr)
         return runner.EXIT["parameters"]
     return code
+
+
+def _tell_refused(args: argparse.Namespace, params: dict, exc: ParameterError) -> list[str]:
+    """A run refused before it had a folder still tells the command line's URLs and pings:
+    an unattended drill whose profile broke says so now, not when a ping service's grace
+    ends. The profile's own notify: section may be what failed to load: only the flags."""
+    from runbook.core import notify as notifier
+
+    if exc.key in ("notify", "ping", "notify.when") or not (args.notify or args.ping):
+        return []
+    try:
+        for url in args.notify:
+            notifier.check_notify_url(url, "--notify")
+        for url in args.ping:
+            notifier.check_ping_url(url, "--ping")
+        when = notifier.check_when(args.notify_when, "--notify-when")
+    except ParameterError:
+        return []
+    redactor = Redactor()
+    for url in [*args.notify, *args.ping]:
+        for part in notifier.url_secrets(url):
+            with contextlib.suppress(ValueError):
+                redactor.register("notify-url", part)
+    plan = notifier.Plan(
+        urls=tuple(args.notify), pings=tuple(args.ping), when=when, redactor=redactor
+    )
+    record = {
+        "scenario": args.scenario,
+        "environment": params.get("env", "sandbox"),
+        "outcome": "parameters",
+        "exit_code": 2,
+        "error": {"type": "ParameterError", "message": str(exc)},
+        "next_command": "none: fix what the error names, then run it again",
+    }
+    log = notifier.deliver_run(plan, record, None, None)
+    return notifier.summary_lines(log)
 
 
 def list_scenarios() -> str:
@@ -108,11 +161,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="break the host lock of a run that died (its heartbeat is stale); recorded",
     )
     p_run.add_argument("--timeout", type=float, default=None, help="per-cell timeout, seconds")
+    p_run.add_argument(
+        "--notify",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="an Apprise URL to tell when the run ends (json://, slack://, mailtos://...); "
+        "repeatable; on top of the profile's notify: section",
+    )
+    p_run.add_argument(
+        "--notify-when",
+        metavar="WHEN",
+        action="append",
+        default=[],
+        help="failure (any outcome but ok, the default), always, or outcome names "
+        "(dod_not_met,refused,...)",
+    )
+    p_run.add_argument(
+        "--ping",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="a dead-man's switch: healthchecks.io protocol (URL/start, URL, URL/<exit code>), "
+        "or a Cronitor telemetry URL; repeatable",
+    )
     _add_parameters_dir(p_run)
     sub.add_parser("list", help="the scenarios and their parameters")
     from runbook.cli.resume import add_parser as add_resume
 
     add_resume(sub)
+    from runbook.cli.notify import add_parser as add_notify
+
+    add_notify(sub)
+    _add_parameters_dir(sub.choices["notify"])
     _add_evidence_commands(sub)
     return parser
 

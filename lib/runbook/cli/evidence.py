@@ -71,6 +71,8 @@ def verify(args: argparse.Namespace) -> int:
         )
     if result.ok:
         print(f"  {len(evidence_tools.read_manifest(path))} files match {evidence_tools.MANIFEST}")
+        # the digest a notification of this run named (runbook.core.notify)
+        print(f"  evidence digest: sha256 {evidence_tools.evidence_digest_of_manifest(path)}")
     return 0 if result.ok else 1
 
 

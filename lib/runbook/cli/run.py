@@ -21,6 +21,8 @@ Exit codes:
 7     the kernel died
 8     abandoned: the run's process died without a verdict (SIGKILL, power);
       set by the next run on the same host, never by the run itself
+9     tripped: a protected object changed under a changing command (the
+      tripwire); the record names the command, the object, what was put back
 ====  =========================================================
 """
 
@@ -36,9 +38,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runbook.core import notify as notifier
 from runbook.core.catalog import declared_parameters, notebook_path, required_secrets
 from runbook.core.evidence import RECORD_SCHEMA, Evidence, iso, new_run_dir, utc_now
 from runbook.core.paths import notebooks_dir
@@ -96,9 +100,26 @@ def run(
     *,
     timeout: float | None = None,
     quiet: bool = False,
+    notify: Sequence[str] = (),
+    ping: Sequence[str] = (),
+    notify_when: Sequence[str] = (),
 ) -> tuple[int, Path]:
-    """Run one scenario; returns (exit code, run folder)."""
-    return run_notebook(notebook_path(scenario), scenario, params, timeout=timeout, quiet=quiet)
+    """Run one scenario; returns (exit code, run folder).
+
+    `notify` (Apprise URLs), `ping` (healthchecks.io or Cronitor URLs) and
+    `notify_when` come on top of the profile's `notify:` section
+    (runbook.core.notify); a malformed one is refused before anything runs.
+    """
+    return run_notebook(
+        notebook_path(scenario),
+        scenario,
+        params,
+        timeout=timeout,
+        quiet=quiet,
+        notify=notify,
+        ping=ping,
+        notify_when=notify_when,
+    )
 
 
 def run_notebook(
@@ -109,6 +130,9 @@ def run_notebook(
     timeout: float | None = None,
     quiet: bool = False,
     grace: float = 20.0,
+    notify: Sequence[str] = (),
+    ping: Sequence[str] = (),
+    notify_when: Sequence[str] = (),
 ) -> tuple[int, Path]:
     """Run the notebook at `path` as `scenario` (tests use it for generated notebooks).
 
@@ -124,7 +148,21 @@ def run_notebook(
 
     params = validate_parameters(scenario, params, path=path)
     env = str(params.get("env", "sandbox"))
+    # a malformed URL is a parameters error: refused here, before the run has a folder
+    plan = notify_plan(env, notify, ping, notify_when)
     run_dir = new_run_dir(env, scenario)
+    start_pings: list[dict[str, Any]] = []
+    pinger = None
+    if plan.pings:
+        # the dead-man's switch learns the run began; the run does not wait for it
+        pinger = threading.Thread(
+            target=lambda: start_pings.extend(
+                notifier.ping(plan, "start", body=f"{scenario} on {env}: started, {run_dir}")
+            ),
+            name="runbook-ping-start",
+            daemon=True,
+        )
+        pinger.start()
     output = run_dir / f"{scenario}.ipynb"
     from runbook.core.liveness import RUNNER_PID_ENV, finish_abandoned
 
@@ -188,6 +226,8 @@ def run_notebook(
         # whatever the cell raised on its way out, the operator stopped the run
         outcome = "interrupted"
         error = {"type": "KeyboardInterrupt", "message": f"run stopped by {control.signal}"}
+    if pinger is not None:
+        pinger.join()
     code = finalize_record(
         run_dir,
         scenario,
@@ -199,9 +239,23 @@ def run_notebook(
         time.monotonic() - t0,
         output,
         stopped_by=control.signal,
+        notify=plan,
+        start_pings=start_pings,
     )
+    delivery: dict[str, Any] = {}
+
+    def deliver(digest: str | None) -> None:
+        # never raises: a notification that fails is recorded, never the run's outcome
+        try:
+            delivery.update(notifier.deliver_run(plan, _record(run_dir), run_dir, digest))
+        except Exception as exc:
+            delivery.update({"error": plan.redactor.redact(f"{type(exc).__name__}: {exc}")})
+        (run_dir / notifier.NOTIFICATIONS).write_text(
+            json.dumps(plan.redactor.redact_obj(delivery), indent=2) + "\n"
+        )
+
     try:
-        evidence_tools.seal(run_dir, env=env)
+        evidence_tools.seal(run_dir, env=env, before_manifest=None if plan.empty else deliver)
     except Exception as exc:
         # the run's outcome stands; an unsealed folder is said out loud
         print(
@@ -209,6 +263,12 @@ def run_notebook(
             "seal it with `runbook seal`",
             file=sys.stderr,
         )
+    if not plan.empty and not delivery:
+        # the seal failed before it reached the notification: send it all the same
+        deliver(None)
+    notes = notifier.summary_lines(delivery)
+    if delivery.get("error"):
+        notes.append(f"notify:       failed: {delivery['error']}")
     if not quiet:
         from runbook.core.story import story
 
@@ -218,7 +278,38 @@ def run_notebook(
         print(f"html:         {run_dir / (scenario + '.html')}")
         print(f"record:       {run_dir / 'record.json'}")
         print(f"manifest:     {run_dir / 'MANIFEST.sha256'}")
+        for note in notes:
+            print(note)
+    failed = [n for n in notes if "NOT delivered" in n or "failed:" in n]
+    if failed:
+        # a person must hear that nobody heard: on stderr too, even when quiet
+        print("\n".join(failed), file=sys.stderr)
     return code, run_dir
+
+
+def notify_plan(
+    env: str, urls: Sequence[str], pings: Sequence[str], when: Sequence[str]
+) -> notifier.Plan:
+    """The profile's `notify:` section and the command line's URLs, checked; the plan's
+    redactor knows the environment's secrets and every URL's secret parts."""
+    from runbook.core.seal import secrets_redactor
+
+    profile = load_profile(env)
+    section = profile.notify
+    anyone = urls or pings or section.urls or section.url_secrets or section.ping
+    if not (anyone or section.ping_secret):
+        # nobody to tell: skip building the secrets redactor (~40 ms of every run)
+        return notifier.Plan(when=notifier.check_when(when or section.when, "--notify-when"))
+    redactor = secrets_redactor(env)
+    store = SecretStore(redactor, profile.secrets.file, source=profile.source)
+    return notifier.build_plan(
+        profile,
+        urls=urls,
+        pings=pings,
+        when=when,
+        secret=lambda name: store.get(name, required=False),
+        redactor=redactor,
+    )
 
 
 class _Control:
@@ -385,6 +476,8 @@ def finalize_record(
     notebook: Path,
     *,
     stopped_by: str | None = None,
+    notify: notifier.Plan | None = None,
+    start_pings: list[dict[str, Any]] | None = None,
 ) -> int:
     """Make record.json tell the true outcome, whatever the kernel managed to write."""
     record = _record(run_dir)
@@ -429,6 +522,13 @@ def finalize_record(
     if not record.get("next_command"):
         record["next_command"] = _default_next(record, scenario, params, notebook)
     record["finished"] = iso(utc_now())
+    if notify is not None and not notify.empty:
+        # the plan and the start ping; what the end sent is in notifications.json
+        record["notify"] = {
+            **notify.describe(),
+            "due": notify.due(outcome) and bool(notify.urls),
+            "start_pings": start_pings or [],
+        }
     record["runner"] = {
         "notebook": notebook.name,
         "kernel": KERNEL_NAME,

@@ -7,6 +7,7 @@ the same in a script, under pytest, under papermill and in JupyterLab.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -46,6 +47,34 @@ def install_error_hook(on_error: Callable[[BaseException], None]) -> None:
     ip.set_custom_exc((BaseException,), handler)
 
 
+def kernel_identity() -> dict[str, str] | None:
+    """The notebook and Jupyter kernel id this code runs in, when a Jupyter server started it.
+
+    The host lock's owner record holds it, so that a run refused by a lock
+    held by a kernel left open (a tab mid-notebook) is told which notebook and
+    kernel to shut down. None outside a kernel (a script, `runbook run`'s
+    papermill kernel names no notebook of a person).
+
+    >>> kernel_identity() is None  # not in a kernel here
+    True
+    """
+    import os
+
+    ip = ipython()
+    if ip is None:
+        return None
+    kernel_id = ""
+    with contextlib.suppress(Exception):
+        from ipykernel.connect import get_connection_file
+
+        name = Path(get_connection_file()).stem  # kernel-<id>
+        kernel_id = name[len("kernel-") :] if name.startswith("kernel-") else name
+    notebook = os.environ.get("JPY_SESSION_NAME", "")
+    if not kernel_id and not notebook:
+        return None
+    return {"id": kernel_id, "notebook": notebook}
+
+
 _KERNEL_REDACTORS: list[Redactor] = []
 
 
@@ -80,12 +109,38 @@ def redact_kernel_output(redactor: Redactor) -> None:
     kernel_session.send = redacting_send
 
 
+_URL = re.compile(r"https?://[^\s)\]]+")
+
+
+def shorten_urls(text: str, limit: int = 48) -> str:
+    """Long URLs in a table cell cut to their host and last part, so the table fits the page.
+
+    The record keeps them whole.
+
+    >>> shorten_urls("commented on issue #42 http://127.0.0.1:8/github/repos/acme/dealix/issues/42#c1")
+    'commented on issue #42 http://127.0.0.1:8/…/42#c1'
+    >>> shorten_urls("see https://api.dealix.me/health")
+    'see https://api.dealix.me/health'
+    """
+
+    def cut(m: re.Match[str]) -> str:
+        url = m.group(0)
+        if len(url) <= limit:
+            return url
+        scheme, _, rest = url.partition("://")
+        host, _, path = rest.partition("/")
+        return f"{scheme}://{host}/…/{path.rsplit('/', 1)[-1]}"
+
+    return _URL.sub(cut, text)
+
+
 def display_verdict(table: Any, record: Mapping[str, Any], record_path: Path) -> None:
     """Show the definition-of-done table: coloured HTML in a kernel, plain text elsewhere.
 
     `record` is the run's record as just written (scenario, environment,
-    dry_run, duration_s, run_dir, outcome).
+    dry_run, duration_s, run_dir, outcome). Long URLs in the cells are shortened.
     """
+    table = table.map(lambda v: shorten_urls(v) if isinstance(v, str) else v)
     failed = int((table["status"] == "failed").sum()) if len(table) else 0
     verdict = (
         "DEFINITION OF DONE MET" if not failed else f"DEFINITION OF DONE NOT MET ({failed} failed)"

@@ -48,6 +48,8 @@ OUTCOME_WORDS = {
     "timed_out": "timed out",
     "kernel_died": "stopped: the notebook's kernel died",
     "parameters": "was refused before it started (bad parameters)",
+    "tripped": "was STOPPED by a tripwire: a protected object changed under a command "
+    "(see the record's tripwire: what was put back and what was not)",
 }
 
 LABELS = ("What happened", "Impact", "Detection", "Resolution", "Follow-up")

@@ -195,6 +195,28 @@ class LLMProviders:
 
 
 @dataclass(frozen=True)
+class Notify:
+    """Who hears about a run nobody watches (runbook.core.notify; docs/scheduling.md).
+
+    `urls` are Apprise URLs without secrets in them; a URL that holds a token
+    (a Slack webhook, a healthchecks.io UUID) is named by the secret that holds
+    it, `url_secrets` / `ping_secret`: an environment variable or a line of the
+    profile's secrets file, never the profile itself. `when`: "failure" (any
+    outcome but ok), "always", or outcome names. Each URL is tried `attempts`
+    times, `backoff_s` doubling between tries, `timeout_s` per request.
+    """
+
+    urls: list[str] = field(default_factory=list)
+    url_secrets: list[str] = field(default_factory=list)
+    when: list[str] = field(default_factory=lambda: ["failure"])
+    ping: str | None = None
+    ping_secret: str | None = None
+    attempts: int = 3
+    backoff_s: float = 2.0
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     kind: str
@@ -214,6 +236,7 @@ class Profile:
     targets: Targets = field(default_factory=Targets)
     llm: LLMProviders = field(default_factory=LLMProviders)
     security: Security = field(default_factory=Security)
+    notify: Notify = field(default_factory=Notify)
     source: str = ""
 
     @property

@@ -16,6 +16,13 @@
    previous sealed run's manifest hash, and ``<outputs>/CHAIN`` gets one line
    per run. Deleting a run, or a line of CHAIN, breaks the chain.
 
+A notification names the folder before the manifest exists: `seal` hands
+`before_manifest` the folder's *evidence digest* (what the manifest would hash
+without ``PREVIOUS`` and the annexes, e.g. ``notifications.json``), the
+runner sends the message with it and writes what happened to the annex, and
+the manifest then covers the annex too. `evidence_digest_of_manifest` gets
+the same digest back from the sealed manifest: `runbook verify` prints it.
+
 `verify_run(run_dir)` and `verify_chain(outputs)` check both (`runbook verify`).
 
 Example::
@@ -41,6 +48,7 @@ import html
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +63,9 @@ CHAIN = "CHAIN"
 # Written after sealing on purpose (drafts, not evidence): verify names them
 # as unsealed but does not fail on them.
 UNSEALED_DRAFTS = ("postmortem-draft.md",)
+# Written after the evidence digest, before the manifest: sealed, but not part of
+# the digest a notification names (the notification's own delivery log).
+ANNEXES = ("notifications.json",)
 GENESIS = "0" * 64
 
 
@@ -66,6 +77,7 @@ def seal(
     chain: bool = True,
     notebook: Path | None = None,
     server: bool = True,
+    before_manifest: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Scan for secrets, render the HTML, write the manifest and chain it.
 
@@ -111,6 +123,9 @@ def seal(
         }
         record["html"] = html_path.name if html_path else None
         _write_json(run_dir / "record.json", redactor.redact_obj(record))
+    if before_manifest is not None:
+        # every evidence file is final now; the annex it writes is sealed below
+        before_manifest(evidence_digest(run_dir))
     previous = None
     if chain:
         root = _outputs_root(run_dir)
@@ -433,6 +448,34 @@ def write_manifest(run_dir: Path) -> str:
     tmp.write_text(lines)
     os.replace(tmp, run_dir / MANIFEST)
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _digest_lines(entries: dict[str, str]) -> str:
+    return "".join(
+        f"{digest}  {name}\n"
+        for name, digest in entries.items()
+        if name not in (PREVIOUS, *ANNEXES)
+    )
+
+
+def evidence_digest(run_dir: Path) -> str:
+    """SHA-256 of the manifest the folder would have without PREVIOUS and the annexes.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "record.json").write_text("{}")
+    >>> before = evidence_digest(d)
+    >>> _ = (d / "notifications.json").write_text("[]")
+    >>> _ = write_manifest(d)
+    >>> evidence_digest_of_manifest(d) == before
+    True
+    """
+    return hashlib.sha256(_digest_lines(current_hashes(run_dir)).encode()).hexdigest()
+
+
+def evidence_digest_of_manifest(run_dir: Path) -> str:
+    """The evidence digest, from the sealed manifest (what a notification named)."""
+    return hashlib.sha256(_digest_lines(read_manifest(run_dir)).encode()).hexdigest()
 
 
 def read_manifest(run_dir: Path) -> dict[str, str]:

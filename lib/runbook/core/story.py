@@ -61,6 +61,30 @@ class Text(str):
         p.text(str(self))
 
 
+class Summary(dict[str, Any]):
+    """A step's result: its facts as a dict (for code and tests), shown in a notebook as one line.
+
+    A step that returned a dict, a bool or a DataFrame made the notebook show
+    a 19-line dict, a bare `True` or an `Empty DataFrame` under every cell.
+
+    >>> r = Summary("snapshot: 1a2b3c4d5e6f recorded as last good", head="1a2b3c4d5e6f")
+    >>> r
+    snapshot: 1a2b3c4d5e6f recorded as last good
+    >>> r["head"]
+    '1a2b3c4d5e6f'
+    """
+
+    def __init__(self, line: str, /, **facts: Any):
+        super().__init__(**facts)
+        self.line = line
+
+    def __repr__(self) -> str:
+        return self.line
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.line)
+
+
 def _value(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value)
@@ -199,6 +223,9 @@ def default_next(
     message = str(error.get("message") or "")
     if outcome == "ok" and record.get("dry_run"):
         return rerun_command(scenario, params, drop=["dry_run"])
+    if outcome == "refused" and details.get("pin"):
+        # an unknown or changed host key: fetch the key to check it out of band, then pin it
+        return str(details["pin"])
     if error.get("type") == "NotConfirmed":
         env = details.get("environment") or params.get("env") or record.get("environment")
         return rerun_command(scenario, params, add={"confirm": env})

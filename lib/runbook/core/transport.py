@@ -26,6 +26,7 @@ import os
 import re
 import select
 import selectors
+import shlex
 import signal as signal_mod
 import socket
 import subprocess
@@ -299,6 +300,20 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
+def pin_commands(target: SSHTarget) -> str:
+    """The commands that fetch a server's key to check before pinning it (one line).
+
+    >>> t = SSHTarget(host="203.0.113.5", port=2222, user="root")
+    >>> pin_commands(t)
+    'ssh-keyscan -p 2222 -t ed25519 203.0.113.5 > /tmp/hostkey && ssh-keygen -lf /tmp/hostkey'
+    """
+    host = shlex.quote(target.host)
+    return (
+        f"ssh-keyscan -p {int(target.port)} -t ed25519 {host} > /tmp/hostkey && "
+        "ssh-keygen -lf /tmp/hostkey"
+    )
+
+
 def pinned_fingerprints(target: SSHTarget) -> list[str]:
     """Every fingerprint the profile pins for this target."""
     prints: list[str] = []
@@ -484,7 +499,9 @@ class SSHTransport(Transport):
         spec = self.spec
         expected = pinned_fingerprints(spec)
         if not expected:
-            raise ConnectionFailed(
+            # refused like a key that is not pinned (README: exit 4), with the
+            # commands that fetch the key to check as the next step
+            raise HostKeyUnknown(
                 f"no host key pinned for {spec.known_hosts_name} in {spec.source}: refusing to "
                 "connect. Get the key out of band and check it before pinning it:\n"
                 f"  ssh-keyscan -p {spec.port} -t ed25519 {spec.host} > /tmp/hostkey\n"
@@ -492,6 +509,9 @@ class SSHTransport(Transport):
                 "console shows\n"
                 "then put the 'ssh-ed25519 AAAA…' part into target.host_key of the profile.",
                 target=self.target,
+                presented="(not asked: nothing is pinned)",
+                fix=f"pin the host key in target.host_key of {spec.source}",
+                pin=pin_commands(spec),
             )
         try:
             if spec.jump is not None:
@@ -536,6 +556,7 @@ class SSHTransport(Transport):
                     target=self.target,
                     presented=presented,
                     fix=fix,
+                    pin=pin_commands(spec),
                 )
                 raise self.refusal
             fix = (
@@ -551,6 +572,7 @@ class SSHTransport(Transport):
                 expected=", ".join(expected),
                 presented=presented,
                 fix=fix,
+                pin=pin_commands(spec),
             )
             raise self.refusal
         try:

@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import wait_for
-from runbook.errors import Refusal, RunbookError
+from runbook.core.output import Progress
 from runbook.ops.http import HttpClient, HttpResponse
+from runbook.safety.attempt import attempt
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,15 +66,20 @@ class DealixAPI(HttpClient):
 
         def green() -> bool:
             nonlocal last
-            try:
+            with attempt() as a:
                 last = self.deep_health()
-            except Refusal:
-                raise
-            except RunbookError as exc:
-                last = {"status": "unreachable", part: {"status": None, "detail": str(exc)[:200]}}
+            if a.error is not None:
+                detail = str(a.error)[:200]
+                last = {"status": "unreachable", part: {"status": None, "detail": detail}}
             return (last.get(part) or {}).get("status") == "green"
 
-        wait_for(green, timeout, interval)
+        progress = Progress(f"waiting for deep health {part} green", seconds=timeout)
+
+        def said(ok: bool, waited: float) -> None:
+            status = (last.get(part) or {}).get("status") or last.get("status") or "no answer"
+            progress.say(f"{part} {status}", waited=waited, final=ok and progress.lines > 0)
+
+        wait_for(green, timeout, interval, on_poll=said)
         return last
 
     def pricing_plans(self) -> list[dict[str, Any]]:

@@ -37,7 +37,13 @@ class HttpResponse:
     dry_run: bool = False
 
     @property
+    def ran(self) -> bool:
+        """False for a changing call skipped by a dry run (it was never sent)."""
+        return not self.dry_run
+
+    @property
     def ok(self) -> bool:
+        """A 2xx answer; never True for a call that was not sent (dry run)."""
         return self.status is not None and 200 <= self.status < 300
 
     def json(self) -> Any:

@@ -1,7 +1,8 @@
 """The host lock: one changing run per host at a time.
 
 A directory on the server (`mkdir` is atomic) holding `owner.json` (run,
-scenario, operator, their host, start time) and a `heartbeat` file the
+scenario, operator, their host, start time, and in JupyterLab the notebook and
+kernel id, so that a lock kept by a tab left open is named as such) and a `heartbeat` file the
 holder touches every 30 s. A second changing run is refused with who holds
 the lock and since when. A lock whose heartbeat is older than 2 minutes is
 stale (its run died), and so is one whose holder ran on this machine and
@@ -28,6 +29,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import iso, utc_now
+from runbook.core.kernel import kernel_identity
 from runbook.core.liveness import alive, describe
 from runbook.errors import Forbidden
 
@@ -59,6 +61,9 @@ class HostLock:
             "started": iso(utc_now()),
             # pid and start time: a run on this machine can tell at once that we died
             "process": ctx.process,
+            # a notebook in JupyterLab: which one and which kernel holds the lock (a tab
+            # left open keeps it), so that the next run can say what to shut down
+            "kernel": kernel_identity(),
         }
 
     def info(self) -> dict[str, Any]:
@@ -100,7 +105,9 @@ class HostLock:
         for _attempt in (1, 2):
             current = self.holder()
             if current is None:
-                r = s.run(cmd, shell=True, warn=True, label="lock-acquire")
+                # not echoed: the lock's mkdir/printf tells the operator nothing (take_lock
+                # says "host lock taken"); commands.jsonl has it
+                r = s.run(cmd, shell=True, warn=True, label="lock-acquire", echo=False)
                 if r.dry_run:
                     return
                 if r.ok:
@@ -145,6 +152,17 @@ class HostLock:
                     f"it: {flag}; in a notebook: `break_stale_lock = True` "
                     "in the parameters cell). Breaking it is recorded."
                 )
+            elif current.get("kernel"):
+                k = current["kernel"]
+                hint = (
+                    f" It is held by a notebook kernel: {k.get('notebook') or 'a notebook'} "
+                    f"(kernel {k.get('id') or '?'}), which keeps the lock until that notebook "
+                    "reaches s.done() or its kernel stops. If nobody is stepping through it (an "
+                    "idle kernel, a tab left open), open that notebook and use Kernel > Shut "
+                    "Down Kernel (the lock is released as the kernel exits), or shut it down "
+                    "from JupyterLab's Running Terminals and Kernels panel; if the kernel was "
+                    f"killed and the lock stays, break it: {flag}."
+                )
             else:
                 hint = " Wait for that run to finish."
             proc = current.get("process") or {}
@@ -159,6 +177,10 @@ class HostLock:
                 if dead
                 else ("stale" if stale else ("alive" if living else "unknown")),
             }
+            if current.get("kernel"):
+                k = current["kernel"]
+                extra["holder_kernel"] = f"{k.get('notebook') or '?'} (kernel {k.get('id') or '?'})"
+                extra["free_it"] = "Kernel > Shut Down Kernel in that notebook"
             if stale:
                 extra["fix"] = flag.replace("`", "")
             raise Forbidden(

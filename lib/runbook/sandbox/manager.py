@@ -315,6 +315,8 @@ class Sandbox:
                 # Started before the app steps so that it ran alongside them.
                 self._step(state, "cluster", lambda: postgres.finish_initdb(lay, initdb))
                 state["timings"]["cluster"] = round(time.monotonic() - t_initdb, 2)
+        # every time, so a sandbox built before the origin had it gets it too
+        app.protect_origin(lay.origin_dir)
 
         self._write_configs(state)
         self._start_supervisord(state)
@@ -566,6 +568,7 @@ class Sandbox:
 
     def _wipe(self) -> None:
         lay = self.layout
+        host.lift_armor(lay.root)
         if lay.sock_dir.exists() and lay.sock_dir.stat().st_uid == os.geteuid():
             shutil.rmtree(lay.sock_dir, ignore_errors=True)
         for child in lay.root.iterdir():

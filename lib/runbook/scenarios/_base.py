@@ -24,12 +24,14 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from runbook.core.catalog import notebook_path, parameter_names
 from runbook.core.resume import StepRules
+from runbook.core.story import Summary
 from runbook.errors import ParameterError
+from runbook.ops.armor import MISSING, NOT_AVAILABLE, Piece, record_pieces
 from runbook.session import Session, open_session
 
 # the session's own keywords; every other parameter belongs to the scenario class
@@ -85,6 +87,15 @@ class Scenario:
     lock_step: ClassVar[str | None] = None
     #: skip that step when the lock is already held (a scenario that may ask twice)
     lock_once: ClassVar[bool] = False
+
+    def change_summary(self) -> Sequence[str]:
+        """What this run is about to change, one short line each, for the confirmation question.
+
+        Asked once, before the first change (off the sandbox); read-only calls
+        may be used to fill it in (the SHA to deploy, the pending migrations).
+        [] when the scenario has nothing to say: the question names the first change.
+        """
+        return []
 
     def no_lock_needed(self) -> str | None:
         """Why this run needs no lock now, or None: a scenario that decides first (a triage
@@ -156,9 +167,58 @@ def take_lock(s: Session, step: str | None = None, *, once: bool = False) -> dic
     Returns the lock's record entry.
     """
     if once and s.lock is not None and (s.lock.held or s.dry_run):
-        return s.lock.info()
+        armor_preflight(s)
+        return _lock_summary(s)
     with s.step(step) if step else contextlib.nullcontext():
-        return s.acquire_lock().info()
+        s.acquire_lock()
+    armor_preflight(s)
+    return _lock_summary(s)
+
+
+def _lock_summary(s: Session) -> Summary:
+    """The lock's record entry, shown as one line (not its command and owner dict)."""
+    assert s.lock is not None
+    info = s.lock.info()
+    if s.dry_run:
+        line = f"dry run: no host lock taken ({info['path']})"
+    else:
+        line = f"host lock taken: {info['path']} (run {info['owner']['run_id'][:8]})"
+    if info.get("broken"):
+        line += "; broke a stale lock (recorded)"
+    return Summary(line, **info)
+
+
+#: the preflight step that installs and verifies the server's armor (runbook.ops.armor)
+ARMOR_STEP = "Preflight: armor on the server"
+
+
+def _armored(s: Session) -> bool:
+    return any(st.name == ARMOR_STEP for st in s.steps)
+
+
+def armor_preflight(s: Session) -> list[Piece]:
+    """Install the server's armor and verify it, in a step of its own; once per run.
+
+    Every changing scenario runs it before its first change (through
+    `take_lock`, or from its own preflight). Each piece is a check: holding
+    passes, missing fails, and a piece the platform does not allow (no
+    immutable attribute on this filesystem) is "not available", never passed.
+    """
+    if _armored(s):
+        return s.armor.pieces
+    with s.step(ARMOR_STEP):
+        pieces = s.armor.install()
+        if s.dry_run:
+            pieces = [
+                p
+                if p.status != MISSING
+                else Piece(p.name, NOT_AVAILABLE, f"dry run: would install ({p.detail})")
+                for p in pieces
+            ]
+        record_pieces(s, pieces)
+        for p in pieces:
+            print(f"armor: {p.name}: {p.status} ({p.detail})")
+    return pieces
 
 
 def open_scenario(
@@ -204,7 +264,10 @@ def open_scenario(
     )
     # a resume (RUNBOOK_RESUME_FROM) is planned, or refused, before the first step
     s.begin_resume(cls.resume_rules())
-    return s, cls(s, **scenario_kw)
+    scenario = cls(s, **scenario_kw)
+    # the confirmation question asks about what this run will change (safety/change.py)
+    s.change_check.summarize = scenario.change_summary
+    return s, scenario
 
 
 def scenario_class(name: str) -> type[Scenario]:

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import parse_time, wait_for
+from runbook.core.output import Progress
 from runbook.errors import HTTPFailed
 from runbook.scenarios._base import Scenario
 
@@ -317,7 +318,10 @@ class Release(Scenario):
 
     def wait_running(self, sha: str) -> tuple[bool, float]:
         """Until /health answers 200 with `sha` (the restarted API runs the new code)."""
-        return wait_for(lambda: self.running_sha() == sha, self.health_wait, 0.5)
+        progress = Progress(f"waiting for the API to run {sha[:12]}", seconds=self.health_wait)
+        return wait_for(
+            lambda: self.running_sha() == sha, self.health_wait, 0.5, on_poll=progress.poll
+        )
 
     def wait_deep_green(self) -> tuple[bool, dict[str, Any], float]:
         last: dict[str, Any] = {}
@@ -327,7 +331,13 @@ class Release(Scenario):
             last = self.s.api.deep_health()
             return deep_green(last)[0]
 
-        ok, waited = wait_for(probe, self.health_wait, 1.0)
+        progress = Progress("waiting for deep health green", seconds=self.health_wait)
+
+        def said(ok: bool, waited: float) -> None:
+            summary = deep_green(last)[1] if last else "no answer"
+            progress.say(summary, waited=waited, final=ok and progress.lines > 0)
+
+        ok, waited = wait_for(probe, self.health_wait, 1.0, on_poll=said)
         return ok, last, waited
 
     def pip_install(self) -> None:
@@ -339,9 +349,9 @@ class Release(Scenario):
 
     def restart_api(self, sha: str | None) -> None:
         s = self.s
-        s.services.restart("api")
-        if s.dry_run:
-            s.check("Service restarted", expected="active (running)", actual="dry run", passed=None)
+        r = s.services.restart("api")
+        if not r.ran:
+            s.judge("Service restarted", expected="active (running)", result=r)
             return
         state = s.services.status("api")
         s.check(

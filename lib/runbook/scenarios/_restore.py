@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import paramiko
+
 from runbook.clock import parse_time
 from runbook.errors import (
     CommandFailed,
@@ -34,6 +36,7 @@ from runbook.ops.backups import (
     server_cores,
     table_facts,
 )
+from runbook.safety.attempt import PASS_THROUGH, attempt
 from runbook.scenarios._base import in_jupyterlab
 
 if TYPE_CHECKING:
@@ -114,6 +117,11 @@ class RestoreResult:
     dry_run: bool = False
     progress: list[tuple[float, int]] = field(default_factory=list)
 
+    @property
+    def ran(self) -> bool:
+        """False for a restore a dry run skipped (`ok` is None then, never True)."""
+        return not self.dry_run
+
     def __repr__(self) -> str:
         if self.dry_run:
             return f"<restore of {self.backup} into {self.database}: dry run, not run>"
@@ -147,10 +155,17 @@ class _Progress(threading.Thread):
         """Bytes so far, "done" when the reader has exited (psql still working), or None."""
         out: list[bytes] = []
         try:
-            self.s.transport.execute(
-                self.command, on_stdout=out.append, on_stderr=lambda _b: None, timeout=10
-            )
-        except Exception:
+            # a poll that fails says nothing this time; the restore's own command reports
+            with attempt(also=(OSError, EOFError, paramiko.SSHException)) as a:
+                self.s.transport.execute(
+                    self.command, on_stdout=out.append, on_stderr=lambda _b: None, timeout=10
+                )
+        except PASS_THROUGH:
+            # a refusal or a dead connection: stop polling (this thread); the restore's own
+            # command meets it too and stops the run
+            self.stop_event.set()
+            return None
+        if a.failed:
             return None
         text = b"".join(out).decode(errors="replace").strip().splitlines()
         if not text:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from runbook.clock import wait_for
 from runbook.core import postmortem
 from runbook.core.postmortem import Summary
-from runbook.errors import CommandFailed, Refusal, RunbookError
+from runbook.errors import CommandFailed
 from runbook.ops import backups as backup_ops
 from runbook.ops.logs import last_lines, log_gist, recent_errors
 from runbook.scenarios._base import Scenario, show, take_lock
@@ -333,7 +333,7 @@ def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
     """Measure every triage signal (read-only; all of them, even when one fails)."""
     v: dict[str, Any] = {}
     seen: dict[str, str] = {}
-    try:
+    with s.attempt() as a:
         deep = s.api.deep_health()
         v["deep_status"] = deep.get("status")
         pg = deep.get("postgres") or {}
@@ -348,10 +348,8 @@ def gather(s: Session, log_lines: int = 30) -> pd.DataFrame:
         seen["deep_status"] = f"{deep.get('status')} (HTTP {deep.get('http_status')})" + (
             f"; not green: {', '.join(red)}" if red else ""
         )
-    except Refusal:
-        raise  # a refusal ends the run; never a red check
-    except RunbookError as exc:
-        v["deep_status_error"] = v["deep_postgres_error"] = str(exc)[:200]
+    if a.error is not None:
+        v["deep_status_error"] = v["deep_postgres_error"] = str(a.error)[:200]
     for key, role in (("api_service", "api"), ("postgres_service", "postgres")):
         st = s.services.status(role)
         v[key] = st.active if key == "api_service" else st.words
@@ -684,12 +682,9 @@ def postmortem_summary(
 
 def dlq_depths_or_none(s: Session) -> dict[str, int] | None:
     """DLQ depths, or None when the API cannot say (it may be the thing that is down)."""
-    try:
+    with s.attempt():
         return s.api.dlq_depths()
-    except Refusal:
-        raise  # a refusal ends the run; never a red check
-    except RunbookError:
-        return None
+    return None  # it failed: the API cannot say
 
 
 def changes_server(branch: Branch) -> bool:
@@ -711,7 +706,7 @@ def after_failed(s: Session, wait_seconds: float) -> dict[str, Any]:
     """
     res = fix_service_failed(s, wait_seconds)
     if res["dry_run"]:
-        actual = "not restarted (dry run)"
+        actual = ""  # judge() says "not run (dry run)": nothing was restarted
     elif res["select1"]:
         actual = "1"
     elif not res["restart_ok"]:
@@ -720,11 +715,12 @@ def after_failed(s: Session, wait_seconds: float) -> dict[str, Any]:
         actual = f"no answer: {res['service_after']}"
     else:
         actual = f"no answer within {wait_seconds:.0f} s"
-    s.check(
+    s.judge(
         "Postgres answers SELECT 1 after the restart",
         expected="1",
+        ran=not res["dry_run"],
         actual=actual,
-        passed=None if res["dry_run"] else bool(res["select1"]),
+        passed=bool(res["select1"]),
         note="" if res["dry_run"] or res["select1"] else f"log: {res.get('log_after', '')}",
     )
     res["branch"] = Branch(SERVICE_FAILED, "restarted")
@@ -805,7 +801,7 @@ def rotate_backups(s: Session, plan: dict[str, Any]) -> dict[str, Any]:
     dry run, confirmation and the guards apply), then re-check from the server."""
     candidates, kept = plan["candidates"], plan["kept"]
     r = delete_backups(s, candidates)
-    dry = r is not None and getattr(r, "dry_run", False)
+    dry = r is not None and not r.ran
     usage = disk_usage(s)
     worst = float(usage["used %"].max()) if len(usage) else float("nan")
     s.check(
@@ -822,8 +818,9 @@ def rotate_backups(s: Session, plan: dict[str, Any]) -> dict[str, Any]:
     newest = [str(p) for p in kept["path"]]
     missing = [p for p in newest if p not in present]
     gone = [str(p) for p in candidates["path"] if str(p) in present]
-    s.check(
+    s.judge(
         "Newest backups kept",
+        ran=not dry,  # nothing was deleted: "kept" would say nothing
         expected=f"the newest {plan['keep_newest']} backups still on the server",
         actual=f"{len(newest) - len(missing)} of {len(newest)} still there"
         + (f"; MISSING: {', '.join(PurePosixPath(p).name for p in missing)}" if missing else "")
@@ -839,7 +836,12 @@ def after_pool_exhausted(s: Session, wait_seconds: float) -> dict[str, Any]:
     before = connections_by_state(s)
     res = fix_pool_exhausted(s, wait_seconds)
     after = connections_by_state(s)
-    if not res["dry_run"]:
+    if res["dry_run"]:
+        # the restart was skipped: nothing to judge, and never a pass
+        s.judge(
+            "API gets database connections again", expected="deep health postgres green", ran=False
+        )
+    else:
         _check_postgres_green(
             s,
             "API gets database connections again",
@@ -940,11 +942,12 @@ def drain_after_incident(
             if s.dry_run and depth
             else _stopped_because(batches, max_batches)
         )
-        s.check(
+        s.judge(
             f"{check}: {queue} drained",
             expected="0 left",
+            ran=not (s.dry_run and depth),
             actual=f"{depth} before, {left} after",
-            passed=None if s.dry_run and depth else left == 0,
+            passed=left == 0,
             note=f"batches of {limit}; {why}",
         )
         queues[queue] = {"before": depth, "after": left, "batches": batches, "stopped": why}
@@ -1079,6 +1082,23 @@ class DatabaseDown(Scenario):
         assert self.branch is not None, "run triage() first"
         nothing = f"{self.branch.name}: this branch changes nothing on the server, no lock needed"
         return None if changes_server(self.branch) else nothing
+
+    def change_summary(self) -> list[str]:
+        """What this branch will change, for the confirmation question (after `triage`)."""
+        s = self.s
+        name = self.branch.name if self.branch is not None else None
+        manager = s.profile.services.manager
+        fix = {
+            SERVICE_FAILED: f"restart {s.services.unit('postgres')} ({manager}), then SELECT 1",
+            DISK_FULL: "delete the old backups listed above (the newest "
+            f"{self.keep_newest_backups} are never deleted)",
+            POOL_EXHAUSTED: f"restart {s.services.unit('api')} ({manager}) to drop its "
+            "stale connections",
+        }.get(name or "", f"branch {name!r}: no change of its own")
+        return [
+            f"branch {name!r}: {fix}",
+            "afterwards: drain the dead-letter queues that hold messages (admin API)",
+        ]
 
     def service_failed(self) -> dict[str, Any] | None:
         """Branch service failed: recent logs, restart, wait, SELECT 1.

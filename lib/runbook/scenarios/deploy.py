@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runbook.clock import utc_now, wait_for
-from runbook.core.story import Text
+from runbook.core.output import Progress
+from runbook.core.story import Summary, Text
 from runbook.errors import Forbidden, HTTPFailed, ParameterError
 from runbook.ops.posthog import PostHog
 from runbook.ops.sentry import SENTRY_BUCKET_S, Sentry, per_minute
@@ -77,6 +78,8 @@ class Deploy(Release):
         self.healthy: bool | None = None
         self.failure: str | None = None
         self.hint_shown = False
+        # why the watch window ended early (its first red poll), or None
+        self.watch_stopped: str | None = None
 
     # -- failure handling ------------------------------------------------
     def rollback_hint(self) -> str:
@@ -125,7 +128,7 @@ class Deploy(Release):
 
     def _untouched(self) -> bool:
         """True when the failed step left the server as the snapshot saw it (nothing live)."""
-        try:
+        with self.s.attempt():
             head = self.s.git.head()
             return (
                 self.head_before is not None
@@ -133,8 +136,7 @@ class Deploy(Release):
                 and self.running_sha() == self.running_before
                 and self.s.alembic.current() == self.rev_before
             )
-        except Exception:  # cannot tell: assume the worst and say how to roll back
-            return False
+        return False  # cannot tell: assume the worst and say how to roll back
 
     def _say_nothing_deployed(self) -> None:
         sha = (self.running_before or "?")[:12]
@@ -149,7 +151,7 @@ class Deploy(Release):
         )
 
     # -- step 1 -----------------------------------------------------------
-    def ci_gate(self) -> pd.DataFrame:
+    def ci_gate(self) -> Summary:
         """CI green on main (the last three runs completed/success, one of them on the commit
         to deploy); otherwise abort before any change, showing the runs."""
         s = self.s
@@ -183,14 +185,20 @@ class Deploy(Release):
                     "If not, abort.",
                     why="CI is not green for the commit on main; nothing was changed",
                 )
-            return runs
+            self.ci_runs = runs
+            return Summary(
+                f"CI green: the last {len(runs)} runs on {branch} passed, one on "
+                f"{(self.target_sha or '?')[:12]} (the commit to deploy)",
+                runs=runs,
+                target_sha=self.target_sha,
+            )
 
     # -- step 2: `take_lock()`, SSH to the server and take the host lock (one changing
     # run per host), as a step
     lock_step = "2. Take the host lock"
 
     # -- step 3 -----------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Summary:
         """`.last_good_sha` only when the current deployment is healthy; `.env` backed up."""
         s = self.s
         with self.step("3. Snapshot current state"):
@@ -203,29 +211,32 @@ class Deploy(Release):
             self.previous_sha = head if write else before
             if write and before != head:
                 s.write_file(self.app.last_good_sha_file, (head + "\n").encode())
-            s.check(
+            # the write a dry run skipped is "not run", never a pass
+            skipped = s.dry_run and write and before != head
+            s.judge(
                 "Snapshot: .last_good_sha is a healthy SHA",
                 expected="written only when deep health is green and HEAD is running",
+                ran=not skipped,
                 actual=(
-                    (f"dry run: would record {head[:12]}" if s.dry_run else f"{head[:12]} recorded")
+                    f"{head[:12]} recorded"
                     if write and before != head
                     else f"{head[:12]} already recorded"
                     if write
                     else f"kept {(before or 'none')[:12]}"
                 ),
-                passed=(
-                    (None if s.dry_run and before != head else True)
-                    if write
-                    else (before is not None and before != head)
-                ),
-                note=why + f" (deep health: {summary})",
+                passed=True if write else (before is not None and before != head),
+                note=(f"would record {head[:12]}; " if skipped else "")
+                + why
+                + f" (deep health: {summary})",
             )
             backup = s.backup_file(self.app.env_file)
-            s.check(
+            s.judge(
                 ".env backed up",
                 expected=".env.bak.<UTC time>",
-                actual=backup if not s.dry_run else f"dry run: would copy to {backup}",
-                passed=None if s.dry_run else True,
+                ran=not s.dry_run,
+                actual=backup,
+                passed=True,
+                note=f"would copy to {backup}" if s.dry_run else "",
             )
             info = {
                 "head": head,
@@ -236,10 +247,15 @@ class Deploy(Release):
                 "env_backup": backup,
             }
             s.evidence.append({"kind": "deploy", "event": "snapshot", **info})
-            return info
+            kept = (
+                f"last good SHA {head[:12]}"
+                if write
+                else f"last good SHA kept {(before or '?')[:12]}"
+            )
+            return Summary(f"snapshot: running {head[:12]}, {summary}; {kept}", **info)
 
     # -- step 4 -----------------------------------------------------------
-    def pull_install_migrate(self) -> dict[str, Any]:
+    def pull_install_migrate(self) -> Summary:
         """fetch, checkout main, pull --ff-only, pip install -r, alembic upgrade head."""
         s = self.s
         branch = s.profile.github.branch
@@ -262,33 +278,23 @@ class Deploy(Release):
                 applied = migration_chain(self.revisions_at("HEAD"), rev_after, rev_before)
             except ValueError:
                 applied = []
-            if s.dry_run:
-                s.check(
-                    "Checked out the commit to deploy",
-                    expected=(self.target_sha or "?")[:12],
-                    actual=f"dry run: still {head[:12]}",
-                    passed=None,
-                )
-                s.check(
-                    "Migrations at head",
-                    expected=", ".join(heads_now),
-                    actual=f"dry run: {rev_before}",
-                    passed=None,
-                )
-            else:
-                s.check(
-                    "Checked out the commit to deploy",
-                    expected=(self.target_sha or "?")[:12],
-                    actual=head[:12],
-                    passed=head == self.target_sha,
-                )
-                s.check(
-                    "Migrations at head",
-                    expected=", ".join(heads_now),
-                    actual=f"{rev_before} -> {rev_after}"
-                    + (f" (applied {', '.join(reversed(applied))})" if applied else " (none new)"),
-                    passed=rev_after in heads_now,
-                )
+            s.judge(
+                "Checked out the commit to deploy",
+                expected=(self.target_sha or "?")[:12],
+                ran=not s.dry_run,
+                actual=head[:12],
+                passed=head == self.target_sha,
+                note=f"still {head[:12]}" if s.dry_run else "",
+            )
+            s.judge(
+                "Migrations at head",
+                expected=", ".join(heads_now),
+                ran=not s.dry_run,
+                actual=f"{rev_before} -> {rev_after}"
+                + (f" (applied {', '.join(reversed(applied))})" if applied else " (none new)"),
+                passed=rev_after in heads_now,
+                note=f"still {rev_before}" if s.dry_run else "",
+            )
             info = {
                 "migrations_before": rev_before,
                 "migrations_after": rev_after,
@@ -296,7 +302,14 @@ class Deploy(Release):
                 "head": head,
             }
             s.evidence.append({"kind": "deploy", "event": "migrated", **info})
-            return info
+            moved = (
+                "dry run: nothing pulled or migrated" if s.dry_run else f"checked out {head[:12]}"
+            )
+            return Summary(
+                f"{moved}; alembic {rev_before} -> {rev_after}"
+                + (f" (applied {', '.join(info['applied'])})" if info["applied"] else ""),
+                **info,
+            )
 
     def _pulled_already(self) -> tuple[bool, str]:
         """Step 4's postcondition: the checkout is the commit to deploy, migrations at head."""
@@ -326,6 +339,24 @@ class Deploy(Release):
         if target is None:
             s.preview_change("commits", [f"cannot tell: origin has no branch {branch}"])
             return dict(s.preview)
+        # fetches the origin's objects first: the log below needs them
+        current, items = self.migrations_to_apply(target)
+        head = s.git.head()
+        log = s.git.read("log", "--oneline", f"HEAD..{target}", label="git-log").stdout
+        s.preview_change(
+            f"commits (git log HEAD..origin/{branch} --oneline)",
+            log.splitlines() or [f"none: HEAD {head[:12]} already is origin/{branch}"],
+        )
+        s.preview_change("checkout", [f"{head[:12]} -> {target[:12]} (origin/{branch})"])
+        s.preview_change(f"migrations to apply (alembic upgrade head, from {current})", items)
+        self.preview_unchanged_env_and_restart("the deploy")
+        return dict(s.preview)
+
+    def migrations_to_apply(self, target: str) -> tuple[str | None, list[str]]:
+        """The database's revision and the migrations `alembic upgrade head` would apply at
+        `target` (read-only: the origin's objects fetched without touching a ref)."""
+        s = self.s
+        branch = s.profile.github.branch
         s.git.read(
             "fetch",
             "--quiet",
@@ -335,13 +366,6 @@ class Deploy(Release):
             f"refs/heads/{branch}",
             label="git-fetch-objects",
         )
-        head = s.git.head()
-        log = s.git.read("log", "--oneline", f"HEAD..{target}", label="git-log").stdout
-        s.preview_change(
-            f"commits (git log HEAD..origin/{branch} --oneline)",
-            log.splitlines() or [f"none: HEAD {head[:12]} already is origin/{branch}"],
-        )
-        s.preview_change("checkout", [f"{head[:12]} -> {target[:12]} (origin/{branch})"])
         current = s.alembic.current()
         files = self.migration_files_at(target)
         revs = {r: down for r, (down, _) in files.items()}
@@ -355,9 +379,26 @@ class Deploy(Release):
             ]
         except ValueError as exc:
             items = [f"cannot tell: {exc}"]
-        s.preview_change(f"migrations to apply (alembic upgrade head, from {current})", items)
-        self.preview_unchanged_env_and_restart("the deploy")
-        return dict(s.preview)
+        return current, items
+
+    def change_summary(self) -> list[str]:
+        """What the deploy will change, for the confirmation question (read-only)."""
+        s = self.s
+        branch = s.profile.github.branch
+        target = self.target_sha
+        if target is None:
+            r = s.git.read("ls-remote", "origin", f"refs/heads/{branch}", label="ls-remote")
+            target = r.stdout.split()[0] if r.stdout.split() else None
+        if target is None:
+            return [f"deploy origin/{branch}: origin has no such branch (the run will stop)"]
+        head = s.git.head()
+        current, items = self.migrations_to_apply(target)
+        return [
+            f"deploy {head[:12]} -> {target[:12]} (origin/{branch}), pip install -r requirements",
+            f"migrations to apply (from {current}): {', '.join(items)}",
+            f"restart {s.services.unit('api')} ({s.profile.services.manager})",
+            ".env backed up; .last_good_sha written if the running deploy is healthy",
+        ]
 
     # -- step 5 -----------------------------------------------------------
     def restart(self) -> None:
@@ -365,7 +406,7 @@ class Deploy(Release):
             self.restart_api(self.target_sha)
 
     # -- step 6 -----------------------------------------------------------
-    def verify_health(self) -> bool:
+    def verify_health(self) -> Summary:
         """/health, /health/deep (postgres, redis, llm_providers green), pricing plans > 0."""
         s = self.s
         with self.step("6. Health verification"):
@@ -392,10 +433,14 @@ class Deploy(Release):
                 bad = [c.name for c in s.checks[-3:] if c.passed is False]
                 self.failure = f"{' and '.join(bad) or 'health'} red after deploy"
                 self._say_rollback()
-            return self.healthy
+            return Summary(
+                f"health: {'green' if self.healthy else 'RED'} (liveness {live.status}, "
+                f"deep health {summary}, {plans} pricing plans)",
+                healthy=self.healthy,
+            )
 
     # -- step 7 -----------------------------------------------------------
-    def probes(self) -> dict[str, Any]:
+    def probes(self) -> Summary:
         """Trigger admin/sentry-check; confirm through Sentry's and PostHog's APIs."""
         s = self.s
         with self.step("7. Sentry + PostHog probes"):
@@ -408,26 +453,31 @@ class Deploy(Release):
                         passed=False,
                         note="roll back first",
                     )
-                return {}
+                return Summary("probes skipped: health red, roll back first")
             sent_at = utc_now()
             resp = s.api.sentry_check()
-            if resp.dry_run:
+            if not resp.ran:
                 for name in ("Sentry probe received", "PostHog probe received"):
-                    s.check(name, expected="event via API", actual="dry run", passed=None)
-                return {}
+                    s.judge(name, expected="event via API", result=resp)
+                return Summary("dry run: no probe sent")
             event_id = (resp.json() or {}).get("sentry_event_id", "")
             sentry, posthog = Sentry(s), PostHog(s)
             try:
-                got, waited = wait_for(lambda: sentry.has_event(event_id), self.probe_seconds)
+                seen = Progress("waiting for the probe in Sentry", seconds=self.probe_seconds)
+                got, waited = wait_for(
+                    lambda: sentry.has_event(event_id), self.probe_seconds, on_poll=seen.poll
+                )
                 s.check(
                     "Sentry probe received",
                     expected=f"event {event_id[:12]} in Sentry within {self.probe_seconds:.0f} s",
                     actual=f"after {waited:.1f} s" if got else "not seen",
                     passed=got,
                 )
+                seen = Progress("waiting for the probe in PostHog", seconds=self.probe_seconds)
                 got_ph, waited_ph = wait_for(
                     lambda: posthog.has_event("sentry_check", sent_at, sentry_event_id=event_id),
                     self.probe_seconds,
+                    on_poll=seen.poll,
                 )
                 s.check(
                     "PostHog probe received",
@@ -438,45 +488,70 @@ class Deploy(Release):
             finally:
                 sentry.close()
                 posthog.close()
-            return {"event_id": event_id}
+            return Summary(
+                f"probe {event_id[:12]}: Sentry {'seen' if got else 'NOT seen'}, "
+                f"PostHog {'seen' if got_ph else 'NOT seen'}",
+                event_id=event_id,
+            )
 
     # -- definition of done: the watch window ---------------------------
-    def watch(self, interval: float | None = None) -> pd.DataFrame:
-        """Poll deep health and Sentry's error count for `watch_minutes`; plot; check."""
+    def watch(self, interval: float | None = None) -> Summary:
+        """Poll deep health and Sentry's error count for `watch_minutes`, a line per poll, until
+        the first red poll; plot; check. The polls are in the result's "polls" (a DataFrame)."""
         import pandas as pd
 
         s = self.s
         cols = ["t_s", "deep_green", "errors_per_min"]
         with s.step("DoD. Watch window"):
             if s.dry_run or self.healthy is False:
-                why = "dry run" if s.dry_run else "skipped: health red, roll back first"
-                s.check(
+                s.judge(
                     "No error spike during the watch",
                     expected="rate at baseline",
-                    actual=why,
-                    passed=None if s.dry_run else False,
+                    ran=not s.dry_run,
+                    actual="skipped: health red, roll back first",
+                    passed=False,
                 )
-                return pd.DataFrame(columns=cols)
+                why = "dry run" if s.dry_run else "skipped: health red, roll back first"
+                return Summary(f"watch: {why}", polls=pd.DataFrame(columns=cols))
             seconds = self.watch_minutes * 60
             step = interval or max(1.0, min(30.0, seconds / 10))
             sentry = Sentry(s)
             try:
                 baseline = sentry.rate(self.started_at - 1800, self.started_at) or 0.0
                 rows = []
+                progress = Progress(f"watch ({self.watch_minutes:g} min on {s.env})")
                 t0 = time.time()
+                self.watch_stopped = None
                 while True:
                     now = time.time()
                     deep = s.api.deep_health()
                     buckets = sentry.stats(now - 60, now)
                     # the last whole bucket, as errors per minute
                     rate = per_minute(buckets, now - 2 * SENTRY_BUCKET_S - 1, now) or 0.0
+                    green, summary = deep_green(deep)
                     rows.append(
-                        {
-                            "t_s": round(now - t0, 1),
-                            "deep_green": deep_green(deep)[0],
-                            "errors_per_min": rate,
-                        }
+                        {"t_s": round(now - t0, 1), "deep_green": green, "errors_per_min": rate}
                     )
+                    red = [] if green else [f"deep health {summary}"]
+                    if not error_rate_ok(rate, baseline):
+                        red.append(f"errors {rate:.1f}/min over baseline {baseline:.1f}/min")
+                    progress.say(
+                        f"{now - t0:5.0f} s of {seconds:.0f} s  deep health "
+                        f"{'green' if green else 'RED'}  errors {rate:.1f}/min "
+                        f"(baseline {baseline:.1f})",
+                        final=True,
+                    )
+                    if red:
+                        # a red poll is the rollback's signal: waiting out the window
+                        # (10 min on production) only delays it
+                        self.watch_stopped = (
+                            f"stopped at the first red poll, {now - t0:.0f} s in: {'; '.join(red)}"
+                        )
+                        print(f"watch {self.watch_stopped}")
+                        s.evidence.append(
+                            {"kind": "deploy", "event": "watch stopped", "why": self.watch_stopped}
+                        )
+                        break
                     if now - t0 >= seconds:
                         break
                     time.sleep(min(step, max(0.0, seconds - (time.time() - t0))))
@@ -485,10 +560,11 @@ class Deploy(Release):
                 sentry.close()
             df = pd.DataFrame(rows, columns=cols)
             self._plot(df, baseline)
+            stopped = f" ({self.watch_stopped})" if self.watch_stopped else ""
             s.check(
                 "Deep health green during the watch",
                 expected=f"green for {self.watch_minutes:g} min",
-                actual=f"{int(df['deep_green'].sum())}/{len(df)} polls green",
+                actual=f"{int(df['deep_green'].sum())}/{len(df)} polls green{stopped}",
                 passed=bool(df["deep_green"].all()),
             )
             peak = float(df["errors_per_min"].max()) if len(df) else 0.0
@@ -499,7 +575,11 @@ class Deploy(Release):
                 actual=f"peak {worst:.1f}/min",
                 passed=error_rate_ok(worst, baseline),
             )
-            return df
+            verdict = self.watch_stopped or f"{len(df)} polls, all green"
+            return Summary(
+                f"watch: {verdict}; peak {worst:.1f} errors/min (baseline {baseline:.1f})",
+                polls=df,
+            )
 
     def _plot(self, df: pd.DataFrame, baseline: float) -> None:
         import matplotlib

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runbook.errors import Refusal, RunbookError
+from runbook.ops.armor import MISSING, NOT_AVAILABLE
+from runbook.ops.armor import summary as armor_summary
 from runbook.ops.firewall import jail_status
 from runbook.scenarios._base import Scenario
 
@@ -176,6 +177,29 @@ def nginx(s: Session) -> dict[str, Any]:
     return _row(s, "Nginx", f"systemctl status {st.name}", "active (running)", st.words, st.active)
 
 
+def armor(s: Session) -> dict[str, Any]:
+    """The server's armor (runbook.ops.armor), read back: every piece holding.
+
+    A piece the platform does not allow (no immutable attribute on this
+    filesystem) makes the signal "not available", never passed; a missing piece
+    makes it red (a changing scenario's preflight installs it again).
+    """
+    pieces = s.armor.verify()
+    missing = [p for p in pieces if p.status == MISSING]
+    unavailable = [p for p in pieces if p.status == NOT_AVAILABLE]
+    passed: bool | None = False if missing else (None if unavailable else True)
+    note = "; ".join(f"{p.name}: {p.detail}" for p in missing + unavailable)
+    return _row(
+        s,
+        "Armor",
+        "lsattr -d <do-not-touch files>; git hooks; origin protection",
+        "every piece holding",
+        armor_summary(pieces),
+        passed,
+        note or f"{len(pieces)} pieces holding",
+    )
+
+
 SIGNALS: list[tuple[str, Callable[[Session], dict[str, Any]]]] = [
     ("Liveness", liveness),
     ("Deep health", deep_health),
@@ -185,6 +209,7 @@ SIGNALS: list[tuple[str, Callable[[Session], dict[str, Any]]]] = [
     ("Service status", service_status),
     ("fail2ban", fail2ban),
     ("Nginx", nginx),
+    ("Armor", armor),
 ]
 
 
@@ -195,13 +220,11 @@ def check_all(s: Session) -> pd.DataFrame:
     rows = []
     for name, fn in SIGNALS:
         with s.step(f"Signal: {name}"):
-            try:
+            with s.attempt() as a:
                 rows.append(fn(s))
-            except Refusal:
-                raise  # a refusal ends the run; never a red check
-            except RunbookError as exc:
+            if a.error is not None:
                 # a signal we could not even measure is red, with the reason
-                rows.append(_row(s, name, "", "measurable", "error", False, str(exc)[:300]))
+                rows.append(_row(s, name, "", "measurable", "error", False, str(a.error)[:300]))
     return pd.DataFrame(rows)
 
 

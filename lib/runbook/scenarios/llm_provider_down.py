@@ -36,7 +36,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import parse_time
-from runbook.errors import Refusal, RunbookError
 from runbook.ops.http import HttpClient
 from runbook.scenarios._base import Scenario, show
 
@@ -255,12 +254,10 @@ def status_pages(s: Session) -> pd.DataFrame:
         if base:
             client = HttpClient(s, f"status-{provider}", base, timeout=10)
             try:
-                r = client.get(path, accept=tuple(range(100, 600)))
-                body = r.json() if r.ok else None
-            except Refusal:
-                raise  # a refusal ends the run; never a red check
-            except (RunbookError, ValueError):
-                body = None
+                # an unreadable page says nothing (body None); a refusal still ends the run
+                with s.attempt(also=(ValueError,)):
+                    r = client.get(path, accept=tuple(range(100, 600)))
+                    body = r.json() if r.ok else None
             finally:
                 client.close()
         rows.append(parse(provider, body))
@@ -303,33 +300,32 @@ def direct_call(s: Session, provider: str) -> dict[str, Any]:
         }
     client = HttpClient(s, provider, base, timeout=10)
     try:
-        # A probe: one token, read-only for the runbook (no dry-run skip, no lock).
-        r = client.post(
-            path,
-            json=body,
-            params=params,
-            headers=headers,
-            accept=tuple(range(100, 600)),
-            changing=False,
-        )
-        ok = r.ok
-        shown = f"HTTP {r.status}" + ("" if ok else f": {r.text[:120]}")
-        return {
-            "provider": provider,
-            "direct call": shown,
-            "answers": ok,
-            "latency_ms": round(r.duration * 1000),
-        }
-    except Refusal:
-        raise  # a refusal ends the run; never a red check
-    except RunbookError as exc:
-        return {
-            "provider": provider,
-            "direct call": f"no answer: {str(exc)[:120]}",
-            "answers": False,
-        }
+        with s.attempt() as a:
+            # A probe: one token, read-only for the runbook (no dry-run skip, no lock).
+            r = client.post(
+                path,
+                json=body,
+                params=params,
+                headers=headers,
+                accept=tuple(range(100, 600)),
+                changing=False,
+            )
     finally:
         client.close()
+    if a.error is not None:
+        return {
+            "provider": provider,
+            "direct call": f"no answer: {str(a.error)[:120]}",
+            "answers": False,
+        }
+    ok = r.ok
+    shown = f"HTTP {r.status}" + ("" if ok else f": {r.text[:120]}")
+    return {
+        "provider": provider,
+        "direct call": shown,
+        "answers": ok,
+        "latency_ms": round(r.duration * 1000),
+    }
 
 
 def confirm_provider(s: Session) -> pd.DataFrame:
@@ -475,12 +471,9 @@ def failover(s: Session, new_order: list[str], wait_seconds: float = 60) -> dict
     deadline = time.monotonic() + wait_seconds
     primary = None
     while time.monotonic() < deadline:
-        try:
+        primary = None
+        with s.attempt():
             primary = s.api.dlq_stats().get("primary")
-        except Refusal:
-            raise  # a refusal ends the run; never a red check
-        except RunbookError:
-            primary = None
         if primary == new_order[0]:
             break
         time.sleep(1)
@@ -526,12 +519,12 @@ def recover(s: Session, limit: int, wait_seconds: float) -> dict[str, Any]:
                 batches.append(df)
     after = s.api.dlq_depths()
     for queue in LLM_QUEUES.values():
-        dry = s.dry_run and before.get(queue)
-        s.check(
+        s.judge(
             f"{queue} back to zero",
             expected="0",
+            ran=not (s.dry_run and before.get(queue)),  # a drain the dry run skipped
             actual=f"{before.get(queue)} before, {after.get(queue)} after",
-            passed=None if dry else after.get(queue) == 0,
+            passed=after.get(queue) == 0,
             note=f"batches of {limit}",
         )
     table = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame()
@@ -625,6 +618,23 @@ class LlmProviderDown(Scenario):
         assert self.decision is not None, "run assess() first"
         nothing = f"{self.decision.name}: nothing will change, no lock needed"
         return None if changes_server(self.decision) else nothing
+
+    def change_summary(self) -> list[str]:
+        """What this decision will change, for the confirmation question (after `assess`)."""
+        s = self.s
+        d = self.decision
+        if d is None:
+            return ["run assess() first: the decision says what changes"]
+        drain = "drain the LLM dead-letter queues (admin API), in batches"
+        if d.name == FAILOVER and d.new_order:
+            before = ",".join((self.assessment or {}).get("priority") or []) or "?"
+            return [
+                f"LLM_PROVIDER_PRIORITY in .env: {before} -> {','.join(d.new_order)} "
+                "(.env backed up first; the only .env edit allowed)",
+                f"restart {s.services.unit('api')} ({s.profile.services.manager})",
+                f"once the provider is back: {drain}",
+            ]
+        return [f"decision {d.name!r}: {drain}"]
 
     def failover(self) -> dict[str, Any] | None:
         """Step 4: LLM_PROVIDER_PRIORITY to the new order, restart the API (only on FAILOVER)."""

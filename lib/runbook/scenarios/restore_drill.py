@@ -21,16 +21,11 @@ import atexit
 import contextlib
 import fnmatch
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from runbook.errors import (
-    CommandInterrupted,
-    Forbidden,
-    NotConfirmed,
-    Refusal,
-    RunbookError,
-)
+from runbook.errors import HostKeyMismatch, HostKeyUnknown
 from runbook.ops.backups import (
     PLAIN,
     SYSTEM_DBS,
@@ -43,7 +38,7 @@ from runbook.ops.backups import (
     list_backups,
 )
 from runbook.safety.guards import forbid
-from runbook.scenarios._base import Scenario
+from runbook.scenarios._base import Scenario, armor_preflight
 from runbook.scenarios._restore import (
     RestoreResult,
     backup_checks,
@@ -157,9 +152,20 @@ class RestoreDrill(Scenario):
                 self.s, self.chosen, rpo_hours=self.rpo_hours, min_bytes=self.min_bytes
             )
             self.ready = all(verdict.values()) and len(verdict) == 3
+        if self.ready:
+            # the drill changes the server (a scratch database): armor first
+            armor_preflight(self.s)
         if not self.ready:
             print("preflight failed: the backup is NOT restored (see the failed checks)")
         return self.ready
+
+    def change_summary(self) -> Sequence[str]:
+        """What the drill will change, for the confirmation question (after `preflight`)."""
+        name = (self.chosen or {}).get("name") or "the newest backup"
+        return [
+            f"create the scratch database {self.scratch} and restore {name} into it",
+            f"drop {self.scratch} at the end (the production database is never touched)",
+        ]
 
     def restore(self) -> RestoreResult | None:
         """Create the scratch database and restore into it."""
@@ -169,87 +175,81 @@ class RestoreDrill(Scenario):
         s = self.s
         s.acquire_lock()
         try:
-            with s.step("1. Create isolated DB"):
-                if database_exists(s, self.scratch):
-                    # left by an earlier drill that died: it is ours to replace
-                    print(f"{self.scratch} exists from an earlier run: dropping it first")
-                    drop_database(s, self.scratch)
-                create_database(s, self.scratch)
-                self.created = True
-            with s.step("2. Restore"):
-                # let a slow restore finish (it fails "Restore time", with its real
-                # duration) instead of dying at the profile's command timeout
-                self.result = restore(
-                    s,
-                    self.chosen,
-                    self.scratch,
-                    jobs=self.jobs,
-                    timeout=max(3600.0, 4 * self.target_min * 60),
-                )
-            r = self.result
-            if r.dry_run:
-                return r
-            s.check(
-                "Restore completed",
-                expected="exit 0, the whole dump read",
-                actual="ok" if r.ok else f"exit {r.exit_code}: {r.error.splitlines()[0]}",
-                passed=bool(r.ok),
-                note=r.error[-500:] if not r.ok else "",
-            )
-            target_s = self.target_min * 60
-            advice = ""
-            if r.format == PLAIN and r.duration_s > 0.5 * target_s:
-                advice = (
-                    "the restore takes over half its time target: switch the nightly dump to "
-                    "custom format (pg_dump -Fc) and restore it with pg_restore -j <cores>"
-                )
-                print("RECOMMENDATION:", advice)
-            # the record's numbers (record.json "metrics"), not only the checks' text
-            s.metric("restore_bytes", r.bytes_total, "B")
-            if r.ok:
-                s.metric("restore_minutes", r.duration_s / 60, "min", target=self.target_min)
-                if r.rate_mb_s is not None:
-                    s.metric("restore_rate_mb_s", r.rate_mb_s, "MB/s")
-            s.check(
-                "Restore time",
-                expected=f"<= {self.target_min:g} min",
-                actual=(
-                    f"{r.duration_s:.1f} s for {human_bytes(r.bytes_total)} "
-                    f"({r.rate_mb_s or 0:.1f} MB/s, {r.format}, jobs {r.jobs})"
-                ),
-                # a failed restore has no meaningful time: "not available", not a second failure
-                passed=(r.duration_s <= target_s) if r.ok else None,
-                note=advice,
-            )
-            return r
-        except (Forbidden, NotConfirmed, CommandInterrupted):
-            # refused, or the operator stopped the run (the runner runs no more
-            # cells after a signal): the scratch database goes now
-            with contextlib.suppress(BaseException):
-                self.teardown()
+            with s.attempt("Restore completed", expected="exit 0, the whole dump read") as a:
+                with s.step("1. Create isolated DB"):
+                    if database_exists(s, self.scratch):
+                        # left by an earlier drill that died: it is ours to replace
+                        print(f"{self.scratch} exists from an earlier run: dropping it first")
+                        drop_database(s, self.scratch)
+                    create_database(s, self.scratch)
+                    self.created = True
+                with s.step("2. Restore"):
+                    # let a slow restore finish (it fails "Restore time", with its real
+                    # duration) instead of dying at the profile's command timeout
+                    self.result = restore(
+                        s,
+                        self.chosen,
+                        self.scratch,
+                        jobs=self.jobs,
+                        timeout=max(3600.0, 4 * self.target_min * 60),
+                    )
+        except BaseException as exc:
+            # refused, interrupted, or a bug (attempt lets these through): the scratch
+            # database goes now, since the runner runs no more cells after a signal. After
+            # a host-key refusal nothing goes out, so there is nothing to tear down with.
+            if not isinstance(exc, (HostKeyMismatch, HostKeyUnknown)):
+                with contextlib.suppress(BaseException):
+                    self.teardown()
             raise
-        except Refusal:
-            raise  # a refusal ends the run; never a red check
-        except RunbookError as exc:
-            s.check(
-                "Restore completed",
-                expected="exit 0",
-                actual=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
-                passed=False,
-            )
+        if a.failed or self.result is None:
             return None
-        except BaseException:
-            # an interrupt: drop the scratch database before the cell stops the run
-            with contextlib.suppress(BaseException):
-                self.teardown()
-            raise
+        r = self.result
+        s.judge(
+            "Restore completed",
+            expected="exit 0, the whole dump read",
+            result=r,
+            actual=lambda r: "ok" if r.ok else f"exit {r.exit_code}: {r.error.splitlines()[0]}",
+            note=r.error[-500:] if r.ran and not r.ok else "",
+        )
+        if not r.ran:
+            s.judge("Restore time", expected=f"<= {self.target_min:g} min", result=r)
+            return r
+        target_s = self.target_min * 60
+        advice = ""
+        if r.format == PLAIN and r.duration_s > 0.5 * target_s:
+            advice = (
+                "the restore takes over half its time target: switch the nightly dump to "
+                "custom format (pg_dump -Fc) and restore it with pg_restore -j <cores>"
+            )
+            print("RECOMMENDATION:", advice)
+        # the record's numbers (record.json "metrics"), not only the checks' text
+        s.metric("restore_bytes", r.bytes_total, "B")
+        if r.ok:
+            s.metric("restore_minutes", r.duration_s / 60, "min", target=self.target_min)
+            if r.rate_mb_s is not None:
+                s.metric("restore_rate_mb_s", r.rate_mb_s, "MB/s")
+        s.judge(
+            "Restore time",
+            expected=f"<= {self.target_min:g} min",
+            result=r,
+            actual=(
+                f"{r.duration_s:.1f} s for {human_bytes(r.bytes_total)} "
+                f"({r.rate_mb_s or 0:.1f} MB/s, {r.format}, jobs {r.jobs})"
+            ),
+            # a failed restore has no meaningful time: "not available", not a second failure
+            passed=(r.duration_s <= target_s) if r.ok else None,
+            note=advice,
+        )
+        return r
 
     def validate(self) -> pd.DataFrame | None:
         """Row counts vs production, max(created_at) vs RPO, sample checksums."""
         if self.result is None or not self.result.ok:
             print("skipped: nothing restored to validate")
             return None
-        try:
+        with self.s.attempt(
+            "Validation", expected="row counts, data age and checksums measured"
+        ) as a:
             with self.s.step("3. Validate row counts, 4. data age"):
                 self.comparison = compare(
                     self.s,
@@ -258,15 +258,7 @@ class RestoreDrill(Scenario):
                     tolerance_pct=self.tolerance,
                     rpo_hours=self.rpo_hours,
                 )
-        except Refusal:
-            raise  # a refusal ends the run; never a red check
-        except RunbookError as exc:
-            self.s.check(
-                "Validation",
-                expected="row counts, data age and checksums measured",
-                actual=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
-                passed=False,
-            )
+        if a.failed:
             return None
         return self.comparison
 
@@ -278,26 +270,19 @@ class RestoreDrill(Scenario):
         if s.dry_run:
             self.torn_down = True
             return True
-        try:
+        expected = f"scratch database {self.scratch} dropped"
+        with s.attempt("Teardown", expected=expected) as a:
             with s.step("5. Teardown"):
                 if self.created or database_exists(s, self.scratch):
                     drop_database(s, self.scratch)
                 gone = not database_exists(s, self.scratch)
             s.check(
                 "Teardown",
-                expected=f"scratch database {self.scratch} dropped",
+                expected=expected,
                 actual="dropped" if gone else "still exists",
                 passed=gone,
             )
-        except Refusal:
-            raise  # a refusal ends the run; never a red check
-        except RunbookError as exc:
-            s.check(
-                "Teardown",
-                expected=f"scratch database {self.scratch} dropped",
-                actual=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
-                passed=False,
-            )
+        if a.failed:
             return False
         self.torn_down = gone
         return gone

@@ -16,7 +16,6 @@ Example (in a notebook)::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shlex
 import time
@@ -28,9 +27,7 @@ from runbook.core import postmortem
 from runbook.errors import (
     CommandFailed,
     ParameterError,
-    Refusal,
     RestoreFailed,
-    RunbookError,
 )
 from runbook.ops.backups import (
     PLAIN,
@@ -47,7 +44,7 @@ from runbook.ops.backups import (
     one_row,
     table_facts,
 )
-from runbook.scenarios._base import Scenario
+from runbook.scenarios._base import Scenario, armor_preflight
 from runbook.scenarios._restore import (
     RestoreResult,
     as_utc,
@@ -161,6 +158,7 @@ class IncidentRestore(Scenario):
                         f"{self.chosen['name']} is corrupt: nothing was changed; pick another"
                     )
             s.acquire_lock()
+        armor_preflight(s)
         return self.frame
 
     def snapshot(self) -> dict[str, Any]:
@@ -174,7 +172,8 @@ class IncidentRestore(Scenario):
         )
         self.owner = str(row.get("owner") or "dealix")
         for t in self.tables:
-            with contextlib.suppress(RunbookError):
+            # a table the damage took is simply not in the snapshot
+            with s.attempt():
                 self.before[t] = table_facts(s, self.prod, t)
         return self.before
 
@@ -197,18 +196,16 @@ class IncidentRestore(Scenario):
             # never cut an incident restore at the profile's command timeout
             self.result = restore(s, self.chosen, self.clone, timeout=6 * 3600)
             r = self.result
-            if r.dry_run:
-                return r
-            s.check(
+            s.judge(
                 "Restore completed",
                 expected=f"exit 0, into the clone {self.clone}",
-                actual="ok" if r.ok else f"exit {r.exit_code}",
-                passed=bool(r.ok),
-                note=r.error[-500:] if not r.ok else "",
+                result=r,
+                actual=lambda r: "ok" if r.ok else f"exit {r.exit_code}",
+                note=r.error[-500:] if r.ran and not r.ok else "",
             )
-            if not r.ok:
+            if r.ran and not r.ok:
                 # the single transaction rolled back: the clone is empty, ours to drop
-                with contextlib.suppress(RunbookError):
+                with s.attempt():
                     drop_database(s, self.clone)
                 raise RestoreFailed(
                     f"the restore of {self.chosen['name']} failed ({r.error.splitlines()[0]}); "
@@ -264,7 +261,7 @@ class IncidentRestore(Scenario):
                 if got.get("newest") is not None:
                     ts = as_utc(got["newest"])
                     newest = ts if newest is None or ts > newest else newest
-                    with contextlib.suppress(RunbookError, KeyError, TypeError, ValueError):
+                    with s.attempt(also=(KeyError, TypeError, ValueError)):
                         base = int(
                             one_row(
                                 s,
@@ -338,22 +335,31 @@ class IncidentRestore(Scenario):
                     f"WHERE datname = {literal(db)} AND pid <> pg_backend_pid()",
                 )
             admin_sql(s, f"ALTER DATABASE {ident(self.prod)} RENAME TO {ident(self.renamed)}")
-            try:
+            with s.attempt() as a:
                 admin_sql(
                     s, f"ALTER DATABASE {ident(self.clone or '')} RENAME TO {ident(self.prod)}"
                 )
-            except Refusal:
-                raise  # a refusal ends the run; never a red check
-            except RunbookError:
+            if a.error is not None:
                 # put production back under its name before stopping
                 admin_sql(s, f"ALTER DATABASE {ident(self.renamed)} RENAME TO {ident(self.prod)}")
                 self.renamed = None
-                raise
-            kept = database_exists(s, self.renamed) if not s.dry_run else None
-            s.check(
+                raise a.error
+            kept = False if s.dry_run else database_exists(s, self.renamed)
+            # the evidence outlives even a DROP nobody should run: dumped, then immutable
+            sealed = s.armor.seal_dump(self.renamed)
+            s.judge(
+                "Damaged database dumped (immutable evidence)",
+                expected="pg_dump -Fc of it, chattr +i",
+                ran=not s.dry_run,
+                actual=sealed.status if sealed.passed is not None else sealed.detail,
+                passed=sealed.passed,
+                note=f"{sealed.name}: {sealed.detail}",
+            )
+            s.judge(
                 "Damaged database kept",
                 expected=f"{self.prod} renamed to {self.renamed}, not dropped",
-                actual="exists" if kept else ("dry run" if kept is None else "missing"),
+                ran=not s.dry_run,
+                actual="exists" if kept else "missing",
                 passed=kept,
             )
         return self.renamed
@@ -368,7 +374,7 @@ class IncidentRestore(Scenario):
             deadline = time.monotonic() + self.api_wait
             deep: dict[str, Any] = {}
             while time.monotonic() < deadline:
-                with contextlib.suppress(RunbookError):
+                with s.attempt():
                     deep = s.api.deep_health()
                     if deep.get("status") == "green":
                         break
@@ -394,18 +400,16 @@ class IncidentRestore(Scenario):
         newest: datetime | None = None
         per: dict[str, Any] = {}
         for t in self.tables:
-            try:
+            with s.attempt() as a:
                 f = table_facts(s, self.prod, t)
-            except Refusal:
-                raise  # a refusal ends the run; never a red check
-            except RunbookError:
+            if a.failed:
                 continue
             per[t] = {"restored_rows": f["rows"], "newest": str(f.get("newest"))}
             if f.get("newest") is not None:
                 ts = as_utc(f["newest"])
                 newest = ts if newest is None or ts > newest else newest
                 # rows written after the backup survive only in the renamed database
-                with contextlib.suppress(RunbookError):
+                with s.attempt():
                     n = one_row(
                         s,
                         f"SELECT count(*) AS n FROM public.{ident(t)} "  # noqa: S608 - names via ident(), values via literal()

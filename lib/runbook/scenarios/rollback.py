@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import iso, utc_now, wait_for
+from runbook.core.output import Progress
 from runbook.core.paths import outputs_dir
-from runbook.core.story import Text
+from runbook.core.story import Summary, Text
 from runbook.errors import Forbidden, ParameterError, RunbookError
 from runbook.ops.sentry import SENTRY_BUCKET_S, Sentry
 from runbook.scenarios._base import show
@@ -31,8 +32,6 @@ from runbook.scenarios._release import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from runbook.session import Session
 
 
@@ -78,7 +77,7 @@ class Rollback(Release):
         self.deployed_at: float | None = None
 
     # -- step 1 -----------------------------------------------------------
-    def announce(self) -> str:
+    def announce(self) -> None:
         s = self.s
         with s.step("1. Announce"):
             text = f"Rolling back {s.env} to last good SHA due to {self.reason}."
@@ -98,7 +97,7 @@ class Rollback(Release):
                         actual="no GitHub token in the secrets",
                         passed=False,
                     )
-                    return text
+                    return None
                 resp = s.github.post(
                     f"/repos/{s.profile.github.repo}/issues/{self.issue_number}/comments",
                     json={"body": text},
@@ -112,10 +111,11 @@ class Rollback(Release):
                     url = (resp.json() or {}).get("html_url", "")
                     where += f"; commented on issue #{self.issue_number} {url}".rstrip()
             s.check("Announced", expected="reason recorded", actual=where, passed=True)
-            return text
+            print(f"announced: {where}")
+            return None
 
     # -- step 2: what to undo ----------------------------------------------
-    def plan(self) -> pd.DataFrame:
+    def plan(self) -> None:
         """Last good SHA, the bad deploy's migrations, and the approval rule: before any change."""
         import pandas as pd
 
@@ -220,7 +220,9 @@ class Rollback(Release):
                 if steps == 1
                 else f"{steps} steps: approved by {s.approved_by}",
             )
-            return plan
+            # shown above; kept for code that wants the table
+            self.plan_table = plan
+            return None
 
     def preview(self) -> dict[str, list[str]]:
         """Dry run: what the rollback would change (after `plan`, read-only)."""
@@ -238,6 +240,20 @@ class Rollback(Release):
         )
         self.preview_unchanged_env_and_restart("the rollback")
         return dict(s.preview)
+
+    def change_summary(self) -> list[str]:
+        """What the rollback will change, for the confirmation question (after `plan`)."""
+        s = self.s
+        if self.last_good is None or self.head is None:
+            return ["roll back to .last_good_sha (run plan() first to see what changes)"]
+        undo = self.to_undo
+        return [
+            f"migrations: alembic downgrade -{len(undo)} to {self.target_rev} ("
+            + (", ".join(undo) if undo else f"none: the database is at {self.current}")
+            + ")",
+            f"checkout {self.head[:12]} -> {self.last_good[:12]} (last good SHA, detached)",
+            f"restart {s.services.unit('api')} ({s.profile.services.manager})",
+        ]
 
     def confirm_plan(self) -> None:
         """Under the lock: the server is still as planned (nobody deployed meanwhile)."""
@@ -267,11 +283,13 @@ class Rollback(Release):
                 return
             s.alembic.downgrade(len(self.to_undo))
             now = s.alembic.current()
-            s.check(
+            s.judge(
                 "Migrations rolled back",
                 expected=f"at {self.target_rev} (undo {', '.join(self.to_undo)})",
-                actual=f"dry run: still {now}" if s.dry_run else now,
-                passed=None if s.dry_run else now == self.target_rev,
+                ran=not s.dry_run,
+                actual=now,
+                passed=now == self.target_rev,
+                note=f"still {now}" if s.dry_run else "",
             )
 
     # -- step 4: old code ----------------------------------------------------
@@ -286,13 +304,13 @@ class Rollback(Release):
         with self.s.step("5. Restart service"):
             self.restart_api(self.last_good)
 
-    def verify(self) -> float | None:
+    def verify(self) -> Summary | None:
         """Deep health green on the old SHA; the clock stops here (rollback complete)."""
         s = self.s
         with s.step("6. Verify deep health on the old SHA"):
             if s.dry_run:
                 for name in ("Healthy on the last good SHA", "Rollback time"):
-                    s.check(name, expected="see the runbook", actual="dry run", passed=None)
+                    s.judge(name, expected="see the runbook", ran=False)
                 return None
             ok, deep, _ = self.wait_deep_green()
             head, running = s.git.head(), self.running_sha()
@@ -326,14 +344,13 @@ class Rollback(Release):
             # A measurement, not a check: the time before the rollback started
             # (someone reading the alert, deciding) is not the notebook's to pass or fail.
             s.metric("seconds_from_detection", from_detection, "s", target=self.target_s)
-            print(
-                "From 'bad deploy detected' to rollback complete: "
-                + (
-                    f"{from_detection:.1f} s (deploy run {Path(detected['run_dir']).name})"
-                    if detected is not None and from_detection is not None
-                    else "not measured: no deploy run of this environment logged the detection "
-                    f"of {(self.head or '?')[:12]}"
-                )
+            # one rollback time on the page (the check's); the time since detection
+            # is a metric in the record, said in words
+            since = (
+                f"; the bad deploy was detected {from_detection:.0f} s before "
+                f"(deploy run {Path(detected['run_dir']).name})"
+                if detected is not None and from_detection is not None
+                else ""
             )
             s.evidence.write_text(
                 "rollback_timing.json",
@@ -351,7 +368,12 @@ class Rollback(Release):
                     indent=2,
                 ),
             )
-            return self.complete_s
+            return Summary(
+                f"rollback complete: {self.complete_s:.1f} s "
+                f"(target < {self.target_s / 60:g} min){since}",
+                seconds=round(self.complete_s, 3),
+                seconds_from_detection=from_detection,
+            )
 
     def detection(self) -> dict[str, Any] | None:
         """When a deploy run of this environment logged "bad deploy detected" for the SHA
@@ -370,17 +392,20 @@ class Rollback(Release):
         return None
 
     # -- DoD: Sentry error rate back to baseline --------------------------
-    def error_rate(self) -> dict[str, Any]:
+    def error_rate(self) -> Summary:
         s = self.s
         with s.step("DoD. Sentry error rate back to baseline"):
             if s.dry_run or self.complete_at is None:
-                s.check(
+                s.judge(
                     "Sentry error rate at baseline",
                     expected="<= baseline",
-                    actual="dry run" if s.dry_run else "rollback not complete",
+                    ran=not s.dry_run,
+                    actual="rollback not complete",
                     passed=None,
                 )
-                return {}
+                return Summary(
+                    "error rate: dry run" if s.dry_run else "error rate: rollback not complete"
+                )
             sentry = Sentry(s)
             try:
                 deployed = self.deployed_at or self.complete_at
@@ -394,7 +419,16 @@ class Rollback(Release):
                     recent = sentry.rate(since, time.time())
                     return recent is not None and error_rate_ok(recent, baseline)
 
-                ok, waited = wait_for(settled, self.error_rate_wait, 2.0)
+                progress = Progress(
+                    f"Sentry error rate (baseline {baseline:.1f}/min)", seconds=self.error_rate_wait
+                )
+
+                def said(ok: bool, waited: float) -> None:
+                    rate = "no data" if recent is None else f"{recent:.1f}/min"
+                    verdict = "at baseline" if ok else "not yet at baseline"
+                    progress.say(f"{rate}, {verdict}", waited=waited, final=True)
+
+                ok, waited = wait_for(settled, self.error_rate_wait, 2.0, on_poll=said)
             finally:
                 sentry.close()
             numbers = {
@@ -413,7 +447,13 @@ class Rollback(Release):
                 ),
                 passed=ok,
             )
-            return numbers
+            after = numbers["after_rollback_per_min"]
+            return Summary(
+                f"error rate {'n/a' if after is None else after}/min after the rollback, "
+                f"baseline {numbers['baseline_per_min']}/min: "
+                + ("back to baseline" if ok else "NOT back to baseline"),
+                **numbers,
+            )
 
     def reminder(self) -> Text:
         text = (

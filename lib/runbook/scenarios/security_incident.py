@@ -218,7 +218,11 @@ def rotate_secrets(s: Session, *, update_operator_secrets: bool = True) -> Rotat
     # every key the script must change, read (and registered with the redactor) first,
     # so the proof compares each one and not only the admin key
     before_env = {} if s.dry_run else _read_env(s)
-    r = s.run(["bash", "scripts/rotate_secrets.sh"], cwd=s.profile.app.dir, label="rotate-secrets")
+    # the rotation rewrites these .env keys: the tripwire lets exactly them change
+    with s.tripwire_allows(list(ROTATED), "Scenario 6 step 1: rotate all secrets"):
+        r = s.run(
+            ["bash", "scripts/rotate_secrets.sh"], cwd=s.profile.app.dir, label="rotate-secrets"
+        )
     if r.dry_run:
         # key names only: the values are what the rotation replaces
         s.preview_change(".env keys", [f"{k}: new value (rotated)" for k in ROTATED])
@@ -232,7 +236,7 @@ def rotate_secrets(s: Session, *, update_operator_secrets: bool = True) -> Rotat
                 [f"{v}: new value" for v in [var, *(v for v in ROTATED.values() if v)]],
             )
         for name in ("Secrets rotated", "New admin key accepted", "Old admin key refused"):
-            s.check(name, expected="proved", actual="dry run: not rotated", passed=None)
+            s.judge(name, expected="proved", result=r)
         return Rotation(False, "", before, None, None, False, "dry run")
     s.services.restart("api")
     wait_api(s)
@@ -271,12 +275,10 @@ def wait_api(s: Session, timeout: float = 30.0) -> None:
 
     def up() -> bool:
         nonlocal last
-        try:
+        with s.attempt() as a:
             last = s.api.health().status
-        except Refusal:
-            raise  # a refusal ends the run; never a red check
-        except RunbookError as exc:
-            last = type(exc).__name__
+        if a.error is not None:
+            last = type(a.error).__name__
         return last == 200
 
     if not wait_for(up, timeout, 0.3)[0]:
@@ -379,6 +381,8 @@ class Lockdown:
 
 def _new_connection(s: Session) -> tuple[bool, str]:
     """Open a NEW SSH connection (as the operator) and run `true` on it."""
+    import paramiko
+
     from runbook.core.transport import SSHTransport
 
     transport = s.transport
@@ -387,15 +391,20 @@ def _new_connection(s: Session) -> tuple[bool, str]:
     s._stop_if_refused()
     fresh = SSHTransport(transport.spec)
     try:
-        out = fresh.execute("true", on_stdout=lambda b: None, on_stderr=lambda b: None, timeout=20)
-        return out.exit_code == 0, f"new connection: exit {out.exit_code}"
+        # any failure to connect is the answer; a refusal is not
+        with s.attempt(also=(OSError, EOFError, paramiko.SSHException)) as a:
+            out = fresh.execute(
+                "true", on_stdout=lambda b: None, on_stderr=lambda b: None, timeout=20
+            )
     except Refusal as exc:
         s._note_refusal(exc)  # the session's latch: nothing more goes out
         raise
-    except Exception as exc:  # any failure to connect is the answer
-        return False, s.redactor.redact(f"new connection failed: {type(exc).__name__}: {exc}")
     finally:
         fresh.close()
+    if a.error is not None:
+        why = f"{type(a.error).__name__}: {a.error}"
+        return False, s.redactor.redact(f"new connection failed: {why}")
+    return out.exit_code == 0, f"new connection: exit {out.exit_code}"
 
 
 def _fw_commands(kind: str, port: int, target: str, saved: str) -> dict[str, str]:
@@ -461,13 +470,10 @@ def lock_down_ssh(s: Session, target: str, *, revert_after_s: int = 300) -> Lock
     )
     lock.saved = saved
     lock.steps.append({"step": "save", "command": r.command, "result": r.status})
-    if r.dry_run:
-        s.check(names[0], expected="saved", actual="dry run", passed=None)
-    else:
-        s.check(names[0], expected="saved", actual=saved if r.ok else r.status, passed=r.ok)
-    if r.dry_run:
+    s.judge(names[0], expected="saved", result=r, actual=lambda r: saved if r.ok else r.status)
+    if not r.ran:
         for name in names[1:]:
-            s.check(name, expected="done and proved", actual="dry run", passed=None)
+            s.judge(name, expected="done and proved", result=r)
         return lock
     lock.outside_before, what = outside_reachable(s)
     if lock.outside_before is not None:
@@ -545,14 +551,17 @@ def prove_from_outside(s: Session, lock: Lockdown) -> None:
         "no outside vantage point on this target: check from another network "
         f"(`nc -vz -w5 {s.profile.target.host} {s.profile.security.ssh_port}` must time out)"
     )
-    if not lock.available or s.dry_run:
+    if not lock.available:
         s.check(
             name,
             expected="SSH refused from another address",
-            actual=NOT_AVAILABLE if not lock.available else "dry run",
+            actual=NOT_AVAILABLE,
             passed=None,
-            note=how if not lock.available else "",
+            note=how,
         )
+        return
+    if s.dry_run:
+        s.judge(name, expected="SSH refused from another address", ran=False)
         return
     reachable, what = outside_reachable(s)
     if reachable is None:
@@ -675,20 +684,22 @@ def ban_attackers(s: Session, findings: Findings) -> None:
         s.run(["fail2ban-client", "set", jail, "unbanip", addr], sudo=sudo, label="unbanip")
     after = fail2ban_status(s) or {"banned": []}
     missing = sorted(set(attackers) - set(after["banned"]))
-    s.check(
+    s.judge(
         "Attacker addresses banned",
         expected=", ".join(attackers) or "none found",
         actual=", ".join(sorted(set(attackers) & set(after["banned"]))) or "none",
-        passed=not missing if not s.dry_run else None,
+        passed=not missing,
+        ran=not s.dry_run,
         note=f"not banned: {', '.join(missing)}" if missing else "",
     )
     still = sorted(set(findings.authorized_banned) & set(after["banned"]))
     if findings.authorized_banned:
-        s.check(
+        s.judge(
             "Authorized addresses unbanned",
             expected="none banned",
+            ran=not s.dry_run,
             actual=", ".join(still) or "none banned",
-            passed=not still if not s.dry_run else None,
+            passed=not still,
         )
 
 
@@ -717,8 +728,8 @@ def preserve_evidence(s: Session) -> Preserved:
         accept=(0, 1),  # 1: a log grew while tar read it; the copy is still good
         label="evidence-tarball",
     )
-    if r.dry_run:
-        s.check("Evidence preserved", expected="tarball hashed", actual="dry run", passed=None)
+    if not r.ran:
+        s.judge("Evidence preserved", expected="tarball hashed", result=r)
         return Preserved(None, None, None, None)
     h = s.probe(["sha256sum", remote], label="sha256")
     digest = h.stdout.split()[0]
@@ -868,9 +879,10 @@ def elapsed_check(s: Session) -> None:
     """The DoD's 1-hour target, measured from the session's start."""
     target = s.profile.targets.incident_doc_minutes
     minutes = s.elapsed / 60
-    s.check(
+    s.judge(
         f"Contained and documented within {target:.0f} min",
         expected=f"<= {target:.0f} min",
+        ran=not s.dry_run,  # a dry run contained nothing: its speed proves nothing
         actual=f"{minutes:.1f} min",
         passed=minutes <= target,
     )
@@ -1009,6 +1021,20 @@ class SecurityIncident(Scenario):
         self.preserved: Preserved | None = None
         self.doc: Path | None = None
         self.advisory: Path | None = None
+
+    def change_summary(self) -> list[str]:
+        """What the response will change, for the confirmation question."""
+        s = self.s
+        sec = s.profile.security
+        where = self.allow_ssh_from or "the address this connection comes from"
+        return [
+            f"rotate every app secret (the app's rotation script), restart "
+            f"{s.services.unit('api')}; the old admin key stops working"
+            + ("; your secrets file gets the new values" if self.update_operator_secrets else ""),
+            f"lock SSH (port {sec.ssh_port}) down to {where} with {sec.firewall or 'no firewall'}"
+            f", reverted after {self.lockdown_revert_seconds} s unless a new connection works",
+            "ban the attacking addresses found in the logs",
+        ]
 
     def preflight(self) -> str:
         """The host lock, then step 0: the operator's address, and the address SSH is locked to."""

@@ -119,6 +119,8 @@ def _push_commit(t: Twin, name: str, change: sandbox_deploy.Change, message: str
         t.dir / "tmp" / f"fault-{name}",
         change,
         message,
+        # GitHub's merge button: main moves on the origin itself (its hook refuses pushes)
+        lambda sha: t.ssh(f"git --git-dir={ORIGIN} update-ref refs/heads/main {sha}"),
     )
     # CI passed for the merged commit (the bad one too: its bug shows only after the restart)
     add_ci_run(t, "success", sha)

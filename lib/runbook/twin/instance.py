@@ -35,7 +35,7 @@ from typing import Any
 
 from runbook.core.paths import project_root
 from runbook.sandbox.build.envfiles import generate_secrets, read_env_file, write_env_file
-from runbook.sandbox.build.host import free_ports, write_private
+from runbook.sandbox.build.host import free_ports, lift_armor, write_private
 from runbook.sandbox.build.stubs import stubs_config
 from runbook.twin import build, internet
 from runbook.twin.common import (
@@ -325,6 +325,7 @@ class Twin:
     def _mount(self, st: dict[str, Any], which: str, lower: str) -> Path:
         inst = self._inst(which)
         if inst.exists():
+            lift_armor(inst)  # the armor the runbook put on the server's files (ops.armor)
             shutil.rmtree(inst)
         for sub in ("upper", "work", "root"):
             (inst / sub).mkdir(parents=True)
@@ -624,6 +625,7 @@ class Twin:
             raise TwinError("down", f"cgroups still in use: {', '.join(left)}")
         for which in ("server", "internet"):
             if self._inst(which).exists():
+                lift_armor(self._inst(which))  # the server's armor (runbook.ops.armor)
                 shutil.rmtree(self._inst(which))
         self.state_file.unlink(missing_ok=True)
         return done

@@ -2,7 +2,9 @@
 
 Public API under ``/github`` (``api.github.com``), a bearer or ``token``
 credential, GitHub's error bodies; control endpoints ``/_stub/github/runs``
-(add a run) and ``/_stub/github/ci`` (conclude the newest run).
+(add a run), ``/_stub/github/ci`` (conclude the newest run) and
+``/_stub/github/protection`` (protect or unprotect a branch; main starts
+protected, as Dealix's is: a pull request required, no force push, no deletion).
 """
 
 from __future__ import annotations
@@ -145,7 +147,15 @@ class GitHub(Service):
             Route(
                 f"{gh}/issues/{{number:int}}/comments", self.github_list_comments, methods=["GET"]
             ),
+            Route(
+                f"{gh}/branches/{{branch}}/protection",
+                self.github_branch_protection,
+                methods=["GET"],
+            ),
             Route("/_stub/github/runs", local(self.control_github_runs), methods=["POST"]),
+            Route(
+                "/_stub/github/protection", local(self.control_github_protection), methods=["POST"]
+            ),
             Route("/_stub/github/ci", local(self.control_github_ci), methods=["POST"]),
         ]
 
@@ -450,6 +460,61 @@ class GitHub(Service):
         runs.insert(0, run)
         self.store.save()
         return JSONResponse(self.render_run(run), 201)
+
+    def protected_branches(self) -> list[str]:
+        # a state saved before the key existed: main protected, as on GitHub
+        return list(self.state["github"].get("protected_branches", ["main"]))
+
+    async def github_branch_protection(self, request: Request) -> Response:
+        """``GET /repos/{owner}/{repo}/branches/{branch}/protection``, GitHub's shape."""
+        docs = "https://docs.github.com/rest/branches/branch-protection#get-branch-protection"
+        refused = self.github_refused(request, docs)
+        if refused:
+            return refused
+        branch = request.path_params["branch"]
+        if branch not in self.protected_branches():
+            return self.github_error(404, "Branch not protected", docs)
+        api = f"https://api.github.com/repos/{self.cfg['github_repo']}/branches/{branch}/protection"
+        return JSONResponse(
+            {
+                "url": api,
+                "required_status_checks": {
+                    "url": f"{api}/required_status_checks",
+                    "strict": True,
+                    "contexts": ["CI"],
+                    "contexts_url": f"{api}/required_status_checks/contexts",
+                    "checks": [{"context": "CI", "app_id": None}],
+                },
+                "required_pull_request_reviews": {
+                    "url": f"{api}/required_pull_request_reviews",
+                    "dismiss_stale_reviews": True,
+                    "require_code_owner_reviews": False,
+                    "require_last_push_approval": False,
+                    "required_approving_review_count": 1,
+                },
+                "required_signatures": {"url": f"{api}/required_signatures", "enabled": False},
+                "enforce_admins": {"url": f"{api}/enforce_admins", "enabled": True},
+                "required_linear_history": {"enabled": False},
+                "allow_force_pushes": {"enabled": False},
+                "allow_deletions": {"enabled": False},
+                "block_creations": {"enabled": False},
+                "required_conversation_resolution": {"enabled": False},
+                "lock_branch": {"enabled": False},
+                "allow_fork_syncing": {"enabled": False},
+            }
+        )
+
+    async def control_github_protection(self, request: Request) -> Response:
+        body = await control_body(request)
+        branch, protected = body.get("branch", "main"), body.get("protected")
+        if not isinstance(branch, str) or not branch or not isinstance(protected, bool):
+            return control_error('body: {"branch": "main", "protected": true|false}')
+        branches = [b for b in self.protected_branches() if b != branch]
+        if protected:
+            branches.append(branch)
+        self.state["github"]["protected_branches"] = branches
+        self.store.save()
+        return JSONResponse({"protected_branches": branches})
 
     async def control_github_ci(self, request: Request) -> Response:
         body = await control_body(request)

@@ -23,6 +23,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
+from runbook.ops.armor import hook_origin_pre_receive
 from runbook.sandbox.build.envfiles import read_env_file, write_env_file
 from runbook.sandbox.build.host import clean_env, git, project_python, run
 from runbook.sandbox.layout import BACKUP_BRANCH, Layout, project_root
@@ -115,6 +116,8 @@ def build_app_repo(lay: Layout) -> str:
     app_git("--git-dir", str(lay.origin_dir), "branch", BACKUP_BRANCH, sha1, log=log)
     shutil.rmtree(work)
 
+    protect_origin(lay.origin_dir)
+
     app_git("clone", "-q", str(lay.origin_dir), str(lay.app_dir), log=log)
     app_git("branch", "-q", BACKUP_BRANCH, f"origin/{BACKUP_BRANCH}", cwd=lay.app_dir, log=log)
     # Deploy-local files must not show up as drift in `git status`.
@@ -122,6 +125,19 @@ def build_app_repo(lay: Layout) -> str:
     with exclude.open("a") as fh:
         fh.write(".venv/\n.env\n.env.*.bak\n.last_good_sha\n__pycache__/\n")
     return app_git("rev-parse", "HEAD", cwd=lay.app_dir)
+
+
+def protect_origin(origin_dir: Path) -> Path:
+    """The bare origin's branch protection: a `pre-receive` hook refusing pushes to main
+    and to the kept branch, as GitHub's protection does (runbook.ops.armor). It is part
+    of the build because the origin stands for GitHub; the app repo's armor is installed
+    by the runbook itself. Returns the hook's path.
+    """
+    hook = origin_dir / "hooks" / "pre-receive"
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    hook.write_text(hook_origin_pre_receive(["main"], [BACKUP_BRANCH]))
+    hook.chmod(0o755)
+    return hook
 
 
 def build_app_venv(lay: Layout) -> None:

@@ -24,6 +24,7 @@ import contextlib
 import os
 import pwd
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -221,3 +222,17 @@ def free_ports(names: list[str]) -> dict[str, int]:
         for s in socks:
             s.close()
     return ports
+
+
+def lift_armor(root: Path) -> None:
+    """Clear the immutable attribute the runbook's armor put on files under `root`.
+
+    The armor (runbook.ops.armor) makes the do-not-touch files and the evidence
+    dumps immutable, for root too. Throwing a whole sandbox (`up --fresh`) or a
+    twin instance (`down`, a fresh `up`) away are the places that lift it, as
+    root, on purpose; nothing else does.
+    """
+    if not root.exists() or shutil.which("chattr") is None:
+        return
+    # -f: quiet on files without the attribute or filesystems that lack it
+    subprocess.run(["chattr", "-R", "-f", "-i", str(root)], check=False, capture_output=True)

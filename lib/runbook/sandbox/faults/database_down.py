@@ -115,7 +115,8 @@ def _disk_full(sb: Sandbox, _: str | None) -> None:
 
 def _fill(backups: Path, aside: Path) -> None:
     for f in sorted(aside.iterdir()):
-        shutil.copy2(f, backups / f.name)
+        if f.is_file():  # the armor's evidence/ dumps stay where they are, under the tmpfs
+            shutil.copy2(f, backups / f.name)
     fill(backups)
 
 
@@ -125,7 +126,7 @@ def _disk_heal(sb: Sandbox, _: str | None) -> None:
     aside = _aside(sb)
     if aside.exists():
         for f in aside.iterdir():
-            if not (backups / f.name).exists():
+            if f.is_file() and not (backups / f.name).exists():
                 shutil.copy2(f, backups / f.name)
         shutil.rmtree(aside)
 

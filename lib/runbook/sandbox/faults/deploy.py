@@ -150,12 +150,16 @@ Change = Callable[[Path, str, "str | None"], None]
 
 
 def commit_and_push(
-    git: Git, origin: str, work: Path, change: Change, message: str
+    git: Git, origin: str, work: Path, change: Change, message: str, merge: Callable[[str], Any]
 ) -> tuple[str, str]:
-    """Clone `origin` into `work`, let `change(work, rev, down)` edit it, commit, push to main.
+    """Clone `origin` into `work`, let `change(work, rev, down)` edit it, commit, merge to main.
 
-    `git(*args, cwd=...)` runs git the target's way (the sandbox's local origin, the
-    twin's over SSH); `work` is removed afterwards. Returns (pushed sha, migration rev).
+    The origin protects main as GitHub does (its pre-receive hook refuses a push
+    to it, runbook.ops.armor), so the commit is pushed to a pull request's ref
+    (`refs/pull/<rev>/head`) and `merge(sha)` moves main on the origin's own host,
+    as GitHub's merge button does. `git(*args, cwd=...)` runs git the target's way
+    (the sandbox's local origin, the twin's over SSH); `work` is removed afterwards.
+    Returns (merged sha, migration rev).
     """
     if work.exists():
         shutil.rmtree(work)
@@ -167,7 +171,9 @@ def commit_and_push(
         git("add", "-A", cwd=work)
         git("commit", "-q", "-m", message.format(rev=rev), cwd=work)
         sha = git("rev-parse", "HEAD", cwd=work)
-        git("push", "-q", "origin", "main:main", cwd=work)
+        # forced: a healed fault leaves its pull-request ref behind, as GitHub does
+        git("push", "-q", "origin", f"+HEAD:refs/pull/{rev}/head", cwd=work)
+        merge(sha)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return sha, rev
@@ -193,7 +199,15 @@ def _push_commit(sb: Sandbox, name: str, change: Change, message: str) -> str:
     before = _origin_main(sb)
     app_before = _app_snapshot(sb)
     work = sb.state_dir / "tmp" / f"fault-{name}"
-    sha, rev = commit_and_push(app_git, state["origin_dir"], work, change, message)
+    origin = state["origin_dir"]
+    sha, rev = commit_and_push(
+        app_git,
+        origin,
+        work,
+        change,
+        message,
+        lambda sha: app_git("--git-dir", origin, "update-ref", "refs/heads/main", sha),
+    )
     # CI passed for the merged commit (for the bad one too: the bug only
     # shows against the real schema after the restart).
     sb.add_ci_run("success", head_sha=sha)
