@@ -54,7 +54,19 @@ def server(sb: Sandbox) -> dict[str, Any]:
 
 def git(sb: Sandbox, *args: str) -> str:
     return subprocess.run(
-        ["git", "-C", sb.state["app_dir"], "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        # someone else on the server, past the armor's repo hooks (as a root shell could)
+        [
+            "git",
+            "-C",
+            sb.state["app_dir"],
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "core.hooksPath=/dev/null",
+            *args,
+        ],
         capture_output=True,
         text=True,
         check=True,
