@@ -49,6 +49,17 @@ from runbook.core.paths import runbook_sha
 from runbook.core.profile import Profile, load_profile
 from runbook.core.record import Change, Step, error_dict
 from runbook.core.redact import Redactor
+from runbook.core.resume import (
+    RESUME_ENV,
+    RESUME_FLAGS_ENV,
+    Plan,
+    StepRules,
+    flags_from_env,
+    moved_facts,
+    parameters_hash,
+)
+from runbook.core.resume import plan as resume_plan
+from runbook.core.resume import refusal as resume_refusal
 from runbook.core.secrets import (
     SecretStore,
     parse_env_text,
@@ -182,6 +193,12 @@ class Session:
         self._error: dict[str, str] | None = None
         self._failed_step: str | None = None
         self.commands_run = 0
+        # a resume of a failed run (runbook.core.resume): set by `begin_resume`
+        self.resume: Any = None
+        self.resume_relies_on: tuple[str, ...] = ()
+        self.target_facts: dict[str, Any] | None = None
+        # the scenario method running now (runbook.scenarios._base), named in its steps
+        self.method: str | None = None
         from runbook.core.liveness import this_process
 
         # who runs this session, so that a later run can tell it died (liveness.py)
@@ -778,7 +795,7 @@ class Session:
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[Step]:
         """Time a runbook step; a failure inside marks it failed and is re-raised."""
-        step = Step(name, utc_now())
+        step = Step(name, utc_now(), method=self.method)
         self.steps.append(step)
         outer, self._current = self._current, step
         self.evidence.append({"kind": "step", "event": "start", "step": name})
@@ -941,6 +958,8 @@ class Session:
         self._stop_if_tripped()  # so does a caught trip
         failed = [c for c in self.checks if c.status == FAILED]
         self._outcome = "dod_not_met" if failed else "ok"
+        if failed:
+            self._note_target_facts()
         self._discard_copies()
         self.release_lock()
         record = self.record()
@@ -962,6 +981,10 @@ class Session:
         if self._refusal is not None and not isinstance(exc, Refusal):
             exc = self._refusal  # what stopped the run, not what a caller made of it
         self._error = error_dict(exc, self.redactor)
+        # not after an interrupt: the operator is stopping the run, no more commands
+        # (a resume of it then needs --accept-moved for what it could not record)
+        if outcome not in ("refused", "parameters", "interrupted"):
+            self._note_target_facts()
         self._write_record()
 
     def record(self) -> dict[str, Any]:
@@ -1002,7 +1025,111 @@ class Session:
             "server_secrets": (
                 self.server_secrets.to_dict() if self.server_secrets is not None else None
             ),
+            # for a resume (runbook.core.resume): secret-free, session-only names left out
+            "parameters_sha256": parameters_hash(self.parameters),
+            "resume": self.resume.to_record() if self.resume is not None else None,
+            "target_facts": self.target_facts,
         }
+
+    # ---------------------------------------------------------------- resume
+    def begin_resume(self, rules: StepRules) -> Plan | None:
+        """Make this run a resume when `RUNBOOK_RESUME_FROM` names the parent run folder.
+
+        Called by `open_scenario` before the scenario's first step. Refuses
+        (`Forbidden`, nothing has run) as `runbook.core.resume.plan` says,
+        and when what the parent's completed steps rely on moved since it
+        stopped. Returns the plan, None when this run is no resume.
+        """
+        # every run records these facts as it stops, so that it can be resumed
+        self.resume_relies_on = rules.relies_on
+        parent = os.environ.get(RESUME_ENV)
+        if not parent:
+            return None
+        from runbook.core.catalog import notebook_path
+
+        flags = flags_from_env(os.environ.get(RESUME_FLAGS_ENV))
+        plan = resume_plan(
+            Path(parent),
+            notebook_path(self.scenario),
+            rules,
+            params=self.parameters,
+            allow_interrupted=bool(flags.get("allow_interrupted")),
+            overrides=list(flags.get("overrides") or ()),
+            accept_moved=list(flags.get("accept_moved") or ()),
+        )
+        self.resume = plan
+        self.evidence.append({"kind": "resume", "event": "plan", **plan.to_record()})
+        print(
+            f"resuming run {plan.parent_id} (it ended {plan.record.get('outcome')} at "
+            f"{plan.failed_step!r}); skipping {', '.join(plan.skip_methods) or 'nothing'}"
+        )
+        if rules.relies_on:
+            now = self.read_target_facts(rules.relies_on)
+            before = plan.record.get("target_facts") or {}
+            moved = moved_facts(before, now, rules.relies_on, plan.accept_moved)
+            self.evidence.append({"kind": "resume", "event": "facts", "parent": before, "now": now})
+            if moved:
+                raise resume_refusal(
+                    "the target moved since run "
+                    f"{plan.parent_id} stopped, so its completed steps may no longer hold: "
+                    + "; ".join(moved),
+                    "find out who changed it; start a new run, or name what you checked "
+                    "with --accept-moved NAME (recorded)",
+                )
+        self._write_record()
+        return plan
+
+    def resume_skip(self, method: str, postcondition: Any = None) -> bool:
+        """True when a resume skips scenario method `method` (its steps recorded as skipped).
+
+        `postcondition`, for the method that holds the parent's failed step:
+        a callable returning (effect already there, what it found); when the
+        effect is there, the method is skipped too.
+        """
+        plan = self.resume
+        if plan is None or method not in plan.methods:
+            return False
+        why = f"done in run {plan.parent_id}"
+        if method not in plan.skip_methods:
+            if postcondition is None:
+                return False
+            held, found = postcondition()
+            self.decide(
+                f"resume: {plan.failed_step}",
+                "skip: its effect is already there" if held else "run it again",
+                f"postcondition: {found}",
+            )
+            print(f"postcondition of {plan.failed_step!r}: {found}")
+            if not held or any(
+                n not in plan.done and n != plan.failed_step for n in plan.methods[method]
+            ):
+                return False
+            why = f"its effect is already there ({found}); it failed in run {plan.parent_id}"
+        for name in plan.methods[method]:
+            now = utc_now()
+            self.steps.append(Step(name, now, now, "skipped", method=method, note=why))
+            self.evidence.append({"kind": "step", "event": "skipped", "step": name, "note": why})
+            print(f"skipped: {name}: {why}")
+        self._write_record()
+        return True
+
+    def read_target_facts(self, names: Sequence[str]) -> dict[str, Any]:
+        """What the named FACTS read now on the target (None: could not be read)."""
+        readers = {"app_head": lambda: self.git.head(), "alembic_revision": self.alembic.current}
+        out: dict[str, Any] = {}
+        for name in names:
+            try:
+                out[name] = readers[name]()
+            except Exception:  # recorded as unknown: a resume refuses an unknown fact
+                out[name] = None
+        return out
+
+    def _note_target_facts(self) -> None:
+        """Record, as the run stops, what its completed steps rely on (for a resume)."""
+        if not self.resume_relies_on or self.dry_run or self._refusal is not None:
+            return
+        with contextlib.suppress(Exception):
+            self.target_facts = self.read_target_facts(self.resume_relies_on)
 
     def _discard_copies(self) -> None:
         """Remove the tripwire's copies of protected files (kept after a trip)."""

@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"runbook: {problem}", file=sys.stderr)
         return 2
+    if args.command == "resume":
+        from runbook.cli.resume import main as resume_main
+
+        return resume_main(args)
     if args.command == "notify":
         from runbook.cli.notify import run_command as notify_command
 
@@ -183,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_parameters_dir(p_run)
     sub.add_parser("list", help="the scenarios and their parameters")
+    from runbook.cli.resume import add_parser as add_resume
+
+    add_resume(sub)
     from runbook.cli.notify import add_parser as add_notify
 
     add_notify(sub)

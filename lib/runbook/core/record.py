@@ -29,6 +29,10 @@ class Step:
     finished: datetime | None = None
     status: str = "running"
     error: str | None = None
+    #: the scenario method that opened the step (what a resume skips as a whole)
+    method: str | None = None
+    #: why a step was skipped ("done in run X")
+    note: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -44,6 +48,8 @@ class Step:
             "duration_s": None if self.duration is None else round(self.duration, 3),
             "status": self.status,
             "error": self.error,
+            **({"method": self.method} if self.method else {}),
+            **({"note": self.note} if self.note else {}),
         }
 
 

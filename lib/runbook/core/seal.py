@@ -317,6 +317,8 @@ def header_html(record: dict[str, Any], files: list[str]) -> str:
     ...                  "steps": [], "checks": []}, ["record.json"])
     >>> "x: ok (exit 0)" in h
     True
+    >>> "resumed from</th><td>1-x" in header_html({"scenario": "x", "resume": {"from": "1-x"}}, [])
+    True
     """
     e = html.escape
     outcome = str(record.get("outcome", "unknown"))
@@ -331,6 +333,13 @@ def header_html(record: dict[str, Any], files: list[str]) -> str:
         ("finished", record.get("finished")),
         ("duration", f"{(record.get('runner') or {}).get('duration_s')} s"),
         ("failed step", record.get("failed_step")),
+        # the chain (runbook resume): the parent's own page cannot name its child,
+        # its folder is sealed; `runbook history` shows resumed_by
+        ("resumed from", (record.get("resume") or {}).get("from")),
+        (
+            "skipped (done in the parent)",
+            ", ".join((record.get("resume") or {}).get("skipped_steps") or []),
+        ),
         ("error", (record.get("error") or {}).get("type")),
         ("approved by", record.get("approved_by")),
         ("parameters", json.dumps(record.get("parameters", {}), default=str)),

@@ -75,6 +75,10 @@ COLUMNS = [
     "rpo_h",
     "rollback_min",
     "rollback_target_min",
+    # the chain of a resumed run (runbook resume): run ids; `resumed_by` is derived
+    # from the children, the parent's sealed folder is never written to
+    "resumed_from",
+    "resumed_by",
     "run_dir",
 ]
 _SECONDS = {"s": 1, "min": 60, "h": 3600}
@@ -135,6 +139,7 @@ def row(record: dict[str, Any], run_dir: str) -> dict[str, Any]:
         "checks_failed": sum(1 for c in checks if c.get("status") == "failed"),
         "dry_run": bool(record.get("dry_run")),
         "operator": record.get("operator"),
+        "resumed_from": (record.get("resume") or {}).get("from"),
         "run_dir": run_dir,
     }
     metrics = record.get("metrics") or {}
@@ -182,6 +187,7 @@ def load(
         if env and record.get("environment") != env:
             continue
         rows.append(row(record, str(path.parent)))
+    link_resumes(rows)
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["started"] = pd.to_datetime(df["started"], utc=True, errors="coerce", format="ISO8601")
     if since:
@@ -189,6 +195,27 @@ def load(
         cutoff = cutoff.tz_localize(UTC) if cutoff.tzinfo is None else cutoff
         df = df[df["started"] >= cutoff]
     return df.sort_values("started", kind="stable").reset_index(drop=True)
+
+
+def link_resumes(rows: list[dict[str, Any]]) -> None:
+    """Set each row's `resumed_by` from the rows that name it in `resumed_from` (run ids).
+
+    The newest such run wins; a refused resume did not resume anything (the
+    parent stays open for another).
+
+    >>> rows = [{"run_dir": "o/a/1-x", "resumed_from": None},
+    ...         {"run_dir": "o/a/2-x", "resumed_from": "1-x", "outcome": "refused", "started": "2"},
+    ...         {"run_dir": "o/a/3-x", "resumed_from": "1-x", "outcome": "ok", "started": "3"}]
+    >>> link_resumes(rows); [r["resumed_by"] for r in rows]
+    ['3-x', None, None]
+    """
+    children: dict[str, str] = {}
+    ordered = sorted(rows, key=lambda r: str(r.get("started") or ""))
+    for r in ordered:
+        if r.get("resumed_from") and r.get("outcome") != "refused":
+            children[str(r["resumed_from"])] = os.path.basename(str(r["run_dir"]))
+    for r in rows:
+        r["resumed_by"] = children.get(os.path.basename(str(r["run_dir"])))
 
 
 def render(df, fmt: str = "table") -> str:
@@ -213,9 +240,15 @@ def outcome_counts(df) -> str:
     >>> outcome_counts(pd.DataFrame({"outcome": ["ok", "abandoned", "ok", "running"]}))
     '4 runs: ok 2, abandoned 1, running 1 (1 abandoned: its process died without a verdict)'
     """
-    counts = df["outcome"].fillna("unknown").value_counts()
+    # a run resumed by a later one counts once, with the outcome of the last in its chain
+    import pandas as pd
+
+    resumed = df["resumed_by"].notna() if "resumed_by" in df else pd.Series(False, index=df.index)
+    counts = df[~resumed]["outcome"].fillna("unknown").value_counts()
     parts = ", ".join(f"{name} {n}" for name, n in counts.items())
-    line = f"{len(df)} runs: {parts}"
+    line = f"{int((~resumed).sum())} runs: {parts}"
+    if resumed.any():
+        line += f" ({int(resumed.sum())} more resumed, counted with their resume)"
     abandoned = int(counts.get("abandoned", 0))
     if abandoned:
         line += f" ({abandoned} abandoned: its process died without a verdict)"

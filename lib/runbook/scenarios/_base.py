@@ -19,14 +19,16 @@ refused by the session, as before.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from runbook.core.catalog import notebook_path, parameter_names
+from runbook.core.resume import StepRules
 from runbook.core.story import Summary
 from runbook.errors import ParameterError
 from runbook.ops.armor import MISSING, NOT_AVAILABLE, Piece, record_pieces
@@ -48,8 +50,38 @@ class Scenario:
     #: secrets checked before the first change, beyond what the notebook declares
     require_secrets: ClassVar[tuple[str, ...]] = ()
 
+    #: resume (runbook.core.resume): steps not safe to repeat; a resume never runs them again
+    resume_once: ClassVar[tuple[str, ...]] = ()
+    #: read-only steps a resume runs again although the parent completed them
+    resume_reruns: ClassVar[tuple[str, ...]] = ()
+    #: step -> name of a method returning (its effect is already there, what was found)
+    resume_postconditions: ClassVar[dict[str, str]] = {}
+    #: what the completed steps rely on (runbook.core.resume.FACTS), compared before a resume
+    resume_relies_on: ClassVar[tuple[str, ...]] = ()
+    #: True once the four above are declared: a resume of any other scenario is refused
+    resumable: ClassVar[bool] = False
+
     def __init__(self, s: Session):
         self.s = s
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        # every public method: a resume may skip it whole (see `resumable`)
+        for name, value in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.isfunction(value):
+                setattr(cls, name, resumable(value))
+
+    @classmethod
+    def resume_rules(cls) -> StepRules:
+        """What this scenario declares about its steps for a resume."""
+        reruns = cls.resume_reruns + ((cls.lock_step,) if cls.lock_step else ())
+        return StepRules(
+            once=cls.resume_once,
+            reruns=reruns,
+            postconditions=dict(cls.resume_postconditions),
+            relies_on=cls.resume_relies_on,
+            resumable=cls.resumable,
+        )
 
     #: the step of its own the host lock is taken in by `take_lock()` (None: no step)
     lock_step: ClassVar[str | None] = None
@@ -82,6 +114,46 @@ class Scenario:
         return take_lock(
             self.s, step or self.lock_step, once=self.lock_once if once is None else once
         )
+
+
+def resumable(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a scenario method: its steps name it, and a resume may skip it.
+
+    Papermill runs every cell, and a `with s.step(...)` block cannot skip its
+    own body, so the seam is the scenario method (one notebook cell): when a
+    resume's plan says every step the method opened in the parent is done
+    (and not re-run), the method returns None at once and its steps are
+    recorded "skipped: done in run X". Nested calls (a method calling another)
+    run as they are: only the outermost method is the unit.
+    """
+    if getattr(fn, "_resumable", False):
+        return fn
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kw: Any) -> Any:
+        s = getattr(self, "s", None)
+        if s is None or getattr(s, "method", None) is not None:
+            return fn(self, *args, **kw)
+        name = fn.__name__
+        plan = getattr(s, "resume", None)
+        if plan is not None:
+            check = None
+            target = self.resume_postconditions.get(plan.failed_step or "")
+            if target and plan.failed_step in plan.methods.get(name, []):
+                check = getattr(self, target)
+            if s.resume_skip(name, check):
+                return None
+        s.method = name
+        try:
+            return fn(self, *args, **kw)
+        finally:
+            s.method = None
+
+    wrapper._resumable = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+Scenario.take_lock = resumable(Scenario.take_lock)  # type: ignore[method-assign]
 
 
 def take_lock(s: Session, step: str | None = None, *, once: bool = False) -> dict[str, Any] | None:
@@ -190,6 +262,8 @@ def open_scenario(
         procedure=cls.procedure,
         require_secrets=cls.require_secrets,
     )
+    # a resume (RUNBOOK_RESUME_FROM) is planned, or refused, before the first step
+    s.begin_resume(cls.resume_rules())
     scenario = cls(s, **scenario_kw)
     # the confirmation question asks about what this run will change (safety/change.py)
     s.change_check.summarize = scenario.change_summary

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from runbook.clock import utc_now, wait_for
 from runbook.core.output import Progress
@@ -41,6 +41,17 @@ if TYPE_CHECKING:
 
 class Deploy(Release):
     """Runbook scenario 1, one method per step; checks land in the session."""
+
+    # a resume (runbook.core.resume): the snapshot must not run twice (it would record
+    # the half-deployed state as the last good SHA); the CI gate is read-only and sets
+    # the commit to deploy, so it runs again; pulling again is harmless, and checks first
+    resume_once = ("3. Snapshot current state",)
+    resume_reruns = ("1. Verify CI green on main",)
+    resume_postconditions: ClassVar[dict[str, str]] = {
+        "4. Pull + install + migrate": "_pulled_already"
+    }
+    resume_relies_on = ("app_head", "alembic_revision")
+    resumable = True
 
     def __init__(
         self,
@@ -299,6 +310,16 @@ class Deploy(Release):
                 + (f" (applied {', '.join(info['applied'])})" if info["applied"] else ""),
                 **info,
             )
+
+    def _pulled_already(self) -> tuple[bool, str]:
+        """Step 4's postcondition: the checkout is the commit to deploy, migrations at head."""
+        s = self.s
+        head, rev, heads_now = s.git.head(), s.alembic.current(), s.alembic.heads()
+        held = bool(self.target_sha) and head == self.target_sha and rev in heads_now
+        return held, (
+            f"HEAD {head[:12]} (to deploy: {(self.target_sha or '?')[:12]}), "
+            f"database at {rev} (heads: {', '.join(heads_now)})"
+        )
 
     def preview(self) -> dict[str, list[str]]:
         """Dry run: what step 4 and 5 would change, read on the server without changing it.

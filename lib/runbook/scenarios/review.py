@@ -87,6 +87,7 @@ def load_runs(root: Path | str | None = None) -> pd.DataFrame:
     """
     base = Path(root) if root else outputs_dir()
     rows: list[dict[str, Any]] = []
+    resumed: set[str] = set()
     for path in sorted(base.glob("**/record.json")) if base.exists() else []:
         try:
             rec = json.loads(path.read_text())
@@ -95,6 +96,10 @@ def load_runs(root: Path | str | None = None) -> pd.DataFrame:
         if not isinstance(rec, dict) or not rec.get("scenario"):
             continue
         env = str(rec.get("environment") or "")
+        # a refused resume resumed nothing: its parent still counts
+        resume = rec.get("resume")
+        if isinstance(resume, dict) and resume.get("from") and rec.get("outcome") != "refused":
+            resumed.add(str(resume["from"]))
         rows.append(
             {
                 "scenario": str(rec["scenario"]),
@@ -108,7 +113,10 @@ def load_runs(root: Path | str | None = None) -> pd.DataFrame:
                 "run_dir": str(path.parent),
             }
         )
-    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    # a run resumed by a later one (runbook resume) counts once: as its last resume
+    df = pd.DataFrame(
+        [r for r in rows if Path(r["run_dir"]).name not in resumed], columns=RUN_COLUMNS
+    )
     df = df[df["started"].notna()].copy()
     if not df.empty:
         df["started"] = pd.to_datetime(df["started"], utc=True)

@@ -407,3 +407,32 @@ register(
         _ci_green,
     )
 )
+
+
+# The app checkout fetches a branch the origin does not have: `git fetch origin` fails
+# as it would with the origin unreachable, while `git ls-remote` (the CI gate, step 1)
+# still answers, so a deploy gets past its snapshot and fails at step 4 (pull).
+UNREACHABLE_REFSPEC = "+refs/heads/runbook-fault-origin-unreachable:refs/remotes/origin/fault"
+DEFAULT_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
+
+
+def _set_fetch_refspec(sb: Sandbox, refspec: str) -> None:
+    app = str(Path(sb.state["app_dir"]))
+    subprocess.run(
+        ["git", "-C", app, "config", "remote.origin.fetch", refspec],
+        check=True,
+        capture_output=True,
+        env=clean_env(GIT_CONFIG_NOSYSTEM="1"),
+    )
+
+
+register(
+    Fault(
+        "origin-unreachable",
+        "The app checkout's `git fetch origin` fails (its fetch refspec names a branch the "
+        "origin lacks), while `git ls-remote origin` still answers: a deploy passes its CI "
+        "gate and snapshot, then fails at step 4. Heal: the default fetch refspec.",
+        lambda sb, _: _set_fetch_refspec(sb, UNREACHABLE_REFSPEC),
+        lambda sb, _: _set_fetch_refspec(sb, DEFAULT_REFSPEC),
+    )
+)

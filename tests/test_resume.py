@@ -1,0 +1,258 @@
+"""`runbook resume`: a failed deploy continued from its failed step, and every refusal.
+
+One real deploy on the sandbox fails at step 4 (the origin unreachable for
+`git fetch`) after its snapshot; the refusals are tried against that parent
+while it is failed, then the fault is healed and the resume completes it
+without snapshotting again. Unit tests of the plan use copies of that parent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from runbook.cli import main as cli_main
+from runbook.cli import run as runner
+from runbook.core import resume
+from runbook.core.catalog import notebook_path
+from runbook.core.seal import verify_run
+from runbook.errors import Forbidden, ParameterError
+from runbook.evidence import history
+from runbook.sandbox import Sandbox
+from runbook.sandbox.faults import parse
+from runbook.scenarios import review
+from runbook.scenarios.deploy import Deploy
+
+WATCH = 0.05  # minutes
+PULL = "4. Pull + install + migrate"
+SNAPSHOT = "3. Snapshot current state"
+
+
+@pytest.fixture(autouse=True)
+def outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNBOOK_OUTPUTS", str(tmp_path / "outputs"))
+    return tmp_path / "outputs"
+
+
+def server(sb: Sandbox) -> dict[str, Any]:
+    app = Path(sb.state["app_dir"])
+    head = git(sb, "rev-parse", "HEAD").strip()
+    last_good = app / ".last_good_sha"
+    return {
+        "head": head,
+        "revision": sb.query("SELECT version_num FROM alembic_version")[0][0],
+        "last_good": last_good.read_text().strip() if last_good.exists() else None,
+        "env_backups": sorted(p.name for p in app.glob(".env.bak.*")),
+    }
+
+
+def git(sb: Sandbox, *args: str) -> str:
+    return subprocess.run(
+        # someone else on the server, past the armor's repo hooks (as a root shell could)
+        [
+            "git",
+            "-C",
+            sb.state["app_dir"],
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "core.hooksPath=/dev/null",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def record_of(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "record.json").read_text())
+
+
+def runs(outputs: Path) -> list[Path]:
+    return sorted(p.parent for p in outputs.glob("*/*/*/record.json"))
+
+
+def cli(*argv: str) -> int:
+    return cli_main(["resume", *argv])
+
+
+def copy_with(parent: Path, tmp: Path, **changes: Any) -> Path:
+    """A copy of `parent` with record fields changed (for refusals of the plan)."""
+    copy = tmp / f"copy-{len(list(tmp.glob('copy-*')))}" / parent.name
+    shutil.copytree(parent, copy)
+    rec = record_of(copy)
+    rec.update(changes)
+    (copy / "record.json").write_text(json.dumps(rec))
+    return copy
+
+
+def test_deploy_failed_at_pull_resumes_without_a_second_snapshot(
+    sandbox, healed, outputs, tmp_path, capsys
+) -> None:
+    healed.fault("good-deploy")
+    new = healed.state["deploy_faults"]["good-deploy"]
+    healed.fault("origin-unreachable")
+    before = server(healed)
+
+    # the parent: CI gate, lock and snapshot done; step 4 fails at `git fetch`
+    code, parent = runner.run("deploy", {"watch_minutes": WATCH}, quiet=True)
+    rec = record_of(parent)
+    assert code == runner.EXIT["failed"], rec["error"]
+    assert rec["failed_step"] == PULL
+    status = {s["name"]: s["status"] for s in rec["steps"]}
+    assert status[SNAPSHOT] == "ok" and status[PULL] == "failed"
+    assert {s["method"] for s in rec["steps"]} >= {"ci_gate", "snapshot", "pull_install_migrate"}
+    assert rec["target_facts"] == {
+        "app_head": before["head"],
+        "alembic_revision": before["revision"],
+    }
+    assert len(rec["parameters_sha256"]) == 64
+    after_parent = server(healed)
+    assert after_parent["head"] == before["head"]  # nothing pulled
+    assert len(after_parent["env_backups"]) == len(before["env_backups"]) + 1  # snapshot ran
+
+    # refused while the parameters differ (exit 2), unless the override is named
+    assert cli(str(parent), "-p", "watch_minutes", "1") == runner.EXIT["parameters"]
+    assert "watch_minutes" in capsys.readouterr().err
+
+    # refused when the app's HEAD moved since the parent stopped (checked in the kernel)
+    git(healed, "commit", "--allow-empty", "--quiet", "-m", "someone else's change")
+    try:
+        assert cli(str(parent)) == runner.EXIT["refused"]
+    finally:
+        git(healed, "reset", "--quiet", "--hard", before["head"])
+    refused = record_of(runs(outputs)[-1])
+    assert refused["outcome"] == "refused" and refused["resume"]["from"] == parent.name
+    assert "app_head" in refused["error"]["message"]
+    assert "--accept-moved" in refused["error"]["message"]
+    assert [s for s in refused["steps"] if s["status"] != "skipped"] == []  # nothing ran
+    assert server(healed) == after_parent
+
+    # healed: the resume skips the snapshot, pulls and completes the deploy
+    fault, param = parse("origin-unreachable")
+    fault.heal(healed, param)
+    assert cli(parent.name) == runner.EXIT["ok"]
+    child = runs(outputs)[-1]
+    crec = record_of(child)
+    assert crec["outcome"] == "ok", crec["error"]
+    assert crec["resume"]["from"] == parent.name
+    assert crec["resume"]["failed_step"] == PULL
+    assert crec["resume"]["skipped_steps"] == [SNAPSHOT]
+    steps = {s["name"]: s for s in crec["steps"]}
+    assert steps[SNAPSHOT]["status"] == "skipped"
+    assert steps[SNAPSHOT]["note"] == f"done in run {parent.name}"
+    assert steps["1. Verify CI green on main"]["status"] == "ok"  # read-only: run again
+    assert steps["2. Take the host lock"]["status"] == "ok"  # the lock taken again
+    assert steps[PULL]["status"] == "ok"
+    assert "run it again" in crec["decisions"][f"resume: {PULL}"]["choice"]
+    assert "HEAD" in crec["decisions"][f"resume: {PULL}"]["reason"]
+    done = server(healed)
+    assert done["head"] == new["pushed"] and done["revision"] == new["revision"]
+    # the snapshot did not run twice: no second .env backup, last good SHA as the parent left it
+    assert done["env_backups"] == after_parent["env_backups"]
+    assert done["last_good"] == after_parent["last_good"]
+    schema = json.loads(
+        (notebook_path("deploy").parents[1] / "docs/record.schema.json").read_text()
+    )
+    validator = jsonschema.Draft202012Validator(schema)
+    assert [e.message for r in (crec, refused, rec) for e in validator.iter_errors(r)] == []
+    assert f"resumed from</th><td>{parent.name}" in (child / "deploy.html").read_text()
+    # the parent's sealed folder is untouched; the chain is derived
+    assert verify_run(parent).ok
+    df = history.load(outputs)
+    by_id = {Path(r).name: row for r, row in zip(df["run_dir"], df.to_dict("records"), strict=True)}
+    assert by_id[parent.name]["resumed_by"] == child.name
+    assert by_id[child.name]["resumed_from"] == parent.name
+    assert "counted with their resume" in history.outcome_counts(df)
+    seen = set(review.load_runs(outputs)["run_dir"].map(lambda p: Path(p).name))
+    assert parent.name not in seen and child.name in seen
+
+    # refused: resuming the resume that succeeded
+    assert cli(str(child)) == runner.EXIT["refused"]
+    assert "succeeded" in capsys.readouterr().err
+
+    # plan refusals on copies of the failed parent
+    rules = Deploy.resume_rules()
+    nb = notebook_path("deploy")
+    changed = json.loads(nb.read_text())
+    code_cells = [c for c in changed["cells"] if c["cell_type"] == "code"]
+    code_cells[2]["source"] = "dep.ci_gate()  # edited"
+    edited = tmp_path / "deploy.ipynb"
+    edited.write_text(json.dumps(changed))
+    with pytest.raises(Forbidden, match="code cell"):
+        resume.plan(parent, edited, rules)
+    # a later cell may change: recorded
+    original = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    code_cells[2]["source"] = original[2]["source"]
+    code_cells[-2]["source"] = "dep.advice()  # edited later"
+    edited.write_text(json.dumps(changed))
+    assert resume.plan(parent, edited, rules).later_cells_changed == [len(code_cells) - 2]
+    with pytest.raises(Forbidden, match="interrupted"):
+        resume.plan(copy_with(parent, tmp_path, outcome="interrupted"), nb, rules)
+    allowed = resume.plan(
+        copy_with(parent, tmp_path, outcome="interrupted"), nb, rules, allow_interrupted=True
+    )
+    assert allowed.to_record()["allow_interrupted"] is True
+    for outcome in ("refused", "parameters", "abandoned"):
+        with pytest.raises(Forbidden, match=outcome):
+            resume.plan(copy_with(parent, tmp_path, outcome=outcome), nb, rules)
+    # a parameter may differ only when named, and then it is recorded
+    changed_params = {**rec["parameters"], "watch_minutes": 1}
+    with pytest.raises(ParameterError, match="watch_minutes"):
+        resume.plan(parent, nb, rules, params=changed_params)
+    named = resume.plan(parent, nb, rules, params=changed_params, overrides=["watch_minutes"])
+    assert named.to_record()["overrides"] == ["watch_minutes"]
+    with pytest.raises(ParameterError, match="does not differ"):
+        resume.plan(parent, nb, rules, overrides=["watch_minutes"])
+    # the failed step is not safe to repeat and has no postcondition
+    with pytest.raises(Forbidden, match="not safe to repeat"):
+        resume.plan(copy_with(parent, tmp_path, failed_step=SNAPSHOT), nb, rules)
+
+
+def test_a_done_step_that_must_run_again_and_is_not_repeatable_is_refused(tmp_path) -> None:
+    """A method that opened a done, once-only step and a step still to run: refused."""
+    run_dir = tmp_path / "20261207T000000Z-deploy"
+    run_dir.mkdir()
+    nb = json.loads(notebook_path("deploy").read_text())
+    for c in nb["cells"]:
+        if c["cell_type"] == "code":
+            c.setdefault("metadata", {})["papermill"] = {"status": "completed"}
+    (run_dir / "deploy.ipynb").write_text(json.dumps(nb))
+    steps = [
+        {"name": SNAPSHOT, "status": "ok", "method": "snapshot", "started": "x"},
+        {"name": "3b. after", "status": "failed", "method": "snapshot", "started": "x"},
+    ]
+    rec = {
+        "scenario": "deploy",
+        "outcome": "failed",
+        "parameters": {},
+        "steps": steps,
+        "failed_step": "3b. after",
+        "runner": {"notebook": "deploy.ipynb"},
+    }
+    (run_dir / "record.json").write_text(json.dumps(rec))
+    with pytest.raises(Forbidden, match="not safe to repeat"):
+        resume.plan(run_dir, notebook_path("deploy"), Deploy.resume_rules())
+    steps[0]["name"] = "3a. repeatable"
+    (run_dir / "record.json").write_text(json.dumps(rec))
+    plan = resume.plan(run_dir, notebook_path("deploy"), Deploy.resume_rules())
+    assert plan.skip_methods == [] and plan.failed_step == "3b. after"
+
+
+def test_a_scenario_without_declarations_is_not_resumed(tmp_path) -> None:
+    from runbook.scenarios.security_incident import SecurityIncident
+
+    run_dir = tmp_path / "20261207T000000Z-security_incident"
+    run_dir.mkdir()
+    (run_dir / "record.json").write_text(json.dumps({"scenario": "security_incident"}))
+    with pytest.raises(Forbidden, match="safe to repeat"):
+        resume.plan(run_dir, notebook_path("security_incident"), SecurityIncident.resume_rules())
