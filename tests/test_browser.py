@@ -344,3 +344,42 @@ def test_a_rehearsal_deploy_asks_about_the_change_and_shows_the_watch(lab, page,
     events = [json.loads(line) for line in log.read_text().splitlines()]
     confirmations = [e for e in events if e["kind"] == "confirmation"]
     assert [(e["environment"], e["how"]) for e in confirmations] == [("rehearsal", "typed")]
+
+
+@pytest.mark.parametrize(
+    ("notebook", "fault", "change"),
+    [
+        ("restore_drill", None, "create the scratch database"),
+        ("database_down", "postgres-down", "then SELECT 1"),
+    ],
+)
+def test_a_rehearsal_run_asks_once_about_its_change(
+    lab, page, sandbox, notebook: str, fault: str | None, change: str
+) -> None:
+    """Each changing notebook on a non-sandbox environment in JupyterLab: one question,
+    naming the scenario and its change; one typed answer; the verdict met."""
+    if fault:
+        sandbox.fault(fault)
+    open_notebook(page, lab, f"{notebook}.ipynb")
+    set_parameters(page, env='"rehearsal"')
+    page.evaluate(COUNT_INPUT_REQUESTS)
+    run_all(page)
+    box = wait_or_show(page, WAITING_BOX, 180_000)
+    prompt = page.locator(".jp-Stdin-prompt").inner_text()
+    assert f"{notebook} is about to change REHEARSAL" in prompt and change in prompt, prompt
+    assert "mkdir" not in prompt and "owner.json" not in prompt, prompt
+    box.fill("rehearsal")
+    box.press("Enter")
+    verdict = wait_or_show(page, ".jp-OutputArea-output h3:has-text('DEFINITION OF DONE')", 300_000)
+    assert (verdict.text_content() or "").strip() == "DEFINITION OF DONE MET"
+    assert len(page.evaluate("window.__inputRequests")) == 1
+    assert page.locator(WAITING_BOX).count() == 0
+    (record_path,) = (lab["tmp"] / "outputs" / "rehearsal" / notebook).glob("*/record.json")
+    record = json.loads(record_path.read_text())
+    assert record["outcome"] == "ok", [c for c in record["checks"] if c["status"] == "failed"]
+    events = [
+        json.loads(line)
+        for line in (record_path.parent / "commands.jsonl").read_text().splitlines()
+    ]
+    confirmations = [e for e in events if e["kind"] == "confirmation"]
+    assert [(e["environment"], e["how"]) for e in confirmations] == [("rehearsal", "typed")]
