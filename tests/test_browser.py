@@ -15,6 +15,12 @@ browser session autosaves, and the committed notebooks must stay clean).
    the page's kernel connection; only a box JupyterLab has not marked answered
    (jp-OutputArea-stdin-hiding) counts as still waiting.
 3. A wrong answer is refused: nothing changes, nothing is recorded as confirmed.
+4. Every changing notebook (deploy, rollback, database_down, llm_provider_down,
+   restore_drill, restore_incident, security_incident) on the rehearsal profile,
+   its parameters cell edited in the browser as an operator does: one question
+   that names the scenario and its change (never the lock's command), one typed
+   answer, the definition of done met, the record confirmed by typing. The
+   deploy's question and watch are the screenshots in docs/running.md.
 """
 
 from __future__ import annotations
@@ -346,27 +352,72 @@ def test_a_rehearsal_deploy_asks_about_the_change_and_shows_the_watch(lab, page,
     assert [(e["environment"], e["how"]) for e in confirmations] == [("rehearsal", "typed")]
 
 
+@pytest.fixture
+def server_put_back(sandbox) -> Iterator[None]:
+    """What a rehearsal run changed for good, put back: .env (a failover edits it) and
+    the evidence databases an incident restore keeps."""
+    env = Path(sandbox.state["app_dir"]) / ".env"
+    original = env.read_bytes()
+    corrupt = "SELECT datname FROM pg_database WHERE datname LIKE 'dealix_corrupt_%'"
+    kept = {r[0] for r in sandbox.query(corrupt, dbname="postgres")}
+    yield
+    if env.read_bytes() != original:
+        env.write_bytes(original)
+        sandbox.restart("dealix-api")
+        sandbox.wait_api()
+    for bak in env.parent.glob(".env.bak.*"):
+        bak.unlink()
+    for (name,) in sandbox.query(corrupt, dbname="postgres"):
+        if name not in kept:
+            sandbox.query(f'DROP DATABASE "{name}" WITH (FORCE)', dbname="postgres")
+
+
 @pytest.mark.parametrize(
-    ("notebook", "fault", "change"),
+    ("notebook", "faults", "parameters", "change"),
     [
-        ("restore_drill", None, "create the scratch database"),
-        ("database_down", "postgres-down", "then SELECT 1"),
+        ("restore_drill", (), {}, "create the scratch database"),
+        ("database_down", ("postgres-down",), {}, "then SELECT 1"),
+        (
+            "llm_provider_down",
+            ("llm-down:anthropic",),
+            {"failover_after_minutes": "0"},
+            "LLM_PROVIDER_PRIORITY in .env",
+        ),
+        (
+            "restore_incident",
+            ("mass-delete",),
+            {"reason": '"rehearsal: most leads deleted"'},
+            "replace the production database",
+        ),
+        (
+            "security_incident",
+            ("intrusion", "leaked-admin-key"),
+            {},
+            "rotate every app secret",
+        ),
     ],
 )
 def test_a_rehearsal_run_asks_once_about_its_change(
-    lab, page, sandbox, notebook: str, fault: str | None, change: str
+    lab,
+    page,
+    sandbox,
+    server_put_back,
+    notebook: str,
+    faults: tuple[str, ...],
+    parameters: dict[str, str],
+    change: str,
 ) -> None:
     """Each changing notebook on a non-sandbox environment in JupyterLab: one question,
     naming the scenario and its change; one typed answer; the verdict met."""
-    if fault:
+    for fault in faults:
         sandbox.fault(fault)
     open_notebook(page, lab, f"{notebook}.ipynb")
-    set_parameters(page, env='"rehearsal"')
+    set_parameters(page, env='"rehearsal"', **parameters)
     page.evaluate(COUNT_INPUT_REQUESTS)
     run_all(page)
     box = wait_or_show(page, WAITING_BOX, 180_000)
     prompt = page.locator(".jp-Stdin-prompt").inner_text()
-    assert f"{notebook} is about to change REHEARSAL" in prompt and change in prompt, prompt
+    assert "is about to change REHEARSAL" in prompt and change in prompt, prompt
     assert "mkdir" not in prompt and "owner.json" not in prompt, prompt
     box.fill("rehearsal")
     box.press("Enter")
@@ -383,3 +434,32 @@ def test_a_rehearsal_run_asks_once_about_its_change(
     ]
     confirmations = [e for e in events if e["kind"] == "confirmation"]
     assert [(e["environment"], e["how"]) for e in confirmations] == [("rehearsal", "typed")]
+
+
+def test_a_rehearsal_rollback_asks_once_about_the_downgrade_and_the_checkout(
+    lab, page, sandbox, monkeypatch
+) -> None:
+    """After a deploy (headless, on the sandbox), the rollback notebook on a rehearsal
+    profile in JupyterLab: the question names the downgrade and the checkout."""
+    from runbook.cli import run as runner
+
+    monkeypatch.setenv("RUNBOOK_OUTPUTS", str(lab["tmp"] / "outputs"))
+    sandbox.fault("good-deploy")
+    code, _ = runner.run("deploy", {"watch_minutes": 0.05}, quiet=True)
+    assert code == 0
+    open_notebook(page, lab, "rollback.ipynb")
+    set_parameters(page, env='"rehearsal"', reason='"rehearsal of a rollback in JupyterLab"')
+    page.evaluate(COUNT_INPUT_REQUESTS)
+    run_all(page)
+    box = wait_or_show(page, WAITING_BOX, 180_000)
+    prompt = page.locator(".jp-Stdin-prompt").inner_text()
+    assert "rollback is about to change REHEARSAL" in prompt, prompt
+    assert "alembic downgrade -1" in prompt and "(last good SHA, detached)" in prompt, prompt
+    box.fill("rehearsal")
+    box.press("Enter")
+    verdict = wait_or_show(page, ".jp-OutputArea-output h3:has-text('DEFINITION OF DONE')", 300_000)
+    assert (verdict.text_content() or "").strip() == "DEFINITION OF DONE MET"
+    assert len(page.evaluate("window.__inputRequests")) == 1
+    (record_path,) = (lab["tmp"] / "outputs" / "rehearsal" / "rollback").glob("*/record.json")
+    record = json.loads(record_path.read_text())
+    assert record["outcome"] == "ok", [c for c in record["checks"] if c["status"] == "failed"]
