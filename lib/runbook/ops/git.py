@@ -39,6 +39,11 @@ class Git:
             "ls-tree", "--name-only", f"{rev}:{path}", label="git-ls-tree"
         ).stdout.split()
 
+    def origin_sha(self, branch: str) -> str | None:
+        """The commit `branch` points at on the origin (`git ls-remote`), or None."""
+        words = self.read("ls-remote", "origin", f"refs/heads/{branch}", label="ls-remote").stdout
+        return words.split()[0] if words.split() else None
+
     def head(self) -> str:
         return self.ctx.probe(self._git("rev-parse", "HEAD")).stdout.strip()
 

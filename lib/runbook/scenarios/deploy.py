@@ -157,8 +157,7 @@ class Deploy(Release):
         s = self.s
         with s.step("1. Verify CI green on main"):
             branch = s.profile.github.branch
-            r = s.git.read("ls-remote", "origin", f"refs/heads/{branch}", label="ls-remote")
-            self.target_sha = r.stdout.split()[0] if r.stdout.split() else None
+            self.target_sha = s.git.origin_sha(branch)
             green, runs = s.github.ci_green(3)
             covered = bool(self.target_sha) and self.target_sha in set(runs["head_sha"])
             s.check(
@@ -332,10 +331,7 @@ class Deploy(Release):
         """
         s = self.s
         branch = s.profile.github.branch
-        target = self.target_sha
-        if target is None:
-            r = s.git.read("ls-remote", "origin", f"refs/heads/{branch}", label="ls-remote")
-            target = r.stdout.split()[0] if r.stdout.split() else None
+        target = self.target_sha or s.git.origin_sha(branch)
         if target is None:
             s.preview_change("commits", [f"cannot tell: origin has no branch {branch}"])
             return dict(s.preview)
@@ -385,10 +381,7 @@ class Deploy(Release):
         """What the deploy will change, for the confirmation question (read-only)."""
         s = self.s
         branch = s.profile.github.branch
-        target = self.target_sha
-        if target is None:
-            r = s.git.read("ls-remote", "origin", f"refs/heads/{branch}", label="ls-remote")
-            target = r.stdout.split()[0] if r.stdout.split() else None
+        target = self.target_sha or s.git.origin_sha(branch)
         if target is None:
             return [f"deploy origin/{branch}: origin has no such branch (the run will stop)"]
         head = s.git.head()
