@@ -49,11 +49,15 @@ FORMS: list[tuple[str, str, str]] = [
     ("git", "no-commit-on-server", f"cd {APP} && git -c alias.ci=commit ci --allow-empty -m x"),
     ("sql", "no-restore-into-production-db", f"{PSQL} -c 'DROP/**/DATABASE dealix'"),
     ("sql", "no-restore-into-production-db", f"{PSQL} -f /tmp/twin-safety-drop.sql"),
-    ("sql", "no-restore-into-production-db", f"{PSQL} -d dealix -c '\\i /tmp/twin-safety-drop.sql'"),
     (
         "sql",
         "no-restore-into-production-db",
-        f"cat /tmp/twin-safety-drop.sql | sudo -n -u postgres env PGDATABASE=dealix psql",
+        f"{PSQL} -d dealix -c '\\i /tmp/twin-safety-drop.sql'",
+    ),
+    (
+        "sql",
+        "no-restore-into-production-db",
+        "cat /tmp/twin-safety-drop.sql | sudo -n -u postgres env PGDATABASE=dealix psql",
     ),
 ]
 
@@ -147,7 +151,7 @@ def _state(twin) -> dict[str, str]:
         "main": _root(twin, f"git -C {APP} rev-parse refs/heads/main"),
         "origin main": _root(twin, "git --git-dir=/srv/git/dealix.git rev-parse refs/heads/main"),
         "head": _root(twin, f"git -C {APP} symbolic-ref HEAD"),
-        "db": _root(twin, f"cd / && {PSQL} -XAtq -d dealix -c \"{sql}\""),
+        "db": _root(twin, f'cd / && {PSQL} -XAtq -d dealix -c "{sql}"'),
     }
 
 
