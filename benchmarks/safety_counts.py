@@ -183,6 +183,12 @@ TRIPWIRE: list[tuple[str, str, str, list[str]]] = [
         ["DROP DATABASE of a young one (caught, cannot be put back)"],
     ),
     (
+        "keep-corrupt-db-7-days",
+        "test_twin_safety.py",
+        "test_the_tripwire_on_the_twin_puts_back_what_a_root_shell_destroyed",
+        ["DROP DATABASE by a root psql over SSH (caught, cannot be put back)"],
+    ),
+    (
         "one-downgrade-step",
         "test_tripwire.py",
         "test_alembic_two_steps_down_trips_one_does_not",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -200,19 +201,29 @@ def test_one_form_per_class_is_refused_on_the_twin_and_nothing_moves(twin, tmp_p
 
 
 def test_the_tripwire_on_the_twin_puts_back_what_a_root_shell_destroyed(twin, tmp_path) -> None:
+    # a corrupt database of today's (restore_incident's evidence): 7 days to keep
+    young = f"dealix_corrupt_{datetime.now(UTC):%Y%m%d}_twin"
+    drop = f"cd / && {PSQL} -XAtq -d postgres -c 'DROP DATABASE IF EXISTS {young}'"
+    _root(twin, f"{drop} && cd / && {PSQL} -XAtq -d postgres -c 'CREATE DATABASE {young}'")
+    _root(twin, "rm -f /tmp/twin-safety-never")
     before = _state(twin)
     was_immutable = _immutable(twin, F)
     # the armor lifted for these objects, as a root shell can: then the damage
     damage = (
         f"chattr -i {F} 2>/dev/null; rm -f {F} && "
-        f"git -C {APP} -c core.hooksPath=/dev/null update-ref -d refs/heads/{KEPT}"
+        f"git -C {APP} -c core.hooksPath=/dev/null update-ref -d refs/heads/{KEPT} && "
+        f"cd / && {PSQL} -XAtq -d postgres -c 'DROP DATABASE {young}'"
     )
-    got = _session_script(twin, tmp_path, _TRIP_SCRIPT, damage, str(tmp_path / "run"))
+    try:
+        got = _session_script(twin, tmp_path, _TRIP_SCRIPT, damage, str(tmp_path / "run"))
+    finally:
+        _root(twin, drop)
     assert got["damage"]["exit"] == 0, got["damage"]
     # the production paths the sandbox could not show: OIDs through `sudo -n -u postgres
     # psql`, origin's refs through ls-remote, the copies beside /var/lock's host lock
     armed = got["armed"]["objects"]
     assert any(o.startswith("database dealix (oid ") for o in armed), armed
+    assert any(o.startswith(f"database {young} (oid ") for o in armed), armed
     assert f"origin ref refs/heads/{KEPT}" in armed and "origin ref refs/heads/main" in armed
     copies = got["armed"]["copies"]
     assert copies and copies.startswith("/var/lock/dealix-runbook-tripwire/"), copies
@@ -223,7 +234,11 @@ def test_the_tripwire_on_the_twin_puts_back_what_a_root_shell_destroyed(twin, tm
     named = {v["object"]: v for v in trip["violations"]}
     assert named[f"file {F}"]["rule"] == "keep-protected-files", named
     assert any(KEPT in o for o in named), named
-    assert f"file {F}" in trip["put_back"] and not trip["not_put_back"], trip
+    assert named[f"database {young}"]["rule"] == "keep-corrupt-db-7-days", named
+    assert f"file {F}" in trip["put_back"], trip
+    # a dropped database is named, never guessed back
+    assert [x for x in trip["not_put_back"] if "cannot be put back" in x and young in x], trip
+    assert len(trip["not_put_back"]) == 1, trip
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     assert record["outcome"] == "tripped" and record["tripwire"]["tripped"]["command"] == "true"
     # checked on the twin: the same bytes, the ref at its SHA, immutable again, the copy kept
