@@ -71,6 +71,7 @@ from runbook.errors import Forbidden
 from runbook.session import open_session
 
 forms, harmless, run_dir = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+protected, app = sys.argv[4], sys.argv[5]
 s = open_session("deploy", "twin", confirm="twin", run_dir=run_dir)
 out = {"forms": [], "harmless": []}
 try:
@@ -83,6 +84,12 @@ try:
     for command in harmless:
         r = s.probe(command, shell=True, label="harmless")
         out["harmless"].append({"command": command, "exit": r.exit_code, "out": r.stdout[-200:]})
+    # the harmless commands of the issue that change something: a copy beside the
+    # protected file, the library's own backup of it, a dry-run push to main
+    s.run(["cp", "-p", protected, protected + ".copy-twin-safety"], label="harmless copy")
+    out["backup"] = str(s.backup_file(protected))
+    r = s.run(f"cd {app} && git push --dry-run origin HEAD:main", shell=True, label="dry run")
+    out["dry_run"] = r.exit_code
 finally:
     s.close()
 print("RESULT " + json.dumps(out))
@@ -177,6 +184,8 @@ def test_one_form_per_class_is_refused_on_the_twin_and_nothing_moves(twin, tmp_p
         json.dumps(FORMS),
         json.dumps(HARMLESS),
         str(tmp_path / "run"),
+        F,
+        APP,
     )
     ran = [f for f in got["forms"] if f.get("ran")]
     assert not ran, ran
@@ -196,6 +205,11 @@ def test_one_form_per_class_is_refused_on_the_twin_and_nothing_moves(twin, tmp_p
     }
     assert [h["exit"] for h in got["harmless"]] == [0], got["harmless"]
     assert got["harmless"][0]["out"].strip() == "42"
+    assert got["dry_run"] == 0
+    copies = [f"{F}.copy-twin-safety", got["backup"]]
+    same = _root(twin, f"sha256sum {' '.join(copies)} | cut -c1-64 | sort -u")
+    _root(twin, f"rm -f {' '.join(copies)}")
+    assert same == before["file"], same  # both copies hold the protected bytes
     # on the twin: every protected object as it was
     assert _state(twin) == before
 
