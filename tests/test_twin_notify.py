@@ -245,7 +245,7 @@ def test_a_failing_drill_notifies_once_from_the_run(healed) -> None:
 
 SLEEPING = (
     'cd / && sudo -n -u postgres psql -Atc "SELECT count(*) FROM pg_stat_activity '
-    f"WHERE datname = '{SCRATCH}' AND query LIKE '%pg_sleep%'\""
+    "WHERE datname = 'dealix_restore_test' AND query LIKE '%pg_sleep%'\""
 )
 
 
