@@ -41,6 +41,7 @@ HOOK_TOKEN = "hooktoken-Zq7Wm3Xk9Tr2"
 SECRETS = f"/root/.config/dealix/{PROFILE}.secrets.env"
 OUTPUTS = f"{drill.RUNBOOK_DIR}/outputs/{PROFILE}/restore_drill"
 SCRATCH = "dealix_restore_test"
+LOCK = "/var/lock/dealix-runbook.lock"
 
 
 class Receiver:
@@ -161,6 +162,8 @@ def healed(notify_twin):
     receiver.requests.clear()
     yield t, receiver
     t.heal()
+    # a killed drill's lock, broken as the operator its message names would
+    t.ssh(f"rm -rf {LOCK}", check=False)
     t.ssh(
         f"cd / && sudo -n -u postgres psql -qc 'DROP DATABASE IF EXISTS {SCRATCH} WITH (FORCE)' "
         f">/dev/null; systemctl reset-failed {drill.UNIT} {NOTIFY_UNIT} 2>/dev/null; true",
@@ -269,6 +272,13 @@ def test_a_killed_drill_notifies_through_onfailure(healed) -> None:
     (hook,) = receiver.hooks()
     text = message(hook)
     assert "abandoned (exit 8)" in text, text
+    # SIGKILL left the host lock held: next month's drill would be refused, so the
+    # message says so and gives the command that breaks it (a person's decision)
+    assert "note:         the host lock /var/lock/dealix-runbook.lock is still held" in text
+    assert (
+        f"next:         runbook run restore_drill --env {PROFILE} --confirm {PROFILE} "
+        "--break-stale-lock" in text
+    ), text
     assert f"evidence:     {run_dir}" in text, text
     assert HOOK_TOKEN not in text and PING_UUID not in text
     # the run pinged its start; the notify unit pinged the abandoned exit
@@ -283,7 +293,8 @@ def test_a_healthy_drill_sends_nothing_and_pings_ok(healed) -> None:
     t, receiver = healed
     before, inv = run_dirs(t), invocation(t)
     started = t.ssh(f"systemctl start {drill.UNIT}", check=False, timeout=900)
-    assert started.returncode == 0, started.stderr
+    journal = t.ssh(f"journalctl -u {drill.UNIT} -n 60 -o cat --no-pager", check=False).stdout
+    assert started.returncode == 0, journal
     _, record = new_record(t, before)
     assert record["outcome"] == "ok" and record["exit_code"] == 0, record.get("error")
     assert receiver.hooks() == []
