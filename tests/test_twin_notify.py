@@ -302,3 +302,31 @@ def test_a_healthy_drill_sends_nothing_and_pings_ok(healed) -> None:
     time.sleep(2)
     # OnFailure= never fired: the notify unit has not run again
     assert invocation(t) == inv
+
+
+def test_a_drill_cut_off_by_its_timeout_tells_once(healed) -> None:
+    """TimeoutStartSec ends a hung drill with the unit's KillSignal (SIGINT): the runner
+    interrupts the kernel, writes its record (exit 5) and tells; OnFailure= finds it told."""
+    t, receiver = healed
+    timeout_conf = f"/etc/systemd/system/{drill.UNIT}.d/zz-timeout.conf"
+    write(t, timeout_conf, "[Service]\nTimeoutStartSec=40s\n")
+    t.ssh("systemctl daemon-reload")
+    try:
+        t.fault("slow-backup")
+        before, inv = run_dirs(t), invocation(t)
+        started = t.ssh(f"systemctl start {drill.UNIT}", check=False, timeout=600)
+        assert started.returncode != 0
+        result = t.ssh(f"systemctl show {drill.UNIT} -p Result --value").stdout.strip()
+        assert result == "timeout", result
+        props = wait_notify_unit(t, inv)
+        journal = notify_journal(t)
+        assert props["Result"] == "success", (props, journal)
+        assert "already told by the run itself" in journal, journal
+        run_dir, record = new_record(t, before)
+        assert record["outcome"] == "interrupted" and record["exit_code"] == 5, record
+        (hook,) = receiver.hooks()
+        text = message(hook)
+        assert "interrupted (exit 5)" in text and f"evidence:     {run_dir}" in text, text
+        assert receiver.pings() == [f"/ping/{PING_UUID}/start", f"/ping/{PING_UUID}/5"]
+    finally:
+        t.ssh(f"rm -f {timeout_conf} && systemctl daemon-reload", check=False)
