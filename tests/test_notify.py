@@ -528,3 +528,30 @@ def test_a_run_refused_before_it_began_still_tells_the_flags(receiver, outputs) 
     assert "delivered (1 attempt)" in proc.stderr
     assert URL_CANARY not in proc.stdout + proc.stderr and PING_CANARY not in proc.stderr
     assert not outputs.exists() or not any(outputs.rglob("record.json"))
+
+
+def test_a_dead_runs_host_lock_is_named_with_the_command_that_breaks_it(tmp_path) -> None:
+    """A SIGKILLed run never releases the host lock: `runbook notify` says so (local target),
+    and says nothing of a lock whose holder lives or of no lock at all."""
+    from runbook.cli.notify import _dead_lock
+
+    code = (
+        "import json; from runbook.core.liveness import this_process as p; print(json.dumps(p()))"
+    )
+    gone = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    lock = tmp_path / "dealix-runbook.lock"
+    assert _dead_lock(str(lock)) is None
+    lock.mkdir()
+    owner = {"scenario": "restore_drill", "started": "2026-12-01T04:00:00.000Z"}
+    (lock / "owner.json").write_text(json.dumps({**owner, "process": gone}))
+    words = _dead_lock(str(lock))
+    assert words is not None and words.startswith(f"the host lock {lock} is still held by")
+    assert "(restore_drill since 2026-12-01T04:00:00.000Z)" in words
+    from runbook.core.liveness import this_process
+
+    (lock / "owner.json").write_text(json.dumps({**owner, "process": this_process()}))
+    assert _dead_lock(str(lock)) is None

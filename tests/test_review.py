@@ -28,6 +28,7 @@ def make_run(
     *,
     dry_run: bool = False,
     commands: list[dict] | None = None,
+    duration_s: float = 12.5,
 ) -> Path:
     started = AS_OF - timedelta(days=days_ago)
     d = root / env / scenario / f"{started:%Y%m%dT%H%M%SZ}-{scenario}"
@@ -43,7 +44,7 @@ def make_run(
         "started": _iso(started),
         "outcome": outcome,
         "exit_code": runner.EXIT.get(outcome, 1),
-        "duration_s": 12.5,
+        "duration_s": duration_s,
         "checks": [],
         "steps": [],
     }
@@ -143,6 +144,86 @@ def test_nothing_due_is_clean(tmp_path: Path) -> None:
     assert len(fig.axes[0].get_yticklabels()) == 3
 
 
+def _notifications(run_dir: Path, delivered: bool, ping: bool = True) -> None:
+    """A run's notifications.json as runbook.core.notify writes it (targets masked)."""
+    sent = {"target": "json://hook:[redacted]@alerts.internal/runbook/not…", "attempts": 3}
+    sent |= {"delivered": delivered, "errors": [] if delivered else ["HTTP 500: boom"]}
+    pinged = {"target": "https://hc-ping.com/5f1…", "event": "exit", "attempts": 1}
+    pinged |= {"delivered": ping, "errors": [] if ping else ["ConnectError: refused"]}
+    log = {"outcome": "dod_not_met", "due": True, "sent": [sent], "pings": [pinged]}
+    (run_dir / "notifications.json").write_text(json.dumps(log))
+
+
+def test_a_drill_whose_notification_failed_is_due(tmp_path: Path) -> None:
+    root = tmp_path / "o"
+    make_run(root, "review", "sandbox", 10, "ok")
+    make_run(root, "restore_drill", "staging", 3, "ok")
+    # since the last review, on staging: nobody heard of this failed drill
+    told_nobody = make_run(root, "restore_drill", "staging", 6, "dod_not_met")
+    _notifications(told_nobody, delivered=False)
+    # delivered: nothing to flag; the sandbox's rehearsal and a drill already reviewed neither
+    _notifications(make_run(root, "restore_drill", "staging", 8, "dod_not_met"), True)
+    _notifications(make_run(root, "restore_drill", "sandbox", 2, "dod_not_met"), False)
+    _notifications(make_run(root, "restore_drill", "staging", 12, "dod_not_met"), False)
+    # a ping that failed alone counts too: the dead-man's switch did not hear the end
+    ping_lost = make_run(root, "restore_drill", "staging", 4, "ok")
+    _notifications(ping_lost, delivered=True, ping=False)
+    r = rv.review(root, AS_OF, scenarios=["restore_drill"])
+    told = r.due[r.due["kind"] == "notification failed"]
+    assert sorted(told["run_dir"]) == sorted([str(told_nobody), str(ping_lost)])
+    details = dict(zip(told["run_dir"], told["detail"], strict=True))
+    assert (
+        "json://hook:[redacted]@alerts.internal/runbook/not… (HTTP 500: boom)"
+        in (details[str(told_nobody)])
+    )
+    assert "https://hc-ping.com/5f1… exit (ConnectError: refused)" in details[str(ping_lost)]
+    assert list(r.due["kind"]) == ["notification failed"] * 2
+
+
+def test_a_drill_much_slower_than_usual_is_due(tmp_path: Path) -> None:
+    root = tmp_path / "o"
+    make_run(root, "review", "sandbox", 10, "ok")
+    for days in (100, 70, 40):
+        make_run(root, "restore_drill", "staging", days, "ok", duration_s=600)
+    # a failed drill's time is no "usual"; production has its own history (two runs: too few)
+    make_run(root, "restore_drill", "staging", 20, "dod_not_met", duration_s=60)
+    make_run(root, "restore_drill", "production", 50, "ok", duration_s=100)
+    make_run(root, "restore_drill", "production", 30, "ok", duration_s=100)
+    slow = make_run(root, "restore_drill", "staging", 5, "ok", duration_s=1000)
+    make_run(root, "restore_drill", "production", 4, "ok", duration_s=1000)
+    r = rv.review(root, AS_OF, scenarios=["restore_drill"])
+    (row,) = r.due[r.due["kind"] == "drill slow"].to_dict("records")
+    assert row["run_dir"] == str(slow) and row["environment"] == "staging"
+    assert row["detail"] == (
+        "took 16.7 min, usual 10.0 min (median of 3 earlier drills); more than 50 % over"
+    )
+    # within the margin (at most 900 s): not due; a wider margin lets 1000 s pass
+    assert rv.review(root, AS_OF, scenarios=["restore_drill"], slow_margin_pct=70).due.empty
+
+
+def test_the_drill_grace_moves_the_missed_drill_line(tmp_path: Path) -> None:
+    root = tmp_path / "o"
+    make_run(root, "restore_drill", "staging", 32, "ok")
+    make_run(root, "restore_drill", "staging", 1, "dod_not_met")
+    strict = rv.review(root, AS_OF, scenarios=["restore_drill"])
+    assert list(strict.due["kind"]) == ["drill missed"]
+    assert rv.review(root, AS_OF, scenarios=["restore_drill"], drill_grace_days=2).due.empty
+    late = rv.review(
+        root, AS_OF + timedelta(days=2), scenarios=["restore_drill"], drill_grace_days=2
+    )
+    assert late.due.set_index("kind").loc["drill missed", "detail"] == (
+        "last successful drill 34 days ago (required: every 31 days + 2 days' grace)"
+    )
+
+
+def test_the_profiles_set_the_drill_grace_and_margin() -> None:
+    from runbook.core.profile import load_profile
+
+    for env in ("staging", "production"):
+        t = load_profile(env).targets
+        assert (t.drill_grace_days, t.drill_slow_margin_pct) == (2, 50), env
+
+
 def test_known_scenarios_excludes_the_review_itself() -> None:
     names = rv.known_scenarios()
     assert "review" not in names and "health_check" in names
@@ -169,6 +250,8 @@ def test_review_notebook_flags_the_crafted_records(sandbox, crafted, tmp_path, m
         "Every scenario ran within 28 days": "passed",
         "Restore drill within 31 days": "failed",
         "No command failed in a real incident since the last review": "failed",
+        "Every real drill's notifications delivered": "passed",
+        "No real drill took much longer than usual": "passed",
         "No real run abandoned since the last review": "passed",
     }
     due = (run_dir / "review_due.csv").read_text()

@@ -75,6 +75,29 @@ def _unit_words() -> str:
     return f"systemd: {unit} failed (result {result}, exit status {status})"
 
 
+def _dead_lock(lock_path: str) -> str | None:
+    """What to say when the host lock on this machine is held by a process that is gone.
+
+    A SIGKILLed run never released it, so every later changing run on the host
+    (next month's drill too) is refused until someone breaks it: the message
+    says so, with the command. Breaking it stays a person's decision (the dead
+    run may have left work half done), so this only reads.
+    """
+    from runbook.core.liveness import alive
+
+    try:
+        owner = json.loads((Path(lock_path) / "owner.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(owner, dict) or alive(owner.get("process")) is not False:
+        return None
+    return (
+        f"the host lock {lock_path} is still held by the dead run "
+        f"({owner.get('scenario', '?')} since {owner.get('started', '?')}): every later "
+        "changing run here is refused until a person breaks it (see next)"
+    )
+
+
 def run_command(args: argparse.Namespace) -> int:
     from runbook.cli.run import notify_plan
     from runbook.core.liveness import finish_abandoned
@@ -101,11 +124,20 @@ def run_command(args: argparse.Namespace) -> int:
         age = _age_minutes(record)
         if age is None or age > args.max_age:
             run_dir, record = None, {}
+    lock_words = None
     if run_dir is not None and record.get("outcome") == "running":
         # a run killed without a verdict: finish it as abandoned (and seal it) first
-        target = load_profile(args.env).target.host
-        finish_abandoned(args.env, target, finisher="runbook notify")
+        profile = load_profile(args.env)
+        finish_abandoned(args.env, profile.target.host, finisher="runbook notify")
         record = json.loads((run_dir / "record.json").read_text())
+        if profile.target.transport == "local":
+            lock_words = _dead_lock(profile.app.lock_path)
+        if lock_words:
+            # the next run (next month's drill) is refused until a person breaks it
+            record["next_command"] = (
+                f"runbook run {args.scenario} --env {args.env} --confirm {args.env} "
+                "--break-stale-lock"
+            )
     if run_dir is not None:
         told = run_dir / notifier.NOTIFICATIONS
         if told.exists():
@@ -116,7 +148,7 @@ def run_command(args: argparse.Namespace) -> int:
                 print(f"already told by the run itself ({told}): nothing sent")
                 return 0
         digest = evidence_digest_of_manifest(run_dir) if (run_dir / MANIFEST).exists() else None
-        log = notifier.deliver_run(plan, {**record}, run_dir, digest)
+        log = notifier.deliver_run(plan, {**record}, run_dir, digest, why=lock_words)
     else:
         record = {
             "scenario": args.scenario,

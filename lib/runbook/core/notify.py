@@ -556,8 +556,10 @@ def deliver_run(
     digest: str | None,
     *,
     sleep: Callable[[float], None] = time.sleep,
+    why: str | None = None,
 ) -> dict[str, Any]:
-    """The message (when due) and the end ping for one finished run; the log, redacted."""
+    """The message (when due) and the end ping for one finished run; the log, redacted.
+    `why` is one more line for the message (what the notifier found beside the record)."""
     outcome = str(record.get("outcome"))
     log: dict[str, Any] = {
         "at": iso(utc_now()),
@@ -568,7 +570,7 @@ def deliver_run(
         "pings": [],
     }
     if plan.urls and log["due"]:
-        title, body = message(record, run_dir, digest)
+        title, body = message(record, run_dir, digest, why=why)
         log["sent"] = send(plan, title, body, ok_run=outcome == "ok", sleep=sleep)
     elif plan.urls:
         log["skipped"] = (

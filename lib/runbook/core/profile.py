@@ -155,6 +155,9 @@ class Targets:
     webhooks_drain_limit: int = 100
     outbound_drain_limit: int = 50
     incident_doc_minutes: float = 60
+    # the review: a drill is missed after 31 days plus this grace; slow past the usual + this
+    drill_grace_days: float = 0
+    drill_slow_margin_pct: float = 50
 
 
 @dataclass(frozen=True)

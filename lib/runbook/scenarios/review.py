@@ -10,9 +10,17 @@ What is due:
 
 - **stale**: a scenario whose last run is older than the 4-week cycle (or
   that never ran);
-- **drill missed**: no successful `restore_drill` in the last 31 days on a
-  real environment (scenario 5: "monthly, required", on staging; a sandbox
-  rehearsal does not prove the real backups restore);
+- **drill missed**: no successful `restore_drill` in the last 31 days, plus
+  the profile's grace (`targets.drill_grace_days`), on a real environment
+  (scenario 5: "monthly, required", on staging; a sandbox rehearsal does not
+  prove the real backups restore);
+- **notification failed**: a real drill since the last review whose message
+  or dead-man's ping was not delivered (its `notifications.json`): nobody may
+  have heard of it;
+- **drill slow**: a real drill since the last review that took longer than
+  the median of the successful drills before it on the same environment by
+  more than `targets.drill_slow_margin_pct` (Rundeck's "average duration
+  exceeded"); it needs at least three earlier drills to know what is usual;
 - **runbook update**: a command that failed during a real run (environment
   not the sandbox, not a dry run) since the last review;
 - **abandoned**: a real run since the last review whose process died without
@@ -60,6 +68,10 @@ if TYPE_CHECKING:
 CYCLE_DAYS = 28  # "every 4 weeks"
 DRILL_DAYS = 31  # scenario 5: the drill is monthly
 DRILL_SCENARIO = "restore_drill"
+DRILL_GRACE_DAYS = 0.0
+SLOW_MARGIN_PCT = 50.0
+# fewer earlier successful drills than this and "usual" means nothing yet
+SLOW_MIN_HISTORY = 3
 REVIEW_SCENARIO = "review"
 # A review that ran to its verdict (either way) closes the window for failed commands.
 _REVIEW_DONE = ("ok", "dod_not_met")
@@ -182,6 +194,7 @@ class ReviewFindings:
     cycle_days: int = CYCLE_DAYS
     drill_days: int = DRILL_DAYS
     scenarios: list[str] = field(default_factory=list)
+    drill_grace_days: float = DRILL_GRACE_DAYS
 
     @property
     def due_count(self) -> int:
@@ -250,12 +263,17 @@ def review(
     since: datetime | str | None = None,
     cycle_days: int = CYCLE_DAYS,
     drill_days: int = DRILL_DAYS,
+    drill_grace_days: float = DRILL_GRACE_DAYS,
+    slow_margin_pct: float = SLOW_MARGIN_PCT,
 ) -> ReviewFindings:
     """Review the runs under `root` as of `as_of` (default now).
 
     `scenarios` is what is expected to run every cycle (default: every
     notebook but the review). `since` overrides the start of the failed-command
     window (default: the last review that reached its verdict before `as_of`).
+    A drill is missed after `drill_days` plus `drill_grace_days` (the timer's
+    1st of the month is 28 to 31 days apart, and a late box should not page);
+    one is slow past the median of the earlier ones plus `slow_margin_pct`.
     """
     now = parse_time(as_of) if as_of is not None else datetime.now(UTC)
     if now is None:
@@ -316,10 +334,11 @@ def review(
         & (runs["outcome"] == "ok")
     ]
     drill_ok = drills["started"].iloc[-1].to_pydatetime() if not drills.empty else None
-    if drill_ok is None or drill_ok < now - timedelta(days=drill_days):
+    grace = f" + {drill_grace_days:g} days' grace" if drill_grace_days else ""
+    if drill_ok is None or drill_ok < now - timedelta(days=drill_days + drill_grace_days):
         detail = (
             f"last successful drill {(now - drill_ok).days} days ago (required: every "
-            f"{drill_days} days)"
+            f"{drill_days} days{grace})"
             if drill_ok
             else "no successful restore drill on a real environment on record"
         )
@@ -362,6 +381,38 @@ def review(
                 row["run_dir"],
             )
         )
+    # --- real drills since the last review: told nobody, or took unusually long
+    real_drills = runs[
+        (runs["scenario"] == DRILL_SCENARIO) & (runs["kind"] != "sandbox") & ~runs["dry_run"]
+    ]
+    recent = real_drills
+    if window is not None:
+        recent = recent[recent["started"] > pd.Timestamp(window)]
+    for _, run in recent.iterrows():
+        undelivered = undelivered_notifications(run["run_dir"])
+        if undelivered:
+            due.append(
+                _due(
+                    "notification failed",
+                    DRILL_SCENARIO,
+                    run["environment"],
+                    run["started"],
+                    "not delivered: " + "; ".join(undelivered) + " (nobody may have heard of it)",
+                    run["run_dir"],
+                )
+            )
+        slow = _slow_detail(real_drills, run, slow_margin_pct)
+        if slow:
+            due.append(
+                _due(
+                    "drill slow",
+                    DRILL_SCENARIO,
+                    run["environment"],
+                    run["started"],
+                    slow,
+                    run["run_dir"],
+                )
+            )
     # --- real runs that died without a verdict since the last review
     dead = runs[(runs["outcome"] == "abandoned") & (runs["kind"] != "sandbox") & ~runs["dry_run"]]
     if window is not None:
@@ -388,6 +439,56 @@ def review(
         cycle_days=cycle_days,
         drill_days=drill_days,
         scenarios=expected,
+        drill_grace_days=drill_grace_days,
+    )
+
+
+def undelivered_notifications(run_dir: Path | str) -> list[str]:
+    """What a run's notifications.json says was not delivered: its masked target and error.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "notifications.json").write_text(json.dumps({"sent": [
+    ...     {"target": "json://h/x", "delivered": False, "errors": ["HTTP 500"]}],
+    ...     "pings": [{"target": "https://hc-ping.com/5f1…", "event": "exit",
+    ...     "delivered": True}]}))
+    >>> undelivered_notifications(d)
+    ['json://h/x (HTTP 500)']
+    """
+    path = Path(run_dir) / "notifications.json"
+    try:
+        log = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for item in [*(log.get("sent") or []), *(log.get("pings") or [])]:
+        if isinstance(item, dict) and not item.get("delivered"):
+            last = (item.get("errors") or ["?"])[-1]
+            event = f" {item['event']}" if item.get("event") else ""
+            out.append(f"{item.get('target', '?')}{event} ({last})")
+    return out
+
+
+def _slow_detail(drills: pd.DataFrame, run: pd.Series, margin_pct: float) -> str | None:
+    """Why `run` is slow against the successful drills before it on its environment, or None."""
+    took = run["duration_s"]
+    if not isinstance(took, int | float) or pd.isna(took):
+        return None
+    earlier = drills[
+        (drills["environment"] == run["environment"])
+        & (drills["started"] < run["started"])
+        & (drills["outcome"] == "ok")
+    ]["duration_s"]
+    earlier = pd.to_numeric(earlier, errors="coerce").dropna()
+    if len(earlier) < SLOW_MIN_HISTORY:
+        return None
+    usual = float(earlier.median())
+    limit = usual * (1 + margin_pct / 100)
+    if took <= limit:
+        return None
+    return (
+        f"took {took / 60:.1f} min, usual {usual / 60:.1f} min (median of {len(earlier)} "
+        f"earlier drills); more than {margin_pct:g} % over"
     )
 
 
@@ -443,6 +544,22 @@ def record_checks(s: Session, r: ReviewFindings) -> None:
         )
         + ("; update the runbook for each (appendix C)" if not r.failed.empty else ""),
     )
+    told = r.due[r.due["kind"] == "notification failed"]
+    s.check(
+        "Every real drill's notifications delivered",
+        expected="0 undelivered",
+        actual=f"{len(told)} drills with an undelivered notification",
+        passed=told.empty,
+        note="; ".join(told["detail"]) if not told.empty else "",
+    )
+    slow = r.due[r.due["kind"] == "drill slow"]
+    s.check(
+        "No real drill took much longer than usual",
+        expected="within the usual time and its margin",
+        actual=f"{len(slow)} slow drills",
+        passed=slow.empty,
+        note="; ".join(slow["detail"]) if not slow.empty else "",
+    )
     dead = r.due[r.due["kind"] == "abandoned"]
     s.check(
         "No real run abandoned since the last review",
@@ -485,8 +602,14 @@ class Review(Scenario):
     def read(self) -> pd.DataFrame:
         """Step 1: read the run records; the last run of each scenario."""
         with self.s.step("1. Read the run records"):
+            targets = self.s.profile.targets
             r = self.findings = review(
-                self.outputs_dir, self.as_of, scenarios=self.scenarios, since=self.since
+                self.outputs_dir,
+                self.as_of,
+                scenarios=self.scenarios,
+                since=self.since,
+                drill_grace_days=targets.drill_grace_days,
+                slow_margin_pct=targets.drill_slow_margin_pct,
             )
         print(f"{len(r.runs)} runs on record up to {r.as_of:%Y-%m-%d %H:%M} UTC")
         return r.last_runs.drop(columns=["run_dir"])
