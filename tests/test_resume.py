@@ -390,3 +390,46 @@ def test_security_incident_failed_after_the_rotation_resumes_without_rotating_ag
     # the incident document still says what the parent's rotation proved
     docs = "".join(p.read_text() for p in child.glob("*.md"))
     assert "Secrets rotated: yes, proved" in docs
+
+
+def test_restore_drill_resumed_restores_the_parents_backup_or_refuses(
+    sandbox, healed, outputs, capsys
+) -> None:
+    from runbook.scenarios.restore_drill import BACKUP_DECISION
+
+    # the parent: the newest dump is cut short, its restore fails
+    healed.fault("corrupt-backup")
+    code, parent = runner.run("restore_drill", {}, quiet=True)
+    rec = record_of(parent)
+    assert code in (runner.EXIT["failed"], runner.EXIT["dod_not_met"]), rec["error"]
+    checks = {c["name"]: c["status"] for c in rec["checks"]}
+    assert checks["Restore completed"] == "failed"
+    used = Path(rec["decisions"][BACKUP_DECISION]["choice"])
+    fault, param = parse("corrupt-backup")
+    fault.heal(healed, param)
+
+    # a newer dump lands meanwhile: a new drill would take it, the resume must not
+    newer = used.with_name("dealix-2099-01-01.sql.gz")
+    shutil.copy(used, newer)
+    aside = used.with_name(used.name + ".resume-test")
+    try:
+        assert cli(str(parent)) == runner.EXIT["ok"]
+        child = runs(outputs)[-1]
+        crec = record_of(child)
+        assert crec["outcome"] == "ok", crec["error"]
+        assert crec["resume"]["from"] == parent.name
+        assert crec["decisions"][BACKUP_DECISION]["choice"] == str(used)
+        assert {c["name"]: c["status"] for c in crec["checks"]}["Restore completed"] == "passed"
+        assert json.loads((child / "restore_drill.json").read_text())["torn_down"] is True
+
+        # refused once the parent's backup is gone, before anything runs
+        used.rename(aside)
+        assert cli(str(parent)) == runner.EXIT["refused"]
+        refused = record_of(runs(outputs)[-1])
+        assert refused["outcome"] == "refused"
+        assert "no longer on the server" in refused["error"]["message"]
+        assert not [s for s in refused["steps"] if s["status"] == "ok"]
+    finally:
+        newer.unlink(missing_ok=True)
+        if aside.exists():
+            aside.rename(used)
