@@ -249,13 +249,13 @@ def test_a_done_step_that_must_run_again_and_is_not_repeatable_is_refused(tmp_pa
 
 
 def test_a_scenario_without_declarations_is_not_resumed(tmp_path) -> None:
-    from runbook.scenarios.security_incident import SecurityIncident
+    from runbook.scenarios.database_down import DatabaseDown
 
-    run_dir = tmp_path / "20261207T000000Z-security_incident"
+    run_dir = tmp_path / "20261207T000000Z-database_down"
     run_dir.mkdir()
-    (run_dir / "record.json").write_text(json.dumps({"scenario": "security_incident"}))
+    (run_dir / "record.json").write_text(json.dumps({"scenario": "database_down"}))
     with pytest.raises(Forbidden, match="safe to repeat"):
-        resume.plan(run_dir, notebook_path("security_incident"), SecurityIncident.resume_rules())
+        resume.plan(run_dir, notebook_path("database_down"), DatabaseDown.resume_rules())
 
 
 def test_incident_restore_failed_after_the_swap_resumes_without_renaming_again(
@@ -438,3 +438,26 @@ def test_restore_drill_resumed_restores_the_parents_backup_or_refuses(
         newer.unlink(missing_ok=True)
         if aside.exists():
             aside.rename(used)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["deploy", "rollback", "restore_incident", "security_incident", "restore_drill"],
+)
+def test_declared_rules_name_real_steps_and_methods(name: str) -> None:
+    """A typo in a declaration would silently re-run (or never protect) a step."""
+    import inspect
+
+    from runbook.scenarios._base import scenario_class
+
+    cls = scenario_class(name)
+    assert cls.resumable
+    module = inspect.getmodule(cls)
+    source = inspect.getsource(module)
+    constants = {v for v in vars(module).values() if isinstance(v, str)}
+    rules = cls.resume_rules()
+    for step in (*rules.once, *cls.resume_reruns, *rules.postconditions):
+        assert f'"{step}"' in source or step in constants, f"{name}: no step {step!r}"
+    for step, method in rules.postconditions.items():
+        assert callable(getattr(cls, method, None)), f"{name}: {step} -> no {method}()"
+    assert not set(rules.once) & set(cls.resume_reruns)
