@@ -9,8 +9,10 @@ without snapshotting again. Unit tests of the plan use copies of that parent.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -452,12 +454,14 @@ def test_declared_rules_name_real_steps_and_methods(name: str) -> None:
 
     cls = scenario_class(name)
     assert cls.resumable
-    module = inspect.getmodule(cls)
+    module = sys.modules[cls.__module__]
     source = inspect.getsource(module)
-    constants = {v for v in vars(module).values() if isinstance(v, str)}
+    # the steps the module opens: step("...") literals and step(CONSTANT)
+    opened = set(re.findall(r'step\(\s*"([^"]+)"', source))
+    opened |= {str(getattr(module, c)) for c in re.findall(r"step\(\s*([A-Z_]+)\s*\)", source)}
     rules = cls.resume_rules()
     for step in (*rules.once, *cls.resume_reruns, *rules.postconditions):
-        assert f'"{step}"' in source or step in constants, f"{name}: no step {step!r}"
+        assert step in opened, f"{name}: no step {step!r} opened in {module.__name__}"
     for step, method in rules.postconditions.items():
         assert callable(getattr(cls, method, None)), f"{name}: {step} -> no {method}()"
     assert not set(rules.once) & set(cls.resume_reruns)
