@@ -9,8 +9,10 @@ without snapshotting again. Unit tests of the plan use copies of that parent.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -249,10 +251,217 @@ def test_a_done_step_that_must_run_again_and_is_not_repeatable_is_refused(tmp_pa
 
 
 def test_a_scenario_without_declarations_is_not_resumed(tmp_path) -> None:
-    from runbook.scenarios.security_incident import SecurityIncident
+    from runbook.scenarios.database_down import DatabaseDown
 
-    run_dir = tmp_path / "20261207T000000Z-security_incident"
+    run_dir = tmp_path / "20261207T000000Z-database_down"
     run_dir.mkdir()
-    (run_dir / "record.json").write_text(json.dumps({"scenario": "security_incident"}))
+    (run_dir / "record.json").write_text(json.dumps({"scenario": "database_down"}))
     with pytest.raises(Forbidden, match="safe to repeat"):
-        resume.plan(run_dir, notebook_path("security_incident"), SecurityIncident.resume_rules())
+        resume.plan(run_dir, notebook_path("database_down"), DatabaseDown.resume_rules())
+
+
+def test_incident_restore_failed_after_the_swap_resumes_without_renaming_again(
+    sandbox, healed, outputs
+) -> None:
+    from runbook.scenarios.restore_incident import RENAMED_DECISION, SWAP_STEP
+
+    def corrupt() -> list[str]:
+        rows = healed.query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'dealix_corrupt_%' ORDER BY 1"
+        )
+        return [r[0] for r in rows]
+
+    before = corrupt()
+    # the parent: restored, validated, swapped; the API comes back red (Redis stopped)
+    healed.fault("redis-down")
+    params = {"reason": "resume test: the API stays red after the swap"}
+    code, parent = runner.run("restore_incident", params, quiet=True)
+    rec = record_of(parent)
+    # the API's deep health check failed: a run that failed its definition of done
+    assert code == runner.EXIT["dod_not_met"], rec["error"]
+    status = {s["name"]: s["status"] for s in rec["steps"]}
+    assert status[SWAP_STEP] == "ok"
+    renamed = rec["decisions"][RENAMED_DECISION]["choice"]
+    assert corrupt() == sorted([*before, renamed])
+
+    fault, param = parse("redis-down")
+    fault.heal(healed, param)
+    assert cli(parent.name) == runner.EXIT["ok"]
+    child = runs(outputs)[-1]
+    crec = record_of(child)
+    assert crec["outcome"] == "ok", crec["error"]
+    assert crec["resume"]["from"] == parent.name
+    assert crec["resume"]["failed_step"] == "5. Restart API + verify"
+    steps = {s["name"]: s for s in crec["steps"]}
+    assert steps[SWAP_STEP]["status"] == "skipped"
+    assert steps[SWAP_STEP]["note"] == f"done in run {parent.name}"
+    assert steps["2. Restore into a clone"]["status"] == "skipped"
+    assert steps["Preflight"]["status"] == "ok"  # read-only: run again
+    assert steps["5. Restart API + verify"]["status"] == "ok"
+    # never renamed again: the same one damaged database, and production answers
+    assert corrupt() == sorted([*before, renamed])
+    assert healed.api("/health/deep")[1]["status"] == "green"
+    # the resume's postmortem names the database the parent renamed (read from its record)
+    assert f"Damaged database kept as `{renamed}`" in (child / "postmortem.md").read_text()
+
+
+def test_rollback_failed_after_the_downgrade_resumes_without_downgrading_again(
+    sandbox, healed, outputs
+) -> None:
+    from runbook.scenarios.rollback import DOWNGRADE_STEP
+
+    def downgrades(run_dir: Path) -> list[str]:
+        lines = (run_dir / "commands.jsonl").read_text().splitlines()
+        entries = [json.loads(ln) for ln in lines if ln.strip()]
+        return [
+            str(e["command"])
+            for e in entries
+            if e.get("kind") == "command" and "alembic downgrade" in str(e.get("command"))
+        ]
+
+    before = server(healed)
+    healed.fault("good-deploy")
+    code, deployed = runner.run("deploy", {"watch_minutes": WATCH}, quiet=True)
+    assert code == runner.EXIT["ok"], record_of(deployed)["error"]
+    bad = server(healed)
+    assert bad["revision"] != before["revision"] and bad["last_good"] == before["head"]
+
+    # the parent: announced, planned, downgraded, checked out; the API comes back red
+    healed.fault("redis-down")
+    code, parent = runner.run("rollback", {"reason": "resume test: red after deploy"}, quiet=True)
+    rec = record_of(parent)
+    assert code in (runner.EXIT["failed"], runner.EXIT["dod_not_met"]), rec["error"]
+    status = {s["name"]: s["status"] for s in rec["steps"]}
+    assert status[DOWNGRADE_STEP] == "ok"
+    assert rec["failed_step"] not in (DOWNGRADE_STEP, "1. Announce")
+    assert downgrades(parent)  # the parent downgraded (the child below must not)
+    assert server(healed)["revision"] == before["revision"]
+
+    fault, param = parse("redis-down")
+    fault.heal(healed, param)
+    assert cli(str(parent)) == runner.EXIT["ok"]
+    child = runs(outputs)[-1]
+    crec = record_of(child)
+    assert crec["outcome"] == "ok", crec["error"]
+    assert crec["resume"]["from"] == parent.name
+    steps = {s["name"]: s for s in crec["steps"]}
+    assert steps[DOWNGRADE_STEP]["status"] == "skipped"
+    assert steps["1. Announce"]["status"] == "skipped"
+    assert steps["2. Determine what the bad deploy added"]["status"] == "ok"  # read again
+    assert steps["6. Verify deep health on the old SHA"]["status"] == "ok"
+    # not downgraded again, not announced again; on the last good SHA and its revision
+    assert downgrades(child) == []
+    assert not (child / "announcement.txt").exists()
+    after = server(healed)
+    assert after["head"] == before["head"] and after["revision"] == before["revision"]
+
+
+def test_security_incident_failed_after_the_rotation_resumes_without_rotating_again(
+    sandbox, healed, outputs
+) -> None:
+    from runbook.sandbox.build.app import read_app_env
+    from runbook.scenarios.security_incident import ROTATE_STEP, ROTATION_FILE
+
+    before = read_app_env(healed.layout)
+    healed.fault("intrusion")
+    # the parent: rotated; then the server's evidence folder cannot be written
+    healed.fault("evidence-dir-blocked")
+    code, parent = runner.run("security_incident", {}, quiet=True)
+    rec = record_of(parent)
+    assert code == runner.EXIT["failed"], rec["error"]
+    status = {s["name"]: s["status"] for s in rec["steps"]}
+    assert status[ROTATE_STEP] == "ok"
+    assert rec["failed_step"] in ("2. Lock down SSH", "4. Preserve evidence")
+    rotated = read_app_env(healed.layout)
+    assert rotated["ADMIN_KEY"] != before["ADMIN_KEY"]
+    assert (parent / ROTATION_FILE).exists()
+
+    fault, param = parse("evidence-dir-blocked")
+    fault.heal(healed, param)
+    assert cli(str(parent)) == runner.EXIT["ok"]
+    child = runs(outputs)[-1]
+    crec = record_of(child)
+    assert crec["outcome"] == "ok", crec["error"]
+    assert crec["resume"]["from"] == parent.name
+    steps = {s["name"]: s for s in crec["steps"]}
+    assert steps[ROTATE_STEP]["status"] == "skipped"
+    assert steps[ROTATE_STEP]["note"] == f"done in run {parent.name}"
+    assert steps["3. Investigate"]["status"] == "ok"  # read-only: run again
+    assert steps["4. Preserve evidence"]["status"] == "ok"
+    # never rotated again: the key the parent made still works, the operator's file has it
+    after = read_app_env(healed.layout)
+    assert after["ADMIN_KEY"] == rotated["ADMIN_KEY"]
+    assert after["WEBHOOK_SECRET"] == rotated["WEBHOOK_SECRET"]
+    assert not (child / ROTATION_FILE).exists()
+    assert "Secrets rotated" not in {c["name"] for c in crec["checks"]}
+    # the incident document still says what the parent's rotation proved
+    docs = "".join(p.read_text() for p in child.glob("*.md"))
+    assert "Secrets rotated: yes, proved" in docs
+
+
+def test_restore_drill_resumed_restores_the_parents_backup_or_refuses(
+    sandbox, healed, outputs, capsys
+) -> None:
+    from runbook.scenarios.restore_drill import BACKUP_DECISION
+
+    # the parent: the newest dump is cut short, its restore fails
+    healed.fault("corrupt-backup")
+    code, parent = runner.run("restore_drill", {}, quiet=True)
+    rec = record_of(parent)
+    assert code in (runner.EXIT["failed"], runner.EXIT["dod_not_met"]), rec["error"]
+    checks = {c["name"]: c["status"] for c in rec["checks"]}
+    assert checks["Restore completed"] == "failed"
+    used = Path(rec["decisions"][BACKUP_DECISION]["choice"])
+    fault, param = parse("corrupt-backup")
+    fault.heal(healed, param)
+
+    # a newer dump lands meanwhile: a new drill would take it, the resume must not
+    newer = used.with_name("dealix-2099-01-01.sql.gz")
+    shutil.copy(used, newer)
+    aside = used.with_name(used.name + ".resume-test")
+    try:
+        assert cli(str(parent)) == runner.EXIT["ok"]
+        child = runs(outputs)[-1]
+        crec = record_of(child)
+        assert crec["outcome"] == "ok", crec["error"]
+        assert crec["resume"]["from"] == parent.name
+        assert crec["decisions"][BACKUP_DECISION]["choice"] == str(used)
+        assert {c["name"]: c["status"] for c in crec["checks"]}["Restore completed"] == "passed"
+        assert json.loads((child / "restore_drill.json").read_text())["torn_down"] is True
+
+        # refused once the parent's backup is gone, before anything runs
+        used.rename(aside)
+        assert cli(str(parent)) == runner.EXIT["refused"]
+        refused = record_of(runs(outputs)[-1])
+        assert refused["outcome"] == "refused"
+        assert "no longer on the server" in refused["error"]["message"]
+        assert not [s for s in refused["steps"] if s["status"] == "ok"]
+    finally:
+        newer.unlink(missing_ok=True)
+        if aside.exists():
+            aside.rename(used)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["deploy", "rollback", "restore_incident", "security_incident", "restore_drill"],
+)
+def test_declared_rules_name_real_steps_and_methods(name: str) -> None:
+    """A typo in a declaration would silently re-run (or never protect) a step."""
+    import inspect
+
+    from runbook.scenarios._base import scenario_class
+
+    cls = scenario_class(name)
+    assert cls.resumable
+    module = sys.modules[cls.__module__]
+    source = inspect.getsource(module)
+    # the steps the module opens: step("...") literals and step(CONSTANT)
+    opened = set(re.findall(r'step\(\s*"([^"]+)"', source))
+    opened |= {str(getattr(module, c)) for c in re.findall(r"step\(\s*([A-Z_]+)\s*\)", source)}
+    rules = cls.resume_rules()
+    for step in (*rules.once, *cls.resume_reruns, *rules.postconditions):
+        assert step in opened, f"{name}: no step {step!r} opened in {module.__name__}"
+    for step, method in rules.postconditions.items():
+        assert callable(getattr(cls, method, None)), f"{name}: {step} -> no {method}()"
+    assert not set(rules.once) & set(cls.resume_reruns)

@@ -23,8 +23,9 @@ import fnmatch
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from runbook.core.resume import refusal as resume_refusal
 from runbook.errors import HostKeyMismatch, HostKeyUnknown
 from runbook.ops.backups import (
     PLAIN,
@@ -88,6 +89,10 @@ def guard_scratch(s: Session, name: str) -> None:
         raise forbid("no-restore-into-production-db", f"restore drill into {name}", problem)
 
 
+#: the decision that names the backup a drill restores (a resume restores it again)
+BACKUP_DECISION = "backup restored"
+
+
 class RestoreDrill(Scenario):
     """The monthly drill: newest backup into a scratch database, validated, torn down.
 
@@ -96,6 +101,23 @@ class RestoreDrill(Scenario):
     it propagates, and an `atexit` hook is the last resort if the kernel is
     shut down between cells.
     """
+
+    # a resume (runbook.core.resume): the drill changes only its scratch database, which
+    # its teardown drops, so nothing it did survives for a resume to build on: every step
+    # is safe to repeat and runs again (the scratch database is replaced, restored,
+    # validated and dropped). What a resume keeps is the backup: the parent's, never a
+    # newer one, and refused if it is gone. No app HEAD or revision is involved.
+    resume_once = ()
+    resume_reruns = (
+        "Preflight: backup age and size",
+        "1. Create isolated DB",
+        "2. Restore",
+        "3. Validate row counts, 4. data age",
+        "5. Teardown",
+    )
+    resume_postconditions: ClassVar[dict[str, str]] = {}
+    resume_relies_on = ()
+    resumable = True
 
     def __init__(
         self,
@@ -146,7 +168,12 @@ class RestoreDrill(Scenario):
         if self.frame is None:
             self.list()
         assert self.frame is not None
-        self.chosen = choose(self.frame, self.backup)
+        self.chosen = choose(self.frame, self._parent_backup() or self.backup)
+        if self.chosen is not None:
+            # a resume restores this one again (`_parent_backup`)
+            self.s.decide(
+                BACKUP_DECISION, str(self.chosen["path"]), "the backup this drill restores"
+            )
         with self.s.step("Preflight: backup age and size"):
             verdict = backup_checks(
                 self.s, self.chosen, rpo_hours=self.rpo_hours, min_bytes=self.min_bytes
@@ -158,6 +185,25 @@ class RestoreDrill(Scenario):
         if not self.ready:
             print("preflight failed: the backup is NOT restored (see the failed checks)")
         return self.ready
+
+    def _parent_backup(self) -> str | None:
+        """In a resume: the backup the parent restored (refused when it is gone)."""
+        plan = self.s.resume
+        if plan is None:
+            return None
+        path = ((plan.record.get("decisions") or {}).get(BACKUP_DECISION) or {}).get("choice")
+        if not path:
+            raise resume_refusal(
+                f"run {plan.parent_id}'s record does not say which backup it restored",
+                "start a new drill",
+            )
+        assert self.frame is not None
+        if path not in set(self.frame["path"]):
+            raise resume_refusal(
+                f"the backup run {plan.parent_id} restored, {path}, is no longer on the server",
+                "start a new drill (`runbook run restore_drill`): it picks the newest backup",
+            )
+        return str(path)
 
     def change_summary(self) -> Sequence[str]:
         """What the drill will change, for the confirmation question (after `preflight`)."""

@@ -21,9 +21,10 @@ import shlex
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from runbook.core import postmortem
+from runbook.core.resume import refusal as resume_refusal
 from runbook.errors import (
     CommandFailed,
     ParameterError,
@@ -70,10 +71,28 @@ def swap_back_instructions(prod: str, renamed: str, psql: str) -> str:
     )
 
 
+SWAP_STEP = "4. Swap: rename current DB (evidence), the clone becomes production"
+#: decisions the parent leaves for a resume: the clone's name, and production's new name
+CLONE_DECISION = "restore: clone"
+RENAMED_DECISION = "swap: damaged database kept as"
+
+
 class IncidentRestore(Scenario):
     procedure = "restore_incident"
 
     """Replace production's database with a backup, keeping the old one as evidence."""
+
+    # a resume (runbook.core.resume): the swap renames production away, and a second
+    # rename would take the restored database for the damaged one: never again. Its
+    # postcondition tells a swap that happened before the failure. The preflight (the
+    # backup checks, the lock) is read-only and runs again. The completed steps rely on
+    # the databases' names (read by the postcondition and `_from_parent`), not on the
+    # app's HEAD or revision.
+    resume_once = (SWAP_STEP,)
+    resume_reruns = ("Preflight",)
+    resume_postconditions: ClassVar[dict[str, str]] = {SWAP_STEP: "_swapped_already"}
+    resume_relies_on = ()
+    resumable = True
 
     def __init__(
         self,
@@ -121,6 +140,47 @@ class IncidentRestore(Scenario):
         self.result: RestoreResult | None = None
         self.loss: dict[str, Any] = {}
         self.deep: dict[str, Any] = {}
+        #: the run whose validate() passed, when this run is its resume
+        self.validated_in: str | None = None
+        self._from_parent()
+
+    def _from_parent(self) -> None:
+        """In a resume: the clone and the renamed database the parent's completed steps made."""
+        plan = self.s.resume
+        if plan is None:
+            return
+        decisions = plan.record.get("decisions") or {}
+        if "2. Restore into a clone" in plan.done:
+            self.clone = (decisions.get(CLONE_DECISION) or {}).get("choice")
+        if "3. Validate the clone before the swap" in plan.done:
+            self.validated_in = plan.parent_id
+        if SWAP_STEP in plan.done:
+            self.renamed = (decisions.get(RENAMED_DECISION) or {}).get("choice")
+            if not self.renamed:
+                raise resume_refusal(
+                    f"run {plan.parent_id} swapped the databases but its record does not say "
+                    "what production was renamed to",
+                    "finish the run's remaining steps by hand (start the API, check "
+                    "/health/deep), recorded in a postmortem",
+                )
+
+    def _swapped_already(self) -> tuple[bool, str]:
+        """The swap's postcondition: did the parent rename production away before it failed?"""
+        s = self.s
+        plan = s.resume
+        assert plan is not None
+        decisions = plan.record.get("decisions") or {}
+        renamed = (decisions.get(RENAMED_DECISION) or {}).get("choice")
+        if renamed and database_exists(s, str(renamed)):
+            self.renamed = str(renamed)
+            return True, f"{self.prod} was renamed to {renamed} in run {plan.parent_id}"
+        if self.clone and database_exists(s, self.clone):
+            return False, f"the clone {self.clone} still has its name: nothing was swapped"
+        raise resume_refusal(
+            f"cannot tell whether run {plan.parent_id} swapped the databases (no renamed "
+            f"database recorded, the clone {self.clone} is gone)",
+            "check the databases by hand (\\l in psql) and finish the run by hand",
+        )
 
     def preflight(self) -> pd.DataFrame:
         """Confirmation first (fail closed), then the backup list and its size check."""
@@ -171,10 +231,12 @@ class IncidentRestore(Scenario):
             "postgres",
         )
         self.owner = str(row.get("owner") or "dealix")
+        # resumed after the swap: the damaged database is the renamed one now
+        damaged = self.renamed or self.prod
         for t in self.tables:
             # a table the damage took is simply not in the snapshot
             with s.attempt():
-                self.before[t] = table_facts(s, self.prod, t)
+                self.before[t] = table_facts(s, damaged, t)
         return self.before
 
     def stop_api(self) -> None:
@@ -192,6 +254,7 @@ class IncidentRestore(Scenario):
         assert self.chosen is not None
         with s.step("2. Restore into a clone"):
             self.clone = f"{self.prod}_restore_{datetime.now(UTC):%Y%m%d%H%M%S}"
+            s.decide(CLONE_DECISION, self.clone, "production keeps its name until the swap")
             create_database(s, self.clone, owner=self.owner)
             # never cut an incident restore at the profile's command timeout
             self.result = restore(s, self.chosen, self.clone, timeout=6 * 3600)
@@ -318,7 +381,8 @@ class IncidentRestore(Scenario):
     def swap(self) -> str:
         """Rename production to dealix_corrupt_YYYYMMDD[_n] (never a drop), the clone to production."""
         s = self.s
-        if not s.dry_run and (self.clone is None or self.validation is None):
+        validated = self.validation is not None or self.validated_in is not None
+        if not s.dry_run and (self.clone is None or not validated):
             # never rename production away without a validated copy to put in its place
             raise RestoreFailed(
                 f"swap() before restore() and validate() passed: nothing was swapped; "
@@ -335,6 +399,8 @@ class IncidentRestore(Scenario):
                     f"WHERE datname = {literal(db)} AND pid <> pg_backend_pid()",
                 )
             admin_sql(s, f"ALTER DATABASE {ident(self.prod)} RENAME TO {ident(self.renamed)}")
+            # a resume reads it: the swap is never done twice
+            s.decide(RENAMED_DECISION, self.renamed, "the damaged database, kept as evidence")
             with s.attempt() as a:
                 admin_sql(
                     s, f"ALTER DATABASE {ident(self.clone or '')} RENAME TO {ident(self.prod)}"

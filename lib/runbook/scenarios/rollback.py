@@ -10,7 +10,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from runbook.clock import iso, utc_now, wait_for
 from runbook.core.output import Progress
@@ -39,8 +39,23 @@ if TYPE_CHECKING:
 # scenario 2: rollback
 
 
+DOWNGRADE_STEP = "3. Downgrade migrations (bad code still checked out)"
+
+
 class Rollback(Release):
     """Runbook scenario 2, one method per step; the clock is the session's (first cell)."""
+
+    # a resume (runbook.core.resume): the announcement went out once and the downgrade
+    # ran once; neither runs again. The plan is read-only and sets what the later steps
+    # read (the last good SHA, the target revision), so it runs again, from the server
+    # as the parent left it. A downgrade that failed first checks whether the database
+    # already is at the last good SHA's head. The completed steps rely on the app's
+    # HEAD and the alembic revision the parent left.
+    resume_once = ("1. Announce", DOWNGRADE_STEP)
+    resume_reruns = ("2. Determine what the bad deploy added",)
+    resume_postconditions: ClassVar[dict[str, str]] = {DOWNGRADE_STEP: "_downgraded_already"}
+    resume_relies_on = ("app_head", "alembic_revision")
+    resumable = True
 
     def __init__(
         self,
@@ -271,7 +286,7 @@ class Rollback(Release):
 
     def downgrade(self) -> None:
         s = self.s
-        with s.step("3. Downgrade migrations (bad code still checked out)"):
+        with s.step(DOWNGRADE_STEP):
             self.confirm_plan()
             if not self.to_undo:
                 s.check(
@@ -291,6 +306,15 @@ class Rollback(Release):
                 passed=now == self.target_rev,
                 note=f"still {now}" if s.dry_run else "",
             )
+
+    def _downgraded_already(self) -> tuple[bool, str]:
+        """The downgrade's postcondition: is the database at the last good SHA's head?"""
+        current = self.s.alembic.current()
+        held = self.target_rev is not None and current == self.target_rev
+        return held, (
+            f"the database is at {current}, the last good SHA's head is {self.target_rev}"
+            + (": already downgraded" if held else ": downgrade still to do")
+        )
 
     # -- step 4: old code ----------------------------------------------------
     def checkout(self) -> None:

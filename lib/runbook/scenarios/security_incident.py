@@ -31,17 +31,19 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
 from runbook.clock import wait_for
 from runbook.core import postmortem
 from runbook.core.evidence import utc_now
+from runbook.core.resume import refusal as resume_refusal
 from runbook.core.secrets import parse_env_text
 from runbook.errors import Forbidden, Refusal, RunbookError
 from runbook.ops import logs
@@ -983,6 +985,14 @@ def draft_notification(
 # --------------------------------------------------------------------------- the scenario
 
 
+ROTATE_STEP = "1. Rotate all secrets"
+LOCKDOWN_STEP = "2. Lock down SSH"
+#: what the rotation and the lockdown did, secret-free, beside the record: a resume
+#: that skips them still documents them (read back by `SecurityIncident._from_parent`)
+ROTATION_FILE = "rotation.json"
+LOCKDOWN_FILE = "lockdown.json"
+
+
 class SecurityIncident(Scenario):
     """Runbook scenario 6, one method per step. The host lock is taken first, before step 0.
 
@@ -996,6 +1006,19 @@ class SecurityIncident(Scenario):
 
     # rotated in step 1: checked before any change
     require_secrets = ("admin_key",)
+
+    # a resume (runbook.core.resume): a second rotation would lock out whoever took the
+    # first new key, so the rotation never runs again, and a rotation that failed is
+    # not resumed (nothing on the server tells whether it half happened). The operator's
+    # address and the investigation are read-only and set what later steps read: they
+    # run again. Locking SSH down again to the same address, banning again and drafting
+    # again are safe to repeat (nothing is sent). The completed steps rely on no app
+    # HEAD or revision; the host key is checked by every connection.
+    resume_once = (ROTATE_STEP,)
+    resume_reruns = ("0. Preflight: operator address", "3. Investigate")
+    resume_postconditions: ClassVar[dict[str, str]] = {}
+    resume_relies_on = ()
+    resumable = True
 
     def __init__(
         self,
@@ -1021,6 +1044,28 @@ class SecurityIncident(Scenario):
         self.preserved: Preserved | None = None
         self.doc: Path | None = None
         self.advisory: Path | None = None
+        self._from_parent()
+
+    def _from_parent(self) -> None:
+        """In a resume: what the parent's rotation and lockdown did, for the documents."""
+        plan = self.s.resume
+        if plan is None:
+            return
+        for step, name in ((ROTATE_STEP, ROTATION_FILE), (LOCKDOWN_STEP, LOCKDOWN_FILE)):
+            if step not in plan.done:
+                continue
+            path = plan.parent / name
+            if not path.exists():
+                raise resume_refusal(
+                    f"run {plan.parent_id} did {step!r} but left no {name} saying what it did",
+                    "finish the run's remaining steps by hand (the rotation must not run "
+                    "again), recorded in the incident document",
+                )
+            data = json.loads(path.read_text())
+            if step == ROTATE_STEP:
+                self.rotation = Rotation(output=f"rotated in run {plan.parent_id}", **data)
+            else:
+                self.lockdown = Lockdown(**data)
 
     def change_summary(self) -> list[str]:
         """What the response will change, for the confirmation question."""
@@ -1052,10 +1097,12 @@ class SecurityIncident(Scenario):
 
     def rotate(self) -> pd.DataFrame:
         """Step 1: rotate all secrets (and the operator's secrets file)."""
-        with self.s.step("1. Rotate all secrets"):
+        with self.s.step(ROTATE_STEP):
             self.rotation = rotate_secrets(
                 self.s, update_operator_secrets=self.update_operator_secrets
             )
+            kept = {k: v for k, v in asdict(self.rotation).items() if k != "output"}
+            self.s.evidence.write_text(ROTATION_FILE, json.dumps(kept, indent=1) + "\n")
         print(self.rotation.output)
         print("operator's secrets file:", self.rotation.operator_secrets_updated)
         return self.s.checks_table().tail(4)
@@ -1063,11 +1110,14 @@ class SecurityIncident(Scenario):
     def lock_down(self) -> pd.DataFrame:
         """Step 2: lock SSH down to one address, proven from a new connection (or reverted)."""
         assert self.lock_to is not None, "run preflight() first"
-        with self.s.step("2. Lock down SSH"):
+        with self.s.step(LOCKDOWN_STEP):
             self.lockdown = lock_down_ssh(
                 self.s, self.lock_to, revert_after_s=self.lockdown_revert_seconds
             )
             prove_from_outside(self.s, self.lockdown)
+            self.s.evidence.write_text(
+                LOCKDOWN_FILE, json.dumps(asdict(self.lockdown), indent=1, default=str) + "\n"
+            )
         print(self.lockdown.new_connection)
         return self.lockdown.table()
 

@@ -11,7 +11,8 @@ on import:
     llm_provider_down   llm-down, llm-recover
     restore             stale-backups, empty-backup, corrupt-backup, mass-delete
                         (restore_drill and restore_incident)
-    security_incident   intrusion, leaked-admin-key, partial-rotation
+    security_incident   intrusion, leaked-admin-key, partial-rotation,
+                        evidence-dir-blocked
 """
 
 from runbook.sandbox.faults import (  # noqa: F401 - each registers its faults on import

@@ -1,4 +1,5 @@
-"""Scenario 6 faults: `intrusion`, `leaked-admin-key` and `partial-rotation` (loopback mode).
+"""Scenario 6 faults: `intrusion`, `leaked-admin-key`, `partial-rotation` and
+`evidence-dir-blocked` (loopback mode).
 
 The signals are the runbook's: failed then accepted SSH logins from an
 unknown address in the auth log, unexpected admin API calls, fail2ban
@@ -296,5 +297,45 @@ register(
         "secrets.env follows the rotation.",
         _partial_rotation,
         _partial_rotation_heal,
+    )
+)
+
+
+# ------------------------------------------------------------ evidence dir blocked
+
+
+# The profile's security.evidence_dir on the sandbox (parameters/sandbox.yaml).
+def _evidence_dir(sb: Sandbox) -> Path:
+    return (sb.layout.log_dir / ".." / ".." / "root").resolve()
+
+
+def _evidence_blocked(sb: Sandbox, _: str | None) -> None:
+    # A full or read-only disk where the evidence goes, fixed later by hand: the
+    # response fails after its rotation, at the first step that writes there.
+    d = _evidence_dir(sb)
+    if d.is_dir():
+        d.rename(d.with_name("root.fault-aside"))
+    d.write_text("not a directory (fault evidence-dir-blocked)\n")
+
+
+def _evidence_blocked_heal(sb: Sandbox, _: str | None) -> None:
+    d = _evidence_dir(sb)
+    if d.is_file():
+        d.unlink()
+    aside = d.with_name("root.fault-aside")
+    if aside.is_dir() and not d.exists():
+        aside.rename(d)
+    # the rotation before the failure changed the keys: secrets.env follows
+    sync_operator_secrets(sb)
+
+
+register(
+    Fault(
+        "evidence-dir-blocked",
+        "The server's evidence folder (security.evidence_dir) is a file, so saving the "
+        "firewall rules and the evidence tarball fail: a security response fails after its "
+        "rotation. Heal: the folder back.",
+        _evidence_blocked,
+        _evidence_blocked_heal,
     )
 )
