@@ -152,6 +152,9 @@ def lab(sandbox, tmp_path) -> Iterator[dict]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+        # the next test file finds the server as `healed` leaves it (a rehearsal deploy
+        # would otherwise stay live, its fault marked active)
+        sandbox.heal()
 
 
 @pytest.fixture

@@ -55,8 +55,10 @@ CELLS = [
     # long enough to go to a log file
     "r = s.probe(f'seq 1 30000; cat {q}; seq 1 100', shell=True, label='long')\n"
     "assert r.stdout_log is not None\nr",
-    # a changing command that creates a secret and prints it (a rotation)
-    "print(s.run(['bash', ROTATE, envf], label='rotate').stdout)\n"
+    # a changing command that creates a secret and prints it (a rotation): a change of
+    # .env the tripwire is told of, as scenario 6's rotation tells it
+    f"with s.tripwire_allows([{ROTATED_NAME!r}], 'the canary rotation'):\n"
+    "    print(s.run(['bash', ROTATE, envf], label='rotate').stdout)\n"
     "print(s.probe(f'cat {q}', shell=True, label='cat-after').stdout)",
     "s.check('read', expected='masked', actual='masked', passed=True)\ns.done()",
     # a failing command printing it
