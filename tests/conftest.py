@@ -81,6 +81,11 @@ def sandbox() -> Iterator[Sandbox]:
     finally:
         if not reuse:
             sb.down()
+            # the test sandbox is thrown away: its armored files (the runbook made them
+            # immutable) must not stop `rm -rf` of the checkout
+            from runbook.sandbox.build.host import lift_armor
+
+            lift_armor(sb.state_dir)
         if previous is None:
             os.environ.pop("RUNBOOK_SANDBOX_DIR", None)
         else:
