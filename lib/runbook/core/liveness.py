@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -250,22 +251,40 @@ def finish(run_dir: Path, *, finisher: str | Path | None = None) -> dict[str, An
 
 
 def finish_abandoned(
-    env: str, target: str | None, *, finisher: str | Path | None = None, root: Path | None = None
+    env: str,
+    target: str | None,
+    *,
+    finisher: str | Path | None = None,
+    root: Path | None = None,
+    on_error: Callable[[Path, BaseException], None] | None = None,
 ) -> list[Path]:
-    """Finish every dead run of `env` (and `target`) on this host; returns their folders."""
+    """Finish every dead run of `env` (and `target`) on this host; returns their folders.
+
+    A run that cannot be finished or sealed is passed to `on_error` (the
+    session records it); without one it is skipped, as the runner does.
+    """
+
+    def failed(run_dir: Path, exc: BaseException) -> None:
+        if on_error is not None:
+            on_error(run_dir, exc)
+
     done = []
     for run_dir in running_records(env, target, root):
         if finisher is not None and Path(run_dir).resolve() == Path(finisher).resolve():
             continue
-        with contextlib.suppress(OSError):
+        try:
             if finish(run_dir, finisher=finisher) is not None:
                 done.append(run_dir)
                 print(f"runbook: finished a run that died as abandoned: {run_dir}")
+        except OSError as exc:
+            failed(run_dir, exc)
     for run_dir in done:
         from runbook.core import seal as evidence_tools
 
         # its own run never sealed it: seal what it left, so `runbook verify` covers it
-        with contextlib.suppress(Exception):
+        try:
             if not (run_dir / evidence_tools.MANIFEST).exists():
                 evidence_tools.seal(run_dir, env=env)
+        except Exception as exc:  # one run's seal failing does not stop the others
+            failed(run_dir, exc)
     return done

@@ -45,7 +45,7 @@ from runbook.core import postmortem
 from runbook.core.evidence import utc_now
 from runbook.core.resume import refusal as resume_refusal
 from runbook.core.secrets import parse_env_text
-from runbook.errors import Forbidden, Refusal, RunbookError
+from runbook.errors import Forbidden, RunbookError
 from runbook.ops import logs
 from runbook.ops.firewall import fail2ban_status
 from runbook.scenarios._base import Scenario
@@ -385,24 +385,12 @@ def _new_connection(s: Session) -> tuple[bool, str]:
     """Open a NEW SSH connection (as the operator) and run `true` on it."""
     import paramiko
 
-    from runbook.core.transport import SSHTransport
-
-    transport = s.transport
-    if not isinstance(transport, SSHTransport):
+    if s.profile.target.transport != "ssh":
         return False, "not an SSH target"
-    s._stop_if_refused()
-    fresh = SSHTransport(transport.spec)
-    try:
-        # any failure to connect is the answer; a refusal is not
-        with s.attempt(also=(OSError, EOFError, paramiko.SSHException)) as a:
-            out = fresh.execute(
-                "true", on_stdout=lambda b: None, on_stderr=lambda b: None, timeout=20
-            )
-    except Refusal as exc:
-        s._note_refusal(exc)  # the session's latch: nothing more goes out
-        raise
-    finally:
-        fresh.close()
+    # any failure to connect is the answer; a refusal is not (the gate latches it)
+    with s.attempt(also=(OSError, EOFError, paramiko.SSHException)) as a:
+        with s.gate.new_connection() as conn:
+            out = conn.execute("true", timeout=20)
     if a.error is not None:
         why = f"{type(a.error).__name__}: {a.error}"
         return False, s.redactor.redact(f"new connection failed: {why}")
