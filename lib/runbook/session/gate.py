@@ -156,6 +156,7 @@ class Gate:
         self.polls: dict[str, int] = {}
         self._transport: Transport | None = None
         self._second: Transport | None = None
+        self._first_lock = threading.RLock()
         self._second_lock = threading.Lock()
         self._refusal: HostKeyRefusal | None = None
         self._target_verified = False
@@ -176,18 +177,20 @@ class Gate:
     def transport(self) -> Transport:
         """The first connection, opened on first use (it learns the server's secrets first)."""
         self.stop_if_refused()
-        if self._transport is None:
-            transport = transport_for(self.profile)
-            try:
-                with self._latching():
-                    self._learn_server_secrets(transport)
-            except BaseException:
-                # not kept: the next use connects again (after a refusal, the latch refuses)
-                with contextlib.suppress(Exception):
-                    transport.close()
-                raise
-            self._transport = transport
-        return self._transport
+        # threads may ask at once (parallel probes): one connection, made by the first
+        with self._first_lock:
+            if self._transport is None:
+                transport = transport_for(self.profile)
+                try:
+                    with self._latching():
+                        self._learn_server_secrets(transport)
+                except BaseException:
+                    # not kept: the next use connects again (after a refusal, the latch refuses)
+                    with contextlib.suppress(Exception):
+                        transport.close()
+                    raise
+                self._transport = transport
+            return self._transport
 
     def _learn_server_secrets(self, transport: Transport, after: str | None = None) -> None:
         """Register the values of the server's env files before any output can show them.
@@ -228,6 +231,8 @@ class Gate:
                 return
             with self._latching():
                 connect()
+        except (HostKeyMismatch, HostKeyUnknown):
+            raise  # latched above; a host-key refusal is a ConnectionFailed too
         except ConnectionFailed:
             return
         self._target_verified = True
