@@ -123,7 +123,14 @@ def describe(process: dict[str, Any]) -> str:
 
 def last_known(run_dir: Path) -> dict[str, Any]:
     """From commands.jsonl: the step left open, the last command, the last sign of life."""
-    out: dict[str, Any] = {"last_step": None, "last_command": None, "last_event_at": None}
+    # step_open too when there is no log: a run killed before its first event (its
+    # finishing failed on the missing key, unseen while the constructor swallowed it)
+    out: dict[str, Any] = {
+        "last_step": None,
+        "last_command": None,
+        "last_event_at": None,
+        "step_open": False,
+    }
     path = Path(run_dir) / "commands.jsonl"
     if not path.exists():
         return out
@@ -276,7 +283,7 @@ def finish_abandoned(
             if finish(run_dir, finisher=finisher) is not None:
                 done.append(run_dir)
                 print(f"runbook: finished a run that died as abandoned: {run_dir}")
-        except OSError as exc:
+        except Exception as exc:  # one dead run that cannot be finished does not stop the others
             failed(run_dir, exc)
     for run_dir in done:
         from runbook.core import seal as evidence_tools
