@@ -44,10 +44,9 @@ import time
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook.checks import FAILED, Check, checks_frame
-from runbook.core.command import Command
 from runbook.core.context import HttpCall
 from runbook.core.evidence import Evidence, iso, new_run_dir, utc_now
 from runbook.core.kernel import display_verdict, install_error_hook, ipython, redact_kernel_output
@@ -55,16 +54,7 @@ from runbook.core.paths import runbook_sha
 from runbook.core.profile import Profile, load_profile
 from runbook.core.record import Change, Step, error_dict
 from runbook.core.redact import Redactor
-from runbook.core.resume import (
-    RESUME_ENV,
-    RESUME_FLAGS_ENV,
-    Plan,
-    StepRules,
-    flags_from_env,
-    moved_facts,
-)
-from runbook.core.resume import plan as resume_plan
-from runbook.core.resume import refusal as resume_refusal
+from runbook.core.resume import Plan, StepRules
 from runbook.core.secrets import (
     SecretStore,
     parse_env_text,
@@ -80,15 +70,19 @@ from runbook.ops.git import Git
 from runbook.ops.github import GitHub
 from runbook.ops.postgres import Postgres
 from runbook.ops.services import Services
-from runbook.result import Result
 from runbook.safety import attempt as _attempt
 from runbook.safety.change import ChangeCheck
 from runbook.safety.guards import Guards, check_procedure, check_provider_priority, forbid
-from runbook.safety.lock import HostLock
-from runbook.safety.tripwire import Tripwire
+from runbook.session import resume as _resume
 from runbook.session.gate import Gate, Polled
 from runbook.session.parameters import check_papermill_injection
 from runbook.session.record import assemble
+
+if TYPE_CHECKING:
+    from runbook.core.command import Command
+    from runbook.result import Result
+    from runbook.safety.lock import HostLock
+    from runbook.safety.tripwire import Tripwire
 
 __all__ = ["Session", "open_session"]
 
@@ -659,44 +653,7 @@ class Session:
         and when what the parent's completed steps rely on moved since it
         stopped. Returns the plan, None when this run is no resume.
         """
-        # every run records these facts as it stops, so that it can be resumed
-        self.resume_relies_on = rules.relies_on
-        parent = os.environ.get(RESUME_ENV)
-        if not parent:
-            return None
-        from runbook.core.catalog import notebook_path
-
-        flags = flags_from_env(os.environ.get(RESUME_FLAGS_ENV))
-        plan = resume_plan(
-            Path(parent),
-            notebook_path(self.scenario),
-            rules,
-            params=self.parameters,
-            allow_interrupted=bool(flags.get("allow_interrupted")),
-            overrides=list(flags.get("overrides") or ()),
-            accept_moved=list(flags.get("accept_moved") or ()),
-        )
-        self.resume = plan
-        self.evidence.append({"kind": "resume", "event": "plan", **plan.to_record()})
-        print(
-            f"resuming run {plan.parent_id} (it ended {plan.record.get('outcome')} at "
-            f"{plan.failed_step!r}); skipping {', '.join(plan.skip_methods) or 'nothing'}"
-        )
-        if rules.relies_on:
-            now = self.read_target_facts(rules.relies_on)
-            before = plan.record.get("target_facts") or {}
-            moved = moved_facts(before, now, rules.relies_on, plan.accept_moved)
-            self.evidence.append({"kind": "resume", "event": "facts", "parent": before, "now": now})
-            if moved:
-                raise resume_refusal(
-                    "the target moved since run "
-                    f"{plan.parent_id} stopped, so its completed steps may no longer hold: "
-                    + "; ".join(moved),
-                    "find out who changed it; start a new run, or name what you checked "
-                    "with --accept-moved NAME (recorded)",
-                )
-        self.write_record()
-        return plan
+        return _resume.begin(self, rules)
 
     def resume_skip(self, method: str, postcondition: Any = None) -> bool:
         """True when a resume skips scenario method `method` (its steps recorded as skipped).
@@ -705,32 +662,7 @@ class Session:
         a callable returning (effect already there, what it found); when the
         effect is there, the method is skipped too.
         """
-        plan = self.resume
-        if plan is None or method not in plan.methods:
-            return False
-        why = f"done in run {plan.parent_id}"
-        if method not in plan.skip_methods:
-            if postcondition is None:
-                return False
-            held, found = postcondition()
-            self.decide(
-                f"resume: {plan.failed_step}",
-                "skip: its effect is already there" if held else "run it again",
-                f"postcondition: {found}",
-            )
-            print(f"postcondition of {plan.failed_step!r}: {found}")
-            if not held or any(
-                n not in plan.done and n != plan.failed_step for n in plan.methods[method]
-            ):
-                return False
-            why = f"its effect is already there ({found}); it failed in run {plan.parent_id}"
-        for name in plan.methods[method]:
-            now = utc_now()
-            self.steps.append(Step(name, now, now, "skipped", method=method, note=why))
-            self.evidence.append({"kind": "step", "event": "skipped", "step": name, "note": why})
-            print(f"skipped: {name}: {why}")
-        self.write_record()
-        return True
+        return _resume.skip(self, method, postcondition)
 
     def read_target_facts(self, names: Sequence[str]) -> dict[str, Any]:
         """What the named FACTS read now on the target (None: could not be read)."""
