@@ -106,7 +106,7 @@ def test_ops_and_safety_do_not_know_the_session() -> None:
 def test_the_gate_does_not_know_the_facade() -> None:
     # not even for types: the gate takes its run as a protocol (runbook.session.gate.Run)
     _, edge_list = edges(LIB)
-    gate = [m for m in LAYERS if m[0] == "gate"][0][1]
+    gate = next(prefixes for name, prefixes in LAYERS if name == "gate")
     back = [
         f"{e.source} -> {e.target}"
         for e in edge_list
