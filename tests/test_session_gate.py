@@ -103,7 +103,7 @@ def test_a_refusal_on_a_new_connection_latches_the_gate(sandbox, tmp_path, monke
         s.close()
 
 
-def test_finishing_dead_runs_is_a_reported_step(tmp_path, monkeypatch) -> None:
+def test_finishing_dead_runs_is_a_reported_step(sandbox, tmp_path, monkeypatch) -> None:
     outputs = tmp_path / "outputs"
     monkeypatch.setenv("RUNBOOK_OUTPUTS", str(outputs))
     me = liveness.this_process()

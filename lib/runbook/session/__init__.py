@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from runbook.checks import FAILED, Check, checks_frame
 from runbook.core.context import HttpCall
 from runbook.core.evidence import Evidence, iso, new_run_dir, utc_now
-from runbook.core.kernel import display_verdict, install_error_hook, ipython, redact_kernel_output
+from runbook.core.kernel import ipython
 from runbook.core.paths import runbook_sha
 from runbook.core.profile import Profile, load_profile
 from runbook.core.record import Change, Step, error_dict
@@ -75,6 +75,7 @@ from runbook.safety.change import ChangeCheck
 from runbook.safety.guards import Guards, check_procedure, check_provider_priority, forbid
 from runbook.session import resume as _resume
 from runbook.session.gate import Gate, Polled
+from runbook.session.notebook import display_verdict, install_error_hook, redact_kernel_output
 from runbook.session.parameters import check_papermill_injection
 from runbook.session.record import assemble
 
