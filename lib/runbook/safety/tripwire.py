@@ -606,6 +606,9 @@ class Tripwire:
         if prod_before and prod_after != prod_before:
             try:
                 self.guards.check_replace_production_db(prod, f"replace {prod}")
+                if prod_before[0] not in new.dbs:
+                    # replaced is allowed in the incident restore; dropped never is (evidence)
+                    self.guards.check_drop_database(prod)
             except Forbidden:
                 oid = prod_before[0]
                 put: Callable[[], str | None]
