@@ -607,17 +607,7 @@ class Guards:
         dry = "n" in flags or "--dry-run" in rest
         if not force or dry:
             return []
-        specs: list[str] = []
-        skip = False
-        for a in rest:
-            if skip:
-                skip = False
-                continue
-            if a in ("-e", "--exclude"):
-                skip = True
-                continue
-            if not a.startswith("-"):
-                specs.append(a)
+        specs = _operands(rest, {"-e", "--exclude"})
         base = where or "."
         if not specs:
             return [(base, TREE)]
@@ -812,18 +802,7 @@ class Guards:
     ) -> None:
         if any(a in ("-n", "--dry-run") for a in rest):
             return  # changes nothing on the origin
-        value_opts = {"-o", "--push-option", "--repo", "--receive-pack", "--exec"}
-        plain: list[str] = []
-        skip = False
-        for a in rest:
-            if skip:
-                skip = False
-                continue
-            if a in value_opts:
-                skip = True
-                continue
-            if not a.startswith("-"):
-                plain.append(a)
+        plain = _operands(rest, {"-o", "--push-option", "--repo", "--receive-pack", "--exec"})
         deleting = any(a in ("-d", "--delete") for a in rest)
         if any(a in ("--mirror", "--all", "--branches") for a in rest):
             raise forbid("no-push-to-main", action, "--mirror/--all push (or delete) main too")
@@ -1022,15 +1001,9 @@ class Guards:
 
     # ------------------------------------------------------------- databases
     def _check_dropdb(self, args: list[str]) -> None:
-        names, i = [], 0
-        while i < len(args):
-            a = args[i]
-            if a in ("-h", "-p", "-U", "--host", "--port", "--username", "--maintenance-db"):
-                i += 2
-                continue
-            if not a.startswith("-"):
-                names.append(a)
-            i += 1
+        names = _operands(
+            args, {"-h", "-p", "-U", "--host", "--port", "--username", "--maintenance-db"}
+        )
         for n in names[:1]:
             self.check_drop_database(n)
 
@@ -1451,6 +1424,24 @@ def opaque_command(part: str, how: str) -> Forbidden:
 def _branch_name(ref: str) -> str:
     """`refs/heads/main`, `heads/main` and `main` are the same branch."""
     return ref.removeprefix("refs/").removeprefix("heads/")
+
+
+def _operands(args: list[str], value_opts: set[str]) -> list[str]:
+    """The words that are not options, skipping the value after each option in `value_opts`.
+
+    >>> _operands(["-h", "db1", "--force", "dealix"], {"-h"})
+    ['dealix']
+    """
+    out: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in value_opts:
+            skip = True
+        elif not a.startswith("-"):
+            out.append(a)
+    return out
 
 
 def _plain_after_values(args: list[str], value_letters: str, *, program: bool = False) -> list[str]:
