@@ -431,27 +431,8 @@ class Gate:
             # it may have written new secrets (a rotation): know them before the
             # captured output is shown
             self._learn_server_secrets(self.transport, after=shown)
-        stdout, stderr = out.close(), err.close()
         self.commands_run += 1
-        result = Result(
-            command=shown,
-            target=self.target,
-            exit_code=outcome.exit_code,
-            signal=outcome.signal,
-            stdout=stdout,
-            stderr=stderr,
-            started=started,
-            duration=duration,
-            accepted=tuple(accept),
-            stdout_bytes=out.bytes,
-            stderr_bytes=err.bytes,
-            stdout_lines=out.lines,
-            stderr_lines=err.lines,
-            stdout_log=out.full_log,
-            stderr_log=err.full_log,
-            timed_out=outcome.timed_out,
-            interrupted=outcome.interrupted,
-        )
+        result = _result(shown, self.target, outcome, out, err, started, duration, accept)
         log(
             exit_code=outcome.exit_code,
             signal=outcome.signal,
@@ -700,6 +681,39 @@ class Gate:
             # logged-off probes on the second connection, counted per kind
             "polls": dict(self.polls),
         }
+
+
+def _result(
+    shown: str,
+    target: str,
+    outcome: ExecOutcome,
+    out: StreamCapture,
+    err: StreamCapture,
+    started: Any,
+    duration: float,
+    accept: Sequence[int],
+) -> Result:
+    """The `Result` of a command that ran: its captured streams closed, their sizes and logs."""
+    stdout, stderr = out.close(), err.close()
+    return Result(
+        command=shown,
+        target=target,
+        exit_code=outcome.exit_code,
+        signal=outcome.signal,
+        stdout=stdout,
+        stderr=stderr,
+        started=started,
+        duration=duration,
+        accepted=tuple(accept),
+        stdout_bytes=out.bytes,
+        stderr_bytes=err.bytes,
+        stdout_lines=out.lines,
+        stderr_lines=err.lines,
+        stdout_log=out.full_log,
+        stderr_log=err.full_log,
+        timed_out=outcome.timed_out,
+        interrupted=outcome.interrupted,
+    )
 
 
 class _LockChannel:
