@@ -134,7 +134,12 @@ class DatabaseDown(Scenario):
             d = decisions.get(name) or {}
             if d.get("choice"):
                 self.branch = Branch(str(d["choice"]), str(d.get("reason") or ""))
-                print(f"branch of run {plan.parent_id}: {self.branch.name} ({name})")
+                # recorded here too: this run's record says which branch it continued
+                self.s.decide(
+                    TRIAGE_DECISION,
+                    self.branch.name,
+                    f"from run {plan.parent_id} ({name}): {self.branch.reason}",
+                )
                 return
 
     def _answers_already(self) -> tuple[bool, str]:
@@ -151,21 +156,38 @@ class DatabaseDown(Scenario):
         return pg.get("status") == "green", f"deep health postgres {pg.get('status')}"
 
     def _drained_already(self) -> tuple[bool, str]:
-        """The drain's postcondition: every DLQ the parent drained, or left, is empty now."""
+        """The drain's postcondition: the DLQs the parent did not empty are empty now.
+
+        A queue the parent drained (its "0 left" check passed) is never drained
+        again (see `_drained_in_parent`); what arrived there since is named.
+        """
         plan = self.s.resume
         assert plan is not None
         depths = self._dlq_depths()
         if depths is None:
             return False, "the API cannot say the DLQ depths"
-        parent = {
-            c["name"]: c.get("actual")
-            for c in plan.record.get("checks") or []
-            if c.get("step") == DRAIN_STEP
-        }
-        said = [f"{q} {n} now" for q, n in sorted(depths.items())]
-        were = [f"{name} ({actual})" for name, actual in parent.items()]
-        found = "; ".join(said) + (f"; in run {plan.parent_id}: {', '.join(were)}" if were else "")
-        return not any(depths.values()), found
+        done = self._drained_in_parent()
+        said = []
+        for queue, n in sorted(depths.items()):
+            if queue in done:
+                said.append(f"{queue} drained in run {plan.parent_id} ({done[queue]}), {n} now")
+            else:
+                said.append(f"{queue} {n} now")
+        return not any(n for q, n in depths.items() if q not in done), "; ".join(said)
+
+    def _drained_in_parent(self) -> dict[str, str]:
+        """In a resume of a failed drain: queue -> the parent's "before, after" for each DLQ
+        the parent drained to 0. The resume never drains those again: what waited there
+        during the outage was replayed once, and a second drain is not this run's to do."""
+        plan = self.s.resume
+        if plan is None or plan.failed_step != DRAIN_STEP:
+            return {}
+        out: dict[str, str] = {}
+        for c in plan.record.get("checks") or []:
+            name = str(c.get("name") or "")
+            if c.get("step") == DRAIN_STEP and c.get("status") == "passed" and ": " in name:
+                out[name.split(": ", 1)[1].split()[0]] = str(c.get("actual"))
+        return out
 
     # ---------------------------------------------------------------- step 1
 
@@ -587,13 +609,17 @@ class DatabaseDown(Scenario):
             return None
         s, t = self.s, self.s.profile.targets
         queues: dict[str, dict[str, Any]] = {}
-        rows = []
+        rows: list[dict[str, Any]] = []
+        done = self._drained_in_parent()
         with s.step(DRAIN_STEP):
             before = self._dlq_depths() or {}
             for check, name, queue in DRAINS:
                 is_llm = queue != "WEBHOOKS_DLQ"
                 if is_llm and self.branch.name not in (*CHANGING, CORRUPT):
                     # No database incident: LLM jobs queued now are scenario 4's (provider down).
+                    continue
+                if queue in done:
+                    self._drained_before(queue, done[queue], before.get(queue), queues, rows)
                     continue
                 limit = t.outbound_drain_limit if is_llm else t.webhooks_drain_limit
                 depth = before.get(queue)
@@ -620,6 +646,26 @@ class DatabaseDown(Scenario):
         table = pd.DataFrame(rows, columns=["queue", "before", "after", "limit", "how"])
         self.drained = {"queues": queues, "table": table}
         return table
+
+    def _drained_before(
+        self,
+        queue: str,
+        parent: str,
+        now: int | None,
+        queues: dict[str, dict[str, Any]],
+        rows: list[dict[str, Any]],
+    ) -> None:
+        """A queue the parent of this resume drained: said, never drained again."""
+        plan = self.s.resume
+        assert plan is not None
+        how = f"drained in run {plan.parent_id}: not again"
+        was, _, after = parent.partition(" before, ")
+        print(
+            f"{queue}: {how} ({parent}); {now} there now"
+            + (": they arrived since, a new run drains them" if now else "")
+        )
+        queues[queue] = {"before": was, "after": after.removesuffix(" after"), "stopped": how}
+        rows.append({"queue": queue, "before": was, "after": now, "limit": None, "how": how})
 
     def _dlq_depths(self) -> dict[str, int] | None:
         """DLQ depths, or None when the API cannot say (it may be the thing that is down)."""
