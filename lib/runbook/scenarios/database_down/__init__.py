@@ -31,7 +31,8 @@ from runbook.ops.logs import last_lines, log_gist
 from runbook.ops.postgres import psql_error
 from runbook.scenarios._base import Scenario, show, take_lock
 from runbook.scenarios.database_down.report import (
-    action_summary,
+    after_restart,
+    postmortem_facts,
     postmortem_summary,
     stopped_because,
 )
@@ -49,7 +50,6 @@ from runbook.scenarios.database_down.signals import (
     NOT_THE_DATABASE,
     POOL_EXHAUSTED,
     SERVICE_FAILED,
-    WONT_START,
     Branch,
     changes_server,
     classify,
@@ -315,16 +315,7 @@ class DatabaseDown(Scenario):
         s, wait = self.s, self.wait_seconds
         with s.step(SERVICE_STEP):
             res = self._restart_postgres()
-            if res["dry_run"]:
-                actual = ""  # judge() says "not run (dry run)": nothing was restarted
-            elif res["select1"]:
-                actual = "1"
-            elif not res["restart_ok"]:
-                actual = f"no answer: the restart failed (exit {res['restart_exit']})"
-            elif res.get("gave_up"):
-                actual = f"no answer: {res['service_after']}"
-            else:
-                actual = f"no answer within {wait:.0f} s"
+            actual, res["branch"] = after_restart(res, wait)
             s.judge(
                 "Postgres answers SELECT 1 after the restart",
                 expected="1",
@@ -333,21 +324,8 @@ class DatabaseDown(Scenario):
                 passed=bool(res["select1"]),
                 note="" if res["dry_run"] or res["select1"] else f"log: {res.get('log_after', '')}",
             )
-            res["branch"] = Branch(SERVICE_FAILED, "restarted")
-            if not res["dry_run"] and not res["select1"]:
-                if not res["restart_ok"]:
-                    out = res["restart_output"]
-                    how = "the restart failed" + (f" ({out})" if out else "")
-                elif res.get("gave_up"):
-                    how = f"the restart exited 0 but {res.get('service_after') or ''}"
-                else:
-                    how = f"it was restarted but does not answer SELECT 1 within {wait:.0f} s"
-                branch = Branch(
-                    CORRUPT,
-                    f"{WONT_START}: {how}; its log ends: {res.get('log_after') or '(empty)'}",
-                )
-                s.decide(RESTART_DECISION, branch.name, branch.reason)
-                res["branch"] = branch
+            if res["branch"].name == CORRUPT:
+                s.decide(RESTART_DECISION, res["branch"].name, res["branch"].reason)
         print(res.get("log_tail") or "")
         if res["branch"].name == CORRUPT:
             self.branch = res["branch"]
@@ -683,23 +661,13 @@ class DatabaseDown(Scenario):
             print("no incident found: no postmortem")
             return None
         s, branch = self.s, self.branch
-        drained = self.drained if branch.name != CORRUPT else None
-        actions = [action_summary(c.what) for c in s.changes] or [
-            f"would run: {action_summary(c.what)}" for c in s.would_change
-        ]
-        if branch.name == CORRUPT:
-            command = handoff_command(s.env, reason_for_restore(branch))
-            actions.append(f"handed over to scenario 5: {command}")
-        if drained is None:
-            data = "webhooks and queued LLM work: not replayed (database not restored yet)"
-        else:
-            depths = ", ".join(
-                f"{q} {d['before']} → {d['after']}" for q, d in drained["queues"].items()
-            )
-            data = (
-                f"DLQ depth before → after the drain: {depths} "
-                "(work received during the outage was queued, then replayed)"
-            )
+        actions, data = postmortem_facts(
+            branch=branch,
+            changes=[c.what for c in s.changes],
+            would_change=[c.what for c in s.would_change],
+            drained=self.drained if branch.name != CORRUPT else None,
+            handoff=handoff_command(s.env, reason_for_restore(branch)),
+        )
         now = utc_now()
         summary = postmortem_summary(
             started=s.started, finished=now, branch=branch, actions=actions, webhooks=data
