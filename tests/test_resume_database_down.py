@@ -138,3 +138,38 @@ def test_database_down_resumed_after_a_stopped_drain_never_drains_twice(
     assert status == 200
     rows = healed.query("SELECT event_id FROM webhook_events WHERE event_id = ANY(%s)", (late,))
     assert {r[0] for r in rows} == set(late)
+
+
+def test_database_down_resumed_after_a_failed_restart_checks_before_restarting_again(
+    sandbox, healed, outputs
+) -> None:
+    from runbook.scenarios.database_down import SERVICE_STEP
+
+    # the parent: Postgres will not start, the runbook's restart fails, it hands over
+    healed.fault("postgres-crash")
+    code, parent = runner.run("database_down", {}, quiet=True)
+    rec = record_of(parent)
+    assert code == runner.EXIT["dod_not_met"], rec["error"]
+    assert rec["decisions"]["Branch after the restart"]["choice"].startswith("database corrupt")
+    assert checks(rec)["Postgres answers SELECT 1 after the restart"]["status"] == "failed"
+
+    # someone fixes the setting and starts Postgres by hand; then the run is resumed
+    fault, param = parse("postgres-crash")
+    fault.heal(healed, param)
+    assert cli_main(["resume", str(parent)]) == runner.EXIT["ok"]
+    child = runs(outputs)[-1]
+    crec = record_of(child)
+    assert crec["outcome"] == "ok", crec["error"]
+    assert crec["resume"]["from"] == parent.name
+    assert crec["resume"]["failed_step"] == SERVICE_STEP
+    # the restart's postcondition was checked first: Postgres answers, so no second restart
+    assert [c["what"] for c in crec["changes"] if "restart" in c["what"]] == []
+    decision = crec["decisions"][f"resume: {SERVICE_STEP}"]
+    assert decision["choice"] == "skip: its effect is already there"
+    assert "SELECT 1 answers" in decision["reason"]
+    steps = {s["name"]: s for s in crec["steps"]}
+    assert steps[SERVICE_STEP]["status"] == "skipped"
+    assert "its effect is already there" in steps[SERVICE_STEP]["note"]
+    # the branch is the parent's triage's, and the steps after the fix now run
+    assert crec["decisions"]["Triage: branch"]["choice"] == "service failed"
+    assert checks(crec)["Deep health postgres green"]["status"] == "passed"

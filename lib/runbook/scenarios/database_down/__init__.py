@@ -125,12 +125,14 @@ class DatabaseDown(Scenario):
     # ---------------------------------------------------------------- resume
 
     def _from_parent(self) -> None:
-        """In a resume: the branch the parent's triage (or its restart) named."""
+        """In a resume: the branch the parent's triage named, or its restart when that step
+        is done (a restart that failed is the failed step: it is checked and tried again)."""
         plan = self.s.resume
         if plan is None or TRIAGE_STEP not in plan.done:
             return
         decisions = plan.record.get("decisions") or {}
-        for name in (RESTART_DECISION, TRIAGE_DECISION):
+        restarted = SERVICE_STEP in plan.done
+        for name in (RESTART_DECISION, TRIAGE_DECISION) if restarted else (TRIAGE_DECISION,):
             d = decisions.get(name) or {}
             if d.get("choice"):
                 self.branch = Branch(str(d["choice"]), str(d.get("reason") or ""))
@@ -173,7 +175,9 @@ class DatabaseDown(Scenario):
                 said.append(f"{queue} drained in run {plan.parent_id} ({done[queue]}), {n} now")
             else:
                 said.append(f"{queue} {n} now")
-        return not any(n for q, n in depths.items() if q not in done), "; ".join(said)
+        ours = [queue for _, _, queue in self._drains()]
+        left = [q for q, n in depths.items() if n and q in ours and q not in done]
+        return not left, "; ".join(said)
 
     def _drained_in_parent(self) -> dict[str, str]:
         """In a resume of a failed drain: queue -> the parent's "before, after" for each DLQ
@@ -591,11 +595,8 @@ class DatabaseDown(Scenario):
         done = self._drained_in_parent()
         with s.step(DRAIN_STEP):
             before = self._dlq_depths() or {}
-            for check, name, queue in DRAINS:
+            for check, name, queue in self._drains():
                 is_llm = queue != "WEBHOOKS_DLQ"
-                if is_llm and self.branch.name not in (*CHANGING, CORRUPT):
-                    # No database incident: LLM jobs queued now are scenario 4's (provider down).
-                    continue
                 if queue in done:
                     self._drained_before(queue, done[queue], before.get(queue), queues, rows)
                     continue
@@ -624,6 +625,13 @@ class DatabaseDown(Scenario):
         table = pd.DataFrame(rows, columns=["queue", "before", "after", "limit", "how"])
         self.drained = {"queues": queues, "table": table}
         return table
+
+    def _drains(self) -> list[tuple[str, str, str]]:
+        """The DRAINS this branch replays: the LLM queues only after a database incident."""
+        assert self.branch is not None, "run triage() first"
+        incident = self.branch.name in (*CHANGING, CORRUPT)
+        # No database incident: LLM jobs queued now are scenario 4's (provider down).
+        return [d for d in DRAINS if d[2] == "WEBHOOKS_DLQ" or incident]
 
     def _drained_before(
         self,
