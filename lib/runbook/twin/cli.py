@@ -1,5 +1,6 @@
 """`runbook twin build | up [--fresh] | down | status [--json] | fault NAME | fault --list
 | heal | exec -- CMD ...`: the production twin, with `runbook sandbox`'s vocabulary.
+`--fleet` on up, down, status and exec: the fleet twin instead (lib/runbook/twin/fleet.py).
 
 Exit codes: 0 done / all healthy, 1 a component is unhealthy or a step failed (not
 root, nspawn missing: the message says what to install or how to run), 2 usage
