@@ -309,3 +309,12 @@ def test_twin_fleet_loads_from_the_fleet_twin_state(
     monkeypatch.setenv("RUNBOOK_TWIN_FLEET_DIR", str(tmp_path / "none"))
     with pytest.raises(ParameterError, match=r"runbook twin up --fleet"):
         load_profile("twin-fleet")
+
+
+def test_a_run_against_a_fleet_profile_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    from runbook import open_session
+
+    with pytest.raises(ParameterError, match="production-fleet is a fleet profile") as err:
+        open_session("health_check", "production-fleet", run_dir=tmp_path / "run")
+    assert "single-host profile" in (err.value.fix or "")
+    assert not (tmp_path / "run").exists()  # no evidence folder: nothing ran

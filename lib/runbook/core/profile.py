@@ -268,6 +268,21 @@ class Profile:
             source=self.source,
         )
 
+    def require_one_host(self, scenario: str = "this scenario") -> None:
+        """Refuse a fleet profile where a run reaches one server (`profile.target`):
+        a ParameterError (exit 2) before anything runs, instead of one red check per
+        call. Goes when the scenarios fan out over the fleet (issue 21)."""
+        if self.inventory is None:
+            return
+        hosts = self.fleet.hosts
+        raise ParameterError(
+            f"{self.name} is a fleet profile ({len(hosts)} hosts: {', '.join(hosts)}) and "
+            f"{scenario} runs on one server: fan-out over a fleet is not built yet (issue 21)",
+            key="env",
+            source=self.source,
+            fix="run it with a single-host profile (production, twin)",
+        )
+
     def require_groups(self, *groups: str, scenario: str = "this scenario") -> Fleet:
         """The fleet, once every group `scenario` needs has a host; else a ParameterError
         (exit 2) naming the empty group and the fix, before anything runs."""

@@ -153,7 +153,15 @@ server {{
 
 def ufw_allow(rules: str, port: int, sources: list[str]) -> str:
     """ufw's user.rules with `allow from SOURCE to any port PORT proto tcp` for each
-    source, as `ufw allow` writes them (applied at boot, before any API server asks)."""
+    source, as `ufw allow` writes them (applied at boot, before any API server asks).
+
+    >>> print(ufw_allow("### RULES ###\\n### END RULES ###\\n", 5432, ["10.0.0.11"]), end="")
+    ### RULES ###
+    ### tuple ### allow tcp 5432 0.0.0.0/0 any 10.0.0.11 in
+    -A ufw-user-input -p tcp --dport 5432 -s 10.0.0.11 -j ACCEPT
+    <BLANKLINE>
+    ### END RULES ###
+    """
     added = "".join(
         f"### tuple ### allow tcp {port} 0.0.0.0/0 any {s} in\n"
         f"-A ufw-user-input -p tcp --dport {port} -s {s} -j ACCEPT\n\n"
@@ -241,7 +249,8 @@ class Fleet(Twin):
             hosts[name] = {
                 "address": f"{net}.{FIRST_HOST + i}",
                 "groups": list(h.groups),
-                "machine": f"fl{n}-{name}"[:12],
+                # nspawn names the host's veth vb-<machine>: 15 characters at most
+                "machine": f"fl{n}-{name}" if len(f"fl{n}-{name}") <= 12 else f"fl{n}-h{i}",
             }
         lb = inv.names("lb")[0]
         st.update(
