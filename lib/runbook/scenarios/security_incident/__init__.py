@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -73,8 +72,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from runbook.session import Session
-
-__all__ = ["NOT_AVAILABLE", "PROBE_PATH", "ROTATED", "SecurityIncident"]
 
 PROBE_PATH = "/api/v1/admin/dlq/stats"  # read-only admin endpoint used to test a key
 
@@ -553,14 +550,7 @@ class SecurityIncident(Scenario):
         sec = s.profile.security
         stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
         remote = f"{sec.evidence_dir}/incident-{stamp}.tgz"
-        shown = logs.preserved_paths(sec)
-        r = s.run(
-            f"mkdir -p {shlex.quote(sec.evidence_dir)} && umask 077 && "
-            f"tar --ignore-failed-read --warning=no-file-changed -czf {shlex.quote(remote)} {shown}",
-            shell=True,
-            accept=(0, 1),  # 1: a log grew while tar read it; the copy is still good
-            label="evidence-tarball",
-        )
+        r = logs.archive(s, remote)
         if not r.ran:
             s.judge("Evidence preserved", expected="tarball hashed", result=r)
             return Preserved(None, None, None, None)
