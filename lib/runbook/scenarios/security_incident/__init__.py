@@ -36,11 +36,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runbook.clock import wait_for
 from runbook.core.evidence import utc_now
 from runbook.core.resume import refusal as resume_refusal
-from runbook.errors import Refusal, RunbookError
+from runbook.errors import Refusal
 from runbook.ops import app_env, fail2ban, logs
+from runbook.ops.api import KEY_PROBE_PATH
 from runbook.ops.fail2ban import fail2ban_status
 from runbook.ops.firewall import NOT_AVAILABLE, Firewall, outside_reachable
 from runbook.scenarios._base import Scenario
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
 
     from runbook.session import Session
 
-PROBE_PATH = "/api/v1/admin/dlq/stats"  # read-only admin endpoint used to test a key
+PROBE_PATH = KEY_PROBE_PATH  # the read-only admin endpoint a key is tested on
 
 PREFLIGHT_STEP = "0. Preflight: operator address"
 ROTATE_STEP = "1. Rotate all secrets"
@@ -224,7 +224,7 @@ class SecurityIncident(Scenario):
         var = s.profile.secrets.admin_key
         old = s.secrets.get(var)
         assert old is not None
-        before = self._key_status(old)
+        before = s.api.key_status(old)
         s.check(
             "Old admin key worked before rotation",
             expected="200 (so that its refusal afterwards means something)",
@@ -240,7 +240,7 @@ class SecurityIncident(Scenario):
             r = s.run(
                 ["bash", "scripts/rotate_secrets.sh"], cwd=s.profile.app.dir, label="rotate-secrets"
             )
-        if r.dry_run:
+        if not r.ran:
             # key names only: the values are what the rotation replaces
             s.preview_change(".env keys", [f"{k}: new value (rotated)" for k in ROTATED])
             s.preview_change(
@@ -256,7 +256,7 @@ class SecurityIncident(Scenario):
                 s.judge(name, expected="proved", result=r)
             return Rotation(False, "", before, None, None, False, "dry run")
         s.services.restart("api")
-        self._wait_api()
+        s.api.wait_healthy()
         values = app_env.read(s)
         new = values.get("ADMIN_KEY", "")
         changed = bool(new) and new != old
@@ -268,9 +268,9 @@ class SecurityIncident(Scenario):
             passed=all(v in ("replaced", "added") for v in states.values()),
             note=r.stdout.splitlines()[0] if r.stdout else "",
         )
-        new_status = self._key_status(new) if new else None
+        new_status = s.api.key_status(new) if new else None
         s.check("New admin key accepted", expected=200, actual=new_status, passed=new_status == 200)
-        old_status = self._key_status(old)
+        old_status = s.api.key_status(old)
         s.check(
             "Old admin key refused",
             expected=401,
@@ -282,29 +282,6 @@ class SecurityIncident(Scenario):
         if self.update_operator_secrets and changed:
             updated = self._update_operator_secrets(operator_values(var, new, values))
         return Rotation(True, r.stdout, before, new_status, old_status, changed, updated, states)
-
-    def _key_status(self, key: str) -> int | None:
-        """The status the admin API answers a read-only call made with `key`."""
-        resp = self.s.api.get(PROBE_PATH, headers={"X-API-Key": key}, accept=tuple(range(100, 600)))
-        return resp.status
-
-    def _wait_api(self, timeout: float = 30.0) -> None:
-        """Wait until `GET /health` answers 200 after the restart."""
-        s = self.s
-        last: Any = None
-
-        def up() -> bool:
-            nonlocal last
-            with s.attempt() as a:
-                last = s.api.health().status
-            if a.error is not None:
-                last = type(a.error).__name__
-            return last == 200
-
-        if not wait_for(up, timeout, 0.3)[0]:
-            raise RunbookError(
-                f"the API did not answer /health with 200 within {timeout:.0f}s: {last}"
-            )
 
     def _update_operator_secrets(self, values: dict[str, str]) -> str:
         """The new values into the operator's 0600 secrets file; what was done, in words."""
