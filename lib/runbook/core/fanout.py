@@ -2,7 +2,7 @@
 
 A fleet run does what Ansible's play keywords do, with the semantics its users
 asked for over a decade written down here instead of discovered in production
-(docs/fleet.md; /work/shared/PEER_NOTES_FLEET.md §1):
+(docs/fleet.md):
 
 - `serial`: batch sizes, an int, a percentage of the group ("50%") or a list
   of them whose last entry repeats (`[1, "50%"]`: one canary host, then half
