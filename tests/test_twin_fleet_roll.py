@@ -1,0 +1,228 @@
+"""The rolling deploy and the fleet rollback (runbook.scenarios.rolling) on the fleet twin
+(issue 21 items 4, 5 and 7): lb1 in front of api1 and api2, db1.
+
+While each roll runs, a client hammers https://api.dealix.me through the load balancer
+in a thread and counts the requests that failed: zero expected (a drained host gets no
+request; nginx's graceful reload drops none). The numbers are printed (`-s` shows them).
+
+Root and systemd-nspawn only (`-m twin`); skipped like the other twin tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import twin_unavailable
+
+from runbook.core.paths import project_root
+from runbook.core.profile import load_profile
+from runbook.errors import Forbidden
+from runbook.scenarios.rolling import RollingDeploy
+
+pytestmark = pytest.mark.twin
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[Any]:
+    why = twin_unavailable()
+    if why:
+        if os.environ.get("RUNBOOK_REQUIRE_TWIN") == "1":
+            pytest.fail(f"RUNBOOK_REQUIRE_TWIN=1 but {why}")
+        pytest.skip(why)
+    from runbook.twin.fleet import Fleet
+
+    env = os.environ.get("RUNBOOK_TEST_TWIN_FLEET_ROLL_DIR")
+    f = Fleet(Path(env) if env else project_root() / ".twin-fleet-roll-test")
+    previous = os.environ.get("RUNBOOK_TWIN_FLEET_DIR")
+    os.environ["RUNBOOK_TWIN_FLEET_DIR"] = str(f.dir)
+    try:
+        f.up(fresh=True)
+        yield f
+    finally:
+        f.down()
+        if previous is None:
+            os.environ.pop("RUNBOOK_TWIN_FLEET_DIR", None)
+        else:
+            os.environ["RUNBOOK_TWIN_FLEET_DIR"] = previous
+
+
+class Hammer:
+    """A client sending GET /health through the lb as fast as it can, in a thread."""
+
+    def __init__(self, fleet: Any):
+        self.fleet = fleet
+        self.ok = 0
+        self.failed: list[str] = []
+        self.by_upstream: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._go, daemon=True)
+
+    def _go(self) -> None:
+        from runbook.twin.fleet import UPSTREAM_HEADER
+
+        while not self._stop.is_set():
+            try:
+                code, headers, _ = self.fleet.request("/health")
+            except OSError as exc:
+                self.failed.append(repr(exc))
+                continue
+            if code == 200:
+                self.ok += 1
+                up = headers.get(UPSTREAM_HEADER, "?")
+                self.by_upstream[up] = self.by_upstream.get(up, 0) + 1
+            else:
+                self.failed.append(str(code))
+
+    def __enter__(self) -> Hammer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def said(self) -> str:
+        return f"{self.ok} ok, {len(self.failed)} failed {self.failed[:3]}, by upstream {self.by_upstream}"
+
+
+@pytest.fixture
+def roll(fleet: Any, tmp_path: Path) -> Iterator[RollingDeploy]:
+    """A RollingDeploy over the twin's API hosts, one run (session) per host.
+
+    Until the session fans out over a fleet (i21-gate: `s.at(host)`), each host's
+    OpsContext is a session on that host alone: the profile twin-fleet with its
+    inventory cleared and the host as `target` (its own pinned key)."""
+    from runbook.session import Session
+
+    profile = load_profile("twin-fleet")
+    inv = profile.fleet
+    sessions: dict[str, Session] = {}
+
+    def ctx_of(name: str) -> Session:
+        if name not in sessions:
+            h = inv.hosts[name]
+            one = dataclasses.replace(
+                profile,
+                inventory=None,
+                target=dataclasses.replace(profile.target, host=h.address, host_key=h.host_key),
+            )
+            sessions[name] = Session(
+                "deploy",
+                "twin-fleet",
+                profile=one,
+                confirm="twin-fleet",
+                interactive=False,
+                run_dir=tmp_path / name,
+            )
+        return sessions[name]
+
+    r = RollingDeploy(
+        "twin-fleet",
+        ctx_of,
+        inv.names("api"),
+        inv.names("lb")[0],
+        {n: h.address for n, h in inv.hosts.items()},
+    )
+    try:
+        yield r
+    finally:
+        for s in sessions.values():
+            s.close()
+        fleet.heal()
+
+
+def _origin_main(fleet: Any) -> str:
+    from runbook.twin.fleet_faults import origin_main
+
+    return origin_main(fleet, fleet.state["api_hosts"][0])
+
+
+def test_a_mixed_fleet_is_refused_naming_hosts_and_shas(fleet: Any, roll: RollingDeploy) -> None:
+    fleet.fault("mixed-sha:api2")
+    shas = roll.sha_by_host()
+    with pytest.raises(Forbidden) as refused:
+        roll.deploy(_origin_main(fleet))
+    said = str(refused.value)
+    assert "one-sha-before-a-roll" in said
+    assert f"api1 {shas['api1'][:12]}" in said and f"api2 {shas['api2'][:12]}" in said
+    assert shas["api1"] != shas["api2"]
+
+
+def test_a_host_left_drained_is_refused_before_anything_changes(
+    fleet: Any, roll: RollingDeploy
+) -> None:
+    fleet.fault("drained:api2")
+    with pytest.raises(Forbidden) as refused:
+        roll.deploy(_origin_main(fleet))
+    said = str(refused.value)
+    assert "no-drained-host-before-a-roll" in said and "api2" in said
+
+
+def test_a_good_rolling_deploy_moves_every_host_with_no_failed_request(
+    fleet: Any, roll: RollingDeploy
+) -> None:
+    before = roll.fleet_sha()
+    fleet.fault("release")
+    target = _origin_main(fleet)
+    t0 = time.monotonic()
+    with Hammer(fleet) as hammer:
+        report = roll.deploy(target)
+    print(f"\ngood rolling deploy: {time.monotonic() - t0:.1f} s; through the lb: {hammer.said()}")
+    print(report.fan)
+    assert report.fan is not None and report.fan.ok, report.fan
+    assert [b.hosts for b in report.fan.batches] == [("api1",), ("api2",)]
+    assert report.last_good == before
+    assert report.migrated == ["0003"]
+    assert report.sha_by_host == {"api1": target, "api2": target}
+    assert report.drained == []
+    assert report.rollback_command is None
+    assert hammer.failed == [] and hammer.ok > 0
+    for h in ("api1", "api2"):
+        assert fleet.ssh_to(h, "cat /opt/dealix/.last_good_sha").stdout.strip() == before
+
+
+def test_a_bad_rolling_deploy_stops_after_the_failing_batch_and_the_fleet_rollback_returns(
+    fleet: Any, roll: RollingDeploy
+) -> None:
+    before = roll.fleet_sha()
+    fleet.fault("bad-on:api2")
+    fleet.fault("release")
+    target = _origin_main(fleet)
+    with Hammer(fleet) as hammer:
+        report = roll.deploy(target)
+        api1 = fleet.state["hosts"]["api1"]["address"]
+        during = dict(hammer.by_upstream)
+    print(f"\nbad rolling deploy: through the lb: {hammer.said()}")
+    print(report.fan, report.sha_by_host, report.drained, report.rollback_command, sep="\n")
+    assert report.fan is not None
+    assert report.fan.hosts["api1"].outcome == "ok"
+    assert report.fan.hosts["api2"].outcome == "failed"
+    # the failed host stays out of rotation; the canary serves the new code
+    assert report.drained == [f"{fleet.state['hosts']['api2']['address']}:443"]
+    assert report.sha_by_host["api1"] == target
+    assert report.sha_by_host["api2"] != target
+    assert report.rollback_command == (
+        f"runbook run rollback --env twin-fleet -p to_sha {before} -p reason "
+        f"'deploy of {target[:12]} failed on api2' --confirm twin-fleet"
+    )
+    assert hammer.failed == [] and during.get(f"{api1}:443", 0) > 0
+
+    t0 = time.monotonic()
+    with Hammer(fleet) as hammer:
+        back = roll.rollback(before)
+    took = time.monotonic() - t0
+    print(f"fleet rollback: {took:.1f} s (target 300 s); through the lb: {hammer.said()}")
+    print(back.fan, back.log, sep="\n")
+    assert back.fan is not None and back.fan.ok, (back.fan, back.fan.hosts)
+    assert back.log[-1] == "order: api2, api1"
+    assert back.sha_by_host == {"api1": before, "api2": before}
+    assert back.drained == []
+    assert back.migrated == ["downgraded 0003 on api1"]
+    assert hammer.failed == []
