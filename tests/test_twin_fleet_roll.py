@@ -155,6 +155,13 @@ def test_a_mixed_fleet_is_refused_naming_hosts_and_shas(fleet: Any, roll: Rollin
     assert shas["api1"] != shas["api2"]
 
 
+def test_a_host_down_is_refused_before_anything_changes(fleet: Any, roll: RollingDeploy) -> None:
+    fleet.fault("down:api2")
+    with pytest.raises(Forbidden) as refused:
+        roll.deploy(_origin_main(fleet))
+    assert "api2 no answer" in str(refused.value)
+
+
 def test_a_host_left_drained_is_refused_before_anything_changes(
     fleet: Any, roll: RollingDeploy
 ) -> None:
