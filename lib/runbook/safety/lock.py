@@ -49,9 +49,10 @@ SELF_CLEANING = frozenset({"restore_drill"})
 
 
 class HostLock:
-    def __init__(self, ctx: LockContext, *, break_stale: bool = False):
+    def __init__(self, ctx: LockContext, *, break_stale: bool = False, path: str | None = None):
         self.ctx = ctx
-        self.path = ctx.profile.app.lock_path
+        # `path`: another lock on the same host (a fleet's environment lock)
+        self.path = path or ctx.profile.app.lock_path
         self.break_stale = break_stale
         self.run_id = uuid.uuid4().hex
         self.held = False
