@@ -11,6 +11,7 @@ import pytest
 
 from runbook import open_session
 from runbook.core.paths import project_root
+from runbook.core.seal import header_html
 from runbook.errors import DefinitionOfDoneNotMet, Forbidden, RunbookError
 
 
@@ -55,6 +56,10 @@ def test_a_step_over_a_group_on_a_fleet_of_one_names_its_host(sandbox, tmp_path)
         }
         assert [c["name"] for c in rec["checks"]][-1] == "Every host ran every step"
         assert s.recap_table().loc[name, "1. Uptime"] == "ok"
+        # the HTML report shows the recap at the top, above the step timeline
+        page = header_html(rec, ["record.json"])
+        assert "class='runbook-recap'" in page
+        assert page.index("Recap: host x step") < page.index("Step timeline")
     finally:
         s.close()
 
