@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         from runbook.cli.notify import run_command as notify_command
 
         return notify_command(args)
+    if args.command == "lock":
+        from runbook.cli.lock import run_command as lock_command
+
+        return lock_command(args)
     if args.command in ("verify", "history", "postmortem", "seal"):
         from runbook.cli.evidence import run_command
 
@@ -146,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("sandbox", help="the disposable stand-in server (runbook sandbox --help)")
     sub.add_parser("twin", help="the production twin, root only (runbook twin --help)")
+    p_lock = sub.add_parser(
+        "lock",
+        help="who holds each lock of an environment (host locks, a fleet's environment lock)",
+    )
+    p_lock.add_argument("--env", default="sandbox", help="the profile (default: sandbox)")
     p_run = sub.add_parser("run", help="run a scenario notebook headless into its evidence folder")
     p_run.add_argument("scenario")
     p_run.add_argument("--env", default=None, help="environment profile (default: sandbox)")

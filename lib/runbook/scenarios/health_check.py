@@ -5,6 +5,17 @@ when one is red) and returned as one row of a table. A signal that cannot
 be measured on this target (no fail2ban on the loopback sandbox) is "not
 available", never "passed".
 
+On a fleet (a profile with an inventory) every signal is measured on every
+host whose role has it, all hosts at once (`s.on`, one reused connection
+each), and the service-wide ones through the load balancer once; the result
+is a host x signal table (`fleet_table`), and record.json's `hosts` holds
+each host's checks:
+
+    signal           lb1  api1  api2  db1   through the load balancer
+    Liveness         -    ok    ok    -     ok
+    Service status   -    ok    ok    -     -
+    PostgreSQL       -    -     -     ok    -
+
 Example (in a notebook)::
 
     table = health.check_all(s)
@@ -16,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from runbook.errors import STOPS_THE_RUN, RunbookError
+from runbook.ops.api import on_host
 from runbook.ops.armor import MISSING, NOT_AVAILABLE
 from runbook.ops.armor import summary as armor_summary
 from runbook.ops.fail2ban import jail_status
@@ -25,12 +38,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from runbook.session import Session
+    from runbook.session.fleet import HostView
 
 GREEN = "green"
 
 
 def _row(
-    s: Session,
+    s: Session | HostView,
     signal: str,
     command: str,
     expected: str,
@@ -124,7 +138,7 @@ def pending_approvals(s: Session) -> dict[str, Any]:
     )
 
 
-def service_status(s: Session) -> dict[str, Any]:
+def service_status(s: Session | HostView) -> dict[str, Any]:
     st = s.services.status("api")
     return _row(
         s,
@@ -137,7 +151,7 @@ def service_status(s: Session) -> dict[str, Any]:
     )
 
 
-def fail2ban(s: Session) -> dict[str, Any]:
+def fail2ban(s: Session | HostView) -> dict[str, Any]:
     jail = s.profile.security.fail2ban_jail
     cmd = f"fail2ban-client status {jail}"
     if not s.profile.services.fail2ban:
@@ -163,7 +177,7 @@ def fail2ban(s: Session) -> dict[str, Any]:
     )
 
 
-def nginx(s: Session) -> dict[str, Any]:
+def nginx(s: Session | HostView) -> dict[str, Any]:
     if not s.profile.services.nginx:
         return _row(
             s,
@@ -177,7 +191,7 @@ def nginx(s: Session) -> dict[str, Any]:
     return _row(s, "Nginx", f"systemctl status {st.name}", "active (running)", st.words, st.active)
 
 
-def armor(s: Session) -> dict[str, Any]:
+def armor(s: Session | HostView) -> dict[str, Any]:
     """The server's armor (runbook.ops.armor), read back: every piece holding.
 
     A piece the platform does not allow (no immutable attribute on this
@@ -228,6 +242,163 @@ def check_all(s: Session) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# ------------------------------------------------------------------ a fleet
+# the load balancer's name for a check measured through it, in the host x signal table
+THROUGH_LB = "through the load balancer"
+
+
+def _unit(role: str, signal: str) -> Callable[[HostView], dict[str, Any]]:
+    """A service's systemd status on the host (PostgreSQL on db hosts, Redis on redis)."""
+
+    def measure(h: HostView) -> dict[str, Any]:
+        st = h.services.status(role)
+        return _row(h, signal, f"systemctl status {st.name}", "active (running)", st.words,
+                    st.active)  # fmt: skip
+
+    return measure
+
+
+def _liveness_on(h: HostView) -> dict[str, Any]:
+    status, body = on_host(h, "/health")
+    sha = body.get("sha", "?") if isinstance(body, dict) else "?"
+    return _row(h, "Liveness", "curl -sf --resolve <api>:443:127.0.0.1 .../health", "200 OK",
+                f"{status}", status == 200, f"sha {sha}")  # fmt: skip
+
+
+def _deep_health_on(h: HostView) -> dict[str, Any]:
+    status, body = on_host(h, "/health/deep")
+    body = body if isinstance(body, dict) else {}
+    parts = {
+        k: (body.get(k) or {}).get("status", "missing")
+        for k in ("postgres", "redis", "llm_providers")
+    }
+    red = {k: v for k, v in parts.items() if v != GREEN}
+    note = "; ".join(f"{k}: {(body.get(k) or {}).get('detail', '')}" for k in red)
+    return _row(h, "Deep health", "curl -sf --resolve <api>:443:127.0.0.1 .../health/deep",
+                "postgres + redis + llm_providers green", _pairs(parts), not red and status == 200,
+                note)  # fmt: skip
+
+
+def _fail2ban_if_any(h: HostView) -> dict[str, Any] | None:
+    return fail2ban(h) if h.profile.services.fail2ban else None
+
+
+# the signals measured on each host, by the role groups that have them (in table order)
+HOST_SIGNALS: list[tuple[str, tuple[str, ...], Callable[[HostView], dict[str, Any] | None]]] = [
+    ("Liveness", ("api",), _liveness_on),
+    ("Deep health", ("api",), _deep_health_on),
+    ("Service status", ("api",), service_status),
+    ("fail2ban", ("lb", "api", "db", "redis"), _fail2ban_if_any),
+    ("Nginx", ("lb", "api"), nginx),
+    ("Armor", ("api",), armor),
+    ("PostgreSQL", ("db",), _unit("postgres", "PostgreSQL")),
+    ("Redis", ("redis",), _unit("redis", "Redis")),
+]
+# measured once, through the load balancer (the service as its users see it)
+LB_SIGNALS: list[tuple[str, Callable[[Session], dict[str, Any]]]] = [
+    ("Liveness", liveness),
+    ("Deep health", deep_health),
+    ("CI status", ci_status),
+    ("DLQ depth", dlq_depth),
+    ("Pending approvals", pending_approvals),
+]
+
+
+def _on_host(h: HostView) -> list[dict[str, Any]]:
+    """Every signal of this host's roles, one after the other on its connection."""
+    rows = []
+    groups = set(h.host.groups)
+    for name, roles, fn in HOST_SIGNALS:
+        if not groups & set(roles):
+            continue
+        try:
+            row = fn(h)
+        except RunbookError as exc:
+            if isinstance(exc, STOPS_THE_RUN):
+                raise
+            # a signal we could not even measure is red, with the reason
+            row = _row(h, name, "", "measurable", "error", False, str(exc)[:300])
+        if row is not None:
+            rows.append({"host": h.name, **row})
+    return rows
+
+
+def _through_lb(s: Session) -> list[dict[str, Any]]:
+    rows = []
+    for name, fn in LB_SIGNALS:
+        with s.attempt() as a:
+            row = fn(_Through(s))
+            rows.append({"host": THROUGH_LB, **row})
+        if a.error is not None:
+            row = _row(_Through(s), name, "", "measurable", "error", False, str(a.error)[:300])
+            rows.append({"host": THROUGH_LB, **row})
+    return rows
+
+
+class _Through:
+    """The session, with each check named "<signal> @ through the load balancer"."""
+
+    def __init__(self, s: Session):
+        self._s = s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s, name)
+
+    def check(self, name: str, **kw: Any) -> Any:
+        return self._s.check(f"{name} @ {THROUGH_LB}", **kw)
+
+
+def check_fleet(s: Session) -> pd.DataFrame:
+    """Every signal on every host at once, plus through the load balancer: a host x signal table.
+
+    The hosts' signals run concurrently (one fan-out over every host, each on
+    its own connection) beside the load balancer's; a host that could not be
+    reached is red in every signal of its role.
+    """
+    import threading
+
+    rows: list[dict[str, Any]] = []
+    lb_rows: list[dict[str, Any]] = []
+    lb_error: list[BaseException] = []
+
+    def lb() -> None:
+        try:
+            lb_rows.extend(_through_lb(s))
+        except BaseException as exc:  # raised again in the caller's thread, below
+            lb_error.append(exc)
+
+    with s.step("Signals on every host"):
+        # HTTP through the load balancer and SSH to every host at once
+        s.verify_target()
+        t = threading.Thread(target=lb, name="runbook-health-lb")
+        t.start()
+        try:
+            fan = s.on(list(s.fleet.hosts), lambda h: rows.extend(_on_host(h)))
+        finally:
+            t.join()
+        if lb_error:
+            raise lb_error[0]
+        for host, run in fan.hosts.items():
+            if run.outcome != "ok":
+                # the host could not be measured at all (SSH down): red, with the reason
+                rows.append({"host": host, **_row(s.at(host), "Reachable", "ssh", "answers",
+                             "error", False, run.error or run.outcome)})  # fmt: skip
+    return fleet_table(rows + lb_rows, list(s.fleet.hosts))
+
+
+def fleet_table(rows: list[dict[str, Any]], hosts: list[str]) -> pd.DataFrame:
+    """The host x signal table: one row per signal, one column per host and the load balancer;
+    each cell the check's status, "-" where the host's role has no such signal."""
+    import pandas as pd
+
+    order = [n for n, _r, _f in HOST_SIGNALS] + [n for n, _f in LB_SIGNALS] + ["Reachable"]
+    signals = [n for n in dict.fromkeys(order) if any(r["signal"] == n for r in rows)]
+    cols = [*hosts, THROUGH_LB]
+    cells = {(r["signal"], r["host"]): r["status"] for r in rows}
+    data = [[cells.get((sig, h), "-") for h in cols] for sig in signals]
+    return pd.DataFrame(data, index=pd.Index(signals, name="signal"), columns=cols)
+
+
 class HealthCheck(Scenario):
     """Appendix A, the health check: every signal in one table. Read-only.
 
@@ -239,5 +410,8 @@ class HealthCheck(Scenario):
     """
 
     def check_all(self) -> pd.DataFrame:
-        """Every signal of appendix A, each in a step of its own."""
+        """Every signal of appendix A, each in a step of its own; on a fleet, the host x
+        signal table (every host at once, and through the load balancer)."""
+        if self.s.is_fleet:
+            return check_fleet(self.s)
         return check_all(self.s)
