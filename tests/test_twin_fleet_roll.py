@@ -1,4 +1,4 @@
-"""The rolling deploy and the fleet rollback (runbook.scenarios.rolling) on the fleet twin
+"""The rolling deploy and the fleet rollback (runbook.scenarios._rolling) on the fleet twin
 (issue 21 items 4, 5 and 7): lb1 in front of api1 and api2, db1.
 
 While each roll runs, a client hammers https://api.dealix.me through the load balancer
@@ -10,8 +10,11 @@ Root and systemd-nspawn only (`-m twin`); skipped like the other twin tests.
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import os
+import shlex
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,11 +25,11 @@ import pytest
 from conftest import twin_unavailable
 
 from runbook.core.paths import project_root
-from runbook.core.profile import load_profile
 from runbook.errors import Forbidden
-from runbook.scenarios.rolling import RollingDeploy
+from runbook.scenarios._rolling import Roller
 
 pytestmark = pytest.mark.twin
+RUNBOOK = str(Path(sys.executable).with_name("runbook"))
 
 
 @pytest.fixture(scope="module")
@@ -93,48 +96,16 @@ class Hammer:
 
 
 @pytest.fixture
-def roll(fleet: Any, tmp_path: Path) -> Iterator[RollingDeploy]:
-    """A RollingDeploy over the twin's API hosts, one run (session) per host.
+def roll(fleet: Any, tmp_path: Path) -> Iterator[Roller]:
+    """The Roller of a rolling_deploy session on twin-fleet (one gate per host, `s.at`)."""
+    from runbook import open_session
+    from runbook.scenarios.rolling_deploy import fleet_roller
 
-    Until the session fans out over a fleet (i21-gate: `s.at(host)`), each host's
-    OpsContext is a session on that host alone: the profile twin-fleet with its
-    inventory cleared and the host as `target` (its own pinned key)."""
-    from runbook.session import Session
-
-    profile = load_profile("twin-fleet")
-    inv = profile.fleet
-    sessions: dict[str, Session] = {}
-
-    def ctx_of(name: str) -> Session:
-        if name not in sessions:
-            h = inv.hosts[name]
-            one = dataclasses.replace(
-                profile,
-                inventory=None,
-                target=dataclasses.replace(profile.target, host=h.address, host_key=h.host_key),
-            )
-            sessions[name] = Session(
-                "deploy",
-                "twin-fleet",
-                profile=one,
-                confirm="twin-fleet",
-                interactive=False,
-                run_dir=tmp_path / name,
-            )
-        return sessions[name]
-
-    r = RollingDeploy(
-        "twin-fleet",
-        ctx_of,
-        inv.names("api"),
-        inv.names("lb")[0],
-        {n: h.address for n, h in inv.hosts.items()},
-    )
+    s = open_session("rolling_deploy", "twin-fleet", confirm="twin-fleet", run_dir=tmp_path / "run")
     try:
-        yield r
+        yield fleet_roller(s)
     finally:
-        for s in sessions.values():
-            s.close()
+        s.close()
         fleet.heal()
 
 
@@ -144,7 +115,7 @@ def _origin_main(fleet: Any) -> str:
     return origin_main(fleet, fleet.state["api_hosts"][0])
 
 
-def test_a_mixed_fleet_is_refused_naming_hosts_and_shas(fleet: Any, roll: RollingDeploy) -> None:
+def test_a_mixed_fleet_is_refused_naming_hosts_and_shas(fleet: Any, roll: Roller) -> None:
     fleet.fault("mixed-sha:api2")
     shas = roll.sha_by_host()
     with pytest.raises(Forbidden) as refused:
@@ -155,16 +126,14 @@ def test_a_mixed_fleet_is_refused_naming_hosts_and_shas(fleet: Any, roll: Rollin
     assert shas["api1"] != shas["api2"]
 
 
-def test_a_host_down_is_refused_before_anything_changes(fleet: Any, roll: RollingDeploy) -> None:
+def test_a_host_down_is_refused_before_anything_changes(fleet: Any, roll: Roller) -> None:
     fleet.fault("down:api2")
     with pytest.raises(Forbidden) as refused:
         roll.deploy(_origin_main(fleet))
     assert "api2 no answer" in str(refused.value)
 
 
-def test_a_host_left_drained_is_refused_before_anything_changes(
-    fleet: Any, roll: RollingDeploy
-) -> None:
+def test_a_host_left_drained_is_refused_before_anything_changes(fleet: Any, roll: Roller) -> None:
     fleet.fault("drained:api2")
     with pytest.raises(Forbidden) as refused:
         roll.deploy(_origin_main(fleet))
@@ -173,7 +142,7 @@ def test_a_host_left_drained_is_refused_before_anything_changes(
 
 
 def test_a_good_rolling_deploy_moves_every_host_with_no_failed_request(
-    fleet: Any, roll: RollingDeploy
+    fleet: Any, roll: Roller
 ) -> None:
     before = roll.fleet_sha()
     fleet.fault("release")
@@ -196,7 +165,7 @@ def test_a_good_rolling_deploy_moves_every_host_with_no_failed_request(
 
 
 def test_a_bad_rolling_deploy_stops_after_the_failing_batch_and_the_fleet_rollback_returns(
-    fleet: Any, roll: RollingDeploy
+    fleet: Any, roll: Roller
 ) -> None:
     before = roll.fleet_sha()
     fleet.fault("bad-on:api2")
@@ -216,7 +185,7 @@ def test_a_bad_rolling_deploy_stops_after_the_failing_batch_and_the_fleet_rollba
     assert report.sha_by_host["api1"] == target
     assert report.sha_by_host["api2"] != target
     assert report.rollback_command == (
-        f"runbook run rollback --env twin-fleet -p to_sha {before} -p reason "
+        f"runbook run fleet_rollback --env twin-fleet -p to_sha {before} -p reason "
         f"'deploy of {target[:12]} failed on api2' --confirm twin-fleet"
     )
     assert hammer.failed == [] and during.get(f"{api1}:443", 0) > 0
@@ -233,3 +202,66 @@ def test_a_bad_rolling_deploy_stops_after_the_failing_batch_and_the_fleet_rollba
     assert back.drained == []
     assert back.migrated == ["downgraded 0003 on api1"]
     assert hammer.failed == []
+
+
+def _exec(fleet: Any, argv: list[str], outputs: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RUNBOOK, "twin", "--dir", str(fleet.dir), "exec", "--fleet", "--", RUNBOOK, *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=project_root(),
+        env={**os.environ, "RUNBOOK_OUTPUTS": str(outputs), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+def _record(outputs: Path, scenario: str) -> dict[str, Any]:
+    (path,) = sorted(outputs.glob(f"twin-fleet/{scenario}/*/record.json"))[-1:]
+    return json.loads(path.read_text())
+
+
+def test_the_notebooks_headless_a_stopped_roll_then_the_printed_fleet_rollback(
+    fleet: Any, tmp_path: Path
+) -> None:
+    """`runbook run rolling_deploy` stops after api2 and names the fleet rollback; running
+    that very command brings the fleet back to one SHA (record.json: hosts, batches, time)."""
+    from runbook.twin.fleet_faults import origin_main
+
+    before = origin_main(fleet, "api1")
+    fleet.fault("bad-on:api2")
+    fleet.fault("release")
+    try:
+        target = origin_main(fleet, "api1")
+        with Hammer(fleet) as hammer:
+            got = _exec(fleet, ["run", "rolling_deploy", "--env", "twin-fleet", "--confirm",
+                                "twin-fleet", "-p", "watch_minutes", "0"], tmp_path)  # fmt: skip
+        dep = _record(tmp_path, "rolling_deploy")
+        print(f"\nrolling_deploy headless: exit {got.returncode}; lb: {hammer.said()}")
+        assert got.returncode != 0 and dep["outcome"] != "ok", got.stdout[-2000:]
+        assert dep["hosts"]["api1"]["outcome"] == "ok", dep["hosts"]
+        assert dep["hosts"]["api2"]["outcome"] == "failed", dep["hosts"]
+        checks = {c["name"]: c["status"] for c in dep["checks"]}
+        assert checks[f"runs {target[:12]} @ api1"] == "passed"
+        assert checks[f"runs {target[:12]} @ api2"] == "failed"
+        assert checks["Out of rotation: only the hosts that failed"] == "passed"
+        command = dep["next_command"]
+        assert command.startswith(f"runbook run fleet_rollback --env twin-fleet -p to_sha {before}")
+        assert hammer.failed == []
+
+        argv = shlex.split(command)[1:]
+        with Hammer(fleet) as hammer:
+            back = _exec(fleet, argv, tmp_path)
+        rb = _record(tmp_path, "fleet_rollback")
+        print(
+            f"fleet_rollback headless: exit {back.returncode}; {rb['metrics']}; lb: {hammer.said()}"
+        )
+        failed = [c for c in rb["checks"] if c["status"] == "failed"]
+        assert back.returncode == 0 and rb["outcome"] == "ok", (failed, back.stdout[-2000:])
+        assert {h: v["outcome"] for h, v in rb["hosts"].items() if h.startswith("api")} == {
+            "api1": "ok",
+            "api2": "ok",
+        }
+        assert rb["metrics"]["rollback_minutes"]["target"] == 5
+        assert hammer.failed == []
+    finally:
+        fleet.heal()

@@ -1,11 +1,12 @@
-"""Runbook scenarios 1 and 2 on a fleet: the rolling deploy and the fleet rollback.
+"""What the rolling deploy and the fleet rollback share (runbook scenarios 1 and 2 on a
+fleet; notebooks rolling_deploy and fleet_rollback): the roll over the API hosts.
 
 The hosts are reached through one OpsContext each (`ctx_of(name)`: the
 session's host view, `s.at(name)`, once the session fans out; any object with
 probe/run/read_file/write_file/poll works), the load balancer through its own.
 Batches are runbook.core.fanout's (`serial=[1, "50%"]`: a canary first).
 
-Rolling deploy (`RollingDeploy.deploy(target_sha)`):
+Rolling deploy (`Roller.deploy(target_sha)`):
 
 1. the fleet's SHA: every API host healthy (its own /health) on one SHA, else
    refused naming the hosts and SHAs; that SHA is the fleet-wide last good SHA,
@@ -21,7 +22,7 @@ Rolling deploy (`RollingDeploy.deploy(target_sha)`):
    says which host runs what, and `rollback_command` is the exact fleet rollback;
 5. finally (always): `drained` lists every host still out of rotation.
 
-Fleet rollback (`RollingDeploy.rollback(to_sha)`): to the fleet-wide last good
+Fleet rollback (`Roller.rollback(to_sha)`): to the fleet-wide last good
 SHA, never "the previous release on each host"; the database downgrade first,
 once, with the bad code still checked out, one step (the guard's rule); then
 the same batches and gates.
@@ -50,6 +51,8 @@ from runbook.ops.services import Services
 from runbook.scenarios._release import MIGRATIONS_DIR, deep_green, migration_chain, parse_migration
 
 DEFAULT_SERIAL: Serial = [1, "50%"]
+# (step, hosts, fn(host name), serial) -> the FanOut that ran
+FanOutFn = Callable[[str, list[str], Callable[[str], Any], Serial], FanOut]
 HEALTH_WAIT_S = 30.0
 LB_PROBES = 4
 
@@ -66,11 +69,11 @@ def fleet_rollback_command(env: str, to_sha: str, reason: str) -> str:
     """The exact fleet rollback command line.
 
     >>> fleet_rollback_command("production-fleet", "a" * 40, "api2 red")  # doctest: +ELLIPSIS
-    "runbook run rollback --env production-fleet -p to_sha aaaa... -p reason 'api2 red' --confirm production-fleet"
+    "runbook run fleet_rollback --env production-fleet -p to_sha aaaa... -p reason 'api2 red' --confirm production-fleet"
     """
     q = shlex.quote
     return (
-        f"runbook run rollback --env {q(env)} -p to_sha {to_sha} -p reason {q(reason)} "
+        f"runbook run fleet_rollback --env {q(env)} -p to_sha {to_sha} -p reason {q(reason)} "
         f"--confirm {q(env)}"
     )
 
@@ -89,7 +92,7 @@ class RollReport:
     log: list[str] = field(default_factory=list)
 
 
-class RollingDeploy:
+class Roller:
     """The rolling deploy and the fleet rollback over the API group (see the module)."""
 
     def __init__(
@@ -104,6 +107,7 @@ class RollingDeploy:
         upstream_port: int = 443,
         health_wait: float = HEALTH_WAIT_S,
         branch: str = "main",
+        fan_out: FanOutFn | None = None,
     ):
         self.env = env
         self.ctx_of = ctx_of
@@ -114,6 +118,11 @@ class RollingDeploy:
         self.serial = serial
         self.health_wait = health_wait
         self.branch = branch
+        # how a step goes over hosts: the session's `s.on` (recap, record.json), or a
+        # bare FanOut
+        self.fan_out: FanOutFn = fan_out or (
+            lambda step, hosts, fn, serial: FanOut(step, hosts, serial=serial).run(fn)
+        )
 
     # ------------------------------------------------------------ reads
     def _curl(self, ctx: Any, path: str) -> tuple[int | None, dict[str, Any]]:
@@ -218,10 +227,13 @@ class RollingDeploy:
                 + ' (mark a contract-phase migration runbook_phase = "contract")',
             )
         if new:
-            # the new code's migrations, run from the new commit without moving the host:
-            # the host's checkout moves in its batch
-            ctx.run(["git", "-C", ctx.profile.app.dir, "checkout", "-q", target])
-            alembic.upgrade("head")
+            # the new commit's migrations, from its checkout; then the host's checkout goes
+            # back to its branch (the old code it runs): it moves in its own batch
+            git.checkout(target)
+            try:
+                alembic.upgrade("head")
+            finally:
+                git.checkout(self.branch)
         report.migrated = list(reversed(new))
         report.log.append(f"migrations on {host}: {', '.join(report.migrated) or 'none new'}")
 
@@ -263,15 +275,18 @@ class RollingDeploy:
     def _roll(
         self, kind: str, sha: str, report: RollReport, *, pull: bool, order: list[str]
     ) -> RollReport:
-        fan = FanOut(f"{kind}: move to {sha[:12]}", order, serial=self.serial)
-        report.fan = fan
+        fan: FanOut | None = None
         try:
-            fan.run(lambda h: self._move(h, sha, pull=pull))
+            fan = self.fan_out(
+                f"{kind}: move to {sha[:12]}", order, lambda h: self._move(h, sha, pull=pull),
+                self.serial,
+            )  # fmt: skip
+            report.fan = fan
         finally:
             # always: which host runs what, and every host still out of rotation
             report.sha_by_host = self.sha_by_host()
             report.drained = self.lb.drained()
-        if not fan.ok:
+        if fan is not None and not fan.ok:
             failed = fan.outcomes("failed")
             reason = f"{kind} of {sha[:12]} failed on {', '.join(failed)}"
             if report.last_good:
@@ -306,28 +321,51 @@ class RollingDeploy:
         report.seconds = round(time.monotonic() - t0, 2)
         return report
 
-    def downgrade_once(self, to_sha: str, report: RollReport) -> None:
-        """The database back to `to_sha`'s head, once for the fleet, on an API host that
-        still has the newer code (its migrations) checked out; one step (the guard)."""
+    def _revisions(self, git: Git, rev: str) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for n in git.ls_tree(rev, MIGRATIONS_DIR):
+            if n.endswith(".py"):
+                r, down = parse_migration(git.show(rev, f"{MIGRATIONS_DIR}/{n}"))
+                if r:
+                    out[r] = down
+        return out
+
+    def downgrade_plan(self, to_sha: str) -> tuple[str | None, str | None, list[str]]:
+        """(host, database revision, revisions to undo newest first) to bring the database
+        back to `to_sha`'s head: read on an API host whose checkout still has the newer
+        code (only it holds the migrations being undone); (None, rev, []) when `to_sha`
+        already knows the database's revision."""
+        first = Git(self.ctx_of(self.api_hosts[0]))
+        current = Alembic(self.ctx_of(self.api_hosts[0])).current()
+        old = self._revisions(first, to_sha)
+        if current is None or current in old:
+            return None, current, []
+        target = next(iter(r for r in old if r not in set(old.values())), None)
         for host in self.api_hosts:
-            ctx = self.ctx_of(host)
-            git, alembic = Git(ctx), Alembic(ctx)
-            current = alembic.current()
-            old = {
-                parse_migration(git.show(to_sha, f"{MIGRATIONS_DIR}/{n}"))[0]
-                for n in git.ls_tree(to_sha, MIGRATIONS_DIR)
-                if n.endswith(".py")
-            }
-            if current in old:
-                report.log.append(f"database at {current}: known to {to_sha[:12]}, no downgrade")
-                return
+            git = Git(self.ctx_of(host))
             head = git.head()
-            if git.is_ancestor(to_sha, head) and head != to_sha:
-                alembic.downgrade(1)
-                report.migrated = [f"downgraded {current} on {host}"]
-                report.log.append(f"downgraded {current} -> {alembic.current()} on {host}")
-                return
+            if head != to_sha and git.is_ancestor(to_sha, head):
+                try:
+                    return (
+                        host,
+                        current,
+                        migration_chain(self._revisions(git, head), current, target),
+                    )
+                except ValueError:
+                    continue
         raise RollFailed(
-            f"the database is at a revision {to_sha[:12]} does not know, and no API host "
-            "has the newer code checked out to downgrade it"
+            f"the database is at {current}, which {to_sha[:12]} does not know, and no API "
+            "host has the newer code (its migrations) checked out to downgrade it"
         )
+
+    def downgrade_once(self, to_sha: str, report: RollReport) -> None:
+        """The database back to `to_sha`'s head, once for the fleet, first, with the newer
+        code still checked out; more than one step needs approved_by (the guard)."""
+        host, current, chain = self.downgrade_plan(to_sha)
+        if host is None:
+            report.log.append(f"database at {current}: known to {to_sha[:12]}, no downgrade")
+            return
+        alembic = Alembic(self.ctx_of(host))
+        alembic.downgrade(len(chain))
+        report.migrated = [f"downgraded {', '.join(chain)} on {host}"]
+        report.log.append(f"downgraded {current} -> {alembic.current()} on {host}")
