@@ -252,7 +252,14 @@ class Roller:
         app = ctx.profile.app
         ctx.run([f"{app.venv}/bin/pip", "install", "-q", "-r", "requirements.txt"],
                 cwd=app.dir, label="pip-install")  # fmt: skip
-        Services(ctx).restart("api")
+        services = Services(ctx)
+        if ctx.profile.services.manager == "systemd":
+            # a host whose last start failed (a deploy's bad code) crash-loops under
+            # Restart=on-failure until systemd's start limit refuses any restart ("start
+            # request repeated too quickly"): clear that first, or the rollback fails there
+            ctx.run(["systemctl", "reset-failed", services.unit("api") or "dealix-api"],
+                    label="reset-failed")  # fmt: skip
+        services.restart("api")
         deadline = time.monotonic() + self.health_wait
         running = None
         while time.monotonic() < deadline:

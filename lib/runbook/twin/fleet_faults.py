@@ -203,7 +203,7 @@ def bad_on(host: str) -> tuple[Callable[[Fleet], str], Callable[[Fleet], None]]:
             f.ssh_to(host, f"rm -f {PIN_DROPIN} && systemctl daemon-reload")
             # a deploy may have left it failed on the new code: it starts again now (and
             # serves, unless another fault stopped its nginx)
-            f.ssh_to(host, "systemctl restart dealix-api")
+            f.ssh_to(host, "systemctl reset-failed dealix-api; systemctl restart dealix-api")
             if f.ssh_to(host, "systemctl is-active -q nginx", check=False).returncode == 0:
                 wait_serving(f, host)
 
