@@ -165,11 +165,10 @@ def _disk_full(t: Target, _: str | None) -> str:
         raise RehearsalError("disk-full", "needs root (it mounts a size-limited tmpfs)")
     size = int(t.sh(f"du -sb {q(backups)} | cut -f1").stdout.strip()) + HEADROOM
     t.sh(
-        f"rm -rf {q(aside)} && cp -a {q(backups)} {q(aside)} && "
+        f"mkdir -p {q(str(t.scratch))} && rm -rf {q(aside)} && cp -a {q(backups)} {q(aside)} && "
         f"mount -t tmpfs -o size={size},mode=0755 runbook-fault-disk-full {q(backups)} && "
         f"chown --reference={q(aside)} {q(backups)} && "
-        # the files only: the armor's evidence/ dumps stay where they are, under the tmpfs
-        f"find {q(aside)} -maxdepth 1 -type f -exec cp -p {{}} {q(backups)}/ \\; && "
+        f"cp -a {q(aside)}/. {q(backups)}/ && "
         # the filling is stdlib only: one script for both targets, run on the server
         f"python3 -c {q(Path(_fill.__file__).read_text())} {q(backups)} {_fill.FILLER_BYTES}",
         timeout=300,
@@ -182,8 +181,8 @@ def _disk_heal(t: Target, _: str | None) -> None:
     backups, aside = q(str(t.backups_dir)), q(_disk_aside(t))
     t.sh(
         f"if mountpoint -q {backups}; then umount {backups}; fi; "
-        f"if [ -d {aside} ]; then find {aside} -maxdepth 1 -type f -exec cp -pn {{}} "
-        f"{backups}/ \\; && rm -rf {aside}; fi",
+        # no clobber: what the scenario left (its rotation) stays as it is
+        f"if [ -d {aside} ]; then cp -an {aside}/. {backups}/ && rm -rf {aside}; fi",
         timeout=300,
     )
 
@@ -210,7 +209,11 @@ def _pg_aside(t: Target) -> str:
 def _copy_aside(t: Target) -> None:
     """Stop the cluster and copy its data dir aside (the heal puts it back)."""
     t.service_stop("postgres")
-    t.sh(f"rm -rf {q(_pg_aside(t))} && cp -a {q(str(t.pgdata))} {q(_pg_aside(t))}", timeout=300)
+    aside = q(_pg_aside(t))
+    t.sh(
+        f"mkdir -p {q(str(t.scratch))} && rm -rf {aside} && cp -a {q(str(t.pgdata))} {aside}",
+        timeout=300,
+    )
 
 
 def _db_corrupt(t: Target, _: str | None) -> str:
