@@ -80,3 +80,25 @@ def test_a_target_is_refused_a_fault_it_cannot_do() -> None:
         parse("postgres-killed", "sandbox")
     with pytest.raises(UnknownFault, match="'postgres-crash' is sandbox only"):
         parse("postgres-crash", "twin")
+
+
+def test_the_sandbox_and_the_twin_are_both_targets_and_share_fault_and_heal() -> None:
+    from runbook.rehearsal import state
+    from runbook.rehearsal.target import Target
+    from runbook.sandbox import Sandbox
+    from runbook.twin import Twin
+
+    members = {
+        name
+        for name in vars(Target)
+        if not name.startswith("_") and name not in {"kind"} and not name.startswith("__")
+    }
+    assert members >= {"sh", "service_start", "sql", "api", "locked", "update_state"}
+    for cls in (Sandbox, Twin):
+        missing = sorted(m for m in members if not hasattr(cls, m))
+        assert missing == [], f"{cls.__name__} lacks Target members {missing}"
+        # fault and heal are state.py's, one meaning on both targets
+        for method in ("fault", "heal"):
+            code = getattr(cls, method).__code__
+            assert getattr(state, method).__name__ in code.co_names, (cls.__name__, method)
+    assert (Sandbox.kind, Twin.kind) == ("sandbox", "twin")
