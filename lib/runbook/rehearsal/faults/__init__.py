@@ -6,6 +6,7 @@ registers them on import; a fault only one target can do says so (`targets`):
 
     database_down       postgres-down, pool-exhausted, disk-full, db-corrupt,
                         postgres-crash (sandbox), webhooks-during-outage (sandbox),
+                        dlq-poison (sandbox),
                         postgres-killed (twin), cluster-corrupt (twin)
     deploy              good-deploy, bad-deploy, sentry-spike, ci-red,
                         origin-unreachable (sandbox)
