@@ -25,7 +25,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, serve, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -124,14 +124,19 @@ def runbook_flow(scenario: str, env: str, retries: int = 0) -> State:
 
 def deployments(entries: list[schedule.Entry]) -> list[RunnerDeployment]:
     """One deployment per entry: cron in UTC, concurrency limit 1, its scenario's retries."""
+    # to_deployment dispatches on the caller: from sync code it returns the deployment,
+    # a coroutine only when awaited from async code (its type says both)
     return [
-        runbook_flow.to_deployment(
-            name=e.name,
-            schedules=[Cron(e.cron, timezone="UTC")],
-            parameters={"scenario": e.scenario, "env": e.env, "retries": e.retries},
-            concurrency_limit=1,
-            tags=["runbook", e.kind, f"env-{e.env}"],
-            description=f"runbook run {e.scenario} --env {e.env} ({e.kind}), cron {e.cron} UTC",
+        cast(
+            RunnerDeployment,
+            runbook_flow.to_deployment(
+                name=e.name,
+                schedules=[Cron(e.cron, timezone="UTC")],
+                parameters={"scenario": e.scenario, "env": e.env, "retries": e.retries},
+                concurrency_limit=1,
+                tags=["runbook", e.kind, f"env-{e.env}"],
+                description=f"runbook run {e.scenario} --env {e.env} ({e.kind}), cron {e.cron} UTC",
+            ),
         )
         for e in entries
     ]
