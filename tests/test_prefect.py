@@ -243,3 +243,27 @@ def test_a_changing_scenario_is_refused_by_the_flow_and_by_the_cli(served, serve
         names = {d.name for d in client.read_deployments()}
     assert "rollback-sandbox" not in names
     assert names == {"restore_drill-sandbox", "health_check-sandbox"}
+
+
+def test_no_sandbox_secret_reaches_the_prefect_server_or_its_logs(served, server) -> None:
+    """Last in the file: what the runs above left on the server (flow run logs, states,
+    artifacts: its SQLite database) and in the serve process's log holds no secret."""
+    from runbook.core.profile import load_profile
+    from runbook.core.secrets import read_env_file
+
+    secrets = {
+        k: v for k, v in read_env_file(Path(load_profile("sandbox").secrets.file)).items() if v
+    }
+    assert len(secrets) >= 5, secrets.keys()
+    files = [*sorted(Path(server["home"]).glob("*.db*")), served["log"]]
+    assert any(f.name.endswith(".db") and f.stat().st_size > 0 for f in files), files
+    with get_client(sync_client=True) as client:
+        # the flow runs' logs are there to scan: the runner's story reached them
+        assert any("outcome:" in log.message for log in client.read_logs())
+    leaks = [
+        f"{name} in {path}"
+        for path in files
+        for name, value in secrets.items()
+        if len(value) >= 8 and value.encode() in path.read_bytes()
+    ]
+    assert not leaks, leaks
