@@ -257,9 +257,13 @@ def test_no_sandbox_secret_reaches_the_prefect_server_or_its_logs(served, server
     assert len(secrets) >= 5, secrets.keys()
     files = [*sorted(Path(server["home"]).glob("*.db*")), served["log"]]
     assert any(f.name.endswith(".db") and f.stat().st_size > 0 for f in files), files
+    # the flow runs' logs are there to scan: the runner's story reached them (a flow run's
+    # process sends its last logs as it exits, just after its final state: waited for)
+    deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:
-        # the flow runs' logs are there to scan: the runner's story reached them
-        assert any("outcome:" in log.message for log in client.read_logs())
+        while not any("outcome:" in log.message for log in client.read_logs()):
+            assert time.monotonic() < deadline, "no flow run log reached the server"
+            time.sleep(1)
     leaks = [
         f"{name} in {path}"
         for path in files
