@@ -181,6 +181,28 @@ def test_the_deployments_have_their_cron_and_a_concurrency_limit_of_one(served) 
         }
 
 
+def test_two_runs_of_one_deployment_never_overlap(served, healed) -> None:
+    """The concurrency limit at work: two health checks started at once run one after
+    the other; the second waits for a slot. A read-only check, end to end."""
+    first = run_deployment("runbook/health_check-sandbox", timeout=0)
+    second = run_deployment("runbook/health_check-sandbox", timeout=0)
+    deadline = time.monotonic() + 2 * RUN_S
+    with get_client(sync_client=True) as client:
+        runs = [client.read_flow_run(r.id) for r in (first, second)]
+        while not all(r.state and r.state.is_final() for r in runs):
+            assert time.monotonic() < deadline, [r.state for r in runs]
+            time.sleep(2)
+            runs = [client.read_flow_run(r.id) for r in (first, second)]
+        histories = [[st.name for st in client.read_flow_run_states(r.id)] for r in runs]
+    print(f"health_check twice: {[r.state.name for r in runs]}, {histories}")
+    for run in runs:
+        # each ran `runbook run health_check` and ended in the state its exit code means
+        assert run.state.message.startswith("health_check on sandbox: "), run.state
+    early, late = sorted(runs, key=lambda r: r.start_time)
+    assert early.end_time <= late.start_time, (early.end_time, late.start_time)
+    assert any("AwaitingConcurrencySlot" in h for h in histories), histories
+
+
 def test_a_deployment_runs_the_drill_on_the_sandbox_and_completes(served, healed) -> None:
     flow_run, artifacts = _run("restore_drill-sandbox")
     key = schedule.artifact_key("restore_drill", "sandbox")
