@@ -1,7 +1,8 @@
 """The `runbook` command line (layer 7): this module is the entry point (`runbook.cli:main`).
 
 Its parts: runbook.cli.run (the notebook runner), runbook.cli.evidence
-(verify, history, postmortem, seal); `runbook sandbox` is runbook.sandbox.cli.
+(verify, history, postmortem, seal), runbook.cli.lock (who holds each lock);
+`runbook sandbox` is runbook.sandbox.cli.
 
 runbook sandbox up | down | status | fault NAME | fault --list | heal
 runbook twin up | down | status | fault NAME | fault --list | heal | exec -- CMD  (root)
@@ -9,6 +10,7 @@ runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
             [--approved-by NAME] [--break-stale-lock] [--parameters-dir DIR]
             [--notify URL ...] [--notify-when WHEN] [--ping URL ...]
 runbook list
+runbook lock [--env ENV]  (who holds each host lock, and a fleet's environment lock)
 runbook notify SCENARIO [--env ENV] [--notify URL ...] [--ping URL ...] [--max-age MINUTES]
 runbook schedule plan | serve --env ENV ... [--scenario NAME[=CRON] ...]  (Prefect 3 extra)
 runbook verify RUN_DIR | --chain [OUTPUTS]
