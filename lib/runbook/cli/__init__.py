@@ -1,7 +1,8 @@
 """The `runbook` command line (layer 7): this module is the entry point (`runbook.cli:main`).
 
 Its parts: runbook.cli.run (the notebook runner), runbook.cli.evidence
-(verify, history, postmortem, seal); `runbook sandbox` is runbook.sandbox.cli.
+(verify, history, postmortem, seal), runbook.cli.lock (who holds each lock);
+`runbook sandbox` is runbook.sandbox.cli.
 
 runbook sandbox up | down | status | fault NAME | fault --list | heal
 runbook twin up | down | status | fault NAME | fault --list | heal | exec -- CMD  (root)
@@ -9,7 +10,9 @@ runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
             [--approved-by NAME] [--break-stale-lock] [--parameters-dir DIR]
             [--notify URL ...] [--notify-when WHEN] [--ping URL ...]
 runbook list
+runbook lock [--env ENV]  (who holds each host lock, and a fleet's environment lock)
 runbook notify SCENARIO [--env ENV] [--notify URL ...] [--ping URL ...] [--max-age MINUTES]
+runbook schedule plan | serve --env ENV ... [--scenario NAME[=CRON] ...]  (Prefect 3 extra)
 runbook verify RUN_DIR | --chain [OUTPUTS]
 runbook history [--scenario S] [--env E] [--since DATE] [--format table|csv|json] [--plot FILE]
 runbook postmortem RUN_DIR
@@ -59,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         from runbook.cli.lock import run_command as lock_command
 
         return lock_command(args)
+    if args.command == "schedule":
+        from runbook.cli.schedule import run_command as schedule_command
+
+        return schedule_command(args)
     if args.command in ("verify", "history", "postmortem", "seal"):
         from runbook.cli.evidence import run_command
 
@@ -203,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_notify(sub)
     _add_parameters_dir(sub.choices["notify"])
+    from runbook.cli.schedule import add_parser as add_schedule
+
+    add_schedule(sub)
+    _add_parameters_dir(sub.choices["schedule"])
     _add_evidence_commands(sub)
     return parser
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runbook.errors import STOPS_THE_RUN, RunbookError
 from runbook.ops.api import on_host
 from runbook.ops.armor import MISSING, NOT_AVAILABLE
 from runbook.ops.armor import summary as armor_summary
@@ -311,13 +310,13 @@ def _on_host(h: HostView) -> list[dict[str, Any]]:
     for name, roles, fn in HOST_SIGNALS:
         if not groups & set(roles):
             continue
-        try:
+        row = None
+        # refusals pass through and stop the run; any other error is this signal's
+        with h.s.attempt() as a:
             row = fn(h)
-        except RunbookError as exc:
-            if isinstance(exc, STOPS_THE_RUN):
-                raise
+        if a.error is not None:
             # a signal we could not even measure is red, with the reason
-            row = _row(h, name, "", "measurable", "error", False, str(exc)[:300])
+            row = _row(h, name, "", "measurable", "error", False, str(a.error)[:300])
         if row is not None:
             rows.append({"host": h.name, **row})
     return rows
@@ -355,29 +354,16 @@ def check_fleet(s: Session) -> pd.DataFrame:
     its own connection) beside the load balancer's; a host that could not be
     reached is red in every signal of its role.
     """
-    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     rows: list[dict[str, Any]] = []
-    lb_rows: list[dict[str, Any]] = []
-    lb_error: list[BaseException] = []
-
-    def lb() -> None:
-        try:
-            lb_rows.extend(_through_lb(s))
-        except BaseException as exc:  # raised again in the caller's thread, below
-            lb_error.append(exc)
-
     with s.step("Signals on every host"):
-        # HTTP through the load balancer and SSH to every host at once
         s.verify_target()
-        t = threading.Thread(target=lb, name="runbook-health-lb")
-        t.start()
-        try:
+        # HTTP through the load balancer in one thread, SSH to every host in the fan-out's
+        with ThreadPoolExecutor(1, thread_name_prefix="runbook-health-lb") as pool:
+            through = pool.submit(_through_lb, s)
             fan = s.on(list(s.fleet.hosts), lambda h: rows.extend(_on_host(h)))
-        finally:
-            t.join()
-        if lb_error:
-            raise lb_error[0]
+            lb_rows = through.result()  # its error, if any, is raised here
         for host, run in fan.hosts.items():
             if run.outcome != "ok":
                 # the host could not be measured at all (SSH down): red, with the reason

@@ -486,7 +486,14 @@ class Session:
 
     def acquire_lock(self) -> HostLock:
         """Take the host lock now (the gate takes it by itself before the first change);
-        for a step that must not start while another run works on the host. Idempotent."""
+        for a step that must not start while another run works on the host. Idempotent.
+        A fleet: the environment lock (each host's own is taken before its first change)."""
+        if self.is_fleet:
+            if not self.secrets_verified:
+                self.verify_secrets()  # a run that cannot finish does not take the fleet
+            self.take_environment_lock()
+            assert self.environment_lock is not None
+            return self.environment_lock
         return self.gate.acquire_lock()
 
     def release_lock(self) -> None:
@@ -497,7 +504,8 @@ class Session:
 
     @property
     def lock(self) -> HostLock | None:
-        return self.gate.lock
+        """The host lock; a fleet: the environment lock (each host's: `s.gates[name].lock`)."""
+        return self.environment_lock if self.is_fleet else self.gate.lock
 
     @property
     def tripwire(self) -> Tripwire | None:

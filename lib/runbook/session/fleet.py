@@ -252,6 +252,9 @@ class FleetRun:
         finally:
             if holder:
                 self.recap.add(holder[0])
+                self.s.evidence.append(
+                    {"kind": "fanout", "step": self.s.current_step, **holder[0].record()}
+                )
                 self.s.write_record()
 
     def _record(self, fan: FanOut, go: Callable[[], FanOut]) -> FanOut:
