@@ -28,13 +28,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runbook.ops.lb import LB_CONF, UPSTREAM, set_down
-from runbook.sandbox.faults import deploy as sandbox_deploy
+from runbook.rehearsal.faults import deploy as rehearsal_deploy
 from runbook.twin.common import TwinError
-from runbook.twin.faults_deploy import APP, ORIGIN, _git, add_ci_run
 
 if TYPE_CHECKING:
     from runbook.twin.fleet import Fleet
 
+APP = "/opt/dealix"
+ORIGIN = "/srv/git/dealix.git"
 STATE_KEY = "fleet_faults"
 PIN_DROPIN = "/etc/systemd/system/dealix-api.service.d/fleet-fault-pin.conf"
 READY_S = 60.0
@@ -124,22 +125,24 @@ def apply_release(f: Fleet) -> str:
         # first, on a pull-request ref: their hook refuses a push to main)
         for h in apis[1:]:
             addr = st["hosts"][h]["address"]
-            _git(f, "push", "-q", f"root@{addr}:{ORIGIN}", f"+{sha}:refs/pull/fleet/head", cwd=work)
+            f.developer_git(
+                "push", "-q", f"root@{addr}:{ORIGIN}", f"+{sha}:refs/pull/fleet/head", cwd=work
+            )
         for h in apis:
             f.ssh_to(h, f"git --git-dir={ORIGIN} update-ref refs/heads/main {sha}")
 
-    sha, rev = sandbox_deploy.commit_and_push(
-        lambda *args, cwd=None: _git(f, *args, cwd=cwd),
+    sha, rev = rehearsal_deploy.commit_and_push(
+        f.developer_git,
         f"root@{first}:{ORIGIN}",
         work,
-        sandbox_deploy._good_change,
+        rehearsal_deploy._good_change,
         "Lead tags (migration {rev})",
         merge,
     )
     for h in apis:
         if origin_main(f, h) != sha:
             raise TwinError("release", f"{h}'s origin main is not {sha[:12]}")
-    add_ci_run(f, "success", sha)
+    f.add_ci_run("success", sha)
     _remember(
         f,
         "release",
@@ -177,7 +180,7 @@ def heal_release(f: Fleet) -> None:
             f"printf '%s\\n' {was['last_good']} > .last_good_sha",
         )
         _restart_api(f, h, was["head"])
-    add_ci_run(f, "success", before)
+    f.add_ci_run("success", before)
     _forget(f, "release")
 
 
