@@ -63,10 +63,6 @@ class LbContext(OpsContext, Protocol):
     def write_file(self, path: str, data: bytes, *, mode: int | None = None) -> bool: ...
 
 
-class LbError(RunbookError):
-    """A drain or put-back on the load balancer did not complete."""
-
-
 def _block(text: str, upstream: str) -> tuple[int, int]:
     """The span of the body of `upstream NAME { ... }` in `text`."""
     m = re.search(r"^\s*upstream\s+" + re.escape(upstream) + r"\s*\{", text, re.M)
@@ -176,7 +172,7 @@ class LoadBalancer:
         if not test.ok:
             # never reload a config nginx refuses: put the one that worked back
             self.ctx.write_file(self.conf, before.encode())
-            raise LbError(
+            raise RunbookError(
                 f"nginx -t refused the config with {server} {'down' if down else 'up'} "
                 f"(put back as it was): {test.stderr.strip()[-400:]}"
             )
@@ -186,7 +182,7 @@ class LoadBalancer:
     def drain(self, server: str, *, wait: float = DRAIN_WAIT_S) -> dict[str, float | int]:
         """Take `server` out of rotation and wait until the lb has nothing in flight to it.
 
-        Raises LbError when connections remain after `wait` seconds (the server stays
+        Raises a RunbookError when connections remain after `wait` seconds (the server stays
         drained: a request still running there is not cut off by the runbook)."""
         changed = self._apply(server, True)
         t0 = time.monotonic()
@@ -200,7 +196,7 @@ class LoadBalancer:
             )
         waited = round(time.monotonic() - t0, 2)
         if left:
-            raise LbError(
+            raise RunbookError(
                 f"{server} is drained but the load balancer still has {left} connection(s) "
                 f"to it after {waited:.0f} s"
             )

@@ -57,8 +57,9 @@ HEALTH_WAIT_S = 30.0
 LB_PROBES = 4
 
 
-class RollFailed(RunbookError):
-    """A batch of a rolling deploy or rollback failed: the roll stopped after it."""
+# a host of a batch that did not come up: a RunbookError (errors.py holds the library's
+# error classes); the fan-out fails that host and stops the roll after its batch
+RollFailed = RunbookError
 
 
 def sha_table(shas: dict[str, str | None]) -> str:
