@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runbook.ops.lb import LB_CONF, UPSTREAM, set_down
+from runbook.rehearsal.faults import UnknownFault
 from runbook.rehearsal.faults import deploy as rehearsal_deploy
 from runbook.twin.common import TwinError
 
@@ -280,7 +281,7 @@ def get(name: str) -> tuple[Callable[[Fleet], str], Callable[[Fleet], None]]:
     makers = {"bad-on": bad_on, "down": down, "drained": drained, "mixed-sha": mixed_sha}
     if kind in makers and host:
         return makers[kind](host)
-    raise TwinError(
-        "fault",
-        f"no fleet fault {name!r}: release, bad-on:HOST, down:HOST, drained:HOST, mixed-sha:HOST",
+    # a usage error (exit 2), as an unknown fault of the single twin
+    raise UnknownFault(
+        f"no fleet fault {name!r}: release, bad-on:HOST, down:HOST, drained:HOST, mixed-sha:HOST"
     )
