@@ -265,3 +265,29 @@ def test_the_notebooks_headless_a_stopped_roll_then_the_printed_fleet_rollback(
         assert hammer.failed == []
     finally:
         fleet.heal()
+
+
+def test_the_fleet_rollback_refuses_hosts_that_disagree_on_the_last_good_sha(
+    fleet: Any, tmp_path: Path
+) -> None:
+    """Never "the previous release on each host": without -p to_sha the hosts' recorded
+    last good SHAs must agree, or the plan refuses, naming each, before anything changes."""
+    from runbook import open_session
+    from runbook.scenarios.fleet_rollback import FleetRollback
+
+    f = "/opt/dealix/.last_good_sha"
+    kept = fleet.ssh_to("api2", f"cat {f}").stdout.strip()
+    older = fleet.ssh_to("api2", "git -C /opt/dealix rev-parse HEAD~1").stdout.strip()
+    fleet.ssh_to("api2", f"printf '%s\\n' {older} > {f}")
+    s = open_session("fleet_rollback", "twin-fleet", confirm="twin-fleet", run_dir=tmp_path / "r")
+    try:
+        rb = FleetRollback(s, reason="a test")
+        with pytest.raises(Forbidden) as refused:
+            rb.plan()
+        said = str(refused.value)
+        assert "one-last-good-sha-for-the-fleet" in said
+        assert f"api1 {kept[:12]}" in said and f"api2 {older[:12]}" in said
+        assert s.changes == []
+    finally:
+        s.close()
+        fleet.ssh_to("api2", f"printf '%s\\n' {kept} > {f}")
