@@ -444,7 +444,14 @@ def test_restore_drill_resumed_restores_the_parents_backup_or_refuses(
 
 @pytest.mark.parametrize(
     "name",
-    ["deploy", "rollback", "restore_incident", "security_incident", "restore_drill"],
+    [
+        "deploy",
+        "rollback",
+        "restore_incident",
+        "security_incident",
+        "restore_drill",
+        "llm_provider_down",
+    ],
 )
 def test_declared_rules_name_real_steps_and_methods(name: str) -> None:
     """A typo in a declaration would silently re-run (or never protect) a step."""
