@@ -24,11 +24,12 @@ LIB = Path(runbook.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("vocabulary", ("runbook.errors", "runbook.result", "runbook.checks", "runbook.clock")),
     ("core", ("runbook.core",)),
+    # the run records' readers (history, postmortem drafts): the review scenario reads through them
+    ("evidence", ("runbook.evidence",)),
     ("safety", ("runbook.safety",)),
     ("ops", ("runbook.ops",)),
     ("session", ("runbook.session",)),
     ("scenarios", ("runbook.scenarios",)),
-    ("evidence", ("runbook.evidence",)),
     # tooling on top of the library: the sandbox and its twin may import anything below
     ("sandbox", ("runbook.sandbox", "runbook.twin")),
     # the entry point dispatches to everything, `runbook sandbox ...` included
