@@ -35,7 +35,7 @@ from runbook.core.postmortem import Summary
 from runbook.errors import CommandFailed
 from runbook.ops import backups as backup_ops
 from runbook.ops.logs import last_lines, log_gist, recent_errors
-from runbook.scenarios._base import Scenario, show, take_lock
+from runbook.scenarios._base import Scenario, show
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -934,7 +934,8 @@ def drain_after_incident(
         depth = before.get(queue)
         batches = None
         if depth:
-            take_lock(s, "4. Take the host lock", once=True)  # draining changes the server's data
+            # draining changes the server's data (the lock is a Scenario method now)
+            Scenario(s).take_lock("4. Take the host lock", once=True)
             batches = s.api.drain_all(name, limit, max_batches)
         left = (dlq_depths_or_none(s) or {}).get(queue)
         why = (

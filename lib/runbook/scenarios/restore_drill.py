@@ -42,7 +42,6 @@ from runbook.ops.backups import (
     restore,
 )
 from runbook.safety.guards import forbid
-from runbook.scenarios._base import armor_preflight
 from runbook.scenarios._restore import RestoreSteps, progress_view
 
 if TYPE_CHECKING:
@@ -179,7 +178,7 @@ class RestoreDrill(RestoreSteps):
             self.ready = all(verdict.values()) and len(verdict) == 3
         if self.ready:
             # the drill changes the server (a scratch database): armor first
-            armor_preflight(self.s)
+            self.armor_preflight()
         if not self.ready:
             print("preflight failed: the backup is NOT restored (see the failed checks)")
         return self.ready

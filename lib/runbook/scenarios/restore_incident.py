@@ -47,7 +47,6 @@ from runbook.ops.backups import (
     restore,
     table_facts,
 )
-from runbook.scenarios._base import armor_preflight
 from runbook.scenarios._restore import RestoreSteps, as_utc, pct, progress_view
 
 if TYPE_CHECKING:
@@ -214,7 +213,7 @@ class IncidentRestore(RestoreSteps):
                         f"{self.chosen['name']} is corrupt: nothing was changed; pick another"
                     )
             s.acquire_lock()
-        armor_preflight(s)
+        self.armor_preflight()
         return self.frame
 
     def snapshot(self) -> dict[str, Any]:
