@@ -177,6 +177,12 @@ TRIPWIRE: list[tuple[str, str, str, list[str]]] = [
         ["ALTER DATABASE dealix RENAME (renamed back)"],
     ),
     (
+        "no-restore-into-production-db",
+        "test_tripwire.py",
+        "test_production_dropped_trips_even_in_the_incident_restore",
+        ["DROP DATABASE of production inside the incident restore (caught)"],
+    ),
+    (
         "keep-corrupt-db-7-days",
         "test_tripwire.py",
         "test_a_young_corrupt_database_dropped_trips_an_old_one_does_not",

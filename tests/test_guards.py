@@ -306,3 +306,24 @@ def test_incident_restore_may_replace_the_production_database() -> None:
     g.check_command("gunzip -c /var/backups/postgres/dealix-2026-11-26.sql.gz | psql dealix")
     with pytest.raises(Forbidden):  # the 7-day rule still holds inside the procedure
         g.check_command("dropdb dealix_corrupt_20261126")
+
+
+def test_incident_restore_may_rename_the_damaged_database_back_but_never_drops_production() -> None:
+    g = guards(procedure="restore_incident")
+    young = f"dealix_corrupt_{TODAY:%Y%m%d}"
+    # the swap's undo: the damaged database goes back under the production name, whole
+    g.check_command(f"psql -c 'ALTER DATABASE {young} RENAME TO dealix'")
+    with pytest.raises(Forbidden) as info:  # away from production it is the first half of a drop
+        g.check_command(f"psql -c 'ALTER DATABASE {young} RENAME TO dealix_elsewhere'")
+    assert info.value.rule == "keep-corrupt-db-7-days"
+    for drop in ("psql -c 'DROP DATABASE dealix'", "dropdb dealix", "dropdb --force dealix"):
+        with pytest.raises(Forbidden) as info:  # renamed, never dropped: scenario 5 step 2
+            g.check_command(drop)
+        assert info.value.rule == "no-restore-into-production-db"
+        assert "never dropped" in str(info.value)
+    # outside the incident restore nothing is renamed onto production
+    with pytest.raises(Forbidden) as info:
+        guards(procedure="restore_drill").check_command(
+            "psql -c 'ALTER DATABASE dealix_restore_test RENAME TO dealix'"
+        )
+    assert info.value.rule == "no-restore-into-production-db"

@@ -243,6 +243,40 @@ def test_the_health_check_shows_its_verdict_once(sandbox, healed) -> None:
     assert verdicts(nb) == 1 and unreadable(nb) == []
 
 
+def test_the_restore_drill_reads_as_lines(sandbox, healed) -> None:
+    code, out, run_dir = run("restore_drill")
+    assert code == 0, out
+    nb = run_dir / "restore_drill.ipynb"
+    assert verdicts(nb) == 1 and unreadable(nb) == []
+    [pre] = [
+        o for o in cell_outputs(nb, "drill.preflight()") if o["output_type"] == "execute_result"
+    ]
+    assert pre["data"]["text/plain"].startswith("preflight: dealix-")
+    [numbers] = [
+        o for o in cell_outputs(nb, "drill.teardown()") if o["output_type"] == "execute_result"
+    ]
+    assert numbers["data"]["text/plain"].startswith("drill numbers: ")
+    assert "0 failed check(s)" in numbers["data"]["text/plain"]
+
+
+def test_an_incident_restore_reads_as_lines(sandbox, healed) -> None:
+    healed.fault("db-corrupt")
+    code, out, run_dir = run("restore_incident", "-p", "reason", "page 0 unreadable")
+    assert code == 0, out
+    nb = run_dir / "restore_incident.ipynb"
+    assert verdicts(nb) == 1 and unreadable(nb) == []
+    lines = {
+        c.source.splitlines()[0]: o["data"]["text/plain"]
+        for c in nbformat.read(nb, as_version=4).cells
+        for o in c.get("outputs", [])
+        if o["output_type"] == "execute_result"
+    }
+    assert lines["incident.snapshot()"].endswith("the damage took them")
+    assert lines["incident.swap()"].startswith("swap: dealix renamed to dealix_corrupt_")
+    assert lines["incident.start_api()"] == "API: /health/deep 200 green"
+    assert lines["incident.loss_window()"].startswith("data-loss window: ")
+
+
 def test_progress_updates_one_line_in_place_in_a_jupyterlab_kernel(tmp_path) -> None:
     """In a kernel a Jupyter server started (JPY_SESSION_NAME set), a wait's progress is one
     display updated in place, not a stream of lines; headless it is a line per poll."""

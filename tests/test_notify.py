@@ -530,7 +530,7 @@ def test_a_run_refused_before_it_began_still_tells_the_flags(receiver, outputs) 
     assert not outputs.exists() or not any(outputs.rglob("record.json"))
 
 
-def test_a_dead_runs_host_lock_is_named_with_the_command_that_breaks_it(tmp_path) -> None:
+def test_a_dead_runs_host_lock_is_named_with_who_breaks_it(tmp_path) -> None:
     """A SIGKILLed run never releases the host lock: `runbook notify` says so (local target),
     and says nothing of a lock whose holder lives or of no lock at all."""
     from runbook.cli.notify import _dead_lock
@@ -551,6 +551,11 @@ def test_a_dead_runs_host_lock_is_named_with_the_command_that_breaks_it(tmp_path
     words = _dead_lock(str(lock))
     assert words is not None and words.startswith(f"the host lock {lock} is still held by")
     assert "(restore_drill since 2026-12-01T04:00:00.000Z)" in words
+    # a drill's lock the next run breaks by itself (safety/lock.py); any other waits for a person
+    assert "breaks it by itself" in words and "refused until a person" not in words
+    (lock / "owner.json").write_text(json.dumps({**owner, "scenario": "deploy", "process": gone}))
+    words = _dead_lock(str(lock))
+    assert words is not None and "refused until a person breaks it" in words
     from runbook.core.liveness import this_process
 
     (lock / "owner.json").write_text(json.dumps({**owner, "process": this_process()}))

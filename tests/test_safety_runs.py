@@ -147,3 +147,72 @@ def test_runner_refuses_parameters_holding_environment_secrets(tmp_path, monkeyp
     runner.validate_parameters(
         "security_incident", {"env": "production", "known_addresses": ["203.0.113.9"]}
     )
+
+
+def _dead_process() -> dict:
+    """The liveness facts of a process of this machine that has exited."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json; from runbook.core.liveness import this_process; "
+            "print(json.dumps(this_process()))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("holder", ["restore_drill", "deploy"])
+def test_a_dead_drills_lock_is_broken_by_the_next_run_and_only_a_drills(
+    sandbox, tmp_path, monkeypatch, holder: str
+) -> None:
+    """A drill killed by its timer left the lock: the next drill breaks it by itself, on two
+    proofs (its process is gone from this machine, its heartbeat stopped), and records why.
+    A dead deploy may have left the server half changed: a person breaks that one."""
+    from runbook.core.liveness import alive
+
+    monkeypatch.setenv("RUNBOOK_OUTPUTS", str(tmp_path / "outputs"))
+    lock = _lock_dir(sandbox)
+    lock.mkdir(parents=True)
+    process = _dead_process()
+    assert alive(process) is False
+    ghost = {
+        "operator": "cron",
+        "operator_host": process["host"],
+        "scenario": holder,
+        "environment": "sandbox",
+        "started": "2026-01-01T00:00:00Z",
+        "process": process,
+    }
+    (lock / "owner.json").write_text(json.dumps(ghost))
+    (lock / "heartbeat").touch()
+    os.utime(lock / "heartbeat", (1_700_000_000, 1_700_000_000))
+    try:
+        code, run_dir = runner.run("restore_drill", {}, quiet=True)
+        rec = _record(run_dir)
+        if holder == "deploy":
+            assert (code, rec["outcome"]) == (4, "refused")
+            assert "looks dead" in rec["error"]["message"]
+            assert json.loads((lock / "owner.json").read_text())["scenario"] == "deploy"
+            return
+        assert (code, rec["outcome"]) == (0, "ok")
+        assert rec["parameters"]["break_stale_lock"] is False
+        broken = rec["lock"]["broken"]
+        assert broken["automatic"] is True
+        assert broken["previous_holder"]["scenario"] == "restore_drill"
+        assert f"pid {process['pid']}" in broken["why"] and "heartbeat stopped" in broken["why"]
+        events = [e for e in _events(run_dir) if e.get("kind") == "lock"]
+        assert [e["event"] for e in events] == ["broken", "acquired", "released"]
+        assert events[0]["automatic"] is True
+        assert not lock.exists()
+    finally:
+        if lock.exists():
+            for f in lock.iterdir():
+                f.unlink()
+            lock.rmdir()

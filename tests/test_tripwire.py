@@ -559,3 +559,31 @@ def test_an_origin_unreachable_at_the_baseline_is_not_asked_again() -> None:
     assert "ls-remote" not in w.script() and "origin|unreachable" in w.script()
     w.baseline = w.last = Snapshot(origin={"refs/heads/main": "a" * 40})
     assert "ls-remote origin" in w.script()
+
+
+def test_production_dropped_trips_even_in_the_incident_restore(sandbox, tmp_path) -> None:
+    """The incident restore may replace production (a rename), never drop it (the evidence)."""
+    clone, gone = "dealix_tw_clone", "dealix_tw_gone"
+    for name in (clone, gone):
+        sandbox.query(f'DROP DATABASE IF EXISTS "{name}"', dbname="postgres")
+    s = _session(tmp_path, "restore_incident", procedure="restore_incident")
+    assert s.guards.procedure == "restore_incident"
+    sandbox.stop("dealix-api")
+    try:
+        sandbox.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = 'dealix' AND pid <> pg_backend_pid()",
+            dbname="postgres",
+        )
+        sandbox.query(f'CREATE DATABASE "{clone}" TEMPLATE dealix', dbname="postgres")
+        _rename_production(sandbox, gone)
+        sandbox.query(f'DROP DATABASE "{gone}"', dbname="postgres")
+        sandbox.query(f'ALTER DATABASE "{clone}" RENAME TO dealix', dbname="postgres")
+        exc, _ = _trips(s, "database dealix")
+        assert exc.violations[0]["rule"] == "no-restore-into-production-db"
+        assert "dropped" in exc.violations[0]["what"]
+    finally:
+        s.close()
+        if _oid(sandbox, "dealix") is None and _oid(sandbox, clone) is not None:
+            sandbox.query(f'ALTER DATABASE "{clone}" RENAME TO dealix', dbname="postgres")
+        sandbox.start("dealix-api")

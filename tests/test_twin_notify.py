@@ -272,13 +272,10 @@ def test_a_killed_drill_notifies_through_onfailure(healed) -> None:
     (hook,) = receiver.hooks()
     text = message(hook)
     assert "abandoned (exit 8)" in text, text
-    # SIGKILL left the host lock held: next month's drill would be refused, so the
-    # message says so and gives the command that breaks it (a person's decision)
+    # SIGKILL left the host lock held: the message says so, and that the next run
+    # breaks a dead drill's lock by itself (no person needed: no --break-stale-lock)
     assert "note:         the host lock /var/lock/dealix-runbook.lock is still held" in text
-    assert (
-        f"next:         runbook run restore_drill --env {PROFILE} --confirm {PROFILE} "
-        "--break-stale-lock" in text
-    ), text
+    assert "breaks it by itself" in text and "--break-stale-lock" not in text, text
     assert f"evidence:     {run_dir}" in text, text
     assert HOOK_TOKEN not in text and PING_UUID not in text
     # the run pinged its start; the notify unit pinged the abandoned exit
@@ -287,6 +284,20 @@ def test_a_killed_drill_notifies_through_onfailure(healed) -> None:
     assert f"systemd: {drill.UNIT} failed (result signal, exit status" in journal, journal
     unit = t.ssh(f"systemctl show {drill.UNIT} -p Result --value").stdout.strip()
     assert unit == "signal"
+    # next month's drill, once the dead drill's heartbeat is past 2 minutes (aged here,
+    # not waited for): it breaks the lock by itself, records why, and passes
+    t.heal()
+    assert t.ssh(f"test -d {LOCK}", check=False).returncode == 0
+    t.ssh(f"touch -d '-10 min' {LOCK}/heartbeat && systemctl reset-failed {drill.UNIT}")
+    receiver.requests.clear()
+    again = run_dirs(t)
+    started = t.ssh(f"systemctl start {drill.UNIT}", check=False, timeout=900)
+    assert started.returncode == 0, t.ssh(f"journalctl -u {drill.UNIT} -n 40 -o cat").stdout
+    _, record = new_record(t, again)
+    assert record["outcome"] == "ok", record.get("error")
+    broken = record["lock"]["broken"]
+    assert broken["automatic"] is True and "heartbeat stopped" in broken["why"], broken
+    assert broken["previous_holder"]["scenario"] == "restore_drill"
 
 
 def test_a_healthy_drill_sends_nothing_and_pings_ok(healed) -> None:

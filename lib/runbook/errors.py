@@ -362,6 +362,10 @@ class DefinitionOfDoneNotMet(RunbookError):
 
 
 # outcome -> exit code of `runbook run`
+# never turned into a failed check or a failed host: they stop the whole run
+# (safety/attempt.py for one step, core/fanout.py for a step over many hosts)
+STOPS_THE_RUN: tuple[type[RunbookError], ...] = (Refusal, CommandInterrupted)
+
 OUTCOMES: dict[str, int] = {
     "ok": 0,
     "failed": 1,

@@ -81,9 +81,11 @@ def _dead_lock(lock_path: str) -> str | None:
     A SIGKILLed run never released it, so every later changing run on the host
     (next month's drill too) is refused until someone breaks it: the message
     says so, with the command. Breaking it stays a person's decision (the dead
-    run may have left work half done), so this only reads.
+    run may have left work half done), so this only reads; a dead drill's lock
+    is the exception the lock itself makes (`SELF_CLEANING`), and the words say so.
     """
     from runbook.core.liveness import alive
+    from runbook.safety.lock import SELF_CLEANING, STALE_S
 
     try:
         owner = json.loads((Path(lock_path) / "owner.json").read_text())
@@ -91,11 +93,17 @@ def _dead_lock(lock_path: str) -> str | None:
         return None
     if not isinstance(owner, dict) or alive(owner.get("process")) is not False:
         return None
-    return (
+    held = (
         f"the host lock {lock_path} is still held by the dead run "
-        f"({owner.get('scenario', '?')} since {owner.get('started', '?')}): every later "
-        "changing run here is refused until a person breaks it (see next)"
+        f"({owner.get('scenario', '?')} since {owner.get('started', '?')})"
     )
+    if owner.get("scenario") in SELF_CLEANING:
+        return (
+            f"{held}: the next changing run here breaks it by itself once its heartbeat is "
+            f"{STALE_S // 60} minutes old (a drill's only change is its scratch database; "
+            "recorded in that run)"
+        )
+    return f"{held}: every later changing run here is refused until a person breaks it (see next)"
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -132,7 +140,7 @@ def run_command(args: argparse.Namespace) -> int:
         record = json.loads((run_dir / "record.json").read_text())
         if profile.target.transport == "local":
             lock_words = _dead_lock(profile.app.lock_path)
-        if lock_words:
+        if lock_words and "breaks it by itself" not in lock_words:
             # the next run (next month's drill) is refused until a person breaks it
             record["next_command"] = (
                 f"runbook run {args.scenario} --env {args.env} --confirm {args.env} "

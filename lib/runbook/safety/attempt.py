@@ -52,10 +52,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from runbook.errors import CommandInterrupted, Refusal, RunbookError
+from runbook.errors import STOPS_THE_RUN, RunbookError
 
 # never turned into a check or a value: they stop the run
-PASS_THROUGH: tuple[type[BaseException], ...] = (Refusal, CommandInterrupted)
+PASS_THROUGH: tuple[type[BaseException], ...] = STOPS_THE_RUN
 NOT_RUN = "not run (dry run)"
 FIRST_LINE = 300  # characters of the error's first line kept in a check
 
@@ -111,6 +111,7 @@ def attempt(
     from a JSON body); it cannot widen the catch to everything, and refusals
     and interrupted commands pass through whatever it holds.
 
+    >>> from runbook.errors import CommandInterrupted
     >>> with attempt() as a:
     ...     raise CommandInterrupted("the connection died", None)  # type: ignore[arg-type]
     Traceback (most recent call last):

@@ -14,9 +14,9 @@ paths are resolved against a preceding `cd`.
 | no-commit-on-server | `git commit` on the target: changes flow through a PR | section 0, "First rule"; scenario 2 step 5 |
 | keep-protected-files | deleting, moving, truncating or overwriting a do-not-touch file, also through a parent directory (`rm -r`, `rsync --delete`, `git clean -f`) or a glob | Appendix B |
 | no-force-delete-branch | `git branch -D`, `push --delete`, `update-ref -d` of a kept branch | Appendix B |
-| keep-corrupt-db-7-days | dropping a `dealix_corrupt_*` database younger than 7 days | Appendix B |
+| keep-corrupt-db-7-days | dropping a `dealix_corrupt_*` database younger than 7 days, or renaming it away (the incident restore may rename it back to the production name) | Appendix B |
 | one-downgrade-step | more than one migration step downgraded in a run without `approved_by` | scenario 2 step 3 |
-| no-restore-into-production-db | restoring into, dropping or renaming the production database outside the incident restore | scenario 5 preflight |
+| no-restore-into-production-db | restoring into, renaming or renaming onto the production database outside the incident restore; dropping it, ever | scenario 5 preflight and step 2 |
 | env-edit-only-llm-priority | any in-place edit of `.env` but `LLM_PROVIDER_PRIORITY` (backed up first; a list of provider names only) | scenario 4 step 4 |
 | no-delete-active-wal | deleting or moving anything under `pg_wal` / `pg_xlog`, or the data directory or a parent of it | scenario 3 step 3 |
 | keep-armor | `chattr -i` (or `=` without `i`) on a do-not-touch file or an evidence dump, or on a directory above one with `-R` | Appendix B; runbook.ops.armor |
@@ -607,17 +607,7 @@ class Guards:
         dry = "n" in flags or "--dry-run" in rest
         if not force or dry:
             return []
-        specs: list[str] = []
-        skip = False
-        for a in rest:
-            if skip:
-                skip = False
-                continue
-            if a in ("-e", "--exclude"):
-                skip = True
-                continue
-            if not a.startswith("-"):
-                specs.append(a)
+        specs = _operands(rest, {"-e", "--exclude"})
         base = where or "."
         if not specs:
             return [(base, TREE)]
@@ -812,18 +802,7 @@ class Guards:
     ) -> None:
         if any(a in ("-n", "--dry-run") for a in rest):
             return  # changes nothing on the origin
-        value_opts = {"-o", "--push-option", "--repo", "--receive-pack", "--exec"}
-        plain: list[str] = []
-        skip = False
-        for a in rest:
-            if skip:
-                skip = False
-                continue
-            if a in value_opts:
-                skip = True
-                continue
-            if not a.startswith("-"):
-                plain.append(a)
+        plain = _operands(rest, {"-o", "--push-option", "--repo", "--receive-pack", "--exec"})
         deleting = any(a in ("-d", "--delete") for a in rest)
         if any(a in ("--mirror", "--all", "--branches") for a in rest):
             raise forbid("no-push-to-main", action, "--mirror/--all push (or delete) main too")
@@ -1022,15 +1001,9 @@ class Guards:
 
     # ------------------------------------------------------------- databases
     def _check_dropdb(self, args: list[str]) -> None:
-        names, i = [], 0
-        while i < len(args):
-            a = args[i]
-            if a in ("-h", "-p", "-U", "--host", "--port", "--username", "--maintenance-db"):
-                i += 2
-                continue
-            if not a.startswith("-"):
-                names.append(a)
-            i += 1
+        names = _operands(
+            args, {"-h", "-p", "-U", "--host", "--port", "--username", "--maintenance-db"}
+        )
         for n in names[:1]:
             self.check_drop_database(n)
 
@@ -1190,8 +1163,7 @@ class Guards:
                 if kind == "DropdbStmt":
                     self.check_drop_database(st.dbname)
                 elif kind == "RenameStmt" and st.renameType == ObjectType.OBJECT_DATABASE:
-                    # renaming a young corrupt database away is the first half of dropping it
-                    self.check_drop_database(st.subname, "ALTER DATABASE ... RENAME")
+                    self.check_rename_database(st.subname, st.newname)
                 elif kind in ("UpdateStmt", "DeleteStmt", "InsertStmt") and (
                     getattr(st.relation, "relname", "") or ""
                 ).startswith("pg_"):
@@ -1243,6 +1215,14 @@ class Guards:
     def check_drop_database(self, name: str, verb: str = "DROP DATABASE") -> None:
         """Refuse dropping (or renaming away, `verb`) a young corrupt or the production database."""
         dnt = self.profile.do_not_touch
+        if verb == "DROP DATABASE" and name == self.profile.postgres.database:
+            # even the incident restore, which replaces production, renames it (evidence)
+            raise forbid(
+                "no-restore-into-production-db",
+                f"{verb} {name}",
+                "the production database is never dropped: scenario 5 renames it to "
+                f"{dnt.corrupt_db_pattern} (do NOT drop: evidence)",
+            )
         if fnmatch.fnmatch(name, dnt.corrupt_db_pattern):
             m = _DATE_IN_NAME.search(name)
             today = self.today or datetime.now(UTC).date()
@@ -1268,6 +1248,33 @@ class Guards:
                     f"it is {age} day(s) old; keep it until day {dnt.corrupt_db_keep_days}",
                 )
         self.check_replace_production_db(name, f"{verb} {name}")
+
+    def check_rename_database(self, name: str, new: str) -> None:
+        """Refuse renaming a young corrupt or the production database away, or onto production.
+
+        One rename is the way back, not away: in the incident restore, a damaged
+        database renamed back to the production name (the swap's undo when the
+        clone cannot take the name) keeps every byte and leaves the server with its
+        database; refusing it would strand production without one.
+
+        >>> from runbook.core.profile import load_profile
+        >>> g = Guards(load_profile("production"), procedure="restore_incident")
+        >>> g.check_rename_database("dealix_corrupt_20990101", "dealix")  # the swap back
+        >>> g.check_rename_database("dealix_corrupt_20990101", "elsewhere")
+        Traceback (most recent call last):
+        runbook.errors.Forbidden: refused by rule 'keep-corrupt-db-7-days': ...
+        """
+        action = f"ALTER DATABASE {name} RENAME TO {new}"
+        prod = self.profile.postgres.database
+        self.check_replace_production_db(new, action)
+        swap_back = (
+            self.procedure == "restore_incident"
+            and new == prod
+            and fnmatch.fnmatch(name, self.profile.do_not_touch.corrupt_db_pattern)
+        )
+        if not swap_back:
+            # renaming a young corrupt database away is the first half of dropping it
+            self.check_drop_database(name, "ALTER DATABASE ... RENAME")
 
     def check_replace_production_db(self, name: str, action: str) -> None:
         if name == self.profile.postgres.database and self.procedure != "restore_incident":
@@ -1417,6 +1424,24 @@ def opaque_command(part: str, how: str) -> Forbidden:
 def _branch_name(ref: str) -> str:
     """`refs/heads/main`, `heads/main` and `main` are the same branch."""
     return ref.removeprefix("refs/").removeprefix("heads/")
+
+
+def _operands(args: list[str], value_opts: set[str]) -> list[str]:
+    """The words that are not options, skipping the value after each option in `value_opts`.
+
+    >>> _operands(["-h", "db1", "--force", "dealix"], {"-h"})
+    ['dealix']
+    """
+    out: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in value_opts:
+            skip = True
+        elif not a.startswith("-"):
+            out.append(a)
+    return out
 
 
 def _plain_after_values(args: list[str], value_letters: str, *, program: bool = False) -> list[str]:

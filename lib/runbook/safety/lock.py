@@ -6,11 +6,14 @@ kernel id, so that a lock kept by a tab left open is named as such) and a `heart
 holder touches every 30 s. A second changing run is refused with who holds
 the lock and since when. A lock whose heartbeat is older than 2 minutes is
 stale (its run died), and so is one whose holder ran on this machine and
-whose process is gone (told at once, without waiting for the heartbeat); it
-is broken only when the run asks for it
+whose process is gone (told at once, without waiting for the heartbeat). A
+dead drill's lock is broken by itself on both proofs at once (this machine knows
+the holder's process is gone, and its heartbeat stopped more than 2 minutes ago: a
+drill killed by its timer; its scratch database is dropped by the next drill
+anyway); any other is broken only when the run asks for it
 (`runbook run SCENARIO --break-stale-lock`, papermill `-p break_stale_lock True`,
-`break_stale_lock = True` in the notebook's parameters cell), and the record says whose lock it
-was and who broke it.
+`break_stale_lock = True` in the notebook's parameters cell); either way the
+record says whose lock it was, who broke it, and why.
 
 The session takes the lock by itself before its first real change (after the
 confirmation; dry runs and read-only runs take none) and releases it in
@@ -40,6 +43,9 @@ HEARTBEAT_S = 30
 STALE_S = 120
 RULE = "one-changing-run-per-host"
 SOURCE = "Safety model: one mutating run per host at a time"
+# scenarios whose only change is one their next run undoes first: the drill's
+# scratch database, dropped before each restore ("exists from an earlier run")
+SELF_CLEANING = frozenset({"restore_drill"})
 
 
 class HostLock:
@@ -131,14 +137,45 @@ class HostLock:
                 f"`runbook run {s.scenario} --break-stale-lock` (papermill: "
                 "`-p break_stale_lock True`)"
             )
-            if stale and self.break_stale:
+            # Broken without being asked only on two proofs (this machine knows the holder's
+            # process is gone: pid, start time, boot; AND its heartbeat stopped) and only
+            # for a holder whose half-done work its next run cleans up by itself. A drill
+            # SIGKILLed by its timer's timeout otherwise refused every drill after it until
+            # a person came (found on the twin); a dead deploy or incident run may have
+            # left the server half changed, which a person must look at first.
+            automatic = (
+                dead
+                and (age is None or age > STALE_S)
+                and current.get("scenario") in SELF_CLEANING
+                and not self.break_stale
+            )
+            if (stale and self.break_stale) or automatic:
                 s.run(["rm", "-rf", self.path], label="lock-break")
                 by = {k: self.owner[k] for k in ("operator", "operator_host", "scenario", "run_id")}
-                self.broken = {"previous_holder": current, "at": iso(utc_now()), "by": by}
-                s.evidence.append(
-                    {"kind": "lock", "event": "broken", "previous_holder": current, "by": by}
+                why = (
+                    f"its process ({describe(current['process'])}) is gone and its heartbeat "
+                    f"stopped {age}s ago"
+                    if automatic
+                    else "break_stale_lock=True"
                 )
-                print(f"broke the stale host lock of {who} (break_stale_lock=True; recorded)")
+                self.broken = {
+                    "previous_holder": current,
+                    "at": iso(utc_now()),
+                    "by": by,
+                    "automatic": automatic,
+                    "why": why,
+                }
+                s.evidence.append(
+                    {
+                        "kind": "lock",
+                        "event": "broken",
+                        "previous_holder": current,
+                        "by": by,
+                        "automatic": automatic,
+                        "why": why,
+                    }
+                )
+                print(f"broke the stale host lock of {who}: {why} (recorded)")
                 continue
             if dead:
                 hint = (

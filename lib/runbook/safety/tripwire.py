@@ -491,27 +491,20 @@ class Tripwire:
     def _compare_refs(self, old: Snapshot, new: Snapshot) -> list[Violation]:
         out: list[Violation] = []
         kept = self.profile.do_not_touch.no_force_delete_branches
+        sides = [("server", old.refs, new.refs)]
+        if old.origin is not None and new.origin is not None:
+            sides.append(("origin", old.origin, new.origin))
         for name in kept:
             ref = f"refs/heads/{name}"
-            before, after = old.refs.get(ref), new.refs.get(ref)
-            if before and after != before:
-                out.append(
-                    Violation(
-                        f"server ref {ref}",
-                        "no-force-delete-branch",
-                        "deleted" if not after else f"moved {before[:12]} -> {after[:12]}",
-                        self._put_ref(ref, before, origin=False),
-                    )
-                )
-            if old.origin is not None and new.origin is not None:
-                before, after = old.origin.get(ref), new.origin.get(ref)
+            for side, was, now in sides:
+                before, after = was.get(ref), now.get(ref)
                 if before and after != before:
                     out.append(
                         Violation(
-                            f"origin ref {ref}",
+                            f"{side} ref {ref}",
                             "no-force-delete-branch",
                             "deleted" if not after else f"moved {before[:12]} -> {after[:12]}",
-                            self._put_ref(ref, before, origin=True),
+                            self._put_ref(ref, before, origin=side == "origin"),
                         )
                     )
         main = "refs/heads/main"
@@ -606,6 +599,9 @@ class Tripwire:
         if prod_before and prod_after != prod_before:
             try:
                 self.guards.check_replace_production_db(prod, f"replace {prod}")
+                if prod_before[0] not in new.dbs:
+                    # replaced is allowed in the incident restore; dropped never is (evidence)
+                    self.guards.check_drop_database(prod)
             except Forbidden:
                 oid = prod_before[0]
                 put: Callable[[], str | None]

@@ -27,6 +27,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runbook.core.resume import refusal as resume_refusal
+from runbook.core.story import Summary
 from runbook.errors import HostKeyMismatch, HostKeyUnknown
 from runbook.ops.backups import (
     PLAIN,
@@ -160,7 +161,7 @@ class RestoreDrill(RestoreSteps):
         self.frame = list_backups(self.s)
         return self.frame
 
-    def preflight(self) -> bool:
+    def preflight(self) -> Summary:
         """Choose the backup, check RPO and size (failed checks, not errors), take the lock."""
         if self.frame is None:
             self.list()
@@ -179,9 +180,18 @@ class RestoreDrill(RestoreSteps):
         if self.ready:
             # the drill changes the server (a scratch database): armor first
             self.armor_preflight()
+        name = (self.chosen or {}).get("name")
         if not self.ready:
-            print("preflight failed: the backup is NOT restored (see the failed checks)")
-        return self.ready
+            return Summary(
+                "preflight failed: the backup is NOT restored (see the failed checks)",
+                ready=False,
+                backup=name,
+            )
+        return Summary(
+            f"preflight: {name} is fresh and large enough; the server's armor holds",
+            ready=True,
+            backup=name,
+        )
 
     def _parent_backup(self) -> str | None:
         """In a resume: the backup the parent restored (refused when it is gone)."""
@@ -305,14 +315,14 @@ class RestoreDrill(RestoreSteps):
             return None
         return self.comparison
 
-    def teardown(self) -> bool:
+    def teardown(self) -> Summary:
         """Drop the scratch database (always; the verdict comes after, in done())."""
         if self.torn_down:
-            return True
+            return Summary(f"teardown: {self.scratch} already dropped", dropped=True)
         s = self.s
         if s.dry_run:
             self.torn_down = True
-            return True
+            return Summary(f"dry run: {self.scratch} was never created", dropped=True)
         expected = f"scratch database {self.scratch} dropped"
         with s.attempt("Teardown", expected=expected) as a:
             with s.step("5. Teardown"):
@@ -326,17 +336,23 @@ class RestoreDrill(RestoreSteps):
                 passed=gone,
             )
         if a.failed:
-            return False
+            return Summary(f"teardown FAILED: {self.scratch} may still exist", dropped=False)
         self.torn_down = gone
-        return gone
+        return Summary(
+            f"teardown: {self.scratch} dropped"
+            if gone
+            else f"teardown: {self.scratch} STILL EXISTS",
+            dropped=gone,
+        )
 
     def _last_resort(self) -> None:
         if self.created and not self.torn_down:
             with contextlib.suppress(BaseException):
                 self.teardown()
 
-    def summary(self) -> dict[str, Any]:
-        """The drill's numbers, also written to `restore_drill.json` in the evidence."""
+    def summary(self) -> Summary:
+        """The drill's numbers (a dict), also written to `restore_drill.json` in the evidence;
+        a notebook shows them as one line."""
         data: dict[str, Any] = {
             "backup": self.chosen,
             "scratch_db": self.scratch,
@@ -353,4 +369,11 @@ class RestoreDrill(RestoreSteps):
         self.s.evidence.write_text(
             "restore_drill.json", json.dumps(data, indent=2, default=str) + "\n"
         )
-        return data
+        failed = [name for name, status in data["checks"].items() if status == "failed"]
+        took = f"in {self.result.duration_s:.1f} s" if self.result else "not restored"
+        line = (
+            f"drill numbers: {(self.chosen or {}).get('name', 'no backup')} {took} "
+            f"(target {self.target_min:g} min), {len(data['tables'])} tables compared, "
+            f"{len(failed)} failed check(s); in restore_drill.json"
+        )
+        return Summary(line, **data)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from runbook.core import postmortem
 from runbook.core.resume import refusal as resume_refusal
+from runbook.core.story import Summary
 from runbook.errors import (
     CommandFailed,
     ParameterError,
@@ -177,8 +178,10 @@ class IncidentRestore(RestoreSteps):
             "check the databases by hand (\\l in psql) and finish the run by hand",
         )
 
-    def preflight(self) -> pd.DataFrame:
-        """Confirmation first (fail closed), then the backup list and its size check."""
+    def preflight(self) -> Summary:
+        """Confirmation first (fail closed), then the backup list and its size check.
+
+        The backups found are in `incident.frame` (pick another with `-p backup NAME`)."""
         s = self.s
         s.require_confirmation("incident restore: replace the production database")
         self.frame = list_backups(s)
@@ -214,9 +217,15 @@ class IncidentRestore(RestoreSteps):
                     )
             s.acquire_lock()
         self.armor_preflight()
-        return self.frame
+        c = self.chosen
+        return Summary(
+            f"preflight: will restore {c['name']} ({c['size']}, {c['age_hours']} h old) of "
+            f"{len(self.frame)} backup(s) on the server (incident.frame); host lock held",
+            backup=c["name"],
+            backups=len(self.frame),
+        )
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Summary:
         """The damaged database's row counts and owner, for the postmortem."""
         s = self.s
         row = one_row(
@@ -232,7 +241,13 @@ class IncidentRestore(RestoreSteps):
             # a table the damage took is simply not in the snapshot
             with s.attempt():
                 self.before[t] = table_facts(s, damaged, t)
-        return self.before
+        counts = ", ".join(f"{t} {f.get('rows')} rows" for t, f in self.before.items())
+        return Summary(
+            f"snapshot of {damaged} (owner {self.owner}): {len(self.before)} of "
+            f"{len(self.tables)} table(s) readable"
+            + (f" ({counts})" if counts else ": the damage took them"),
+            **self.before,
+        )
 
     def stop_api(self) -> None:
         with self.s.step("1. Stop API to freeze writes"):
@@ -375,7 +390,7 @@ class IncidentRestore(RestoreSteps):
                 )
         return self.validation
 
-    def swap(self) -> str:
+    def swap(self) -> Summary:
         """Rename production to dealix_corrupt_YYYYMMDD[_n] (never a drop), the clone to production."""
         s = self.s
         validated = self.validation is not None or self.validated_in is not None
@@ -425,15 +440,19 @@ class IncidentRestore(RestoreSteps):
                 actual="exists" if kept else "missing",
                 passed=kept,
             )
-        return self.renamed
+        return Summary(
+            f"swap: {self.prod} renamed to {self.renamed} (kept, dumped read-only); "
+            f"{self.clone} is {self.prod} now",
+            renamed=self.renamed,
+        )
 
-    def start_api(self) -> dict[str, Any]:
+    def start_api(self) -> Summary:
         """Start the API and wait for /health/deep green."""
         s = self.s
         with s.step("5. Restart API + verify"):
             s.services.start("api")
             if s.dry_run:
-                return {}
+                return Summary("dry run: the API was not started")
             deadline = time.monotonic() + self.api_wait
             deep: dict[str, Any] = {}
             while time.monotonic() < deadline:
@@ -453,13 +472,17 @@ class IncidentRestore(RestoreSteps):
                 if green or not self.renamed
                 else swap_back_instructions(self.prod, self.renamed, s.profile.postgres.psql),
             )
-        return deep
+        return Summary(
+            f"API: /health/deep {deep.get('http_status')} {deep.get('status')}"
+            + ("" if green else " (the check's note says how to swap back)"),
+            **deep,
+        )
 
-    def loss_window(self) -> dict[str, Any]:
+    def loss_window(self) -> Summary:
         """Newest restored row vs the incident time; rows only in the damaged copy."""
         s = self.s
         if s.dry_run or self.renamed is None:
-            return {}
+            return Summary("no data-loss window: nothing was swapped")
         newest: datetime | None = None
         per: dict[str, Any] = {}
         for t in self.tables:
@@ -498,7 +521,13 @@ class IncidentRestore(RestoreSteps):
             ),
             passed=window_h is not None,
         )
-        return self.loss
+        only = sum(int(v.get("only_in_renamed") or 0) for v in per.values())
+        return Summary(
+            "data-loss window: "
+            + ("unknown (no created_at)" if window_h is None else f"{window_h:.2f} h")
+            + f"; {only} row(s) newer than the backup are only in {self.renamed}",
+            **self.loss,
+        )
 
     def postmortem(self) -> str:
         """Draft the mandatory postmortem into the evidence folder (postmortem.md)."""
