@@ -118,9 +118,13 @@ def test_the_check_catches_an_upward_import_and_a_circle(tmp_path: Path) -> None
 
 
 def test_every_notebook_has_its_scenario_module() -> None:
-    # a newcomer finds the code of notebooks/X.ipynb in runbook/scenarios/X.py
+    # a newcomer finds the code of notebooks/X.ipynb in runbook/scenarios/X.py, or in the
+    # package runbook/scenarios/X/ (its class in __init__.py, the pure judging beside it)
     notebooks = sorted(p.stem for p in (LIB.parents[1] / "notebooks").glob("*.ipynb"))
-    modules = sorted(p.stem for p in (LIB / "scenarios").glob("*.py") if not p.stem.startswith("_"))
+    scenarios = LIB / "scenarios"
+    files = [p.stem for p in scenarios.glob("*.py")]
+    packages = [p.parent.name for p in scenarios.glob("*/__init__.py")]
+    modules = sorted(m for m in files + packages if not m.startswith("_"))
     assert notebooks == modules
 
 

@@ -251,13 +251,16 @@ def test_a_done_step_that_must_run_again_and_is_not_repeatable_is_refused(tmp_pa
 
 
 def test_a_scenario_without_declarations_is_not_resumed(tmp_path) -> None:
-    from runbook.scenarios.database_down import DatabaseDown
+    from runbook.scenarios._base import Scenario
+
+    class Undeclared(Scenario):
+        """A scenario that has not said which of its steps are safe to repeat."""
 
     run_dir = tmp_path / "20261207T000000Z-database_down"
     run_dir.mkdir()
     (run_dir / "record.json").write_text(json.dumps({"scenario": "database_down"}))
     with pytest.raises(Forbidden, match="safe to repeat"):
-        resume.plan(run_dir, notebook_path("database_down"), DatabaseDown.resume_rules())
+        resume.plan(run_dir, notebook_path("database_down"), Undeclared.resume_rules())
 
 
 def test_incident_restore_failed_after_the_swap_resumes_without_renaming_again(
@@ -451,6 +454,7 @@ def test_restore_drill_resumed_restores_the_parents_backup_or_refuses(
         "security_incident",
         "restore_drill",
         "llm_provider_down",
+        "database_down",
     ],
 )
 def test_declared_rules_name_real_steps_and_methods(name: str) -> None:

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from runbook.ops import logs
-from runbook.scenarios import database_down as tr
 from runbook.scenarios import llm_provider_down as llm
+from runbook.scenarios.database_down import rotation
+from runbook.scenarios.database_down import signals as tr
 
 HEALTHY = {
     "deep_status": "green",
@@ -129,7 +130,7 @@ def test_rotation_never_the_newest_never_wal_never_other_files() -> None:
         "/b/sub/dealix-x.sql.gz",
         "/pg/main/dealix-2026-01-01.sql.gz",
     ]
-    c = tr.rotation_candidates(
+    c = rotation.rotation_candidates(
         _backups(10, extra),
         backups_dir="/b",
         pattern="dealix-*.sql.gz",
@@ -137,18 +138,18 @@ def test_rotation_never_the_newest_never_wal_never_other_files() -> None:
         data_dir="/pg/main",
     )
     assert list(c["path"]) == [f"/b/dealix-2026-11-0{i}.sql.gz" for i in (1, 2, 3)]
-    assert tr.rotation_candidates(
+    assert rotation.rotation_candidates(
         _backups(5), backups_dir="/b", pattern="dealix-*.sql.gz", keep_newest=7, data_dir="/pg"
     ).empty
     with pytest.raises(ValueError):
-        tr.rotation_candidates(
+        rotation.rotation_candidates(
             _backups(3), backups_dir="/b", pattern="dealix-*.sql.gz", keep_newest=0, data_dir="/pg"
         )
 
 
 def test_protected_backups_are_the_newest_eligible_ones() -> None:
     extra = ["/b/notes.txt", "/b/pg_wal/000000010000000000000001"]  # newer than any backup
-    newest = tr.backup_files(
+    newest = rotation.backup_files(
         _backups(10, extra), backups_dir="/b", pattern="dealix-*.sql.gz", data_dir="/pg"
     ).head(3)
     assert list(newest["path"]) == [f"/b/dealix-2026-11-{d:02d}.sql.gz" for d in (10, 9, 8)]
@@ -171,10 +172,10 @@ def test_failed_restart_becomes_will_not_start_with_the_log() -> None:
     assert logs.log_gist("LOG: a\nLOG: b\n") == "LOG: a | LOG: b"
     assert logs.log_gist("FATAL: a\nLOG: b\nFATAL: c\n") == "FATAL: a | FATAL: c"
     b = tr.Branch(tr.CORRUPT, f"{tr.WONT_START}: the restart failed; its log ends: {gist}")
-    reason = tr._reason_for_restore(b)
+    reason = tr.reason_for_restore(b)
     assert reason.startswith("database will not start: LOG: invalid value for parameter")
     assert "shared_buffers" in reason and '"' not in reason
-    cmd = tr.restore_command("sandbox", reason)
+    cmd = tr.handoff_command("sandbox", reason)
     assert cmd.startswith("runbook run restore_incident --env sandbox -p reason ")
 
 
@@ -188,7 +189,7 @@ def test_only_changing_branches_take_the_lock() -> None:
 
 
 def test_backups_dir_inside_data_dir_yields_nothing() -> None:
-    c = tr.rotation_candidates(
+    c = rotation.rotation_candidates(
         _backups(10), backups_dir="/b", pattern="dealix-*.sql.gz", keep_newest=1, data_dir="/b"
     )
     assert c.empty

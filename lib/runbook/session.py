@@ -146,6 +146,7 @@ class Session:
         self.require_secrets = [str(n) for n in require_secrets]
         self._needed_secrets = self._required_secret_names()
         self._injected = check_papermill_injection(ipython())
+        self.profile.require_one_host(scenario)
         self._check_parameters()
         check_procedure(procedure, scenario)
         self.approved_by = approved_by

@@ -24,10 +24,11 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from runbook.core.inventory import Fleet, Inventory, build_fleet
 from runbook.core.paths import parameters_dir, project_root, sandbox_state_dir
 from runbook.errors import ParameterError
 
-_REF = re.compile(r"\$\{(sandbox|twin)\.([A-Za-z0-9_]+)\}")
+_REF = re.compile(r"\$\{(sandbox|twin_fleet|twin)\.([A-Za-z0-9_]+)\}")
 KINDS = ("sandbox", "staging", "production")
 
 
@@ -240,11 +241,54 @@ class Profile:
     llm: LLMProviders = field(default_factory=LLMProviders)
     security: Security = field(default_factory=Security)
     notify: Notify = field(default_factory=Notify)
+    # several hosts in groups (runbook.core.inventory); None: `target` is the one host
+    inventory: Inventory | None = None
     source: str = ""
 
     @property
     def is_sandbox(self) -> bool:
         return self.kind == "sandbox"
+
+    @property
+    def fleet(self) -> Fleet:
+        """The profile's hosts by group: its inventory, or `target` as a fleet of one
+        (named after its address, in every role group)."""
+        if self.inventory is not None:
+            return build_fleet(self.inventory, self.target, self.source)
+        t = self.target
+        name = t.host if t.transport == "ssh" and t.host else "localhost"
+        return Fleet.of_one(
+            name=name,
+            address=t.host,
+            port=t.port,
+            user=t.user,
+            key=t.key,
+            host_key=t.host_key,
+            known_hosts=t.known_hosts,
+            source=self.source,
+        )
+
+    def require_one_host(self, scenario: str = "this scenario") -> None:
+        """Refuse a fleet profile where a run reaches one server (`profile.target`):
+        a ParameterError (exit 2) before anything runs, instead of one red check per
+        call. Goes when the scenarios fan out over the fleet (issue 21)."""
+        if self.inventory is None:
+            return
+        hosts = self.fleet.hosts
+        raise ParameterError(
+            f"{self.name} is a fleet profile ({len(hosts)} hosts: {', '.join(hosts)}) and "
+            f"{scenario} runs on one server: fan-out over a fleet is not built yet (issue 21)",
+            key="env",
+            source=self.source,
+            fix="run it with a single-host profile (production, twin)",
+        )
+
+    def require_groups(self, *groups: str, scenario: str = "this scenario") -> Fleet:
+        """The fleet, once every group `scenario` needs has a host; else a ParameterError
+        (exit 2) naming the empty group and the fix, before anything runs."""
+        fleet = self.fleet
+        fleet.require_groups(*groups, scenario=scenario)
+        return fleet
 
 
 def load_profile(name: str, *, directory: Path | None = None) -> Profile:
@@ -294,11 +338,46 @@ def load_profile(name: str, *, directory: Path | None = None) -> Profile:
             key="services.manager",
             source=str(path),
         )
-    if profile.target.transport == "ssh" and not profile.target.host:
+    if profile.inventory is not None:
+        _check_fleet_target(profile, str(path))
+        profile.fleet  # noqa: B018 (validates the inventory: refused here, before anything runs)
+    elif profile.target.transport == "ssh" and not profile.target.host:
         raise ParameterError("target.host is missing", key="target.host", source=str(path))
     if not profile.is_sandbox:
         _require_safety_keys(profile, data, str(path))
     return profile
+
+
+def _check_fleet_target(profile: Profile, source: str) -> None:
+    """With an inventory, `target` holds only what every host inherits (port, user, key,
+    timeouts): a `target.host` would name one server the fleet's runs never use."""
+    t = profile.target
+    if t.transport != "ssh":
+        raise ParameterError(
+            f"target.transport is {t.transport!r} in {source}, but an inventory's hosts are "
+            "reached over SSH",
+            key="target.transport",
+            source=source,
+            fix="set target.transport: ssh, or remove inventory: for a local profile",
+        )
+    if t.jump:
+        raise ParameterError(
+            f"target.jump is set in {source}, which has an inventory: a jump host for a "
+            "fleet is not supported yet",
+            key="target.jump",
+            source=source,
+            fix="reach the hosts directly (their addresses under inventory.hosts), or use a "
+            "single-host profile through the jump host",
+        )
+    if t.host or t.host_key or t.known_hosts:
+        raise ParameterError(
+            f"target.host / target.host_key are set in {source}, which also has an "
+            "inventory: each host's address and pinned key live under inventory.hosts",
+            key="target.host",
+            source=source,
+            fix='set target.host: "" and target.host_key: [] (a profile that extends a '
+            "single-host one inherits them), and target.known_hosts: null",
+        )
 
 
 def _require_safety_keys(profile: Profile, data: dict[str, Any], source: str) -> None:
@@ -320,7 +399,7 @@ def _require_safety_keys(profile: Profile, data: dict[str, Any], source: str) ->
                 source=source,
             )
     t = profile.target
-    if t.transport == "ssh" and not t.host_key and not t.known_hosts:
+    if profile.inventory is None and t.transport == "ssh" and not t.host_key and not t.known_hosts:
         raise ParameterError(
             f"target.host_key is missing in {source}: a {profile.kind} profile pins the "
             "server's SSH host key (never StrictHostKeyChecking=no). Get it from a trusted "
@@ -410,8 +489,29 @@ def twin_state(state_dir: Path | None = None) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-_STATES = {"sandbox": sandbox_state, "twin": twin_state}
-_UP = {"sandbox": "runbook sandbox up", "twin": "runbook twin up"}
+def twin_fleet_state(state_dir: Path | None = None) -> dict[str, Any]:
+    """The running fleet twin's state.json (`$RUNBOOK_TWIN_FLEET_DIR`, else
+    <project>/.twin-fleet), or a ParameterError saying how to start it."""
+    if state_dir is None:
+        env = os.environ.get("RUNBOOK_TWIN_FLEET_DIR")
+        state_dir = Path(env).expanduser().resolve() if env else project_root() / ".twin-fleet"
+    path = state_dir / "state.json"
+    if not path.exists():
+        raise ParameterError(
+            f"the fleet twin is not up ({path} is missing): run `runbook twin up --fleet` as "
+            "root, then run through `runbook twin exec --fleet -- runbook run ...`",
+            key="env",
+            source=str(path),
+        )
+    return json.loads(path.read_text())
+
+
+_STATES = {"sandbox": sandbox_state, "twin": twin_state, "twin_fleet": twin_fleet_state}
+_UP = {
+    "sandbox": "runbook sandbox up",
+    "twin": "runbook twin up",
+    "twin_fleet": "runbook twin up --fleet",
+}
 
 
 def _interpolate(data: Any, path: Path) -> Any:

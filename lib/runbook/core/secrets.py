@@ -122,6 +122,50 @@ class SecretStore:
         self._loaded[name] = value
         return value
 
+    def update(self, values: dict[str, str]) -> Path | None:
+        """Write `values` into the operator's secrets file; the file's path, or None without one.
+
+        Each named line is replaced in place (comments and other lines kept as they
+        are), a name the file lacks is appended. The write is atomic (a 0600 temporary
+        file renamed over the old one), so a crash leaves the old file or the new one,
+        never half of one and never a moment readable by others. Values a run already
+        read with `get` stay as they were for that run: its clients keep the key they
+        started with (the file is for the next run).
+
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> d = Path(tempfile.mkdtemp()); f = d / "secrets.env"
+        >>> _ = f.write_text("# mine\\nexport ADMIN_KEY=old-key-123\\n"); f.chmod(0o600)
+        >>> store = SecretStore(Redactor(), str(f))
+        >>> store.update({"ADMIN_KEY": "new-key-456", "HOOK": "hook-789xyz"}) == f
+        True
+        >>> f.read_text(), oct(f.stat().st_mode & 0o777)
+        ('# mine\\nADMIN_KEY=new-key-456\\nHOOK=hook-789xyz\\n', '0o600')
+        """
+        path = self.file
+        if path is None or not path.exists():
+            return None
+        lines = path.read_text().splitlines()
+        done: set[str] = set()
+        for i, line in enumerate(lines):
+            name = line.split("=", 1)[0].removeprefix("export ").strip()
+            if name in values and "=" in line and not line.lstrip().startswith("#"):
+                lines[i] = f"{name}={values[name]}"
+                done.add(name)
+        lines += [f"{k}={v}" for k, v in values.items() if k not in done]
+        tmp = path.with_name(path.name + ".tmp")
+        # a leftover from a crash keeps its own mode through O_CREAT: start afresh
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+        for name, value in values.items():
+            if value:
+                self.redactor.register(name, value)
+        self._file_values.update(values)
+        return path
+
     def known_values(self) -> list[str]:
         """Every secret value seen so far (for refusing parameters equal to a secret)."""
         return [*self._loaded.values(), *self._file_values.values()]

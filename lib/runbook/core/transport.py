@@ -859,6 +859,18 @@ def transport_for(profile: Profile) -> Transport:
     t = profile.target
     if t.transport == "local":
         return LocalTransport(target=f"local:{profile.name}")
+    if profile.inventory is not None:
+        # a fleet profile names no single server: a run reaches each host by name
+        fleet = profile.fleet
+        raise ParameterError(
+            f"{profile.name} is a fleet profile ({len(fleet.hosts)} hosts: "
+            f"{', '.join(fleet.hosts)}): this run reaches one server, and fan-out over a "
+            "fleet is not built yet (issue 21)",
+            key="env",
+            source=profile.source,
+            fix="run it against one host's profile (production, twin), or reach a host of "
+            "the fleet with transport_for_host(profile, NAME)",
+        )
     jump = None
     if t.jump:
         user, _, hostport = t.jump.rpartition("@")
@@ -881,6 +893,35 @@ def transport_for(profile: Profile) -> Transport:
             host_keys=list(t.host_key),
             known_hosts=t.known_hosts,
             jump=jump,
+            connect_timeout=t.connect_timeout,
+            max_sessions=t.max_sessions,
+            use_agent=t.use_agent,
+            source=profile.source,
+        )
+    )
+
+
+def transport_for_host(profile: Profile, name: str) -> Transport:
+    """An SSH transport to the fleet's host `name`, pinned to that host's own key
+    (`profile.fleet`: the inventory, or the single target as a fleet of one)."""
+    fleet = profile.fleet
+    if name not in fleet.hosts:
+        raise ParameterError(
+            f"no host {name!r} in {profile.name} (hosts: {', '.join(fleet.hosts)})",
+            key="host",
+            source=profile.source,
+        )
+    if profile.inventory is None:
+        return transport_for(profile)
+    h, t = fleet.hosts[name], profile.target
+    return SSHTransport(
+        SSHTarget(
+            host=h.address,
+            user=h.user,
+            port=h.port,
+            key_path=h.key,
+            host_keys=list(h.host_key),
+            known_hosts=h.known_hosts,
             connect_timeout=t.connect_timeout,
             max_sessions=t.max_sessions,
             use_agent=t.use_agent,

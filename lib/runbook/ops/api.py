@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbook.clock import wait_for
 from runbook.core.output import Progress
+from runbook.errors import RunbookError
 from runbook.ops.http import HttpClient, HttpResponse
 from runbook.safety.attempt import attempt
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
     from runbook.core.context import OpsContext
 
+# a read-only admin endpoint: what a key opens is tested on it
+KEY_PROBE_PATH = "/api/v1/admin/dlq/stats"
 QUEUES = {"webhooks": "WEBHOOKS_DLQ", "outbound": "OUTBOUND_DLQ", "enrichment": "ENRICHMENT_DLQ"}
 
 
@@ -81,6 +84,30 @@ class DealixAPI(HttpClient):
 
         wait_for(green, timeout, interval, on_poll=said)
         return last
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until `GET /health` answers 200 (after a restart); `RunbookError` naming the
+        last answer when it does not within `timeout`. A refusal ends the wait at once."""
+        last: Any = None
+
+        def up() -> bool:
+            nonlocal last
+            with attempt() as a:
+                last = self.health().status
+            if a.error is not None:
+                last = type(a.error).__name__
+            return last == 200
+
+        if not wait_for(up, timeout, 0.3)[0]:
+            raise RunbookError(
+                f"the API did not answer /health with 200 within {timeout:.0f}s: {last}"
+            )
+
+    def key_status(self, key: str) -> int | None:
+        """The status a read-only admin call answers when made with `key` (not the
+        operator's key: a rotation proves the new key is accepted and the old refused)."""
+        resp = self.get(KEY_PROBE_PATH, headers={"X-API-Key": key}, accept=tuple(range(100, 600)))
+        return resp.status
 
     def pricing_plans(self) -> list[dict[str, Any]]:
         return self.get("/api/v1/pricing/plans").json()["plans"]

@@ -10,7 +10,7 @@ Readers (read-only, they take an `OpsContext`):
 - `auth_log(ctx)` and `access_log(ctx)`: sshd's logins and the API's requests
   as tables, from the paths in the profile's `security` section;
 - `preserved_paths(security)`: the logs a security incident preserves, as
-  shell words for `tar`.
+  shell words for `tar`; `archive(ctx, remote)` tars them on the server.
 
 Parsers (pure, tested without a server): `recent_errors` and `log_gist` for
 Postgres's log, `parse_auth_log` for sshd's, `parse_access_log` for the app's
@@ -163,6 +163,21 @@ def preserved_paths(security: Security) -> str:
     """
     paths = [security.nginx_logs, security.auth_log, *security.app_logs]
     return " ".join(p if any(c in p for c in "*?[") else shlex.quote(p) for p in paths)
+
+
+def archive(ctx: OpsContext, remote: str) -> Result:
+    """Tar the logs a security incident preserves (`preserved_paths`) into `remote` on the
+    server, in `security.evidence_dir`, owner-only. A change: dry run, confirmation and the
+    lock apply. Exit 1 is accepted: a log grew while tar read it, the copy is still good."""
+    sec = ctx.profile.security
+    return ctx.run(
+        f"mkdir -p {shlex.quote(sec.evidence_dir)} && umask 077 && "
+        "tar --ignore-failed-read --warning=no-file-changed "
+        f"-czf {shlex.quote(remote)} {preserved_paths(sec)}",
+        shell=True,
+        accept=(0, 1),
+        label="evidence-tarball",
+    )
 
 
 # ----------------------------------------------------------------- sshd's auth log

@@ -120,9 +120,13 @@ class Scenario:
         if why_not:
             print(why_not)
             return None
+        return self.hold_lock(step or self.lock_step, once=self.lock_once if once is None else once)
+
+    def hold_lock(self, step: str | None = None, *, once: bool = False) -> Summary:
+        """Take the host lock now, in `step` when named, whatever the decision said (a
+        branch that finds it must change the server after all: a drain). Returns the
+        lock's record entry; `once` as in `take_lock`."""
         s = self.s
-        step = step or self.lock_step
-        once = self.lock_once if once is None else once
         if once and s.lock is not None and (s.lock.held or s.dry_run):
             self.armor_preflight()
             return self._lock_summary()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbook.ops.armor import MISSING, NOT_AVAILABLE, Piece
 from runbook.ops.armor import summary as armor_summary
-from runbook.ops.firewall import jail_status
+from runbook.ops.fail2ban import jail_status
 from runbook.scenarios._base import Scenario
 
 if TYPE_CHECKING:

@@ -1,5 +1,6 @@
 """`runbook twin build | up [--fresh] | down | status [--json] | fault NAME | fault --list
 | heal | exec -- CMD ...`: the production twin, with `runbook sandbox`'s vocabulary.
+`--fleet` on up, down, status and exec: the fleet twin instead (lib/runbook/twin/fleet.py).
 
 Exit codes: 0 done / all healthy, 1 a component is unhealthy or a step failed (not
 root, nspawn missing: the message says what to install or how to run), 2 usage
@@ -50,12 +51,25 @@ def _parser() -> argparse.ArgumentParser:
         "(private mount namespace; the machine's /etc/hosts is untouched)",
     )
     ex.add_argument("command", nargs=argparse.REMAINDER)
+    for name in ("up", "down", "status", "exec"):
+        sub.choices[name].add_argument(
+            "--fleet",
+            action="store_true",
+            help="the fleet twin (lib/runbook/twin/fleet.py): load balancer, two API servers, "
+            "database server; state in $RUNBOOK_TWIN_FLEET_DIR or <project>/.twin-fleet",
+        )
     return p
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    twin = Twin(args.dir, echo=lambda line: print(line, flush=True))
+    echo = lambda line: print(line, flush=True)  # noqa: E731
+    if getattr(args, "fleet", False):
+        from runbook.twin.fleet import Fleet
+
+        twin: Twin = Fleet(args.dir, echo=echo)
+    else:
+        twin = Twin(args.dir, echo=echo)
     return guarded(lambda: _run(args, twin), faults.UnknownFault, TwinError)
 
 
@@ -78,6 +92,16 @@ def _run(args: argparse.Namespace, twin: Twin) -> int:
     if args.cmd == "up":
         t0 = time.monotonic()
         st = twin.up(fresh=args.fresh)
+        if st.get("kind") == "fleet":
+            print(
+                f"fleet twin up in {time.monotonic() - t0:.1f} s: "
+                + ", ".join(
+                    f"{n} {h['address']} ({'+'.join(h['groups'])})" for n, h in st["hosts"].items()
+                )
+                + f"; {st['base_url']} through {st['lb_host']} via `runbook twin exec --fleet`; "
+                f"profile twin-fleet; state in {twin.state_file}"
+            )
+            return 0
         print(
             f"twin up in {time.monotonic() - t0:.1f} s: ssh root@{st['host']} "
             f"(host key {st['host_key_fingerprint']}), {st['base_url']} via "
@@ -89,7 +113,8 @@ def _run(args: argparse.Namespace, twin: Twin) -> int:
         done = twin.down()
         stopped = ", ".join(f"{k} ({v})" for k, v in done.get("stopped", {}).items())
         print(
-            f"twin down in {time.monotonic() - t0:.1f} s"
+            ("fleet twin" if getattr(args, "fleet", False) else "twin")
+            + f" down in {time.monotonic() - t0:.1f} s"
             + (f": {stopped}" if stopped else ": nothing was running")
         )
         return 0

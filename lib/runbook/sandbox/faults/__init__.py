@@ -5,7 +5,7 @@ named after the notebook whose signals its faults produce, and registers them
 on import:
 
     database_down       postgres-down, pool-exhausted, postgres-crash, disk-full,
-                        db-corrupt, webhooks-during-outage
+                        db-corrupt, webhooks-during-outage, dlq-poison
     deploy              good-deploy, bad-deploy, sentry-spike, ci-red (deploy and rollback)
     health_check        redis-down
     llm_provider_down   llm-down, llm-recover

@@ -16,6 +16,10 @@
 - `webhooks-during-outage`: Postgres stopped and signed webhooks sent, so they
   land in WEBHOOKS_DLQ; the event_ids are written to `webhooks-during-outage.json`
   in the state dir so a test can prove none is lost.
+- `dlq-poison`: an item no replay can take (a JSON array, not an object) at the
+  head of OUTBOUND_DLQ: each drain batch puts it back, so the runbook's drain
+  stops with it left and its "0 left" check fails. Heal removes it (what an
+  operator does with a malformed item: it can never be replayed).
 
 Each is registered in the fault registry and healed by `runbook sandbox heal`.
 """
@@ -177,7 +181,8 @@ def webhook_events_file(sb: Sandbox) -> Path:
     return sb.state_dir / "webhooks-during-outage.json"
 
 
-def _send_webhook(sb: Sandbox, source: str, payload: dict[str, object]) -> int:
+def send_webhook(sb: Sandbox, source: str, payload: dict[str, object]) -> int:
+    """POST one signed webhook to the sandbox API (202: queued in WEBHOOKS_DLQ while Postgres is down)."""
     secret = sb.secrets()["DEALIX_WEBHOOK_SECRET"]
     raw = json.dumps(payload).encode()
     sig = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
@@ -197,11 +202,37 @@ def _webhooks_outage(sb: Sandbox, _: str | None) -> None:
     for n in range(WEBHOOK_EVENTS):
         event_id = f"evt_outage_{uuid.uuid4().hex[:16]}"
         source = ("stripe", "hubspot", "whatsapp")[n % 3]
-        status = _send_webhook(sb, source, {"event_id": event_id, "type": "lead.updated", "n": n})
+        status = send_webhook(sb, source, {"event_id": event_id, "type": "lead.updated", "n": n})
         if status != 202:
             raise RuntimeError(f"webhook {event_id} answered {status}, expected 202 (queued)")
         sent.append(event_id)
     webhook_events_file(sb).write_text(json.dumps({"event_ids": sent}, indent=2) + "\n")
+
+
+POISON = json.dumps(["runbook-fault dlq-poison: not a DLQ item"])
+POISON_QUEUE = "OUTBOUND_DLQ"
+
+
+def _redis(sb: Sandbox, *args: str) -> str:
+    """One redis-cli command where the sandbox's Redis listens (a namespace when isolated)."""
+    ns = (sb.state.get("isolated") or {}).get("services_ns")
+    cmd = ["redis-cli", "-h", "127.0.0.1", "-p", str(sb.state["redis_port"]), *args]
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, *cmd] if ns else cmd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def _poison(sb: Sandbox, _: str | None) -> None:
+    _redis(sb, "LPUSH", POISON_QUEUE, POISON)
+
+
+def _poison_heal(sb: Sandbox, _: str | None) -> None:
+    _redis(sb, "LREM", POISON_QUEUE, "0", POISON)
 
 
 def _postgres_down(sb: Sandbox, _: str | None) -> None:
@@ -287,5 +318,15 @@ register(
         "in the state dir. Heal: start Postgres (the heal's settle drains the DLQ).",
         _webhooks_outage,
         _postgres_up,
+    )
+)
+register(
+    Fault(
+        "dlq-poison",
+        f"Put an item no replay can take (a JSON array) at the head of {POISON_QUEUE}: every "
+        "drain batch pushes it back, so a drain stops with 1 left and the runbook's "
+        "'0 left' check fails. Heal: remove it (LREM), as an operator removes a malformed item.",
+        _poison,
+        _poison_heal,
     )
 )
