@@ -479,7 +479,7 @@ def test_plain_papermill_run_leaves_a_record_that_can_be_sealed(
 def test_a_leaked_secret_is_masked_in_the_evidence(sandbox, outputs, notebooks):
     code, run_dir, record = run_kind(notebooks, "leak")
     assert code == 0, record
-    # masked by the kernel as the cell printed it (runbook.core.kernel.redact_kernel_output), so
+    # masked by the kernel as the cell printed it (runbook.session.notebook.redact_kernel_output), so
     # the seal's scan, the second net, finds nothing left to mask in the notebook
     masked = {m["file"] for m in record["secret_scan"]["masked"]}
     assert "ev_leak.ipynb" not in masked

@@ -28,6 +28,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("evidence", ("runbook.evidence",)),
     ("safety", ("runbook.safety",)),
     ("ops", ("runbook.ops",)),
+    # the session's gate, its one way out to the server, and what it needs: below the facade
+    # (the gate never reaches back into the session; it takes the run as a protocol)
+    ("gate", ("runbook.session.gate", "runbook.session.capture", "runbook.session.parameters")),
+    # the facade (runbook.session) and its record
     ("session", ("runbook.session",)),
     ("scenarios", ("runbook.scenarios",)),
     # tooling on top of the library: the sandbox and its twin may import anything below
@@ -89,12 +93,27 @@ def test_no_runtime_import_circle() -> None:
 def test_ops_and_safety_do_not_know_the_session() -> None:
     # not even for types: they take an OpsContext, which the session implements
     _, edge_list = edges(LIB)
+    session = ("runbook.session", "runbook.session.")
     lower = [
         f"{e.source} -> {e.target}"
         for e in edge_list
-        if e.target == "runbook.session" and layer_of(e.source) < layer_of("runbook.session")
+        if e.target.startswith(session)
+        and not e.source.startswith(session)
+        and layer_of(e.source) < layer_of("runbook.session")
     ]
     assert lower == []
+
+
+def test_the_gate_does_not_know_the_facade() -> None:
+    # not even for types: the gate takes its run as a protocol (runbook.session.gate.Run)
+    _, edge_list = edges(LIB)
+    gate = next(prefixes for name, prefixes in LAYERS if name == "gate")
+    back = [
+        f"{e.source} -> {e.target}"
+        for e in edge_list
+        if e.source in gate and layer_of(e.target) > layer_of(e.source)
+    ]
+    assert back == []
 
 
 def test_the_check_catches_an_upward_import_and_a_circle(tmp_path: Path) -> None:

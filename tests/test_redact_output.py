@@ -8,8 +8,8 @@ import urllib.parse
 
 import pytest
 
-from runbook.core.output import StreamCapture
 from runbook.core.redact import Redactor
+from runbook.session.capture import StreamCapture
 
 CANARY = "canary-Zq8T2vLx9pW4"
 

@@ -30,7 +30,7 @@ def session(sandbox, tmp_path):
 def test_commands_reuse_one_connection(session) -> None:
     for _ in range(5):
         assert session.probe(["true"]).ok
-    assert session.transport.connects == 1
+    assert session.gate.transport.connects == 1
 
 
 def test_failure_message_names_command_exit_and_last_lines(session) -> None:
@@ -94,7 +94,7 @@ def test_dead_connection_is_reported_then_reconnected(session, sandbox) -> None:
     # and sshd itself goes down and comes back before the next command
     sandbox.restart("sshd")
     assert session.probe(["echo", "again"]).stdout.strip() == "again"
-    assert session.transport.connects == 2
+    assert session.gate.transport.connects == 2
 
 
 def test_changed_host_key_refuses_with_both_fingerprints(sandbox, tmp_path) -> None:
@@ -165,9 +165,9 @@ def test_metacharacters_are_never_executed_remotely(session, tmp_path) -> None:
 
 def test_files_written_atomically_over_sftp(session) -> None:
     path = f"{session.profile.app.dir}/../rb-test-file"
-    session.transport.write_file(path, b"one\n", mode=0o600)
-    session.transport.write_file(path, b"two\n")
-    assert session.transport.read_file(path) == b"two\n"
+    session.gate.transport.write_file(path, b"one\n", mode=0o600)
+    session.gate.transport.write_file(path, b"two\n")
+    assert session.gate.transport.read_file(path) == b"two\n"
     assert session.probe(["stat", "-c", "%a", path]).stdout.strip() == "600"
     session.probe(["rm", "-f", path])
 
@@ -256,7 +256,7 @@ def test_more_channels_than_the_server_allows_are_queued_not_refused(session) ->
             pool.map(lambda i: session.probe(["sh", "-c", f"sleep 0.2; echo {i}"]), range(30))
         )
     assert [int(r.stdout) for r in results] == list(range(30))
-    assert session.transport.connects == 1
+    assert session.gate.transport.connects == 1
 
 
 def test_a_refused_channel_waits_and_keeps_the_connection(sandbox) -> None:
@@ -322,8 +322,8 @@ def test_jump_host(sandbox, tmp_path) -> None:
 
 def test_backup_file_keeps_the_original(session) -> None:
     path = f"{session.profile.app.dir}/../rb-backup-test"
-    session.transport.write_file(path, b"keep me\n")
+    session.gate.transport.write_file(path, b"keep me\n")
     copy = session.backup_file(path)
-    assert session.transport.read_file(copy) == b"keep me\n"
+    assert session.gate.transport.read_file(copy) == b"keep me\n"
     assert copy.startswith(path + ".bak.") and copy.endswith("Z")
     session.probe(["rm", "-f", path, copy])

@@ -9,7 +9,10 @@ Example::
 
     >>> from runbook.core.context import OpsContext
     >>> sorted(n for n in vars(OpsContext) if not n.startswith("_"))
-    ['allow_change', 'current_step', 'log_http', 'probe', 'process', 'read_file', 'run', 'transport', 'verify_target']
+    ['allow_change', 'current_step', 'log_http', 'poll', 'probe', 'process', 'read_file', 'run', 'verify_target']
+
+Nothing here hands out the connection: everything goes through the session's
+gate (runbook.session.gate), the one way out to the server.
 """
 
 from __future__ import annotations
@@ -24,9 +27,18 @@ if TYPE_CHECKING:
     from runbook.core.profile import Profile
     from runbook.core.redact import Redactor
     from runbook.core.secrets import SecretStore
-    from runbook.core.transport import Transport
     from runbook.result import Result
     from runbook.safety.guards import Guards
+
+
+class Polled(Protocol):
+    """What one poll read (runbook.session.gate.Polled)."""
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    @property
+    def stdout(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -62,9 +74,6 @@ class OpsContext(Protocol):
     def process(self) -> dict[str, Any] | None: ...
 
     @property
-    def transport(self) -> Transport: ...
-
-    @property
     def current_step(self) -> str | None: ...
 
     def probe(self, command: Command, **kw: Any) -> Result:
@@ -79,6 +88,10 @@ class OpsContext(Protocol):
         """A file's bytes on the target, read-only, recorded in the evidence."""
         ...
 
+    def poll(self, command: str, *, kind: str) -> Polled:
+        """The logged-off read-only probe of a poller (second connection, counted per kind)."""
+        ...
+
     def verify_target(self) -> None:
         """Check the target's SSH host key before the first call of any kind (raises a Refusal)."""
         ...
@@ -90,3 +103,28 @@ class OpsContext(Protocol):
     def log_http(self, call: HttpCall) -> None:
         """Record one HTTP call in the run's evidence."""
         ...
+
+
+class LockContext(Protocol):
+    """What the host lock (runbook.safety.lock) needs: its owner, and the gate's paths.
+
+    `run` is the gate's internal path for the lock's own commands (the change
+    check and the guards apply; taking the lock does not, it is being taken);
+    `poll` carries the heartbeat and the release at exit.
+    """
+
+    env: str
+    scenario: str
+    profile: Profile
+    evidence: Evidence
+    operator: str
+    operator_host: str
+
+    @property
+    def process(self) -> dict[str, Any] | None: ...
+
+    def probe(self, command: Command, **kw: Any) -> Result: ...
+
+    def run(self, command: Command, **kw: Any) -> Result: ...
+
+    def poll(self, command: str, *, kind: str) -> Polled: ...

@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,14 @@ def describe(process: dict[str, Any]) -> str:
 
 def last_known(run_dir: Path) -> dict[str, Any]:
     """From commands.jsonl: the step left open, the last command, the last sign of life."""
-    out: dict[str, Any] = {"last_step": None, "last_command": None, "last_event_at": None}
+    # step_open too when there is no log: a run killed before its first event (its
+    # finishing failed on the missing key, unseen while the constructor swallowed it)
+    out: dict[str, Any] = {
+        "last_step": None,
+        "last_command": None,
+        "last_event_at": None,
+        "step_open": False,
+    }
     path = Path(run_dir) / "commands.jsonl"
     if not path.exists():
         return out
@@ -250,22 +258,40 @@ def finish(run_dir: Path, *, finisher: str | Path | None = None) -> dict[str, An
 
 
 def finish_abandoned(
-    env: str, target: str | None, *, finisher: str | Path | None = None, root: Path | None = None
+    env: str,
+    target: str | None,
+    *,
+    finisher: str | Path | None = None,
+    root: Path | None = None,
+    on_error: Callable[[Path, BaseException], None] | None = None,
 ) -> list[Path]:
-    """Finish every dead run of `env` (and `target`) on this host; returns their folders."""
+    """Finish every dead run of `env` (and `target`) on this host; returns their folders.
+
+    A run that cannot be finished or sealed is passed to `on_error` (the
+    session records it); without one it is skipped, as the runner does.
+    """
+
+    def failed(run_dir: Path, exc: BaseException) -> None:
+        if on_error is not None:
+            on_error(run_dir, exc)
+
     done = []
     for run_dir in running_records(env, target, root):
         if finisher is not None and Path(run_dir).resolve() == Path(finisher).resolve():
             continue
-        with contextlib.suppress(OSError):
+        try:
             if finish(run_dir, finisher=finisher) is not None:
                 done.append(run_dir)
                 print(f"runbook: finished a run that died as abandoned: {run_dir}")
+        except Exception as exc:  # one dead run that cannot be finished does not stop the others
+            failed(run_dir, exc)
     for run_dir in done:
         from runbook.core import seal as evidence_tools
 
         # its own run never sealed it: seal what it left, so `runbook verify` covers it
-        with contextlib.suppress(Exception):
+        try:
             if not (run_dir / evidence_tools.MANIFEST).exists():
                 evidence_tools.seal(run_dir, env=env)
+        except Exception as exc:  # one run's seal failing does not stop the others
+            failed(run_dir, exc)
     return done

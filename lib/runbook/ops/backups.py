@@ -455,18 +455,15 @@ class ProgressLines:
         return None
 
 
-def _poll(ctx: OpsContext, command: str) -> bytes:
-    """Run the progress probe `command` on the server, unlogged; its stdout.
+def _poll(ctx: OpsContext, command: str) -> str:
+    """The progress probe `command`'s stdout, read through the session's gate's `poll`.
 
-    The one place the restore's progress reaches the server past the
-    session: a read-only counter polled every few seconds from a thread,
-    while the restore's own command holds the session's channel. It goes
-    through the transport directly, unrecorded (a line in commands.jsonl
-    every 5 s would drown the run's evidence).
+    The logged-off probe on the second connection (counted as
+    "restore-progress" in the record, not one line per poll in
+    commands.jsonl): the restore's own command holds the first connection
+    while this runs every few seconds from a thread. The guards still judge it.
     """
-    out: list[bytes] = []
-    ctx.transport.execute(command, on_stdout=out.append, on_stderr=lambda _b: None, timeout=10)
-    return b"".join(out)
+    return ctx.poll(command, kind="restore-progress").stdout
 
 
 class RestoreProgress(threading.Thread):
@@ -495,7 +492,7 @@ class RestoreProgress(threading.Thread):
         try:
             # a poll that fails says nothing this time; the restore's own command reports
             with attempt(also=(OSError, EOFError, paramiko.SSHException)) as a:
-                raw = _poll(self.ctx, self.command)
+                polled = _poll(self.ctx, self.command)
         except PASS_THROUGH:
             # a refusal or a dead connection: stop polling (this thread); the restore's own
             # command meets it too and stops the run
@@ -503,7 +500,7 @@ class RestoreProgress(threading.Thread):
             return None
         if a.failed:
             return None
-        text = raw.decode(errors="replace").strip().splitlines()
+        text = polled.strip().splitlines()
         if not text:
             return None
         last = text[-1].strip().removeprefix("pos:").strip()

@@ -37,7 +37,7 @@ from runbook.core.liveness import alive, describe
 from runbook.errors import Forbidden
 
 if TYPE_CHECKING:
-    from runbook.core.context import OpsContext
+    from runbook.core.context import LockContext
 
 HEARTBEAT_S = 30
 STALE_S = 120
@@ -49,7 +49,7 @@ SELF_CLEANING = frozenset({"restore_drill"})
 
 
 class HostLock:
-    def __init__(self, ctx: OpsContext, *, break_stale: bool = False):
+    def __init__(self, ctx: LockContext, *, break_stale: bool = False):
         self.ctx = ctx
         self.path = ctx.profile.app.lock_path
         self.break_stale = break_stale
@@ -234,15 +234,14 @@ class HostLock:
             why="could not take it after two attempts",
         )
 
-    def _unlogged(self, command: str) -> None:
-        """Run a lock command straight on the transport, its output dropped.
+    def _unlogged(self, command: str, kind: str) -> None:
+        """Run a lock command as the gate's logged-off poll (its second connection).
 
-        The heartbeat runs in a thread and the release at exit or after a
-        failure: neither goes through the run's commands or its evidence.
+        The heartbeat runs in a thread every 30 s and the release at exit or
+        after a failure: neither is one of the run's commands; the record
+        counts them (`polls`), and the release is in the evidence.
         """
-        self.ctx.transport.execute(
-            command, on_stdout=lambda b: None, on_stderr=lambda b: None, timeout=15
-        )
+        self.ctx.poll(command, kind=kind)
 
     def _start_heartbeat(self) -> None:
         q = shlex.quote(self.path)
@@ -250,7 +249,7 @@ class HostLock:
         def beat() -> None:
             while not self._stop.wait(HEARTBEAT_S):
                 with contextlib.suppress(Exception):
-                    self._unlogged(f"touch {q}/heartbeat")
+                    self._unlogged(f"touch {q}/heartbeat", "lock-heartbeat")
 
         self._thread = threading.Thread(target=beat, daemon=True, name="runbook-lock-heartbeat")
         self._thread.start()
@@ -262,7 +261,9 @@ class HostLock:
         self._stop.set()
         q = shlex.quote(self.path)
         with contextlib.suppress(Exception):
-            self._unlogged(f"grep -q {shlex.quote(self.run_id)} {q}/owner.json && rm -rf {q}")
+            self._unlogged(
+                f"grep -q {shlex.quote(self.run_id)} {q}/owner.json && rm -rf {q}", "lock-release"
+            )
             self.ctx.evidence.append({"kind": "lock", "event": "released", "path": self.path})
         self.held = False
         with contextlib.suppress(Exception):

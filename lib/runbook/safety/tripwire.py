@@ -33,9 +33,9 @@ rollback's one-step downgrade is within the rule; llm_provider_down's edit of
 LLM_PROVIDER_PRIORITY is left out of the .env hash; deploy's fast-forward of
 main to origin's main is what origin holds.
 
-Example (what the session does; see Session._execute)::
+Example (what the session's gate does; see runbook.session.gate)::
 
-    wire = Tripwire(session.transport, session.profile, session.guards, ...)
+    wire = Tripwire(gate._raw, gate.profile, gate.guards, ...)
     wire.arm()                   # before the first change: copies + baseline
     ...run the change...
     wire.check("rm -f /opt/dealix/.env.pre-v3.0.0.bak")   # raises Tripped
@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runbook.core.profile import Profile
-from runbook.core.transport import Transport
+from runbook.core.transport import ExecOutcome
 from runbook.errors import Forbidden, Tripped
 from runbook.safety.guards import Guards
 
@@ -102,14 +102,15 @@ class Tripwire:
 
     def __init__(
         self,
-        transport: Callable[[], Transport],
+        execute: Callable[..., ExecOutcome],
         profile: Profile,
         guards: Guards,
         *,
         run_id: str,
         log: Callable[[dict[str, Any]], None],
     ):
-        self._transport = transport
+        # the gate's own way to the server (its first connection): the tripwire logs its reads
+        self._execute = execute
         self.profile = profile
         self.guards = guards
         self.run_id = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
@@ -230,17 +231,13 @@ class Tripwire:
     def _read(self) -> tuple[Snapshot, float]:
         out: list[bytes] = []
         t0 = time.monotonic()
-        self._transport().execute(
-            self.script(), on_stdout=out.append, on_stderr=lambda b: None, timeout=60
-        )
+        self._execute(self.script(), on_stdout=out.append, on_stderr=lambda b: None, timeout=60)
         cost = (time.monotonic() - t0) * 1000
         return parse(b"".join(out).decode("utf-8", "replace"), self._files()), cost
 
     def _exec(self, command: str, keep: int = 300) -> tuple[int | None, str]:
         out: list[bytes] = []
-        r = self._transport().execute(
-            command, on_stdout=out.append, on_stderr=out.append, timeout=120
-        )
+        r = self._execute(command, on_stdout=out.append, on_stderr=out.append, timeout=120)
         return r.exit_code, b"".join(out).decode("utf-8", "replace")[-keep:]
 
     # ------------------------------------------------------------ arm and check

@@ -32,7 +32,7 @@ from runbook.core.resume import StepRules
 from runbook.core.story import Summary
 from runbook.errors import ParameterError
 from runbook.ops.armor import MISSING, NOT_AVAILABLE, Piece, record_pieces
-from runbook.session import Session, open_session
+from runbook.session import Session
 
 # the session's own keywords; every other parameter belongs to the scenario class
 SESSION_KEYWORDS = ("env", "dry_run", "confirm", "approved_by", "break_stale_lock")
@@ -252,13 +252,16 @@ def open_scenario(
             f"parameters cell and {cls.__module__} disagree (add it to {cls.__name__}.__init__).",
             key=unknown[0],
         )
-    s = open_session(
+    s = Session(
         name,
         **session_kw,
         parameters=values,
         procedure=cls.procedure,
         require_secrets=cls.require_secrets,
     )
+    # runs on this machine that died without a verdict: finished and sealed, a step of
+    # its own whose result (failures too) is in this run's evidence and record
+    s.finish_abandoned_runs()
     # a resume (RUNBOOK_RESUME_FROM) is planned, or refused, before the first step
     s.begin_resume(cls.resume_rules())
     scenario = cls(s, **scenario_kw)

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from runbook.core.evidence import utc_now
 from runbook.core.resume import refusal as resume_refusal
-from runbook.errors import Refusal
 from runbook.ops import app_env, fail2ban, logs
 from runbook.ops.api import KEY_PROBE_PATH
 from runbook.ops.fail2ban import fail2ban_status
@@ -383,29 +382,15 @@ class SecurityIncident(Scenario):
 
     def _new_connection(self) -> tuple[bool, str]:
         """Open a NEW SSH connection (as the operator) and run `true` on it."""
-        # the session's gate will offer this (issue 20 item 4); until then the
-        # scenario opens it itself and uses the session's refusal latch
         import paramiko
 
-        from runbook.core.transport import SSHTransport
-
         s = self.s
-        transport = s.transport
-        if not isinstance(transport, SSHTransport):
+        if s.profile.target.transport != "ssh":
             return False, "not an SSH target"
-        s._stop_if_refused()
-        fresh = SSHTransport(transport.spec)
-        try:
-            # any failure to connect is the answer; a refusal is not
-            with s.attempt(also=(OSError, EOFError, paramiko.SSHException)) as a:
-                out = fresh.execute(
-                    "true", on_stdout=lambda b: None, on_stderr=lambda b: None, timeout=20
-                )
-        except Refusal as exc:
-            s._note_refusal(exc)  # the session's latch: nothing more goes out
-            raise
-        finally:
-            fresh.close()
+        # any failure to connect is the answer; a refusal is not (the gate latches it)
+        with s.attempt(also=(OSError, EOFError, paramiko.SSHException)) as a:
+            with s.gate.new_connection() as conn:
+                out = conn.execute("true", timeout=20)
         if a.error is not None:
             why = f"{type(a.error).__name__}: {a.error}"
             return False, s.redactor.redact(f"new connection failed: {why}")
