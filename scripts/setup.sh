@@ -5,7 +5,8 @@
 # systemd-container, debootstrap, zstd: the production twin, `runbook twin up`;
 # systemd-container is version-locked to systemd, so apt may upgrade the host's
 # systemd packages too, which is harmless on a machine without systemd as PID 1),
-# a .venv with the project and its extras, and the project's Jupyter kernel.
+# a .venv with the project and its extras (prefect too: CI tests the flow against a
+# real local Prefect server), and the project's Jupyter kernel.
 # Idempotent, and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +43,7 @@ fi
 if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   echo "setup: installing the project and its extras into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[sandbox,test,dev]'
+  .venv/bin/python -m pip install -q -e '.[sandbox,test,dev,prefect]'
   touch .venv/.installed
 fi
 # One named kernel for the project, inside the venv: a stray `python3`

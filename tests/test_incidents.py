@@ -19,7 +19,7 @@ import redis
 
 from runbook import open_session
 from runbook.cli import run as runner
-from runbook.sandbox.faults.database_down import webhook_events_file
+from runbook.rehearsal.faults.database_down import webhook_events_file
 from runbook.scenarios import llm_provider_down as llm
 
 

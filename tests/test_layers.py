@@ -35,7 +35,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("session", ("runbook.session",)),
     ("scenarios", ("runbook.scenarios",)),
     # tooling on top of the library: the sandbox and its twin may import anything below
-    ("sandbox", ("runbook.sandbox", "runbook.twin")),
+    ("sandbox", ("runbook.rehearsal", "runbook.sandbox", "runbook.twin")),
+    # other engines that run `runbook run` (Prefect 3, the optional extra): above the
+    # library, below the command line that serves them (`runbook schedule`)
+    ("integrations", ("runbook.integrations",)),
     # the entry point dispatches to everything, `runbook sandbox ...` included
     ("cli", ("runbook.cli",)),
     # the public surface (`from runbook import open_scenario`): imported by none inside the library

@@ -26,8 +26,8 @@ from runbook.core.catalog import notebook_path
 from runbook.core.seal import verify_run
 from runbook.errors import Forbidden, ParameterError
 from runbook.evidence import history
+from runbook.rehearsal.faults import parse
 from runbook.sandbox import Sandbox
-from runbook.sandbox.faults import parse
 from runbook.scenarios import review
 from runbook.scenarios.deploy import Deploy
 

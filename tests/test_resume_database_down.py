@@ -24,8 +24,8 @@ import redis
 from runbook.cli import main as cli_main
 from runbook.cli import run as runner
 from runbook.core.seal import verify_run
-from runbook.sandbox.faults import parse
-from runbook.sandbox.faults.database_down import send_webhook, webhook_events_file
+from runbook.rehearsal.faults import parse
+from runbook.rehearsal.faults.database_down import send_webhook, webhook_events_file
 from runbook.scenarios.database_down import DRAIN_STEP, TRIAGE_STEP
 
 

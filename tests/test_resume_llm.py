@@ -22,7 +22,7 @@ from runbook.cli import main as cli_main
 from runbook.cli import run as runner
 from runbook.core.seal import verify_run
 from runbook.evidence import history
-from runbook.sandbox.faults import parse
+from runbook.rehearsal.faults import parse
 from runbook.scenarios.llm_provider_down import (
     ASSESS_STEP,
     FAILOVER_STEP,

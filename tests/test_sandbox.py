@@ -27,6 +27,7 @@ import httpx
 import paramiko
 import pytest
 
+from runbook.rehearsal.faults import listing
 from runbook.sandbox import Sandbox, SandboxError, UnknownFault
 from runbook.sandbox.procs import alive, descendants, proc_name, start_time
 
@@ -475,7 +476,7 @@ def test_supervisorctl_restart_changes_the_api_pid(sandbox: Sandbox) -> None:
 
 
 def test_fault_registry(sandbox: Sandbox) -> None:
-    names = Sandbox.fault_names()
+    names = [f.usage for f in listing()]
     assert {"postgres-down", "pool-exhausted", "ci-red", "llm-down:PROVIDER"} <= set(names)
     with pytest.raises(UnknownFault, match="postgres-down"):
         sandbox.fault("no-such-fault")

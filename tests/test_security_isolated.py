@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from runbook.cli import run as runner
+from runbook.rehearsal.faults import security_incident as faults_security
 from runbook.sandbox import Sandbox, isolated
 from runbook.sandbox.build.app import read_app_env
 from runbook.sandbox.build.supervisor import NETNS_PROGRAMS
-from runbook.sandbox.faults import security_incident as faults_security
 from runbook.sandbox.procs import http_get
 from runbook.scenarios import security_incident as security
 

@@ -9,7 +9,7 @@ the twin itself over SSH (git HEAD in /opt/dealix, alembic's revision through
 the SaaS stubs received through the "internet" container at the real
 hostnames (its nginx access log, the stubs' state).
 
-Faults are the twin's (lib/runbook/twin/faults_deploy.py), with the sandbox's
+Faults are the rehearsal wing's (lib/runbook/rehearsal/faults/deploy.py), the sandbox's
 names; every test heals what it applied.
 """
 
@@ -333,9 +333,9 @@ def env_restored(twin) -> Iterator[Any]:
         f'cd /opt/dealix && if [ "$(base64 -w0 .env)" != {original!r} ]; then '
         f"echo {original} | base64 -d > .env && systemctl restart dealix-api; fi; rm -f .env.bak.*"
     )
-    from runbook.twin.faults_deploy import wait_deep_green
+    from runbook.rehearsal.state import settle
 
-    wait_deep_green(twin)
+    settle(twin)
 
 
 def wait_for(pred, timeout: float = 90, what: str = "condition") -> None:

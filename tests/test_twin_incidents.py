@@ -265,7 +265,7 @@ def _admin_status(twin, key: str) -> str:
 
 
 def test_security_incident_rotates_locks_down_and_bans(healed_twin, tmp_path) -> None:
-    from runbook.twin.faults_incidents import attacker_ip
+    from runbook.rehearsal.faults.security_incident import attacker_ip
 
     twin = healed_twin
     st = twin.state

@@ -10,6 +10,7 @@ runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
             [--notify URL ...] [--notify-when WHEN] [--ping URL ...]
 runbook list
 runbook notify SCENARIO [--env ENV] [--notify URL ...] [--ping URL ...] [--max-age MINUTES]
+runbook schedule plan | serve --env ENV ... [--scenario NAME[=CRON] ...]  (Prefect 3 extra)
 runbook verify RUN_DIR | --chain [OUTPUTS]
 runbook history [--scenario S] [--env E] [--since DATE] [--format table|csv|json] [--plot FILE]
 runbook postmortem RUN_DIR
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         from runbook.cli.notify import run_command as notify_command
 
         return notify_command(args)
+    if args.command == "schedule":
+        from runbook.cli.schedule import run_command as schedule_command
+
+        return schedule_command(args)
     if args.command in ("verify", "history", "postmortem", "seal"):
         from runbook.cli.evidence import run_command
 
@@ -194,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_notify(sub)
     _add_parameters_dir(sub.choices["notify"])
+    from runbook.cli.schedule import add_parser as add_schedule
+
+    add_schedule(sub)
+    _add_parameters_dir(sub.choices["schedule"])
     _add_evidence_commands(sub)
     return parser
 

@@ -8,11 +8,11 @@ Example::
 
     >>> from runbook.sandbox import Sandbox
     >>> sb = Sandbox()                    # $RUNBOOK_SANDBOX_DIR or <project>/.sandbox
-    >>> "postgres-down" in Sandbox.fault_names()
-    True
+    >>> sb.kind                           # a rehearsal target (runbook.rehearsal)
+    'sandbox'
 """
 
-from runbook.sandbox.faults import FAULTS, Fault, UnknownFault, register
+from runbook.rehearsal.faults.registry import FAULTS, Fault, UnknownFault, register
 from runbook.sandbox.layout import Layout, default_state_dir, project_root
 from runbook.sandbox.manager import Sandbox
 from runbook.sandbox.procs import SandboxError

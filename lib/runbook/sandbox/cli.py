@@ -20,12 +20,12 @@ import json
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from runbook.sandbox.faults import UnknownFault
+from runbook.rehearsal.faults import UnknownFault, listing
+from runbook.rehearsal.target import RehearsalError
 from runbook.sandbox.manager import Sandbox
-from runbook.sandbox.procs import SandboxError
 
 
 class Target(Protocol):
@@ -58,13 +58,14 @@ def add_target_commands(
     return up
 
 
-def list_faults(args: argparse.Namespace, faults: Iterable[tuple[str, str]]) -> int | None:
-    """`fault --list` (or `fault` alone, a usage error): each (usage, description); else None."""
+def list_faults(args: argparse.Namespace) -> int | None:
+    """`fault --list` (or `fault` alone, a usage error): the one registry, for both
+    `runbook sandbox` and `runbook twin`, a fault one target cannot do marked so; else None."""
     if args.cmd != "fault" or (args.name and not args.list):
         return None
-    for usage, description in faults:
-        print(usage)
-        print(textwrap.fill(description, 78, initial_indent="    ", subsequent_indent="    "))
+    for f in listing():
+        print(f"{f.usage}  ({f.only})" if f.only else f.usage)
+        print(textwrap.fill(f.description, 78, initial_indent="    ", subsequent_indent="    "))
     return 0 if args.list else 2
 
 
@@ -129,7 +130,7 @@ def table(rows: list[dict[str, object]]) -> str:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     sb = Sandbox(args.dir, echo=lambda line: print(line, flush=True))
-    return guarded(lambda: _run(args, sb), UnknownFault, SandboxError)
+    return guarded(lambda: _run(args, sb), UnknownFault, RehearsalError)
 
 
 def _run(args: argparse.Namespace, sb: Sandbox) -> int:
@@ -156,7 +157,7 @@ def _run(args: argparse.Namespace, sb: Sandbox) -> int:
     if args.cmd == "down":
         sb.down()
         return 0
-    listed = list_faults(args, ((f.usage, f.description) for f in Sandbox.fault_registry()))
+    listed = list_faults(args)
     if listed is not None:
         return listed
     code = run_common(args, sb)

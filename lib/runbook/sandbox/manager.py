@@ -22,12 +22,15 @@ import os
 import secrets
 import shlex
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from runbook.rehearsal import state as rehearsal
+from runbook.rehearsal.target import PARTS
 from runbook.sandbox import seed
 from runbook.sandbox.build import (
     app,
@@ -40,7 +43,6 @@ from runbook.sandbox.build import (
     stubs,
     supervisor,
 )
-from runbook.sandbox.faults import FAULTS, Fault, canonical, parse
 from runbook.sandbox.layout import (
     BACKUP_BRANCH,
     CI_RUNS_CONTROL,
@@ -79,7 +81,6 @@ DEPENDS = {
 }
 
 READY_TIMEOUT = 30.0
-DLQS = {"webhooks": "WEBHOOKS_DLQ", "outbound": "OUTBOUND_DLQ", "enrichment": "ENRICHMENT_DLQ"}
 
 
 def _now() -> str:
@@ -89,8 +90,12 @@ def _now() -> str:
 class Sandbox:
     """One sandbox, identified by its state dir.
 
-    `echo` receives one line per step of `up`/`down` (the CLI prints them).
+    `echo` receives one line per step of `up`/`down` (the CLI prints them). A rehearsal
+    Target (runbook.rehearsal.target): faults break it through the primitives at the
+    end of this class, and `fault`/`heal` are runbook.rehearsal.state's.
     """
+
+    kind = "sandbox"
 
     def __init__(
         self, state_dir: Path | str | None = None, *, echo: Callable[[str], None] | None = None
@@ -169,13 +174,13 @@ class Sandbox:
                 if pids != state.get("pids"):  # restarted by hand since: keep state.json true
                     self._update(pids=pids)
                 if state.get("faults"):
-                    self._heal()
+                    rehearsal.heal(self, lock=False)
                 return self.state
             started = time.monotonic()
             state = self._bring_up(state)
             state = self._update(last_up_seconds=round(time.monotonic() - started, 2))
             if state.get("faults"):
-                self._heal()
+                rehearsal.heal(self, lock=False)
             return self.state
 
     def _running_and_healthy(self, state: dict[str, Any]) -> bool:
@@ -867,7 +872,7 @@ class Sandbox:
         return status == 200 and body.get("status") == "green", f"{status}: " + ", ".join(parts)
 
     def _check_dlq(self) -> tuple[bool, str]:
-        queues = self._dlq_depths()
+        queues = rehearsal.dlq_depths(self)
         return not any(queues.values()), ", ".join(f"{k} {v}" for k, v in queues.items())
 
     def _check_stubs(self, state: dict[str, Any]) -> tuple[bool, str]:
@@ -889,95 +894,100 @@ class Sandbox:
 
     # ------------------------------------------------------------------ faults
 
-    @staticmethod
-    def fault_names() -> list[str]:
-        """Known faults as typed on the command line (`llm-down:PROVIDER`)."""
-        return sorted(f.usage for f in FAULTS.values())
-
-    @staticmethod
-    def fault_registry() -> list[Fault]:
-        return sorted(FAULTS.values(), key=lambda f: f.name)
-
     def fault(self, name: str) -> str:
-        """Apply a fault by name; a no-op (with a message) when it is already active."""
-        spec = canonical(name)
-        fault, param = parse(spec)
-        with self._locked():
-            state = self.state
-            if not state.get("ready"):
-                raise SandboxError("sandbox", "not up: run `runbook sandbox up` first")
-            if spec in state.get("faults", []):
-                return f"{spec} is already active"
-            fault.apply(self, param)
-            self._update(faults=[*self.state.get("faults", []), spec])
-        return f"{spec} applied"
+        """Apply a fault by name (runbook.rehearsal.state.fault)."""
+        return rehearsal.fault(self, name)
 
     def heal(self) -> list[str]:
-        """Undo every active fault, newest first; returns what was healed."""
-        with self._locked():
-            return self._heal()
+        """Undo every active fault, newest first, then settle (runbook.rehearsal.state.heal)."""
+        return rehearsal.heal(self)
 
-    def _heal(self) -> list[str]:
-        healed: list[str] = []
-        errors: list[str] = []
-        for spec in reversed(self.state.get("faults", [])):
-            try:
-                fault, param = parse(spec)
-                fault.heal(self, param)
-            except Exception as exc:
-                errors.append(f"{spec}: {exc}")
-                continue
-            healed.append(spec)
-            self._update(faults=[f for f in self.state.get("faults", []) if f != spec])
-        if errors:
-            raise SandboxError("heal", "could not heal " + "; ".join(errors))
-        if healed:
-            self._settle()
-            # a drill may have restarted programs (rotate_secrets restarts the API):
-            # record the baseline's pids as `up` would
-            self._update(pids=self._record_pids())
-        return healed
+    # ------------------------------------------------------------------ the rehearsal Target
+    # The sandbox's server is this machine, run by its owner; its services are
+    # supervisord programs.
 
-    def _settle(self, timeout: float = READY_TIMEOUT) -> None:
-        """Back to the baseline after a heal: deep health all green and the DLQs empty.
-
-        Work the background workload could not do during the fault waits in
-        the DLQs; replaying it (the admin drain, as the runbook does) keeps
-        one drill's leftovers out of the next one's signals.
-        """
-        wait_for(
-            "dealix-api",
-            lambda: self.api("/health/deep", timeout=5)[0] == 200,
-            timeout,
-            log=self.layout.program_log("dealix-api"),
-            what="/health/deep is not all green",
+    def sh(
+        self, command: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """A shell command on the sandbox's server: this machine, as the sandbox's owner,
+        with the clean environment (never the operator's git config)."""
+        env = host.clean_env(GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0")
+        env["GIT_CONFIG_GLOBAL"] = "/dev/null"
+        proc = subprocess.run(
+            ["sh", "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            queues = self._dlq_depths()
-            if not any(queues.values()):
-                return
-            if time.monotonic() > deadline:
-                raise SandboxError(
-                    "heal",
-                    f"DLQs still hold items after draining: {queues}",
-                    log_tail=tail(self.layout.program_log("dealix-api")),
-                )
-            for name, queue in DLQS.items():
-                if queues.get(queue):
-                    self.api(
-                        f"/api/v1/admin/dlq/{name}/drain?limit=1000",
-                        method="POST",
-                        admin=True,
-                        timeout=60,
-                    )
-            time.sleep(0.2)
+        if check and proc.returncode != 0:
+            raise SandboxError(
+                "sh",
+                f"`{command[:120]}` exited {proc.returncode}",
+                log_tail=(proc.stdout + proc.stderr).splitlines()[-10:],
+            )
+        return proc
 
-    def _dlq_depths(self) -> dict[str, int]:
-        status, body = self.api("/api/v1/admin/dlq/stats", admin=True, timeout=5)
-        if status != 200 or not isinstance(body, dict):
-            raise SandboxError("dealix-api", f"/api/v1/admin/dlq/stats answered {status}")
-        return {k: int(v) for k, v in body["queues"].items()}
+    def service_stop(self, part: str) -> None:
+        self.stop(PARTS[part][0])
+
+    def service_start(self, part: str) -> None:
+        """Start `part` and wait until it answers (SELECT 1, PING, GET /health)."""
+        self.start(PARTS[part][0])
+        {"postgres": self.wait_postgres, "redis": self.wait_redis, "api": self.wait_api}[part]()
+
+    def service_restart(self, part: str) -> None:
+        self.service_stop(part)
+        self.service_start(part)
+
+    def sql(self, query: str, dbname: str = "dealix") -> list[tuple[Any, ...]]:
+        return self.query(query, dbname=dbname, timeout=10)
+
+    @property
+    def backups_dir(self) -> PurePosixPath:
+        return PurePosixPath(self.layout.backups_dir)
+
+    @property
+    def pgdata(self) -> PurePosixPath:
+        return PurePosixPath(self.layout.pgdata)
+
+    @property
+    def app_dir(self) -> PurePosixPath:
+        return PurePosixPath(self.state["app_dir"])
+
+    @property
+    def origin_dir(self) -> PurePosixPath:
+        return PurePosixPath(self.state["origin_dir"])
+
+    @property
+    def origin_url(self) -> str:
+        """The origin as the developer's clone names it (a local path)."""
+        return self.state["origin_dir"]
+
+    @property
+    def scratch(self) -> PurePosixPath:
+        return PurePosixPath(self.state_dir)
+
+    @staticmethod
+    def developer_git(*args: str, cwd: Path | None = None) -> str:
+        """The app developer's git on this machine (a deploy fault's clone and push)."""
+        return app.app_git(*args, cwd=cwd)
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        return self._locked()
+
+    def ensure_up(self) -> None:
+        if not self.state.get("ready"):
+            raise SandboxError("sandbox", "not up: run `runbook sandbox up` first")
+
+    def update_state(self, **changes: Any) -> None:
+        self._update(**changes)
+
+    def after_heal(self) -> None:
+        # a drill may have restarted programs (rotate_secrets restarts the API):
+        # record the baseline's pids as `up` would
+        self._update(pids=self._record_pids())
 
     def logs(self, program: str, lines: int = 50) -> list[str]:
         """The last lines of a program's log (as `supervisorctl tail`)."""

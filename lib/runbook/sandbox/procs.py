@@ -24,8 +24,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from runbook.rehearsal.target import RehearsalError
 
-class SandboxError(RuntimeError):
+
+class SandboxError(RehearsalError):
     """A part of the sandbox failed; `part` names it, `log_tail` shows why.
 
     Example::
@@ -33,14 +35,6 @@ class SandboxError(RuntimeError):
         >>> str(SandboxError("redis", "no PONG", log_tail=["oops"]))
         'redis: no PONG\\n  | oops'
     """
-
-    def __init__(self, part: str, message: str, log_tail: Iterable[str] = ()):
-        self.part = part
-        self.log_tail = list(log_tail)
-        text = f"{part}: {message}"
-        if self.log_tail:
-            text += "\n" + "\n".join(f"  | {line}" for line in self.log_tail)
-        super().__init__(text)
 
 
 # --------------------------------------------------------------------------

@@ -9,7 +9,9 @@ error (unknown fault, bad arguments). `exec` exits with CMD's own code.
 Example::
 
     >>> main(["fault", "--list"])        # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
-    postgres-down
+    bad-deploy
+    ...
+    cluster-corrupt  (twin only)
     ...
     0
 """
@@ -21,9 +23,10 @@ import os
 import sys
 import time
 
+from runbook.rehearsal.faults import UnknownFault
+from runbook.rehearsal.target import RehearsalError
 from runbook.sandbox.cli import add_target_commands, guarded, list_faults, run_common
-from runbook.twin import faults
-from runbook.twin.common import TwinError, require_root_and_tools
+from runbook.twin.common import require_root_and_tools
 from runbook.twin.instance import Twin
 
 
@@ -70,12 +73,12 @@ def main(argv: list[str]) -> int:
         twin: Twin = Fleet(args.dir, echo=echo)
     else:
         twin = Twin(args.dir, echo=echo)
-    return guarded(lambda: _run(args, twin), faults.UnknownFault, TwinError)
+    return guarded(lambda: _run(args, twin), UnknownFault, RehearsalError)
 
 
 def _run(args: argparse.Namespace, twin: Twin) -> int:
     # the list needs no root: it is the registry, not the twin
-    listed = list_faults(args, ((f.name, f.description) for f in faults.registry()))
+    listed = list_faults(args)
     if listed is not None:
         return listed
     require_root_and_tools()

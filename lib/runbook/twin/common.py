@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runbook.core.paths import project_root
+from runbook.rehearsal.target import RehearsalError
 from runbook.sandbox.build.host import run_command
 
 Echo = Callable[[str], None]
@@ -27,14 +28,15 @@ _HYBRID = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 CGROUP_GROUP = "dealix-twin"
 
 
-class TwinError(RuntimeError):
+class TwinError(RehearsalError):
     """A step of the twin failed; the message names the step, the cause and the fix."""
 
     def __init__(self, step: str, message: str, log_tail: list[str] | None = None):
-        self.step = step
+        self.step = self.part = step
         self.log_tail = log_tail or []
         tail = "".join(f"\n    {line}" for line in self.log_tail)
-        super().__init__(f"{step}: {message}{tail}")
+        # RuntimeError's own: the twin indents its log tail, the sandbox marks it with |
+        RuntimeError.__init__(self, f"{step}: {message}{tail}")
 
 
 def twin_cache_dir() -> Path:

@@ -18,11 +18,13 @@ secrets_file, outside_probe, stubs_url, ... (see `runbook twin status --json`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import http.client
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -30,13 +32,17 @@ import ssl
 import subprocess
 import sys
 import time
-from pathlib import Path
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from runbook.core.paths import project_root
+from runbook.rehearsal import state as rehearsal
+from runbook.rehearsal.target import PARTS
 from runbook.sandbox.build.envfiles import generate_secrets, read_env_file, write_env_file
-from runbook.sandbox.build.host import free_ports, lift_armor, write_private
+from runbook.sandbox.build.host import free_ports, git, lift_armor, write_private
 from runbook.sandbox.build.stubs import stubs_config
+from runbook.sandbox.layout import CI_RUNS_CONTROL, ci_run_body
 from runbook.twin import build, internet
 from runbook.twin.common import (
     Echo,
@@ -68,6 +74,7 @@ INTERNET_MASKED = (
     "apt-daily-upgrade",
 )
 ALLOC_LOCK = Path("/run/dealix-runbook-twin.lock")
+CLUSTER = "postgresql@15-main"
 
 
 def twin_state_dir() -> Path:
@@ -103,7 +110,11 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 class Twin:
-    """The twin in `state_dir` (default `$RUNBOOK_TWIN_DIR` or <project>/.twin)."""
+    """The twin in `state_dir` (default `$RUNBOOK_TWIN_DIR` or <project>/.twin), a rehearsal
+    Target (runbook.rehearsal.target): faults break it through the primitives below.
+    """
+
+    kind = "twin"
 
     def __init__(self, state_dir: Path | str | None = None, echo: Echo | None = None):
         self.dir = Path(state_dir).resolve() if state_dir else twin_state_dir()
@@ -728,29 +739,164 @@ class Twin:
     # ------------------------------------------------------------------ faults
 
     def fault(self, name: str) -> str:
-        from runbook.twin import faults
-
-        f = faults.get(name)
-        said = f.apply(self)
-        st = self.state
-        st["faults"] = [*[x for x in st.get("faults", []) if x != name], name]
-        self._save(st)
-        return said
+        """Apply a fault by name (runbook.rehearsal.state.fault)."""
+        return rehearsal.fault(self, name)
 
     def heal(self) -> list[str]:
-        from runbook.twin import faults
+        """Undo every active fault, newest first, then settle (runbook.rehearsal.state.heal)."""
+        return rehearsal.heal(self)
 
-        healed = []
-        for name in reversed(self.state.get("faults", [])):
-            faults.get(name).heal(self)
-            healed.append(name)
-            # read again after each heal: a heal may record in the state itself
-            # (faults_deploy forgets its pushed commit), and a failed heal must leave
-            # the faults not yet healed listed
-            st = self.state
-            st["faults"] = [x for x in st.get("faults", []) if x != name]
-            self._save(st)
-        return healed
+    # ------------------------------------------------------------------ the rehearsal Target
+    # The twin's server is reached over SSH as root (pinned host key); its services are
+    # systemd units; the SaaS are the stubs behind the internet container.
+
+    def sh(
+        self, command: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return self.ssh(command, timeout=timeout, check=check)
+
+    def wait_sh(self, what: str, probe: str, timeout: float = 60) -> str:
+        """Poll a shell probe on the server until it exits 0; its output."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            r = self.ssh(probe, check=False, timeout=30)
+            if r.returncode == 0:
+                return r.stdout
+            last = (r.stdout + r.stderr).strip()[-300:]
+            time.sleep(0.5)
+        raise TwinError("fault", f"{what}: not reached within {timeout:.0f} s (last: {last})")
+
+    def service_stop(self, part: str) -> None:
+        self.ssh(f"systemctl stop {PARTS[part][1]}", timeout=180)
+
+    def service_start(self, part: str) -> None:
+        """Start `part` (after a failure too) and wait until it answers."""
+        unit = PARTS[part][1]
+        if part == "postgres":
+            # the cluster itself: after a SIGKILL the wrapper postgresql.service still
+            # says active, and starting only the wrapper would start nothing
+            self.ssh(
+                f"systemctl reset-failed {CLUSTER} 2>/dev/null; systemctl start {CLUSTER} {unit}",
+                timeout=180,
+            )
+        else:
+            self.ssh(f"systemctl reset-failed {unit} 2>/dev/null; systemctl start {unit}")
+        probe = {
+            "postgres": "cd / && sudo -n -u postgres psql -XAtq -d postgres -c 'SELECT 1'",
+            "redis": "redis-cli ping | grep -q PONG",
+            "api": "curl -sf http://127.0.0.1:8001/health >/dev/null",
+        }[part]
+        self.wait_sh(f"{unit} answers", probe)
+
+    def service_restart(self, part: str) -> None:
+        self.ssh(f"systemctl restart {PARTS[part][1]}", timeout=180)
+        self.service_start(part)
+
+    def sql(self, query: str, dbname: str = "dealix") -> list[tuple[Any, ...]]:
+        """Rows as the postgres superuser on the server (psql, fields split on \\x1f)."""
+        out = self.ssh(
+            f"cd / && sudo -n -u postgres psql -XAtq -v ON_ERROR_STOP=1 -F \"$(printf '\\037')\" "
+            f"-d {shlex.quote(dbname)} -c {shlex.quote(query)}"
+        ).stdout
+        return [tuple(line.split("\x1f")) for line in out.splitlines() if line]
+
+    backups_dir = PurePosixPath("/var/backups/postgres")
+    pgdata = PurePosixPath("/var/lib/postgresql/15/main")
+    app_dir = PurePosixPath("/opt/dealix")
+    # https://github.com/VoXc2/dealix.git is rewritten to it on the server
+    origin_dir = PurePosixPath("/srv/git/dealix.git")
+    scratch = PurePosixPath("/var/tmp/runbook-fault")
+
+    @property
+    def origin_url(self) -> str:
+        """The origin as the developer's clone on this machine reaches it (SSH)."""
+        return f"root@{self.state['host']}:{self.origin_dir}"
+
+    def developer_git(self, *args: str, cwd: Path | None = None) -> str:
+        """The app developer's git on this machine, reaching the origin over SSH."""
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.dir),
+            "GIT_SSH_COMMAND": shlex.join(["ssh", *self.ssh_options()]),
+            "GIT_AUTHOR_NAME": "Dealix developer",
+            "GIT_AUTHOR_EMAIL": "dev@dealix.me",
+            "GIT_COMMITTER_NAME": "GitHub",
+            "GIT_COMMITTER_EMAIL": "noreply@github.com",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "LC_ALL": "C.UTF-8",
+        }
+        return git(*args, env=env, cwd=cwd, error=TwinError)
+
+    def api(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        admin: bool = False,
+        timeout: float = 10,
+    ) -> tuple[int, Any]:
+        """(status, JSON or text) of one API call made on the server itself, as an
+        operator there would (curl to the API's loopback port). `admin=True` sends the
+        app's ADMIN_KEY, read from its .env on the server: never on a command line here."""
+        key = (
+            "key=$(sed -n 's/^ADMIN_KEY=//p' /opt/dealix/.env | tr -d \"\\\"'\"); "
+            if admin
+            else "key=; "
+        )
+        out = self.ssh(
+            key + f"curl -s -m {int(timeout)} -X {shlex.quote(method)} "
+            '-H "X-API-Key: $key" -w "\\n%{http_code}" '
+            + shlex.quote(f"http://127.0.0.1:8001{path}"),
+            timeout=timeout + 30,
+            check=False,
+        ).stdout
+        body, _, code = out.rpartition("\n")
+        try:
+            return int(code), json.loads(body)
+        except ValueError:
+            return int(code) if code.isdigit() else 0, body
+
+    def wait_deep(self, part: str, status: str, timeout: float = 60) -> None:
+        # On the box itself, as production's `curl https://api.dealix.me/health/deep | jq`.
+        self.wait_sh(
+            f"deep health {part} {status}",
+            "curl -s https://api.dealix.me/health/deep | jq -e "
+            + shlex.quote(f'.{part}.status == "{status}"'),
+            timeout,
+        )
+
+    def stub_control(self, path: str, body: Any) -> Any:
+        return internet.stub_control(self.state["stubs_url"], path, body)
+
+    def add_ci_run(self, conclusion: str, head_sha: str | None = None) -> Any:
+        """A completed GitHub Actions run on main, for `head_sha` (default: the origin's main)."""
+        head = (
+            head_sha
+            or self.ssh(f"git --git-dir={self.origin_dir} rev-parse refs/heads/main").stdout.strip()
+        )
+        return self.stub_control(CI_RUNS_CONTROL, ci_run_body(conclusion, head))
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One fault or heal at a time per twin."""
+        with (self.dir / "faults.lock").open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def ensure_up(self) -> None:
+        self.state  # noqa: B018 - raises, naming the fix, when the twin is not up
+
+    def update_state(self, **changes: Any) -> None:
+        st = self.state
+        st.update(changes)
+        self._save(st)
+
+    def after_heal(self) -> None:
+        return None
 
     # ------------------------------------------------------------------ runner side
 

@@ -7,14 +7,19 @@
   `lead_score` while the new deep-health check reads `lead_scores`, so the
   postgres check reports red ("relation does not exist") after the restart.
   The rollback (downgrade, old code, restart) undoes it.
-- `sentry-spike`: the Sentry stub reports an error-rate spike until the
-  server's checkout leaves the bad deploy (a `post-checkout` hook in the app's
-  checkout, sandbox only, stands in for "the errors came from the bad code").
+- `sentry-spike`: Sentry sees an error-rate spike until the server's checkout
+  leaves the bad deploy. The two targets truly differ here (two adapters below):
+  the sandbox's Sentry is a stub with a spike switch, ended by a `post-checkout`
+  hook in the app's checkout; the twin's server sends real events to sentry.io.
+- `ci-red`: a newest failed CI run for the origin's main.
+- `origin-unreachable` (sandbox): the checkout's `git fetch origin` fails.
 
-The pushes go into the bare origin through a temporary clone. `heal` puts
-the app back (database revision, checkout, `.last_good_sha`, API restarted)
-and the origin's main back to where it was (the ref is set inside the bare
-origin: that is the sandbox's GitHub, not a push from the server).
+Written once against the Target: a developer clones the origin on this machine
+(`t.developer_git`; the twin's origin is reached over SSH), commits and pushes to a
+pull request's ref; main moves on the origin's own host (`t.sh`), as GitHub's merge
+button does. `heal` puts the app back (database revision, checkout,
+`.last_good_sha`, API restarted) and the origin's main back to where it was, with
+one shell script run on the server (`heal_script`).
 
     >>> next_revision({"0001": None, "0002": "0001"})
     ('0003', '0002')
@@ -24,22 +29,20 @@ origin: that is the sandbox's GitHub, not a push from the server).
 
 from __future__ import annotations
 
-import base64
 import shlex
 import shutil
-import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runbook.sandbox.build.app import app_git
-from runbook.sandbox.build.host import clean_env, run
-from runbook.sandbox.faults._registry import Fault, register
-from runbook.sandbox.procs import SandboxError
+from runbook.rehearsal.faults.registry import Fault, by_target, register
+from runbook.rehearsal.target import RehearsalError, Target
 from runbook.scenarios._release import parse_migration
 
 if TYPE_CHECKING:
     from runbook.sandbox.manager import Sandbox
+    from runbook.twin.instance import Twin
 
 STATE_KEY = "deploy_faults"
 HOOK_MARK = "# runbook sandbox fault sentry-spike"
@@ -114,35 +117,34 @@ def _revisions(work: Path) -> dict[str, str | None]:
     return out
 
 
-def _db_revision(sb: Sandbox) -> str | None:
-    rows = sb.query("SELECT version_num FROM alembic_version")
-    return rows[0][0] if rows else None
+def _db_revision(t: Target) -> str | None:
+    rows = t.sql("SELECT version_num FROM alembic_version")
+    return str(rows[0][0]) if rows else None
 
 
-def _app_snapshot(sb: Sandbox) -> dict[str, Any]:
-    state = sb.state
-    app = Path(state["app_dir"])
-    last_good = app / ".last_good_sha"
-    branch = subprocess.run(
-        ["git", "-C", str(app), "symbolic-ref", "--short", "-q", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+def app_snapshot(t: Target) -> dict[str, Any]:
+    """Checkout, branch, the clone's origin/main, alembic revision and .last_good_sha."""
+    out = t.sh(
+        f"cd {shlex.quote(str(t.app_dir))} && git rev-parse HEAD && "
+        "git rev-parse refs/remotes/origin/main && (git symbolic-ref --short -q HEAD || echo -) "
+        "&& if [ -e .last_good_sha ]; then base64 -w0 .last_good_sha; echo; else echo -; fi"
+    ).stdout.split("\n")
+    last_good = out[3].strip() if len(out) > 3 else "-"
     return {
-        "head": app_git("-C", str(app), "rev-parse", "HEAD"),
-        "origin_main": app_git("-C", str(app), "rev-parse", "refs/remotes/origin/main"),
-        "branch": branch or None,
-        "revision": _db_revision(sb),
-        # base64 keeps the file byte for byte, as the twin's snapshot does (heal_script)
-        "last_good_b64": (
-            base64.b64encode(last_good.read_bytes()).decode() if last_good.exists() else None
-        ),
+        "head": out[0].strip(),
+        "origin_main": out[1].strip(),
+        "branch": None if out[2].strip() == "-" else out[2].strip(),
+        "revision": _db_revision(t),
+        # base64 keeps the file byte for byte (trailing newline or not)
+        "last_good_b64": None if last_good == "-" else last_good,
     }
 
 
-def _origin_main(sb: Sandbox) -> str:
-    return app_git("--git-dir", sb.state["origin_dir"], "rev-parse", "refs/heads/main")
+def origin_main(t: Target) -> str:
+    """The origin's main ("GitHub's main"), read on the origin's own host."""
+    return t.sh(
+        f"git --git-dir={shlex.quote(str(t.origin_dir))} rev-parse refs/heads/main"
+    ).stdout.strip()
 
 
 Git = Callable[..., str]
@@ -157,8 +159,8 @@ def commit_and_push(
     The origin protects main as GitHub does (its pre-receive hook refuses a push
     to it, runbook.ops.armor), so the commit is pushed to a pull request's ref
     (`refs/pull/<rev>/head`) and `merge(sha)` moves main on the origin's own host,
-    as GitHub's merge button does. `git(*args, cwd=...)` runs git the target's way
-    (the sandbox's local origin, the twin's over SSH); `work` is removed afterwards.
+    as GitHub's merge button does. `git(*args, cwd=...)` is the developer's git on
+    this machine (the twin's reaches its origin over SSH); `work` is removed afterwards.
     Returns (merged sha, migration rev).
     """
     if work.exists():
@@ -191,30 +193,30 @@ def ci_green_streak(add_run: Callable[[str], object]) -> None:
         add_run("success")
 
 
-def _push_commit(sb: Sandbox, name: str, change: Change, message: str) -> str:
+def _push_commit(t: Target, name: str, change: Change, message: str) -> str:
     """Push `change` to the origin's main (commit_and_push), CI green for it; recorded for heal."""
-    state = sb.state
-    if name in state.get(STATE_KEY, {}):
-        raise SandboxError(name, f"{name} is already applied")
-    before = _origin_main(sb)
-    app_before = _app_snapshot(sb)
-    work = sb.state_dir / "tmp" / f"fault-{name}"
-    origin = state["origin_dir"]
-    sha, rev = commit_and_push(
-        app_git,
-        origin,
-        work,
-        change,
-        message,
-        lambda sha: app_git("--git-dir", origin, "update-ref", "refs/heads/main", sha),
-    )
+    if name in t.state.get(STATE_KEY, {}):
+        raise RehearsalError(name, f"{name} is already applied (heal first)")
+    before = origin_main(t)
+    app_before = app_snapshot(t)
+    origin = shlex.quote(str(t.origin_dir))
+    with tempfile.TemporaryDirectory(prefix=f"runbook-fault-{name}-") as tmp:
+        sha, rev = commit_and_push(
+            t.developer_git,
+            t.origin_url,
+            Path(tmp) / "work",
+            change,
+            message,
+            # GitHub's merge button: main moves on the origin itself (its hook refuses pushes)
+            lambda sha: t.sh(f"git --git-dir={origin} update-ref refs/heads/main {sha}"),
+        )
     # CI passed for the merged commit (for the bad one too: the bug only
     # shows against the real schema after the restart).
-    sb.add_ci_run("success", head_sha=sha)
-    faults = dict(sb.state.get(STATE_KEY, {}))
+    t.add_ci_run("success", sha)
+    faults = dict(t.state.get(STATE_KEY, {}))
     faults[name] = push_record(before, sha, rev, app_before)
-    sb._update(**{STATE_KEY: faults})
-    return sha
+    t.update_state(**{STATE_KEY: faults})
+    return f"pushed {sha[:12]} (migration {rev}) to the origin's main, CI green for it"
 
 
 def _write_migration(
@@ -247,17 +249,17 @@ def _bad_change(work: Path, rev: str, down: str | None) -> None:
     main = work / "dealix" / "main.py"
     text = main.read_text()
     if _PG_CHECK_OLD not in text:
-        raise SandboxError("bad-deploy", f"cannot find the postgres check in {main}")
+        raise RehearsalError("bad-deploy", f"cannot find the postgres check in {main}")
     main.write_text(text.replace(_PG_CHECK_OLD, _PG_CHECK_BAD, 1))
 
 
-def _apply_good(sb: Sandbox, _: str | None) -> None:
-    _push_commit(sb, "good-deploy", _good_change, "Lead tags (migration {rev})")
+def _apply_good(t: Target, _: str | None) -> str:
+    return _push_commit(t, "good-deploy", _good_change, "Lead tags (migration {rev})")
 
 
-def _apply_bad(sb: Sandbox, _: str | None) -> None:
-    _push_commit(
-        sb, "bad-deploy", _bad_change, "Lead scoring (migration {rev}); deep health checks it"
+def _apply_bad(t: Target, _: str | None) -> str:
+    return _push_commit(
+        t, "bad-deploy", _bad_change, "Lead scoring (migration {rev}); deep health checks it"
     )
 
 
@@ -292,35 +294,31 @@ def heal_script(app: str, origin: str, info: dict[str, Any], downgrade_if: str) 
     )
 
 
-def _heal_push(sb: Sandbox, name: str) -> None:
+def _heal_push(t: Target, name: str) -> None:
     """Database, checkout, .last_good_sha and the API as before `name`; origin main as before."""
-    state = sb.state
-    info = state.get(STATE_KEY, {}).get(name)
+    info = t.state.get(STATE_KEY, {}).get(name)
     if info is None:
         return
-    downgrade = _db_revision(sb) != info["app_before"]["revision"]
-    script = heal_script(
-        state["app_dir"], state["origin_dir"], info, "true" if downgrade else "false"
+    downgrade = _db_revision(t) != info["app_before"]["revision"]
+    t.sh(
+        heal_script(str(t.app_dir), str(t.origin_dir), info, "true" if downgrade else "false"),
+        timeout=300,
     )
-    env = clean_env(GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0")
-    env["GIT_CONFIG_GLOBAL"] = "/dev/null"  # never the operator's global git config
-    run(["sh", "-c", script], "heal", env=env, timeout=300)
     # The origin's HEAD is green again for the next deploy's CI gate.
-    sb.add_ci_run("success", head_sha=info["origin_before"])
-    faults = dict(sb.state.get(STATE_KEY, {}))
+    t.add_ci_run("success", info["origin_before"])
+    faults = dict(t.state.get(STATE_KEY, {}))
     faults.pop(name, None)
-    sb._update(**{STATE_KEY: faults})
-    sb.restart("dealix-api")
-    sb.wait_api()
-    sb.wait_deep("postgres", "green")
+    t.update_state(**{STATE_KEY: faults})
+    t.service_restart("api")
+    t.wait_deep("postgres", "green")
 
 
-def _heal_good(sb: Sandbox, _: str | None) -> None:
-    _heal_push(sb, "good-deploy")
+def _heal_good(t: Target, _: str | None) -> None:
+    _heal_push(t, "good-deploy")
 
 
-def _heal_bad(sb: Sandbox, _: str | None) -> None:
-    _heal_push(sb, "bad-deploy")
+def _heal_bad(t: Target, _: str | None) -> None:
+    _heal_push(t, "bad-deploy")
 
 
 def spike_hook(bad_sha: str, stubs_url: str) -> str:
@@ -336,34 +334,99 @@ def spike_hook(bad_sha: str, stubs_url: str) -> str:
     )
 
 
-def _apply_spike(sb: Sandbox, _: str | None) -> None:
+def _sandbox_spike(sb: Sandbox, _: str | None) -> str:
+    # The sandbox's Sentry is a stub with a spike switch; a post-checkout hook in the
+    # app's checkout stands in for "the errors came from the bad code".
     state = sb.state
     app = Path(state["app_dir"])
-    bad = state.get(STATE_KEY, {}).get("bad-deploy", {}).get("pushed") or app_git(
-        "-C", str(app), "rev-parse", "HEAD"
+    bad = (
+        state.get(STATE_KEY, {}).get("bad-deploy", {}).get("pushed")
+        or sb.sh(f"git -C {shlex.quote(str(app))} rev-parse HEAD").stdout.strip()
     )
     hook = app / ".git" / "hooks" / "post-checkout"
     hook.parent.mkdir(parents=True, exist_ok=True)
     if hook.exists() and HOOK_MARK not in hook.read_text():
-        raise SandboxError("sentry-spike", f"{hook} exists and is not ours")
+        raise RehearsalError("sentry-spike", f"{hook} exists and is not ours")
     hook.write_text(spike_hook(bad, state["stubs_url"]))
     hook.chmod(0o755)
     sb.stub_control("/_stub/sentry/spike", {"on": True, "errors_per_minute": 120})
+    return f"the Sentry stub spikes while {bad[:12]} is checked out"
 
 
-def _heal_spike(sb: Sandbox, _: str | None) -> None:
+def _sandbox_spike_heal(sb: Sandbox, _: str | None) -> None:
     hook = Path(sb.state["app_dir"]) / ".git" / "hooks" / "post-checkout"
     if hook.exists() and HOOK_MARK in hook.read_text():
         hook.unlink()
     sb.stub_control("/_stub/sentry/spike", {"on": False})
 
 
-def _ci_red(sb: Sandbox, _: str | None) -> None:
-    sb.add_ci_run("failure")
+SPIKE_UNIT = "dealix-sentry-spike"
+
+# The twin's errors are real events sent to https://sentry.io (the internet container)
+# with the app's own DSN, by a transient unit on the server: the DSN is read from the
+# app's .env there at run time, so no key is ever on a command line of this machine
+# or in the twin's journal.
+SPIKE_SCRIPT = """#!/bin/sh
+# runbook twin fault sentry-spike: real error events to Sentry while {bad} is checked out
+set -u
+dsn=$(sed -n 's/^SENTRY_DSN=//p' {app}/.env | tr -d "\\"'")
+key=${{dsn#https://}}; key=${{key%%@*}}
+host=${{dsn#*@}}; host=${{host%%/*}}
+project=${{dsn##*/}}
+umask 077
+printf 'X-Sentry-Auth: Sentry sentry_version=7, sentry_client=dealix-api/3.0.0, sentry_key=%s\\n' \\
+  "$key" > /run/{unit}.hdr
+n=0
+while git -C {app} merge-base --is-ancestor {bad} HEAD 2>/dev/null; do
+  n=$((n + 1))
+  id=$(tr -d - < /proc/sys/kernel/random/uuid)
+  curl -s -o /dev/null -m 5 -X POST -H 'Content-Type: application/json' -H @/run/{unit}.hdr \\
+    --data '{{"event_id":"'"$id"'","level":"error","platform":"python",'\\
+'"environment":"production","logger":"dealix.api",'\\
+'"exception":{{"values":[{{"type":"KeyError","value":"lead_scores","module":"dealix.main"}}]}},'\\
+'"tags":{{"spike":"runbook-twin"}}}}' \\
+    "https://$host/api/$project/store/" || true
+  sleep 0.5
+done
+echo "left {bad}: spike over after $n errors"
+"""
 
 
-def _ci_green(sb: Sandbox, _: str | None) -> None:
-    ci_green_streak(sb.add_ci_run)
+def _twin_spike(t: Twin, _: str | None) -> str:
+    # No stub on the twin's side: a transient systemd unit sends real error events
+    # (~100 a minute) and stops on its own when a rollback leaves the bad deploy.
+    app = str(t.app_dir)
+    bad = (
+        t.state.get(STATE_KEY, {}).get("bad-deploy", {}).get("pushed")
+        or t.sh(f"git -C {app} rev-parse HEAD").stdout.strip()
+    )
+    script = SPIKE_SCRIPT.format(bad=bad, app=app, unit=SPIKE_UNIT)
+    t.sh(
+        f"systemctl is-active -q {SPIKE_UNIT} && exit 3; "
+        f"systemctl reset-failed {SPIKE_UNIT} 2>/dev/null; "
+        f"printf '%s' {shlex.quote(script)} > /run/{SPIKE_UNIT}.sh && "
+        f"chmod 700 /run/{SPIKE_UNIT}.sh && systemd-run -q --unit={SPIKE_UNIT} "
+        f"--description='runbook twin fault sentry-spike' /run/{SPIKE_UNIT}.sh"
+    )
+    return f"{SPIKE_UNIT}.service sends errors to sentry.io while {bad[:12]} is checked out"
+
+
+def _twin_spike_heal(t: Twin, _: str | None) -> None:
+    t.sh(
+        f"systemctl stop {SPIKE_UNIT} 2>/dev/null; systemctl reset-failed {SPIKE_UNIT} "
+        f"2>/dev/null; rm -f /run/{SPIKE_UNIT}.sh /run/{SPIKE_UNIT}.hdr; true"
+    )
+
+
+def _ci_red(t: Target, _: str | None) -> str:
+    head = origin_main(t)
+    t.add_ci_run("failure", head)
+    return f"newest CI run on main ({head[:12]}): failure"
+
+
+def _ci_green(t: Target, _: str | None) -> None:
+    # the origin's main as it is now: a deploy fault pushed after ci-red moves it
+    ci_green_streak(lambda conclusion: t.add_ci_run(conclusion, origin_main(t)))
 
 
 register(
@@ -391,18 +454,19 @@ register(
 register(
     Fault(
         "sentry-spike",
-        "The Sentry stub reports an error spike (120 errors/min) until the server's checkout "
-        "leaves the bad deploy (a post-checkout hook in the app's checkout ends it). "
-        "Heal: spike off, hook removed.",
-        _apply_spike,
-        _heal_spike,
+        "Sentry sees an error spike (~100-120 errors/min) until the server's checkout leaves "
+        "the bad deploy (or the HEAD at apply time): the sandbox's Sentry stub, ended by a "
+        f"post-checkout hook; on the twin, real events from a transient {SPIKE_UNIT}.service. "
+        "Heal: spike off, hook or unit removed.",
+        by_target(sandbox=_sandbox_spike, twin=_twin_spike),
+        by_target(sandbox=_sandbox_spike_heal, twin=_twin_spike_heal),
     )
 )
 register(
     Fault(
         "ci-red",
-        "Add a newest failed CI run on main for the origin's HEAD (GitHub Actions stub). "
-        "Heal: add a newer successful run.",
+        "Add a newest failed CI run on main for the origin's HEAD (GitHub Actions). "
+        "Heal: add newer successful runs, as many as the health check's window.",
         _ci_red,
         _ci_green,
     )
@@ -416,14 +480,13 @@ UNREACHABLE_REFSPEC = "+refs/heads/runbook-fault-origin-unreachable:refs/remotes
 DEFAULT_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
 
 
-def _set_fetch_refspec(sb: Sandbox, refspec: str) -> None:
-    app = str(Path(sb.state["app_dir"]))
-    subprocess.run(
-        ["git", "-C", app, "config", "remote.origin.fetch", refspec],
-        check=True,
-        capture_output=True,
-        env=clean_env(GIT_CONFIG_NOSYSTEM="1"),
-    )
+def _fetch_refspec(refspec: str):
+    def go(t: Target, _: str | None) -> None:
+        t.sh(
+            f"git -C {shlex.quote(str(t.app_dir))} config remote.origin.fetch {shlex.quote(refspec)}"
+        )
+
+    return go
 
 
 register(
@@ -432,7 +495,9 @@ register(
         "The app checkout's `git fetch origin` fails (its fetch refspec names a branch the "
         "origin lacks), while `git ls-remote origin` still answers: a deploy passes its CI "
         "gate and snapshot, then fails at step 4. Heal: the default fetch refspec.",
-        lambda sb, _: _set_fetch_refspec(sb, UNREACHABLE_REFSPEC),
-        lambda sb, _: _set_fetch_refspec(sb, DEFAULT_REFSPEC),
+        _fetch_refspec(UNREACHABLE_REFSPEC),
+        _fetch_refspec(DEFAULT_REFSPEC),
+        # not yet rehearsed on the twin, whose checkout belongs to the app's user
+        targets=("sandbox",),
     )
 )

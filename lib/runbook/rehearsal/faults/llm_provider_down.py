@@ -2,36 +2,39 @@
 
 - `llm-down:PROVIDER`: one provider's API fails and its status page shows an incident.
 - `llm-recover:PROVIDER`: the provider answers again (the end of `llm-down`).
+
+A provider is a SaaS: on both targets, the stubs behind it (the twin's behind its
+"internet" container) are switched through their control endpoint.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from runbook.rehearsal.faults.registry import Fault, nothing, register
+from runbook.rehearsal.target import Target
 
-from runbook.sandbox.faults._registry import Fault, register
-
-if TYPE_CHECKING:
-    from runbook.sandbox.manager import Sandbox
+PROVIDERS = ("anthropic", "openai", "google")
 
 
-def _llm_down(sb: Sandbox, provider: str | None) -> None:
-    sb.stub_control(f"/_stub/llm/{provider}", {"down": True})
+def _llm_down(t: Target, provider: str | None) -> str:
+    t.stub_control(f"/_stub/llm/{provider}", {"down": True})
+    return f"{provider} down"
 
 
-def _llm_up(sb: Sandbox, provider: str | None) -> None:
-    sb.stub_control(f"/_stub/llm/{provider}", {"down": False})
+def _llm_up(t: Target, provider: str | None) -> str:
+    t.stub_control(f"/_stub/llm/{provider}", {"down": False})
+    return f"{provider} answers again"
 
 
 register(
     Fault(
         "llm-down",
-        "Make one LLM provider's API fail (stub answers 5xx; its status page shows an incident): "
+        "Make one LLM provider's API fail (5xx; its status page shows an incident): "
         "the API's breaker for it opens after BREAKER_FAILURE_THRESHOLD failures. "
         "Heal: the provider answers again (the breaker closes on its next half-open success).",
         _llm_down,
         _llm_up,
         param="PROVIDER",
-        choices=("anthropic", "openai", "google"),
+        choices=PROVIDERS,
     )
 )
 register(
@@ -40,8 +43,8 @@ register(
         "The provider answers again and its status page is operational (ends llm-down); "
         "the breaker closes on its next half-open success. Heal: nothing to undo.",
         _llm_up,
-        lambda sb, p: None,
+        nothing,
         param="PROVIDER",
-        choices=("anthropic", "openai", "google"),
+        choices=PROVIDERS,
     )
 )

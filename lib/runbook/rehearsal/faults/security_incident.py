@@ -1,5 +1,14 @@
-"""Scenario 6 faults: `intrusion`, `leaked-admin-key`, `partial-rotation` and
-`evidence-dir-blocked` (loopback mode).
+"""Scenario 6 faults: `intrusion` (both targets), and on the sandbox `leaked-admin-key`,
+`partial-rotation` and `evidence-dir-blocked`.
+
+`intrusion` has two adapters, because the targets truly differ: the loopback sandbox
+has no fail2ban and no second address, so it writes the signals (below); the twin
+has a real sshd, fail2ban and ufw, so real failed password logins come from a third
+address of this machine on its bridge (.66, not the lockdown proof's .9) until the
+real fail2ban bans it; its heal unbans every address and puts the firewall back to
+the server's baseline (22, 80, 443 open), which also undoes a lockdown.
+
+On the sandbox:
 
 The signals are the runbook's: failed then accepted SSH logins from an
 unknown address in the auth log, unexpected admin API calls, fail2ban
@@ -27,17 +36,21 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runbook.rehearsal.faults.registry import Fault, by_target, register
+from runbook.rehearsal.target import RehearsalError
 from runbook.sandbox.build.app import read_app_env
 from runbook.sandbox.build.envfiles import read_env_file, write_env_file
-from runbook.sandbox.faults._registry import Fault, register
 from runbook.sandbox.procs import http_get
 
 if TYPE_CHECKING:
     from runbook.sandbox.manager import Sandbox
+    from runbook.twin.instance import Twin
 
 ATTACKER = "203.0.113.66"  # got in: failed, then accepted logins; admin calls
 SCANNER = "198.51.100.23"  # failed logins only; banned by fail2ban
@@ -195,7 +208,7 @@ def _intrusion(sb: Sandbox, _: str | None) -> None:
         for guess in ("admin", "dealix-admin-2026"):
             status = _call_api(sb, path, guess, ATTACKER)
             if status != 401:
-                raise RuntimeError(f"intrusion: {path} with a wrong key answered {status}")
+                raise RehearsalError("intrusion", f"{path} with a wrong key answered {status}")
     if sb.state.get("isolated"):
         from runbook.sandbox import isolated
 
@@ -231,7 +244,7 @@ def _leaked_key(sb: Sandbox, _: str | None) -> None:
     for path in ADMIN_PATHS:
         status = _call_api(sb, path, key, ATTACKER)
         if status != 200:
-            raise RuntimeError(f"leaked-admin-key: {path} with the admin key answered {status}")
+            raise RehearsalError("leaked-admin-key", f"{path} with the admin key answered {status}")
 
 
 def _leaked_key_heal(sb: Sandbox, _: str | None) -> None:
@@ -239,16 +252,82 @@ def _leaked_key_heal(sb: Sandbox, _: str | None) -> None:
     sync_operator_secrets(sb)
 
 
+def attacker_ip(st: dict) -> str:
+    """The twin's intruder: a third address of this machine on the twin's bridge (.66),
+    neither the operator's (.1) nor the outside vantage point of the lockdown proof (.9)."""
+    return st["operator_ip"].rsplit(".", 1)[0] + ".66"
+
+
+def _failed_password(host: str, source: str, user: str) -> None:
+    """One password login that fails, from `source`: sshd logs "Failed password for ...
+    from <source>", as a brute force does."""
+    import socket
+
+    import paramiko
+
+    sock = socket.create_connection((host, 22), timeout=10, source_address=(source, 0))
+    tr = paramiko.Transport(sock)
+    try:
+        tr.start_client(timeout=10)
+        try:
+            tr.auth_password(user, "Winter2026!")
+        except paramiko.SSHException:
+            pass  # the point: a refused login
+    finally:
+        tr.close()
+
+
+def _twin_intrusion(t: Twin, _: str | None) -> str:
+    st = t.state
+    attacker = attacker_ip(st)
+    dev = st["bridge"]
+    have = subprocess.run(["ip", "-o", "addr", "show", "dev", dev], capture_output=True, text=True)
+    if f" {attacker}/" not in have.stdout:
+        subprocess.run(["ip", "addr", "add", f"{attacker}/24", "dev", dev], check=True)
+    deadline = time.monotonic() + 120
+    attempts = 0
+    while time.monotonic() < deadline:
+        for user in ("admin", "deploy", "root"):
+            try:
+                _failed_password(st["host"], attacker, user)
+            except OSError:
+                pass  # refused: the ban is in place
+            attempts += 1
+        banned = t.sh("fail2ban-client status sshd", check=False).stdout
+        if attacker in banned:
+            return f"{attempts} failed password logins from {attacker}; fail2ban banned it"
+        time.sleep(1)
+    raise RehearsalError("intrusion", f"fail2ban did not ban {attacker} after {attempts} logins")
+
+
+def _twin_intrusion_heal(t: Twin, _: str | None) -> None:
+    st = t.state
+    t.sh(
+        "fail2ban-client unban --all >/dev/null; "
+        # back to the server's baseline firewall (a lockdown may have replaced 22/tcp)
+        "ufw --force reset >/dev/null && for p in 22/tcp 80/tcp 443/tcp; do "
+        "ufw allow $p >/dev/null; done && ufw --force enable >/dev/null"
+    )
+    subprocess.run(
+        ["ip", "addr", "del", f"{attacker_ip(st)}/24", "dev", st["bridge"]],
+        capture_output=True,
+        check=False,
+    )
+
+
 register(
     Fault(
         "intrusion",
-        f"Auth log: failed logins from {SCANNER}, failed then ACCEPTED logins for deploy from "
-        f"{ATTACKER}; admin API probed from {ATTACKER} with wrong keys (401, key=invalid); "
-        f"fail2ban (a status file on loopback) bans {SCANNER} and the operator's own "
-        f"{OPERATOR}. Heal: removes those lines and the status file; secrets.env follows a "
+        f"An intrusion the runbook must see. Sandbox: auth log lines, failed logins from "
+        f"{SCANNER}, failed then ACCEPTED logins for deploy from {ATTACKER}; admin API "
+        f"probed from {ATTACKER} with wrong keys (401); fail2ban (a status file on loopback) "
+        f"bans {SCANNER} and the operator's own {OPERATOR}. Twin: real failed password "
+        "logins from a third address on the bridge (.66) until fail2ban's sshd jail bans it. "
+        "Heal: those lines and the status file removed (sandbox), every address unbanned and "
+        "the firewall back to 22/80/443 open (twin, isolated sandbox); secrets.env follows a "
         "rotation.",
-        _intrusion,
-        _intrusion_heal,
+        by_target(sandbox=_intrusion, twin=_twin_intrusion),
+        by_target(sandbox=_intrusion_heal, twin=_twin_intrusion_heal),
     )
 )
 
@@ -260,6 +339,7 @@ register(
         "rotation makes the leaked key useless, which is the point).",
         _leaked_key,
         _leaked_key_heal,
+        targets=("sandbox",),
     )
 )
 
@@ -277,7 +357,7 @@ def _partial_rotation(sb: Sandbox, _: str | None) -> None:
     script = sb.layout.app_dir / "scripts" / "rotate_secrets.sh"
     text = script.read_text()
     if _WEBHOOK_WANT not in text:
-        raise RuntimeError(f"partial-rotation: {script} no longer has the line to break")
+        raise RehearsalError("partial-rotation", f"{script} no longer has the line to break")
     _remember(sb, rotate_script=text)
     script.write_text(text.replace(f"; {_WEBHOOK_WANT}", ""))
 
@@ -297,6 +377,7 @@ register(
         "secrets.env follows the rotation.",
         _partial_rotation,
         _partial_rotation_heal,
+        targets=("sandbox",),
     )
 )
 
@@ -337,5 +418,6 @@ register(
         "rotation. Heal: the folder back.",
         _evidence_blocked,
         _evidence_blocked_heal,
+        targets=("sandbox",),
     )
 )
