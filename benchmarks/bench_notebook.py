@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = """
 from runbook import open_session
-from runbook.scenarios import health_check as health
+from runbook.scenarios.health_check import HealthCheck
 s = open_session("health_check", env="sandbox")
-health.check_all(s)
+HealthCheck(s).check_all()
 s.done()
 """
 

@@ -11,8 +11,8 @@ into a fresh `bench_dst` each time:
 
 - bare:        `gunzip -c dump | psql bench_dst`, the runbook's command, run directly;
 - bare+flags:  the same with the drill's flags (`-X -q -v ON_ERROR_STOP=1 --single-transaction`);
-- drill:       `runbook.scenarios._restore.restore()` through the SSH session, with its progress polling;
-- pg_restore:  `runbook.scenarios._restore.restore()` of the custom-format dump with `-j 2`.
+- drill:       `runbook.scenarios.backups.restore()` through the SSH session, with its progress polling;
+- pg_restore:  `runbook.scenarios.backups.restore()` of the custom-format dump with `-j 2`.
 
 Prints each time and the ratios (baseline time / time: > 1 is faster):
 drill vs bare+flags (target ≥ 0.95: the notebook adds no meaningful cost),
@@ -36,7 +36,6 @@ from pathlib import Path
 from runbook import open_session
 from runbook.core.profile import sandbox_state
 from runbook.ops import backups
-from runbook.scenarios import _restore
 
 SRC, DST = "bench_src", "bench_dst"
 TABLES = ("leads", "lead_notes", "llm_calls", "webhook_events")
@@ -146,13 +145,13 @@ def main() -> int:
         )
 
     def drill() -> float:
-        r = _restore.restore(s, chosen(plain, backups.PLAIN), DST, interval=5)
+        r = backups.restore(s, chosen(plain, backups.PLAIN), DST, interval=5)
         if not r.ok:
             raise SystemExit(f"drill restore failed: {r.error}")
         return r.duration_s
 
     def pg_restore() -> float:
-        r = _restore.restore(s, chosen(custom, backups.CUSTOM), DST, jobs=args.jobs, interval=5)
+        r = backups.restore(s, chosen(custom, backups.CUSTOM), DST, jobs=args.jobs, interval=5)
         if not r.ok:
             raise SystemExit(f"pg_restore failed: {r.error}")
         return r.duration_s

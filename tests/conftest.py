@@ -96,14 +96,14 @@ def armor_through_runbook(env: str, run_dir: Path | None = None) -> list[Any]:
     """Install the server's armor as a changing scenario's preflight does, through a session."""
     import tempfile
 
-    from runbook.scenarios._base import armor_preflight
+    from runbook.scenarios._base import Scenario
     from runbook.session import open_session
 
     where = run_dir or Path(tempfile.mkdtemp(prefix="armor-run-"))
     # off the sandbox a change needs its confirmation, as `runbook run --confirm ENV` gives
     s = open_session("health_check", env, run_dir=where, confirm=env)
     try:
-        return armor_preflight(s)
+        return Scenario(s).armor_preflight()
     finally:
         s.close()
 

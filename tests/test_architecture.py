@@ -17,6 +17,7 @@ the same error go on, so it never turns one into a check or a value.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import runbook
@@ -127,3 +128,60 @@ except (ValueError, KeyError):
         "p.py:21: except BaseException",
         "p.py:23: suppress(RunbookError)",
     ]
+
+
+# ------------------------------------------------------------------ one scenario shape
+
+SCENARIOS = LIB / "scenarios"
+# scenarios still being converted on a branch of their own may be named here until it merges
+# (database_down and security_incident were, until both merged as packages)
+NOT_YET_CONVERTED: set[str] = set()
+SESSION_PARAMETERS = {"s", "session"}
+
+
+def session_functions(source: str, filename: str) -> list[str]:
+    """Every module-level function in `source` that takes a session, as "file:line: name(arg)".
+
+    A parameter takes a session when it is named `s` or `session`, or its
+    annotation names `Session`. Methods are the place for that (one per
+    runbook step); pure judging takes values, and server operations live in
+    runbook.ops, taking an OpsContext.
+
+    >>> session_functions("def f(s, x):\\n    pass\\nclass A:\\n    def g(self, s): ...\\n", "x.py")
+    ['x.py:1: f(s)']
+    >>> session_functions("def f(ctx: 'Session | None' = None): ...\\n", "x.py")
+    ['x.py:1: f(ctx)']
+    >>> session_functions("def f(ctx: OpsContext, sessions: int): ...\\n", "x.py")
+    []
+    """
+    found: list[str] = []
+    for node in ast.parse(source, filename).body:
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        a = node.args
+        params = [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, (a.vararg, a.kwarg))]
+        for p in params:
+            note = ast.unparse(p.annotation) if p.annotation is not None else ""
+            if p.arg in SESSION_PARAMETERS or re.search(r"\bSession\b", note):
+                found.append(f"{filename}:{node.lineno}: {node.name}({p.arg})")
+                break
+    return found
+
+
+def _not_yet_converted(path: Path) -> bool:
+    rel = path.relative_to(SCENARIOS)
+    return rel.parts[0].removesuffix(".py") in NOT_YET_CONVERTED
+
+
+def test_no_module_level_function_in_scenarios_takes_a_session() -> None:
+    found = [
+        v
+        for path in sorted(SCENARIOS.rglob("*.py"))
+        if not _not_yet_converted(path)
+        for v in session_functions(path.read_text(), str(path.relative_to(LIB)))
+    ]
+    assert not found, (
+        "one scenario shape: a step is a method of the scenario class (it opens its step, "
+        "calls ops, judges, records checks); pure judging takes values, never the session; "
+        "a server operation goes to runbook.ops and takes an OpsContext:\n  " + "\n  ".join(found)
+    )

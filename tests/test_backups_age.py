@@ -21,7 +21,7 @@ import pytest
 from runbook import cli
 from runbook.core.paths import project_root
 from runbook.ops import backups
-from runbook.scenarios._restore import backup_checks
+from runbook.scenarios._restore import RestoreSteps
 from runbook.session import open_session
 
 
@@ -55,8 +55,9 @@ def test_backup_age_is_the_older_of_mtime_and_name(sandbox, planted_backups, tmp
         assert by_mtime["age_from"] == "mtime" and 119 < by_mtime["age_hours"] < 121
         # the newest backup is never one of these two
         assert backups.choose(frame)["name"] not in planted_backups
-        assert not backup_checks(s, by_name, rpo_hours=24, min_bytes=1024)["fresh"]
-        assert not backup_checks(s, by_mtime, rpo_hours=24, min_bytes=1024)["fresh"]
+        steps = RestoreSteps(s)
+        assert not steps.backup_checks(by_name, rpo_hours=24, min_bytes=1024)["fresh"]
+        assert not steps.backup_checks(by_mtime, rpo_hours=24, min_bytes=1024)["fresh"]
     finally:
         s.close()
     fresh = [c for c in s.checks if c.name == "Backup fresh (RPO)"]

@@ -413,7 +413,7 @@ def test_google_status_page_incidents_json(sandbox, healed, tmp_path) -> None:
     """Google Cloud's status page is read as its incidents.json, not as a Statuspage."""
     s = open_session("llm_provider_down", env="sandbox", run_dir=tmp_path / "calm")
     try:
-        calm = llm.status_pages(s).set_index("provider")
+        calm = llm.LlmProviderDown(s).status_pages().set_index("provider")
     finally:
         s.close()
     # other products' ongoing incidents and Gemini's past ones do not count
@@ -422,7 +422,7 @@ def test_google_status_page_incidents_json(sandbox, healed, tmp_path) -> None:
     sandbox.fault("llm-down:google")
     s = open_session("llm_provider_down", env="sandbox", run_dir=tmp_path / "down")
     try:
-        table = llm.confirm_provider(s).set_index("provider")
+        table = llm.LlmProviderDown(s).confirm_provider().set_index("provider")
     finally:
         s.close()
     google = table.loc["google"]

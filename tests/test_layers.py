@@ -24,6 +24,8 @@ LIB = Path(runbook.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("vocabulary", ("runbook.errors", "runbook.result", "runbook.checks", "runbook.clock")),
     ("core", ("runbook.core",)),
+    # the run records' readers (history, postmortem drafts): the review scenario reads through them
+    ("evidence", ("runbook.evidence",)),
     ("safety", ("runbook.safety",)),
     ("ops", ("runbook.ops",)),
     # the session's gate, its one way out to the server, and what it needs: below the facade
@@ -32,7 +34,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # the facade (runbook.session) and its record
     ("session", ("runbook.session",)),
     ("scenarios", ("runbook.scenarios",)),
-    ("evidence", ("runbook.evidence",)),
     # tooling on top of the library: the sandbox and its twin may import anything below
     ("sandbox", ("runbook.rehearsal", "runbook.sandbox", "runbook.twin")),
     # other engines that run `runbook run` (Prefect 3, the optional extra): above the

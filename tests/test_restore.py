@@ -539,7 +539,9 @@ def test_headless_progress_moves_during_a_long_restore(sandbox, tmp_path, capsys
         assert chosen is not None
         total = chosen["size_bytes"]
         assert total > 1024 * 1024  # far beyond the 64 KiB pipe buffer
-        result = _restore.restore(s, chosen, db, interval=0.5, bar=False)
+        result = backups.restore(
+            s, chosen, db, interval=0.5, on_progress=_restore.progress_view(False)
+        )
     finally:
         backups.drop_database(s, db)
         s.close()
@@ -561,16 +563,19 @@ def test_headless_progress_moves_during_a_long_restore(sandbox, tmp_path, capsys
 
 def test_the_widget_bar_follows_every_progress_sample() -> None:
     """Each polled offset moves the ipywidgets bar (tqdm.notebook), not only the last."""
-    bar = _restore._make_bar(1000, "restore x", True)
+    view = _restore.progress_view(True)
+    view.start("restore x", 1000)
+    assert isinstance(view, _restore.NotebookBar)
+    bar = view.bar
     assert type(bar).__name__ == "tqdm_notebook"
     widget = bar.container.children[1]
-    progress = _restore._Progress(None, "", total=1000, label="x", interval=1, bar=bar)  # type: ignore[arg-type]
     seen = []
     for n in (120, 480, 1000):
-        progress.show(1.0, n)
+        view.show(1.0, n)
         seen.append(widget.value)
     assert seen == [120, 480, 1000] and widget.max == 1000
-    assert _restore._make_bar(1000, "x", False) is None  # headless: log lines instead
+    # headless: log lines instead
+    assert isinstance(_restore.progress_view(False), backups.ProgressLines)
 
 
 def test_jupyterlab_gets_a_widget_bar_that_fills(sandbox, tmp_path, monkeypatch) -> None:
@@ -587,7 +592,9 @@ s = open_session("restore_drill", env="sandbox", run_dir={str(tmp_path / "run")!
 backups.create_database(s, "dealix_bar_test")
 try:
     chosen = backups.choose(backups.list_backups(s, limit=None), {dump.name!r})
-    r = _restore.restore(s, chosen, "dealix_bar_test", interval=0.5)
+    r = backups.restore(
+        s, chosen, "dealix_bar_test", interval=0.5, on_progress=_restore.progress_view()
+    )
 finally:
     backups.drop_database(s, "dealix_bar_test")
     s.close()

@@ -453,6 +453,7 @@ def test_restore_drill_resumed_restores_the_parents_backup_or_refuses(
         "restore_incident",
         "security_incident",
         "restore_drill",
+        "llm_provider_down",
         "database_down",
     ],
 )

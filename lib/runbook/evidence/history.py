@@ -1,7 +1,8 @@
 """`runbook history`: every record under outputs/ as a pandas DataFrame, and a plot.
 
 Reads `record.json` only (never the notebooks), so a thousand runs load in
-well under a second. Drill numbers come from the record's ``metrics`` (what
+well under a second. The one record reader: the review (runbook.scenarios.
+review) reads the runs through `load` too. Drill numbers come from the record's ``metrics`` (what
 `session.metric(...)` stores) or, failing that, from checks named like
 "Restore duration", "Data age" or "Time to rollback" whose ``actual`` holds a
 number and a unit ("7.2 min", "3 h", "95 s").
@@ -61,6 +62,8 @@ COLUMNS = [
     "started",
     "scenario",
     "environment",
+    # the profile's kind (sandbox, staging, production): a sandbox-isolated run is a sandbox's
+    "kind",
     "outcome",
     "exit_code",
     "duration_s",
@@ -131,13 +134,14 @@ def row(record: dict[str, Any], run_dir: str) -> dict[str, Any]:
         "started": record.get("started"),
         "scenario": record.get("scenario"),
         "environment": record.get("environment"),
+        "kind": record.get("environment_kind") or record.get("environment"),
         "outcome": record.get("outcome"),
         "exit_code": record.get("exit_code"),
         "duration_s": (record.get("runner") or {}).get("duration_s", record.get("duration_s")),
         "failed_step": record.get("failed_step"),
         "checks_passed": sum(1 for c in checks if c.get("status") == "passed"),
         "checks_failed": sum(1 for c in checks if c.get("status") == "failed"),
-        "dry_run": bool(record.get("dry_run")),
+        "dry_run": bool(record.get("dry_run") or (record.get("parameters") or {}).get("dry_run")),
         "operator": record.get("operator"),
         "resumed_from": (record.get("resume") or {}).get("from"),
         "run_dir": run_dir,
@@ -181,6 +185,9 @@ def load(
         try:
             record = json.loads(path.read_bytes())
         except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict):
+            # a half-written or foreign record must not stop `runbook history` or the review
             continue
         if scenario and record.get("scenario") != scenario:
             continue
@@ -226,7 +233,7 @@ def render(df, fmt: str = "table") -> str:
         return df.to_json(orient="records", date_format="iso", lines=True)
     if df.empty:
         return "no runs"
-    shown = df.drop(columns=["run_dir", "operator", "dry_run"])
+    shown = df.drop(columns=["run_dir", "operator", "dry_run", "kind"])
     shown = shown.dropna(axis=1, how="all")
     numbers = shown.select_dtypes("number").columns
     shown[numbers] = shown[numbers].round(3)

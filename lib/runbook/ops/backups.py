@@ -1,4 +1,5 @@
-"""Backups on the server: listing, choosing, the restore command, scratch databases, table facts.
+"""Backups on the server: listing, choosing, the restore with its progress, scratch databases,
+table facts.
 
 The operations scenario 3 (disk full: what is in the backups dir) and
 scenario 5 (the drill and the incident restore) share, written once. Nothing
@@ -17,17 +18,22 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
+import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import paramiko
 
 from runbook.errors import (
     ParameterError,
     RestoreFailed,
 )
 from runbook.ops.postgres import Postgres
+from runbook.safety.attempt import PASS_THROUGH, attempt
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -358,3 +364,273 @@ def table_facts(ctx: OpsContext, database: str, table: str, sample: int = 1000) 
         )
         facts["sample_md5"] = row.get("h")
     return facts
+
+
+# ---------------------------------------------------------------- restore
+
+
+@dataclass(repr=False)
+class RestoreResult:
+    """What one restore did (also written to the evidence as JSON)."""
+
+    backup: str
+    database: str
+    format: str
+    ok: bool | None
+    exit_code: int | None
+    duration_s: float
+    bytes_total: int
+    jobs: int
+    command: str = ""
+    error: str = ""
+    dry_run: bool = False
+    progress: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def ran(self) -> bool:
+        """False for a restore a dry run skipped (`ok` is None then, never True)."""
+        return not self.dry_run
+
+    def __repr__(self) -> str:
+        if self.dry_run:
+            return f"<restore of {self.backup} into {self.database}: dry run, not run>"
+        verdict = "ok" if self.ok else f"FAILED (exit {self.exit_code})"
+        return (
+            f"<restore of {self.backup} into {self.database}: {verdict} in {self.duration_s} s, "
+            f"{human_bytes(self.bytes_total)} {self.format}, {self.rate_mb_s or 0:.1f} MB/s"
+            + (f", {self.jobs} jobs>" if self.format == CUSTOM else ">")
+        )
+
+    @property
+    def rate_mb_s(self) -> float | None:
+        if not self.duration_s:
+            return None
+        return self.bytes_total / 1e6 / self.duration_s
+
+
+class ProgressView(Protocol):
+    """What shows a restore's progress: log lines (`ProgressLines`) or a notebook's bar."""
+
+    def start(self, label: str, total: int) -> None: ...
+
+    def show(self, seconds: float, done: int) -> None: ...
+
+    def reading_done(self, seconds: float) -> None:
+        """The whole dump is read; psql is finishing (indexes, constraints)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ProgressLines:
+    """Progress as log lines (headless runs, the terminal, papermill)."""
+
+    def __init__(self) -> None:
+        self.label, self.total = "restore", 0
+
+    def start(self, label: str, total: int) -> None:
+        self.label, self.total = label, total
+
+    def show(self, seconds: float, done: int) -> None:
+        rate = done / 1e6 / seconds if seconds else 0.0
+        if self.total:
+            print(
+                f"  {self.label}: {100 * done / self.total:5.1f} % "
+                f"({human_bytes(done)} of {human_bytes(self.total)}), {rate:.1f} MB/s, "
+                f"{seconds:.0f} s",
+                flush=True,
+            )
+        else:
+            print(f"  {self.label}: {human_bytes(done)}, {seconds:.0f} s", flush=True)
+
+    def reading_done(self, seconds: float) -> None:
+        # said at every poll, so a long tail never looks like a hang
+        print(
+            f"  {self.label}: dump read (100 %), psql finishing (indexes, constraints), "
+            f"{seconds:.0f} s",
+            flush=True,
+        )
+
+    def close(self) -> None:
+        return None
+
+
+def _poll(ctx: OpsContext, command: str) -> str:
+    """The progress probe `command`'s stdout, read through the session's gate's `poll`.
+
+    The logged-off probe on the second connection (counted as
+    "restore-progress" in the record, not one line per poll in
+    commands.jsonl): the restore's own command holds the first connection
+    while this runs every few seconds from a thread. The guards still judge it.
+    """
+    return ctx.poll(command, kind="restore-progress").stdout
+
+
+class RestoreProgress(threading.Thread):
+    """Polls a server-side byte counter every `interval` seconds; keeps the samples."""
+
+    def __init__(
+        self,
+        ctx: OpsContext,
+        command: str,
+        *,
+        total: int,
+        label: str,
+        interval: float,
+        view: ProgressView,
+    ) -> None:
+        super().__init__(daemon=True, name="restore-progress")
+        self.ctx, self.command, self.total, self.interval = ctx, command, total, interval
+        self.view = view
+        self.stop_event = threading.Event()
+        self.samples: list[tuple[float, int]] = []
+        self.t0 = time.monotonic()
+        view.start(label, total)
+
+    def read(self) -> int | str | None:
+        """Bytes so far, "done" when the reader has exited (psql still working), or None."""
+        try:
+            # a poll that fails says nothing this time; the restore's own command reports
+            with attempt(also=(OSError, EOFError, paramiko.SSHException)) as a:
+                polled = _poll(self.ctx, self.command)
+        except PASS_THROUGH:
+            # a refusal or a dead connection: stop polling (this thread); the restore's own
+            # command meets it too and stops the run
+            self.stop_event.set()
+            return None
+        if a.failed:
+            return None
+        text = polled.strip().splitlines()
+        if not text:
+            return None
+        last = text[-1].strip().removeprefix("pos:").strip()
+        return int(last) if last.isdigit() else ("done" if last == "done" else None)
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            n = self.read()
+            if n is None:
+                continue
+            t = time.monotonic() - self.t0
+            if isinstance(n, int):
+                self.samples.append((round(t, 1), n))
+                self.view.show(t, n)
+                continue
+            # "done": the whole dump is read; psql is finishing
+            if not self.samples or self.samples[-1][1] != self.total:
+                self.samples.append((round(t, 1), self.total))
+            self.view.reading_done(t)
+
+    def finish(self, ok: bool | None = None) -> None:
+        """Stop polling; a finished restore fills the view (a failed one leaves it short)."""
+        self.stop_event.set()
+        self.join(timeout=15)
+        if ok and self.total and (not self.samples or self.samples[-1][1] != self.total):
+            # finished between two polls: the last sample, line or bar says 100 %
+            t = time.monotonic() - self.t0
+            self.samples.append((round(t, 1), self.total))
+            self.view.show(t, self.total)
+        self.view.close()
+
+
+def restore(
+    ctx: OpsContext,
+    chosen: dict[str, Any],
+    database: str,
+    *,
+    on_progress: ProgressView | None = None,
+    jobs: int | None = None,
+    interval: float = 5.0,
+    single_transaction: bool = True,
+    timeout: float | None = None,
+) -> RestoreResult:
+    """Restore `chosen` into `database` on the server, its progress shown by `on_progress`
+    (default: log lines); never raises on a failed restore (the result says ok=False), only
+    on interrupts and refusals.
+
+    Everything heavy happens on the server: the dump is streamed from the
+    backups directory straight into psql, or read by `pg_restore -j N`;
+    nothing crosses the operator's connection but a few progress numbers.
+    """
+    fmt = chosen["format"]
+    jobs = jobs or (server_cores(ctx) if fmt == CUSTOM else 1)
+    pidfile = f"/tmp/runbook-restore-{uuid.uuid4().hex[:12]}.pid"
+    cmd = restore_command(
+        ctx, chosen, database, jobs=jobs, single_transaction=single_transaction, pidfile=pidfile
+    )
+    total = int(chosen["size_bytes"])
+    if fmt == CUSTOM:
+        # pg_restore reads the file with N workers: show the restored database's size
+        poll = f"{ctx.profile.postgres.psql} -X -At -d postgres -c " + shlex.quote(
+            f"SELECT pg_database_size({literal(database)})"
+        )
+        label, shown_total = f"restore {chosen['name']} (database size)", 0
+    else:
+        # the compressed bytes gunzip has read so far: its offset in the dump
+        # ("done" once gunzip has exited; the pid file goes when psql has finished)
+        poll = (
+            f'p=$(cat {shlex.quote(pidfile)} 2>/dev/null) && [ -n "$p" ] && '
+            # grep, not sed: a poll through the session's gate is judged by the guards,
+            # which read `$p` in a sed script as opaque
+            "{ grep '^pos:' /proc/$p/fdinfo/0 2>/dev/null || echo done; }"
+        )
+        label, shown_total = f"restore {chosen['name']}", total
+    print(
+        f"restoring {chosen['name']} ({human_bytes(total)}, {fmt}) into {database} "
+        f"on the server{f' with {jobs} jobs' if fmt == CUSTOM else ''}",
+        flush=True,
+    )
+    progress = None
+    if not ctx.dry_run:
+        progress = RestoreProgress(
+            ctx,
+            poll,
+            total=shown_total,
+            label=label,
+            interval=interval,
+            view=on_progress or ProgressLines(),
+        )
+        progress.start()
+    t0 = time.monotonic()
+    try:
+        r = ctx.run(cmd, shell=True, warn=True, timeout=timeout, label="restore")
+    except BaseException:
+        if progress is not None:
+            progress.finish(ok=False)
+        raise
+    # the restore's own time, before waiting for the poller to notice the end
+    duration = time.monotonic() - t0
+    if progress is not None:
+        progress.finish(ok=r.ok and not r.dry_run)
+    if r.dry_run:
+        return RestoreResult(
+            chosen["name"], database, fmt, None, None, 0.0, total, jobs, r.command, dry_run=True
+        )
+    error = ""
+    if not r.ok:
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        # the cause first: gunzip's complaint, else psql's/pg_restore's first error
+        cause = next((ln for ln in lines if "gzip" in ln or "unexpected end" in ln), None) or next(
+            (ln for ln in lines if "ERROR" in ln or "error" in ln), f"exit {r.exit_code}"
+        )
+        error = ctx.redactor.redact(cause.strip() + "\n" + "\n".join(lines[-8:]))
+    result = RestoreResult(
+        backup=chosen["name"],
+        database=database,
+        format=fmt,
+        ok=r.ok,
+        exit_code=r.exit_code,
+        duration_s=round(duration, 2),
+        bytes_total=total,
+        jobs=jobs,
+        command=r.command,
+        error=error,
+        progress=progress.samples if progress else [],
+    )
+    print(
+        f"restore {'finished' if r.ok else 'FAILED'} in {duration:.1f} s "
+        f"({human_bytes(total)} compressed, {result.rate_mb_s or 0:.1f} MB/s)"
+        + ("" if r.ok else f": {error.splitlines()[0]}"),
+        flush=True,
+    )
+    return result

@@ -61,7 +61,7 @@ def parse_holder(stdout: str) -> dict[str, Any] | None:
     """What `holder_command` printed: the owner with `heartbeat_age_s`, None when free.
 
     >>> parse_holder("")
-    >>> parse_holder('{"scenario": "deploy"}\n12')
+    >>> parse_holder('{"scenario": "deploy"}\\n12')
     {'scenario': 'deploy', 'heartbeat_age_s': 12}
     """
     if not stdout.strip():

@@ -106,14 +106,76 @@ class Scenario:
         self, step: str | None = None, *, once: bool | None = None
     ) -> dict[str, Any] | None:
         """Take the host lock now, in a step of its own (`step`, else `lock_step`), unless
-        `no_lock_needed()` says why not (see `take_lock`)."""
+        `no_lock_needed()` says why not. Returns the lock's record entry.
+
+        The one way a scenario takes the host lock: `Session.acquire_lock`. The
+        session also takes it by itself before its first real change; a
+        scenario takes it earlier so that a second changing run is refused
+        before this one starts changing, and the timeline shows the step.
+        `acquire_lock` is idempotent; `once=True` (default `lock_once`) skips
+        the step too when the lock is already held (or a dry run already
+        tried), for a branch that may ask twice.
+        """
         why_not = self.no_lock_needed()
         if why_not:
             print(why_not)
             return None
-        return take_lock(
-            self.s, step or self.lock_step, once=self.lock_once if once is None else once
-        )
+        return self.hold_lock(step or self.lock_step, once=self.lock_once if once is None else once)
+
+    def hold_lock(self, step: str | None = None, *, once: bool = False) -> Summary:
+        """Take the host lock now, in `step` when named, whatever the decision said (a
+        branch that finds it must change the server after all: a drain). Returns the
+        lock's record entry; `once` as in `take_lock`."""
+        s = self.s
+        if once and s.lock is not None and (s.lock.held or s.dry_run):
+            self.armor_preflight()
+            return self._lock_summary()
+        with s.step(step) if step else contextlib.nullcontext():
+            s.acquire_lock()
+        self.armor_preflight()
+        return self._lock_summary()
+
+    def _lock_summary(self) -> Summary:
+        """The lock's record entry, shown as one line (not its command and owner dict)."""
+        s = self.s
+        assert s.lock is not None
+        info = s.lock.info()
+        if s.dry_run:
+            line = f"dry run: no host lock taken ({info['path']})"
+        else:
+            line = f"host lock taken: {info['path']} (run {info['owner']['run_id'][:8]})"
+        if info.get("broken"):
+            line += "; broke a stale lock (recorded)"
+        return Summary(line, **info)
+
+    def armor_preflight(self) -> list[Piece]:
+        """Install the server's armor and verify it, in a step of its own; once per run.
+
+        Every changing scenario runs it before its first change (through
+        `take_lock`, or from its own preflight). Each piece is a check: holding
+        passes, missing fails, and a piece the platform does not allow (no
+        immutable attribute on this filesystem) is "not available", never passed.
+        """
+        s = self.s
+        if any(st.name == ARMOR_STEP for st in s.steps):
+            return s.armor.pieces
+        with s.step(ARMOR_STEP):
+            pieces = s.armor.install()
+            if s.dry_run:
+                pieces = [
+                    p
+                    if p.status != MISSING
+                    else Piece(p.name, NOT_AVAILABLE, f"dry run: would install ({p.detail})")
+                    for p in pieces
+                ]
+            record_pieces(s, pieces)
+            for p in pieces:
+                print(f"armor: {p.name}: {p.status} ({p.detail})")
+        return pieces
+
+
+#: the preflight step that installs and verifies the server's armor (runbook.ops.armor)
+ARMOR_STEP = "Preflight: armor on the server"
 
 
 def resumable(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -154,71 +216,6 @@ def resumable(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 Scenario.take_lock = resumable(Scenario.take_lock)  # type: ignore[method-assign]
-
-
-def take_lock(s: Session, step: str | None = None, *, once: bool = False) -> dict[str, Any] | None:
-    """The one way a scenario takes the host lock: `Session.acquire_lock`, in a step when named.
-
-    The session also takes it by itself before its first real change; a
-    scenario takes it earlier so that a second changing run is refused before
-    this one starts changing, and the timeline shows the step. `acquire_lock`
-    is idempotent; `once=True` skips the step too when the lock is already
-    held (or a dry run already tried), for a branch that may ask twice.
-    Returns the lock's record entry.
-    """
-    if once and s.lock is not None and (s.lock.held or s.dry_run):
-        armor_preflight(s)
-        return _lock_summary(s)
-    with s.step(step) if step else contextlib.nullcontext():
-        s.acquire_lock()
-    armor_preflight(s)
-    return _lock_summary(s)
-
-
-def _lock_summary(s: Session) -> Summary:
-    """The lock's record entry, shown as one line (not its command and owner dict)."""
-    assert s.lock is not None
-    info = s.lock.info()
-    if s.dry_run:
-        line = f"dry run: no host lock taken ({info['path']})"
-    else:
-        line = f"host lock taken: {info['path']} (run {info['owner']['run_id'][:8]})"
-    if info.get("broken"):
-        line += "; broke a stale lock (recorded)"
-    return Summary(line, **info)
-
-
-#: the preflight step that installs and verifies the server's armor (runbook.ops.armor)
-ARMOR_STEP = "Preflight: armor on the server"
-
-
-def _armored(s: Session) -> bool:
-    return any(st.name == ARMOR_STEP for st in s.steps)
-
-
-def armor_preflight(s: Session) -> list[Piece]:
-    """Install the server's armor and verify it, in a step of its own; once per run.
-
-    Every changing scenario runs it before its first change (through
-    `take_lock`, or from its own preflight). Each piece is a check: holding
-    passes, missing fails, and a piece the platform does not allow (no
-    immutable attribute on this filesystem) is "not available", never passed.
-    """
-    if _armored(s):
-        return s.armor.pieces
-    with s.step(ARMOR_STEP):
-        pieces = s.armor.install()
-        if s.dry_run:
-            pieces = [
-                p
-                if p.status != MISSING
-                else Piece(p.name, NOT_AVAILABLE, f"dry run: would install ({p.detail})")
-                for p in pieces
-            ]
-        record_pieces(s, pieces)
-        for p in pieces:
-            print(f"armor: {p.name}: {p.status} ({p.detail})")
-    return pieces
 
 
 def open_scenario(

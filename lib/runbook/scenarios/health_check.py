@@ -7,28 +7,27 @@ available", never "passed".
 
 On a fleet (a profile with an inventory) every signal is measured on every
 host whose role has it, all hosts at once (`s.on`, one reused connection
-each), and the service-wide ones through the load balancer once; the result
-is a host x signal table (`fleet_table`), and record.json's `hosts` holds
-each host's checks:
+each), and the service-wide ones through the load balancer once, beside
+them; the result is a signal x host table (`fleet_table`), and record.json's
+`hosts` holds each host's checks:
 
-    signal           lb1  api1  api2  db1   through the load balancer
-    Liveness         -    ok    ok    -     ok
-    Service status   -    ok    ok    -     -
-    PostgreSQL       -    -     -     ok    -
+    signal           lb1     api1    api2    db1     through the load balancer
+    Liveness         -       passed  passed  -       passed
+    Service status   -       passed  passed  -       -
+    PostgreSQL       -       -       -       passed  -
 
 Example (in a notebook)::
 
-    table = health.check_all(s)
-    table
+    s, health = open_scenario("health_check")
+    table = health.check_all()
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runbook.ops.api import on_host
-from runbook.ops.armor import MISSING, NOT_AVAILABLE
+from runbook.ops.armor import MISSING, NOT_AVAILABLE, Piece
 from runbook.ops.armor import summary as armor_summary
 from runbook.ops.fail2ban import jail_status
 from runbook.scenarios._base import Scenario
@@ -37,301 +36,340 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from runbook.session import Session
-    from runbook.session.fleet import HostView
+
 
 GREEN = "green"
 
 
-def _row(
-    s: Session | HostView,
-    signal: str,
-    command: str,
-    expected: str,
-    actual: Any,
-    passed: bool | None,
-    note: str = "",
-) -> dict[str, Any]:
-    c = s.check(signal, expected=expected, actual=actual, passed=passed, note=note)
-    return {
-        "signal": signal,
-        "runbook command": command,
-        "expected": expected,
-        "actual": c.actual,
-        "status": c.status,
-        "note": c.note,
-    }
+def pairs(values: dict[str, Any]) -> str:
+    """A mapping on one line, for a check's `actual` (pure).
 
-
-def liveness(s: Session) -> dict[str, Any]:
-    r = s.api.health()
-    return _row(
-        s,
-        "Liveness",
-        "curl -sf https://api.dealix.me/health",
-        "200 OK",
-        f"{r.status}",
-        r.status == 200,
-        f"sha {(r.json() or {}).get('sha', '?')}",
-    )
-
-
-def _pairs(values: dict[str, Any]) -> str:
-    """A mapping on one line, for a check's `actual`.
-
-    >>> _pairs({"postgres": "green", "redis": "red"})
+    >>> pairs({"postgres": "green", "redis": "red"})
     'postgres green, redis red'
     """
     return ", ".join(f"{k} {v}" for k, v in values.items())
 
 
-def deep_health(s: Session) -> dict[str, Any]:
-    body = s.api.deep_health()
-    parts = {
-        k: (body.get(k) or {}).get("status", "missing")
-        for k in ("postgres", "redis", "llm_providers")
-    }
-    red = {k: v for k, v in parts.items() if v != GREEN}
-    note = "; ".join(f"{k}: {(body.get(k) or {}).get('detail', '')}" for k in red)
-    return _row(
-        s,
-        "Deep health",
-        "curl -sf https://api.dealix.me/health/deep",
-        "postgres + redis + llm_providers green",
-        _pairs(parts),
-        not red,
-        note,
-    )
+def armor_verdict(pieces: list[Piece]) -> tuple[bool | None, str]:
+    """(passed, note) of the armor signal: a missing piece is red, one the platform does not
+    allow makes the signal "not available", never passed (pure).
 
-
-def ci_status(s: Session) -> dict[str, Any]:
-    green, runs = s.github.ci_green(3)
-    actual = ", ".join(f"{r.status}/{r.conclusion}" for r in runs.itertuples()) or "no runs"
-    return _row(
-        s,
-        "CI status",
-        f"gh run list --repo {s.profile.github.repo} --limit 3",
-        "success",
-        actual,
-        green,
-    )
-
-
-def dlq_depth(s: Session) -> dict[str, Any]:
-    queues = s.api.dlq_stats().get("queues", {})
-    total = sum(int(v) for v in queues.values())
-    return _row(
-        s,
-        "DLQ depth",
-        "GET /api/v1/admin/dlq/stats",
-        "0 across all queues",
-        _pairs(queues),
-        total == 0 and bool(queues),
-    )
-
-
-def pending_approvals(s: Session) -> dict[str, Any]:
-    limit = s.profile.targets.pending_approvals_max
-    n = int(s.api.pending_approvals().get("count", 0))
-    return _row(
-        s, "Pending approvals", "GET /api/v1/admin/approvals/pending", f"< {limit}", n, n < limit
-    )
-
-
-def service_status(s: Session | HostView) -> dict[str, Any]:
-    st = s.services.status("api")
-    return _row(
-        s,
-        "Service status",
-        f"systemctl status {st.name}",
-        "active (running)",
-        st.words,
-        st.active,
-        f"pid {st.pid}" if st.pid else st.detail,
-    )
-
-
-def fail2ban(s: Session | HostView) -> dict[str, Any]:
-    jail = s.profile.security.fail2ban_jail
-    cmd = f"fail2ban-client status {jail}"
-    if not s.profile.services.fail2ban:
-        return _row(
-            s,
-            "fail2ban",
-            cmd,
-            "jail active",
-            "not available on this target",
-            None,
-            f"no fail2ban on {s.env} (services.fail2ban is empty in its profile)",
-        )
-    r, status = jail_status(s)
-    active = status is not None
-    return _row(
-        s,
-        "fail2ban",
-        cmd,
-        "jail active",
-        "jail active" if active else r.status,
-        active,
-        f"currently banned: {status.get('currently_banned', '?')}" if status else r.tail(3),
-    )
-
-
-def nginx(s: Session | HostView) -> dict[str, Any]:
-    if not s.profile.services.nginx:
-        return _row(
-            s,
-            "Nginx",
-            "systemctl status nginx",
-            "active (running)",
-            "not available on this target",
-            None,
-        )
-    st = s.services.status("nginx")
-    return _row(s, "Nginx", f"systemctl status {st.name}", "active (running)", st.words, st.active)
-
-
-def armor(s: Session | HostView) -> dict[str, Any]:
-    """The server's armor (runbook.ops.armor), read back: every piece holding.
-
-    A piece the platform does not allow (no immutable attribute on this
-    filesystem) makes the signal "not available", never passed; a missing piece
-    makes it red (a changing scenario's preflight installs it again).
+    >>> armor_verdict([Piece("hooks", MISSING, "gone")])
+    (False, 'hooks: gone')
+    >>> armor_verdict([Piece("chattr", NOT_AVAILABLE, "no +i here")])
+    (None, 'chattr: no +i here')
     """
-    pieces = s.armor.verify()
     missing = [p for p in pieces if p.status == MISSING]
     unavailable = [p for p in pieces if p.status == NOT_AVAILABLE]
     passed: bool | None = False if missing else (None if unavailable else True)
     note = "; ".join(f"{p.name}: {p.detail}" for p in missing + unavailable)
-    return _row(
-        s,
-        "Armor",
-        "lsattr -d <do-not-touch files>; git hooks; origin protection",
-        "every piece holding",
-        armor_summary(pieces),
-        passed,
-        note or f"{len(pieces)} pieces holding",
-    )
+    return passed, note or f"{len(pieces)} pieces holding"
 
 
-SIGNALS: list[tuple[str, Callable[[Session], dict[str, Any]]]] = [
-    ("Liveness", liveness),
-    ("Deep health", deep_health),
-    ("CI status", ci_status),
-    ("DLQ depth", dlq_depth),
-    ("Pending approvals", pending_approvals),
-    ("Service status", service_status),
-    ("fail2ban", fail2ban),
-    ("Nginx", nginx),
-    ("Armor", armor),
+#: appendix A's signals in its order: the step's name and the method that measures it
+SIGNALS: list[tuple[str, str]] = [
+    ("Liveness", "liveness"),
+    ("Deep health", "deep_health"),
+    ("CI status", "ci_status"),
+    ("DLQ depth", "dlq_depth"),
+    ("Pending approvals", "pending_approvals"),
+    ("Service status", "service_status"),
+    ("fail2ban", "fail2ban"),
+    ("Nginx", "nginx"),
+    ("Armor", "armor"),
 ]
 
 
-def check_all(s: Session) -> pd.DataFrame:
-    """Measure every signal of appendix A; one failing probe never hides the others."""
-    import pandas as pd
+class HealthCheck(Scenario):
+    """Appendix A, the health check: every signal in one table, one step each. Read-only.
 
-    rows = []
-    for name, fn in SIGNALS:
-        with s.step(f"Signal: {name}"):
-            with s.attempt() as a:
-                rows.append(fn(s))
-            if a.error is not None:
-                # a signal we could not even measure is red, with the reason
-                rows.append(_row(s, name, "", "measurable", "error", False, str(a.error)[:300]))
-    return pd.DataFrame(rows)
+    Example (in a notebook)::
+
+        s, health = open_scenario("health_check")
+        health.check_all()
+        s.done()
+    """
+
+    def check_all(self) -> pd.DataFrame:
+        """Measure every signal of appendix A; one failing probe never hides the others.
+
+        On a fleet: the signal x host table (`fleet_table`), every host at once."""
+        import pandas as pd
+
+        s = self.s
+        if s.is_fleet:
+            return self._check_fleet()
+        rows = []
+        for name, method in SIGNALS:
+            with s.step(f"Signal: {name}"):
+                with s.attempt() as a:
+                    rows.append(getattr(self, method)())
+                if a.error is not None:
+                    # a signal we could not even measure is red, with the reason
+                    rows.append(
+                        self._row(name, "", "measurable", "error", False, str(a.error)[:300])
+                    )
+        return pd.DataFrame(rows)
+
+    def _row(
+        self,
+        signal: str,
+        command: str,
+        expected: str,
+        actual: Any,
+        passed: bool | None,
+        note: str = "",
+    ) -> dict[str, Any]:
+        """Record the signal as a check; its row of the table."""
+        c = self.s.check(signal, expected=expected, actual=actual, passed=passed, note=note)
+        return {
+            "signal": signal,
+            "runbook command": command,
+            "expected": expected,
+            "actual": c.actual,
+            "status": c.status,
+            "note": c.note,
+        }
+
+    def liveness(self) -> dict[str, Any]:
+        r = self.s.api.health()
+        sha = (r.json() or {}).get("sha", "?")
+        return self._row(
+            "Liveness",
+            "curl -sf https://api.dealix.me/health",
+            "200 OK",
+            f"{r.status}",
+            r.status == 200,
+            f"sha {sha}",
+        )
+
+    def deep_health(self) -> dict[str, Any]:
+        body = self.s.api.deep_health()
+        parts = {
+            k: (body.get(k) or {}).get("status", "missing")
+            for k in ("postgres", "redis", "llm_providers")
+        }
+        red = {k: v for k, v in parts.items() if v != GREEN}
+        note = "; ".join(f"{k}: {(body.get(k) or {}).get('detail', '')}" for k in red)
+        return self._row(
+            "Deep health",
+            "curl -sf https://api.dealix.me/health/deep",
+            "postgres + redis + llm_providers green",
+            pairs(parts),
+            not red,
+            note,
+        )
+
+    def ci_status(self) -> dict[str, Any]:
+        green, runs = self.s.github.ci_green(3)
+        actual = ", ".join(f"{r.status}/{r.conclusion}" for r in runs.itertuples()) or "no runs"
+        return self._row(
+            "CI status",
+            f"gh run list --repo {self.s.profile.github.repo} --limit 3",
+            "success",
+            actual,
+            green,
+        )
+
+    def dlq_depth(self) -> dict[str, Any]:
+        queues = self.s.api.dlq_stats().get("queues", {})
+        total = sum(int(v) for v in queues.values())
+        return self._row(
+            "DLQ depth",
+            "GET /api/v1/admin/dlq/stats",
+            "0 across all queues",
+            pairs(queues),
+            total == 0 and bool(queues),
+        )
+
+    def pending_approvals(self) -> dict[str, Any]:
+        limit = self.s.profile.targets.pending_approvals_max
+        n = int(self.s.api.pending_approvals().get("count", 0))
+        return self._row(
+            "Pending approvals", "GET /api/v1/admin/approvals/pending", f"< {limit}", n, n < limit
+        )
+
+    def service_status(self) -> dict[str, Any]:
+        st = self.s.services.status("api")
+        return self._row(
+            "Service status",
+            f"systemctl status {st.name}",
+            "active (running)",
+            st.words,
+            st.active,
+            f"pid {st.pid}" if st.pid else st.detail,
+        )
+
+    def fail2ban(self) -> dict[str, Any]:
+        s = self.s
+        cmd = f"fail2ban-client status {s.profile.security.fail2ban_jail}"
+        if not s.profile.services.fail2ban:
+            return self._row(
+                "fail2ban",
+                cmd,
+                "jail active",
+                "not available on this target",
+                None,
+                f"no fail2ban on {s.env} (services.fail2ban is empty in its profile)",
+            )
+        r, status = jail_status(s)
+        active = status is not None
+        return self._row(
+            "fail2ban",
+            cmd,
+            "jail active",
+            "jail active" if active else r.status,
+            active,
+            f"currently banned: {status.get('currently_banned', '?')}" if status else r.tail(3),
+        )
+
+    def nginx(self) -> dict[str, Any]:
+        if not self.s.profile.services.nginx:
+            return self._row(
+                "Nginx",
+                "systemctl status nginx",
+                "active (running)",
+                "not available on this target",
+                None,
+            )
+        st = self.s.services.status("nginx")
+        return self._row(
+            "Nginx", f"systemctl status {st.name}", "active (running)", st.words, st.active
+        )
+
+    def armor(self) -> dict[str, Any]:
+        """The server's armor (runbook.ops.armor), read back: every piece holding.
+
+        A changing scenario's preflight installs a missing piece again.
+        """
+        pieces = self.s.armor.verify()
+        passed, note = armor_verdict(pieces)
+        return self._row(
+            "Armor",
+            "lsattr -d <do-not-touch files>; git hooks; origin protection",
+            "every piece holding",
+            armor_summary(pieces),
+            passed,
+            note,
+        )
+
+    # ------------------------------------------------------------------ a fleet
+    def _check_fleet(self) -> pd.DataFrame:
+        """Every signal on every host at once, plus through the load balancer.
+
+        One fan-out over every host (each on its own connection, its role's
+        signals one after the other) beside a thread measuring the service-wide
+        signals through the load balancer. A host whose fan-out step itself
+        failed is red in a "Reachable" row.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        s = self.s
+        rows: list[dict[str, Any]] = []
+        with s.step("Signals on every host"):
+            s.verify_target()
+            # HTTP through the load balancer in one thread, SSH to every host in the fan-out's
+            with ThreadPoolExecutor(1, thread_name_prefix="runbook-health-lb") as pool:
+                through = pool.submit(_OnHost(_Through(s)).measure, LB_SIGNALS)
+                fan = s.on(list(s.fleet.hosts), lambda h: rows.extend(_OnHost(h).on_host()))
+                lb_rows = through.result()  # its error, if any, is raised here
+            for host, run in fan.hosts.items():
+                if run.outcome != "ok":
+                    row = _OnHost(s.at(host))._row(
+                        "Reachable", "ssh", "answers", "error", False, run.error or run.outcome
+                    )
+                    rows.append({"host": host, **row})
+        return fleet_table(rows + [{"host": THROUGH_LB, **r} for r in lb_rows], list(s.fleet.hosts))
 
 
 # ------------------------------------------------------------------ a fleet
-# the load balancer's name for a check measured through it, in the host x signal table
+# the load balancer's name for a check measured through it, in the signal x host table
 THROUGH_LB = "through the load balancer"
-
-
-def _unit(role: str, signal: str) -> Callable[[HostView], dict[str, Any]]:
-    """A service's systemd status on the host (PostgreSQL on db hosts, Redis on redis)."""
-
-    def measure(h: HostView) -> dict[str, Any]:
-        st = h.services.status(role)
-        return _row(h, signal, f"systemctl status {st.name}", "active (running)", st.words,
-                    st.active)  # fmt: skip
-
-    return measure
-
-
-def _liveness_on(h: HostView) -> dict[str, Any]:
-    status, body = on_host(h, "/health")
-    sha = body.get("sha", "?") if isinstance(body, dict) else "?"
-    return _row(h, "Liveness", "curl -sf --resolve <api>:443:127.0.0.1 .../health", "200 OK",
-                f"{status}", status == 200, f"sha {sha}")  # fmt: skip
-
-
-def _deep_health_on(h: HostView) -> dict[str, Any]:
-    status, body = on_host(h, "/health/deep")
-    body = body if isinstance(body, dict) else {}
-    parts = {
-        k: (body.get(k) or {}).get("status", "missing")
-        for k in ("postgres", "redis", "llm_providers")
-    }
-    red = {k: v for k, v in parts.items() if v != GREEN}
-    note = "; ".join(f"{k}: {(body.get(k) or {}).get('detail', '')}" for k in red)
-    return _row(h, "Deep health", "curl -sf --resolve <api>:443:127.0.0.1 .../health/deep",
-                "postgres + redis + llm_providers green", _pairs(parts), not red and status == 200,
-                note)  # fmt: skip
-
-
-def _fail2ban_if_any(h: HostView) -> dict[str, Any] | None:
-    return fail2ban(h) if h.profile.services.fail2ban else None
-
-
-# the signals measured on each host, by the role groups that have them (in table order)
-HOST_SIGNALS: list[tuple[str, tuple[str, ...], Callable[[HostView], dict[str, Any] | None]]] = [
-    ("Liveness", ("api",), _liveness_on),
-    ("Deep health", ("api",), _deep_health_on),
-    ("Service status", ("api",), service_status),
-    ("fail2ban", ("lb", "api", "db", "redis"), _fail2ban_if_any),
-    ("Nginx", ("lb", "api"), nginx),
-    ("Armor", ("api",), armor),
-    ("PostgreSQL", ("db",), _unit("postgres", "PostgreSQL")),
-    ("Redis", ("redis",), _unit("redis", "Redis")),
-]
 # measured once, through the load balancer (the service as its users see it)
-LB_SIGNALS: list[tuple[str, Callable[[Session], dict[str, Any]]]] = [
-    ("Liveness", liveness),
-    ("Deep health", deep_health),
-    ("CI status", ci_status),
-    ("DLQ depth", dlq_depth),
-    ("Pending approvals", pending_approvals),
+LB_SIGNALS: list[tuple[str, str]] = [
+    ("Liveness", "liveness"),
+    ("Deep health", "deep_health"),
+    ("CI status", "ci_status"),
+    ("DLQ depth", "dlq_depth"),
+    ("Pending approvals", "pending_approvals"),
+]
+# measured on each host, by the role groups that have them (in table order)
+HOST_SIGNALS: list[tuple[str, tuple[str, ...], str]] = [
+    ("Liveness", ("api",), "liveness_on_host"),
+    ("Deep health", ("api",), "deep_health_on_host"),
+    ("Service status", ("api",), "service_status"),
+    ("fail2ban", ("lb", "api", "db", "redis"), "fail2ban"),
+    ("Nginx", ("lb", "api"), "nginx"),
+    ("Armor", ("api",), "armor"),
+    ("PostgreSQL", ("db",), "postgres_unit"),
+    ("Redis", ("redis",), "redis_unit"),
 ]
 
 
-def _on_host(h: HostView) -> list[dict[str, Any]]:
-    """Every signal of this host's roles, one after the other on its connection."""
-    rows = []
-    groups = set(h.host.groups)
-    for name, roles, fn in HOST_SIGNALS:
-        if not groups & set(roles):
-            continue
-        row = None
-        # refusals pass through and stop the run; any other error is this signal's
-        with h.s.attempt() as a:
-            row = fn(h)
-        if a.error is not None:
-            # a signal we could not even measure is red, with the reason
-            row = _row(h, name, "", "measurable", "error", False, str(a.error)[:300])
-        if row is not None:
-            rows.append({"host": h.name, **row})
-    return rows
+class _OnHost(HealthCheck):
+    """The signals, measured on one host (`s` is its HostView: its checks are named
+    "<signal> @ <host>") or through the load balancer (`_Through`)."""
 
+    def measure(self, signals: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        rows = []
+        for name, method in signals:
+            row = None
+            # refusals pass through and stop the run; any other error is this signal's
+            with self.s.attempt() as a:
+                row = getattr(self, method)()
+            if a.error is not None:
+                # a signal we could not even measure is red, with the reason
+                row = self._row(name, "", "measurable", "error", False, str(a.error)[:300])
+            rows.append(row)
+        return rows
 
-def _through_lb(s: Session) -> list[dict[str, Any]]:
-    rows = []
-    for name, fn in LB_SIGNALS:
-        with s.attempt() as a:
-            row = fn(_Through(s))
-            rows.append({"host": THROUGH_LB, **row})
-        if a.error is not None:
-            row = _row(_Through(s), name, "", "measurable", "error", False, str(a.error)[:300])
-            rows.append({"host": THROUGH_LB, **row})
-    return rows
+    def on_host(self) -> list[dict[str, Any]]:
+        """Every signal of this host's roles, one after the other on its connection."""
+        groups = set(self.s.host.groups)
+        mine = [(n, m) for n, roles, m in HOST_SIGNALS if groups & set(roles)]
+        return [{"host": self.s.name, **r} for r in self.measure(mine)]
+
+    def liveness_on_host(self) -> dict[str, Any]:
+        status, body = on_host(self.s, "/health")
+        sha = body.get("sha", "?") if isinstance(body, dict) else "?"
+        return self._row(
+            "Liveness",
+            "curl -sf --resolve <api>:443:127.0.0.1 https://api.dealix.me/health",
+            "200 OK",
+            f"{status}",
+            status == 200,
+            f"sha {sha}",
+        )
+
+    def deep_health_on_host(self) -> dict[str, Any]:
+        status, body = on_host(self.s, "/health/deep")
+        body = body if isinstance(body, dict) else {}
+        parts = {
+            k: (body.get(k) or {}).get("status", "missing")
+            for k in ("postgres", "redis", "llm_providers")
+        }
+        red = {k: v for k, v in parts.items() if v != GREEN}
+        note = "; ".join(f"{k}: {(body.get(k) or {}).get('detail', '')}" for k in red)
+        return self._row(
+            "Deep health",
+            "curl -sf --resolve <api>:443:127.0.0.1 https://api.dealix.me/health/deep",
+            "postgres + redis + llm_providers green",
+            pairs(parts),
+            not red and status == 200,
+            note,
+        )
+
+    def _unit(self, role: str, signal: str) -> dict[str, Any]:
+        st = self.s.services.status(role)
+        return self._row(
+            signal, f"systemctl status {st.name}", "active (running)", st.words, st.active
+        )
+
+    def postgres_unit(self) -> dict[str, Any]:
+        return self._unit("postgres", "PostgreSQL")
+
+    def redis_unit(self) -> dict[str, Any]:
+        return self._unit("redis", "Redis")
 
 
 class _Through:
@@ -347,57 +385,21 @@ class _Through:
         return self._s.check(f"{name} @ {THROUGH_LB}", **kw)
 
 
-def check_fleet(s: Session) -> pd.DataFrame:
-    """Every signal on every host at once, plus through the load balancer: a host x signal table.
-
-    The hosts' signals run concurrently (one fan-out over every host, each on
-    its own connection) beside the load balancer's; a host that could not be
-    reached is red in every signal of its role.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    rows: list[dict[str, Any]] = []
-    with s.step("Signals on every host"):
-        s.verify_target()
-        # HTTP through the load balancer in one thread, SSH to every host in the fan-out's
-        with ThreadPoolExecutor(1, thread_name_prefix="runbook-health-lb") as pool:
-            through = pool.submit(_through_lb, s)
-            fan = s.on(list(s.fleet.hosts), lambda h: rows.extend(_on_host(h)))
-            lb_rows = through.result()  # its error, if any, is raised here
-        for host, run in fan.hosts.items():
-            if run.outcome != "ok":
-                # the host could not be measured at all (SSH down): red, with the reason
-                rows.append({"host": host, **_row(s.at(host), "Reachable", "ssh", "answers",
-                             "error", False, run.error or run.outcome)})  # fmt: skip
-    return fleet_table(rows + lb_rows, list(s.fleet.hosts))
-
-
 def fleet_table(rows: list[dict[str, Any]], hosts: list[str]) -> pd.DataFrame:
-    """The host x signal table: one row per signal, one column per host and the load balancer;
-    each cell the check's status, "-" where the host's role has no such signal."""
+    """The signal x host table: one row per signal, a column per host and one for the load
+    balancer; each cell the check's status, "-" where the host's role has no such signal.
+
+    >>> fleet_table([{"signal": "Nginx", "host": "lb1", "status": "passed"}], ["lb1", "db1"])
+    ...  # doctest: +NORMALIZE_WHITESPACE
+                lb1 db1 through the load balancer
+    signal
+    Nginx    passed   -                         -
+    """
     import pandas as pd
 
-    order = [n for n, _r, _f in HOST_SIGNALS] + [n for n, _f in LB_SIGNALS] + ["Reachable"]
+    order = [n for n, _r, _m in HOST_SIGNALS] + [n for n, _m in LB_SIGNALS] + ["Reachable"]
     signals = [n for n in dict.fromkeys(order) if any(r["signal"] == n for r in rows)]
     cols = [*hosts, THROUGH_LB]
     cells = {(r["signal"], r["host"]): r["status"] for r in rows}
     data = [[cells.get((sig, h), "-") for h in cols] for sig in signals]
     return pd.DataFrame(data, index=pd.Index(signals, name="signal"), columns=cols)
-
-
-class HealthCheck(Scenario):
-    """Appendix A, the health check: every signal in one table. Read-only.
-
-    Example (in a notebook)::
-
-        s, health = open_scenario("health_check")
-        health.check_all()
-        s.done()
-    """
-
-    def check_all(self) -> pd.DataFrame:
-        """Every signal of appendix A, each in a step of its own; on a fleet, the host x
-        signal table (every host at once, and through the load balancer)."""
-        if self.s.is_fleet:
-            return check_fleet(self.s)
-        return check_all(self.s)

@@ -33,7 +33,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from runbook.clock import parse_time
 from runbook.ops.http import HttpClient
@@ -242,108 +242,6 @@ STATUS_FORMATS: dict[str, tuple[str, Any]] = {
 }
 
 
-def status_pages(s: Session) -> pd.DataFrame:
-    """Every provider's status page (read-only), each in its own format."""
-    import pandas as pd
-
-    rows = []
-    for provider in PROVIDERS:
-        base = s.profile.llm.status_pages.get(provider)
-        path, parse = STATUS_FORMATS[provider]
-        body = None
-        if base:
-            client = HttpClient(s, f"status-{provider}", base, timeout=10)
-            try:
-                # an unreadable page says nothing (body None); a refusal still ends the run
-                with s.attempt(also=(ValueError,)):
-                    r = client.get(path, accept=tuple(range(100, 600)))
-                    body = r.json() if r.ok else None
-            finally:
-                client.close()
-        rows.append(parse(provider, body))
-    return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- direct call
-
-
-def _key(s: Session, provider: str) -> str | None:
-    name = getattr(s.profile.secrets, f"{provider}_key")
-    return s.secrets.get(name, required=False)
-
-
-def direct_call(s: Session, provider: str) -> dict[str, Any]:
-    """A minimal request straight to the provider's API with its key (the key is masked)."""
-    base = s.profile.llm.api_urls.get(provider)
-    key = _key(s, provider)
-    if not base or not key:
-        return {
-            "provider": provider,
-            "direct call": "not available (no URL or key)",
-            "answers": None,
-        }
-    prompt = [{"role": "user", "content": "ping"}]
-    if provider == "anthropic":
-        headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
-        path, params = "/v1/messages", None
-        body: dict[str, Any] = {"model": MODELS[provider], "max_tokens": 1, "messages": prompt}
-    elif provider == "openai":
-        headers = {"Authorization": f"Bearer {key}"}
-        path, params = "/v1/chat/completions", None
-        body = {"model": MODELS[provider], "max_tokens": 1, "messages": prompt}
-    else:
-        headers, params = {}, {"key": key}
-        path = f"/v1beta/models/{MODELS[provider]}:generateContent"
-        body = {
-            "contents": [{"role": "user", "parts": [{"text": "ping"}]}],
-            "generationConfig": {"maxOutputTokens": 1},
-        }
-    client = HttpClient(s, provider, base, timeout=10)
-    try:
-        with s.attempt() as a:
-            # A probe: one token, read-only for the runbook (no dry-run skip, no lock).
-            r = client.post(
-                path,
-                json=body,
-                params=params,
-                headers=headers,
-                accept=tuple(range(100, 600)),
-                changing=False,
-            )
-    finally:
-        client.close()
-    if a.error is not None:
-        return {
-            "provider": provider,
-            "direct call": f"no answer: {str(a.error)[:120]}",
-            "answers": False,
-        }
-    ok = r.ok
-    shown = f"HTTP {r.status}" + ("" if ok else f": {r.text[:120]}")
-    return {
-        "provider": provider,
-        "direct call": shown,
-        "answers": ok,
-        "latency_ms": round(r.duration * 1000),
-    }
-
-
-def confirm_provider(s: Session) -> pd.DataFrame:
-    """Status pages and direct calls side by side: one row per provider."""
-    import pandas as pd
-
-    pages = status_pages(s)
-    calls = pd.DataFrame([direct_call(s, p) for p in PROVIDERS])
-    table = pages.merge(calls, on="provider", how="left")
-    table["what it means"] = [
-        meaning(d, a) for d, a in zip(table["down"], table["answers"], strict=True)
-    ]
-    table["down"] = [
-        bool(d) or a is False for d, a in zip(table["down"], table["answers"], strict=True)
-    ]
-    return table
-
-
 def meaning(page_down: bool | None, answers: bool | None) -> str:
     """One provider's row in words (pure).
 
@@ -361,18 +259,84 @@ def meaning(page_down: bool | None, answers: bool | None) -> str:
     return "up: status page operational and our call works"
 
 
-# --------------------------------------------------------------------------- breaker and DLQs
+def provider_request(provider: str, key: str) -> tuple[str, dict[str, str], Any, dict[str, Any]]:
+    """The minimal request (path, headers, query, body) that asks `provider` for one token (pure).
+
+    >>> provider_request("openai", "sk-x")[0]
+    '/v1/chat/completions'
+    """
+    prompt = [{"role": "user", "content": "ping"}]
+    if provider == "anthropic":
+        headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+        return (
+            "/v1/messages",
+            headers,
+            None,
+            {
+                "model": MODELS[provider],
+                "max_tokens": 1,
+                "messages": prompt,
+            },
+        )
+    if provider == "openai":
+        headers = {"Authorization": f"Bearer {key}"}
+        return (
+            "/v1/chat/completions",
+            headers,
+            None,
+            {
+                "model": MODELS[provider],
+                "max_tokens": 1,
+                "messages": prompt,
+            },
+        )
+    return (
+        f"/v1beta/models/{MODELS[provider]}:generateContent",
+        {},
+        {"key": key},
+        {
+            "contents": [{"role": "user", "parts": [{"text": "ping"}]}],
+            "generationConfig": {"maxOutputTokens": 1},
+        },
+    )
 
 
-def sample(s: Session, interval: float) -> dict[str, Any]:
-    """Breaker states and DLQ depths read twice, `interval` seconds apart."""
-    first = s.api.dlq_stats()
-    t0 = time.monotonic()
-    time.sleep(interval)
-    second = s.api.dlq_stats()
-    dt = max(time.monotonic() - t0, 1e-6)
+def merge_confirmation(pages: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
+    """Status pages and direct calls side by side, one row per provider, in words (pure)."""
+    table = pages.merge(calls, on="provider", how="left")
+    table["what it means"] = [
+        meaning(d, a) for d, a in zip(table["down"], table["answers"], strict=True)
+    ]
+    table["down"] = [
+        bool(d) or a is False for d, a in zip(table["down"], table["answers"], strict=True)
+    ]
+    return table
+
+
+def priority_from_env(text: str) -> list[str]:
+    """LLM_PROVIDER_PRIORITY from a .env's text (only that line is read; pure).
+
+    >>> priority_from_env('A=1\\nLLM_PROVIDER_PRIORITY="openai,google"\\n')
+    ['openai', 'google']
+    >>> priority_from_env("") == list(PROVIDERS)
+    True
+    """
+    m = re.search(r"^\s*(?:export\s+)?LLM_PROVIDER_PRIORITY\s*=\s*['\"]?([^'\"\n]*)", text, re.M)
+    order = [p.strip() for p in (m.group(1) if m else "").split(",") if p.strip()]
+    return order or list(PROVIDERS)
+
+
+def growth(first: dict[str, Any], second: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Two DLQ stats readings `seconds` apart as depths, breakers and the LLM DLQs' growth (pure).
+
+    >>> g = growth({"queues": {"OUTBOUND_DLQ": 2}}, {"queues": {"OUTBOUND_DLQ": 4},
+    ...            "breakers": {"anthropic": {"state": "open"}}, "primary": "anthropic"}, 60)
+    >>> g["growth_per_min"], g["dlq_depth"], g["breakers"].iloc[0]["state"]
+    (2.0, 4, 'open')
+    """
     import pandas as pd
 
+    dt = max(seconds, 1e-6)
     rows = []
     for q in ("OUTBOUND_DLQ", "ENRICHMENT_DLQ", "WEBHOOKS_DLQ"):
         a, b = int(first["queues"].get(q, 0)), int(second["queues"].get(q, 0))
@@ -394,23 +358,17 @@ def sample(s: Session, interval: float) -> dict[str, Any]:
     }
 
 
-def current_priority(s: Session) -> list[str]:
-    """LLM_PROVIDER_PRIORITY from the server's .env (only that line is kept)."""
-    text = s.read_file(s.profile.app.env_file).decode(errors="replace")
-    m = re.search(r"^\s*(?:export\s+)?LLM_PROVIDER_PRIORITY\s*=\s*['\"]?([^'\"\n]*)", text, re.M)
-    order = [p.strip() for p in (m.group(1) if m else "").split(",") if p.strip()]
-    return order or list(PROVIDERS)
+def decision_inputs(
+    providers: pd.DataFrame, measured: dict[str, Any], priority: list[str]
+) -> dict[str, Any]:
+    """What `decide` needs, read from the confirmation table and the DLQ sample (pure).
 
-
-def assess(s: Session, interval: float, failover_after_minutes: float) -> dict[str, Any]:
-    """Everything the decision needs, measured; the decision recorded as a check."""
-    providers = confirm_provider(s)
-    measured = sample(s, interval)
-    priority = current_priority(s)
+    A primary that is down with no incident on its status page yet is dated by
+    its breaker's opening: the best we know.
+    """
+    snap = measured["breakers"]
     breakers = (
-        {str(r["provider"]): str(r["state"]) for _, r in measured["breakers"].iterrows()}
-        if len(measured["breakers"])
-        else {}
+        {str(r["provider"]): str(r["state"]) for _, r in snap.iterrows()} if len(snap) else {}
     )
     down = {str(r["provider"]): bool(r["down"]) for _, r in providers.iterrows()}
     since: dict[str, datetime | None] = {}
@@ -419,23 +377,17 @@ def assess(s: Session, interval: float, failover_after_minutes: float) -> dict[s
         since[str(r["provider"])] = ts.to_pydatetime() if hasattr(ts, "to_pydatetime") else ts
     primary = priority[0]
     if down.get(primary) and since.get(primary) is None:
-        # No incident on the status page yet: the breaker's opening is the best we know.
-        snap = measured["breakers"]
         row = snap[snap["provider"] == primary] if len(snap) else snap
         if len(row):
             since[primary] = parse_time(row.iloc[0].get("opened_at"))
-    decision = decide(
-        priority=priority,
-        down=down,
-        down_since=since,
-        breakers=breakers,
-        growth_per_min=measured["growth_per_min"],
-        dlq_depth=measured["dlq_depth"],
-        now=datetime.now(UTC),
-        failover_after_minutes=failover_after_minutes,
-    )
-    s.decide("Decision", decision.name, decision.reason)
-    return {"providers": providers, "priority": priority, "decision": decision, **measured}
+    return {
+        "priority": priority,
+        "down": down,
+        "down_since": since,
+        "breakers": breakers,
+        "growth_per_min": measured["growth_per_min"],
+        "dlq_depth": measured["dlq_depth"],
+    }
 
 
 def changes_server(decision: Decision) -> bool:
@@ -451,98 +403,6 @@ def readable(providers: pd.DataFrame) -> pd.DataFrame:
     """The confirmation table for people."""
     cols = ["provider", "status page", "incident", "since", "direct call", "what it means"]
     return providers[[c for c in cols if c in providers.columns]].set_index("provider")
-
-
-# --------------------------------------------------------------------------- failover
-
-
-def failover(s: Session, new_order: list[str], wait_seconds: float = 60) -> dict[str, Any]:
-    """Edit LLM_PROVIDER_PRIORITY only (backup first, masked diff), restart the API."""
-    diff = s.edit_env_var("LLM_PROVIDER_PRIORITY", ",".join(new_order))
-    r = s.services.restart("api")
-    if r.dry_run:
-        # provider names, not secrets: the one .env key scenario 4 may change, old -> new
-        s.preview_change(".env keys", [f"{diff['key']}: {diff['before']} -> {diff['after']}"])
-        s.preview_change(
-            "services to restart",
-            [f"{s.services.unit('api')} ({s.profile.services.manager} restart)"],
-        )
-        return {"diff": diff, "restarted": False}
-    deadline = time.monotonic() + wait_seconds
-    primary = None
-    while time.monotonic() < deadline:
-        primary = None
-        with s.attempt():
-            primary = s.api.dlq_stats().get("primary")
-        if primary == new_order[0]:
-            break
-        time.sleep(1)
-    s.check(
-        "API serves from the new primary",
-        expected=new_order[0],
-        actual=primary,
-        passed=primary == new_order[0],
-        note=f"LLM_PROVIDER_PRIORITY={','.join(new_order)}",
-    )
-    return {"diff": diff, "restarted": True, "primary": primary}
-
-
-ENV_EXAMPLE_REMINDER = (
-    "Reminder: .env on the server now differs from the repository. Put the same "
-    "LLM_PROVIDER_PRIORITY into .env.example through a PR (no secrets) on the next business "
-    "day, and switch back the same way once the provider has been healthy for a while."
-)
-
-
-# --------------------------------------------------------------------------- recovery
-
-
-def recover(s: Session, limit: int, wait_seconds: float) -> dict[str, Any]:
-    """Wait for the breaker to close, then drain OUTBOUND_DLQ and ENRICHMENT_DLQ to zero."""
-    import pandas as pd
-
-    # The breaker is closed when deep health says llm_providers green.
-    llm = s.api.wait_green("llm_providers", wait_seconds, interval=2.0).get("llm_providers") or {}
-    s.check(
-        "Deep health llm_providers green",
-        expected="green",
-        actual=f"{llm.get('status')}: {llm.get('detail')}",
-        passed=llm.get("status") == "green",
-    )
-    before = s.api.dlq_depths()
-    batches = []
-    if llm.get("status") == "green":
-        for name, queue in LLM_QUEUES.items():
-            if before.get(queue):
-                df = s.api.drain_all(name, limit)
-                df.insert(0, "queue", queue)
-                batches.append(df)
-    after = s.api.dlq_depths()
-    for queue in LLM_QUEUES.values():
-        s.judge(
-            f"{queue} back to zero",
-            expected="0",
-            ran=not (s.dry_run and before.get(queue)),  # a drain the dry run skipped
-            actual=f"{before.get(queue)} before, {after.get(queue)} after",
-            passed=after.get(queue) == 0,
-            note=f"batches of {limit}",
-        )
-    table = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame()
-    return {"llm": llm, "before": before, "after": after, "batches": table}
-
-
-def no_new_failures(s: Session, interval: float) -> dict[str, Any]:
-    """After recovery no new work may fail: the LLM DLQs must not grow (the runbook's
-    "no workflow failures", measured on the queues that record them)."""
-    measured = sample(s, interval)
-    growth = measured["growth_per_min"]
-    s.check(
-        "No new failed LLM work",
-        expected="LLM DLQs not growing",
-        actual=f"{growth:+.1f} jobs/min over {measured['interval']:.0f} s",
-        passed=growth <= 0,
-    )
-    return measured
 
 
 def recovery_wait_seconds(decision: Decision, recovery_wait_minutes: float, dry_run: bool) -> float:
@@ -562,7 +422,21 @@ def recovery_wait_seconds(decision: Decision, recovery_wait_minutes: float, dry_
     return max(90.0, float(recovery_wait_minutes) * 60)
 
 
+ENV_EXAMPLE_REMINDER = (
+    "Reminder: .env on the server now differs from the repository. Put the same "
+    "LLM_PROVIDER_PRIORITY into .env.example through a PR (no secrets) on the next business "
+    "day, and switch back the same way once the provider has been healthy for a while."
+)
+
+
 # --------------------------------------------------------------------------- the scenario
+
+ASSESS_STEP = "1-3. Confirm the provider, measure breaker and DLQs, decide"
+FAILOVER_STEP = "4. Failover: LLM_PROVIDER_PRIORITY, restart the API"
+RECOVERY_STEP = "5. Recovery: breaker closed, drain OUTBOUND_DLQ and ENRICHMENT_DLQ"
+VERIFY_STEP = "6. No new failed work after recovery"
+#: the decision that names the order a failover wrote (a resume's postcondition reads it)
+ORDER_DECISION = "Failover order"
 
 
 class LlmProviderDown(Scenario):
@@ -574,6 +448,22 @@ class LlmProviderDown(Scenario):
         llm.assess(); llm.take_lock(); llm.failover(); llm.recover(); llm.no_new_failures()
         s.done()
     """
+
+    # a resume (runbook.core.resume): the failover edits .env (a backup of the edited file
+    # would pass for the original) and restarts the API; the recovery replays the DLQs' jobs
+    # (outbound messages and enrichments, sent again if replayed twice). Neither runs twice.
+    # The assessment is read-only and sets the decision: it runs again, and measures the
+    # server as the parent left it. A failed failover or recovery first checks whether its
+    # effect is there (the order in .env and served; the LLM DLQs empty, the breaker closed).
+    resume_once = (FAILOVER_STEP, RECOVERY_STEP)
+    resume_reruns = (ASSESS_STEP,)
+    resume_postconditions: ClassVar[dict[str, str]] = {
+        FAILOVER_STEP: "_failed_over_already",
+        RECOVERY_STEP: "_drained_already",
+    }
+    # nothing the completed steps did depends on the app's HEAD or the database's revision
+    resume_relies_on = ()
+    resumable = True
 
     def __init__(
         self,
@@ -596,19 +486,119 @@ class LlmProviderDown(Scenario):
         self.decision: Decision | None = None
         self.recovery: dict[str, Any] | None = None
 
+    # ------------------------------------------------------------------ steps 1-3
+
     def assess(self) -> Decision:
-        """Steps 1-3: confirm the provider, measure breaker and DLQs, decide."""
-        with self.s.step("1-3. Confirm the provider, measure breaker and DLQs, decide"):
-            a = assess(self.s, self.sample_seconds, self.threshold)
-        self.assessment, self.decision = a, a["decision"]
-        show(readable(a["providers"]))
-        show(a["breakers"])
-        show(a["depths"])
+        """Steps 1-3: confirm the provider, measure breaker and DLQs, decide (recorded)."""
+        s = self.s
+        with s.step(ASSESS_STEP):
+            providers = self.confirm_provider()
+            measured = self._sample(self.sample_seconds)
+            priority = self._current_priority()
+            decision = decide(
+                **decision_inputs(providers, measured, priority),
+                now=datetime.now(UTC),
+                failover_after_minutes=self.threshold,
+            )
+            s.decide("Decision", decision.name, decision.reason)
+        self.assessment = {
+            "providers": providers,
+            "priority": priority,
+            "decision": decision,
+            **measured,
+        }
+        self.decision = decision
+        show(readable(providers))
+        show(measured["breakers"])
+        show(measured["depths"])
         print(
-            f"LLM_PROVIDER_PRIORITY now: {','.join(a['priority'])}   "
+            f"LLM_PROVIDER_PRIORITY now: {','.join(priority)}   "
             f"failover after: {self.threshold:g} min"
         )
-        return a["decision"]
+        return decision
+
+    def status_pages(self) -> pd.DataFrame:
+        """Every provider's status page (read-only), each in its own format."""
+        import pandas as pd
+
+        s = self.s
+        rows = []
+        for provider in PROVIDERS:
+            base = s.profile.llm.status_pages.get(provider)
+            path, parse = STATUS_FORMATS[provider]
+            body = None
+            if base:
+                client = HttpClient(s, f"status-{provider}", base, timeout=10)
+                try:
+                    # an unreadable page says nothing (body None); a refusal still ends the run
+                    with s.attempt(also=(ValueError,)):
+                        r = client.get(path, accept=tuple(range(100, 600)))
+                        body = r.json() if r.ok else None
+                finally:
+                    client.close()
+            rows.append(parse(provider, body))
+        return pd.DataFrame(rows)
+
+    def direct_call(self, provider: str) -> dict[str, Any]:
+        """A minimal request straight to the provider's API with its key (the key is masked)."""
+        s = self.s
+        base = s.profile.llm.api_urls.get(provider)
+        key = s.secrets.get(getattr(s.profile.secrets, f"{provider}_key"), required=False)
+        if not base or not key:
+            return {
+                "provider": provider,
+                "direct call": "not available (no URL or key)",
+                "answers": None,
+            }
+        path, headers, params, body = provider_request(provider, key)
+        client = HttpClient(s, provider, base, timeout=10)
+        try:
+            with s.attempt() as a:
+                # A probe: one token, read-only for the runbook (no dry-run skip, no lock).
+                r = client.post(
+                    path,
+                    json=body,
+                    params=params,
+                    headers=headers,
+                    accept=tuple(range(100, 600)),
+                    changing=False,
+                )
+        finally:
+            client.close()
+        if a.error is not None:
+            return {
+                "provider": provider,
+                "direct call": f"no answer: {str(a.error)[:120]}",
+                "answers": False,
+            }
+        return {
+            "provider": provider,
+            "direct call": f"HTTP {r.status}" + ("" if r.ok else f": {r.text[:120]}"),
+            "answers": r.ok,
+            "latency_ms": round(r.duration * 1000),
+        }
+
+    def confirm_provider(self) -> pd.DataFrame:
+        """Status pages and direct calls side by side: one row per provider."""
+        import pandas as pd
+
+        calls = pd.DataFrame([self.direct_call(p) for p in PROVIDERS])
+        return merge_confirmation(self.status_pages(), calls)
+
+    def _sample(self, interval: float) -> dict[str, Any]:
+        """Breaker states and DLQ depths read twice, `interval` seconds apart."""
+        first = self.s.api.dlq_stats()
+        t0 = time.monotonic()
+        time.sleep(interval)
+        second = self.s.api.dlq_stats()
+        return growth(first, second, time.monotonic() - t0)
+
+    def _current_priority(self) -> list[str]:
+        """LLM_PROVIDER_PRIORITY from the server's .env (only that line is kept)."""
+        text = self.s.read_file(self.s.profile.app.env_file).decode(errors="replace")
+        return priority_from_env(text)
+
+    # ------------------------------------------------------------------ step 4
 
     # `take_lock()`: a step of its own before the first change, only when the decision
     # changes something
@@ -616,8 +606,9 @@ class LlmProviderDown(Scenario):
 
     def no_lock_needed(self) -> str | None:
         assert self.decision is not None, "run assess() first"
-        nothing = f"{self.decision.name}: nothing will change, no lock needed"
-        return None if changes_server(self.decision) else nothing
+        if self._order() is not None or changes_server(self.decision):
+            return None
+        return f"{self.decision.name}: nothing will change, no lock needed"
 
     def change_summary(self) -> list[str]:
         """What this decision will change, for the confirmation question (after `assess`)."""
@@ -626,44 +617,168 @@ class LlmProviderDown(Scenario):
         if d is None:
             return ["run assess() first: the decision says what changes"]
         drain = "drain the LLM dead-letter queues (admin API), in batches"
-        if d.name == FAILOVER and d.new_order:
+        order = self._order()
+        if order:
             before = ",".join((self.assessment or {}).get("priority") or []) or "?"
             return [
-                f"LLM_PROVIDER_PRIORITY in .env: {before} -> {','.join(d.new_order)} "
+                f"LLM_PROVIDER_PRIORITY in .env: {before} -> {','.join(order)} "
                 "(.env backed up first; the only .env edit allowed)",
                 f"restart {s.services.unit('api')} ({s.profile.services.manager})",
                 f"once the provider is back: {drain}",
             ]
         return [f"decision {d.name!r}: {drain}"]
 
+    def _order(self) -> list[str] | None:
+        """The order a failover writes: this run's decision's, or, resuming a failover that
+        failed before its effect was there, the parent's (this run's assessment reads the
+        half-done state)."""
+        assert self.decision is not None, "run assess() first"
+        if self.decision.name == FAILOVER:
+            return self.decision.new_order
+        plan = self.s.resume
+        if plan is not None and plan.failed_step == FAILOVER_STEP:
+            choice = ((plan.record.get("decisions") or {}).get(ORDER_DECISION) or {}).get("choice")
+            return str(choice).split(",") if choice else None
+        return None
+
     def failover(self) -> dict[str, Any] | None:
         """Step 4: LLM_PROVIDER_PRIORITY to the new order, restart the API (only on FAILOVER)."""
-        assert self.decision is not None, "run assess() first"
-        if self.decision.name != FAILOVER:
+        s = self.s
+        order = self._order()
+        if order is None:
+            assert self.decision is not None
             print(f"no failover: {self.decision.name}")
             return None
-        with self.s.step("4. Failover: LLM_PROVIDER_PRIORITY, restart the API"):
-            assert self.decision.new_order is not None, "a failover decision names the new order"
-            fo = failover(self.s, self.decision.new_order)
-        d = fo["diff"]
-        print(f"{d['key']}: {d['before']} → {d['after']}   (backup: {d['backup']})")
+        with s.step(FAILOVER_STEP):
+            s.decide(ORDER_DECISION, ",".join(order), "LLM_PROVIDER_PRIORITY the failover writes")
+            diff = s.edit_env_var("LLM_PROVIDER_PRIORITY", ",".join(order))
+            r = s.services.restart("api")
+            if r.dry_run:
+                # provider names, not secrets: the one .env key scenario 4 may change
+                s.preview_change(
+                    ".env keys", [f"{diff['key']}: {diff['before']} -> {diff['after']}"]
+                )
+                s.preview_change(
+                    "services to restart",
+                    [f"{s.services.unit('api')} ({s.profile.services.manager} restart)"],
+                )
+                fo: dict[str, Any] = {"diff": diff, "restarted": False}
+            else:
+                primary = self._wait_primary(order[0], 60)
+                s.check(
+                    "API serves from the new primary",
+                    expected=order[0],
+                    actual=primary,
+                    passed=primary == order[0],
+                    note=f"LLM_PROVIDER_PRIORITY={','.join(order)}",
+                )
+                fo = {"diff": diff, "restarted": True, "primary": primary}
+        print(f"{diff['key']}: {diff['before']} → {diff['after']}   (backup: {diff['backup']})")
         print(ENV_EXAMPLE_REMINDER)
         return fo
 
+    def _wait_primary(self, wanted: str, seconds: float) -> str | None:
+        """The primary the API serves from, polled until it is `wanted` or `seconds` pass."""
+        deadline = time.monotonic() + seconds
+        primary = None
+        while time.monotonic() < deadline:
+            primary = None
+            with self.s.attempt():
+                primary = self.s.api.dlq_stats().get("primary")
+            if primary == wanted:
+                break
+            time.sleep(1)
+        return primary
+
+    def _failed_over_already(self) -> tuple[bool, str]:
+        """Step 4's postcondition: .env holds the parent's order and the API serves from it."""
+        plan = self.s.resume
+        assert plan is not None
+        wanted = ((plan.record.get("decisions") or {}).get(ORDER_DECISION) or {}).get("choice")
+        now = ",".join(self._current_priority())
+        primary = None
+        with self.s.attempt():
+            primary = self.s.api.dlq_stats().get("primary")
+        held = bool(wanted) and now == wanted and primary == str(wanted).split(",")[0]
+        return (
+            held,
+            f".env LLM_PROVIDER_PRIORITY={now} (failover wrote: {wanted}), API serves {primary}",
+        )
+
+    # ------------------------------------------------------------------ step 5
+
     def recover(self) -> pd.DataFrame:
-        """Step 5: breaker closed, drain OUTBOUND_DLQ and ENRICHMENT_DLQ."""
+        """Step 5: breaker closed, drain OUTBOUND_DLQ and ENRICHMENT_DLQ to zero."""
+        import pandas as pd
+
         assert self.decision is not None, "run assess() first"
-        wait = recovery_wait_seconds(self.decision, self.recovery_wait_minutes, self.s.dry_run)
-        with self.s.step("5. Recovery: breaker closed, drain OUTBOUND_DLQ and ENRICHMENT_DLQ"):
-            self.recovery = recover(self.s, self.s.profile.targets.outbound_drain_limit, wait)
-        print(f"before: {self.recovery['before']}\nafter:  {self.recovery['after']}")
-        return self.recovery["batches"]
+        s = self.s
+        limit = s.profile.targets.outbound_drain_limit
+        wait = recovery_wait_seconds(self.decision, self.recovery_wait_minutes, s.dry_run)
+        with s.step(RECOVERY_STEP):
+            # The breaker is closed when deep health says llm_providers green.
+            llm = s.api.wait_green("llm_providers", wait, interval=2.0).get("llm_providers") or {}
+            s.check(
+                "Deep health llm_providers green",
+                expected="green",
+                actual=f"{llm.get('status')}: {llm.get('detail')}",
+                passed=llm.get("status") == "green",
+            )
+            before = s.api.dlq_depths()
+            batches = []
+            if llm.get("status") == "green":
+                for name, queue in LLM_QUEUES.items():
+                    if before.get(queue):
+                        df = s.api.drain_all(name, limit)
+                        df.insert(0, "queue", queue)
+                        batches.append(df)
+            after = s.api.dlq_depths()
+            for queue in LLM_QUEUES.values():
+                s.judge(
+                    f"{queue} back to zero",
+                    expected="0",
+                    ran=not (s.dry_run and before.get(queue)),  # a drain the dry run skipped
+                    actual=f"{before.get(queue)} before, {after.get(queue)} after",
+                    passed=after.get(queue) == 0,
+                    note=f"batches of {limit}",
+                )
+        table = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame()
+        self.recovery = {"llm": llm, "before": before, "after": after, "batches": table}
+        print(f"before: {before}\nafter:  {after}")
+        return table
+
+    def _drained_already(self) -> tuple[bool, str]:
+        """Step 5's postcondition: the breaker closed and both LLM DLQs empty."""
+        llm = self.s.api.deep_health().get("llm_providers") or {}
+        depths = self.s.api.dlq_depths()
+        left = {q: depths.get(q) for q in LLM_QUEUES.values()}
+        held = llm.get("status") == "green" and not any(left.values())
+        return held, f"llm_providers {llm.get('status')}, LLM DLQs {left}"
+
+    # ------------------------------------------------------------------ step 6
 
     def no_new_failures(self) -> pd.DataFrame | None:
-        """Step 6: no new failed work after recovery (when the provider is back, not in a dry run)."""
-        assert self.recovery is not None, "run recover() first"
-        if self.recovery["llm"].get("status") != "green" or self.s.dry_run:
+        """Step 6: no new failed work after recovery (the provider back, not in a dry run).
+
+        The runbook's "no workflow failures", measured on the queues that record
+        them: the LLM DLQs must not grow.
+        """
+        s = self.s
+        if self.recovery is not None:
+            llm = self.recovery["llm"]
+        else:
+            # a resume that skipped the recovery (done in the parent): ask deep health
+            assert self.decision is not None, "run assess() first"
+            llm = s.api.deep_health().get("llm_providers") or {}
+        if llm.get("status") != "green" or s.dry_run:
             return None
-        with self.s.step("6. No new failed work after recovery"):
-            after = no_new_failures(self.s, self.sample_seconds)
-        return after["depths"]
+        with s.step(VERIFY_STEP):
+            measured = self._sample(self.sample_seconds)
+            rate = measured["growth_per_min"]
+            s.check(
+                "No new failed LLM work",
+                expected="LLM DLQs not growing",
+                actual=f"{rate:+.1f} jobs/min over {measured['interval']:.0f} s",
+                passed=rate <= 0,
+            )
+        return measured["depths"]

@@ -2,7 +2,8 @@
 
 The newest backup into a scratch database, validated against production,
 torn down. What it shares with the incident restore is runbook.scenarios.
-_restore; the backup operations are runbook.ops.backups.
+_restore (`RestoreSteps`); the backup operations, the restore and its
+progress included, are runbook.ops.backups.
 
 Example (in a notebook)::
 
@@ -31,6 +32,7 @@ from runbook.errors import HostKeyMismatch, HostKeyUnknown
 from runbook.ops.backups import (
     PLAIN,
     SYSTEM_DBS,
+    RestoreResult,
     choose,
     create_database,
     database_exists,
@@ -38,15 +40,10 @@ from runbook.ops.backups import (
     human_bytes,
     ident,
     list_backups,
-)
-from runbook.safety.guards import forbid
-from runbook.scenarios._base import Scenario, armor_preflight
-from runbook.scenarios._restore import (
-    RestoreResult,
-    backup_checks,
-    compare,
     restore,
 )
+from runbook.safety.guards import forbid
+from runbook.scenarios._restore import RestoreSteps, progress_view
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,26 +72,11 @@ def scratch_problem(profile: Any, name: str) -> str | None:
     return None
 
 
-def guard_scratch(s: Session, name: str) -> None:
-    """Record whether the scratch database is distinct from production (and the kept and
-    system databases), then refuse it when it is not."""
-    problem = scratch_problem(s.profile, name)
-    prod = s.profile.postgres.database
-    s.check(
-        "Scratch database is not production",
-        expected=f"!= {prod}, not {s.profile.do_not_touch.corrupt_db_pattern}, not a system DB",
-        actual=name if problem is None else f"{name}: {problem}",
-        passed=problem is None,
-    )
-    if problem is not None:
-        raise forbid("no-restore-into-production-db", f"restore drill into {name}", problem)
-
-
 #: the decision that names the backup a drill restores (a resume restores it again)
 BACKUP_DECISION = "backup restored"
 
 
-class RestoreDrill(Scenario):
+class RestoreDrill(RestoreSteps):
     """The monthly drill: newest backup into a scratch database, validated, torn down.
 
     Every step records checks instead of raising, so the teardown cell always
@@ -156,8 +138,23 @@ class RestoreDrill(Scenario):
         self.comparison: pd.DataFrame | None = None
         self.created = False
         self.torn_down = False
-        guard_scratch(s, scratch_db)
+        self._guard_scratch()
         atexit.register(self._last_resort)
+
+    def _guard_scratch(self) -> None:
+        """Record whether the scratch database is distinct from production (and the kept and
+        system databases), then refuse it when it is not."""
+        s, name = self.s, self.scratch
+        problem = scratch_problem(s.profile, name)
+        prod = s.profile.postgres.database
+        s.check(
+            "Scratch database is not production",
+            expected=f"!= {prod}, not {s.profile.do_not_touch.corrupt_db_pattern}, not a system DB",
+            actual=name if problem is None else f"{name}: {problem}",
+            passed=problem is None,
+        )
+        if problem is not None:
+            raise forbid("no-restore-into-production-db", f"restore drill into {name}", problem)
 
     def list(self) -> pd.DataFrame:
         """The newest backups (name, format, size, modified, age)."""
@@ -176,13 +173,13 @@ class RestoreDrill(Scenario):
                 BACKUP_DECISION, str(self.chosen["path"]), "the backup this drill restores"
             )
         with self.s.step("Preflight: backup age and size"):
-            verdict = backup_checks(
-                self.s, self.chosen, rpo_hours=self.rpo_hours, min_bytes=self.min_bytes
+            verdict = self.backup_checks(
+                self.chosen, rpo_hours=self.rpo_hours, min_bytes=self.min_bytes
             )
             self.ready = all(verdict.values()) and len(verdict) == 3
         if self.ready:
             # the drill changes the server (a scratch database): armor first
-            armor_preflight(self.s)
+            self.armor_preflight()
         name = (self.chosen or {}).get("name")
         if not self.ready:
             return Summary(
@@ -246,6 +243,7 @@ class RestoreDrill(Scenario):
                         s,
                         self.chosen,
                         self.scratch,
+                        on_progress=progress_view(),
                         jobs=self.jobs,
                         timeout=max(3600.0, 4 * self.target_min * 60),
                     )
@@ -307,8 +305,7 @@ class RestoreDrill(Scenario):
             "Validation", expected="row counts, data age and checksums measured"
         ) as a:
             with self.s.step("3. Validate row counts, 4. data age"):
-                self.comparison = compare(
-                    self.s,
+                self.comparison = self.compare(
                     self.scratch,
                     self.tables,
                     tolerance_pct=self.tolerance,
@@ -380,6 +377,3 @@ class RestoreDrill(Scenario):
             f"{len(failed)} failed check(s); in restore_drill.json"
         )
         return Summary(line, **data)
-
-
-# ---------------------------------------------------------------- the incident

@@ -33,6 +33,7 @@ from runbook.errors import (
 )
 from runbook.ops.backups import (
     PLAIN,
+    RestoreResult,
     admin_sql,
     choose,
     corrupt_name,
@@ -44,16 +45,10 @@ from runbook.ops.backups import (
     list_backups,
     literal,
     one_row,
+    restore,
     table_facts,
 )
-from runbook.scenarios._base import Scenario, armor_preflight
-from runbook.scenarios._restore import (
-    RestoreResult,
-    as_utc,
-    backup_checks,
-    pct,
-    restore,
-)
+from runbook.scenarios._restore import RestoreSteps, as_utc, pct, progress_view
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,7 +73,7 @@ CLONE_DECISION = "restore: clone"
 RENAMED_DECISION = "swap: damaged database kept as"
 
 
-class IncidentRestore(Scenario):
+class IncidentRestore(RestoreSteps):
     procedure = "restore_incident"
 
     """Replace production's database with a backup, keeping the old one as evidence."""
@@ -193,7 +188,7 @@ class IncidentRestore(Scenario):
         self.chosen = choose(self.frame, self.backup)
         with s.step("Preflight"):
             # the same checks, in the same words, as the drill's (no RPO: any good backup will do)
-            verdict = backup_checks(s, self.chosen, min_bytes=self.min_bytes)
+            verdict = self.backup_checks(self.chosen, min_bytes=self.min_bytes)
             if not verdict["found"]:
                 raise RestoreFailed("no backup to restore: nothing was changed")
             assert self.chosen is not None
@@ -221,7 +216,7 @@ class IncidentRestore(Scenario):
                         f"{self.chosen['name']} is corrupt: nothing was changed; pick another"
                     )
             s.acquire_lock()
-        armor_preflight(s)
+        self.armor_preflight()
         c = self.chosen
         return Summary(
             f"preflight: will restore {c['name']} ({c['size']}, {c['age_hours']} h old) of "
@@ -272,7 +267,9 @@ class IncidentRestore(Scenario):
             s.decide(CLONE_DECISION, self.clone, "production keeps its name until the swap")
             create_database(s, self.clone, owner=self.owner)
             # never cut an incident restore at the profile's command timeout
-            self.result = restore(s, self.chosen, self.clone, timeout=6 * 3600)
+            self.result = restore(
+                s, self.chosen, self.clone, on_progress=progress_view(), timeout=6 * 3600
+            )
             r = self.result
             s.judge(
                 "Restore completed",

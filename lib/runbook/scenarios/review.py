@@ -57,7 +57,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from runbook.clock import parse_time
-from runbook.core.paths import notebooks_dir, outputs_dir
+from runbook.core.paths import notebooks_dir
+from runbook.evidence import history
 from runbook.scenarios._base import Scenario
 
 if TYPE_CHECKING:
@@ -93,46 +94,22 @@ DUE_COLUMNS = ["kind", "scenario", "environment", "when", "detail", "run_dir"]
 def load_runs(root: Path | str | None = None) -> pd.DataFrame:
     """Every run record under `root` (default: the project's outputs/) as a DataFrame.
 
-    One row per `record.json`; `run_dir` is the folder the record is in
-    (records copied from another machine keep working). Unreadable records
-    are skipped: a half-written record must not stop the review.
+    Read by the one record reader, `runbook.evidence.history.load`: one row
+    per `record.json`, `run_dir` the folder it is in (records copied from
+    another machine keep working), unreadable records skipped (a half-written
+    record must not stop the review). A run resumed by a later one (`runbook
+    resume`) counts once: as its last resume.
     """
-    base = Path(root) if root else outputs_dir()
-    rows: list[dict[str, Any]] = []
-    resumed: set[str] = set()
-    for path in sorted(base.glob("**/record.json")) if base.exists() else []:
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(rec, dict) or not rec.get("scenario"):
-            continue
-        env = str(rec.get("environment") or "")
-        # a refused resume resumed nothing: its parent still counts
-        resume = rec.get("resume")
-        if isinstance(resume, dict) and resume.get("from") and rec.get("outcome") != "refused":
-            resumed.add(str(resume["from"]))
-        rows.append(
-            {
-                "scenario": str(rec["scenario"]),
-                "environment": env,
-                "kind": str(rec.get("environment_kind") or env),
-                "dry_run": bool(rec.get("dry_run") or (rec.get("parameters") or {}).get("dry_run")),
-                "started": parse_time(rec.get("started")),
-                "outcome": str(rec.get("outcome") or "unknown"),
-                "exit_code": rec.get("exit_code"),
-                "duration_s": rec.get("duration_s"),
-                "run_dir": str(path.parent),
-            }
-        )
-    # a run resumed by a later one (runbook resume) counts once: as its last resume
-    df = pd.DataFrame(
-        [r for r in rows if Path(r["run_dir"]).name not in resumed], columns=RUN_COLUMNS
+    df = history.load(Path(root) if root else None)
+    df = df[df["scenario"].notna() & df["started"].notna() & df["resumed_by"].isna()]
+    df = df.assign(
+        scenario=df["scenario"].astype(str),
+        environment=df["environment"].fillna("").astype(str),
+        kind=df["kind"].fillna("").astype(str),
+        dry_run=df["dry_run"].astype(bool),
+        outcome=df["outcome"].fillna("unknown").astype(str),
     )
-    df = df[df["started"].notna()].copy()
-    if not df.empty:
-        df["started"] = pd.to_datetime(df["started"], utc=True)
-    return df.sort_values("started", kind="stable").reset_index(drop=True)
+    return df[RUN_COLUMNS].reset_index(drop=True)
 
 
 def known_scenarios(directory: Path | None = None) -> list[str]:
@@ -516,60 +493,6 @@ def _due(
     }
 
 
-def record_checks(s: Session, r: ReviewFindings) -> None:
-    """One check per finding kind, so `s.done()` fails (exit 3) when something is due."""
-    stale = r.due[r.due["kind"] == "stale"]
-    s.check(
-        f"Every scenario ran within {r.cycle_days} days",
-        expected="none overdue",
-        actual=", ".join(stale["scenario"]) or "none overdue",
-        passed=stale.empty,
-        note=f"{len(r.last_runs)} scenarios reviewed",
-    )
-    s.check(
-        f"Restore drill within {r.drill_days} days",
-        expected="a successful restore_drill on a real environment",
-        actual=f"last: {r.drill_ok:%Y-%m-%d %H:%M} UTC" if r.drill_ok else "none on record",
-        passed=not (r.due["kind"] == "drill missed").any(),
-    )
-    s.check(
-        "No command failed in a real incident since the last review",
-        expected="0 failed commands",
-        actual=f"{len(r.failed)} failed commands",
-        passed=r.failed.empty,
-        note=(
-            f"since {r.since:%Y-%m-%d %H:%M} UTC (last review)"
-            if r.since
-            else "since the first run"
-        )
-        + ("; update the runbook for each (appendix C)" if not r.failed.empty else ""),
-    )
-    told = r.due[r.due["kind"] == "notification failed"]
-    s.check(
-        "Every real drill's notifications delivered",
-        expected="0 undelivered",
-        actual=f"{len(told)} drills with an undelivered notification",
-        passed=told.empty,
-        note="; ".join(told["detail"]) if not told.empty else "",
-    )
-    slow = r.due[r.due["kind"] == "drill slow"]
-    s.check(
-        "No real drill took much longer than usual",
-        expected="within the usual time and its margin",
-        actual=f"{len(slow)} slow drills",
-        passed=slow.empty,
-        note="; ".join(slow["detail"]) if not slow.empty else "",
-    )
-    dead = r.due[r.due["kind"] == "abandoned"]
-    s.check(
-        "No real run abandoned since the last review",
-        expected="0 abandoned runs",
-        actual=f"{len(dead)} abandoned runs",
-        passed=dead.empty,
-        note=f"{len(r.abandoned)} abandoned on record in every environment, the sandbox's too",
-    )
-
-
 # --------------------------------------------------------------------------- the scenario
 
 
@@ -641,9 +564,63 @@ class Review(Scenario):
         with self.s.step("5. Verdict"):
             self.s.evidence.write_text("review_due.csv", r.due.to_csv(index=False))
             self.s.evidence.write_text("last_runs.csv", r.last_runs.to_csv(index=False))
-            record_checks(self.s, r)
+            self._record_checks(r)
         return r.due
 
     def _findings(self) -> ReviewFindings:
         assert self.findings is not None, "run read() first"
         return self.findings
+
+    def _record_checks(self, r: ReviewFindings) -> None:
+        """One check per finding kind, so `s.done()` fails (exit 3) when something is due."""
+        s = self.s
+        stale = r.due[r.due["kind"] == "stale"]
+        s.check(
+            f"Every scenario ran within {r.cycle_days} days",
+            expected="none overdue",
+            actual=", ".join(stale["scenario"]) or "none overdue",
+            passed=stale.empty,
+            note=f"{len(r.last_runs)} scenarios reviewed",
+        )
+        s.check(
+            f"Restore drill within {r.drill_days} days",
+            expected="a successful restore_drill on a real environment",
+            actual=f"last: {r.drill_ok:%Y-%m-%d %H:%M} UTC" if r.drill_ok else "none on record",
+            passed=not (r.due["kind"] == "drill missed").any(),
+        )
+        s.check(
+            "No command failed in a real incident since the last review",
+            expected="0 failed commands",
+            actual=f"{len(r.failed)} failed commands",
+            passed=r.failed.empty,
+            note=(
+                f"since {r.since:%Y-%m-%d %H:%M} UTC (last review)"
+                if r.since
+                else "since the first run"
+            )
+            + ("; update the runbook for each (appendix C)" if not r.failed.empty else ""),
+        )
+        told = r.due[r.due["kind"] == "notification failed"]
+        s.check(
+            "Every real drill's notifications delivered",
+            expected="0 undelivered",
+            actual=f"{len(told)} drills with an undelivered notification",
+            passed=told.empty,
+            note="; ".join(told["detail"]) if not told.empty else "",
+        )
+        slow = r.due[r.due["kind"] == "drill slow"]
+        s.check(
+            "No real drill took much longer than usual",
+            expected="within the usual time and its margin",
+            actual=f"{len(slow)} slow drills",
+            passed=slow.empty,
+            note="; ".join(slow["detail"]) if not slow.empty else "",
+        )
+        dead = r.due[r.due["kind"] == "abandoned"]
+        s.check(
+            "No real run abandoned since the last review",
+            expected="0 abandoned runs",
+            actual=f"{len(dead)} abandoned runs",
+            passed=dead.empty,
+            note=f"{len(r.abandoned)} abandoned on record in every environment, the sandbox's too",
+        )

@@ -116,6 +116,15 @@ class HostView:
         return self.s.process
 
     @property
+    def method(self) -> str | None:
+        """The scenario method running now (the session's: a view runs inside it)."""
+        return self.s.method
+
+    def attempt(self, *a: Any, **kw: Any) -> Any:
+        """The session's `attempt` (refusals pass through, other errors wait in `a.error`)."""
+        return self.s.attempt(*a, **kw)
+
+    @property
     def current_step(self) -> str | None:
         return self.s.current_step
 

@@ -21,13 +21,17 @@ A host-key refusal latches: once the gate has met one (on any connection),
 nothing more goes out in this run (`stop_if_refused`, `latch`).
 
 One gate serves one host; the session keeps them in `gates`, keyed by host
-name (one entry today). A fleet run holds one gate per host, each with its
-own connections, lock and tripwire, and the same change check and guards;
-a step over a group is then runbook.core.fanout's `FanOut` calling each
-host's gate (`fan.run(lambda host: s.gates[host].probe(...))`), the host a
-command ran on being its gate's `target` in every command event. A host-key
-refusal latches the gate that met it; what it means for the other hosts
-(stop the run) is the fan-out's rule, not a gate's.
+name: one for a single-host profile, one per inventory host for a fleet
+(`Gate(run, profile, host=NAME)`: that host's pinned transport from
+`transport_for_host`, its own connections, lock and tripwire; connected on
+first use). A step over a group is runbook.core.fanout's `FanOut` calling
+each host's gate through the session (`s.on("api", fn)`, runbook.session.fleet);
+every command event names its `host` (the inventory name) beside its
+`target`. The guard's questions go to the host whose command it is judging
+(`asking_gate`, per thread). Before a fleet host's first lock the run takes
+the environment lock (`Run.take_environment_lock`). A host-key refusal
+latches the gate that met it; what it means for the other hosts (stop the
+run) is the fan-out's rule, not a gate's.
 
 The lock's own commands (its mkdir, breaking a stale lock) go through
 `_execute(..., internal=True)`: the change check and the guards apply, the

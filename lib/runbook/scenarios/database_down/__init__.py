@@ -29,7 +29,7 @@ from runbook.ops import backups as backup_ops
 from runbook.ops import disk
 from runbook.ops.logs import last_lines, log_gist
 from runbook.ops.postgres import psql_error
-from runbook.scenarios._base import Scenario, show, take_lock
+from runbook.scenarios._base import Scenario, show
 from runbook.scenarios.database_down.report import (
     after_restart,
     postmortem_facts,
@@ -605,7 +605,7 @@ class DatabaseDown(Scenario):
                 batches = None
                 if depth:
                     # draining changes the server's data: the lock, once
-                    take_lock(s, "4. Take the host lock", once=True)
+                    self.hold_lock("4. Take the host lock", once=True)
                     batches = s.api.drain_all(name, limit, max_batches)
                 left = (self._dlq_depths() or {}).get(queue)
                 skipped = s.dry_run and bool(depth)
