@@ -40,15 +40,19 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook.core.fanout import FanOut, Serial
-from runbook.errors import Forbidden, RunbookError
+from runbook.errors import Forbidden, ParameterError, RunbookError
 from runbook.ops.alembic import Alembic, rolling_refusals
 from runbook.ops.git import Git
 from runbook.ops.lb import LoadBalancer
 from runbook.ops.services import Services
+from runbook.scenarios._base import Scenario
 from runbook.scenarios._release import MIGRATIONS_DIR, deep_green, migration_chain, parse_migration
+
+if TYPE_CHECKING:
+    from runbook.session import Session
 
 DEFAULT_SERIAL: Serial = [1, "50%"]
 # (step, hosts, fn(host name), serial) -> the FanOut that ran
@@ -377,3 +381,68 @@ class Roller:
         alembic.downgrade(len(chain))
         report.migrated = [f"downgraded {', '.join(chain)} on {host}"]
         report.log.append(f"downgraded {current} -> {alembic.current()} on {host}")
+
+
+class FleetRelease(Scenario):
+    """What the rolling deploy and the fleet rollback share as scenarios: the Roller over
+    the session's fleet (its API hosts by rank, its first lb, the session's fan-out) and
+    the roll's checks. A single-host profile is refused: one server has no load balancer
+    to drain from (its deploy is notebooks/deploy.ipynb)."""
+
+    def __init__(
+        self, session: Session, *, serial: Serial = None, health_wait: float | None = None
+    ):
+        super().__init__(session)
+        s = session
+        fleet = s.profile.require_groups("lb", "api", scenario=s.scenario)
+        if fleet.is_single or set(fleet.names("lb")) & set(fleet.names("api")):
+            raise ParameterError(
+                f"{s.env} is one server: {s.scenario} rolls API hosts behind a separate "
+                "load balancer",
+                key="env",
+                source=s.profile.source,
+                fix="run notebooks/deploy.ipynb (or rollback.ipynb) on a single-host profile, "
+                "or name a fleet profile (production-fleet, twin-fleet)",
+            )
+        api = fleet.names("api")
+        port = int(fleet.hosts[api[0]].vars.get("upstream_port", 443))
+
+        def fan_out(
+            step: str, hosts: list[str], fn: Callable[[str], Any], batches: Serial
+        ) -> FanOut:
+            return s.on(hosts, lambda h: fn(h.name), step=step, serial=batches)
+
+        self.roller = Roller(
+            s.env,
+            s.at,
+            api,
+            fleet.names("lb")[0],
+            {n: h.address for n, h in fleet.hosts.items()},
+            serial=DEFAULT_SERIAL if serial is None else serial,
+            upstream_port=port,
+            health_wait=HEALTH_WAIT_S if health_wait is None else float(health_wait),
+            branch=s.profile.github.branch,
+            fan_out=fan_out,
+        )
+
+    def report_roll(self, report: RollReport) -> None:
+        """The roll's checks: each host on the SHA; which hosts run what, in the evidence."""
+        s = self.s
+        fan = report.fan
+        for host, sha in report.sha_by_host.items():
+            run = fan.hosts.get(host) if fan else None
+            s.check(
+                f"runs {report.target_sha[:12]} @ {host}",
+                expected=report.target_sha[:12],
+                actual=f"{(sha or 'no answer')[:12]} ({run.outcome if run else 'not in the roll'})",
+                passed=sha == report.target_sha,
+            )
+        s.evidence.append(
+            {
+                "kind": report.kind,
+                "event": "fleet",
+                "sha_by_host": report.sha_by_host,
+                "drained": report.drained,
+                "rollback": report.rollback_command,
+            }
+        )

@@ -23,17 +23,15 @@ from typing import TYPE_CHECKING
 
 from runbook.core.story import Summary
 from runbook.errors import Forbidden, ParameterError
-from runbook.scenarios._base import Scenario
 from runbook.scenarios._release import SHA
-from runbook.scenarios._rolling import RollReport, sha_table
-from runbook.scenarios.rolling_deploy import fleet_roller, report_roll
+from runbook.scenarios._rolling import FleetRelease, RollReport, sha_table
 
 if TYPE_CHECKING:
     from runbook.core.fanout import Serial
     from runbook.session import Session
 
 
-class FleetRollback(Scenario):
+class FleetRollback(FleetRelease):
     """Runbook scenario 2 on a fleet, one method per step; checks land in the session."""
 
     def __init__(
@@ -45,7 +43,6 @@ class FleetRollback(Scenario):
         serial: Serial = None,
         health_wait: float | None = None,
     ):
-        super().__init__(session)
         if not str(reason).strip():
             raise ParameterError(
                 "reason is required: why we roll back (announced and recorded)",
@@ -58,9 +55,9 @@ class FleetRollback(Scenario):
                 key="to_sha",
                 fix="pass the SHA the rolling deploy printed in its rollback command",
             )
+        super().__init__(session, serial=serial, health_wait=health_wait)
         self.reason = str(reason)
         self.to_sha = to_sha
-        self.roller = fleet_roller(session, serial=serial, health_wait=health_wait)
         self.t0 = time.monotonic()
         self.report: RollReport | None = None
 
@@ -131,7 +128,7 @@ class FleetRollback(Scenario):
             order = out + [h for h in hosts if h not in out]
             self.report.log.append(f"order: {', '.join(order)}")
             self.roller._roll("rollback", self.to_sha, self.report, pull=False, order=order)
-            report_roll(s, self.report)
+            self.report_roll(self.report)
             return Summary(f"{self.report.fan}; {sha_table(self.report.sha_by_host)}")
 
     def drained(self) -> Summary:

@@ -17,81 +17,19 @@ Example (in a notebook)::
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from runbook.core.story import Summary, Text
 from runbook.errors import Forbidden, ParameterError
-from runbook.scenarios._base import Scenario, show
-from runbook.scenarios._rolling import (
-    DEFAULT_SERIAL,
-    HEALTH_WAIT_S,
-    Roller,
-    RollFailed,
-    RollReport,
-    sha_table,
-)
+from runbook.scenarios._base import show
+from runbook.scenarios._rolling import FleetRelease, RollFailed, RollReport, sha_table
 
 if TYPE_CHECKING:
     from runbook.core.fanout import Serial
     from runbook.session import Session
 
 
-def fleet_roller(s: Session, *, serial: Serial = None, health_wait: float | None = None) -> Roller:
-    """The Roller over `s`'s fleet: its API hosts by rank, its first lb, the session's
-    fan-out. A single-host profile is refused: one server has no load balancer to
-    drain from (its deploy is notebooks/deploy.ipynb)."""
-    fleet = s.profile.require_groups("lb", "api", scenario=s.scenario)
-    if fleet.is_single or set(fleet.names("lb")) & set(fleet.names("api")):
-        raise ParameterError(
-            f"{s.env} is one server: {s.scenario} rolls API hosts behind a separate load balancer",
-            key="env",
-            source=s.profile.source,
-            fix="run notebooks/deploy.ipynb (or rollback.ipynb) on a single-host profile, "
-            "or name a fleet profile (production-fleet, twin-fleet)",
-        )
-    api = fleet.names("api")
-    port = int(fleet.hosts[api[0]].vars.get("upstream_port", 443))
-
-    def fan_out(step: str, hosts: list[str], fn: Any, batches: Serial) -> Any:
-        return s.on(hosts, lambda h: fn(h.name), step=step, serial=batches)
-
-    return Roller(
-        s.env,
-        s.at,
-        api,
-        fleet.names("lb")[0],
-        {n: h.address for n, h in fleet.hosts.items()},
-        serial=DEFAULT_SERIAL if serial is None else serial,
-        upstream_port=port,
-        health_wait=HEALTH_WAIT_S if health_wait is None else float(health_wait),
-        branch=s.profile.github.branch,
-        fan_out=fan_out,
-    )
-
-
-def report_roll(s: Session, report: RollReport) -> None:
-    """The roll's checks: each host on the SHA, and which hosts are out of rotation."""
-    fan = report.fan
-    for host, sha in report.sha_by_host.items():
-        run = fan.hosts.get(host) if fan else None
-        s.check(
-            f"runs {report.target_sha[:12]} @ {host}",
-            expected=report.target_sha[:12],
-            actual=f"{(sha or 'no answer')[:12]} ({run.outcome if run else 'not in the roll'})",
-            passed=sha == report.target_sha,
-        )
-    s.evidence.append(
-        {
-            "kind": report.kind,
-            "event": "fleet",
-            "sha_by_host": report.sha_by_host,
-            "drained": report.drained,
-            "rollback": report.rollback_command,
-        }
-    )
-
-
-class RollingDeploy(Scenario):
+class RollingDeploy(FleetRelease):
     """Runbook scenario 1 on a fleet, one method per step; checks land in the session."""
 
     def __init__(
@@ -102,8 +40,7 @@ class RollingDeploy(Scenario):
         watch_minutes: float | None = None,
         health_wait: float | None = None,
     ):
-        super().__init__(session)
-        self.roller = fleet_roller(session, serial=serial, health_wait=health_wait)
+        super().__init__(session, serial=serial, health_wait=health_wait)
         targets = session.profile.targets
         self.watch_minutes = float(
             targets.watch_minutes if watch_minutes is None else watch_minutes
@@ -197,7 +134,7 @@ class RollingDeploy(Scenario):
             self.roller._roll("deploy", self.report.target_sha, self.report, pull=True,
                               order=self.roller.api_hosts)  # fmt: skip
             self.report.seconds = round(time.monotonic() - t0, 2)
-            report_roll(s, self.report)
+            self.report_roll(self.report)
             if self.report.rollback_command:
                 s.set_next_command(self.report.rollback_command)
             return Summary(
