@@ -99,11 +99,11 @@ class Hammer:
 def roll(fleet: Any, tmp_path: Path) -> Iterator[Roller]:
     """The Roller of a rolling_deploy session on twin-fleet (one gate per host, `s.at`)."""
     from runbook import open_session
-    from runbook.scenarios.rolling_deploy import fleet_roller
+    from runbook.scenarios._rolling import FleetRelease
 
     s = open_session("rolling_deploy", "twin-fleet", confirm="twin-fleet", run_dir=tmp_path / "run")
     try:
-        yield fleet_roller(s)
+        yield FleetRelease(s).roller
     finally:
         s.close()
         fleet.heal()
