@@ -689,7 +689,8 @@ class LlmProviderDown(Scenario):
                 )
                 fo = {"diff": diff, "restarted": True, "primary": primary}
         print(ENV_EXAMPLE_REMINDER)
-        change = f"{diff['key']} {diff['before']} → {diff['after']} (backup: {diff['backup']})"
+        was = str(diff["before"]).strip("'\"")  # the .env value as written, maybe quoted
+        change = f"{diff['key']} {was} → {diff['after']} (backup: {diff['backup']})"
         if not fo["restarted"]:
             return Summary(f"failover (dry run, nothing changed): would set {change}", **fo)
         return Summary(f"failover: {change}; the API serves from {fo['primary']}", **fo)
