@@ -340,7 +340,7 @@ class DatabaseDown(Scenario):
         if res["dry_run"]:
             line = "service failed: dry run, postgres not restarted"
         elif res["select1"]:
-            line = f"service failed: postgres restarted, SELECT 1 answers ({actual})"
+            line = "service failed: postgres restarted, SELECT 1 answers"
         else:
             line = f"service failed: the restart did not bring postgres back ({actual})"
         return Summary(line, **res)
