@@ -433,6 +433,7 @@ class DatabaseDown(Scenario):
                 "kept": kept,
                 "keep_newest": keep,
             }
+        print(f"What takes the space under {pg_base} and {s.profile.backups.dir}, biggest first:")
         show(report.head(20))
         print(f"Old backups to delete ({len(candidates)}), oldest first:")
         show(backups_table(candidates))
