@@ -306,6 +306,9 @@ def test_database_down_reads_as_lines(sandbox, healed) -> None:
         said[0].startswith("# ") and "## Timeline (UTC: steps, decisions and changes)" not in said
     )
     assert said[-1].startswith("the whole draft (timeline, checks, evidence): ")
+    # its resolution names the fix, not the host lock's mkdir
+    [resolution] = [ln for ln in said if ln.startswith("4. **Resolution:**")]
+    assert "restart postgresql" in resolution and "lock" not in resolution, resolution
 
 
 @pytest.fixture

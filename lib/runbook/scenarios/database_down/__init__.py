@@ -30,7 +30,7 @@ from runbook.ops import backups as backup_ops
 from runbook.ops import disk
 from runbook.ops.logs import last_lines, log_gist
 from runbook.ops.postgres import psql_error
-from runbook.scenarios._base import Scenario, show
+from runbook.scenarios._base import ARMOR_STEP, Scenario, show
 from runbook.scenarios.database_down.report import (
     after_restart,
     postmortem_facts,
@@ -89,6 +89,15 @@ EVIDENCE = (
     ("postgres-log-before-restart.txt", "Postgres's log before the restart"),
     ("postgres-log-after-restart.txt", "Postgres's log after a restart that did not help"),
 )
+
+
+def housekeeping(step: str | None) -> bool:
+    """A step that takes the host lock or installs the armor: no part of an incident's fix.
+
+    >>> housekeeping("2. Take the host lock"), housekeeping("2. Service failed: restart")
+    (True, False)
+    """
+    return step == ARMOR_STEP or (step or "").endswith("Take the host lock")
 
 
 class DatabaseDown(Scenario):
@@ -707,8 +716,10 @@ class DatabaseDown(Scenario):
         s, branch = self.s, self.branch
         actions, data = postmortem_facts(
             branch=branch,
-            changes=[c.what for c in s.changes],
-            would_change=[c.what for c in s.would_change],
+            # the lock and the armor are the runbook's own housekeeping, not the fix: the
+            # resolution line named the lock's mkdir command first
+            changes=[c.what for c in s.changes if not housekeeping(c.step)],
+            would_change=[c.what for c in s.would_change if not housekeeping(c.step)],
             drained=self.drained if branch.name != CORRUPT else None,
             handoff=handoff_command(s.env, reason_for_restore(branch)),
         )
