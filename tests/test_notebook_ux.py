@@ -357,6 +357,13 @@ def test_a_security_response_reads_as_lines(sandbox, healed) -> None:
     )
     assert lines["sec.lock_down()"].startswith("lockdown: ")
     assert lines["sec.ban()"].startswith("ban: attackers 198.51.100.23, 203.0.113.66")
+    # the logins table reads to the second (the auth log's microseconds left out)
+    [logins] = [
+        o["data"]["text/plain"]
+        for o in cell_outputs(nb, "findings = sec.investigate()")
+        if o["output_type"] == "execute_result"
+    ]
+    assert "203.0.113.66" in logins and not re.search(r"\d\d:\d\d:\d\d\.\d", logins), logins
 
 
 def test_progress_updates_one_line_in_place_in_a_jupyterlab_kernel(tmp_path) -> None:
