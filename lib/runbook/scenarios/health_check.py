@@ -24,6 +24,7 @@ Example (in a notebook)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runbook.ops.api import on_host
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from runbook.session import Session
+    from runbook.session.fleet import HostView
 
 
 GREEN = "green"
@@ -270,12 +272,13 @@ class HealthCheck(Scenario):
             s.verify_target()
             # HTTP through the load balancer in one thread, SSH to every host in the fan-out's
             with ThreadPoolExecutor(1, thread_name_prefix="runbook-health-lb") as pool:
-                through = pool.submit(_OnHost(_Through(s)).measure, LB_SIGNALS)
-                fan = s.on(list(s.fleet.hosts), lambda h: rows.extend(_OnHost(h).on_host()))
+                lb = HealthCheck(_Through(s))  # type: ignore[arg-type]
+                through = pool.submit(_measure, lb, LB_SIGNALS)
+                fan = s.on(list(s.fleet.hosts), lambda h: rows.extend(_on_host(h)))
                 lb_rows = through.result()  # its error, if any, is raised here
             for host, run in fan.hosts.items():
                 if run.outcome != "ok":
-                    row = _OnHost(s.at(host))._row(
+                    row = HealthCheck(s.at(host))._row(  # type: ignore[arg-type]
                         "Reachable", "ssh", "answers", "error", False, run.error or run.outcome
                     )
                     rows.append({"host": host, **row})
@@ -285,91 +288,95 @@ class HealthCheck(Scenario):
 # ------------------------------------------------------------------ a fleet
 # the load balancer's name for a check measured through it, in the signal x host table
 THROUGH_LB = "through the load balancer"
-# measured once, through the load balancer (the service as its users see it)
-LB_SIGNALS: list[tuple[str, str]] = [
-    ("Liveness", "liveness"),
-    ("Deep health", "deep_health"),
-    ("CI status", "ci_status"),
-    ("DLQ depth", "dlq_depth"),
-    ("Pending approvals", "pending_approvals"),
-]
-# measured on each host, by the role groups that have them (in table order)
-HOST_SIGNALS: list[tuple[str, tuple[str, ...], str]] = [
-    ("Liveness", ("api",), "liveness_on_host"),
-    ("Deep health", ("api",), "deep_health_on_host"),
-    ("Service status", ("api",), "service_status"),
-    ("fail2ban", ("lb", "api", "db", "redis"), "fail2ban"),
-    ("Nginx", ("lb", "api"), "nginx"),
-    ("Armor", ("api",), "armor"),
-    ("PostgreSQL", ("db",), "postgres_unit"),
-    ("Redis", ("redis",), "redis_unit"),
-]
+Signal = Callable[[HealthCheck], dict[str, Any]]
 
 
-class _OnHost(HealthCheck):
-    """The signals, measured on one host (`s` is its HostView: its checks are named
-    "<signal> @ <host>") or through the load balancer (`_Through`)."""
+def _liveness_on_host(hc: HealthCheck) -> dict[str, Any]:
+    status, body = on_host(hc.s, "/health")
+    sha = body.get("sha", "?") if isinstance(body, dict) else "?"
+    return hc._row(
+        "Liveness",
+        "curl -sf --resolve <api>:443:127.0.0.1 https://api.dealix.me/health",
+        "200 OK",
+        f"{status}",
+        status == 200,
+        f"sha {sha}",
+    )
 
-    def measure(self, signals: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        rows = []
-        for name, method in signals:
-            row = None
-            # refusals pass through and stop the run; any other error is this signal's
-            with self.s.attempt() as a:
-                row = getattr(self, method)()
-            if a.error is not None:
-                # a signal we could not even measure is red, with the reason
-                row = self._row(name, "", "measurable", "error", False, str(a.error)[:300])
-            rows.append(row)
-        return rows
 
-    def on_host(self) -> list[dict[str, Any]]:
-        """Every signal of this host's roles, one after the other on its connection."""
-        groups = set(self.s.host.groups)
-        mine = [(n, m) for n, roles, m in HOST_SIGNALS if groups & set(roles)]
-        return [{"host": self.s.name, **r} for r in self.measure(mine)]
+def _deep_health_on_host(hc: HealthCheck) -> dict[str, Any]:
+    status, body = on_host(hc.s, "/health/deep")
+    body = body if isinstance(body, dict) else {}
+    parts = {
+        k: (body.get(k) or {}).get("status", "missing")
+        for k in ("postgres", "redis", "llm_providers")
+    }
+    red = {k: v for k, v in parts.items() if v != GREEN}
+    note = "; ".join(f"{k}: {(body.get(k) or {}).get('detail', '')}" for k in red)
+    return hc._row(
+        "Deep health",
+        "curl -sf --resolve <api>:443:127.0.0.1 https://api.dealix.me/health/deep",
+        "postgres + redis + llm_providers green",
+        pairs(parts),
+        not red and status == 200,
+        note,
+    )
 
-    def liveness_on_host(self) -> dict[str, Any]:
-        status, body = on_host(self.s, "/health")
-        sha = body.get("sha", "?") if isinstance(body, dict) else "?"
-        return self._row(
-            "Liveness",
-            "curl -sf --resolve <api>:443:127.0.0.1 https://api.dealix.me/health",
-            "200 OK",
-            f"{status}",
-            status == 200,
-            f"sha {sha}",
-        )
 
-    def deep_health_on_host(self) -> dict[str, Any]:
-        status, body = on_host(self.s, "/health/deep")
-        body = body if isinstance(body, dict) else {}
-        parts = {
-            k: (body.get(k) or {}).get("status", "missing")
-            for k in ("postgres", "redis", "llm_providers")
-        }
-        red = {k: v for k, v in parts.items() if v != GREEN}
-        note = "; ".join(f"{k}: {(body.get(k) or {}).get('detail', '')}" for k in red)
-        return self._row(
-            "Deep health",
-            "curl -sf --resolve <api>:443:127.0.0.1 https://api.dealix.me/health/deep",
-            "postgres + redis + llm_providers green",
-            pairs(parts),
-            not red and status == 200,
-            note,
-        )
+def _unit(role: str, signal: str) -> Signal:
+    """A service's systemd status on the host (PostgreSQL on db hosts, Redis on redis)."""
 
-    def _unit(self, role: str, signal: str) -> dict[str, Any]:
-        st = self.s.services.status(role)
-        return self._row(
+    def measure(hc: HealthCheck) -> dict[str, Any]:
+        st = hc.s.services.status(role)
+        return hc._row(
             signal, f"systemctl status {st.name}", "active (running)", st.words, st.active
         )
 
-    def postgres_unit(self) -> dict[str, Any]:
-        return self._unit("postgres", "PostgreSQL")
+    return measure
 
-    def redis_unit(self) -> dict[str, Any]:
-        return self._unit("redis", "Redis")
+
+# measured once, through the load balancer (the service as its users see it)
+LB_SIGNALS: list[tuple[str, Signal]] = [
+    ("Liveness", HealthCheck.liveness),
+    ("Deep health", HealthCheck.deep_health),
+    ("CI status", HealthCheck.ci_status),
+    ("DLQ depth", HealthCheck.dlq_depth),
+    ("Pending approvals", HealthCheck.pending_approvals),
+]
+# measured on each host, by the role groups that have them (in table order)
+HOST_SIGNALS: list[tuple[str, tuple[str, ...], Signal]] = [
+    ("Liveness", ("api",), _liveness_on_host),
+    ("Deep health", ("api",), _deep_health_on_host),
+    ("Service status", ("api",), HealthCheck.service_status),
+    ("fail2ban", ("lb", "api", "db", "redis"), HealthCheck.fail2ban),
+    ("Nginx", ("lb", "api"), HealthCheck.nginx),
+    ("Armor", ("api",), HealthCheck.armor),
+    ("PostgreSQL", ("db",), _unit("postgres", "PostgreSQL")),
+    ("Redis", ("redis",), _unit("redis", "Redis")),
+]
+
+
+def _measure(hc: HealthCheck, signals: list[tuple[str, Signal]]) -> list[dict[str, Any]]:
+    """Each signal in turn, as `hc` sees it (a host's view, or through the load balancer)."""
+    rows = []
+    for name, fn in signals:
+        row = None
+        # refusals pass through and stop the run; any other error is this signal's
+        with hc.s.attempt() as a:
+            row = fn(hc)
+        if a.error is not None:
+            # a signal we could not even measure is red, with the reason
+            row = hc._row(name, "", "measurable", "error", False, str(a.error)[:300])
+        rows.append(row)
+    return rows
+
+
+def _on_host(h: HostView) -> list[dict[str, Any]]:
+    """Every signal of this host's roles, one after the other on its connection; its checks
+    are named "<signal> @ <host>" (the view's `check`)."""
+    groups = set(h.host.groups)
+    mine = [(n, fn) for n, roles, fn in HOST_SIGNALS if groups & set(roles)]
+    return [{"host": h.name, **r} for r in _measure(HealthCheck(h), mine)]  # type: ignore[arg-type]
 
 
 class _Through:
@@ -397,7 +404,7 @@ def fleet_table(rows: list[dict[str, Any]], hosts: list[str]) -> pd.DataFrame:
     """
     import pandas as pd
 
-    order = [n for n, _r, _m in HOST_SIGNALS] + [n for n, _m in LB_SIGNALS] + ["Reachable"]
+    order = [n for n, _r, _f in HOST_SIGNALS] + [n for n, _f in LB_SIGNALS] + ["Reachable"]
     signals = [n for n in dict.fromkeys(order) if any(r["signal"] == n for r in rows)]
     cols = [*hosts, THROUGH_LB]
     cells = {(r["signal"], r["host"]): r["status"] for r in rows}
