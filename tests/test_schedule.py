@@ -64,9 +64,11 @@ def test_only_drills_and_read_only_checks_may_be_scheduled() -> None:
     assert refused == [
         "database_down",
         "deploy",
+        "fleet_rollback",
         "llm_provider_down",
         "restore_incident",
         "rollback",
+        "rolling_deploy",
         "security_incident",
     ]
     assert sorted(schedule.DEFAULT_CRONS) == sorted(set(scenarios) - set(refused))

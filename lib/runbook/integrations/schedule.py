@@ -10,8 +10,9 @@ Only two kinds of scenario run on a schedule:
 - drills: restore_drill, which changes nothing but a scratch database it drops
   again (scenario 5 asks for it monthly, unattended).
 
-Every other scenario changes the target (deploy, rollback, restore_incident,
-security_incident, database_down, llm_provider_down) and runs when a person
+Every other scenario changes the target (deploy, rollback, rolling_deploy,
+fleet_rollback, restore_incident, security_incident, database_down,
+llm_provider_down) and runs when a person
 decides, never from a clock: scheduling one is refused with the reason (exit 2).
 
 An exit code as an engine's state (the outcomes are errors.OUTCOMES)::
