@@ -33,6 +33,7 @@ mount namespace of a threaded pytest process is refused by the kernel).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -219,3 +220,29 @@ def profile_keys(name: str) -> dict[str, object]:
 
     path = parameters_dir() / f"{name}.yaml"
     return flatten(_extend(yaml.safe_load(path.read_text()), path, parameters_dir(), [name]))
+
+
+@contextlib.contextmanager
+def fleet_twin(dir_env: str, default: str) -> Iterator[Any]:
+    """A fresh fleet twin (`runbook twin up --fleet`) in `$dir_env` or <project>/`default`,
+    down afterwards; a test module's fixture (each module its own, so none sees another's faults)."""
+    why = twin_unavailable()
+    if why:
+        if os.environ.get("RUNBOOK_REQUIRE_TWIN") == "1":
+            pytest.fail(f"RUNBOOK_REQUIRE_TWIN=1 but {why}")
+        pytest.skip(why)
+    from runbook.twin.fleet import Fleet
+
+    env = os.environ.get(dir_env)
+    f = Fleet(Path(env) if env else project_root() / default)
+    previous = os.environ.get("RUNBOOK_TWIN_FLEET_DIR")
+    os.environ["RUNBOOK_TWIN_FLEET_DIR"] = str(f.dir)
+    try:
+        f.up(fresh=True)
+        yield f
+    finally:
+        f.down()
+        if previous is None:
+            os.environ.pop("RUNBOOK_TWIN_FLEET_DIR", None)
+        else:
+            os.environ["RUNBOOK_TWIN_FLEET_DIR"] = previous

@@ -10,14 +10,13 @@ is left (machines, stubs, mounts, cgroups, veths, the bridge).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import twin_unavailable
+from conftest import fleet_twin
 
 from runbook.core.paths import project_root
 from runbook.core.profile import load_profile
@@ -29,26 +28,8 @@ pytestmark = pytest.mark.twin
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[object]:
-    why = twin_unavailable()
-    if why:
-        if os.environ.get("RUNBOOK_REQUIRE_TWIN") == "1":
-            pytest.fail(f"RUNBOOK_REQUIRE_TWIN=1 but {why}")
-        pytest.skip(why)
-    from runbook.twin.fleet import Fleet
-
-    env = os.environ.get("RUNBOOK_TEST_TWIN_FLEET_DIR")
-    f = Fleet(Path(env) if env else project_root() / ".twin-fleet-test")
-    previous = os.environ.get("RUNBOOK_TWIN_FLEET_DIR")
-    os.environ["RUNBOOK_TWIN_FLEET_DIR"] = str(f.dir)
-    try:
-        f.up(fresh=True)
+    with fleet_twin("RUNBOOK_TEST_TWIN_FLEET_DIR", ".twin-fleet-test") as f:
         yield f
-    finally:
-        f.down()
-        if previous is None:
-            os.environ.pop("RUNBOOK_TWIN_FLEET_DIR", None)
-        else:
-            os.environ["RUNBOOK_TWIN_FLEET_DIR"] = previous
 
 
 def _run(t: SSHTransport, command: str) -> tuple[int | None, str]:

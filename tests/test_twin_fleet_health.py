@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import twin_unavailable
+from conftest import fleet_twin
 
 from runbook.core.paths import project_root
 
@@ -28,26 +28,8 @@ RUNBOOK = str(Path(sys.executable).with_name("runbook"))
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[object]:
-    why = twin_unavailable()
-    if why:
-        if os.environ.get("RUNBOOK_REQUIRE_TWIN") == "1":
-            pytest.fail(f"RUNBOOK_REQUIRE_TWIN=1 but {why}")
-        pytest.skip(why)
-    from runbook.twin.fleet import Fleet
-
-    env = os.environ.get("RUNBOOK_TEST_TWIN_FLEET_HEALTH_DIR")
-    f = Fleet(Path(env) if env else project_root() / ".twin-fleet-health-test")
-    previous = os.environ.get("RUNBOOK_TWIN_FLEET_DIR")
-    os.environ["RUNBOOK_TWIN_FLEET_DIR"] = str(f.dir)
-    try:
-        f.up(fresh=True)
+    with fleet_twin("RUNBOOK_TEST_TWIN_FLEET_HEALTH_DIR", ".twin-fleet-health-test") as f:
         yield f
-    finally:
-        f.down()
-        if previous is None:
-            os.environ.pop("RUNBOOK_TWIN_FLEET_DIR", None)
-        else:
-            os.environ["RUNBOOK_TWIN_FLEET_DIR"] = previous
 
 
 def _exec(fleet, argv: list[str], outputs: Path) -> subprocess.CompletedProcess[str]:

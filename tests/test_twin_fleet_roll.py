@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import twin_unavailable
+from conftest import fleet_twin
 
 from runbook.core.paths import project_root
 from runbook.errors import Forbidden
@@ -34,26 +34,8 @@ RUNBOOK = str(Path(sys.executable).with_name("runbook"))
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Any]:
-    why = twin_unavailable()
-    if why:
-        if os.environ.get("RUNBOOK_REQUIRE_TWIN") == "1":
-            pytest.fail(f"RUNBOOK_REQUIRE_TWIN=1 but {why}")
-        pytest.skip(why)
-    from runbook.twin.fleet import Fleet
-
-    env = os.environ.get("RUNBOOK_TEST_TWIN_FLEET_ROLL_DIR")
-    f = Fleet(Path(env) if env else project_root() / ".twin-fleet-roll-test")
-    previous = os.environ.get("RUNBOOK_TWIN_FLEET_DIR")
-    os.environ["RUNBOOK_TWIN_FLEET_DIR"] = str(f.dir)
-    try:
-        f.up(fresh=True)
+    with fleet_twin("RUNBOOK_TEST_TWIN_FLEET_ROLL_DIR", ".twin-fleet-roll-test") as f:
         yield f
-    finally:
-        f.down()
-        if previous is None:
-            os.environ.pop("RUNBOOK_TWIN_FLEET_DIR", None)
-        else:
-            os.environ["RUNBOOK_TWIN_FLEET_DIR"] = previous
 
 
 class Hammer:
