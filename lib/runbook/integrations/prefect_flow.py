@@ -34,7 +34,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 from prefect.states import Cancelled, Completed, Crashed, Failed
 
-from runbook.core import liveness
+from runbook.evidence import liveness
 from runbook.integrations import schedule
 
 FLOW_NAME = "runbook"

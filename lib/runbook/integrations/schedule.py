@@ -267,7 +267,7 @@ def summary_markdown(
 
     The record and the runner's output have passed the run's redactor already.
     """
-    from runbook.core.story import story
+    from runbook.evidence.story import story
 
     lines = [f"## {verdict_.message}", ""]
     if record is not None:

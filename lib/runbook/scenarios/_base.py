@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 
 from runbook.core.catalog import notebook_path, parameter_names
 from runbook.core.resume import StepRules
-from runbook.core.story import Summary
 from runbook.errors import ParameterError
+from runbook.evidence.story import Summary
 from runbook.ops.armor import MISSING, NOT_AVAILABLE, Piece, record_pieces
 from runbook.session import Session
 

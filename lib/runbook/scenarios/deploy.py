@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from runbook.clock import utc_now, wait_for
 from runbook.core.output import Progress
-from runbook.core.story import Summary, Text
 from runbook.errors import Forbidden, HTTPFailed, ParameterError
+from runbook.evidence.story import Summary, Text
 from runbook.ops.posthog import PostHog
 from runbook.ops.sentry import SENTRY_BUCKET_S, Sentry, per_minute
 from runbook.scenarios._base import in_kernel, show

@@ -27,8 +27,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runbook.core.resume import refusal as resume_refusal
-from runbook.core.story import Summary
 from runbook.errors import HostKeyMismatch, HostKeyUnknown
+from runbook.evidence.story import Summary
 from runbook.ops.backups import (
     PLAIN,
     SYSTEM_DBS,

@@ -23,14 +23,14 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runbook.core import postmortem
 from runbook.core.resume import refusal as resume_refusal
-from runbook.core.story import Summary
 from runbook.errors import (
     CommandFailed,
     ParameterError,
     RestoreFailed,
 )
+from runbook.evidence import postmortem
+from runbook.evidence.story import Summary
 from runbook.ops.backups import (
     PLAIN,
     RestoreResult,

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from runbook.clock import iso, utc_now, wait_for
 from runbook.core.output import Progress
 from runbook.core.paths import outputs_dir
-from runbook.core.story import Summary, Text
 from runbook.errors import Forbidden, ParameterError, RunbookError
+from runbook.evidence.story import Summary, Text
 from runbook.ops.sentry import SENTRY_BUCKET_S, Sentry
 from runbook.scenarios._base import show
 from runbook.scenarios._release import (

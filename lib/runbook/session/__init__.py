@@ -47,12 +47,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runbook.checks import FAILED, Check, checks_frame
+from runbook.clock import iso, utc_now
 from runbook.core.context import HttpCall
-from runbook.core.evidence import Evidence, iso, new_run_dir, utc_now
 from runbook.core.kernel import ipython
 from runbook.core.paths import runbook_sha
 from runbook.core.profile import Profile, load_profile
-from runbook.core.record import Change, Step, error_dict
 from runbook.core.redact import Redactor
 from runbook.core.resume import Plan, StepRules
 from runbook.core.secrets import (
@@ -63,6 +62,8 @@ from runbook.core.secrets import (
     secret_values,
 )
 from runbook.errors import DefinitionOfDoneNotMet, Refusal, outcome_of
+from runbook.evidence.record import Change, Step, error_dict
+from runbook.evidence.writer import Evidence, new_run_dir
 from runbook.ops.alembic import Alembic
 from runbook.ops.api import DealixAPI
 from runbook.ops.armor import Armor
@@ -74,10 +75,10 @@ from runbook.safety import attempt as _attempt
 from runbook.safety.change import ChangeCheck
 from runbook.safety.guards import Guards, check_procedure, check_provider_priority, forbid
 from runbook.session import resume as _resume
+from runbook.session.assembly import assemble
 from runbook.session.gate import Gate, Polled
 from runbook.session.notebook import display_verdict, install_error_hook, redact_kernel_output
 from runbook.session.parameters import check_papermill_injection
-from runbook.session.record import assemble
 
 if TYPE_CHECKING:
     from runbook.core.command import Command
@@ -182,7 +183,7 @@ class Session:
         self.target_facts: dict[str, Any] | None = None
         # the scenario method running now (runbook.scenarios._base), named in its steps
         self.method: str | None = None
-        from runbook.core.liveness import this_process
+        from runbook.evidence.liveness import this_process
 
         # who runs this session, so that a later run can tell it died (liveness.py)
         self._process = this_process()
@@ -208,7 +209,7 @@ class Session:
     # ----------------------------------------------------------------- basics
     @property
     def process(self) -> dict[str, Any] | None:
-        """This run's pid and start time (runbook.core.liveness), as the lock's owner file holds it."""
+        """This run's pid and start time (runbook.evidence.liveness), as the lock's owner file holds it."""
         return self._process
 
     def __repr__(self) -> str:
@@ -425,7 +426,7 @@ class Session:
         Built from what papermill injected (the parameters the run was given),
         or from the flags of this session when the notebook runs by hand.
         """
-        from runbook.core.story import FLAGS, rerun_command
+        from runbook.evidence.story import FLAGS, rerun_command
 
         base = dict(self._injected) or {
             k: v for k, v in self.parameters.items() if k in FLAGS and v not in (None, False)
@@ -695,7 +696,7 @@ class Session:
         record.json (`abandoned_runs`), and printed; a failure never stops
         this run. Returns the folders it finished.
         """
-        from runbook.core.liveness import finish_abandoned
+        from runbook.evidence.liveness import finish_abandoned
 
         failures: list[dict[str, str]] = []
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import utc_now
-from runbook.core.record import Step
 from runbook.core.resume import (
     RESUME_ENV,
     RESUME_FLAGS_ENV,
@@ -23,6 +22,7 @@ from runbook.core.resume import (
 )
 from runbook.core.resume import plan as resume_plan
 from runbook.core.resume import refusal as resume_refusal
+from runbook.evidence.record import Step
 
 if TYPE_CHECKING:
     from runbook.session import Session

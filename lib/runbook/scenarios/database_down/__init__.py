@@ -21,10 +21,9 @@ import json
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runbook.clock import wait_for
-from runbook.core import postmortem as postmortem_draft
-from runbook.core.evidence import utc_now
+from runbook.clock import utc_now, wait_for
 from runbook.errors import CommandFailed
+from runbook.evidence import postmortem as postmortem_draft
 from runbook.ops import backups as backup_ops
 from runbook.ops import disk
 from runbook.ops.logs import last_lines, log_gist

@@ -36,7 +36,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runbook.core.evidence import utc_now
+from runbook.clock import utc_now
 from runbook.core.resume import refusal as resume_refusal
 from runbook.ops import app_env, fail2ban, logs
 from runbook.ops.api import KEY_PROBE_PATH

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runbook.core.evidence import iso, utc_now
+from runbook.clock import iso, utc_now
 from runbook.core.paths import outputs_dir
 from runbook.core.redact import Redactor
 
