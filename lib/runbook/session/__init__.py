@@ -53,7 +53,6 @@ from runbook.core.kernel import ipython
 from runbook.core.paths import runbook_sha
 from runbook.core.profile import Profile, load_profile
 from runbook.core.redact import Redactor
-from runbook.core.resume import Plan, StepRules
 from runbook.core.secrets import (
     SecretStore,
     parse_env_text,
@@ -63,6 +62,7 @@ from runbook.core.secrets import (
 )
 from runbook.errors import DefinitionOfDoneNotMet, Refusal, outcome_of
 from runbook.evidence.record import Change, Step, error_dict
+from runbook.evidence.resume import Plan, StepRules
 from runbook.evidence.writer import Evidence, new_run_dir
 from runbook.ops.alembic import Alembic
 from runbook.ops.api import DealixAPI
@@ -177,7 +177,7 @@ class Session:
         self._outcome = "running"
         self._error: dict[str, str] | None = None
         self._failed_step: str | None = None
-        # a resume of a failed run (runbook.core.resume): set by `begin_resume`
+        # a resume of a failed run (runbook.evidence.resume): set by `begin_resume`
         self.resume: Any = None
         self.resume_relies_on: tuple[str, ...] = ()
         self.target_facts: dict[str, Any] | None = None
@@ -652,7 +652,7 @@ class Session:
         """Make this run a resume when `RUNBOOK_RESUME_FROM` names the parent run folder.
 
         Called by `open_scenario` before the scenario's first step. Refuses
-        (`Forbidden`, nothing has run) as `runbook.core.resume.plan` says,
+        (`Forbidden`, nothing has run) as `runbook.evidence.resume.plan` says,
         and when what the parent's completed steps rely on moved since it
         stopped. Returns the plan, None when this run is no resume.
         """

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import iso, utc_now
-from runbook.core.resume import parameters_hash
+from runbook.evidence.resume import parameters_hash
 from runbook.evidence.writer import RECORD_SCHEMA
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def assemble(s: Session) -> dict[str, Any]:
         "polls": gate["polls"],
         # runs that died, finished as this one opened (Session.finish_abandoned_runs)
         "abandoned_runs": s.abandoned_runs,
-        # for a resume (runbook.core.resume): secret-free, session-only names left out
+        # for a resume (runbook.evidence.resume): secret-free, session-only names left out
         "parameters_sha256": parameters_hash(s.parameters),
         "resume": s.resume.to_record() if s.resume is not None else None,
         "target_facts": s.target_facts,

@@ -95,7 +95,7 @@ class DatabaseDown(Scenario):
     # Step 2, `take_lock()`: only on a branch that changes the server
     lock_step, lock_once = "2. Take the host lock", True
 
-    # a resume (runbook.core.resume): the drain replays what waited in the DLQs, and
+    # a resume (runbook.evidence.resume): the drain replays what waited in the DLQs, and
     # a second drain would replay what arrived since as if it were the outage's: never
     # again. The parent's branch is read from its record, so triage is not run again
     # (a fixed database would now say "no incident" and skip the branch's checks). The
