@@ -22,6 +22,7 @@ from pathlib import Path
 from runbook.errors import ParameterError
 from runbook.evidence import seal as evidence_tools
 from runbook.evidence.postmortem import draft
+from runbook.evidence.record import read_record
 
 DRAFT = "postmortem-draft.md"
 
@@ -73,7 +74,7 @@ def verify(args: argparse.Namespace) -> int:
         return 2
     result = evidence_tools.verify_run(path)
     print(result.report())
-    record = evidence_tools._read_record(path)
+    record = read_record(path) or {}
     if record.get("outcome") == "abandoned":
         info = record.get("abandoned") or {}
         last = (info.get("last_command") or {}).get("command")
@@ -92,7 +93,7 @@ def _abandoned(root: Path, entries: list[dict[str, str]]) -> list[str]:
     """The chained runs whose record says abandoned."""
     found = []
     for entry in entries:
-        record = evidence_tools._read_record(Path(root) / entry["run"])
+        record = read_record(Path(root) / entry["run"]) or {}
         if record.get("outcome") == "abandoned":
             found.append(entry["run"])
     return found

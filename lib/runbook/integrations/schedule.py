@@ -247,15 +247,6 @@ def run_dir_of(stdout: str, scenario: str, env: str, pid: int) -> Path | None:
     return None
 
 
-def read_record(run_dir: Path | None) -> dict[str, Any] | None:
-    if run_dir is None:
-        return None
-    try:
-        return dict(json.loads((run_dir / "record.json").read_bytes()))
-    except (OSError, ValueError):
-        return None
-
-
 def summary_markdown(
     verdict_: Verdict,
     record: Mapping[str, Any] | None,
