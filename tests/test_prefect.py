@@ -30,7 +30,12 @@ import pytest
 
 # the extra is installed by scripts/setup.sh: a missing one fails here, never skips
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    DeploymentFilter,
+    DeploymentFilterId,
+)
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
@@ -59,6 +64,9 @@ def _prefect_env(home: Path, url: str) -> dict[str, str]:
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
+        # the scheduler looks for due schedules every 5 s instead of 60 s: a run set for
+        # "every minute" is created in time for the next minute (test_the_schedule_fires)
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
     }
 
 
@@ -293,3 +301,57 @@ def test_no_sandbox_secret_reaches_the_prefect_server_or_its_logs(served, server
         if len(value) >= 8 and value.encode() in path.read_bytes()
     ]
     assert not leaks, leaks
+
+
+def test_the_schedule_fires_by_itself_and_the_state_is_the_records(server, sandbox) -> None:
+    """Nobody triggers it: a deployment on a one-minute cron is run by the server's
+    scheduler and the serve process, and its state is the one the record's exit code maps to."""
+    outputs = server["home"] / "scheduled-outputs"
+    log = server["home"] / "serve-review.log"
+    env = {**server["env"], "RUNBOOK_OUTPUTS": str(outputs)}
+    argv = [sys.executable, "-m", "runbook.cli", "schedule", "serve", "--env", "sandbox"]
+    argv += ["--scenario", "review=* * * * *"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    name = "runbook/review-sandbox"
+    try:
+        deadline = time.monotonic() + DEPLOYED_S + 240  # deployed, then the next minute comes
+        done = None
+        with get_client(sync_client=True) as client:
+            while done is None:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                try:
+                    dep = client.read_deployment_by_name(name)
+                except Exception:
+                    time.sleep(1)
+                    continue
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id]))
+                )
+                done = next(
+                    (r for r in runs if r.auto_scheduled and r.state and r.state.is_final()), None
+                )
+                time.sleep(2)
+        assert [s.schedule.cron for s in dep.schedules] == ["* * * * *"]
+        assert done.auto_scheduled  # the scheduler made it, not a person or this test
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[done.id]))
+            )
+        summary = {a.key: a for a in artifacts}[schedule.artifact_key("review", "sandbox")].data
+        run_dir = _evidence(summary)
+        assert run_dir.is_relative_to(outputs)
+        record = json.loads((run_dir / "record.json").read_text())
+        want = schedule.verdict(record["exit_code"], record, "review", "sandbox")
+        assert (done.state.type.value, done.state.name) == (want.state, want.name), done.state
+        assert done.state.message.startswith(f"review on sandbox: {record['outcome']} (exit ")
+    finally:
+        _stop(proc, log)
+        with get_client(sync_client=True) as client:
+            try:
+                client.delete_deployment(client.read_deployment_by_name(name).id)
+            except Exception as exc:  # cleanup only: say why, never hide a test failure
+                print(f"could not delete {name}: {exc}")
