@@ -32,6 +32,9 @@ TRANSPORT_ALLOWED = {
     # `learn` reads the env files over the connection the gate hands it; `learn_for_seal`
     # is the seal's own read, in the seal's process after the run, not the session's
     "core/server_secrets.py": "the seal's own read of the server's env files",
+    # `runbook lock` is no run (no session, no evidence folder): a read-only look at each
+    # host's lock directories over that host's pinned connection
+    "cli/lock.py": "runbook lock's read-only look at who holds each lock",
 }
 
 

@@ -311,10 +311,41 @@ def test_twin_fleet_loads_from_the_fleet_twin_state(
         load_profile("twin-fleet")
 
 
-def test_a_run_against_a_fleet_profile_is_refused_before_anything_runs(tmp_path: Path) -> None:
+def test_a_scenario_not_written_for_a_fleet_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
     from runbook import open_session
 
     with pytest.raises(ParameterError, match="production-fleet is a fleet profile") as err:
-        open_session("health_check", "production-fleet", run_dir=tmp_path / "run")
+        open_session("restore_drill", "production-fleet", run_dir=tmp_path / "run")
     assert "single-host profile" in (err.value.fix or "")
     assert not (tmp_path / "run").exists()  # no evidence folder: nothing ran
+
+
+def test_a_fleet_session_holds_one_gate_per_host_and_connects_none_until_used(
+    tmp_path: Path,
+) -> None:
+    import jsonschema
+
+    from runbook import open_session
+    from runbook.core.paths import project_root
+
+    schema = json.loads((project_root() / "docs" / "record.schema.json").read_text())
+    s = open_session("health_check", "production-fleet", run_dir=tmp_path / "run")
+    try:
+        assert set(s.gates) == {"lb1", "api1", "api2", "db1"}
+        assert {n: g.target for n, g in s.gates.items()}["api2"] == "root@10.0.0.12:22"
+        assert s.gate is s.gates["db1"]  # the environment lock's host: the first db host
+        assert all(g._transport is None for g in s.gates.values())  # lazily connected
+        # a step that does not name its host has nowhere to go on a fleet
+        with pytest.raises(ParameterError, match="needs the host") as err:
+            s.probe(["true"])
+        assert "s.at(HOST)" in (err.value.fix or "")
+        assert s.fleet_run.hosts_of("api") == ["api1", "api2"]
+        with pytest.raises(ParameterError, match="no host 'api9'"):
+            s.at("api9")
+        record = s.record()
+        jsonschema.validate(json.loads(json.dumps(record, default=str)), schema)
+        assert record["hosts"] == {} and record["batches"] == []
+    finally:
+        s.close()

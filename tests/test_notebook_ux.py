@@ -277,6 +277,95 @@ def test_an_incident_restore_reads_as_lines(sandbox, healed) -> None:
     assert lines["incident.loss_window()"].startswith("data-loss window: ")
 
 
+def results(notebook: Path) -> dict[str, str]:
+    """Each code cell's returned line, by the cell's statement (its comments left out)."""
+    out = {}
+    for c in nbformat.read(notebook, as_version=4).cells:
+        code = [ln for ln in c.source.splitlines() if ln.strip() and not ln.startswith("#")]
+        for o in c.get("outputs", []):
+            if code and o["output_type"] == "execute_result":
+                out[code[-1].split("  #")[0].rstrip(";")] = o["data"]["text/plain"]
+    return out
+
+
+def test_database_down_reads_as_lines(sandbox, healed) -> None:
+    healed.fault("postgres-down")
+    code, out, run_dir = run("database_down")
+    assert code == 0, out
+    nb = run_dir / "database_down.ipynb"
+    assert unreadable(nb) == [] and verdicts(nb) == 1
+    lines = results(nb)
+    assert lines["dd.triage()"].startswith("branch: service failed: the Postgres service")
+    assert lines["dd.service_failed()"].startswith(
+        "service failed: postgres restarted, SELECT 1 answers"
+    )
+    assert lines["dd.recheck()"].startswith("re-check: deep health postgres green")
+    # the postmortem's five lines and where the whole draft is, not its timeline
+    said = streams(cell_outputs(nb, "dd.postmortem()"))
+    assert (
+        said[0].startswith("# ") and "## Timeline (UTC: steps, decisions and changes)" not in said
+    )
+    assert said[-1].startswith("the whole draft (timeline, checks, evidence): ")
+    # its resolution names the fix, not the host lock's mkdir
+    [resolution] = [ln for ln in said if ln.startswith("4. **Resolution:**")]
+    assert "restart postgresql" in resolution and "lock" not in resolution, resolution
+
+
+@pytest.fixture
+def env_restored(healed):
+    """.env back as it was (a failover edits LLM_PROVIDER_PRIORITY), the API restarted."""
+    env = Path(healed.state["app_dir"]) / ".env"
+    original = env.read_bytes()
+    yield healed
+    if env.read_bytes() != original:
+        env.write_bytes(original)
+        healed.restart("dealix-api")
+        healed.wait_api()
+    for bak in env.parent.glob(".env.bak.*"):
+        bak.unlink()
+
+
+def test_an_llm_failover_reads_as_lines(sandbox, env_restored) -> None:
+    env_restored.fault("llm-down:anthropic")
+    code, out, run_dir = run("llm_provider_down", "-p", "failover_after_minutes", "0")
+    assert code == 0, out
+    nb = run_dir / "llm_provider_down.ipynb"
+    assert unreadable(nb) == [] and verdicts(nb) == 1
+    lines = results(nb)
+    assert lines["llm.assess()"].startswith("decision: failover: the primary anthropic")
+    assert lines["llm.assess()"].endswith("new LLM_PROVIDER_PRIORITY openai,google,anthropic")
+    assert "→ openai,google,anthropic" in lines["llm.failover()"]
+    assert lines["llm.failover()"].endswith("the API serves from openai")
+    assert lines["llm.recover()"].startswith("recovery: llm_providers green; OUTBOUND_DLQ ")
+    assert lines["llm.no_new_failures()"].startswith("no new failures: LLM DLQs ")
+    # the sampling wait says what it waits for
+    said = streams(cell_outputs(nb, "llm.assess()"))
+    assert any("reading again in" in ln for ln in said), said
+
+
+def test_a_security_response_reads_as_lines(sandbox, healed) -> None:
+    healed.fault("intrusion")
+    code, out, run_dir = run("security_incident")
+    assert code == 0, out
+    nb = run_dir / "security_incident.ipynb"
+    assert unreadable(nb) == [] and verdicts(nb) == 1
+    lines = results(nb)
+    assert lines["sec.preflight()"].startswith("preflight: the server sees this connection from ")
+    assert lines["sec.rotate()"].startswith(
+        "rotation: ADMIN_KEY replaced, WEBHOOK_SECRET replaced; new admin key 200, "
+        "old admin key 401"
+    )
+    assert lines["sec.lock_down()"].startswith("lockdown: ")
+    assert lines["sec.ban()"].startswith("ban: attackers 198.51.100.23, 203.0.113.66")
+    # the logins table reads to the second (the auth log's microseconds left out)
+    [logins] = [
+        o["data"]["text/plain"]
+        for o in cell_outputs(nb, "findings = sec.investigate()")
+        if o["output_type"] == "execute_result"
+    ]
+    assert "203.0.113.66" in logins and not re.search(r"\d\d:\d\d:\d\d\.\d", logins), logins
+
+
 def test_progress_updates_one_line_in_place_in_a_jupyterlab_kernel(tmp_path) -> None:
     """In a kernel a Jupyter server started (JPY_SESSION_NAME set), a wait's progress is one
     display updated in place, not a stream of lines; headless it is a line per poll."""

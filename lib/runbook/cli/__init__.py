@@ -1,7 +1,8 @@
 """The `runbook` command line (layer 7): this module is the entry point (`runbook.cli:main`).
 
 Its parts: runbook.cli.run (the notebook runner), runbook.cli.evidence
-(verify, history, postmortem, seal); `runbook sandbox` is runbook.sandbox.cli.
+(verify, history, postmortem, seal), runbook.cli.lock (who holds each lock);
+`runbook sandbox` is runbook.sandbox.cli.
 
 runbook sandbox up | down | status | fault NAME | fault --list | heal
 runbook twin up | down | status | fault NAME | fault --list | heal | exec -- CMD  (root)
@@ -9,6 +10,7 @@ runbook run SCENARIO [--env ENV] [-p NAME VALUE ...] [--dry-run] [--confirm ENV]
             [--approved-by NAME] [--break-stale-lock] [--parameters-dir DIR]
             [--notify URL ...] [--notify-when WHEN] [--ping URL ...]
 runbook list
+runbook lock [--env ENV]  (who holds each host lock, and a fleet's environment lock)
 runbook notify SCENARIO [--env ENV] [--notify URL ...] [--ping URL ...] [--max-age MINUTES]
 runbook schedule plan | serve --env ENV ... [--scenario NAME[=CRON] ...]  (Prefect 3 extra)
 runbook verify RUN_DIR | --chain [OUTPUTS]
@@ -56,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         from runbook.cli.notify import run_command as notify_command
 
         return notify_command(args)
+    if args.command == "lock":
+        from runbook.cli.lock import run_command as lock_command
+
+        return lock_command(args)
     if args.command == "schedule":
         from runbook.cli.schedule import run_command as schedule_command
 
@@ -151,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("sandbox", help="the disposable stand-in server (runbook sandbox --help)")
     sub.add_parser("twin", help="the production twin, root only (runbook twin --help)")
+    p_lock = sub.add_parser(
+        "lock",
+        help="who holds each lock of an environment (host locks, a fleet's environment lock)",
+    )
+    p_lock.add_argument("--env", default="sandbox", help="the profile (default: sandbox)")
     p_run = sub.add_parser("run", help="run a scenario notebook headless into its evidence folder")
     p_run.add_argument("scenario")
     p_run.add_argument("--env", default=None, help="environment profile (default: sandbox)")

@@ -269,18 +269,19 @@ class Profile:
         )
 
     def require_one_host(self, scenario: str = "this scenario") -> None:
-        """Refuse a fleet profile where a run reaches one server (`profile.target`):
-        a ParameterError (exit 2) before anything runs, instead of one red check per
-        call. Goes when the scenarios fan out over the fleet (issue 21)."""
+        """Refuse a fleet profile for a scenario not written for a fleet (its steps reach
+        one server): a ParameterError (exit 2) before anything runs. The scenarios that
+        name their hosts are runbook.session.fleet.FLEET_SCENARIOS."""
         if self.inventory is None:
             return
         hosts = self.fleet.hosts
         raise ParameterError(
             f"{self.name} is a fleet profile ({len(hosts)} hosts: {', '.join(hosts)}) and "
-            f"{scenario} runs on one server: fan-out over a fleet is not built yet (issue 21)",
+            f"{scenario} is written for one server (its steps do not name their hosts)",
             key="env",
             source=self.source,
-            fix="run it with a single-host profile (production, twin)",
+            fix="run it with a single-host profile (production, twin); the scenarios that "
+            "run on a fleet are listed in docs/fleet.md",
         )
 
     def require_groups(self, *groups: str, scenario: str = "this scenario") -> Fleet:

@@ -248,6 +248,9 @@ def _transport_of(profile: Profile) -> Transport:
     The session's builder (`transport_for`, not a copy of it) keeps the seal's
     connection under the same host-key pinning and options.
     """
-    from runbook.core.transport import transport_for
+    from runbook.core.transport import transport_for, transport_for_host
 
+    if profile.inventory is not None:
+        # a fleet: the app's env files are on its API hosts (the first, in rank order)
+        return transport_for_host(profile, profile.fleet.names("api")[0])
     return transport_for(profile)

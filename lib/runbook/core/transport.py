@@ -860,16 +860,13 @@ def transport_for(profile: Profile) -> Transport:
     if t.transport == "local":
         return LocalTransport(target=f"local:{profile.name}")
     if profile.inventory is not None:
-        # a fleet profile names no single server: a run reaches each host by name
-        fleet = profile.fleet
+        # a fleet names no single server: each host has its own address and pinned key
         raise ParameterError(
-            f"{profile.name} is a fleet profile ({len(fleet.hosts)} hosts: "
-            f"{', '.join(fleet.hosts)}): this run reaches one server, and fan-out over a "
-            "fleet is not built yet (issue 21)",
+            f"{profile.name} is a fleet profile ({', '.join(profile.fleet.hosts)}): a "
+            "connection goes to one of its hosts",
             key="env",
             source=profile.source,
-            fix="run it against one host's profile (production, twin), or reach a host of "
-            "the fleet with transport_for_host(profile, NAME)",
+            fix="reach a host with transport_for_host(profile, NAME) (the session's gates do)",
         )
     jump = None
     if t.jump:

@@ -308,6 +308,8 @@ _COLORS = {
     "passed": "#1a7f37",
     "failed": "#cf222e",
     "not available": "#9a6700",
+    "not started": "#9a6700",
+    "refused": "#cf222e",
 }
 
 
@@ -387,6 +389,7 @@ def header_html(record: dict[str, Any], files: list[str]) -> str:
         f"<h1 style='color:{color};margin-top:0'>{e(str(record.get('scenario')))}: "
         f"{e(outcome)} (exit {e(str(record.get('exit_code')))})</h1>",
         f"<table style='{table}'>{rows}</table>",
+        *recap_html(record, table),
         "<h2>Step timeline</h2>",
         f"<table style='{table}'><tr><th>step</th><th>started (UTC)</th><th>seconds</th>"
         f"<th>status</th><th></th></tr>{step_rows}</table>"
@@ -413,6 +416,47 @@ def header_html(record: dict[str, Any], files: list[str]) -> str:
         "</section>",
     ]
     return "\n".join(parts)
+
+
+def recap_html(record: dict[str, Any], style: str = "") -> list[str]:
+    """A fleet run's recap (host x step, then each host's checks), for the top of the page.
+
+    Built from record.json's `hosts`; nothing for a run that never fanned out.
+
+    >>> "<td>api2</td><td style='color:#cf222e;font-weight:bold'>failed</td>" in "".join(
+    ...     recap_html({"hosts": {"api2": {"outcome": "failed", "steps": {"pull": "failed"},
+    ...                                    "checks": {}}}}))
+    True
+    """
+    hosts = record.get("hosts") or {}
+    if not hosts:
+        return []
+    e = html.escape
+    cols: dict[str, None] = {}
+    for entry in hosts.values():
+        for name in list(entry.get("steps") or {}) + list(entry.get("checks") or {}):
+            cols.setdefault(name, None)
+
+    def cell(value: str) -> str:
+        shown = value.replace("_", " ")
+        color = _COLORS.get(value, _COLORS.get(shown, "inherit"))
+        return f"<td style='color:{color};font-weight:bold'>{e(shown)}</td>"
+
+    head = "".join(f"<th>{e(c)}</th>" for c in ["host", "outcome", *cols])
+    body = "".join(
+        f"<tr><td>{e(h)}</td>"
+        + cell(str(entry.get("outcome")))
+        + "".join(
+            cell(str({**(entry.get("steps") or {}), **(entry.get("checks") or {})}.get(c, "-")))
+            for c in cols
+        )
+        + "</tr>"
+        for h, entry in hosts.items()
+    )
+    return [
+        "<h2>Recap: host x step</h2>",
+        f"<table class='runbook-recap' style='{style}'><tr>{head}</tr>{body}</table>",
+    ]
 
 
 def _num(value: Any) -> str:

@@ -160,3 +160,39 @@ class DealixAPI(HttpClient):
     def dlq_depths(self) -> dict[str, int]:
         """Depth of every DLQ now."""
         return {k: int(v) for k, v in self.dlq_stats()["queues"].items()}
+
+
+def on_host(ctx: OpsContext, path: str, *, timeout: float = 10) -> tuple[int | None, Any]:
+    """`GET path` of the API on the host `ctx` reaches, through that host's own nginx.
+
+    For one server of a fleet, bypassing the load balancer: a probe (`curl` on
+    the host, with the API's name resolved to 127.0.0.1 so TLS is verified
+    against the name the certificate holds). Returns (HTTP status or None when
+    curl could not connect, the body as JSON or text). No admin key is sent:
+    only the public endpoints (/health, /health/deep) are read this way.
+    """
+    from urllib.parse import urlsplit
+
+    if path.startswith("/api/v1/admin"):
+        raise RunbookError(f"{path}: an admin endpoint is read through the load balancer")
+    url = urlsplit(ctx.profile.api.base_url)
+    host, port = url.hostname or "localhost", url.port or (443 if url.scheme == "https" else 80)
+    marker = "\n__runbook_http_status="
+    r = ctx.probe(
+        [
+            "curl", "-s", "--max-time", str(int(timeout)),
+            "--resolve", f"{host}:{port}:127.0.0.1",
+            "-w", marker + "%{http_code}",
+            f"{url.scheme}://{host}:{port}{path}",
+        ],
+        warn=True, label="api-on-host", echo=False,
+    )  # fmt: skip
+    body, _, code = r.stdout.rpartition(marker.strip("\n"))
+    status = int(code) if code.strip().isdigit() and int(code) > 0 else None
+    import json
+
+    try:
+        parsed: Any = json.loads(body) if body.strip() else None
+    except ValueError:
+        parsed = body.strip()
+    return status, parsed

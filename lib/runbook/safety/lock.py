@@ -48,10 +48,62 @@ SOURCE = "Safety model: one mutating run per host at a time"
 SELF_CLEANING = frozenset({"restore_drill"})
 
 
+def holder_command(path: str) -> str:
+    """The read-only shell command that prints a lock's owner.json and heartbeat age."""
+    q = shlex.quote(path)
+    return (
+        f"if [ -e {q}/owner.json ]; then cat {q}/owner.json && echo && "
+        f"echo $(( $(date +%s) - $(stat -c %Y {q}/heartbeat 2>/dev/null || echo 0) )); fi"
+    )
+
+
+def parse_holder(stdout: str) -> dict[str, Any] | None:
+    """What `holder_command` printed: the owner with `heartbeat_age_s`, None when free.
+
+    >>> parse_holder("")
+    >>> parse_holder('{"scenario": "deploy"}\\n12')
+    {'scenario': 'deploy', 'heartbeat_age_s': 12}
+    """
+    if not stdout.strip():
+        return None
+    lines = stdout.strip().splitlines()
+    try:
+        owner = json.loads(lines[0])
+    except ValueError:
+        owner = {"raw": lines[0]}
+    owner["heartbeat_age_s"] = int(lines[-1]) if lines[-1].strip().isdigit() else None
+    return owner
+
+
+def describe_holder(owner: dict[str, Any] | None) -> str:
+    """A lock's holder in one line.
+
+    >>> describe_holder(None)
+    'free'
+    >>> describe_holder({"scenario": "deploy", "run_id": "0123456789", "operator": "ana",
+    ...     "operator_host": "ops1", "started": "2026-01-01T00:00:00Z", "heartbeat_age_s": 4})
+    'held by deploy run 01234567 (ana@ops1, since 2026-01-01T00:00:00Z, heartbeat 4 s ago)'
+    """
+    if owner is None:
+        return "free"
+    if "raw" in owner:
+        return f"held (owner.json unreadable: {str(owner['raw'])[:80]})"
+    age = owner.get("heartbeat_age_s")
+    beat = f"heartbeat {age} s ago" if age is not None else "no heartbeat"
+    if age is not None and age > STALE_S:
+        beat += f": stale (over {STALE_S} s)"
+    return (
+        f"held by {owner.get('scenario')} run {str(owner.get('run_id', ''))[:8]} "
+        f"({owner.get('operator')}@{owner.get('operator_host')}, since {owner.get('started')}, "
+        f"{beat})"
+    )
+
+
 class HostLock:
-    def __init__(self, ctx: LockContext, *, break_stale: bool = False):
+    def __init__(self, ctx: LockContext, *, break_stale: bool = False, path: str | None = None):
         self.ctx = ctx
-        self.path = ctx.profile.app.lock_path
+        # `path`: another lock on the same host (a fleet's environment lock)
+        self.path = path or ctx.profile.app.lock_path
         self.break_stale = break_stale
         self.run_id = uuid.uuid4().hex
         self.held = False
@@ -77,26 +129,13 @@ class HostLock:
 
     def holder(self) -> dict[str, Any] | None:
         """Who holds the lock now (read-only), with the heartbeat's age in seconds."""
-        q = shlex.quote(self.path)
         # No lock is the usual answer, and it exits 0: a probe that exited 1 for it was
         # recorded as a failed command, and the review (appendix C) then asked for a
         # runbook update after every changing run on a real environment (found on the twin)
-        r = self.ctx.probe(
-            f"if [ -e {q}/owner.json ]; then cat {q}/owner.json && echo && "
-            f"echo $(( $(date +%s) - $(stat -c %Y {q}/heartbeat 2>/dev/null || echo 0) )); fi",
-            shell=True,
-            warn=True,
-            label="lock-holder",
-        )
-        if not r.ok or not r.stdout.strip():
+        r = self.ctx.probe(holder_command(self.path), shell=True, warn=True, label="lock-holder")
+        if not r.ok:
             return None
-        lines = r.stdout.strip().splitlines()
-        try:
-            owner = json.loads(lines[0])
-        except ValueError:
-            owner = {"raw": lines[0]}
-        owner["heartbeat_age_s"] = int(lines[-1]) if lines[-1].strip().isdigit() else None
-        return owner
+        return parse_holder(r.stdout)
 
     def acquire(self) -> None:
         if self.held:

@@ -5,6 +5,17 @@ when one is red) and returned as one row of a table. A signal that cannot
 be measured on this target (no fail2ban on the loopback sandbox) is "not
 available", never "passed".
 
+On a fleet (a profile with an inventory) every signal is measured on every
+host whose role has it, all hosts at once (`s.on`, one reused connection
+each), and the service-wide ones through the load balancer once, beside
+them; the result is a signal x host table (`fleet_table`), and record.json's
+`hosts` holds each host's checks:
+
+    signal           lb1     api1    api2    db1     through the load balancer
+    Liveness         -       passed  passed  -       passed
+    Service status   -       passed  passed  -       -
+    PostgreSQL       -       -       -       passed  -
+
 Example (in a notebook)::
 
     s, health = open_scenario("health_check")
@@ -13,8 +24,10 @@ Example (in a notebook)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from runbook.ops.api import on_host
 from runbook.ops.armor import MISSING, NOT_AVAILABLE, Piece
 from runbook.ops.armor import summary as armor_summary
 from runbook.ops.fail2ban import jail_status
@@ -22,6 +35,9 @@ from runbook.scenarios._base import Scenario
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from runbook.session import Session
+    from runbook.session.fleet import HostView
 
 
 GREEN = "green"
@@ -77,10 +93,14 @@ class HealthCheck(Scenario):
     """
 
     def check_all(self) -> pd.DataFrame:
-        """Measure every signal of appendix A; one failing probe never hides the others."""
+        """Measure every signal of appendix A; one failing probe never hides the others.
+
+        On a fleet: the signal x host table (`fleet_table`), every host at once."""
         import pandas as pd
 
         s = self.s
+        if s.is_fleet:
+            return self._check_fleet()
         rows = []
         for name, method in SIGNALS:
             with s.step(f"Signal: {name}"):
@@ -234,3 +254,159 @@ class HealthCheck(Scenario):
             passed,
             note,
         )
+
+    # ------------------------------------------------------------------ a fleet
+    def _check_fleet(self) -> pd.DataFrame:
+        """Every signal on every host at once, plus through the load balancer.
+
+        One fan-out over every host (each on its own connection, its role's
+        signals one after the other) beside a thread measuring the service-wide
+        signals through the load balancer. A host whose fan-out step itself
+        failed is red in a "Reachable" row.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        s = self.s
+        rows: list[dict[str, Any]] = []
+        with s.step("Signals on every host"):
+            s.verify_target()
+            # HTTP through the load balancer in one thread, SSH to every host in the fan-out's
+            with ThreadPoolExecutor(1, thread_name_prefix="runbook-health-lb") as pool:
+                lb = HealthCheck(_Through(s))  # type: ignore[arg-type]
+                through = pool.submit(_measure, lb, LB_SIGNALS)
+                fan = s.on(list(s.fleet.hosts), lambda h: rows.extend(_on_host(h)))
+                lb_rows = through.result()  # its error, if any, is raised here
+            for host, run in fan.hosts.items():
+                if run.outcome != "ok":
+                    row = HealthCheck(s.at(host))._row(  # type: ignore[arg-type]
+                        "Reachable", "ssh", "answers", "error", False, run.error or run.outcome
+                    )
+                    rows.append({"host": host, **row})
+        return fleet_table(rows + [{"host": THROUGH_LB, **r} for r in lb_rows], list(s.fleet.hosts))
+
+
+# ------------------------------------------------------------------ a fleet
+# the load balancer's name for a check measured through it, in the signal x host table
+THROUGH_LB = "through the load balancer"
+Signal = Callable[[HealthCheck], dict[str, Any]]
+
+
+def _liveness_on_host(hc: HealthCheck) -> dict[str, Any]:
+    status, body = on_host(hc.s, "/health")
+    sha = body.get("sha", "?") if isinstance(body, dict) else "?"
+    return hc._row(
+        "Liveness",
+        "curl -sf --resolve <api>:443:127.0.0.1 https://api.dealix.me/health",
+        "200 OK",
+        f"{status}",
+        status == 200,
+        f"sha {sha}",
+    )
+
+
+def _deep_health_on_host(hc: HealthCheck) -> dict[str, Any]:
+    status, body = on_host(hc.s, "/health/deep")
+    body = body if isinstance(body, dict) else {}
+    parts = {
+        k: (body.get(k) or {}).get("status", "missing")
+        for k in ("postgres", "redis", "llm_providers")
+    }
+    red = {k: v for k, v in parts.items() if v != GREEN}
+    note = "; ".join(f"{k}: {(body.get(k) or {}).get('detail', '')}" for k in red)
+    return hc._row(
+        "Deep health",
+        "curl -sf --resolve <api>:443:127.0.0.1 https://api.dealix.me/health/deep",
+        "postgres + redis + llm_providers green",
+        pairs(parts),
+        not red and status == 200,
+        note,
+    )
+
+
+def _unit(role: str, signal: str) -> Signal:
+    """A service's systemd status on the host (PostgreSQL on db hosts, Redis on redis)."""
+
+    def measure(hc: HealthCheck) -> dict[str, Any]:
+        st = hc.s.services.status(role)
+        return hc._row(
+            signal, f"systemctl status {st.name}", "active (running)", st.words, st.active
+        )
+
+    return measure
+
+
+# measured once, through the load balancer (the service as its users see it)
+LB_SIGNALS: list[tuple[str, Signal]] = [
+    ("Liveness", HealthCheck.liveness),
+    ("Deep health", HealthCheck.deep_health),
+    ("CI status", HealthCheck.ci_status),
+    ("DLQ depth", HealthCheck.dlq_depth),
+    ("Pending approvals", HealthCheck.pending_approvals),
+]
+# measured on each host, by the role groups that have them (in table order)
+HOST_SIGNALS: list[tuple[str, tuple[str, ...], Signal]] = [
+    ("Liveness", ("api",), _liveness_on_host),
+    ("Deep health", ("api",), _deep_health_on_host),
+    ("Service status", ("api",), HealthCheck.service_status),
+    ("fail2ban", ("lb", "api", "db", "redis"), HealthCheck.fail2ban),
+    ("Nginx", ("lb", "api"), HealthCheck.nginx),
+    ("Armor", ("api",), HealthCheck.armor),
+    ("PostgreSQL", ("db",), _unit("postgres", "PostgreSQL")),
+    ("Redis", ("redis",), _unit("redis", "Redis")),
+]
+
+
+def _measure(hc: HealthCheck, signals: list[tuple[str, Signal]]) -> list[dict[str, Any]]:
+    """Each signal in turn, as `hc` sees it (a host's view, or through the load balancer)."""
+    rows = []
+    for name, fn in signals:
+        row = None
+        # refusals pass through and stop the run; any other error is this signal's
+        with hc.s.attempt() as a:
+            row = fn(hc)
+        if a.error is not None:
+            # a signal we could not even measure is red, with the reason
+            row = hc._row(name, "", "measurable", "error", False, str(a.error)[:300])
+        rows.append(row)
+    return rows
+
+
+def _on_host(h: HostView) -> list[dict[str, Any]]:
+    """Every signal of this host's roles, one after the other on its connection; its checks
+    are named "<signal> @ <host>" (the view's `check`)."""
+    groups = set(h.host.groups)
+    mine = [(n, fn) for n, roles, fn in HOST_SIGNALS if groups & set(roles)]
+    return [{"host": h.name, **r} for r in _measure(HealthCheck(h), mine)]  # type: ignore[arg-type]
+
+
+class _Through:
+    """The session, with each check named "<signal> @ through the load balancer"."""
+
+    def __init__(self, s: Session):
+        self._s = s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s, name)
+
+    def check(self, name: str, **kw: Any) -> Any:
+        return self._s.check(f"{name} @ {THROUGH_LB}", **kw)
+
+
+def fleet_table(rows: list[dict[str, Any]], hosts: list[str]) -> pd.DataFrame:
+    """The signal x host table: one row per signal, a column per host and one for the load
+    balancer; each cell the check's status, "-" where the host's role has no such signal.
+
+    >>> fleet_table([{"signal": "Nginx", "host": "lb1", "status": "passed"}], ["lb1", "db1"])
+    ...  # doctest: +NORMALIZE_WHITESPACE
+                lb1 db1 through the load balancer
+    signal
+    Nginx    passed   -                         -
+    """
+    import pandas as pd
+
+    order = [n for n, _r, _f in HOST_SIGNALS] + [n for n, _f in LB_SIGNALS] + ["Reachable"]
+    signals = [n for n in dict.fromkeys(order) if any(r["signal"] == n for r in rows)]
+    cols = [*hosts, THROUGH_LB]
+    cells = {(r["signal"], r["host"]): r["status"] for r in rows}
+    data = [[cells.get((sig, h), "-") for h in cols] for sig in signals]
+    return pd.DataFrame(data, index=pd.Index(signals, name="signal"), columns=cols)

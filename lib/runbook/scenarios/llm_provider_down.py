@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runbook.clock import parse_time
+from runbook.core.output import Progress
+from runbook.evidence.story import Summary
 from runbook.ops.http import HttpClient
 from runbook.scenarios._base import Scenario, show
 
@@ -74,6 +76,12 @@ class Decision:
             f"  \nnew LLM_PROVIDER_PRIORITY: `{','.join(self.new_order)}`" if self.new_order else ""
         )
         return f"**Decision: {self.name}**  \n{self.reason}{order}"
+
+    def __repr__(self) -> str:
+        # one line where no markdown is shown (the saved notebook's text, a terminal):
+        # the dataclass repr showed minutes_down=0.21902058333333332 and extra={}
+        order = f"; new LLM_PROVIDER_PRIORITY {','.join(self.new_order)}" if self.new_order else ""
+        return f"decision: {self.name}: {self.reason}{order}"
 
 
 # --------------------------------------------------------------------------- decide (pure)
@@ -509,7 +517,9 @@ class LlmProviderDown(Scenario):
         }
         self.decision = decision
         show(readable(providers))
+        print("circuit breakers, as the API sees them:")
         show(measured["breakers"])
+        print(f"dead-letter queues, read twice {measured['interval']:.0f} s apart:")
         show(measured["depths"])
         print(
             f"LLM_PROVIDER_PRIORITY now: {','.join(priority)}   "
@@ -589,6 +599,11 @@ class LlmProviderDown(Scenario):
         """Breaker states and DLQ depths read twice, `interval` seconds apart."""
         first = self.s.api.dlq_stats()
         t0 = time.monotonic()
+        if interval >= 3:
+            # a silent cell for `interval` seconds looks hung: say what it waits for
+            Progress("breakers and DLQs").say(
+                f"read once, reading again in {interval:.0f} s to measure growth", final=True
+            )
         time.sleep(interval)
         second = self.s.api.dlq_stats()
         return growth(first, second, time.monotonic() - t0)
@@ -641,7 +656,7 @@ class LlmProviderDown(Scenario):
             return str(choice).split(",") if choice else None
         return None
 
-    def failover(self) -> dict[str, Any] | None:
+    def failover(self) -> Summary | None:
         """Step 4: LLM_PROVIDER_PRIORITY to the new order, restart the API (only on FAILOVER)."""
         s = self.s
         order = self._order()
@@ -673,9 +688,12 @@ class LlmProviderDown(Scenario):
                     note=f"LLM_PROVIDER_PRIORITY={','.join(order)}",
                 )
                 fo = {"diff": diff, "restarted": True, "primary": primary}
-        print(f"{diff['key']}: {diff['before']} → {diff['after']}   (backup: {diff['backup']})")
         print(ENV_EXAMPLE_REMINDER)
-        return fo
+        was = str(diff["before"]).strip("'\"")  # the .env value as written, maybe quoted
+        change = f"{diff['key']} {was} → {diff['after']} (backup: {diff['backup']})"
+        if not fo["restarted"]:
+            return Summary(f"failover (dry run, nothing changed): would set {change}", **fo)
+        return Summary(f"failover: {change}; the API serves from {fo['primary']}", **fo)
 
     def _wait_primary(self, wanted: str, seconds: float) -> str | None:
         """The primary the API serves from, polled until it is `wanted` or `seconds` pass."""
@@ -707,7 +725,7 @@ class LlmProviderDown(Scenario):
 
     # ------------------------------------------------------------------ step 5
 
-    def recover(self) -> pd.DataFrame:
+    def recover(self) -> Summary:
         """Step 5: breaker closed, drain OUTBOUND_DLQ and ENRICHMENT_DLQ to zero."""
         import pandas as pd
 
@@ -744,8 +762,11 @@ class LlmProviderDown(Scenario):
                 )
         table = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame()
         self.recovery = {"llm": llm, "before": before, "after": after, "batches": table}
-        print(f"before: {before}\nafter:  {after}")
-        return table
+        queues = ", ".join(f"{q} {before.get(q)} → {after.get(q)}" for q in LLM_QUEUES.values())
+        drained = f", drained in {len(table)} batch(es)" if len(table) else ""
+        return Summary(
+            f"recovery: llm_providers {llm.get('status')}; {queues}{drained}", **self.recovery
+        )
 
     def _drained_already(self) -> tuple[bool, str]:
         """Step 5's postcondition: the breaker closed and both LLM DLQs empty."""
@@ -757,7 +778,7 @@ class LlmProviderDown(Scenario):
 
     # ------------------------------------------------------------------ step 6
 
-    def no_new_failures(self) -> pd.DataFrame | None:
+    def no_new_failures(self) -> Summary | None:
         """Step 6: no new failed work after recovery (the provider back, not in a dry run).
 
         The runbook's "no workflow failures", measured on the queues that record
@@ -771,6 +792,8 @@ class LlmProviderDown(Scenario):
             assert self.decision is not None, "run assess() first"
             llm = s.api.deep_health().get("llm_providers") or {}
         if llm.get("status") != "green" or s.dry_run:
+            why = "dry run" if s.dry_run else f"llm_providers {llm.get('status')}"
+            print(f"skipped: {why}, no new failures to measure")
             return None
         with s.step(VERIFY_STEP):
             measured = self._sample(self.sample_seconds)
@@ -781,4 +804,11 @@ class LlmProviderDown(Scenario):
                 actual=f"{rate:+.1f} jobs/min over {measured['interval']:.0f} s",
                 passed=rate <= 0,
             )
-        return measured["depths"]
+        depths = ", ".join(
+            f"{r['queue']} {r['second']}" for r in measured["depths"].to_dict("records")
+        )
+        return Summary(
+            f"no new failures: LLM DLQs {rate:+.1f} jobs/min over "
+            f"{measured['interval']:.0f} s ({depths})",
+            **measured,
+        )

@@ -40,6 +40,7 @@ import contextlib
 import getpass
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from functools import cached_property
@@ -60,7 +61,7 @@ from runbook.core.secrets import (
     replace_env_line,
     secret_values,
 )
-from runbook.errors import DefinitionOfDoneNotMet, Refusal, outcome_of
+from runbook.errors import DefinitionOfDoneNotMet, ParameterError, Refusal, outcome_of
 from runbook.evidence.record import Change, Step, error_dict
 from runbook.evidence.resume import Plan, StepRules
 from runbook.evidence.writer import Evidence, new_run_dir
@@ -74,14 +75,23 @@ from runbook.ops.services import Services
 from runbook.safety import attempt as _attempt
 from runbook.safety.change import ChangeCheck
 from runbook.safety.guards import Guards, check_procedure, check_provider_priority, forbid
+from runbook.safety.lock import HostLock as HostLockClass
 from runbook.session import resume as _resume
 from runbook.session.assembly import assemble
-from runbook.session.gate import Gate, Polled
-from runbook.session.notebook import display_verdict, install_error_hook, redact_kernel_output
+from runbook.session.fleet import FLEET_SCENARIOS, FleetRun, HostSpec, HostView
+from runbook.session.fleet import environment_lock_host as _environment_lock_host
+from runbook.session.gate import Gate, Polled, asking_gate
+from runbook.session.notebook import (
+    display_recap,
+    display_verdict,
+    install_error_hook,
+    redact_kernel_output,
+)
 from runbook.session.parameters import check_papermill_injection
 
 if TYPE_CHECKING:
     from runbook.core.command import Command
+    from runbook.core.fanout import FanOut, Serial
     from runbook.result import Result
     from runbook.safety.lock import HostLock
     from runbook.safety.tripwire import Tripwire
@@ -138,7 +148,11 @@ class Session:
         self.require_secrets = [str(n) for n in require_secrets]
         self._needed_secrets = self._required_secret_names()
         self._injected = check_papermill_injection(ipython())
-        self.profile.require_one_host(scenario)
+        # the hosts by group (a single-host profile: its target, a fleet of one)
+        self.fleet = self.profile.fleet
+        if scenario not in FLEET_SCENARIOS:
+            # a scenario not yet written for a fleet would reach one server of many
+            self.profile.require_one_host(scenario)
         self._check_parameters()
         check_procedure(procedure, scenario)
         self.approved_by = approved_by
@@ -147,8 +161,9 @@ class Session:
             self.profile,
             approved_by=approved_by,
             procedure=procedure,
-            ask=lambda command: self.gate._guard_ask(command),
-            read=lambda path: self.gate._guard_read(path),
+            # asked on the host whose command the guard is judging (runbook.session.gate)
+            ask=lambda command: asking_gate(self.gate)._guard_ask(command),
+            read=lambda path: asking_gate(self.gate)._guard_read(path),
         )
         self.break_stale_lock = break_stale_lock
         self._secrets_verified = False
@@ -187,10 +202,19 @@ class Session:
 
         # who runs this session, so that a later run can tell it died (liveness.py)
         self._process = this_process()
-        # the one way out to the server, one gate per host keyed by host name (one today;
-        # a fleet run holds one per host): runbook.session.gate
-        self.gate = Gate(self, self.profile)
-        self.gates: dict[str, Gate] = {self.gate.host: self.gate}
+        # the one way out to the server, one gate per host keyed by host name
+        # (runbook.session.gate); a fleet: one per inventory host, connected on first use,
+        # and `gate` is the environment lock's host (runbook.session.fleet)
+        if self.profile.inventory is None:
+            self.gate = Gate(self, self.profile)
+            self.gates: dict[str, Gate] = {self.gate.host: self.gate}
+        else:
+            self.gates = {n: Gate(self, self.profile, host=n) for n in self.fleet.hosts}
+            self.gate = self.gates[_environment_lock_host(self.fleet.hosts, self.fleet.groups)]
+        # the environment lock (a fleet: on `gate`'s host, before the first change anywhere)
+        self.environment_lock: HostLock | None = None
+        self._env_lock_guard = threading.RLock()
+        self.fleet_run = FleetRun(self)
         # runs that died, finished by finish_abandoned_runs(): folders, and what failed
         self.abandoned_runs: dict[str, Any] | None = None
         self.evidence.append(
@@ -324,29 +348,131 @@ class Session:
 
     # ------------------------------------------------------- the way out
     # the gate's, for the scenarios, the operations (OpsContext) and notebooks
+    @property
+    def is_fleet(self) -> bool:
+        """True for a profile with an inventory (many hosts; a step names its hosts)."""
+        return self.profile.inventory is not None
+
+    def _one_server(self, what: str) -> Gate:
+        """The gate of the one server; a fleet has none: the step names its host."""
+        if self.is_fleet:
+            raise ParameterError(
+                f"{self.env} is a fleet ({', '.join(self.fleet.hosts)}): {what} needs the host "
+                "it goes to",
+                key="hosts",
+                source=self.profile.source,
+                fix=f"s.at(HOST).{what}(...), or s.on(GROUP, fn) for a step over a group "
+                "(runbook.session.fleet)",
+            )
+        return self.gate
+
     def probe(self, command: Command, **kw: Any) -> Result:
         """Run a read-only command: always runs, in dry-run too (`Gate.probe`)."""
-        return self.gate.probe(command, **kw)
+        return self._one_server("probe").probe(command, **kw)
 
     def run(self, command: Command, **kw: Any) -> Result:
         """Run a changing command: skipped in dry-run, needs confirmation off the sandbox."""
-        return self.gate.run(command, **kw)
+        return self._one_server("run").run(command, **kw)
 
     def poll(self, command: str, *, kind: str) -> Polled:
         """The logged-off probe for pollers and the heartbeat (`Gate.poll`)."""
-        return self.gate.poll(command, kind=kind)
+        return self._one_server("poll").poll(command, kind=kind)
 
     def read_file(self, path: str) -> bytes:
         """Read a file on the target (read-only)."""
-        return self.gate.read_file(path)
+        return self._one_server("read_file").read_file(path)
 
     def write_file(self, path: str, data: bytes, *, mode: int | None = None) -> bool:
         """Write a file on the target atomically (changing). False in dry-run."""
-        return self.gate.write_file(path, data, mode=mode)
+        return self._one_server("write_file").write_file(path, data, mode=mode)
 
     def verify_target(self) -> None:
-        """Check the target's SSH host key before the first call of any kind."""
-        self.gate.verify_target()
+        """Check the target's SSH host key before the first call of any kind.
+
+        A fleet: every load balancer's (HTTP calls reach the service through it)."""
+        if not self.is_fleet:
+            self.gate.verify_target()
+            return
+        for name in self.fleet.names("lb") or list(self.fleet.hosts):
+            self.fleet_run.gate_of(name).verify_target()
+
+    # ------------------------------------------------------------- the fleet
+    def at(self, host: str) -> HostView:
+        """One host's way out (`probe`, `run`, `services`, `db`, ...), by inventory name.
+
+        On a single-host profile the one host answers to its own name
+        (`s.fleet.names("api")[0]`). See runbook.session.fleet."""
+        return self.fleet_run.at(host)
+
+    def on(
+        self,
+        hosts: HostSpec,
+        fn: Any,
+        *,
+        step: str | None = None,
+        serial: Serial = None,
+        max_fail_percentage: float = 0,
+        throttle: int | None = None,
+    ) -> FanOut:
+        """Run `fn(host_view)` on each host of a group ("api") or list, in batches.
+
+        `serial` ([1, "50%"]: a canary first), `max_fail_percentage` (default 0:
+        a failed host stops the run after its batch) and `throttle` (at most N
+        at once) are FanOut's (docs/fleet.md). Returns the FanOut (`.ok`,
+        `.hosts[name].outcome`); the recap and record.json keep it. A refusal
+        on any host stops every host and is raised::
+
+            fan = s.on("api", lambda h: h.services.restart("api"), serial=1)
+        """
+        return self.fleet_run.on(
+            hosts,
+            fn,
+            step=step,
+            serial=serial,
+            max_fail_percentage=max_fail_percentage,
+            throttle=throttle,
+        )
+
+    def once(
+        self, hosts: HostSpec, fn: Any, *, step: str | None = None, delegate_to: str | None = None
+    ) -> FanOut:
+        """Run `fn(host_view)` once for the whole run: on the group's first host, or
+        `delegate_to` (one of its hosts). Ansible's run_once, but never once per batch."""
+        return self.fleet_run.once(hosts, fn, step=step, delegate_to=delegate_to)
+
+    def recap_table(self):  # -> pandas.DataFrame
+        """The host x step table of this run's steps over groups (and host checks)."""
+        return self.fleet_run.recap_frame()
+
+    def take_environment_lock(self) -> None:
+        """Before the first change on any host of a fleet: the environment lock on
+        `self.gate`'s host (runbook.session.fleet). One host: its host lock is the one."""
+        if not self.is_fleet:
+            return
+        with self._env_lock_guard:
+            if self.environment_lock is not None and self.environment_lock.held:
+                return
+            from runbook.session.gate import _LockChannel
+
+            self.environment_lock = HostLockClass(
+                _LockChannel(self.gate),
+                break_stale=self.break_stale_lock,
+                path=f"{self.profile.app.lock_path}.environment",
+            )
+            self.environment_lock.acquire()
+            self.evidence.append(
+                {"kind": "lock", "event": "environment", "host": self.gate.name,
+                 "path": self.environment_lock.path}
+            )  # fmt: skip
+            self.write_record()
+
+    def release_locks(self) -> None:
+        """Every host lock, then the environment lock (done(), close())."""
+        for gate in self.gates.values():
+            with contextlib.suppress(Exception):
+                gate.release_lock()
+        if self.environment_lock is not None:
+            self.environment_lock.release()
 
     def allow_change(self, what: str, *, kind: str) -> bool:
         """True if a changing call may go ahead now; False in dry-run (recorded)."""
@@ -361,15 +487,26 @@ class Session:
 
     def acquire_lock(self) -> HostLock:
         """Take the host lock now (the gate takes it by itself before the first change);
-        for a step that must not start while another run works on the host. Idempotent."""
+        for a step that must not start while another run works on the host. Idempotent.
+        A fleet: the environment lock (each host's own is taken before its first change)."""
+        if self.is_fleet:
+            if not self.secrets_verified:
+                self.verify_secrets()  # a run that cannot finish does not take the fleet
+            self.take_environment_lock()
+            assert self.environment_lock is not None
+            return self.environment_lock
         return self.gate.acquire_lock()
 
     def release_lock(self) -> None:
-        self.gate.release_lock()
+        if self.is_fleet:
+            self.release_locks()
+        else:
+            self.gate.release_lock()
 
     @property
     def lock(self) -> HostLock | None:
-        return self.gate.lock
+        """The host lock; a fleet: the environment lock (each host's: `s.gates[name].lock`)."""
+        return self.environment_lock if self.is_fleet else self.gate.lock
 
     @property
     def tripwire(self) -> Tripwire | None:
@@ -610,32 +747,58 @@ class Session:
         once (a returned table would be shown again as the cell's result);
         `checks_table()` gives it as a DataFrame.
         """
-        self.gate.stop_if_refused()  # a caught host-key refusal still ends the run refused
-        self.gate.stop_if_tripped()  # so does a caught trip
+        for gate in self.gates.values():
+            gate.stop_if_refused()  # a caught host-key refusal still ends the run refused
+            gate.stop_if_tripped()  # so does a caught trip
+        self._check_every_host()
         failed = [c for c in self.checks if c.status == FAILED]
         self._outcome = "dod_not_met" if failed else "ok"
         if failed:
             self._note_target_facts()
-        self.gate.discard_copies()
-        self.gate.release_lock()
+        for gate in self.gates.values():
+            gate.discard_copies()
+        self.release_lock()
         record = self.record()
         self.evidence.write_record(record)
         table = self.checks_table()
+        if self.fleet_run.recap.steps or self.fleet_run.host_checks:
+            display_recap(self.recap_table())
         display_verdict(table, record, self.evidence.record_path)
         if failed:
             raise DefinitionOfDoneNotMet(self.checks)
 
+    def _check_every_host(self) -> None:
+        """A fleet step that left a host failed or not started is a red check of the run:
+        the other hosts going on is no success (Ansible's recap, as the verdict)."""
+        steps = self.fleet_run.recap.record()
+        bad = {h: e for h, e in steps.items() if e["outcome"] != "ok"}
+        if not self.fleet_run.recap.steps:
+            return
+        actual = "; ".join(
+            f"{h} {e['outcome'].replace('_', ' ')} ("
+            + ", ".join(st for st, o in e["steps"].items() if o != "ok")
+            + ")"
+            for h, e in bad.items()
+        )
+        self.check(
+            "Every host ran every step",
+            expected="ok on every host",
+            actual=actual or f"ok on {len(steps)} host(s)",
+            passed=not bad,
+        )
+
     def record_failure(self, exc: BaseException) -> None:
         """Note an uncaught error in the record (called from the IPython hook)."""
         outcome = outcome_of(exc)
-        tripped = self.gate.tripped
+        tripped = next((g.tripped for g in self.gates.values() if g.tripped is not None), None)
+        refused = next((g.refused for g in self.gates.values() if g.refused is not None), None)
         if tripped is not None:
             outcome, exc = "tripped", tripped  # the trip stopped the run, whatever came after
-        elif self.gate.refused is not None and outcome != "dod_not_met":
+        elif refused is not None and outcome != "dod_not_met":
             outcome = "refused"  # a latched refusal stopped the run, whatever came after
         self._outcome = outcome
-        if self.gate.refused is not None and not isinstance(exc, Refusal):
-            exc = self.gate.refused  # what stopped the run, not what a caller made of it
+        if refused is not None and not isinstance(exc, Refusal):
+            exc = refused  # what stopped the run, not what a caller made of it
         self._error = error_dict(exc, self.redactor)
         # not after an interrupt: the operator is stopping the run, no more commands
         # (a resume of it then needs --accept-moved for what it could not record)
@@ -680,7 +843,12 @@ class Session:
 
     def _note_target_facts(self) -> None:
         """Record, as the run stops, what its completed steps rely on (for a resume)."""
-        if not self.resume_relies_on or self.dry_run or self.gate.refused is not None:
+        if (
+            not self.resume_relies_on
+            or self.dry_run
+            or self.is_fleet
+            or self.gate.refused is not None
+        ):
             return
         with contextlib.suppress(Exception):
             self.target_facts = self.read_target_facts(self.resume_relies_on)
@@ -726,8 +894,8 @@ class Session:
         """Release the lock and close connections (the record stays as written)."""
         for gate in self.gates.values():
             gate.discard_copies()
-            with contextlib.suppress(Exception):
-                gate.release_lock()
+        with contextlib.suppress(Exception):
+            self.release_locks()
         # the HTTP clients are cached properties: stored under their own names
         for client in HTTP_CLIENTS:
             obj = self.__dict__.get(client)

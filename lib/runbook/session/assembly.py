@@ -64,4 +64,16 @@ def assemble(s: Session) -> dict[str, Any]:
         "parameters_sha256": parameters_hash(s.parameters),
         "resume": s.resume.to_record() if s.resume is not None else None,
         "target_facts": s.target_facts,
+        # a run over many hosts (runbook.session.fleet): per host its outcome, each
+        # step's and its checks; per step its batches. {} and [] for a run that never
+        # fanned out
+        "hosts": s.fleet_run.hosts_record(),
+        "batches": s.fleet_run.recap.batches(),
+        # every host lock this run took, by host, and the fleet's environment lock
+        "locks": {g.name: g.lock.info() for g in s.gates.values() if g.lock is not None},
+        "environment_lock": (
+            None
+            if s.environment_lock is None
+            else {"host": s.gate.name, **s.environment_lock.info()}
+        ),
     }

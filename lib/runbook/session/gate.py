@@ -21,13 +21,17 @@ A host-key refusal latches: once the gate has met one (on any connection),
 nothing more goes out in this run (`stop_if_refused`, `latch`).
 
 One gate serves one host; the session keeps them in `gates`, keyed by host
-name (one entry today). A fleet run holds one gate per host, each with its
-own connections, lock and tripwire, and the same change check and guards;
-a step over a group is then runbook.core.fanout's `FanOut` calling each
-host's gate (`fan.run(lambda host: s.gates[host].probe(...))`), the host a
-command ran on being its gate's `target` in every command event. A host-key
-refusal latches the gate that met it; what it means for the other hosts
-(stop the run) is the fan-out's rule, not a gate's.
+name: one for a single-host profile, one per inventory host for a fleet
+(`Gate(run, profile, host=NAME)`: that host's pinned transport from
+`transport_for_host`, its own connections, lock and tripwire; connected on
+first use). A step over a group is runbook.core.fanout's `FanOut` calling
+each host's gate through the session (`s.on("api", fn)`, runbook.session.fleet);
+every command event names its `host` (the inventory name) beside its
+`target`. The guard's questions go to the host whose command it is judging
+(`asking_gate`, per thread). Before a fleet host's first lock the run takes
+the environment lock (`Run.take_environment_lock`). A host-key refusal
+latches the gate that met it; what it means for the other hosts (stop the
+run) is the fan-out's rule, not a gate's.
 
 The lock's own commands (its mkdir, breaking a stale lock) go through
 `_execute(..., internal=True)`: the change check and the guards apply, the
@@ -50,7 +54,7 @@ from runbook.clock import utc_now
 from runbook.core.command import Command, build_command, command_label
 from runbook.core.profile import Profile
 from runbook.core.server_secrets import EXAMPLES
-from runbook.core.transport import ExecOutcome, Transport, transport_for
+from runbook.core.transport import ExecOutcome, Transport, transport_for, transport_for_host
 from runbook.errors import (
     ConnectionFailed,
     Forbidden,
@@ -78,6 +82,16 @@ GUARD_READ_LIMIT = 16 * 1024 * 1024
 POLL_TIMEOUT_S = 15
 
 HostKeyRefusal = HostKeyMismatch | HostKeyUnknown
+
+# the gate whose command the guard is judging now, per thread (a fleet's hosts run at
+# once): the guard's questions to the server go to that host
+_asking = threading.local()
+
+
+def asking_gate(default: Gate) -> Gate:
+    """The gate whose command the guard is judging in this thread, else `default`."""
+    gate: Gate | None = getattr(_asking, "gate", None)
+    return gate if gate is not None else default
 
 
 class Run(Protocol):
@@ -111,6 +125,10 @@ class Run(Protocol):
         ...
 
     def write_record(self) -> None: ...
+
+    def take_environment_lock(self) -> None:
+        """Before a host's first change: the fleet's environment lock (no-op on one host)."""
+        ...
 
     def rerun_command(self, *, add: dict[str, Any] | None = None) -> str: ...
 
@@ -149,7 +167,15 @@ class Gate:
     def __init__(self, run: Run, profile: Profile, *, host: str | None = None):
         self.run_ = run
         self.profile = profile
+        # a fleet profile's gate serves one host of its inventory, named; a single-host
+        # profile's gate serves its target (the fleet of one)
+        self.fleet_host = profile.fleet.hosts[host] if profile.inventory is not None else None
+        if self.fleet_host is None and host is not None:
+            raise ValueError(f"{profile.name} has no inventory: its gate serves its target")
         self.host = host or profile.target.host or f"local:{profile.name}"
+        # how commands.jsonl names the host: the inventory's name (the fleet of one's: the
+        # target's address, or "localhost")
+        self.name = host or next(iter(profile.fleet.hosts))
         self.redactor = run.redactor
         self.evidence = run.evidence
         self.guards = run.guards
@@ -172,10 +198,19 @@ class Gate:
     @property
     def target(self) -> str:
         """How the evidence names the target of a command."""
+        h = self.fleet_host
+        if h is not None:
+            return f"{h.user}@{h.address}:{h.port}"
         t = self.profile.target
         if t.transport == "local":
             return f"local:{self.profile.name}"
         return f"{t.user}@{t.host}:{t.port}"
+
+    def _connect(self) -> Transport:
+        """A new transport to this gate's host, pinned to its own key."""
+        if self.fleet_host is not None:
+            return transport_for_host(self.profile, self.fleet_host.name)
+        return transport_for(self.profile)
 
     # ------------------------------------------------------------ connection
     @property
@@ -185,7 +220,7 @@ class Gate:
         # threads may ask at once (parallel probes): one connection, made by the first
         with self._first_lock:
             if self._transport is None:
-                transport = transport_for(self.profile)
+                transport = self._connect()
                 try:
                     with self._latching():
                         self._learn_server_secrets(transport)
@@ -254,7 +289,7 @@ class Gate:
                 ok = conn.execute("true").exit_code == 0
         """
         self.stop_if_refused()
-        conn = Connection(self, transport_for(self.profile))
+        conn = Connection(self, self._connect())
         self.evidence.append({"kind": "connection", "event": "new", "step": self.run_.current_step})
         try:
             yield conn
@@ -398,6 +433,7 @@ class Gate:
                     "kind": "command",
                     "seq": seq,
                     "step": step,
+                    "host": self.name,
                     "target": self.target,
                     "command": shown,
                     "changing": changing,
@@ -461,7 +497,7 @@ class Gate:
         self.guards.check_command(command)
         with self._second_lock:
             if self._second is None:
-                self._second = transport_for(self.profile)
+                self._second = self._connect()
             second = self._second
             self.polls[kind] = self.polls.get(kind, 0) + 1
         out: list[bytes] = []
@@ -496,6 +532,8 @@ class Gate:
 
     def guard_command(self, command: str, *, changing: bool, stdin: bytes | None = None) -> None:
         """Apply the runbook's rules to a command before it runs (in dry-run too)."""
+        outer = getattr(_asking, "gate", None)
+        _asking.gate = self
         try:
             self.guards.check_command(command, stdin=stdin)
         except Forbidden as exc:
@@ -509,6 +547,8 @@ class Gate:
                 }
             )
             raise Forbidden(exc.rule, self.redactor.redact(exc.action), source=exc.source) from None
+        finally:
+            _asking.gate = outer
 
     # ------------------------------------------------------------- tripwire
     def _raw(
@@ -630,6 +670,8 @@ class Gate:
             return self.lock
         if not self.run_.secrets_verified:
             self.run_.verify_secrets()  # a run that cannot finish does not take the host
+        # a fleet: the environment lock first, so two runs never split the fleet between them
+        self.run_.take_environment_lock()
         try:
             self.lock.acquire()
         except Forbidden as exc:

@@ -138,3 +138,28 @@ def display_verdict(table: Any, record: Mapping[str, Any], record_path: Path) ->
         },
         raw=True,
     )
+
+
+def display_recap(frame: Any) -> None:
+    """Show a fleet run's host x step table (Ansible's PLAY RECAP): above the verdict.
+
+    Each cell is that host's outcome of the step (`ok`, `failed`, `not started`,
+    `refused`, `-` where the step ran elsewhere) or of its check (`passed`, ...).
+    """
+    if ipython() is None:
+        print("RECAP (host x step)")
+        print(frame.to_string())
+        return
+    from IPython.display import HTML, display
+
+    colors = {
+        "ok": "#1a7f37",
+        "passed": "#1a7f37",
+        "failed": "#cf222e",
+        "refused": "#cf222e",
+        "not started": "#9a6700",
+        "not available": "#9a6700",
+    }
+    styled = frame.style.map(lambda v: f"color: {colors.get(v, 'inherit')}; font-weight: bold")
+    display(HTML("<h3>Recap: host x step</h3>"))
+    display(styled)

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from runbook.clock import utc_now, wait_for
 from runbook.errors import CommandFailed
 from runbook.evidence import postmortem as postmortem_draft
+from runbook.evidence.story import Summary
 from runbook.ops import backups as backup_ops
 from runbook.ops import disk
 from runbook.ops.logs import last_lines, log_gist
 from runbook.ops.postgres import psql_error
-from runbook.scenarios._base import Scenario, show
+from runbook.scenarios._base import ARMOR_STEP, Scenario, show
 from runbook.scenarios.database_down.report import (
     after_restart,
     postmortem_facts,
@@ -87,6 +88,15 @@ EVIDENCE = (
     ("postgres-log-before-restart.txt", "Postgres's log before the restart"),
     ("postgres-log-after-restart.txt", "Postgres's log after a restart that did not help"),
 )
+
+
+def housekeeping(step: str | None) -> bool:
+    """A step that takes the host lock or installs the armor: no part of an incident's fix.
+
+    >>> housekeeping("2. Take the host lock"), housekeeping("2. Service failed: restart")
+    (True, False)
+    """
+    return step == ARMOR_STEP or (step or "").endswith("Take the host lock")
 
 
 class DatabaseDown(Scenario):
@@ -306,7 +316,7 @@ class DatabaseDown(Scenario):
 
     # ---------------------------------------------------------------- step 2: service failed
 
-    def service_failed(self) -> dict[str, Any] | None:
+    def service_failed(self) -> Summary | None:
         """Branch service failed: recent logs, restart, wait, SELECT 1; recorded as a check.
 
         A restart that does not bring it back (the start fails, SELECT 1 never
@@ -329,11 +339,19 @@ class DatabaseDown(Scenario):
             )
             if res["branch"].name == CORRUPT:
                 s.decide(RESTART_DECISION, res["branch"].name, res["branch"].reason)
-        print(res.get("log_tail") or "")
+        if res.get("log_tail"):
+            print("postgres log before the restart, last lines:")
+            print(res["log_tail"].rstrip())
         if res["branch"].name == CORRUPT:
             self.branch = res["branch"]
             show(self.branch)
-        return res
+        if res["dry_run"]:
+            line = "service failed: dry run, postgres not restarted"
+        elif res["select1"]:
+            line = "service failed: postgres restarted, SELECT 1 answers"
+        else:
+            line = f"service failed: the restart did not bring postgres back ({actual})"
+        return Summary(line, **res)
 
     def _restart_postgres(self) -> dict[str, Any]:
         """Recent logs, restart, wait for SELECT 1. Returns what happened.
@@ -388,7 +406,7 @@ class DatabaseDown(Scenario):
 
     # ---------------------------------------------------------------- step 2: disk full
 
-    def disk_full_report(self) -> dict[str, Any] | None:
+    def disk_full_report(self) -> Summary | None:
         """Branch disk full: the space report and the old backups to delete, BEFORE deleting.
 
         `kept` is the newest `keep_newest_backups` backups: never candidates,
@@ -423,12 +441,17 @@ class DatabaseDown(Scenario):
                 "kept": kept,
                 "keep_newest": keep,
             }
+        print(f"What takes the space under {pg_base} and {s.profile.backups.dir}, biggest first:")
         show(report.head(20))
         print(f"Old backups to delete ({len(candidates)}), oldest first:")
         show(backups_table(candidates))
         print(f"Never deleted: the newest {keep} backups:")
         show(backups_table(kept))
-        return self.disk
+        return Summary(
+            f"disk full: {len(candidates)} old backups to delete (listed above), "
+            f"the newest {len(kept)} kept",
+            **self.disk,
+        )
 
     def _list_backups(self) -> pd.DataFrame:
         """Every file in the backups dir with its mtime and size: path, bytes, modified."""
@@ -440,7 +463,7 @@ class DatabaseDown(Scenario):
             columns=["path", "bytes", "modified"],
         )
 
-    def disk_full_rotate(self) -> pd.DataFrame | None:
+    def disk_full_rotate(self) -> Summary | None:
         """Branch disk full: delete exactly the list shown (a changing call), re-check."""
         if not self._on(DISK_FULL):
             return None
@@ -484,11 +507,21 @@ class DatabaseDown(Scenario):
                 passed=bool(newest) and not missing,
                 note=f"{len(gone)} listed backups still present" + (" (dry run)" if dry else ""),
             )
-        return usage
+        used = ", ".join(
+            f"{r['filesystem']} {r['used %']:.0f}% used" for r in usage.to_dict("records")
+        )
+        deleted = "dry run, nothing deleted" if dry else f"deleted {len(paths) - len(gone)}"
+        return Summary(
+            f"rotation: {deleted} of {len(paths)} old backups; {used}; "
+            f"newest kept: {len(newest) - len(missing)} of {len(newest)}",
+            usage=usage,
+            deleted=[] if dry else [p for p in paths if p not in present],
+            missing=missing,
+        )
 
     # ---------------------------------------------------------------- step 2: pool exhausted
 
-    def pool_exhausted(self) -> dict[str, Any] | None:
+    def pool_exhausted(self) -> Summary | None:
         """Branch pool exhausted: pg_stat_activity by state, restart the API (drops its stale
         connections), wait for deep health postgres green."""
         if not self._on(POOL_EXHAUSTED):
@@ -506,15 +539,24 @@ class DatabaseDown(Scenario):
                 deep.get("postgres"),
                 ran=r.ran,
             )
+        print("connections by state, before the API restart:")
         show(before)
+        print("and after it:")
         show(after)
-        return {
-            "before": before,
-            "after": after,
-            "restarted": r.ran,
-            "dry_run": not r.ran,
+        pg = deep.get("postgres") or {}
+        line = (
+            f"pool exhausted: API restarted, deep health postgres {pg.get('status')}"
+            if r.ran
+            else "pool exhausted: dry run, API not restarted"
+        )
+        return Summary(
+            line,
+            before=before,
+            after=after,
+            restarted=r.ran,
+            dry_run=not r.ran,
             **({"deep_postgres": deep.get("postgres")} if r.ran else {}),
-        }
+        )
 
     def _judge_postgres_green(
         self, name: str, expected: str, part: dict[str, Any] | None, *, ran: bool = True
@@ -559,7 +601,7 @@ class DatabaseDown(Scenario):
 
     # ---------------------------------------------------------------- steps 3 and 4
 
-    def recheck(self) -> dict[str, Any] | None:
+    def recheck(self) -> Summary | None:
         """Step 3, the runbook's DoD: /health/deep postgres green (waits a little after a fix)."""
         assert self.branch is not None, "run triage() first"
         if self.branch.name == CORRUPT:
@@ -569,7 +611,10 @@ class DatabaseDown(Scenario):
         with self.s.step(RECHECK_STEP):
             deep = self.s.api.wait_green("postgres", wait)
             self._judge_postgres_green("Deep health postgres green", "green", deep.get("postgres"))
-        return deep
+        pg = deep.get("postgres") or {}
+        return Summary(
+            f"re-check: deep health postgres {pg.get('status')}: {pg.get('detail')}", **deep
+        )
 
     def drain(self, max_batches: int = 200) -> pd.DataFrame | None:
         """Step 4, post-incident: replay what waited in the DLQs, depths before and after.
@@ -670,8 +715,10 @@ class DatabaseDown(Scenario):
         s, branch = self.s, self.branch
         actions, data = postmortem_facts(
             branch=branch,
-            changes=[c.what for c in s.changes],
-            would_change=[c.what for c in s.would_change],
+            # the lock and the armor are the runbook's own housekeeping, not the fix: the
+            # resolution line named the lock's mkdir command first
+            changes=[c.what for c in s.changes if not housekeeping(c.step)],
+            would_change=[c.what for c in s.would_change if not housekeeping(c.step)],
             drained=self.drained if branch.name != CORRUPT else None,
             handoff=handoff_command(s.env, reason_for_restore(branch)),
         )
@@ -689,6 +736,8 @@ class DatabaseDown(Scenario):
             files=postmortem_draft.run_files(record, *written),
         )
         name = f"{s.started:%Y-%m-%d}.md"
-        s.evidence.write_text(name, f"<!-- draft for docs/incidents/{name} -->\n" + text)
-        print(text)
+        path = s.evidence.write_text(name, f"<!-- draft for docs/incidents/{name} -->\n" + text)
+        # the five lines here; the timeline, every check and the evidence list are in the file
+        print(text.split("\n## ", 1)[0].rstrip())
+        print(f"\nthe whole draft (timeline, checks, evidence): {path}")
         return text

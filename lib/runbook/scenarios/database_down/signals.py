@@ -79,6 +79,10 @@ class Branch:
     def _repr_markdown_(self) -> str:
         return f"**Branch: {self.name}**  \n{self.reason}"
 
+    def __repr__(self) -> str:
+        # one line where no markdown is shown (the saved notebook's text, a terminal)
+        return f"branch: {self.name}: {self.reason}"
+
 
 # --------------------------------------------------------------------------- the table
 

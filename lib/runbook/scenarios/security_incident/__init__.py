@@ -38,11 +38,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from runbook.clock import utc_now
 from runbook.evidence.resume import refusal as resume_refusal
+from runbook.evidence.story import Summary
 from runbook.ops import app_env, fail2ban, logs
 from runbook.ops.api import KEY_PROBE_PATH
 from runbook.ops.fail2ban import fail2ban_status
 from runbook.ops.firewall import NOT_AVAILABLE, Firewall, outside_reachable
-from runbook.scenarios._base import Scenario
+from runbook.scenarios._base import Scenario, show
 from runbook.scenarios.security_incident.documents import (
     ADVISORY_FILE,
     NOTIFY_FILE,
@@ -68,8 +69,6 @@ from runbook.scenarios.security_incident.findings import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from runbook.session import Session
 
 PROBE_PATH = KEY_PROBE_PATH  # the read-only admin endpoint a key is tested on
@@ -174,7 +173,7 @@ class SecurityIncident(Scenario):
 
     # ------------------------------------------------------------ 0. preflight
 
-    def preflight(self) -> str:
+    def preflight(self) -> Summary:
         """The host lock, then step 0: the operator's address, and the address SSH is locked to."""
         s = self.s
         self.take_lock()
@@ -194,14 +193,16 @@ class SecurityIncident(Scenario):
                         "target": self.lock_to,
                     }
                 )
-        print(
-            f"server sees this connection from {self.operator}; SSH will be restricted to {self.lock_to}"
+        return Summary(
+            f"preflight: the server sees this connection from {self.operator}; "
+            f"SSH will be restricted to {self.lock_to}",
+            operator=self.operator,
+            lock_to=self.lock_to,
         )
-        return self.lock_to
 
     # ------------------------------------------------------- 1. rotate and prove
 
-    def rotate(self) -> pd.DataFrame:
+    def rotate(self) -> Summary:
         """Step 1: rotate with the app's script, restart the API, prove new key in, old key out.
 
         Records four checks. The old key is the operator's current admin key
@@ -214,9 +215,22 @@ class SecurityIncident(Scenario):
             self.rotation = self._rotate()
             kept = {k: v for k, v in asdict(self.rotation).items() if k != "output"}
             s.evidence.write_text(ROTATION_FILE, json.dumps(kept, indent=1) + "\n")
-        print(self.rotation.output)
-        print("operator's secrets file:", self.rotation.operator_secrets_updated)
-        return s.checks_table().tail(4)
+        rot = self.rotation
+        if rot.output.strip():
+            # the app script's own words (its "next:" is for a person running it by hand:
+            # the restart it asks for is done above)
+            print("scripts/rotate_secrets.sh said:")
+            print(rot.output.rstrip())
+        # the four checks are in the definition-of-done table at the end: one line here
+        if not rot.rotated:
+            line = "rotation: dry run, nothing rotated"
+        else:
+            keys = ", ".join(f"{k} {v}" for k, v in rot.keys.items())
+            line = (
+                f"rotation: {keys}; new admin key {rot.new_status}, old admin key "
+                f"{rot.old_status}; operator's secrets file: {rot.operator_secrets_updated}"
+            )
+        return Summary(line, **{k: v for k, v in asdict(rot).items() if k != "output"})
 
     def _rotate(self) -> Rotation:
         s = self.s
@@ -298,7 +312,7 @@ class SecurityIncident(Scenario):
 
     # ------------------------------------------------------------ 2. lockdown
 
-    def lock_down(self) -> pd.DataFrame:
+    def lock_down(self) -> Summary:
         """Step 2: lock SSH down to one address, proven from a new connection (or reverted),
         and from outside."""
         assert self.lock_to is not None, "run preflight() first"
@@ -309,8 +323,20 @@ class SecurityIncident(Scenario):
             s.evidence.write_text(
                 LOCKDOWN_FILE, json.dumps(asdict(self.lockdown), indent=1, default=str) + "\n"
             )
-        print(self.lockdown.new_connection)
-        return self.lockdown.table()
+        lock = self.lockdown
+        if not lock.available:
+            line = (
+                f"lockdown: not available on {s.env} (no host firewall): restrict SSH to "
+                f"{lock.target} by hand; {lock.new_connection or 'no new connection tried'}"
+            )
+        else:
+            show(lock.table())
+            done = ", ".join(f"{st['step']} {st['result']}" for st in lock.steps)
+            line = (
+                f"lockdown: SSH to {lock.target} only ({done}); "
+                f"{lock.new_connection or 'no new connection tried'}"
+            )
+        return Summary(line, **asdict(lock))
 
     def _restrict_ssh(self, target: str) -> Lockdown:
         """Save the rules, restrict SSH to `target`, prove a new connection still works.
@@ -448,14 +474,14 @@ class SecurityIncident(Scenario):
             self.findings = Findings.of(logins, f2b, requests, self.operator, self.known_addresses)
         return self.findings
 
-    def ban(self) -> None:
+    def ban(self) -> Summary:
         """Step 3b: ban the attackers found and unban authorized addresses; check the result."""
         assert self.findings is not None, "run investigate() first"
         s = self.s
         findings = self.findings
         attackers = findings.attackers
+        found = ", ".join(attackers) or "none found"
         with s.step("3b. Ban attackers"):
-            print("attackers:", attackers or "none found")
             if not s.profile.services.fail2ban:
                 s.check(
                     "Attacker addresses banned",
@@ -472,7 +498,11 @@ class SecurityIncident(Scenario):
                         passed=None,
                         note=f"banned: {', '.join(findings.authorized_banned)}",
                     )
-                return
+                return Summary(
+                    f"ban: attackers {found}; no fail2ban on {s.env}: ban them by hand",
+                    attackers=attackers,
+                    banned=[],
+                )
             for addr in attackers:
                 fail2ban.ban(s, addr)
             for addr in findings.authorized_banned:
@@ -495,6 +525,13 @@ class SecurityIncident(Scenario):
                     actual=", ".join(out["still"]) or "none banned",
                     passed=not out["still"],
                 )
+        if s.dry_run:
+            line = f"ban: attackers {found}; dry run, nobody banned"
+        else:
+            line = f"ban: attackers {found}; banned now: {', '.join(out['banned']) or 'none'}"
+            if out["missing"]:
+                line += f"; NOT banned: {', '.join(out['missing'])}"
+        return Summary(line, attackers=attackers, **out)
 
     # ------------------------------------------------------ 4. preserve evidence
 
@@ -504,7 +541,14 @@ class SecurityIncident(Scenario):
         with s.step("4. Preserve evidence"):
             self.preserved = self._preserve()
         p = self.preserved
-        print(p.remote, p.sha256, p.size, "bytes")
+        if p.remote is None:
+            print("evidence: dry run, no tarball made")
+        else:
+            same = "hash matches" if p.local_sha256 == p.sha256 else "HASH DIFFERS"
+            print(
+                f"evidence: {p.remote} ({p.size} bytes, sha256 {p.sha256}); "
+                f"copy in evidence/{p.local.name if p.local else '?'}, {same}"
+            )
         return p
 
     def _preserve(self) -> Preserved:
@@ -552,7 +596,7 @@ class SecurityIncident(Scenario):
             run_dir=s.run_dir,
         )
 
-    def draft(self) -> None:
+    def draft(self) -> Summary:
         """Step 5: the incident document and a GitHub security advisory draft (text only)."""
         assert self.findings is not None, "run investigate() first"
         s = self.s
@@ -569,8 +613,11 @@ class SecurityIncident(Scenario):
                 actual=f"{self.doc.name}, {self.advisory.name}",
                 passed=self.doc.stat().st_size > 0 and self.advisory.stat().st_size > 0,
             )
-        print(self.doc)
-        print(self.advisory)
+        return Summary(
+            f"drafted: {self.doc.name} and {self.advisory.name} in {self.doc.parent}",
+            doc=self.doc,
+            advisory=self.advisory,
+        )
 
     def notify(self) -> Notification:
         """Step 5b, "Notify Sami": who, what, when and the evidence hashes in `notify-sami.md`,

@@ -169,6 +169,12 @@ class Lockdown:
 # --------------------------------------------------------------- 3. investigate
 
 
+def _to_second(times: pd.Series) -> pd.Series:
+    """Times to the second: the sandbox's auth log has microseconds no reader needs
+    (``08:36:18.902397+00:00`` in every cell of the table)."""
+    return times.dt.floor("s") if pd.api.types.is_datetime64_any_dtype(times) else times
+
+
 def login_summary(logins: pd.DataFrame, known: set[str]) -> pd.DataFrame:
     """Accepted and failed logins by address and user, first and last seen.
 
@@ -186,8 +192,8 @@ def login_summary(logins: pd.DataFrame, known: set[str]) -> pd.DataFrame:
         {
             "accepted": g["result"].apply(lambda r: int((r == "accepted").sum())),
             "failed": g["result"].apply(lambda r: int((r == "failed").sum())),
-            "first_seen": g["time"].min(),
-            "last_seen": g["time"].max(),
+            "first_seen": _to_second(g["time"].min()),
+            "last_seen": _to_second(g["time"].max()),
         }
     ).reset_index()
     out["known"] = out["address"].isin(known)
