@@ -27,6 +27,8 @@ SCENARIOS = {
     "restore_incident",
     "security_incident",
     "review",
+    "rolling_deploy",
+    "fleet_rollback",
 }
 
 
@@ -114,7 +116,13 @@ def test_each_parameter_is_written_once(path: Path) -> None:
 
 
 # the parameters a notebook refuses to run without (its default is None on purpose)
-REQUIRED = {"rollback": {"reason": "a test"}, "restore_incident": {"reason": "a test"}}
+REQUIRED = {
+    "rollback": {"reason": "a test"},
+    "restore_incident": {"reason": "a test"},
+    # the fleet scenarios refuse one server: opened on the example fleet (nothing connects)
+    "rolling_deploy": {"env": "production-fleet"},
+    "fleet_rollback": {"env": "production-fleet", "reason": "a test"},
+}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 HostSpec = str | Sequence[str]
 # the scenarios written for a fleet (each step names its hosts); any other refuses a fleet
 # profile before anything runs (Profile.require_one_host), as it would reach one server
-FLEET_SCENARIOS = frozenset({"health_check"})
+FLEET_SCENARIOS = frozenset({"health_check", "rolling_deploy", "fleet_rollback"})
 # the suffix naming a host in a check made through its view
 AT = " @ "
 

@@ -1,6 +1,7 @@
 """`runbook twin build | up [--fresh] | down | status [--json] | fault NAME | fault --list
 | heal | exec -- CMD ...`: the production twin, with `runbook sandbox`'s vocabulary.
-`--fleet` on up, down, status and exec: the fleet twin instead (lib/runbook/twin/fleet.py).
+`--fleet` on up, down, status, exec, fault and heal: the fleet twin instead
+(lib/runbook/twin/fleet.py; its faults: runbook.twin.fleet_faults).
 
 Exit codes: 0 done / all healthy, 1 a component is unhealthy or a step failed (not
 root, nspawn missing: the message says what to install or how to run), 2 usage
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         "(private mount namespace; the machine's /etc/hosts is untouched)",
     )
     ex.add_argument("command", nargs=argparse.REMAINDER)
-    for name in ("up", "down", "status", "exec"):
+    for name in ("up", "down", "status", "exec", "fault", "heal"):
         sub.choices[name].add_argument(
             "--fleet",
             action="store_true",

@@ -666,10 +666,29 @@ class Fleet(Twin):
         return rows
 
     def fault(self, name: str) -> str:
-        raise TwinError("fleet", "faults on the fleet twin are not built yet (issue 21 item 7)")
+        """Apply fleet fault `name` (runbook.twin.fleet_faults); `heal()` undoes it."""
+        from runbook.twin import fleet_faults
+
+        apply, _heal = fleet_faults.get(name)
+        said = apply(self)
+        st = self.state
+        st["faults"] = [*[x for x in st.get("faults", []) if x != name], name]
+        self._save(st)
+        return said
 
     def heal(self) -> list[str]:
-        raise TwinError("fleet", "faults on the fleet twin are not built yet (issue 21 item 7)")
+        """Heal every applied fleet fault, newest first."""
+        from runbook.twin import fleet_faults
+
+        healed = []
+        for name in reversed(self.state.get("faults", [])):
+            fleet_faults.get(name)[1](self)
+            healed.append(name)
+            # a failed heal leaves the faults not yet healed listed
+            st = self.state
+            st["faults"] = [x for x in st.get("faults", []) if x != name]
+            self._save(st)
+        return healed
 
     # ------------------------------------------------------------------ runner side
 
