@@ -26,9 +26,9 @@ from conftest import runbook_notebook
 from runbook import open_session
 from runbook.cli import evidence as evidence_cli
 from runbook.cli import run as runner
-from runbook.core import liveness
 from runbook.errors import Forbidden
 from runbook.evidence import history as hist
+from runbook.evidence import liveness
 from runbook.scenarios import review as rv
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from runbook.core.evidence import Evidence
 from runbook.core.redact import Redactor
 from runbook.errors import ConfirmationInterrupted, NotConfirmed, RunbookError, outcome_of
+from runbook.evidence.writer import Evidence
 from runbook.safety.change import ChangeCheck, ask_operator
 
 

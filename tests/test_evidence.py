@@ -24,11 +24,11 @@ import pytest
 from conftest import runbook_notebook
 
 from runbook.cli import run as runner
-from runbook.core import seal as evidence_tools
 from runbook.core.paths import project_root
 from runbook.core.profile import load_profile
 from runbook.core.secrets import read_env_file
 from runbook.evidence import history
+from runbook.evidence import seal as evidence_tools
 
 ROOT = project_root()
 PY = sys.executable

@@ -24,7 +24,8 @@ LIB = Path(runbook.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("vocabulary", ("runbook.errors", "runbook.result", "runbook.checks", "runbook.clock")),
     ("core", ("runbook.core",)),
-    # the run records' readers (history, postmortem drafts): the review scenario reads through them
+    # the run records apart from the plumbing: the writer, the record's parts, seal, liveness,
+    # story, the postmortem drafter, the resume plan, history (the review scenario reads through it)
     ("evidence", ("runbook.evidence",)),
     ("safety", ("runbook.safety",)),
     ("ops", ("runbook.ops",)),

@@ -36,7 +36,7 @@ from runbook.cli import run as runner
 from runbook.core import notify
 from runbook.core.paths import parameters_dir, project_root
 from runbook.core.redact import Redactor
-from runbook.core.seal import MANIFEST, evidence_digest_of_manifest, read_manifest, verify_run
+from runbook.evidence.seal import MANIFEST, evidence_digest_of_manifest, read_manifest, verify_run
 
 # in the URLs' secret places: none may reach a body, a record, a file or the terminal
 URL_CANARY = "hookpass-Zq7Wm3Xk9Tr2"
@@ -342,7 +342,7 @@ def test_cronitor_urls_get_cronitor_states(receiver) -> None:
 
 def test_the_manifest_covers_the_notifications(tmp_path) -> None:
     """The digest a message names is the manifest without PREVIOUS and the annex."""
-    from runbook.core.seal import evidence_digest, write_manifest
+    from runbook.evidence.seal import evidence_digest, write_manifest
 
     (tmp_path / "record.json").write_text("{}")
     before = evidence_digest(tmp_path)
@@ -391,7 +391,7 @@ def test_a_killed_run_is_told_through_runbook_notify(sandbox, receiver, outputs,
     """What OnFailure= runs after a SIGKILL: the stuck record is finished as abandoned, then told."""
     from conftest import runbook_notebook
 
-    from runbook.core import liveness
+    from runbook.evidence import liveness
 
     nb = runbook_notebook()
     params = nbformat.v4.new_code_cell('env = "sandbox"')
@@ -535,9 +535,7 @@ def test_a_dead_runs_host_lock_is_named_with_who_breaks_it(tmp_path) -> None:
     and says nothing of a lock whose holder lives or of no lock at all."""
     from runbook.cli.notify import _dead_lock
 
-    code = (
-        "import json; from runbook.core.liveness import this_process as p; print(json.dumps(p()))"
-    )
+    code = "import json; from runbook.evidence.liveness import this_process as p; print(json.dumps(p()))"
     gone = json.loads(
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -556,7 +554,7 @@ def test_a_dead_runs_host_lock_is_named_with_who_breaks_it(tmp_path) -> None:
     (lock / "owner.json").write_text(json.dumps({**owner, "scenario": "deploy", "process": gone}))
     words = _dead_lock(str(lock))
     assert words is not None and "refused until a person breaks it" in words
-    from runbook.core.liveness import this_process
+    from runbook.evidence.liveness import this_process
 
     (lock / "owner.json").write_text(json.dumps({**owner, "process": this_process()}))
     assert _dead_lock(str(lock)) is None

@@ -21,11 +21,10 @@ import pytest
 
 from runbook.cli import main as cli_main
 from runbook.cli import run as runner
-from runbook.core import resume
 from runbook.core.catalog import notebook_path
-from runbook.core.seal import verify_run
 from runbook.errors import Forbidden, ParameterError
-from runbook.evidence import history
+from runbook.evidence import history, resume
+from runbook.evidence.seal import verify_run
 from runbook.rehearsal.faults import parse
 from runbook.sandbox import Sandbox
 from runbook.scenarios import review

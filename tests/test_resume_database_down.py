@@ -23,7 +23,7 @@ import redis
 
 from runbook.cli import main as cli_main
 from runbook.cli import run as runner
-from runbook.core.seal import verify_run
+from runbook.evidence.seal import verify_run
 from runbook.rehearsal.faults import parse
 from runbook.rehearsal.faults.database_down import send_webhook, webhook_events_file
 from runbook.scenarios.database_down import DRAIN_STEP, TRIAGE_STEP

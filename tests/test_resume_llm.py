@@ -20,8 +20,8 @@ import redis
 
 from runbook.cli import main as cli_main
 from runbook.cli import run as runner
-from runbook.core.seal import verify_run
 from runbook.evidence import history
+from runbook.evidence.seal import verify_run
 from runbook.rehearsal.faults import parse
 from runbook.scenarios.llm_provider_down import (
     ASSESS_STEP,

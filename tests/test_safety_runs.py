@@ -158,7 +158,7 @@ def _dead_process() -> dict:
         [
             sys.executable,
             "-c",
-            "import json; from runbook.core.liveness import this_process; "
+            "import json; from runbook.evidence.liveness import this_process; "
             "print(json.dumps(this_process()))",
         ],
         capture_output=True,
@@ -175,7 +175,7 @@ def test_a_dead_drills_lock_is_broken_by_the_next_run_and_only_a_drills(
     """A drill killed by its timer left the lock: the next drill breaks it by itself, on two
     proofs (its process is gone from this machine, its heartbeat stopped), and records why.
     A dead deploy may have left the server half changed: a person breaks that one."""
-    from runbook.core.liveness import alive
+    from runbook.evidence.liveness import alive
 
     monkeypatch.setenv("RUNBOOK_OUTPUTS", str(tmp_path / "outputs"))
     lock = _lock_dir(sandbox)

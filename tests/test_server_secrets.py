@@ -26,9 +26,9 @@ import pytest
 from conftest import runbook_notebook
 
 from runbook.cli import run as runner
-from runbook.core import seal as evidence_tools
 from runbook.core.secrets import read_env_file
 from runbook.core.server_secrets import secret_values
+from runbook.evidence import seal as evidence_tools
 
 CANARY_NAME = "RB_PARTNER_SYNC_CODE"  # no KEY/SECRET/TOKEN in it, on purpose
 CANARY = "srv0nly-Kx4Tq9Lm2Vw7Rz8Bn3"

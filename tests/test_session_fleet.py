@@ -11,8 +11,8 @@ import pytest
 
 from runbook import open_session
 from runbook.core.paths import project_root
-from runbook.core.seal import header_html
 from runbook.errors import DefinitionOfDoneNotMet, Forbidden, RunbookError
+from runbook.evidence.seal import header_html
 
 
 def _events(run_dir: Path) -> list[dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runbook import HostKeyMismatch, open_session
-from runbook.core import liveness
+from runbook.evidence import liveness
 from runbook.safety import lock as lock_module
 
 

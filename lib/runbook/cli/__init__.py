@@ -245,7 +245,7 @@ def _refused_before_run(scenario: str, params: dict, exc: ParameterError) -> str
 
     from runbook.cli import run as runner
     from runbook.core.paths import notebooks_dir
-    from runbook.core.story import parameter_fix, rerun_command
+    from runbook.evidence.story import parameter_fix, rerun_command
 
     fixed: tuple[str, dict] | None = None
     if exc.key == "scenario":

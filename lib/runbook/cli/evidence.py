@@ -1,5 +1,13 @@
 """The evidence subcommands of `runbook`: verify, history, postmortem, seal.
 
+`runbook postmortem RUN_DIR` writes the one drafter's text
+(runbook.evidence.postmortem) with nothing added: the runbook's five lines
+from the record (the human parts left as ``TODO``: a draft never pretends to
+know the impact), the timeline, the definition-of-done table, and links to
+every evidence file relative to the draft, which is written as
+``postmortem-draft.md`` in the run folder (an unsealed draft: `runbook
+verify` names it but does not count it as tampering).
+
 Exit codes: 0 all good; 1 a difference or a broken chain was found (or no
 record matched); 2 bad usage (no such folder).
 """
@@ -7,11 +15,16 @@ record matched); 2 bad usage (no such folder).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from runbook.core import seal as evidence_tools
 from runbook.errors import ParameterError
+from runbook.evidence import seal as evidence_tools
+from runbook.evidence.postmortem import draft
+from runbook.evidence.record import read_record
+
+DRAFT = "postmortem-draft.md"
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -61,7 +74,7 @@ def verify(args: argparse.Namespace) -> int:
         return 2
     result = evidence_tools.verify_run(path)
     print(result.report())
-    record = evidence_tools._read_record(path)
+    record = read_record(path) or {}
     if record.get("outcome") == "abandoned":
         info = record.get("abandoned") or {}
         last = (info.get("last_command") or {}).get("command")
@@ -80,7 +93,7 @@ def _abandoned(root: Path, entries: list[dict[str, str]]) -> list[str]:
     """The chained runs whose record says abandoned."""
     found = []
     for entry in entries:
-        record = evidence_tools._read_record(Path(root) / entry["run"])
+        record = read_record(Path(root) / entry["run"]) or {}
         if record.get("outcome") == "abandoned":
             found.append(entry["run"])
     return found
@@ -103,18 +116,37 @@ def history(args: argparse.Namespace) -> int:
 
 
 def postmortem(args: argparse.Namespace) -> int:
-    from runbook.evidence import postmortem as pm
-
     path = _run_dir(args.run_dir)
     if path is None:
         return 2
     if not (path / "record.json").exists():
         print(f"runbook: no record.json in {path}", file=sys.stderr)
         return 2
-    out, text = pm.write(path)
+    out, text = write_draft(path)
     sys.stdout.write(text)
     print(f"\n(draft written to {out})", file=sys.stderr)
     return 0
+
+
+def write_draft(run_dir: Path) -> tuple[Path, str]:
+    """Write `postmortem-draft.md` into the run folder; returns (path, text).
+
+    Its own name, so it never overwrites a draft a scenario wrote during the
+    run (restore_incident's `postmortem.md`), which the manifest seals.
+    """
+    run_dir = Path(run_dir)
+    record = json.loads((run_dir / "record.json").read_text())
+    files = sorted(
+        str(p.relative_to(run_dir))
+        for p in run_dir.rglob("*")
+        if p.is_file() and p.name != DRAFT and not p.name.endswith(".tmp")
+    )
+    # the evidence files first, the bulky logs after them
+    files.sort(key=lambda f: (f.startswith("logs/"), f))
+    text = draft(record, files=files)
+    path = run_dir / DRAFT
+    path.write_text(text, encoding="utf-8")
+    return path, text
 
 
 def seal(args: argparse.Namespace) -> int:

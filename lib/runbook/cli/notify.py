@@ -4,7 +4,7 @@ systemd's `OnFailure=` starts it after the drill unit failed (the unit in
 docs/scheduling/). A run that ended with a verdict has told its people itself
 (notifications.json says so) and this says "already told" and sends nothing.
 A run that was SIGKILLed or cut off by a timeout left a record stuck at
-"running": it is finished as abandoned first (runbook.core.liveness, which
+"running": it is finished as abandoned first (runbook.evidence.liveness, which
 seals it), then told. A run that left no record at all (killed before its
 folder existed, a profile that no longer loads) is told as such, with what
 systemd says of the unit (`$MONITOR_SERVICE_RESULT`, `$MONITOR_EXIT_STATUS`,
@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from runbook.clock import utc_now
 from runbook.core import notify as notifier
-from runbook.core.evidence import utc_now
 from runbook.core.paths import outputs_dir
 from runbook.errors import ParameterError
 
@@ -84,7 +84,7 @@ def _dead_lock(lock_path: str) -> str | None:
     run may have left work half done), so this only reads; a dead drill's lock
     is the exception the lock itself makes (`SELF_CLEANING`), and the words say so.
     """
-    from runbook.core.liveness import alive
+    from runbook.evidence.liveness import alive
     from runbook.safety.lock import SELF_CLEANING, STALE_S
 
     try:
@@ -108,9 +108,9 @@ def _dead_lock(lock_path: str) -> str | None:
 
 def run_command(args: argparse.Namespace) -> int:
     from runbook.cli.run import notify_plan
-    from runbook.core.liveness import finish_abandoned
     from runbook.core.profile import load_profile
-    from runbook.core.seal import MANIFEST, evidence_digest_of_manifest
+    from runbook.evidence.liveness import finish_abandoned
+    from runbook.evidence.seal import MANIFEST, evidence_digest_of_manifest
 
     try:
         plan = notify_plan(args.env, args.notify, args.ping, ["always"])

@@ -5,7 +5,7 @@ shows it). The new run takes the parent's parameters (an override must be
 named with --override), re-runs the setup and the read-only steps, skips
 the steps the parent completed and continues from the failed one; its
 record names the parent under `resume.from`. What is refused, and why, is
-runbook.core.resume; the exit codes are `runbook run`'s (2: the RUN or an
+runbook.evidence.resume; the exit codes are `runbook run`'s (2: the RUN or an
 override is wrong; 4: refused; nothing ran in either case).
 
 Example::
@@ -23,7 +23,8 @@ import sys
 from typing import Any
 
 from runbook.core.catalog import notebook_path
-from runbook.core.resume import (
+from runbook.errors import OUTCOMES, Forbidden, ParameterError
+from runbook.evidence.resume import (
     FREE_PARAMETERS,
     RESUME_ENV,
     RESUME_FLAGS_ENV,
@@ -31,7 +32,6 @@ from runbook.core.resume import (
     plan,
     read_record,
 )
-from runbook.errors import OUTCOMES, Forbidden, ParameterError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

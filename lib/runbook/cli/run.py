@@ -42,14 +42,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runbook.clock import iso, utc_now
 from runbook.core import notify as notifier
 from runbook.core.catalog import declared_parameters, notebook_path, required_secrets
-from runbook.core.evidence import RECORD_SCHEMA, Evidence, iso, new_run_dir, utc_now
 from runbook.core.paths import notebooks_dir
 from runbook.core.profile import load_profile
 from runbook.core.redact import Redactor
 from runbook.core.secrets import SecretStore, refuse_secret_parameters, secret_values
 from runbook.errors import OUTCOMES, ParameterError, outcome_of
+from runbook.evidence.writer import RECORD_SCHEMA, Evidence, new_run_dir
 
 KERNEL_NAME = "dealix-runbook"
 # the one table of outcomes and exit codes lives with the errors
@@ -164,7 +165,7 @@ def run_notebook(
         )
         pinger.start()
     output = run_dir / f"{scenario}.ipynb"
-    from runbook.core.liveness import RUNNER_PID_ENV, finish_abandoned
+    from runbook.evidence.liveness import RUNNER_PID_ENV, finish_abandoned
 
     with contextlib.suppress(Exception):
         # runs on this machine that died without a verdict get theirs now
@@ -176,7 +177,7 @@ def run_notebook(
     t0 = time.monotonic()
     outcome, error = "ok", None
     _register_engine()
-    from runbook.core import seal as evidence_tools
+    from runbook.evidence import seal as evidence_tools
 
     evidence_tools.prewarm()
     control = _Control(grace=grace)
@@ -270,7 +271,7 @@ def run_notebook(
     if delivery.get("error"):
         notes.append(f"notify:       failed: {delivery['error']}")
     if not quiet:
-        from runbook.core.story import story
+        from runbook.evidence.story import story
 
         # the terminal tells the whole story: an operator at 3 a.m. reads only this
         print(story(_record(run_dir), run_dir))
@@ -292,7 +293,7 @@ def notify_plan(
 ) -> notifier.Plan:
     """The profile's `notify:` section and the command line's URLs, checked; the plan's
     redactor knows the environment's secrets and every URL's secret parts."""
-    from runbook.core.seal import secrets_redactor
+    from runbook.evidence.seal import secrets_redactor
 
     profile = load_profile(env)
     section = profile.notify
@@ -544,7 +545,7 @@ def _default_next(
     record: dict[str, Any], scenario: str, params: dict[str, Any], notebook: Path
 ) -> str | None:
     """The next command when the notebook named none (story.default_next)."""
-    from runbook.core.story import default_next
+    from runbook.evidence.story import default_next
 
     declared: list[str] = []
     if record.get("outcome") == "parameters" and notebook.exists():

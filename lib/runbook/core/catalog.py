@@ -32,7 +32,9 @@ from runbook.errors import ParameterError
 
 
 @dataclass
-class Scenario:
+class NotebookInfo:
+    """What `runbook list` shows of one notebook (the scenario class is runbook.scenarios._base)."""
+
     name: str
     path: Path
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -142,7 +144,7 @@ def parameter_names(path: Path) -> list[str]:
     raise ParameterError(f"{path.name} has no cell tagged 'parameters'", key="notebook")
 
 
-def describe(path: Path, profile: Any = None) -> Scenario:
+def describe(path: Path, profile: Any = None) -> NotebookInfo:
     """What `runbook list` shows for one notebook; secrets as `profile`'s variables if given,
     else as the roles the notebook declares."""
     nb = json.loads(path.read_text())
@@ -156,7 +158,7 @@ def describe(path: Path, profile: Any = None) -> Scenario:
             title = first[0].lstrip("# ").strip() if first else ""
             break
     secrets = list(meta.get("secrets", []))
-    return Scenario(
+    return NotebookInfo(
         name=path.stem,
         path=path,
         parameters=params,

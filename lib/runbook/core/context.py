@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from runbook.core.command import Command
 
 if TYPE_CHECKING:
-    from runbook.core.evidence import Evidence
     from runbook.core.profile import Profile
     from runbook.core.redact import Redactor
     from runbook.core.secrets import SecretStore
+    from runbook.evidence.writer import Evidence
     from runbook.result import Result
     from runbook.safety.guards import Guards
 
@@ -69,7 +69,7 @@ class OpsContext(Protocol):
     operator: str
     operator_host: str
 
-    # this run's pid and start time (runbook.core.liveness), for the lock's owner file
+    # this run's pid and start time (runbook.evidence.liveness), for the lock's owner file
     @property
     def process(self) -> dict[str, Any] | None: ...
 

@@ -17,7 +17,7 @@ a short body. A Cronitor telemetry URL (host cronitor.link, or any URL written
 
 Delivery never changes a run's outcome: each URL is tried `attempts` times
 with a doubling backoff, and what happened is written to `notifications.json`
-in the run folder (sealed with the rest: see `runbook.core.seal`) and printed.
+in the run folder (sealed with the rest: see `runbook.evidence.seal`) and printed.
 
 Example::
 
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runbook.core.evidence import iso, utc_now
+from runbook.clock import iso, utc_now
 from runbook.core.redact import Redactor
 from runbook.errors import OUTCOMES, ParameterError
 

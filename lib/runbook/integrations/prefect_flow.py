@@ -34,7 +34,8 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 from prefect.states import Cancelled, Completed, Crashed, Failed
 
-from runbook.core import liveness
+from runbook.evidence import liveness
+from runbook.evidence.record import read_record
 from runbook.integrations import schedule
 
 FLOW_NAME = "runbook"
@@ -65,11 +66,11 @@ def run_once(scenario: str, env: str) -> dict[str, Any]:
     tail = "\n".join(output.splitlines()[-OUTPUT_TAIL_LINES:])
     print(tail)
     run_dir = schedule.run_dir_of(output, scenario, env, proc.pid)
-    record = schedule.read_record(run_dir)
+    record = read_record(run_dir)
     if proc.returncode < 0 and run_dir is not None and (record or {}).get("outcome") == "running":
         # killed without a verdict: finish its record as abandoned, as the next run would
         liveness.finish(run_dir, finisher=f"prefect flow run (pid {os.getpid()})")
-        record = schedule.read_record(run_dir)
+        record = read_record(run_dir)
     return {
         "code": proc.returncode,
         "run_dir": str(run_dir) if run_dir else None,

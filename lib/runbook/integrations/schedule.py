@@ -248,15 +248,6 @@ def run_dir_of(stdout: str, scenario: str, env: str, pid: int) -> Path | None:
     return None
 
 
-def read_record(run_dir: Path | None) -> dict[str, Any] | None:
-    if run_dir is None:
-        return None
-    try:
-        return dict(json.loads((run_dir / "record.json").read_bytes()))
-    except (OSError, ValueError):
-        return None
-
-
 def summary_markdown(
     verdict_: Verdict,
     record: Mapping[str, Any] | None,
@@ -268,7 +259,7 @@ def summary_markdown(
 
     The record and the runner's output have passed the run's redactor already.
     """
-    from runbook.core.story import story
+    from runbook.evidence.story import story
 
     lines = [f"## {verdict_.message}", ""]
     if record is not None:

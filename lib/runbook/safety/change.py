@@ -21,7 +21,7 @@ Example::
 
     >>> from pathlib import Path
     >>> from tempfile import mkdtemp
-    >>> from runbook.core.evidence import Evidence
+    >>> from runbook.evidence.writer import Evidence
     >>> from runbook.core.redact import Redactor
     >>> check = ChangeCheck(
     ...     "staging", sandbox=False, host="staging.example", dry_run=False,
@@ -41,9 +41,9 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from runbook.core.evidence import Evidence
-from runbook.core.record import Change
 from runbook.errors import ConfirmationInterrupted, NotConfirmed, Refusal
+from runbook.evidence.record import Change
+from runbook.evidence.writer import Evidence
 
 Ask = Callable[[str], "str | None"]
 
@@ -183,7 +183,7 @@ class ChangeCheck:
 
         >>> from pathlib import Path
         >>> from tempfile import mkdtemp
-        >>> from runbook.core.evidence import Evidence
+        >>> from runbook.evidence.writer import Evidence
         >>> from runbook.core.redact import Redactor
         >>> c = ChangeCheck("staging", sandbox=False, host="h", dry_run=False, confirm=None,
         ...     evidence=Evidence(Path(mkdtemp()), Redactor()), scenario="deploy")

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from runbook.clock import iso, utc_now
 from runbook.core.kernel import kernel_identity
-from runbook.core.liveness import alive, describe
 from runbook.errors import Forbidden
+from runbook.evidence.liveness import alive, describe
 
 if TYPE_CHECKING:
     from runbook.core.context import LockContext

@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from runbook.core.catalog import notebook_path, parameter_names
-from runbook.core.resume import StepRules
-from runbook.core.story import Summary
 from runbook.errors import ParameterError
+from runbook.evidence.resume import StepRules
+from runbook.evidence.story import Summary
 from runbook.ops.armor import MISSING, NOT_AVAILABLE, Piece, record_pieces
 from runbook.session import Session
 
@@ -50,13 +50,13 @@ class Scenario:
     #: secrets checked before the first change, beyond what the notebook declares
     require_secrets: ClassVar[tuple[str, ...]] = ()
 
-    #: resume (runbook.core.resume): steps not safe to repeat; a resume never runs them again
+    #: resume (runbook.evidence.resume): steps not safe to repeat; a resume never runs them again
     resume_once: ClassVar[tuple[str, ...]] = ()
     #: read-only steps a resume runs again although the parent completed them
     resume_reruns: ClassVar[tuple[str, ...]] = ()
     #: step -> name of a method returning (its effect is already there, what was found)
     resume_postconditions: ClassVar[dict[str, str]] = {}
-    #: what the completed steps rely on (runbook.core.resume.FACTS), compared before a resume
+    #: what the completed steps rely on (runbook.evidence.resume.FACTS), compared before a resume
     resume_relies_on: ClassVar[tuple[str, ...]] = ()
     #: True once the four above are declared: a resume of any other scenario is refused
     resumable: ClassVar[bool] = False

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from runbook.clock import utc_now, wait_for
 from runbook.core.output import Progress
-from runbook.core.story import Summary, Text
 from runbook.errors import Forbidden, HTTPFailed, ParameterError
+from runbook.evidence.story import Summary, Text
 from runbook.ops.posthog import PostHog
 from runbook.ops.sentry import SENTRY_BUCKET_S, Sentry, per_minute
 from runbook.scenarios._base import in_kernel, show
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 class Deploy(Release):
     """Runbook scenario 1, one method per step; checks land in the session."""
 
-    # a resume (runbook.core.resume): the snapshot must not run twice (it would record
+    # a resume (runbook.evidence.resume): the snapshot must not run twice (it would record
     # the half-deployed state as the last good SHA); the CI gate is read-only and sets
     # the commit to deploy, so it runs again; pulling again is harmless, and checks first
     resume_once = ("3. Snapshot current state",)

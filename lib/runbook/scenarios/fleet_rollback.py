@@ -21,8 +21,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from runbook.core.story import Summary
 from runbook.errors import Forbidden, ParameterError
+from runbook.evidence.story import Summary
 from runbook.scenarios._release import SHA
 from runbook.scenarios._rolling import FleetRelease, RollReport, sha_table
 

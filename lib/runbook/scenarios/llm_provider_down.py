@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from runbook.clock import parse_time
 from runbook.core.output import Progress
-from runbook.core.story import Summary
+from runbook.evidence.story import Summary
 from runbook.ops.http import HttpClient
 from runbook.scenarios._base import Scenario, show
 
@@ -457,7 +457,7 @@ class LlmProviderDown(Scenario):
         s.done()
     """
 
-    # a resume (runbook.core.resume): the failover edits .env (a backup of the edited file
+    # a resume (runbook.evidence.resume): the failover edits .env (a backup of the edited file
     # would pass for the original) and restarts the API; the recovery replays the DLQs' jobs
     # (outbound messages and enrichments, sent again if replayed twice). Neither runs twice.
     # The assessment is read-only and sets the decision: it runs again, and measures the

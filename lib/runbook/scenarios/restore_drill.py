@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runbook.core.resume import refusal as resume_refusal
-from runbook.core.story import Summary
 from runbook.errors import HostKeyMismatch, HostKeyUnknown
+from runbook.evidence.resume import refusal as resume_refusal
+from runbook.evidence.story import Summary
 from runbook.ops.backups import (
     PLAIN,
     SYSTEM_DBS,
@@ -85,7 +85,7 @@ class RestoreDrill(RestoreSteps):
     shut down between cells.
     """
 
-    # a resume (runbook.core.resume): the drill changes only its scratch database, which
+    # a resume (runbook.evidence.resume): the drill changes only its scratch database, which
     # its teardown drops, so nothing it did survives for a resume to build on: every step
     # is safe to repeat and runs again (the scratch database is replaced, restored,
     # validated and dropped). What a resume keeps is the backup: the parent's, never a

@@ -23,14 +23,14 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runbook.core import postmortem
-from runbook.core.resume import refusal as resume_refusal
-from runbook.core.story import Summary
 from runbook.errors import (
     CommandFailed,
     ParameterError,
     RestoreFailed,
 )
+from runbook.evidence import postmortem
+from runbook.evidence.resume import refusal as resume_refusal
+from runbook.evidence.story import Summary
 from runbook.ops.backups import (
     PLAIN,
     RestoreResult,
@@ -78,7 +78,7 @@ class IncidentRestore(RestoreSteps):
 
     """Replace production's database with a backup, keeping the old one as evidence."""
 
-    # a resume (runbook.core.resume): the swap renames production away, and a second
+    # a resume (runbook.evidence.resume): the swap renames production away, and a second
     # rename would take the restored database for the damaged one: never again. Its
     # postcondition tells a swap that happened before the failure. The preflight (the
     # backup checks, the lock) is read-only and runs again. The completed steps rely on

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from runbook.clock import iso, utc_now, wait_for
 from runbook.core.output import Progress
 from runbook.core.paths import outputs_dir
-from runbook.core.story import Summary, Text
 from runbook.errors import Forbidden, ParameterError, RunbookError
+from runbook.evidence.story import Summary, Text
 from runbook.ops.sentry import SENTRY_BUCKET_S, Sentry
 from runbook.scenarios._base import show
 from runbook.scenarios._release import (
@@ -45,7 +45,7 @@ DOWNGRADE_STEP = "3. Downgrade migrations (bad code still checked out)"
 class Rollback(Release):
     """Runbook scenario 2, one method per step; the clock is the session's (first cell)."""
 
-    # a resume (runbook.core.resume): the announcement went out once and the downgrade
+    # a resume (runbook.evidence.resume): the announcement went out once and the downgrade
     # ran once; neither runs again. The plan is read-only and sets what the later steps
     # read (the last good SHA, the target revision), so it runs again, from the server
     # as the parent left it. A downgrade that failed first checks whether the database

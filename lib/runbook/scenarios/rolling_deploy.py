@@ -19,8 +19,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from runbook.core.story import Summary, Text
 from runbook.errors import Forbidden, ParameterError
+from runbook.evidence.story import Summary, Text
 from runbook.scenarios._base import show
 from runbook.scenarios._rolling import FleetRelease, RollFailed, RollReport, sha_table
 

@@ -48,14 +48,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runbook.checks import FAILED, Check, checks_frame
+from runbook.clock import iso, utc_now
 from runbook.core.context import HttpCall
-from runbook.core.evidence import Evidence, iso, new_run_dir, utc_now
 from runbook.core.kernel import ipython
 from runbook.core.paths import runbook_sha
 from runbook.core.profile import Profile, load_profile
-from runbook.core.record import Change, Step, error_dict
 from runbook.core.redact import Redactor
-from runbook.core.resume import Plan, StepRules
 from runbook.core.secrets import (
     SecretStore,
     parse_env_text,
@@ -64,6 +62,9 @@ from runbook.core.secrets import (
     secret_values,
 )
 from runbook.errors import DefinitionOfDoneNotMet, ParameterError, Refusal, outcome_of
+from runbook.evidence.record import Change, Step, error_dict
+from runbook.evidence.resume import Plan, StepRules
+from runbook.evidence.writer import Evidence, new_run_dir
 from runbook.ops.alembic import Alembic
 from runbook.ops.api import DealixAPI
 from runbook.ops.armor import Armor
@@ -76,6 +77,7 @@ from runbook.safety.change import ChangeCheck
 from runbook.safety.guards import Guards, check_procedure, check_provider_priority, forbid
 from runbook.safety.lock import HostLock as HostLockClass
 from runbook.session import resume as _resume
+from runbook.session.assembly import assemble
 from runbook.session.fleet import FLEET_SCENARIOS, FleetRun, HostSpec, HostView
 from runbook.session.fleet import environment_lock_host as _environment_lock_host
 from runbook.session.gate import Gate, Polled, asking_gate
@@ -86,7 +88,6 @@ from runbook.session.notebook import (
     redact_kernel_output,
 )
 from runbook.session.parameters import check_papermill_injection
-from runbook.session.record import assemble
 
 if TYPE_CHECKING:
     from runbook.core.command import Command
@@ -191,13 +192,13 @@ class Session:
         self._outcome = "running"
         self._error: dict[str, str] | None = None
         self._failed_step: str | None = None
-        # a resume of a failed run (runbook.core.resume): set by `begin_resume`
+        # a resume of a failed run (runbook.evidence.resume): set by `begin_resume`
         self.resume: Any = None
         self.resume_relies_on: tuple[str, ...] = ()
         self.target_facts: dict[str, Any] | None = None
         # the scenario method running now (runbook.scenarios._base), named in its steps
         self.method: str | None = None
-        from runbook.core.liveness import this_process
+        from runbook.evidence.liveness import this_process
 
         # who runs this session, so that a later run can tell it died (liveness.py)
         self._process = this_process()
@@ -232,7 +233,7 @@ class Session:
     # ----------------------------------------------------------------- basics
     @property
     def process(self) -> dict[str, Any] | None:
-        """This run's pid and start time (runbook.core.liveness), as the lock's owner file holds it."""
+        """This run's pid and start time (runbook.evidence.liveness), as the lock's owner file holds it."""
         return self._process
 
     def __repr__(self) -> str:
@@ -562,7 +563,7 @@ class Session:
         Built from what papermill injected (the parameters the run was given),
         or from the flags of this session when the notebook runs by hand.
         """
-        from runbook.core.story import FLAGS, rerun_command
+        from runbook.evidence.story import FLAGS, rerun_command
 
         base = dict(self._injected) or {
             k: v for k, v in self.parameters.items() if k in FLAGS and v not in (None, False)
@@ -814,7 +815,7 @@ class Session:
         """Make this run a resume when `RUNBOOK_RESUME_FROM` names the parent run folder.
 
         Called by `open_scenario` before the scenario's first step. Refuses
-        (`Forbidden`, nothing has run) as `runbook.core.resume.plan` says,
+        (`Forbidden`, nothing has run) as `runbook.evidence.resume.plan` says,
         and when what the parent's completed steps rely on moved since it
         stopped. Returns the plan, None when this run is no resume.
         """
@@ -863,7 +864,7 @@ class Session:
         record.json (`abandoned_runs`), and printed; a failure never stops
         this run. Returns the folders it finished.
         """
-        from runbook.core.liveness import finish_abandoned
+        from runbook.evidence.liveness import finish_abandoned
 
         failures: list[dict[str, str]] = []
 

@@ -53,7 +53,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from runbook.clock import utc_now
 from runbook.core.command import Command, build_command, command_label
 from runbook.core.profile import Profile
-from runbook.core.record import Change
 from runbook.core.server_secrets import EXAMPLES
 from runbook.core.transport import ExecOutcome, Transport, transport_for, transport_for_host
 from runbook.errors import (
@@ -65,14 +64,15 @@ from runbook.errors import (
     RunbookError,
     Tripped,
 )
+from runbook.evidence.record import Change
 from runbook.result import Result, raise_for_ending
 from runbook.safety.lock import HostLock
 from runbook.safety.tripwire import Tripwire
 from runbook.session.capture import StreamCapture
 
 if TYPE_CHECKING:
-    from runbook.core.evidence import Evidence
     from runbook.core.redact import Redactor
+    from runbook.evidence.writer import Evidence
     from runbook.safety.change import ChangeCheck
     from runbook.safety.guards import Guards
 

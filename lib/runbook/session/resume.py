@@ -1,4 +1,4 @@
-"""A resume of a failed run, as the session runs it (the plan itself: runbook.core.resume).
+"""A resume of a failed run, as the session runs it (the plan itself: runbook.evidence.resume).
 
 `Session.begin_resume` and `Session.resume_skip` call these: the first plans
 (or refuses) the resume before the scenario's first step, the second skips
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runbook.clock import utc_now
-from runbook.core.record import Step
-from runbook.core.resume import (
+from runbook.evidence.record import Step
+from runbook.evidence.resume import (
     RESUME_ENV,
     RESUME_FLAGS_ENV,
     Plan,
@@ -21,8 +21,8 @@ from runbook.core.resume import (
     flags_from_env,
     moved_facts,
 )
-from runbook.core.resume import plan as resume_plan
-from runbook.core.resume import refusal as resume_refusal
+from runbook.evidence.resume import plan as resume_plan
+from runbook.evidence.resume import refusal as resume_refusal
 
 if TYPE_CHECKING:
     from runbook.session import Session
@@ -32,7 +32,7 @@ def begin(s: Session, rules: StepRules) -> Plan | None:
     """Make this run a resume when `RUNBOOK_RESUME_FROM` names the parent run folder.
 
     Called by `open_scenario` before the scenario's first step. Refuses
-    (`Forbidden`, nothing has run) as `runbook.core.resume.plan` says,
+    (`Forbidden`, nothing has run) as `runbook.evidence.resume.plan` says,
     and when what the parent's completed steps rely on moved since it
     stopped. Returns the plan, None when this run is no resume.
     """

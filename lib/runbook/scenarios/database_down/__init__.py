@@ -21,11 +21,10 @@ import json
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runbook.clock import wait_for
-from runbook.core import postmortem as postmortem_draft
-from runbook.core.evidence import utc_now
-from runbook.core.story import Summary
+from runbook.clock import utc_now, wait_for
 from runbook.errors import CommandFailed
+from runbook.evidence import postmortem as postmortem_draft
+from runbook.evidence.story import Summary
 from runbook.ops import backups as backup_ops
 from runbook.ops import disk
 from runbook.ops.logs import last_lines, log_gist
@@ -106,7 +105,7 @@ class DatabaseDown(Scenario):
     # Step 2, `take_lock()`: only on a branch that changes the server
     lock_step, lock_once = "2. Take the host lock", True
 
-    # a resume (runbook.core.resume): the drain replays what waited in the DLQs, and
+    # a resume (runbook.evidence.resume): the drain replays what waited in the DLQs, and
     # a second drain would replay what arrived since as if it were the outage's: never
     # again. The parent's branch is read from its record, so triage is not run again
     # (a fixed database would now say "no incident" and skip the branch's checks). The

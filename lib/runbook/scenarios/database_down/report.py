@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from runbook.core.postmortem import Summary
+from runbook.evidence.postmortem import Summary
 from runbook.scenarios.database_down.signals import CORRUPT, SERVICE_FAILED, WONT_START, Branch
 
 if TYPE_CHECKING:

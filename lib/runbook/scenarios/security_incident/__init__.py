@@ -36,9 +36,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runbook.core.evidence import utc_now
-from runbook.core.resume import refusal as resume_refusal
-from runbook.core.story import Summary
+from runbook.clock import utc_now
+from runbook.evidence.resume import refusal as resume_refusal
+from runbook.evidence.story import Summary
 from runbook.ops import app_env, fail2ban, logs
 from runbook.ops.api import KEY_PROBE_PATH
 from runbook.ops.fail2ban import fail2ban_status
@@ -97,7 +97,7 @@ class SecurityIncident(Scenario):
     # rotated in step 1: checked before any change
     require_secrets = ("admin_key",)
 
-    # a resume (runbook.core.resume): a second rotation would lock out whoever took the
+    # a resume (runbook.evidence.resume): a second rotation would lock out whoever took the
     # first new key, so the rotation never runs again, and a rotation that failed is
     # not resumed (nothing on the server tells whether it half happened). The operator's
     # address and the investigation are read-only and set what later steps read: they

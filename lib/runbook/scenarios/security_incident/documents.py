@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from runbook.core import postmortem
+from runbook.evidence import postmortem
 from runbook.ops.firewall import NOT_AVAILABLE
 from runbook.scenarios.security_incident.findings import Findings, Lockdown, Preserved, Rotation
 

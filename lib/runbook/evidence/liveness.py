@@ -29,9 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runbook.core.evidence import Evidence, iso, utc_now
+from runbook.clock import iso, utc_now
 from runbook.core.paths import outputs_dir
 from runbook.core.redact import Redactor
+from runbook.evidence.writer import Evidence
 
 ABANDONED = "abandoned"
 EXIT_ABANDONED = 8
@@ -286,7 +287,7 @@ def finish_abandoned(
         except Exception as exc:  # one dead run that cannot be finished does not stop the others
             failed(run_dir, exc)
     for run_dir in done:
-        from runbook.core import seal as evidence_tools
+        from runbook.evidence import seal as evidence_tools
 
         # its own run never sealed it: seal what it left, so `runbook verify` covers it
         try:

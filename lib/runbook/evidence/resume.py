@@ -9,7 +9,7 @@ skipping happens in the library: a scenario method whose steps were all done
 in the parent returns at once (runbook.scenarios._base wraps every method).
 
 The link is written in the new run only (`resume.from` in its record): the
-parent's folder is sealed (MANIFEST.sha256, core/seal.py) and stays as it
+parent's folder is sealed (MANIFEST.sha256, evidence/seal.py) and stays as it
 was; `runbook history` derives `resumed_by` from the children.
 
 Refused before anything runs (`refusal`: a `Forbidden`, exit 4; a bad RUN or override is

@@ -1,16 +1,20 @@
-"""record.json as a session writes it: the run's own parts and its gates' parts.
+"""record.json assembled from a session: the run's own parts and its gates' parts.
 
 Written at every step end, metric, decision and verdict (`Session.write_record`);
 the schema is docs/record.schema.json. The pieces other layers also write
-(`Step`, `Change`, `error_dict`) are in runbook.core.record.
+(`Step`, `Change`, `error_dict`) are in runbook.evidence.record; the file is
+written by runbook.evidence.writer. (Named apart from evidence.record: this
+module assembles a whole record from a Session, which the evidence layer
+below the session must not know.)
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runbook.core.evidence import RECORD_SCHEMA, iso, utc_now
-from runbook.core.resume import parameters_hash
+from runbook.clock import iso, utc_now
+from runbook.evidence.resume import parameters_hash
+from runbook.evidence.writer import RECORD_SCHEMA
 
 if TYPE_CHECKING:
     from runbook.session import Session
@@ -56,7 +60,7 @@ def assemble(s: Session) -> dict[str, Any]:
         "polls": gate["polls"],
         # runs that died, finished as this one opened (Session.finish_abandoned_runs)
         "abandoned_runs": s.abandoned_runs,
-        # for a resume (runbook.core.resume): secret-free, session-only names left out
+        # for a resume (runbook.evidence.resume): secret-free, session-only names left out
         "parameters_sha256": parameters_hash(s.parameters),
         "resume": s.resume.to_record() if s.resume is not None else None,
         "target_facts": s.target_facts,

@@ -87,10 +87,3 @@ class Evidence:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.redactor.redact(text), encoding="utf-8")
         return path
-
-
-def read_record(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "record.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())

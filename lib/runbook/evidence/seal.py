@@ -53,9 +53,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runbook.core.evidence import iso, utc_now
+from runbook.clock import iso, utc_now
 from runbook.core.paths import outputs_dir
 from runbook.core.redact import Redactor
+from runbook.evidence.record import read_record
 
 MANIFEST = "MANIFEST.sha256"
 PREVIOUS = "PREVIOUS"
@@ -89,7 +90,7 @@ def seal(
     papermill wrote outside the run folder: it is copied in first.
     """
     run_dir = Path(run_dir)
-    record = _read_record(run_dir)
+    record = read_record(run_dir) or {}
     env = env or record.get("environment") or "sandbox"
     redactor = secrets_redactor(env)
     server_env = (
@@ -670,14 +671,6 @@ def _run_problems(run_dir: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------ helpers
-def _read_record(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "record.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")

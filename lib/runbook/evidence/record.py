@@ -1,4 +1,4 @@
-"""The pieces of record.json a run collects as it goes: its steps, its changes, its error.
+"""The pieces of record.json a run collects as it goes (its steps, its changes, its error), and reading one back.
 
 The session assembles the record (`Session.record()`); these are the parts
 that other layers write too (the change check records what a dry run would
@@ -13,8 +13,10 @@ Example::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from runbook.clock import iso, utc_now
@@ -78,3 +80,19 @@ def error_dict(exc: BaseException, redactor: Redactor) -> dict[str, Any]:
         if details:
             out["details"] = {str(k): redactor.redact(str(v)) for k, v in details.items()}
     return out
+
+
+def read_record(run_dir: Path | None) -> dict[str, Any] | None:
+    """A run folder's record.json, or None when there is none or it cannot be read.
+
+    The one lenient reader (seal, verify, the schedule); `runbook resume` reads
+    its parent strictly (runbook.evidence.resume.read_record names the fix),
+    and many runs are read by runbook.evidence.history.
+    """
+    if run_dir is None:
+        return None
+    try:
+        data = json.loads((Path(run_dir) / "record.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
