@@ -188,8 +188,12 @@ def test_disk_full_rotates_old_backups_only(sandbox, healed) -> None:
     assert c["Data and backups filesystems below the full mark"]["status"] == "passed"
     kept = c["Newest backups kept"]
     assert kept["status"] == "passed" and kept["actual"].startswith("7 of 7 still there")
-    left = sorted(p.name for p in backups.iterdir())
+    left = sorted(p.name for p in backups.iterdir() if p.is_file())
     assert set(real) <= set(left)  # the real (newest) backups are all still there
+    # the armor's evidence dumps stayed visible through the fault, and untouched
+    assert not [
+        c for c in record["checks"] if c["name"].startswith("Armor") and c["status"] != "passed"
+    ]
     assert len(left) == 7
     rm = [ch["what"] for ch in record["changes"] if ch["what"].startswith("rm ")]
     assert len(rm) == 1 and "2026-09-30" in rm[0] and "pg_wal" not in rm[0]

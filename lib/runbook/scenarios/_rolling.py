@@ -222,7 +222,7 @@ class Roller:
                     files[rev] = (name, text)  # type: ignore[assignment]
         heads = [r for r in revisions if r not in set(revisions.values())]
         new = migration_chain(revisions, heads[0], current) if heads else []
-        refused = rolling_refusals({files[r][0]: files[r][1] for r in new})  # type: ignore[index]
+        refused = rolling_refusals({files[r][0]: files[r][1] for r in new})
         if refused:
             raise Forbidden(
                 "expand-contract-in-a-rolling-deploy",

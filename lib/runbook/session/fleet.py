@@ -212,7 +212,7 @@ class FleetRun:
 
     # ----------------------------------------------------------------- steps
     def _step_name(self, step: str | None, fn: Callable[..., Any]) -> str:
-        base = step or self.s.current_step or getattr(fn, "__name__", "step")
+        base = str(step or self.s.current_step or getattr(fn, "__name__", "step"))
         taken = {f.step for f in self.recap.steps}
         name, n = base, 2
         while name in taken:

@@ -169,8 +169,12 @@ class Gate:
         self.profile = profile
         # a fleet profile's gate serves one host of its inventory, named; a single-host
         # profile's gate serves its target (the fleet of one)
-        self.fleet_host = profile.fleet.hosts[host] if profile.inventory is not None else None
-        if self.fleet_host is None and host is not None:
+        self.fleet_host = None
+        if profile.inventory is not None:
+            if host is None:
+                raise ValueError(f"{profile.name} is a fleet: name the host this gate serves")
+            self.fleet_host = profile.fleet.hosts[host]
+        elif host is not None:
             raise ValueError(f"{profile.name} has no inventory: its gate serves its target")
         self.host = host or profile.target.host or f"local:{profile.name}"
         # how commands.jsonl names the host: the inventory's name (the fleet of one's: the

@@ -162,8 +162,14 @@ def _disk_aside(t: Target) -> str:
     return str(t.scratch / "disk-full-backups")
 
 
+def _disk_evidence(t: Target) -> tuple[str, str]:
+    """The armor's evidence folder under the backups dir, and where it is held meanwhile."""
+    return str(t.backups_dir / "evidence"), str(t.scratch / "disk-full-evidence")
+
+
 def _disk_full(t: Target, _: str | None) -> str:
     backups, aside = str(t.backups_dir), _disk_aside(t)
+    evidence, held = _disk_evidence(t)
     if t.sh(f"mountpoint -q {q(backups)}", check=False).returncode == 0:
         raise RehearsalError("disk-full", f"{backups} is already a mount point (heal first)")
     if t.sh('test "$(id -u)" = 0', check=False).returncode != 0:
@@ -171,9 +177,17 @@ def _disk_full(t: Target, _: str | None) -> str:
     size = int(t.sh(f"du -sb {q(backups)} | cut -f1").stdout.strip()) + HEADROOM
     t.sh(
         f"mkdir -p {q(str(t.scratch))} && rm -rf {q(aside)} && cp -a {q(backups)} {q(aside)} && "
+        # A full disk hides no file: the armor's evidence dumps (immutable, which a tmpfs
+        # copy is not) stay the real ones, bound back over the tmpfs. Hidden by it, every
+        # later changing run's armor check found them missing (CI, after test_armor's dumps).
+        f"rm -rf {q(aside)}/evidence && "
+        f"if [ -d {q(evidence)} ]; then mkdir -p {q(held)} && "
+        f"mount --bind {q(evidence)} {q(held)}; fi && "
         f"mount -t tmpfs -o size={size},mode=0755 runbook-fault-disk-full {q(backups)} && "
         f"chown --reference={q(aside)} {q(backups)} && "
         f"cp -a {q(aside)}/. {q(backups)}/ && "
+        f"if mountpoint -q {q(held)}; then mkdir -p {q(evidence)} && "
+        f"mount --bind {q(held)} {q(evidence)}; fi && "
         # the filling is stdlib only: one script for both targets, run on the server
         f"python3 -c {q(Path(_fill.__file__).read_text())} {q(backups)} {_fill.FILLER_BYTES}",
         timeout=300,
@@ -184,8 +198,11 @@ def _disk_full(t: Target, _: str | None) -> str:
 
 def _disk_heal(t: Target, _: str | None) -> None:
     backups, aside = q(str(t.backups_dir)), q(_disk_aside(t))
+    evidence, held = (q(p) for p in _disk_evidence(t))
     t.sh(
+        f"if mountpoint -q {evidence}; then umount {evidence}; fi; "
         f"if mountpoint -q {backups}; then umount {backups}; fi; "
+        f"if mountpoint -q {held}; then umount {held} && rmdir {held}; fi; "
         # no clobber: what the scenario left (its rotation) stays as it is
         f"if [ -d {aside} ]; then cp -an {aside}/. {backups}/ && rm -rf {aside}; fi",
         timeout=300,
