@@ -86,6 +86,43 @@ def test_no_hand_written_catch_all_in_scenarios_or_ops() -> None:
     )
 
 
+REFUSALS = {
+    "Refusal",
+    "Forbidden",
+    "NotConfirmed",
+    "HostKeyMismatch",
+    "HostKeyUnknown",
+    "Tripped",
+}
+
+
+def refusal_handlers(source: str, filename: str) -> list[str]:
+    """Every except clause naming a refusal, re-raising or not: refusals are the session's.
+
+    >>> refusal_handlers("try:\\n    f()\\nexcept Forbidden:\\n    note()\\n    raise\\n", "x.py")
+    ['x.py:3: except Forbidden']
+    """
+    return [
+        f"{filename}:{node.lineno}: except {name}"
+        for node in ast.walk(ast.parse(source, filename))
+        if isinstance(node, ast.ExceptHandler)
+        for name in sorted(_names(node.type) & REFUSALS)
+    ]
+
+
+def test_no_scenario_handles_a_refusal() -> None:
+    found = [
+        v
+        for path in sorted((LIB / "scenarios").rglob("*.py"))
+        for v in refusal_handlers(path.read_text(), str(path.relative_to(LIB)))
+    ]
+    assert not found, (
+        "a refusal stops the run and the session records it: let it through "
+        "(a guard's rule outside a command: `s.enforce(s.guards.check_..., ...)`):\n  "
+        + "\n  ".join(found)
+    )
+
+
 def test_the_rule_catches_each_shape() -> None:
     planted = """
 from runbook import errors

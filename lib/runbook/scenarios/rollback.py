@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from runbook.clock import iso, utc_now, wait_for
 from runbook.core.output import Progress
 from runbook.core.paths import outputs_dir
-from runbook.errors import Forbidden, ParameterError, RunbookError
+from runbook.errors import ParameterError, RunbookError
 from runbook.evidence.story import Summary, Text
 from runbook.ops.sentry import SENTRY_BUCKET_S, Sentry
 from runbook.scenarios._base import show
@@ -213,18 +213,7 @@ class Rollback(Release):
             )
             steps = len(self.to_undo)
             if steps > 1:
-                try:
-                    s.guards.check_downgrade(steps, f"alembic downgrade -{steps}")
-                except Forbidden as exc:
-                    s.evidence.append(
-                        {
-                            "kind": "refused",
-                            "step": s.current_step,
-                            "rule": exc.rule,
-                            "message": str(exc),
-                        }
-                    )
-                    raise
+                s.enforce(s.guards.check_downgrade, steps, f"alembic downgrade -{steps}")
             # Not a check: a refusal raised above, so "allowed" could never fail here.
             s.decide(
                 "Downgrades",

@@ -42,7 +42,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +61,13 @@ from runbook.core.secrets import (
     replace_env_line,
     secret_values,
 )
-from runbook.errors import DefinitionOfDoneNotMet, ParameterError, Refusal, outcome_of
+from runbook.errors import (
+    DefinitionOfDoneNotMet,
+    Forbidden,
+    ParameterError,
+    Refusal,
+    outcome_of,
+)
 from runbook.evidence.record import Change, Step, error_dict
 from runbook.evidence.resume import Plan, StepRules
 from runbook.evidence.writer import Evidence, new_run_dir
@@ -477,6 +483,24 @@ class Session:
     def allow_change(self, what: str, *, kind: str) -> bool:
         """True if a changing call may go ahead now; False in dry-run (recorded)."""
         return self.gate.allow_change(what, kind=kind)
+
+    def enforce(self, check: Callable[..., Any], *args: Any) -> None:
+        """Apply one of the guards' rules outside a command (`s.guards.check_downgrade`):
+        a refusal is recorded in the evidence as the gate records a refused command,
+        then raised. A scenario never catches a refusal itself (tests/test_architecture.py).
+        """
+        try:
+            check(*args)
+        except Forbidden as exc:
+            self.evidence.append(
+                {
+                    "kind": "refused",
+                    "step": self.current_step,
+                    "rule": exc.rule,
+                    "message": str(exc),
+                }
+            )
+            raise
 
     def require_confirmation(self, what: str = "a change") -> None:
         """Fail closed unless the operator confirmed changes on this environment.
