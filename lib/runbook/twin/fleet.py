@@ -488,7 +488,9 @@ class Fleet(Twin):
         deadline = time.monotonic() + READY_TIMEOUT
         marks: dict[str, float] = {}
         want = [*(f"ssh {n}" for n in st["hosts"]), *(f"api {a}" for a in st["api_hosts"])]
-        want += ["internet", "lb"]
+        # systemd done booting on each host: SSH and the API answer earlier, and `status`
+        # (which reads `systemctl is-system-running`) said "starting" right after an up (CI)
+        want += [*(f"boot {n}" for n in st["hosts"]), "internet", "lb"]
         last = ""
         while time.monotonic() < deadline:
             for which in (*st["machines"], "stubs"):
@@ -503,6 +505,13 @@ class Fleet(Twin):
                     on = self._on(st, n)
                     if self.ssh("true", timeout=10, check=False, st=on).returncode == 0:
                         marks[f"ssh {n}"] = time.monotonic() - t0
+            for n in st["hosts"]:
+                if f"boot {n}" not in marks and f"ssh {n}" in marks:
+                    on = self._on(st, n)
+                    state = self.ssh("systemctl is-system-running", timeout=10, check=False, st=on)
+                    last = f"{n}: systemd {state.stdout.strip() or state.returncode}"
+                    if state.stdout.strip() == "running":
+                        marks[f"boot {n}"] = time.monotonic() - t0
             if "internet" not in marks:
                 try:
                     code, _ = self.https_get("/api/v2/status.json", "status.anthropic.com", st=st)
