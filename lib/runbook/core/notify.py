@@ -349,7 +349,12 @@ def message(
         return f"{label + ':':<13} {value}"
 
     hosts = record.get("hosts")
-    host = ", ".join(map(str, hosts)) if isinstance(hosts, (list, dict)) else record.get("target")
+    # a fleet run names its hosts; a single-host run's `hosts` is empty: its target
+    host = (
+        ", ".join(map(str, hosts))
+        if isinstance(hosts, (list, dict)) and hosts
+        else record.get("target")
+    )
     lines = [
         line("scenario", record.get("scenario")),
         line("environment", record.get("environment")),
