@@ -115,6 +115,20 @@ def healed(sandbox: Sandbox) -> Iterator[Sandbox]:
     sandbox.heal()
 
 
+@pytest.fixture
+def env_restored(healed: Sandbox) -> Iterator[Sandbox]:
+    """.env back as it was (a failover edits LLM_PROVIDER_PRIORITY), the API restarted."""
+    env = Path(healed.state["app_dir"]) / ".env"
+    original = env.read_bytes()
+    yield healed
+    if env.read_bytes() != original:
+        env.write_bytes(original)
+        healed.restart("dealix-api")
+        healed.wait_api()
+    for bak in env.parent.glob(".env.bak.*"):
+        bak.unlink()
+
+
 def _test_twin_dir() -> Path:
     env = os.environ.get("RUNBOOK_TEST_TWIN_DIR")
     return Path(env).expanduser().resolve() if env else project_root() / ".twin-test"

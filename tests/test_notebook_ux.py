@@ -311,20 +311,6 @@ def test_database_down_reads_as_lines(sandbox, healed) -> None:
     assert "restart postgresql" in resolution and "lock" not in resolution, resolution
 
 
-@pytest.fixture
-def env_restored(healed):
-    """.env back as it was (a failover edits LLM_PROVIDER_PRIORITY), the API restarted."""
-    env = Path(healed.state["app_dir"]) / ".env"
-    original = env.read_bytes()
-    yield healed
-    if env.read_bytes() != original:
-        env.write_bytes(original)
-        healed.restart("dealix-api")
-        healed.wait_api()
-    for bak in env.parent.glob(".env.bak.*"):
-        bak.unlink()
-
-
 def test_an_llm_failover_reads_as_lines(sandbox, env_restored) -> None:
     env_restored.fault("llm-down:anthropic")
     code, out, run_dir = run("llm_provider_down", "-p", "failover_after_minutes", "0")

@@ -41,20 +41,6 @@ def outputs(tmp_path, monkeypatch):
     return tmp_path / "outputs"
 
 
-@pytest.fixture
-def env_restored(healed):
-    """Put .env back as it was (a failover edits it) and restart the API."""
-    env = Path(healed.state["app_dir"]) / ".env"
-    original = env.read_bytes()
-    yield healed
-    if env.read_bytes() != original:
-        env.write_bytes(original)
-        healed.restart("dealix-api")
-        healed.wait_api()
-    for bak in env.parent.glob(".env.bak.*"):
-        bak.unlink()
-
-
 def record_of(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "record.json").read_text())
 
